@@ -1,0 +1,553 @@
+//! The record batch: Cairn's unit of storage and replication.
+//!
+//! ```text
+//! offset size field
+//!  0     4    batch_len    whole batch, header included (u32 LE)
+//!  4     4    crc          CRC-32C (Castagnoli) over bytes [8, batch_len)
+//!  8     1    magic        format version, currently 1
+//!  9     1    flags        reserved, 0
+//! 10     2    reserved     0
+//! 12     4    count        number of entries
+//! 16     8    base_offset  offset of the first entry; entry i has base_offset + i
+//! 24     8    min_ts       smallest entry timestamp (µs)
+//! 32     8    max_ts       largest entry timestamp (µs)
+//! 40     8    epoch        leader epoch (Raft term) that wrote the batch; 0 on a single node
+//! 48     ..   payload      `count` entries, back to back
+//! ```
+//!
+//! Each entry in the payload is: timestamp as a zigzag varint delta from the
+//! previous entry (the first from 0), level as one byte, then source and
+//! message as (varint length, UTF-8 bytes), then a varint attribute count and
+//! that many (key, value) strings in the same form.
+//!
+//! The CRC covers the header fields after itself, so a flipped offset, count or
+//! timestamp is caught just like a flipped payload byte. Offsets are assigned
+//! by the log when the batch is appended: [`RecordBatch::stamped_header`]
+//! rewrites `base_offset`/`epoch` and the CRC without copying the payload.
+
+use bytes::Bytes;
+
+use crate::entry::{Attributes, Entry, EntryRef, Level};
+use crate::varint;
+
+pub const HEADER_LEN: usize = 48;
+pub const MAGIC: u8 = 1;
+/// Upper bound on one batch, so a corrupt length field cannot make a reader
+/// allocate gigabytes. Producers' requests are capped well below this.
+pub const MAX_BATCH_LEN: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch truncated: need {needed} bytes, have {available}")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {0} is outside [{HEADER_LEN}, {MAX_BATCH_LEN}]")]
+    BadLength(usize),
+    #[error("unsupported batch format version {0}")]
+    BadMagic(u8),
+    #[error("batch checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("malformed batch payload: {0}")]
+    Malformed(&'static str),
+    #[error("batch would exceed {MAX_BATCH_LEN} bytes")]
+    TooLarge,
+}
+
+/// The decoded fixed header of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub batch_len: u32,
+    pub crc: u32,
+    pub magic: u8,
+    pub flags: u8,
+    pub count: u32,
+    pub base_offset: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub epoch: u64,
+}
+
+impl BatchHeader {
+    /// Parses a header without checking the CRC (that needs the whole batch).
+    /// Checks the length bounds and the magic, so a scanner can tell garbage
+    /// (e.g. the zeroed, preallocated tail of a segment) from a batch.
+    pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated {
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
+        let header = BatchHeader {
+            batch_len: u32_at(0),
+            crc: u32_at(4),
+            magic: buf[8],
+            flags: buf[9],
+            count: u32_at(12),
+            base_offset: u64_at(16),
+            min_ts: u64_at(24) as i64,
+            max_ts: u64_at(32) as i64,
+            epoch: u64_at(40),
+        };
+        let len = header.batch_len as usize;
+        if !(HEADER_LEN..=MAX_BATCH_LEN).contains(&len) {
+            return Err(BatchError::BadLength(len));
+        }
+        if header.magic != MAGIC {
+            return Err(BatchError::BadMagic(header.magic));
+        }
+        Ok(header)
+    }
+
+    /// The offset after the last entry of this batch.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.count)
+    }
+
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&self.batch_len.to_le_bytes());
+        h[4..8].copy_from_slice(&self.crc.to_le_bytes());
+        h[8] = self.magic;
+        h[9] = self.flags;
+        h[12..16].copy_from_slice(&self.count.to_le_bytes());
+        h[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
+        h[24..32].copy_from_slice(&self.min_ts.to_le_bytes());
+        h[32..40].copy_from_slice(&self.max_ts.to_le_bytes());
+        h[40..48].copy_from_slice(&self.epoch.to_le_bytes());
+        h
+    }
+}
+
+fn checksum(header_tail: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(header_tail), payload)
+}
+
+/// Builds a batch from entries. The result has base offset 0 until the log
+/// stamps it.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    count: u32,
+    min_ts: i64,
+    max_ts: i64,
+    prev_ts: i64,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(4096)
+    }
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEADER_LEN + bytes);
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            prev_ts: 0,
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size so far, header included.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn push(&mut self, entry: &Entry) -> Result<(), BatchError> {
+        self.push_ref(&entry.as_ref())
+    }
+
+    pub fn push_ref(&mut self, e: &EntryRef<'_>) -> Result<(), BatchError> {
+        let start = self.buf.len();
+        varint::put_u64(&mut self.buf, varint::zigzag(e.timestamp_us.wrapping_sub(self.prev_ts)));
+        self.buf.push(e.level as u8);
+        put_str(&mut self.buf, e.source);
+        put_str(&mut self.buf, e.message);
+        varint::put_u64(&mut self.buf, e.attributes.len() as u64);
+        for (k, v) in e.attributes.iter() {
+            put_str(&mut self.buf, k);
+            put_str(&mut self.buf, v);
+        }
+        if self.buf.len() > MAX_BATCH_LEN || self.count == u32::MAX {
+            self.buf.truncate(start);
+            return Err(BatchError::TooLarge);
+        }
+        self.prev_ts = e.timestamp_us;
+        self.min_ts = self.min_ts.min(e.timestamp_us);
+        self.max_ts = self.max_ts.max(e.timestamp_us);
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> RecordBatch {
+        let mut buf = self.buf;
+        let (min_ts, max_ts) = if self.count == 0 { (0, 0) } else { (self.min_ts, self.max_ts) };
+        let mut header = BatchHeader {
+            batch_len: buf.len() as u32,
+            crc: 0,
+            magic: MAGIC,
+            flags: 0,
+            count: self.count,
+            base_offset: 0,
+            min_ts,
+            max_ts,
+            epoch: 0,
+        };
+        let encoded = header.encode();
+        header.crc = checksum(&encoded[8..], &buf[HEADER_LEN..]);
+        buf[..HEADER_LEN].copy_from_slice(&header.encode());
+        RecordBatch {
+            header,
+            bytes: Bytes::from(buf),
+        }
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    varint::put_u64(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+pub(crate) fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, BatchError> {
+    let len = varint::get_u64(buf, pos).ok_or(BatchError::Malformed("bad string length"))? as usize;
+    let end = pos.checked_add(len).filter(|&e| e <= buf.len());
+    let end = end.ok_or(BatchError::Malformed("string runs past the payload"))?;
+    let s = std::str::from_utf8(&buf[*pos..end]).map_err(|_| BatchError::Malformed("string is not UTF-8"))?;
+    *pos = end;
+    Ok(s)
+}
+
+/// A complete, checksum-verified batch held in shared bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl RecordBatch {
+    /// Takes ownership of exactly one encoded batch and verifies it: length,
+    /// version and CRC. The payload's entry structure is checked by
+    /// [`RecordBatch::validate_entries`] (needed only for untrusted input).
+    pub fn from_bytes(bytes: Bytes) -> Result<RecordBatch, BatchError> {
+        let header = BatchHeader::parse(&bytes)?;
+        let len = header.batch_len as usize;
+        if bytes.len() < len {
+            return Err(BatchError::Truncated {
+                needed: len,
+                available: bytes.len(),
+            });
+        }
+        if bytes.len() > len {
+            return Err(BatchError::Malformed("trailing bytes after batch"));
+        }
+        let computed = checksum(&bytes[8..HEADER_LEN], &bytes[HEADER_LEN..]);
+        if computed != header.crc {
+            return Err(BatchError::Checksum {
+                stored: header.crc,
+                computed,
+            });
+        }
+        Ok(RecordBatch { header, bytes })
+    }
+
+    /// Splits a buffer holding batches back to back into verified batches.
+    pub fn split_all(mut bytes: Bytes) -> Result<Vec<RecordBatch>, BatchError> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let header = BatchHeader::parse(&bytes)?;
+            let len = header.batch_len as usize;
+            if bytes.len() < len {
+                return Err(BatchError::Truncated {
+                    needed: len,
+                    available: bytes.len(),
+                });
+            }
+            out.push(RecordBatch::from_bytes(bytes.split_to(len))?);
+        }
+        Ok(out)
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.header.base_offset
+    }
+
+    pub fn count(&self) -> u32 {
+        self.header.count
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.header.next_offset()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.header.count == 0
+    }
+
+    /// The whole encoded batch, header included.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..]
+    }
+
+    /// The header this batch gets when the log places it at `base_offset`
+    /// under `epoch`; write it followed by [`RecordBatch::payload`].
+    pub fn stamped_header(&self, base_offset: u64, epoch: u64) -> [u8; HEADER_LEN] {
+        let mut header = BatchHeader {
+            base_offset,
+            epoch,
+            crc: 0,
+            ..self.header
+        };
+        let encoded = header.encode();
+        header.crc = checksum(&encoded[8..], self.payload());
+        header.encode()
+    }
+
+    /// A copy placed at `base_offset` under `epoch`.
+    pub fn restamped(&self, base_offset: u64, epoch: u64) -> RecordBatch {
+        let mut buf = Vec::with_capacity(self.bytes.len());
+        buf.extend_from_slice(&self.stamped_header(base_offset, epoch));
+        buf.extend_from_slice(self.payload());
+        RecordBatch::from_bytes(Bytes::from(buf)).expect("restamped batch is valid")
+    }
+
+    /// Iterates the entries with their offsets.
+    pub fn entries(&self) -> EntryIter<'_> {
+        EntryIter {
+            payload: self.payload(),
+            pos: 0,
+            index: 0,
+            count: self.header.count,
+            base_offset: self.header.base_offset,
+            prev_ts: 0,
+        }
+    }
+
+    /// Decodes every entry and checks the payload is exactly `count` entries
+    /// with timestamps inside the header's range. Use on untrusted batches.
+    pub fn validate_entries(&self) -> Result<(), BatchError> {
+        let mut it = self.entries();
+        for item in &mut it {
+            let (_, e) = item?;
+            if e.timestamp_us < self.header.min_ts || e.timestamp_us > self.header.max_ts {
+                return Err(BatchError::Malformed("entry timestamp outside the header's range"));
+            }
+        }
+        if it.pos != it.payload.len() {
+            return Err(BatchError::Malformed("trailing bytes after the last entry"));
+        }
+        Ok(())
+    }
+}
+
+/// Yields `(offset, entry)` pairs; an `Err` ends the iteration.
+#[derive(Debug)]
+pub struct EntryIter<'a> {
+    payload: &'a [u8],
+    pos: usize,
+    index: u32,
+    count: u32,
+    base_offset: u64,
+    prev_ts: i64,
+}
+
+impl<'a> EntryIter<'a> {
+    fn decode_next(&mut self) -> Result<EntryRef<'a>, BatchError> {
+        let p = self.payload;
+        let delta = varint::get_u64(p, &mut self.pos).ok_or(BatchError::Malformed("bad timestamp"))?;
+        let timestamp_us = self.prev_ts.wrapping_add(varint::unzigzag(delta));
+        let level = *p.get(self.pos).ok_or(BatchError::Malformed("missing level"))?;
+        let level = Level::from_u8(level).ok_or(BatchError::Malformed("unknown level"))?;
+        self.pos += 1;
+        let source = read_str(p, &mut self.pos)?;
+        let message = read_str(p, &mut self.pos)?;
+        let count = varint::get_u64(p, &mut self.pos).ok_or(BatchError::Malformed("bad attribute count"))?;
+        let attrs_start = self.pos;
+        for _ in 0..count {
+            read_str(p, &mut self.pos)?;
+            read_str(p, &mut self.pos)?;
+        }
+        self.prev_ts = timestamp_us;
+        Ok(EntryRef {
+            timestamp_us,
+            level,
+            source,
+            message,
+            attributes: Attributes::Encoded {
+                count: count as usize,
+                raw: &p[attrs_start..self.pos],
+            },
+        })
+    }
+}
+
+impl<'a> Iterator for EntryIter<'a> {
+    type Item = Result<(u64, EntryRef<'a>), BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.count {
+            return None;
+        }
+        let offset = self.base_offset + u64::from(self.index);
+        match self.decode_next() {
+            Ok(e) => {
+                self.index += 1;
+                Some(Ok((offset, e)))
+            }
+            Err(err) => {
+                self.index = self.count;
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        (
+            any::<i64>(),
+            0u8..6,
+            ".{0,12}",
+            ".{0,64}",
+            proptest::collection::btree_map(".{0,6}", ".{0,10}", 0..4),
+        )
+            .prop_map(|(ts, level, source, message, attributes)| Entry {
+                timestamp_us: ts,
+                level: Level::from_u8(level).unwrap(),
+                source,
+                message,
+                attributes,
+            })
+    }
+
+    fn build(entries: &[Entry]) -> RecordBatch {
+        let mut b = BatchBuilder::new();
+        for e in entries {
+            b.push(e).unwrap();
+        }
+        b.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(entries in proptest::collection::vec(arb_entry(), 0..20),
+                                     base in 0u64..u64::MAX / 2, epoch in any::<u64>()) {
+            let batch = build(&entries).restamped(base, epoch);
+            let decoded = RecordBatch::from_bytes(batch.as_bytes().clone()).unwrap();
+            decoded.validate_entries().unwrap();
+            prop_assert_eq!(decoded.base_offset(), base);
+            prop_assert_eq!(decoded.header().epoch, epoch);
+            prop_assert_eq!(decoded.count() as usize, entries.len());
+            let got: Vec<(u64, Entry)> = decoded.entries().map(|r| r.map(|(o, e)| (o, e.to_owned())).unwrap()).collect();
+            for (i, ((offset, e), want)) in got.iter().zip(&entries).enumerate() {
+                prop_assert_eq!(*offset, base + i as u64);
+                prop_assert_eq!(e, want);
+            }
+            if !entries.is_empty() {
+                prop_assert_eq!(decoded.header().min_ts, entries.iter().map(|e| e.timestamp_us).min().unwrap());
+                prop_assert_eq!(decoded.header().max_ts, entries.iter().map(|e| e.timestamp_us).max().unwrap());
+            }
+        }
+
+        #[test]
+        fn any_flipped_byte_is_detected(entries in proptest::collection::vec(arb_entry(), 1..8),
+                                        pos_seed in any::<usize>(), bit in 0u8..8) {
+            let batch = build(&entries).restamped(17, 3);
+            let mut raw = batch.as_bytes().to_vec();
+            let pos = pos_seed % raw.len();
+            raw[pos] ^= 1 << bit;
+            prop_assert!(RecordBatch::from_bytes(Bytes::from(raw)).is_err());
+        }
+
+        #[test]
+        fn truncation_is_detected(entries in proptest::collection::vec(arb_entry(), 1..8), cut_seed in any::<usize>()) {
+            let batch = build(&entries);
+            let cut = cut_seed % batch.len();
+            prop_assert!(RecordBatch::from_bytes(batch.as_bytes().slice(..cut)).is_err());
+        }
+    }
+
+    #[test]
+    fn split_all_reads_back_to_back_batches() {
+        let e = Entry {
+            timestamp_us: 5,
+            level: Level::Error,
+            source: "db".into(),
+            message: "disk on fire".into(),
+            attributes: BTreeMap::from([("host".into(), "a1".into())]),
+        };
+        let a = build(&[e.clone()]).restamped(0, 0);
+        let b = build(&[e.clone(), e]).restamped(1, 0);
+        let mut all = a.as_bytes().to_vec();
+        all.extend_from_slice(b.as_bytes());
+        let batches = RecordBatch::split_all(Bytes::from(all)).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].base_offset(), 1);
+        let (offset, entry) = batches[1].entries().nth(1).unwrap().unwrap();
+        assert_eq!(offset, 2);
+        assert_eq!(entry.attributes.get("host"), Some("a1"));
+    }
+
+    #[test]
+    fn zeroed_bytes_are_not_a_batch() {
+        assert!(matches!(BatchHeader::parse(&[0u8; 64]), Err(BatchError::BadLength(0))));
+    }
+
+    #[test]
+    fn well_formed_crc_with_garbage_payload_fails_validation() {
+        // A producer could send a batch whose CRC matches but whose payload
+        // lies about its count: validate_entries must refuse it.
+        let mut b = BatchBuilder::new();
+        b.push(&Entry {
+            timestamp_us: 1,
+            level: Level::Info,
+            source: "s".into(),
+            message: "m".into(),
+            attributes: BTreeMap::new(),
+        })
+        .unwrap();
+        let batch = b.finish();
+        let mut header = *batch.header();
+        header.count = 2;
+        let mut raw = header.encode().to_vec();
+        raw.extend_from_slice(batch.payload());
+        let crc = checksum(&raw[8..HEADER_LEN], &raw[HEADER_LEN..]);
+        raw[4..8].copy_from_slice(&crc.to_le_bytes());
+        let forged = RecordBatch::from_bytes(Bytes::from(raw)).unwrap();
+        assert!(forged.validate_entries().is_err());
+    }
+}

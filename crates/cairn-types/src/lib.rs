@@ -1,0 +1,21 @@
+//! Cairn's shared vocabulary.
+//!
+//! - [`entry`]: the log entry model (timestamp in µs, level, source, message,
+//!   attributes) and its JSON form at the API edge.
+//! - [`batch`]: the compact binary record batch that is stored on disk and
+//!   (later) replicated as one Raft entry. A batch is self-describing and
+//!   self-checking: a fixed header carries offsets, counts and the time range,
+//!   and a CRC-32C covers everything after the CRC field, so any flipped byte
+//!   in the header or the payload is detected before data is served.
+//! - [`error`]: stable, numeric error codes shared by every crate and the wire.
+//!
+//! This crate depends on nothing else in Cairn; everything else depends on it.
+
+pub mod batch;
+pub mod entry;
+pub mod error;
+mod varint;
+
+pub use batch::{BatchBuilder, BatchError, BatchHeader, RecordBatch};
+pub use entry::{Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError};
+pub use error::ErrorCode;
