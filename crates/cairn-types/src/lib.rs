@@ -17,5 +17,5 @@ pub mod error;
 mod varint;
 
 pub use batch::{BatchBuilder, BatchError, BatchHeader, RecordBatch};
-pub use entry::{Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError};
+pub use entry::{Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError, partition_for_source};
 pub use error::ErrorCode;

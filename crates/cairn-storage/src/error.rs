@@ -1,0 +1,73 @@
+//! The storage error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use cairn_types::{BatchError, ErrorCode};
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Stored bytes failed their checksum or structure check. Never served.
+    #[error("corrupt data in {path} at byte {position}: {source}")]
+    Corruption {
+        path: PathBuf,
+        position: u64,
+        #[source]
+        source: BatchError,
+    },
+    #[error("offset {requested} is out of range: the log holds [{start}, {end})")]
+    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[source] BatchError),
+    #[error("log {path} refuses appends after a failed write or sync (reopen it to recover): {reason}")]
+    Poisoned { path: PathBuf, reason: String },
+    #[error("data directory {0} is locked by another process")]
+    Locked(PathBuf),
+    #[error("log {0} is closed")]
+    Closed(PathBuf),
+    #[error("the storage writer has stopped")]
+    WriterStopped,
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl StorageError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StorageError::Corruption { .. } => ErrorCode::Corruption,
+            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StorageError::InvalidBatch(_) => ErrorCode::InvalidEntry,
+            StorageError::InvalidConfig(_) => ErrorCode::InvalidStreamConfig,
+            StorageError::WriterStopped | StorageError::Closed(_) => ErrorCode::Unavailable,
+            StorageError::Io { .. } | StorageError::Poisoned { .. } | StorageError::Locked(_) => ErrorCode::Storage,
+        }
+    }
+}
+
+/// Attaches what we were doing (and to which path) to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| StorageError::Io { context: what(), source })
+    }
+}
+
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|errno| StorageError::Io {
+            context: what(),
+            source: errno.into(),
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! Cairn's storage engine: durable, segmented, checksummed partition logs.
+//!
+//! # Layout
+//! A [`DataDir`] holds any number of partition logs, one directory each. A
+//! log is a run of segments `{base_offset:020}.log`, each a sequence of
+//! [`cairn_types::RecordBatch`]es; sealed segments carry a sparse offset
+//! index (`.index`) and time index (`.timeindex`) beside them.
+//!
+//! # Durability
+//! One writer thread per data directory does group commit (see `writer`):
+//! appends from many logs that arrive together share one write per log and
+//! one `fdatasync` per log. An append is acknowledged — and visible to
+//! readers — only once its log's [`Durability`] policy is met. Segments are
+//! preallocated in chunks so a sync does not have to commit file-size
+//! metadata.
+//!
+//! # Recovery
+//! On open, the active segment is read in full and every batch verified
+//! (length, CRC-32C, offset sequence); the log is cut at the first batch that
+//! fails, which is where a crash tore a write. Sealed segments load their
+//! index files, or rebuild them when missing or stale. A checksum failure on
+//! read is returned as [`StorageError::Corruption`]; corrupt bytes are never
+//! served.
+//!
+//! # Retention
+//! Whole segments are deleted from the start of the log by age (newest entry
+//! older than `retention_ms`) and by total size (`retention_bytes`).
+//!
+//! Small metadata files (such as stream configs) are written with
+//! [`atomic_write`]: temp file, fsync, rename, fsync directory.
+
+mod config;
+mod error;
+mod fsutil;
+mod log;
+mod segment;
+mod writer;
+
+pub use config::{DataDirOptions, Durability, LogConfig};
+pub use error::{Result, StorageError};
+pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
+pub use log::{AppendInfo, AppendTimings, LogStats, PartitionLog, Pending, RetentionOutcome};
+pub use writer::DataDir;

@@ -1,0 +1,575 @@
+//! The data directory and its group-commit writer thread.
+//!
+//! Every mutation of every log in a data directory goes through one thread,
+//! fed by a channel. The thread takes whatever has queued up (one *commit
+//! group*), stamps offsets, writes each log's share of the group with one
+//! `pwrite`, and makes it durable with one `fdatasync` per log whose policy
+//! asks for it; then it publishes the new end to readers and answers every
+//! append of the group. While it syncs, new appends queue up and form the next
+//! group, so the cost of a sync is shared by everyone who arrived during the
+//! previous one: throughput rises with concurrency while each append is still
+//! acknowledged only after its own bytes are on disk.
+//!
+//! Appends that would overflow the active segment (or find it too old) first
+//! flush what is staged, then roll: the old segment is synced, trimmed of its
+//! preallocated tail, and its index files are written; a new segment starts at
+//! the next offset. A failed write or sync *poisons* the log: after fsync
+//! fails the page cache cannot be trusted, so the log refuses appends until it
+//! is reopened and recovered from what is really on disk.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn_types::RecordBatch;
+use parking_lot::Mutex;
+use rustix::fs::{FallocateFlags, FlockOperation};
+use tokio::sync::oneshot;
+
+use crate::config::{DataDirOptions, Durability, LogConfig};
+use crate::error::{IoContext, Result, StorageError};
+use crate::fsutil::{create_dir_durable, fsync_dir};
+use crate::log::{ActiveState, AppendInfo, LogInner, PartitionLog, Pending, RetentionOutcome, open_segment_file};
+use crate::segment::{IndexPoint, Segment, SegmentMeta, remove_index_files, segment_path, write_index_files};
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+pub(crate) enum Command {
+    Append {
+        log: Arc<LogInner>,
+        batch: RecordBatch,
+        reply: Reply<AppendInfo>,
+        enqueued: Instant,
+    },
+    Register {
+        log: Arc<LogInner>,
+    },
+    Retention {
+        log: Arc<LogInner>,
+        now_us: i64,
+        reply: Reply<RetentionOutcome>,
+    },
+    Sync {
+        log: Arc<LogInner>,
+        reply: Reply<()>,
+    },
+    Close {
+        log: Arc<LogInner>,
+        delete: bool,
+        reply: Reply<()>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
+}
+
+/// One data directory: a lock file, the logs below it, and their writer.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    tx: mpsc::Sender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    open_logs: Mutex<HashSet<PathBuf>>,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens `path` (creating it), takes an exclusive lock on it so no second
+    /// process can write the same logs, and starts the writer thread.
+    pub fn open(path: impl AsRef<Path>, options: DataDirOptions) -> Result<DataDir> {
+        let path = path.as_ref().to_path_buf();
+        create_dir_durable(&path)?;
+        let lock_path = path.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("open {}", lock_path.display()))?;
+        rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| StorageError::Locked(path.clone()))?;
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            rx,
+            preallocate_bytes: options.preallocate_bytes,
+            options,
+            logs: Vec::new(),
+            group: Vec::new(),
+            group_bytes: 0,
+            group_appends: 0,
+            next_interval_sync: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("cairn-storage-writer".into())
+            .spawn(move || writer.run())
+            .ctx(|| "spawn storage writer thread".into())?;
+        Ok(DataDir {
+            path,
+            tx,
+            thread: Mutex::new(Some(thread)),
+            open_logs: Mutex::new(HashSet::new()),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens (creating and recovering as needed) the log in `relative_dir`
+    /// below the data directory. A log may be open once at a time.
+    pub fn open_log(&self, relative_dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+        config.validate().map_err(StorageError::InvalidConfig)?;
+        let dir = self.path.join(relative_dir);
+        if !self.open_logs.lock().insert(dir.clone()) {
+            return Err(StorageError::InvalidConfig(format!("log {} is already open", dir.display())));
+        }
+        let opened = PartitionLog::open(&dir, config, self.tx.clone());
+        match opened {
+            Ok(log) => {
+                let _ = self.tx.send(Command::Register { log: log.inner.clone() });
+                Ok(log)
+            }
+            Err(e) => {
+                self.open_logs.lock().remove(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs and closes a log; further appends to it fail with `Closed`.
+    pub fn close_log(&self, log: &PartitionLog) -> Result<()> {
+        self.finish_log(log, false)
+    }
+
+    /// Closes a log and deletes its directory with all its data.
+    pub fn remove_log(&self, log: &PartitionLog) -> Result<()> {
+        self.finish_log(log, true)
+    }
+
+    fn finish_log(&self, log: &PartitionLog, delete: bool) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Close {
+                log: log.inner.clone(),
+                delete,
+                reply,
+            })
+            .map_err(|_| StorageError::WriterStopped)?;
+        let result = Pending::new(rx).wait();
+        self.open_logs.lock().remove(log.dir());
+        result
+    }
+
+    /// Makes everything appended to every log durable and stops the writer.
+    /// Appends submitted afterwards fail with `WriterStopped`.
+    pub fn shutdown(&self) -> Result<()> {
+        let Some(thread) = self.thread.lock().take() else {
+            return Ok(());
+        };
+        let (reply, rx) = oneshot::channel();
+        let result = match self.tx.send(Command::Shutdown { reply }) {
+            Ok(()) => Pending::new(rx).wait(),
+            Err(_) => Err(StorageError::WriterStopped),
+        };
+        let _ = thread.join();
+        result
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(path = %self.path.display(), error = %e, "data directory shutdown failed");
+        }
+    }
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Command>,
+    options: DataDirOptions,
+    /// Set to 0 if the file system cannot preallocate.
+    preallocate_bytes: u64,
+    logs: Vec<Arc<LogInner>>,
+    group: Vec<Arc<LogInner>>,
+    group_bytes: usize,
+    group_appends: u32,
+    next_interval_sync: Option<Instant>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let timeout = self
+                .next_interval_sync
+                .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+            match self.rx.recv_timeout(timeout) {
+                Ok(cmd) => {
+                    if let Flow::Stop = self.handle(cmd) {
+                        return;
+                    }
+                    while self.group_bytes < self.options.max_group_bytes {
+                        let Ok(cmd) = self.rx.try_recv() else { break };
+                        if let Flow::Stop = self.handle(cmd) {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    // Every handle is gone: nobody is left to hear a failure; the
+                    // poisoned log reports itself when reopened.
+                    let _ = self.sync_everything();
+                    return;
+                }
+            }
+            self.commit();
+            if self.next_interval_sync.is_some_and(|t| t <= Instant::now()) {
+                self.next_interval_sync = None;
+                for log in self.logs.clone() {
+                    if log.config.durability == Durability::Interval {
+                        let mut st = log.active.lock();
+                        sync_if_dirty(&log, &mut st);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) -> Flow {
+        if let Command::Append {
+            log,
+            batch,
+            reply,
+            enqueued,
+        } = cmd
+        {
+            self.stage(log, batch, reply, enqueued);
+            return Flow::Continue;
+        }
+        // Everything else sees the effect of all appends before it.
+        self.commit();
+        match cmd {
+            Command::Append { .. } => unreachable!("handled above"),
+            Command::Register { log } => self.logs.push(log),
+            Command::Retention { log, now_us, reply } => {
+                let _ = reply.send(self.retention(&log, now_us));
+            }
+            Command::Sync { log, reply } => {
+                let mut st = log.active.lock();
+                sync_if_dirty(&log, &mut st);
+                let result = match &st.poisoned {
+                    Some(reason) => Err(poisoned(&log, reason)),
+                    None => Ok(()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Close { log, delete, reply } => {
+                let _ = reply.send(self.close(&log, delete));
+            }
+            Command::Shutdown { reply } => {
+                let result = self.sync_everything();
+                let _ = reply.send(result);
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn stage(&mut self, log: Arc<LogInner>, batch: RecordBatch, reply: Reply<AppendInfo>, enqueued: Instant) {
+        let picked = Instant::now();
+        let mut st = log.active.lock();
+        if let Some(reason) = &st.poisoned {
+            let _ = reply.send(Err(poisoned(&log, reason)));
+            return;
+        }
+        let len = batch.len() as u64;
+        let cfg = &log.config;
+        if st.end_pos() > 0 && (st.end_pos() + len > cfg.segment_bytes || segment_too_old(&st, cfg)) {
+            self.flush(&log, &mut st);
+            self.roll(&log, &mut st);
+            if let Some(reason) = &st.poisoned {
+                let _ = reply.send(Err(poisoned(&log, reason)));
+                return;
+            }
+        }
+        let base_offset = st.next_offset;
+        let position = st.end_pos();
+        if position == 0 || st.bytes_since_index >= u64::from(cfg.index_interval_bytes) {
+            let point = IndexPoint {
+                rel_offset: (base_offset - st.segment.base_offset) as u32,
+                position: position as u32,
+                max_ts_before: st.max_ts,
+            };
+            st.staged_index.push(point);
+            st.bytes_since_index = 0;
+        }
+        st.bytes_since_index += len;
+        let header = batch.stamped_header(base_offset, 0);
+        st.staged.extend_from_slice(&header);
+        st.staged.extend_from_slice(batch.payload());
+        st.next_offset += u64::from(batch.count());
+        st.min_ts = st.min_ts.min(batch.header().min_ts);
+        st.max_ts = st.max_ts.max(batch.header().max_ts);
+        st.waiters.push(crate::log::Waiter {
+            reply,
+            info: AppendInfo {
+                base_offset,
+                count: batch.count(),
+                timings: crate::log::AppendTimings {
+                    queued: picked.saturating_duration_since(enqueued),
+                    ..Default::default()
+                },
+            },
+        });
+        if !st.in_group {
+            st.in_group = true;
+            self.group.push(log.clone());
+        }
+        self.group_bytes += len as usize;
+        self.group_appends += 1;
+    }
+
+    /// Writes, syncs and publishes every log of the current group.
+    fn commit(&mut self) {
+        let group = std::mem::take(&mut self.group);
+        for log in &group {
+            let mut st = log.active.lock();
+            self.flush(log, &mut st);
+            st.in_group = false;
+        }
+        self.group_bytes = 0;
+        self.group_appends = 0;
+    }
+
+    /// Writes one log's staged bytes, syncs them if its policy says so,
+    /// publishes the new end to readers and answers the waiting appends.
+    fn flush(&mut self, log: &LogInner, st: &mut ActiveState) {
+        if st.staged.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let end = st.end_pos();
+        let written = self
+            .ensure_allocated(st, end)
+            .and_then(|()| {
+                st.segment
+                    .file
+                    .write_all_at(&st.staged, st.write_pos)
+                    .ctx(|| format!("write {}", st.segment.path.display()))
+            })
+            .map(|()| started.elapsed());
+        let synced = written.and_then(|write| {
+            if log.config.durability != Durability::Fsync {
+                st.dirty = true;
+                if log.config.durability == Durability::Interval && self.next_interval_sync.is_none() {
+                    self.next_interval_sync = Some(Instant::now() + self.options.sync_interval);
+                }
+                return Ok((write, Duration::ZERO));
+            }
+            let sync_started = Instant::now();
+            st.segment
+                .file
+                .sync_data()
+                .ctx(|| format!("fdatasync {}", st.segment.path.display()))?;
+            st.dirty = false;
+            Ok((write, sync_started.elapsed()))
+        });
+        let (write, sync) = match synced {
+            Ok(t) => t,
+            Err(e) => {
+                poison(log, st, e.to_string());
+                return;
+            }
+        };
+        st.write_pos = end;
+        st.allocated = st.allocated.max(end);
+        {
+            let mut meta = st.segment.meta.write();
+            meta.len = st.write_pos;
+            meta.next_offset = st.next_offset;
+            meta.min_ts = st.min_ts;
+            meta.max_ts = st.max_ts;
+            meta.index.append(&mut st.staged_index);
+        }
+        st.staged.clear();
+        if st.staged.capacity() > 4 << 20 {
+            st.staged.shrink_to(1 << 20);
+        }
+        let group_size = self.group_appends.max(1);
+        for mut w in st.waiters.drain(..) {
+            w.info.timings.write = write;
+            w.info.timings.sync = sync;
+            w.info.timings.group_size = group_size;
+            let _ = w.reply.send(Ok(w.info));
+        }
+    }
+
+    /// Grows the active segment's preallocated region to cover `end`.
+    fn ensure_allocated(&mut self, st: &mut ActiveState, end: u64) -> Result<()> {
+        if self.preallocate_bytes == 0 || end <= st.allocated {
+            return Ok(());
+        }
+        let new_len = end.div_ceil(self.preallocate_bytes) * self.preallocate_bytes;
+        match rustix::fs::fallocate(&st.segment.file, FallocateFlags::empty(), st.allocated, new_len - st.allocated) {
+            Ok(()) => {
+                st.allocated = new_len;
+                Ok(())
+            }
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+                tracing::info!("file system cannot preallocate; segments grow with each write");
+                self.preallocate_bytes = 0;
+                Ok(())
+            }
+            Err(e) => Err(e).ctx(|| format!("preallocate {}", st.segment.path.display())),
+        }
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    /// Expects nothing staged.
+    fn roll(&mut self, log: &LogInner, st: &mut ActiveState) {
+        if let Err(e) = roll(log, st) {
+            poison(log, st, e.to_string());
+        }
+    }
+
+    fn retention(&mut self, log: &Arc<LogInner>, now_us: i64) -> Result<RetentionOutcome> {
+        let mut st = log.active.lock();
+        if let Some(reason) = &st.poisoned {
+            return Err(poisoned(log, reason));
+        }
+        let cfg = &log.config;
+        if st.end_pos() > 0 && segment_too_old(&st, cfg) {
+            roll(log, &mut st)?;
+        }
+        let mut outcome = RetentionOutcome::default();
+        let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+        let mut total: u64 = segments.iter().map(|s| s.meta.read().len).sum();
+        let cutoff = cfg.retention_ms.map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
+        for seg in segments.iter().filter(|s| s.base_offset != st.segment.base_offset) {
+            let (len, max_ts, has_data) = {
+                let m = seg.meta.read();
+                (m.len, m.max_ts, m.has_data())
+            };
+            let expired = cutoff.is_some_and(|c| !has_data || max_ts < c);
+            let over_size = cfg.retention_bytes.is_some_and(|limit| total > limit);
+            if !expired && !over_size {
+                break;
+            }
+            log.segments.write().remove(&seg.base_offset);
+            fs::remove_file(&seg.path).ctx(|| format!("delete {}", seg.path.display()))?;
+            remove_index_files(&seg.path)?;
+            total -= len;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += len;
+        }
+        if outcome.segments_deleted > 0 {
+            fsync_dir(&log.dir)?;
+            tracing::debug!(dir = %log.dir.display(), ?outcome, "retention deleted segments");
+        }
+        Ok(outcome)
+    }
+
+    fn close(&mut self, log: &Arc<LogInner>, delete: bool) -> Result<()> {
+        self.logs.retain(|l| !Arc::ptr_eq(l, log));
+        let mut st = log.active.lock();
+        let result = if delete {
+            fs::remove_dir_all(&log.dir)
+                .ctx(|| format!("delete {}", log.dir.display()))
+                .and_then(|()| log.dir.parent().map_or(Ok(()), fsync_dir))
+        } else {
+            sync_if_dirty(log, &mut st);
+            Ok(())
+        };
+        if st.poisoned.is_none() {
+            st.poisoned = Some("closed".into());
+        }
+        result
+    }
+
+    fn sync_everything(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for log in &self.logs {
+            let mut st = log.active.lock();
+            sync_if_dirty(log, &mut st);
+            if let (Some(reason), None) = (&st.poisoned, &first_error) {
+                first_error = Some(poisoned(log, reason));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
+    cfg.segment_ms
+        .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
+}
+
+fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
+    debug_assert!(st.staged.is_empty(), "roll with staged bytes");
+    let old = st.segment.clone();
+    if st.allocated > st.write_pos {
+        old.file
+            .set_len(st.write_pos)
+            .ctx(|| format!("trim {}", old.path.display()))?;
+    }
+    // sync_all, not sync_data: the trimmed size must be durable too.
+    old.file.sync_all().ctx(|| format!("fsync {}", old.path.display()))?;
+    write_index_files(&old.path, &old.meta.read())?;
+    let base = st.next_offset;
+    let path = segment_path(&log.dir, base);
+    let file = open_segment_file(&path, true)?;
+    fsync_dir(&log.dir)?;
+    let segment = Arc::new(Segment {
+        base_offset: base,
+        path,
+        file,
+        meta: parking_lot::RwLock::new(SegmentMeta::empty(base)),
+    });
+    log.segments.write().insert(base, segment.clone());
+    let in_group = st.in_group;
+    *st = ActiveState::fresh(segment);
+    st.in_group = in_group;
+    Ok(())
+}
+
+fn sync_if_dirty(log: &LogInner, st: &mut ActiveState) {
+    if !st.dirty || st.poisoned.is_some() {
+        return;
+    }
+    match st.segment.file.sync_data() {
+        Ok(()) => st.dirty = false,
+        Err(e) => poison(log, st, format!("fdatasync {}: {e}", st.segment.path.display())),
+    }
+}
+
+fn poisoned(log: &LogInner, reason: &str) -> StorageError {
+    if reason == "closed" {
+        return StorageError::Closed(log.dir.clone());
+    }
+    StorageError::Poisoned {
+        path: log.dir.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+fn poison(log: &LogInner, st: &mut ActiveState, reason: String) {
+    tracing::error!(dir = %log.dir.display(), %reason, "log write failed; refusing further appends");
+    st.staged.clear();
+    st.staged_index.clear();
+    for w in st.waiters.drain(..) {
+        let _ = w.reply.send(Err(poisoned(log, &reason)));
+    }
+    st.poisoned = Some(reason);
+}
