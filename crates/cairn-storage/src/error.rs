@@ -24,10 +24,16 @@ pub enum StorageError {
         source: BatchError,
     },
     #[error("offset {requested} is out of range: the log holds [{start}, {end})")]
-    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    OffsetOutOfRange {
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
     #[error("invalid batch: {0}")]
     InvalidBatch(#[source] BatchError),
-    #[error("log {path} refuses appends after a failed write or sync (reopen it to recover): {reason}")]
+    #[error(
+        "log {path} refuses appends after a failed write or sync (reopen it to recover): {reason}"
+    )]
     Poisoned { path: PathBuf, reason: String },
     #[error("data directory {0} is locked by another process")]
     Locked(PathBuf),
@@ -47,7 +53,9 @@ impl StorageError {
             StorageError::InvalidBatch(_) => ErrorCode::InvalidEntry,
             StorageError::InvalidConfig(_) => ErrorCode::InvalidStreamConfig,
             StorageError::WriterStopped | StorageError::Closed(_) => ErrorCode::Unavailable,
-            StorageError::Io { .. } | StorageError::Poisoned { .. } | StorageError::Locked(_) => ErrorCode::Storage,
+            StorageError::Io { .. } | StorageError::Poisoned { .. } | StorageError::Locked(_) => {
+                ErrorCode::Storage
+            }
         }
     }
 }
@@ -59,7 +67,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| StorageError::Io { context: what(), source })
+        self.map_err(|source| StorageError::Io {
+            context: what(),
+            source,
+        })
     }
 }
 

@@ -28,7 +28,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(true)
         .open(&tmp)
         .ctx(|| format!("create {}", tmp.display()))?;
-    f.write_all(bytes).ctx(|| format!("write {}", tmp.display()))?;
+    f.write_all(bytes)
+        .ctx(|| format!("write {}", tmp.display()))?;
     f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
     drop(f);
     fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;
@@ -58,7 +59,10 @@ mod tests {
         atomic_write(&path, b"one").unwrap();
         atomic_write(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("meta.json")]);
     }
 }

@@ -31,8 +31,8 @@ use crate::config::LogConfig;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{create_dir_durable, fsync_dir};
 use crate::segment::{
-    BatchCursor, CursorError, IndexPoint, Segment, SegmentMeta, load_index_files, parse_segment_name,
-    remove_index_files, scan_segment, segment_path,
+    BatchCursor, CursorError, IndexPoint, Segment, SegmentMeta, load_index_files,
+    parse_segment_name, remove_index_files, scan_segment, segment_path,
 };
 use crate::writer::Command;
 
@@ -105,7 +105,9 @@ impl<T> Pending<T> {
     /// Blocks the current thread until the answer arrives. Must not be
     /// called from inside an async runtime (await the `Pending` there).
     pub fn wait(self) -> Result<T> {
-        self.rx.blocking_recv().unwrap_or(Err(StorageError::WriterStopped))
+        self.rx
+            .blocking_recv()
+            .unwrap_or(Err(StorageError::WriterStopped))
     }
 }
 
@@ -194,7 +196,9 @@ pub struct PartitionLog {
 
 impl std::fmt::Debug for PartitionLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionLog").field("dir", &self.inner.dir).finish()
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -211,7 +215,11 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir` and recovers it: sealed segments
     /// get their index loaded or rebuilt; the active (last) segment is read
     /// in full, every batch verified, and a torn or corrupt tail truncated.
-    pub(crate) fn open(dir: &Path, config: LogConfig, tx: mpsc::Sender<Command>) -> Result<PartitionLog> {
+    pub(crate) fn open(
+        dir: &Path,
+        config: LogConfig,
+        tx: mpsc::Sender<Command>,
+    ) -> Result<PartitionLog> {
         create_dir_durable(dir)?;
         let mut bases = Vec::new();
         for item in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
@@ -268,9 +276,21 @@ impl PartitionLog {
             );
         }
 
-        let active_seg = segments.values().next_back().expect("at least one segment").clone();
-        let outcome = scan_segment(&active_seg.file, active_seg.base_offset, config.index_interval_bytes)?;
-        let file_len = active_seg.file.metadata().ctx(|| "stat segment".into())?.len();
+        let active_seg = segments
+            .values()
+            .next_back()
+            .expect("at least one segment")
+            .clone();
+        let outcome = scan_segment(
+            &active_seg.file,
+            active_seg.base_offset,
+            config.index_interval_bytes,
+        )?;
+        let file_len = active_seg
+            .file
+            .metadata()
+            .ctx(|| "stat segment".into())?
+            .len();
         if let Some((position, reason)) = &outcome.stopped
             && !outcome.clean_tail
         {
@@ -326,9 +346,9 @@ impl PartitionLog {
     /// do readers see the batch.
     pub fn append(&self, batch: RecordBatch) -> Pending<AppendInfo> {
         if batch.count() == 0 {
-            return Pending::failed(StorageError::InvalidBatch(cairn_types::BatchError::Malformed(
-                "empty batch",
-            )));
+            return Pending::failed(StorageError::InvalidBatch(
+                cairn_types::BatchError::Malformed("empty batch"),
+            ));
         }
         let log = self.inner.clone();
         let enqueued = Instant::now();
@@ -357,7 +377,13 @@ impl PartitionLog {
     pub fn bounds(&self) -> (u64, u64) {
         let segments = self.inner.segments.read();
         let start = *segments.keys().next().expect("a log always has a segment");
-        let end = segments.values().next_back().expect("non-empty").meta.read().next_offset;
+        let end = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .meta
+            .read()
+            .next_offset;
         (start, end)
     }
 
@@ -386,7 +412,11 @@ impl PartitionLog {
     /// Calls `visit` with each batch that holds offsets at or after `from`,
     /// in offset order, until it breaks or the readable end is reached. The
     /// first batch may start before `from`.
-    pub fn scan_from(&self, from: u64, mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>) -> Result<()> {
+    pub fn scan_from(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+    ) -> Result<()> {
         let (start, end) = self.bounds();
         if from < start || from > end {
             return Err(StorageError::OffsetOutOfRange {
@@ -427,7 +457,11 @@ impl PartitionLog {
         self.scan_from(from, |batch| {
             bytes += batch.len();
             out.push(batch);
-            if bytes >= max_bytes { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if bytes >= max_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })?;
         Ok(out)
     }
@@ -486,7 +520,10 @@ fn cursor_error(path: &Path, e: CursorError) -> StorageError {
 fn open_sealed(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
     let path = segment_path(dir, base);
     let file = open_segment_file(&path, false)?;
-    let len = file.metadata().ctx(|| format!("stat {}", path.display()))?.len();
+    let len = file
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .len();
     let meta = match load_index_files(&path, len) {
         Some(meta) => meta,
         None => {

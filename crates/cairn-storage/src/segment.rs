@@ -65,13 +65,21 @@ impl SegmentMeta {
     pub fn position_for_offset(&self, base_offset: u64, offset: u64) -> u64 {
         let rel = offset.saturating_sub(base_offset).min(u32::MAX as u64) as u32;
         let i = self.index.partition_point(|p| p.rel_offset <= rel);
-        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
     }
 
     /// Byte position to start scanning for entries at or after `ts`.
     pub fn position_for_time(&self, ts: i64) -> u64 {
         let i = self.index.partition_point(|p| p.max_ts_before < ts);
-        if i == 0 { 0 } else { u64::from(self.index[i - 1].position) }
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
     }
 }
 
@@ -88,7 +96,10 @@ pub(crate) fn segment_path(dir: &Path, base_offset: u64) -> PathBuf {
 }
 
 fn index_paths(log_path: &Path) -> (PathBuf, PathBuf) {
-    (log_path.with_extension("index"), log_path.with_extension("timeindex"))
+    (
+        log_path.with_extension("index"),
+        log_path.with_extension("timeindex"),
+    )
 }
 
 /// Parses `{base_offset:020}.log`.
@@ -218,7 +229,11 @@ pub(crate) struct ScanOutcome {
 /// Scans a whole segment file, verifying every batch, and rebuilds its meta
 /// and index. Used for the active segment on open and for sealed segments
 /// whose index files are missing or stale.
-pub(crate) fn scan_segment(file: &File, base_offset: u64, index_interval: u32) -> Result<ScanOutcome> {
+pub(crate) fn scan_segment(
+    file: &File,
+    base_offset: u64,
+    index_interval: u32,
+) -> Result<ScanOutcome> {
     let file_len = file.metadata().ctx(|| "stat segment".into())?.len();
     let mut meta = SegmentMeta::empty(base_offset);
     let mut bytes_since_index = 0u64;
@@ -272,7 +287,8 @@ fn tail_is_zero(file: &File, mut pos: u64, end: u64) -> Result<bool> {
     let mut buf = vec![0u8; 1 << 20];
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], pos).ctx(|| "read segment tail".into())?;
+        file.read_exact_at(&mut buf[..n], pos)
+            .ctx(|| "read segment tail".into())?;
         if buf[..n].iter().any(|&b| b != 0) {
             return Ok(false);
         }
@@ -317,7 +333,10 @@ pub(crate) fn write_index_files(log_path: &Path, meta: &SegmentMeta) -> Result<(
         times.extend_from_slice(&p.rel_offset.to_le_bytes());
     }
     atomic_write(&index_path, &encode_index_file(INDEX_MAGIC, meta, &offsets))?;
-    atomic_write(&time_path, &encode_index_file(TIME_INDEX_MAGIC, meta, &times))
+    atomic_write(
+        &time_path,
+        &encode_index_file(TIME_INDEX_MAGIC, meta, &times),
+    )
 }
 
 pub(crate) fn remove_index_files(log_path: &Path) -> Result<()> {
@@ -380,7 +399,11 @@ pub(crate) fn load_index_files(log_path: &Path, segment_len: u64) -> Option<Segm
         return None;
     }
     let mut index = Vec::with_capacity(offsets.count);
-    for (o, t) in offsets.points.chunks_exact(8).zip(times.points.chunks_exact(12)) {
+    for (o, t) in offsets
+        .points
+        .chunks_exact(8)
+        .zip(times.points.chunks_exact(12))
+    {
         let rel_offset = u32::from_le_bytes(o[0..4].try_into().ok()?);
         if rel_offset != u32::from_le_bytes(t[8..12].try_into().ok()?) {
             return None;

@@ -34,8 +34,12 @@ use tokio::sync::oneshot;
 use crate::config::{DataDirOptions, Durability, LogConfig};
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{create_dir_durable, fsync_dir};
-use crate::log::{ActiveState, AppendInfo, LogInner, PartitionLog, Pending, RetentionOutcome, open_segment_file};
-use crate::segment::{IndexPoint, Segment, SegmentMeta, remove_index_files, segment_path, write_index_files};
+use crate::log::{
+    ActiveState, AppendInfo, LogInner, PartitionLog, Pending, RetentionOutcome, open_segment_file,
+};
+use crate::segment::{
+    IndexPoint, Segment, SegmentMeta, remove_index_files, segment_path, write_index_files,
+};
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -123,16 +127,25 @@ impl DataDir {
 
     /// Opens (creating and recovering as needed) the log in `relative_dir`
     /// below the data directory. A log may be open once at a time.
-    pub fn open_log(&self, relative_dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
+    pub fn open_log(
+        &self,
+        relative_dir: impl AsRef<Path>,
+        config: LogConfig,
+    ) -> Result<PartitionLog> {
         config.validate().map_err(StorageError::InvalidConfig)?;
         let dir = self.path.join(relative_dir);
         if !self.open_logs.lock().insert(dir.clone()) {
-            return Err(StorageError::InvalidConfig(format!("log {} is already open", dir.display())));
+            return Err(StorageError::InvalidConfig(format!(
+                "log {} is already open",
+                dir.display()
+            )));
         }
         let opened = PartitionLog::open(&dir, config, self.tx.clone());
         match opened {
             Ok(log) => {
-                let _ = self.tx.send(Command::Register { log: log.inner.clone() });
+                let _ = self.tx.send(Command::Register {
+                    log: log.inner.clone(),
+                });
                 Ok(log)
             }
             Err(e) => {
@@ -212,7 +225,9 @@ impl Writer {
         loop {
             let timeout = self
                 .next_interval_sync
-                .map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+                .map_or(Duration::from_secs(3600), |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
             match self.rx.recv_timeout(timeout) {
                 Ok(cmd) => {
                     if let Flow::Stop = self.handle(cmd) {
@@ -287,7 +302,13 @@ impl Writer {
         Flow::Continue
     }
 
-    fn stage(&mut self, log: Arc<LogInner>, batch: RecordBatch, reply: Reply<AppendInfo>, enqueued: Instant) {
+    fn stage(
+        &mut self,
+        log: Arc<LogInner>,
+        batch: RecordBatch,
+        reply: Reply<AppendInfo>,
+        enqueued: Instant,
+    ) {
         let picked = Instant::now();
         let mut st = log.active.lock();
         if let Some(reason) = &st.poisoned {
@@ -296,7 +317,8 @@ impl Writer {
         }
         let len = batch.len() as u64;
         let cfg = &log.config;
-        if st.end_pos() > 0 && (st.end_pos() + len > cfg.segment_bytes || segment_too_old(&st, cfg)) {
+        if st.end_pos() > 0 && (st.end_pos() + len > cfg.segment_bytes || segment_too_old(&st, cfg))
+        {
             self.flush(&log, &mut st);
             self.roll(&log, &mut st);
             if let Some(reason) = &st.poisoned {
@@ -373,7 +395,9 @@ impl Writer {
         let synced = written.and_then(|write| {
             if log.config.durability != Durability::Fsync {
                 st.dirty = true;
-                if log.config.durability == Durability::Interval && self.next_interval_sync.is_none() {
+                if log.config.durability == Durability::Interval
+                    && self.next_interval_sync.is_none()
+                {
                     self.next_interval_sync = Some(Instant::now() + self.options.sync_interval);
                 }
                 return Ok((write, Duration::ZERO));
@@ -422,7 +446,12 @@ impl Writer {
             return Ok(());
         }
         let new_len = end.div_ceil(self.preallocate_bytes) * self.preallocate_bytes;
-        match rustix::fs::fallocate(&st.segment.file, FallocateFlags::empty(), st.allocated, new_len - st.allocated) {
+        match rustix::fs::fallocate(
+            &st.segment.file,
+            FallocateFlags::empty(),
+            st.allocated,
+            new_len - st.allocated,
+        ) {
             Ok(()) => {
                 st.allocated = new_len;
                 Ok(())
@@ -456,8 +485,13 @@ impl Writer {
         let mut outcome = RetentionOutcome::default();
         let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
         let mut total: u64 = segments.iter().map(|s| s.meta.read().len).sum();
-        let cutoff = cfg.retention_ms.map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
-        for seg in segments.iter().filter(|s| s.base_offset != st.segment.base_offset) {
+        let cutoff = cfg
+            .retention_ms
+            .map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
+        for seg in segments
+            .iter()
+            .filter(|s| s.base_offset != st.segment.base_offset)
+        {
             let (len, max_ts, has_data) = {
                 let m = seg.meta.read();
                 (m.len, m.max_ts, m.has_data())
@@ -525,7 +559,9 @@ fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
             .ctx(|| format!("trim {}", old.path.display()))?;
     }
     // sync_all, not sync_data: the trimmed size must be durable too.
-    old.file.sync_all().ctx(|| format!("fsync {}", old.path.display()))?;
+    old.file
+        .sync_all()
+        .ctx(|| format!("fsync {}", old.path.display()))?;
     write_index_files(&old.path, &old.meta.read())?;
     let base = st.next_offset;
     let path = segment_path(&log.dir, base);
@@ -550,7 +586,11 @@ fn sync_if_dirty(log: &LogInner, st: &mut ActiveState) {
     }
     match st.segment.file.sync_data() {
         Ok(()) => st.dirty = false,
-        Err(e) => poison(log, st, format!("fdatasync {}: {e}", st.segment.path.display())),
+        Err(e) => poison(
+            log,
+            st,
+            format!("fdatasync {}: {e}", st.segment.path.display()),
+        ),
     }
 }
 

@@ -80,7 +80,13 @@ fn acknowledged_appends_survive_kill_9() {
     let rounds = 20;
     for round in 0..rounds {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env(CHILD_ENV, tmp.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -103,7 +109,9 @@ fn acknowledged_appends_survive_kill_9() {
             }
         });
         // Wait for the first ack (the child is running), then kill at a random moment.
-        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child acknowledged nothing");
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child acknowledged nothing");
         let kill_at = Instant::now() + Duration::from_millis(rng.random_range(5..150));
         let mut acks = vec![first];
         while Instant::now() < kill_at {
@@ -129,12 +137,23 @@ fn acknowledged_appends_survive_kill_9() {
             let want = acked.get(&p).copied().unwrap_or(0);
             let (start, end) = log.bounds();
             assert_eq!(start, 0);
-            assert!(end >= want, "round {round}: partition {p} ends at {end} but {want} were acknowledged");
+            assert!(
+                end >= want,
+                "round {round}: partition {p} ends at {end} but {want} were acknowledged"
+            );
             let all = read_all(&log, 0).unwrap();
-            assert_eq!(all.len() as u64, end, "round {round}: holes in partition {p}");
+            assert_eq!(
+                all.len() as u64,
+                end,
+                "round {round}: holes in partition {p}"
+            );
             for (i, (offset, e)) in all.iter().enumerate() {
                 assert_eq!(*offset, i as u64);
-                assert_eq!(e.message, message(p, *offset), "round {round}: partition {p} offset {offset}");
+                assert_eq!(
+                    e.message,
+                    message(p, *offset),
+                    "round {round}: partition {p} offset {offset}"
+                );
             }
         }
         drop(dir);

@@ -26,7 +26,12 @@ fn fill(log: &PartitionLog, batches: u64) {
         let entries: Vec<_> = (0..10)
             .map(|i| {
                 let n = b * 10 + i;
-                entry(n as i64 * 1000, Level::Info, "svc", format!("m{n}-{}", "p".repeat(60)))
+                entry(
+                    n as i64 * 1000,
+                    Level::Info,
+                    "svc",
+                    format!("m{n}-{}", "p".repeat(60)),
+                )
             })
             .collect();
         log.append(batch(&entries)).wait().unwrap();
@@ -45,7 +50,11 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 fn check_messages(entries: &[(u64, cairn_types::Entry)]) {
     for (offset, e) in entries {
-        assert!(e.message.starts_with(&format!("m{offset}-")), "offset {offset}: {}", e.message);
+        assert!(
+            e.message.starts_with(&format!("m{offset}-")),
+            "offset {offset}: {}",
+            e.message
+        );
     }
 }
 
@@ -64,9 +73,14 @@ fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_appending() {
     // Simulate a write torn by power loss: half a batch, then zeros.
     let seg = segments(&tmp.path().join("p")).pop().unwrap();
     {
-        let f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .unwrap();
         let one_batch = batch(&[entry(1, Level::Info, "svc", "torn".into())]).restamped(30, 0);
-        f.write_all_at(&one_batch.as_bytes()[..30], good_len).unwrap();
+        f.write_all_at(&one_batch.as_bytes()[..30], good_len)
+            .unwrap();
     }
 
     let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
@@ -92,7 +106,8 @@ fn given_garbage_after_valid_batches_when_reopened_should_truncate_to_last_valid
     let seg = segments(&tmp.path().join("p")).pop().unwrap();
     let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
     f.set_len(end).unwrap();
-    f.write_all_at(b"\x40\x00\x00\x00garbage that is not a batch", end).unwrap();
+    f.write_all_at(b"\x40\x00\x00\x00garbage that is not a batch", end)
+        .unwrap();
     f.flush().unwrap();
 
     let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
@@ -113,9 +128,25 @@ fn given_a_flipped_byte_in_a_sealed_segment_reads_report_corruption_and_the_rest
     assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
     // Flip one byte in the middle of the second segment.
     let victim = &segs[1];
-    let victim_base: u64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    let third_base: u64 = segs[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
-    let f = OpenOptions::new().read(true).write(true).open(victim).unwrap();
+    let victim_base: u64 = victim
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let third_base: u64 = segs[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(victim)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     let mut byte = [0u8; 1];
     f.read_exact_at(&mut byte, len / 2).unwrap();
@@ -154,7 +185,11 @@ fn given_missing_or_stale_index_files_when_reopened_should_rebuild_them() {
     assert!(segs.len() >= 3);
     fs::remove_file(segs[0].with_extension("index")).unwrap();
     // A stale index: describes a different segment length.
-    fs::copy(segs[0].with_extension("timeindex"), segs[1].with_extension("timeindex")).unwrap();
+    fs::copy(
+        segs[0].with_extension("timeindex"),
+        segs[1].with_extension("timeindex"),
+    )
+    .unwrap();
     fs::remove_file(segs[0].with_extension("timeindex")).unwrap();
 
     let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
@@ -162,7 +197,9 @@ fn given_missing_or_stale_index_files_when_reopened_should_rebuild_them() {
     let all = read_all(&log, 0).unwrap();
     assert_eq!(all.len(), 300);
     check_messages(&all);
-    assert!(segs[0].with_extension("index").exists() && segs[0].with_extension("timeindex").exists());
+    assert!(
+        segs[0].with_extension("index").exists() && segs[0].with_extension("timeindex").exists()
+    );
     // Reads from the middle land on the right entry through the rebuilt index.
     let mid = read_all(&log, 155).unwrap();
     assert_eq!(mid[0].0, 155);
@@ -184,10 +221,17 @@ fn retention_by_age_deletes_only_old_whole_segments() {
     let after = log.stats();
     assert!(after.start_offset > 0 && after.segments < before.segments);
     // Everything at or after 200_000 µs (offset 200) must survive.
-    assert!(after.start_offset <= 200, "deleted too much: start {}", after.start_offset);
+    assert!(
+        after.start_offset <= 200,
+        "deleted too much: start {}",
+        after.start_offset
+    );
     let rest = read_all(&log, after.start_offset).unwrap();
     assert_eq!(rest.last().unwrap().0, 399);
-    assert!(read_all(&log, 0).is_err(), "offset 0 is gone and must be out of range");
+    assert!(
+        read_all(&log, 0).is_err(),
+        "offset 0 is gone and must be out of range"
+    );
 }
 
 #[test]
@@ -202,13 +246,17 @@ fn a_second_process_cannot_open_a_locked_data_dir() {
 fn group_commit_acknowledges_concurrent_appends_from_many_logs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
-    let logs: Vec<_> = (0..4).map(|p| dir.open_log(format!("p{p}"), LogConfig::default()).unwrap()).collect();
+    let logs: Vec<_> = (0..4)
+        .map(|p| dir.open_log(format!("p{p}"), LogConfig::default()).unwrap())
+        .collect();
     std::thread::scope(|s| {
         for t in 0..16 {
             let log = logs[t % 4].clone();
             s.spawn(move || {
                 for i in 0..50 {
-                    log.append(batch(&[entry(i, Level::Info, "s", format!("t{t}-{i}"))])).wait().unwrap();
+                    log.append(batch(&[entry(i, Level::Info, "s", format!("t{t}-{i}"))]))
+                        .wait()
+                        .unwrap();
                 }
             });
         }

@@ -177,7 +177,10 @@ impl BatchBuilder {
 
     pub fn push_ref(&mut self, e: &EntryRef<'_>) -> Result<(), BatchError> {
         let start = self.buf.len();
-        varint::put_u64(&mut self.buf, varint::zigzag(e.timestamp_us.wrapping_sub(self.prev_ts)));
+        varint::put_u64(
+            &mut self.buf,
+            varint::zigzag(e.timestamp_us.wrapping_sub(self.prev_ts)),
+        );
         self.buf.push(e.level as u8);
         put_str(&mut self.buf, e.source);
         put_str(&mut self.buf, e.message);
@@ -199,7 +202,11 @@ impl BatchBuilder {
 
     pub fn finish(self) -> RecordBatch {
         let mut buf = self.buf;
-        let (min_ts, max_ts) = if self.count == 0 { (0, 0) } else { (self.min_ts, self.max_ts) };
+        let (min_ts, max_ts) = if self.count == 0 {
+            (0, 0)
+        } else {
+            (self.min_ts, self.max_ts)
+        };
         let mut header = BatchHeader {
             batch_len: buf.len() as u32,
             crc: 0,
@@ -230,7 +237,8 @@ pub(crate) fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, Ba
     let len = varint::get_u64(buf, pos).ok_or(BatchError::Malformed("bad string length"))? as usize;
     let end = pos.checked_add(len).filter(|&e| e <= buf.len());
     let end = end.ok_or(BatchError::Malformed("string runs past the payload"))?;
-    let s = std::str::from_utf8(&buf[*pos..end]).map_err(|_| BatchError::Malformed("string is not UTF-8"))?;
+    let s = std::str::from_utf8(&buf[*pos..end])
+        .map_err(|_| BatchError::Malformed("string is not UTF-8"))?;
     *pos = end;
     Ok(s)
 }
@@ -359,7 +367,9 @@ impl RecordBatch {
         for item in &mut it {
             let (_, e) = item?;
             if e.timestamp_us < self.header.min_ts || e.timestamp_us > self.header.max_ts {
-                return Err(BatchError::Malformed("entry timestamp outside the header's range"));
+                return Err(BatchError::Malformed(
+                    "entry timestamp outside the header's range",
+                ));
             }
         }
         if it.pos != it.payload.len() {
@@ -383,14 +393,18 @@ pub struct EntryIter<'a> {
 impl<'a> EntryIter<'a> {
     fn decode_next(&mut self) -> Result<EntryRef<'a>, BatchError> {
         let p = self.payload;
-        let delta = varint::get_u64(p, &mut self.pos).ok_or(BatchError::Malformed("bad timestamp"))?;
+        let delta =
+            varint::get_u64(p, &mut self.pos).ok_or(BatchError::Malformed("bad timestamp"))?;
         let timestamp_us = self.prev_ts.wrapping_add(varint::unzigzag(delta));
-        let level = *p.get(self.pos).ok_or(BatchError::Malformed("missing level"))?;
+        let level = *p
+            .get(self.pos)
+            .ok_or(BatchError::Malformed("missing level"))?;
         let level = Level::from_u8(level).ok_or(BatchError::Malformed("unknown level"))?;
         self.pos += 1;
         let source = read_str(p, &mut self.pos)?;
         let message = read_str(p, &mut self.pos)?;
-        let count = varint::get_u64(p, &mut self.pos).ok_or(BatchError::Malformed("bad attribute count"))?;
+        let count = varint::get_u64(p, &mut self.pos)
+            .ok_or(BatchError::Malformed("bad attribute count"))?;
         let attrs_start = self.pos;
         for _ in 0..count {
             read_str(p, &mut self.pos)?;
@@ -510,7 +524,7 @@ mod tests {
             message: "disk on fire".into(),
             attributes: BTreeMap::from([("host".into(), "a1".into())]),
         };
-        let a = build(&[e.clone()]).restamped(0, 0);
+        let a = build(std::slice::from_ref(&e)).restamped(0, 0);
         let b = build(&[e.clone(), e]).restamped(1, 0);
         let mut all = a.as_bytes().to_vec();
         all.extend_from_slice(b.as_bytes());
@@ -524,7 +538,10 @@ mod tests {
 
     #[test]
     fn zeroed_bytes_are_not_a_batch() {
-        assert!(matches!(BatchHeader::parse(&[0u8; 64]), Err(BatchError::BadLength(0))));
+        assert!(matches!(
+            BatchHeader::parse(&[0u8; 64]),
+            Err(BatchError::BadLength(0))
+        ));
     }
 
     #[test]

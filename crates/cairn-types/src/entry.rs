@@ -150,7 +150,10 @@ impl NewEntry {
 pub enum Attributes<'a> {
     Borrowed(&'a BTreeMap<String, String>),
     /// `count` pairs of (varint len, key bytes, varint len, value bytes).
-    Encoded { count: usize, raw: &'a [u8] },
+    Encoded {
+        count: usize,
+        raw: &'a [u8],
+    },
 }
 
 impl<'a> Attributes<'a> {
@@ -167,10 +170,22 @@ impl<'a> Attributes<'a> {
 
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let (borrowed, encoded) = match *self {
-            Attributes::Borrowed(m) => (Some(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))), None),
-            Attributes::Encoded { count, raw } => (None, Some(EncodedAttrs { raw, pos: 0, left: count })),
+            Attributes::Borrowed(m) => {
+                (Some(m.iter().map(|(k, v)| (k.as_str(), v.as_str()))), None)
+            }
+            Attributes::Encoded { count, raw } => (
+                None,
+                Some(EncodedAttrs {
+                    raw,
+                    pos: 0,
+                    left: count,
+                }),
+            ),
         };
-        borrowed.into_iter().flatten().chain(encoded.into_iter().flatten())
+        borrowed
+            .into_iter()
+            .flatten()
+            .chain(encoded.into_iter().flatten())
     }
 
     pub fn get(&self, key: &str) -> Option<&'a str> {
@@ -263,7 +278,10 @@ mod tests {
             attributes: BTreeMap::new(),
         };
         let j = serde_json::to_string(&e).unwrap();
-        assert_eq!(j, r#"{"timestamp":7,"level":"WARN","source":"s","message":"m"}"#);
+        assert_eq!(
+            j,
+            r#"{"timestamp":7,"level":"WARN","source":"s","message":"m"}"#
+        );
     }
 }
 

@@ -17,5 +17,7 @@ pub mod error;
 mod varint;
 
 pub use batch::{BatchBuilder, BatchError, BatchHeader, RecordBatch};
-pub use entry::{Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError, partition_for_source};
+pub use entry::{
+    Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError, partition_for_source,
+};
 pub use error::ErrorCode;
