@@ -268,3 +268,54 @@ fn group_commit_acknowledges_concurrent_appends_from_many_logs() {
         assert_eq!(offsets, (0..200).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn given_an_old_active_segment_the_next_append_rolls_to_a_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let config = LogConfig {
+        segment_ms: Some(20),
+        ..LogConfig::default()
+    };
+    let log = dir.open_log("p", config).unwrap();
+    fill(&log, 1);
+    fill(&log, 1);
+    assert_eq!(log.stats().segments, 1, "young segment must not roll");
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    fill(&log, 1);
+    assert_eq!(log.stats().segments, 2);
+    assert_eq!(segments(&tmp.path().join("p")).len(), 2);
+    assert_eq!(read_all(&log, 0).unwrap().len(), 30);
+}
+
+#[test]
+fn interval_durability_acknowledges_before_sync_and_syncs_on_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = DataDirOptions {
+        sync_interval: std::time::Duration::from_millis(5),
+        ..DataDirOptions::default()
+    };
+    {
+        let dir = DataDir::open(tmp.path(), options.clone()).unwrap();
+        let config = LogConfig {
+            durability: cairn_storage::Durability::Interval,
+            ..LogConfig::default()
+        };
+        let log = dir.open_log("p", config).unwrap();
+        fill(&log, 5);
+        let info = log
+            .append(batch(&[entry(1, Level::Warn, "svc", "m50-x".into())]))
+            .wait()
+            .unwrap();
+        assert_eq!(info.timings.sync, std::time::Duration::ZERO);
+        dir.close_log(&log).unwrap();
+        assert!(
+            log.append(batch(&[entry(1, Level::Warn, "svc", "late".into())]))
+                .wait()
+                .is_err()
+        );
+    }
+    let dir = DataDir::open(tmp.path(), options).unwrap();
+    let log = dir.open_log("p", LogConfig::default()).unwrap();
+    assert_eq!(log.bounds(), (0, 51));
+}
