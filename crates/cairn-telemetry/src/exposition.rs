@@ -1,0 +1,571 @@
+//! `/metrics`: every telemetry figure in Prometheus text format.
+//!
+//! One collector reads the live counters, histograms and the last resource
+//! sample at scrape time, so the hot path never touches prometheus-client.
+//! Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
+//! counters end in `_total` (the encoder appends it), and every label value
+//! is drawn from a bounded set (stages, APIs, operations, error codes,
+//! devices and interfaces of this host, operator-created streams).
+
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+
+use crate::Telemetry;
+use crate::histogram::HistogramSnapshot;
+use crate::metrics::{Api, Operation, ReadStage, WriteStage};
+
+/// Upper bounds of exported latency buckets, in seconds: 5 µs to 10 s.
+const BUCKETS_SECONDS: [f64; 21] = [
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    f64::INFINITY,
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+pub(crate) struct Exporter(pub Weak<Telemetry>);
+
+/// A metric family with a fixed type whose samples we write ourselves.
+struct Samples<'a, V> {
+    metric_type: MetricType,
+    samples: &'a [(Labels, V)],
+}
+
+impl EncodeMetric for Samples<'_, u64> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for (labels, v) in self.samples {
+            let mut e = encoder.encode_family(labels)?;
+            match self.metric_type {
+                MetricType::Counter => {
+                    e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
+                }
+                _ => e.encode_gauge(&(*v as i64))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.metric_type
+    }
+}
+
+impl EncodeMetric for Samples<'_, f64> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for (labels, v) in self.samples {
+            let mut e = encoder.encode_family(labels)?;
+            match self.metric_type {
+                MetricType::Counter => {
+                    e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
+                }
+                _ => e.encode_gauge(v)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.metric_type
+    }
+}
+
+impl EncodeMetric for Samples<'_, HistogramSnapshot> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let bounds_ns: Vec<u64> = BUCKETS_SECONDS
+            .iter()
+            .map(|s| {
+                if s.is_finite() {
+                    (s * 1e9) as u64
+                } else {
+                    u64::MAX
+                }
+            })
+            .collect();
+        for (labels, h) in self.samples {
+            let cumulative = h.cumulative_counts(&bounds_ns);
+            let mut previous = 0;
+            let buckets: Vec<(f64, u64)> = BUCKETS_SECONDS
+                .iter()
+                .zip(cumulative)
+                .map(|(bound, c)| {
+                    let in_bucket = c - previous;
+                    previous = c;
+                    (*bound, in_bucket)
+                })
+                .collect();
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum().as_secs_f64(),
+                    h.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn family<V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    samples: &[(Labels, V)],
+) -> Result<(), std::fmt::Error>
+where
+    for<'a> Samples<'a, V>: EncodeMetric,
+{
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let metric = Samples {
+        metric_type,
+        samples,
+    };
+    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(e)
+}
+
+fn one<V: Clone>(v: V) -> Vec<(Labels, V)> {
+    vec![(Vec::new(), v)]
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(t) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let m = &t.metrics;
+        let (c, g, h) = (
+            MetricType::Counter,
+            MetricType::Gauge,
+            MetricType::Histogram,
+        );
+
+        // Request paths.
+        let writes: Vec<(Labels, HistogramSnapshot)> = WriteStage::ALL
+            .iter()
+            .map(|s| {
+                (
+                    vec![("stage", s.as_str().to_string())],
+                    m.write_stage(*s).snapshot(),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "cairn_write_stage_seconds",
+            "Time spent per write stage; alert on the total p99 and read the stages to see where it goes.",
+            h,
+            &writes,
+        )?;
+        let reads: Vec<(Labels, HistogramSnapshot)> = ReadStage::ALL
+            .iter()
+            .map(|s| {
+                (
+                    vec![("stage", s.as_str().to_string())],
+                    m.read_stage(*s).snapshot(),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "cairn_read_stage_seconds",
+            "Time spent per read stage.",
+            h,
+            &reads,
+        )?;
+        let requests: Vec<(Labels, u64)> = Api::ALL
+            .iter()
+            .flat_map(|a| {
+                Operation::ALL.iter().map(move |o| {
+                    (
+                        vec![
+                            ("api", a.as_str().to_string()),
+                            ("operation", o.as_str().to_string()),
+                        ],
+                        m.requests(*a, *o),
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut enc,
+            "cairn_requests",
+            "Requests served, by API and operation.",
+            c,
+            &requests,
+        )?;
+        let per_api = |f: &dyn Fn(Api) -> u64| -> Vec<(Labels, u64)> {
+            Api::ALL
+                .iter()
+                .map(|a| (vec![("api", a.as_str().to_string())], f(*a)))
+                .collect()
+        };
+        family(
+            &mut enc,
+            "cairn_ingest_entries",
+            "Entries durably stored, by API.",
+            c,
+            &per_api(&|a| m.entries(a)),
+        )?;
+        family(
+            &mut enc,
+            "cairn_ingest_bytes",
+            "Encoded bytes durably stored, by API.",
+            c,
+            &per_api(&|a| m.bytes(a)),
+        )?;
+        let (mut errors, mut rejections) = (Vec::new(), Vec::new());
+        for (code, n) in m.error_counts() {
+            let sample = (vec![("reason", code.as_str().to_string())], n);
+            if code.http_status() >= 500 {
+                errors.push(sample)
+            } else {
+                rejections.push(sample)
+            }
+        }
+        family(
+            &mut enc,
+            "cairn_errors",
+            "Requests that failed on our side (5xx), by reason; alert on any rate.",
+            c,
+            &errors,
+        )?;
+        family(
+            &mut enc,
+            "cairn_rejections",
+            "Requests refused as invalid (4xx), by reason.",
+            c,
+            &rejections,
+        )?;
+        let streams = m.streams();
+        let per_stream =
+            |f: &dyn Fn(&crate::metrics::StreamCounters) -> u64| -> Vec<(Labels, u64)> {
+                streams
+                    .iter()
+                    .map(|(n, s)| (vec![("stream", n.clone())], f(s)))
+                    .collect()
+            };
+        family(
+            &mut enc,
+            "cairn_stream_entries",
+            "Entries stored per stream.",
+            c,
+            &per_stream(&|s| s.entries.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "cairn_stream_bytes",
+            "Encoded bytes stored per stream.",
+            c,
+            &per_stream(&|s| s.bytes.load(Ordering::Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "cairn_stream_append_requests",
+            "Append requests per stream.",
+            c,
+            &per_stream(&|s| s.requests.load(Ordering::Relaxed)),
+        )?;
+
+        // Probes.
+        let probes: Vec<_> = t
+            .probes
+            .read()
+            .iter()
+            .map(|p| {
+                let s = p.lock();
+                (
+                    vec![("kind", s.kind.to_string()), ("target", s.target.clone())],
+                    s.latency.snapshot(),
+                    s.score.value(),
+                    s.timeouts,
+                    s.failures,
+                )
+            })
+            .collect();
+        let probe_hist: Vec<(Labels, HistogramSnapshot)> =
+            probes.iter().map(|p| (p.0.clone(), p.1.clone())).collect();
+        family(
+            &mut enc,
+            "cairn_probe_duration_seconds",
+            "Latency of active probes (disk: 512 B write + fdatasync; peer: ping).",
+            h,
+            &probe_hist,
+        )?;
+        let score: Vec<(Labels, f64)> = probes.iter().map(|p| (p.0.clone(), p.2)).collect();
+        family(
+            &mut enc,
+            "cairn_slow_score",
+            "Slow score per probed resource, 1 (healthy) to 100; alert when above 50 for a minute.",
+            g,
+            &score,
+        )?;
+        let timeouts: Vec<(Labels, u64)> = probes.iter().map(|p| (p.0.clone(), p.3)).collect();
+        family(
+            &mut enc,
+            "cairn_probe_timeouts",
+            "Probes slower than their timeout.",
+            c,
+            &timeouts,
+        )?;
+        let failures: Vec<(Labels, u64)> = probes.iter().map(|p| (p.0.clone(), p.4)).collect();
+        family(
+            &mut enc,
+            "cairn_probe_failures",
+            "Probes that failed with an error.",
+            c,
+            &failures,
+        )?;
+
+        // Resources: cumulative counters from the last raw sample, rates and
+        // levels from the last interval.
+        let raw = t.last_raw.lock().clone();
+        let snap = t.latest.lock().as_ref().and_then(|s| s.resources.clone());
+        if let Some(raw) = &raw {
+            let ticks = procfs::ticks_per_second() as f64;
+            family(
+                &mut enc,
+                "cairn_process_cpu_seconds",
+                "CPU time used by this process.",
+                c,
+                &one(raw.process_cpu_ticks as f64 / ticks),
+            )?;
+            family(
+                &mut enc,
+                "cairn_process_resident_memory_bytes",
+                "Resident memory of this process.",
+                g,
+                &one(raw.process_rss_bytes),
+            )?;
+            family(
+                &mut enc,
+                "cairn_host_memory_total_bytes",
+                "Host memory.",
+                g,
+                &one(raw.memory_total_bytes),
+            )?;
+            family(
+                &mut enc,
+                "cairn_host_memory_available_bytes",
+                "Host memory available without swapping; alert when low.",
+                g,
+                &one(raw.memory_available_bytes),
+            )?;
+            if let Some(limit) = raw.cgroup.memory_limit_bytes {
+                family(
+                    &mut enc,
+                    "cairn_cgroup_memory_limit_bytes",
+                    "Memory limit of our cgroup.",
+                    g,
+                    &one(limit),
+                )?;
+            }
+            if let Some(cores) = raw.cgroup.cpu_cores {
+                family(
+                    &mut enc,
+                    "cairn_cgroup_cpu_limit_cores",
+                    "CPU quota of our cgroup, in cores.",
+                    g,
+                    &one(cores),
+                )?;
+            }
+            let disk = |f: &dyn Fn(&crate::resources::DiskCounters) -> f64| -> Vec<(Labels, f64)> {
+                raw.disks
+                    .iter()
+                    .map(|(d, v)| (vec![("device", d.clone())], f(v)))
+                    .collect()
+            };
+            family(
+                &mut enc,
+                "cairn_disk_reads_completed",
+                "Reads completed per block device.",
+                c,
+                &disk(&|d| d.reads as f64),
+            )?;
+            family(
+                &mut enc,
+                "cairn_disk_writes_completed",
+                "Writes completed per block device.",
+                c,
+                &disk(&|d| d.writes as f64),
+            )?;
+            family(
+                &mut enc,
+                "cairn_disk_read_bytes",
+                "Bytes read per block device.",
+                c,
+                &disk(&|d| (d.sectors_read * 512) as f64),
+            )?;
+            family(
+                &mut enc,
+                "cairn_disk_written_bytes",
+                "Bytes written per block device.",
+                c,
+                &disk(&|d| (d.sectors_written * 512) as f64),
+            )?;
+            family(
+                &mut enc,
+                "cairn_disk_io_time_seconds",
+                "Time with I/O in flight per block device (rate = utilisation).",
+                c,
+                &disk(&|d| d.busy_ms as f64 / 1e3),
+            )?;
+            let net = |f: &dyn Fn(&crate::resources::NetCounters) -> u64| -> Vec<(Labels, u64)> {
+                raw.networks
+                    .iter()
+                    .map(|(i, v)| (vec![("interface", i.clone())], f(v)))
+                    .collect()
+            };
+            family(
+                &mut enc,
+                "cairn_network_receive_bytes",
+                "Bytes received per interface.",
+                c,
+                &net(&|n| n.rx_bytes),
+            )?;
+            family(
+                &mut enc,
+                "cairn_network_transmit_bytes",
+                "Bytes sent per interface.",
+                c,
+                &net(&|n| n.tx_bytes),
+            )?;
+            if let Some(r) = raw.tcp_retransmits {
+                family(
+                    &mut enc,
+                    "cairn_tcp_retransmitted_segments",
+                    "TCP segments retransmitted by the host; a rising rate points at a lossy link.",
+                    c,
+                    &one(r),
+                )?;
+            }
+            if let Some(p) = raw.pressure {
+                let psi: Vec<(Labels, f64)> = [
+                    ("cpu", "some", p.cpu_some),
+                    ("io", "some", p.io_some),
+                    ("io", "full", p.io_full),
+                    ("memory", "some", p.memory_some),
+                    ("memory", "full", p.memory_full),
+                ]
+                .into_iter()
+                .map(|(r, k, v)| {
+                    (
+                        vec![("resource", r.to_string()), ("kind", k.to_string())],
+                        v / 100.0,
+                    )
+                })
+                .collect();
+                family(
+                    &mut enc,
+                    "cairn_pressure_stall_ratio",
+                    "PSI: share of the last 10 s with tasks stalled on the resource.",
+                    g,
+                    &psi,
+                )?;
+            }
+        }
+        if let Some(s) = &snap {
+            family(
+                &mut enc,
+                "cairn_host_cpu_utilization_ratio",
+                "Busy share of all host cores over the last interval.",
+                g,
+                &one(s.host_cpu_utilization),
+            )?;
+            family(
+                &mut enc,
+                "cairn_cpu_limit_cores",
+                "Cores available to this process (cgroup quota or host cores).",
+                g,
+                &one(s.cpu_limit_cores),
+            )?;
+            let util: Vec<(Labels, f64)> = s
+                .disks
+                .iter()
+                .map(|d| (vec![("device", d.device.clone())], d.utilization))
+                .collect();
+            family(
+                &mut enc,
+                "cairn_disk_utilization_ratio",
+                "Share of the last interval with I/O in flight, per device.",
+                g,
+                &util,
+            )?;
+            let await_s: Vec<(Labels, f64)> = s
+                .disks
+                .iter()
+                .filter_map(|d| Some((vec![("device", d.device.clone())], d.await_ms? / 1e3)))
+                .collect();
+            family(
+                &mut enc,
+                "cairn_disk_await_seconds",
+                "Average time per I/O over the last interval, per device.",
+                g,
+                &await_s,
+            )?;
+        }
+
+        // Telemetry's own cost.
+        family(
+            &mut enc,
+            "cairn_telemetry_cpu_seconds",
+            "CPU time spent by telemetry (sampler, probes, /metrics encoding).",
+            c,
+            &one(t.overhead_cpu_seconds()),
+        )?;
+        family(
+            &mut enc,
+            "cairn_telemetry_memory_bytes",
+            "Memory held by telemetry.",
+            g,
+            &one(t.memory_bytes()),
+        )?;
+        family(
+            &mut enc,
+            "cairn_telemetry_stage_timing_enabled",
+            "1 when per-stage timing is on.",
+            g,
+            &one(u64::from(m.stage_timing())),
+        )?;
+        Ok(())
+    }
+}

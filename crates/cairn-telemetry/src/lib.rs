@@ -1,0 +1,516 @@
+//! Telemetry on every node: real, cheap, attributable measurements.
+//!
+//! - [`metrics::NodeMetrics`]: what the request paths record — per-stage
+//!   latency histograms (lock-free, see [`histogram`]), throughput counters
+//!   per API, operation and stream, failures per error code.
+//! - [`resources`]: CPU, memory, disk, network, TCP retransmits and PSI from
+//!   `/proc`, once a second, cgroup-aware.
+//! - [`probe`]: a timed small write + fdatasync per data directory every
+//!   100 ms (and, with a cluster, peer pings), feeding a TiKV-style slow score.
+//! - Exposition: [`Telemetry::encode_prometheus`] renders `/metrics` from an
+//!   explicit per-node registry; [`Telemetry::snapshot`] is the compact JSON
+//!   summary of the last interval.
+//!
+//! One background thread ("cairn-telemetry") samples resources and turns
+//! cumulative counters into the interval snapshot; each probe has its own
+//! thread, so a hung disk stalls only its own probe (whose `in_flight_ms`
+//! then shows it). Telemetry's own CPU time is measured with the per-thread
+//! CPU clock and exported, as is the memory it holds.
+
+pub mod histogram;
+pub mod metrics;
+pub mod probe;
+pub mod rate;
+pub mod resources;
+pub mod snapshot;
+
+mod exposition;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::registry::Registry;
+
+use crate::histogram::{HistogramSnapshot, LatencyHistogram, LatencySummary};
+use crate::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
+use crate::probe::{DiskProbe, Probe, SlowScore};
+use crate::rate::counter_rate;
+use crate::resources::{RawSample, ResourceSampler, ResourceSnapshot};
+use crate::snapshot::{Overhead, ProbeSummary, StreamThroughput, TelemetrySnapshot, Throughput};
+
+#[derive(Debug, Clone)]
+pub struct TelemetryOptions {
+    /// This node's name, as shown in snapshots.
+    pub node: String,
+    /// Data directories to probe.
+    pub data_dirs: Vec<PathBuf>,
+    pub sample_interval: Duration,
+    pub probe_interval: Duration,
+    /// A disk probe slower than this counts against the disk's slow score.
+    pub disk_probe_timeout: Duration,
+    /// Time for a slow score to fall from 100 back to 1 once probes are fast.
+    pub slow_score_recovery: Duration,
+}
+
+impl Default for TelemetryOptions {
+    fn default() -> Self {
+        TelemetryOptions {
+            node: "node".into(),
+            data_dirs: Vec::new(),
+            sample_interval: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(100),
+            disk_probe_timeout: Duration::from_millis(50),
+            slow_score_recovery: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state one probe thread shares with the sampler and the exporter.
+#[derive(Debug)]
+struct ProbeState {
+    kind: &'static str,
+    target: String,
+    score: SlowScore,
+    latency: LatencyHistogram,
+    last: Option<Duration>,
+    timeouts: u64,
+    failures: u64,
+    in_flight_since: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// Cumulative readings at the end of the previous interval.
+#[derive(Debug, Default)]
+struct Readings {
+    at: Option<Instant>,
+    requests: BTreeMap<String, u64>,
+    entries: u64,
+    bytes: u64,
+    errors: BTreeMap<String, u64>,
+    streams: BTreeMap<String, (u64, u64, u64)>,
+    write_stages: Vec<HistogramSnapshot>,
+    read_stages: Vec<HistogramSnapshot>,
+    probes: Vec<HistogramSnapshot>,
+    overhead_ns: u64,
+}
+
+#[derive(Debug)]
+pub struct Telemetry {
+    options: TelemetryOptions,
+    pub metrics: NodeMetrics,
+    registry: RwLock<Registry>,
+    probes: RwLock<Vec<Arc<Mutex<ProbeState>>>>,
+    latest: Mutex<Option<TelemetrySnapshot>>,
+    last_raw: Mutex<Option<RawSample>>,
+    previous: Mutex<Readings>,
+    overhead_cpu_ns: AtomicU64,
+    stop: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    started: Instant,
+}
+
+/// CPU time this thread has used, from the per-thread CPU clock.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+impl Telemetry {
+    pub fn new(options: TelemetryOptions) -> Arc<Telemetry> {
+        Arc::new_cyclic(|weak: &Weak<Telemetry>| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(exposition::Exporter(weak.clone())));
+            Telemetry {
+                options,
+                metrics: NodeMetrics::default(),
+                registry: RwLock::new(registry),
+                probes: RwLock::new(Vec::new()),
+                latest: Mutex::new(None),
+                last_raw: Mutex::new(None),
+                previous: Mutex::new(Readings::default()),
+                overhead_cpu_ns: AtomicU64::new(0),
+                stop: AtomicBool::new(false),
+                threads: Mutex::new(Vec::new()),
+                started: Instant::now(),
+            }
+        })
+    }
+
+    pub fn options(&self) -> &TelemetryOptions {
+        &self.options
+    }
+
+    /// Starts the sampler thread and one disk probe per data directory.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        for dir in &self.options.data_dirs {
+            let probe = DiskProbe::open(dir)?;
+            self.add_probe(Box::new(probe), self.options.disk_probe_timeout)?;
+        }
+        let me = Arc::downgrade(self);
+        let interval = self.options.sample_interval;
+        let handle = std::thread::Builder::new()
+            .name("cairn-telemetry".into())
+            .spawn(move || {
+                let mut sampler = ResourceSampler::new();
+                loop {
+                    let Some(t) = me.upgrade() else { return };
+                    if t.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let cpu_before = thread_cpu_ns();
+                    let (resources, raw) = sampler.sample();
+                    t.take_snapshot(resources, raw);
+                    t.overhead_cpu_ns
+                        .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
+                    drop(t);
+                    std::thread::sleep(interval);
+                }
+            })?;
+        self.threads.lock().push(handle);
+        Ok(())
+    }
+
+    /// Runs `probe` every probe interval on its own thread.
+    pub fn add_probe(
+        self: &Arc<Self>,
+        mut probe: Box<dyn Probe>,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        let interval = self.options.probe_interval;
+        let rounds = (Duration::from_secs(1).as_nanos() / interval.as_nanos().max(1)).max(1) as u32;
+        let state = Arc::new(Mutex::new(ProbeState {
+            kind: probe.kind(),
+            target: probe.target(),
+            score: SlowScore::new(
+                timeout,
+                rounds,
+                Duration::from_secs(1),
+                self.options.slow_score_recovery,
+            ),
+            latency: LatencyHistogram::new(),
+            last: None,
+            timeouts: 0,
+            failures: 0,
+            in_flight_since: None,
+            last_error: None,
+        }));
+        self.probes.write().push(state.clone());
+        let me = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name(format!("cairn-probe-{}", probe.kind()))
+            .spawn(move || {
+                loop {
+                    let Some(t) = me.upgrade() else { return };
+                    if t.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    drop(t);
+                    let cpu_before = thread_cpu_ns();
+                    state.lock().in_flight_since = Some(Instant::now());
+                    let result = probe.run();
+                    {
+                        let mut s = state.lock();
+                        s.in_flight_since = None;
+                        match &result {
+                            Ok(d) => {
+                                s.latency.record(*d);
+                                s.last = Some(*d);
+                                if *d > timeout {
+                                    s.timeouts += 1;
+                                }
+                            }
+                            Err(e) => {
+                                s.failures += 1;
+                                s.last_error = Some(e.to_string());
+                            }
+                        }
+                        s.score.record(result.as_ref().ok().copied());
+                    }
+                    if let Some(t) = me.upgrade() {
+                        t.overhead_cpu_ns
+                            .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(interval);
+                }
+            })?;
+        self.threads.lock().push(handle);
+        Ok(())
+    }
+
+    /// Stops the background threads and waits for them.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.lock().drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    /// The summary of the last completed interval.
+    pub fn snapshot(&self) -> Option<TelemetrySnapshot> {
+        self.latest.lock().clone()
+    }
+
+    /// Registers more metrics in this node's registry.
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.registry.write())
+    }
+
+    /// Renders `/metrics` (Prometheus text format 0.0.4).
+    pub fn encode_prometheus(&self) -> String {
+        let cpu_before = thread_cpu_ns();
+        let mut out = String::with_capacity(32 << 10);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry.read())
+            .expect("writing to a String cannot fail");
+        self.overhead_cpu_ns.fetch_add(
+            thread_cpu_ns().saturating_sub(cpu_before),
+            Ordering::Relaxed,
+        );
+        out
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        let probes = self.probes.read().len() * (LatencyHistogram::new().memory_bytes() + 256);
+        let snapshot = std::mem::size_of::<TelemetrySnapshot>() + 4096;
+        (self.metrics.memory_bytes() + probes + snapshot) as u64
+    }
+
+    pub fn overhead_cpu_seconds(&self) -> f64 {
+        self.overhead_cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    fn probe_summaries(
+        &self,
+        previous: &[HistogramSnapshot],
+        now: Instant,
+    ) -> (Vec<ProbeSummary>, Vec<HistogramSnapshot>) {
+        let mut summaries = Vec::new();
+        let mut current = Vec::new();
+        for (i, p) in self.probes.read().iter().enumerate() {
+            let s = p.lock();
+            let snap = s.latency.snapshot();
+            let interval = previous
+                .get(i)
+                .map_or_else(|| snap.clone(), |prev| snap.since(prev));
+            summaries.push(ProbeSummary {
+                kind: s.kind.to_string(),
+                target: s.target.clone(),
+                slow_score: s.score.value(),
+                timeout_ms: s.score.timeout().as_secs_f64() * 1e3,
+                last_us: s.last.map(|d| d.as_secs_f64() * 1e6),
+                interval: LatencySummary::of(&interval),
+                timeouts_total: s.timeouts,
+                failures_total: s.failures,
+                in_flight_ms: s
+                    .in_flight_since
+                    .map(|t| now.saturating_duration_since(t).as_secs_f64() * 1e3),
+                last_error: s.last_error.clone(),
+            });
+            current.push(snap);
+        }
+        (summaries, current)
+    }
+
+    /// Turns cumulative counters into the interval snapshot.
+    fn take_snapshot(&self, resources: Option<ResourceSnapshot>, raw: RawSample) {
+        let now = Instant::now();
+        let m = &self.metrics;
+        let mut prev = self.previous.lock();
+        let secs = prev
+            .at
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let rate = |a: u64, b: u64| counter_rate(a, b, secs).unwrap_or(0.0);
+
+        let mut requests = BTreeMap::new();
+        for api in Api::ALL {
+            for op in Operation::ALL {
+                requests.insert(
+                    format!("{}.{}", api.as_str(), op.as_str()),
+                    m.requests(*api, *op),
+                );
+            }
+        }
+        let entries: u64 = Api::ALL.iter().map(|a| m.entries(*a)).sum();
+        let bytes: u64 = Api::ALL.iter().map(|a| m.bytes(*a)).sum();
+        let errors: BTreeMap<String, u64> = m
+            .error_counts()
+            .into_iter()
+            .map(|(c, n)| (c.as_str().to_string(), n))
+            .collect();
+        let streams: BTreeMap<String, (u64, u64, u64)> = m
+            .streams()
+            .into_iter()
+            .map(|(name, c)| {
+                let r = Ordering::Relaxed;
+                (
+                    name,
+                    (c.entries.load(r), c.bytes.load(r), c.requests.load(r)),
+                )
+            })
+            .collect();
+        let write_stages: Vec<HistogramSnapshot> = WriteStage::ALL
+            .iter()
+            .map(|s| m.write_stage(*s).snapshot())
+            .collect();
+        let read_stages: Vec<HistogramSnapshot> = ReadStage::ALL
+            .iter()
+            .map(|s| m.read_stage(*s).snapshot())
+            .collect();
+        let summarize = |names: &mut dyn Iterator<Item = &'static str>,
+                         cur: &[HistogramSnapshot],
+                         old: &[HistogramSnapshot]| {
+            names
+                .zip(cur.iter().enumerate())
+                .map(|(name, (i, h))| {
+                    let interval = old.get(i).map_or_else(|| h.clone(), |o| h.since(o));
+                    (name.to_string(), LatencySummary::of(&interval))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        let (probes, probe_hists) = self.probe_summaries(&prev.probes, now);
+        let overhead_ns = self.overhead_cpu_ns.load(Ordering::Relaxed);
+
+        let snapshot = TelemetrySnapshot {
+            node: self.options.node.clone(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            interval_seconds: secs,
+            stage_timing: m.stage_timing(),
+            throughput: Throughput {
+                entries_per_second: rate(prev.entries, entries),
+                bytes_per_second: rate(prev.bytes, bytes),
+                requests_per_second: requests
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            rate(prev.requests.get(k).copied().unwrap_or(0), *v),
+                        )
+                    })
+                    .collect(),
+                errors_per_second: errors
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            rate(prev.errors.get(k).copied().unwrap_or(0), *v),
+                        )
+                    })
+                    .collect(),
+            },
+            streams: streams
+                .iter()
+                .map(|(name, (e, b, r))| {
+                    let (pe, pb, pr) = prev.streams.get(name).copied().unwrap_or_default();
+                    (
+                        name.clone(),
+                        StreamThroughput {
+                            entries_per_second: rate(pe, *e),
+                            bytes_per_second: rate(pb, *b),
+                            requests_per_second: rate(pr, *r),
+                        },
+                    )
+                })
+                .collect(),
+            write_stages: summarize(
+                &mut WriteStage::ALL.iter().map(|s| s.as_str()),
+                &write_stages,
+                &prev.write_stages,
+            ),
+            read_stages: summarize(
+                &mut ReadStage::ALL.iter().map(|s| s.as_str()),
+                &read_stages,
+                &prev.read_stages,
+            ),
+            resources,
+            probes,
+            overhead: Overhead {
+                cpu_seconds_total: overhead_ns as f64 / 1e9,
+                cpu_cores: if secs > 0.0 {
+                    overhead_ns.saturating_sub(prev.overhead_ns) as f64 / 1e9 / secs
+                } else {
+                    0.0
+                },
+                memory_bytes: self.memory_bytes(),
+            },
+        };
+        *prev = Readings {
+            at: Some(now),
+            requests,
+            entries,
+            bytes,
+            errors,
+            streams,
+            write_stages,
+            read_stages,
+            probes: probe_hists,
+            overhead_ns,
+        };
+        drop(prev);
+        *self.last_raw.lock() = Some(raw);
+        *self.latest.lock() = Some(snapshot);
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_telemetry_exports_counters_histograms_probes_and_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Telemetry::new(TelemetryOptions {
+            node: "n1".into(),
+            data_dirs: vec![dir.path().to_path_buf()],
+            sample_interval: Duration::from_millis(50),
+            probe_interval: Duration::from_millis(10),
+            ..TelemetryOptions::default()
+        });
+        t.start().unwrap();
+        let stream = t.metrics.stream("app");
+        for _ in 0..10 {
+            t.metrics.count_request(Api::Http, Operation::Append);
+            t.metrics.count_ingest(Api::Http, &stream, 100, 10_000);
+            t.metrics
+                .record_write(WriteStage::Fsync, Duration::from_micros(120));
+        }
+        t.metrics
+            .count_error(cairn_types::ErrorCode::PayloadTooLarge);
+        std::thread::sleep(Duration::from_millis(300));
+        let text = t.encode_prometheus();
+        for needle in [
+            "cairn_ingest_entries_total{api=\"http\"} 1000",
+            "cairn_stream_entries_total{stream=\"app\"} 1000",
+            "cairn_requests_total{api=\"http\",operation=\"append\"} 10",
+            "cairn_write_stage_seconds_count{stage=\"fsync\"} 10",
+            "cairn_write_stage_seconds_bucket{stage=\"fsync\",le=\"0.00025\"} 10",
+            "cairn_rejections_total{reason=\"payload_too_large\"} 1",
+            "cairn_slow_score{kind=\"disk\"",
+            "cairn_probe_duration_seconds_count{kind=\"disk\"",
+            "cairn_process_cpu_seconds_total",
+            "cairn_network_receive_bytes_total{interface=\"lo\"}",
+            "cairn_telemetry_cpu_seconds_total",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        let snap = t.snapshot().unwrap();
+        assert_eq!(snap.node, "n1");
+        assert!(snap.resources.is_some());
+        assert_eq!(snap.probes.len(), 1);
+        assert!(snap.probes[0].slow_score >= 1.0);
+        assert!(snap.overhead.cpu_seconds_total > 0.0);
+        t.stop();
+    }
+}
