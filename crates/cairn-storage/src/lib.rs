@@ -39,5 +39,7 @@ mod writer;
 pub use config::{DataDirOptions, Durability, LogConfig};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
-pub use log::{AppendInfo, AppendTimings, LogStats, PartitionLog, Pending, RetentionOutcome};
+pub use log::{
+    AppendInfo, AppendTimings, LogStats, PartitionLog, Pending, RetentionOutcome, ScanStats,
+};
 pub use writer::DataDir;

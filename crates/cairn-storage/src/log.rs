@@ -77,6 +77,19 @@ pub struct LogStats {
     pub max_ts: Option<i64>,
 }
 
+/// What a scan read and where its time went (the caller's own work in
+/// `visit` is not counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScanStats {
+    /// Finding the start: segment map and sparse index lookups.
+    pub index_lookup: Duration,
+    /// Reading and verifying batches (pread + CRC).
+    pub disk_read: Duration,
+    /// Batches handed to `visit`, and their bytes.
+    pub batches: u64,
+    pub bytes: u64,
+}
+
 /// What a retention run deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionOutcome {
@@ -415,8 +428,19 @@ impl PartitionLog {
     pub fn scan_from(
         &self,
         from: u64,
-        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+        visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
     ) -> Result<()> {
+        self.scan_from_timed(from, visit).map(|_| ())
+    }
+
+    /// [`PartitionLog::scan_from`], also reporting where the time went.
+    pub fn scan_from_timed(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+    ) -> Result<ScanStats> {
+        let mut stats = ScanStats::default();
+        let lookup_started = Instant::now();
         let (start, end) = self.bounds();
         if from < start || from > end {
             return Err(StorageError::OffsetOutOfRange {
@@ -425,28 +449,40 @@ impl PartitionLog {
                 end,
             });
         }
-        let segments: Vec<Arc<Segment>> = {
+        let segments: Vec<(Arc<Segment>, u64, u64)> = {
             let map = self.inner.segments.read();
             let first = map.range(..=from).next_back().map_or(start, |(b, _)| *b);
-            map.range(first..).map(|(_, s)| s.clone()).collect()
+            map.range(first..)
+                .map(|(_, s)| {
+                    let meta = s.meta.read();
+                    (
+                        s.clone(),
+                        meta.position_for_offset(s.base_offset, from),
+                        meta.len,
+                    )
+                })
+                .collect()
         };
-        for seg in segments {
-            let (pos, len) = {
-                let meta = seg.meta.read();
-                (meta.position_for_offset(seg.base_offset, from), meta.len)
-            };
+        stats.index_lookup = lookup_started.elapsed();
+        for (seg, pos, len) in segments {
             let mut cursor = BatchCursor::new(&seg.file, pos, len);
-            while let Some(item) = cursor.next_batch() {
+            loop {
+                let read_started = Instant::now();
+                let item = cursor.next_batch();
+                stats.disk_read += read_started.elapsed();
+                let Some(item) = item else { break };
                 let batch = item.map_err(|e| cursor_error(&seg.path, e))?;
                 if batch.next_offset() <= from {
                     continue;
                 }
+                stats.batches += 1;
+                stats.bytes += batch.len() as u64;
                 if visit(batch).is_break() {
-                    return Ok(());
+                    return Ok(stats);
                 }
             }
         }
-        Ok(())
+        Ok(stats)
     }
 
     /// Reads batches from `from` until at least `max_bytes` are collected
@@ -474,30 +510,54 @@ impl PartitionLog {
         &self,
         start_us: i64,
         end_us: i64,
-        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+        visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
     ) -> Result<()> {
-        let segments: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
-        for seg in segments {
-            let (pos, len) = {
+        self.scan_time_timed(start_us, end_us, visit).map(|_| ())
+    }
+
+    /// [`PartitionLog::scan_time`], also reporting where the time went.
+    pub fn scan_time_timed(
+        &self,
+        start_us: i64,
+        end_us: i64,
+        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+    ) -> Result<ScanStats> {
+        let mut stats = ScanStats::default();
+        let lookup_started = Instant::now();
+        let segments: Vec<(Arc<Segment>, u64, u64)> = self
+            .inner
+            .segments
+            .read()
+            .values()
+            .filter_map(|seg| {
                 let meta = seg.meta.read();
                 if !meta.has_data() || meta.max_ts < start_us || meta.min_ts > end_us {
-                    continue;
+                    return None;
                 }
-                (meta.position_for_time(start_us), meta.len)
-            };
+                Some((seg.clone(), meta.position_for_time(start_us), meta.len))
+            })
+            .collect();
+        stats.index_lookup = lookup_started.elapsed();
+        for (seg, pos, len) in segments {
             let mut cursor = BatchCursor::new(&seg.file, pos, len);
-            while let Some(item) = cursor.next_batch() {
+            loop {
+                let read_started = Instant::now();
+                let item = cursor.next_batch();
+                stats.disk_read += read_started.elapsed();
+                let Some(item) = item else { break };
                 let batch = item.map_err(|e| cursor_error(&seg.path, e))?;
                 let h = batch.header();
                 if h.count == 0 || h.max_ts < start_us || h.min_ts > end_us {
                     continue;
                 }
+                stats.batches += 1;
+                stats.bytes += batch.len() as u64;
                 if visit(batch).is_break() {
-                    return Ok(());
+                    return Ok(stats);
                 }
             }
         }
-        Ok(())
+        Ok(stats)
     }
 }
 
