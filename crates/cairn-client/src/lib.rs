@@ -1,0 +1,296 @@
+//! A typed client for Cairn's HTTP API.
+//!
+//! [`Client`] wraps one `reqwest::Client` (connection pooling, keep-alive)
+//! and a base URL. Every method maps a non-2xx answer to [`Error::Api`] with
+//! the server's `{code, message}` decoded, so callers can match on the stable
+//! code (e.g. `stream_not_found`) instead of parsing text.
+//!
+//! The request and response shapes live in [`types`]; the server uses the
+//! same structs, so both sides agree on the wire format by construction.
+//!
+//! Only plain `http://` is supported: reqwest is built without TLS features.
+
+pub mod types;
+
+use std::time::Duration;
+
+use cairn_types::{ErrorCode, NewEntry};
+use reqwest::{Method, RequestBuilder, Url};
+use serde::de::DeserializeOwned;
+
+pub use types::*;
+
+/// The content type of newline-delimited JSON bodies.
+pub const NDJSON: &str = "application/x-ndjson";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid server URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The server answered with a JSON error.
+    #[error("{code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server answered with something that is not Cairn's JSON.
+    #[error("unexpected HTTP {status} response: {body}")]
+    UnexpectedResponse { status: u16, body: String },
+    #[error("request to the server failed: {0}")]
+    Transport(#[from] reqwest::Error),
+}
+
+impl Error {
+    /// The server's stable error code, when the server sent one we know.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api { code, .. } => {
+                serde_json::from_value(serde_json::Value::String(code.clone())).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the server answered at all.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::UnexpectedResponse { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle to one Cairn server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7070`),
+    /// with a 60 s per-request timeout.
+    pub fn new(base_url: &str) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        Client::with_http_client(base_url, http)
+    }
+
+    /// A client that uses a caller-configured `reqwest::Client`.
+    pub fn with_http_client(base_url: &str, http: reqwest::Client) -> Result<Client> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: base_url.to_string(),
+            reason,
+        };
+        let base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
+        if base.scheme() != "http" {
+            return Err(invalid("only http:// URLs are supported".into()));
+        }
+        if base.cannot_be_a_base() {
+            return Err(invalid("not a base URL".into()));
+        }
+        Ok(Client { http, base })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// `base` + path segments, each percent-encoded (so a stream name can
+    /// never escape its path segment).
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in the constructor: base URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.http.request(method, self.url(segments))
+    }
+
+    pub async fn health(&self) -> Result<Health> {
+        send_json(self.request(Method::GET, &["health"])).await
+    }
+
+    pub async fn create_stream(&self, name: &str, config: StreamConfig) -> Result<StreamInfo> {
+        let body = CreateStream {
+            name: name.to_string(),
+            config,
+        };
+        send_json(self.request(Method::POST, &["v1", "streams"]).json(&body)).await
+    }
+
+    pub async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
+        let list: StreamList = send_json(self.request(Method::GET, &["v1", "streams"])).await?;
+        Ok(list.streams)
+    }
+
+    pub async fn get_stream(&self, name: &str) -> Result<StreamInfo> {
+        send_json(self.request(Method::GET, &["v1", "streams", name])).await
+    }
+
+    pub async fn delete_stream(&self, name: &str) -> Result<()> {
+        send(self.request(Method::DELETE, &["v1", "streams", name])).await?;
+        Ok(())
+    }
+
+    /// Appends entries as one JSON array. All are validated before any is
+    /// stored: either all are appended or none.
+    pub async fn append(&self, stream: &str, entries: &[NewEntry]) -> Result<AppendResponse> {
+        send_json(
+            self.request(Method::POST, &["v1", "streams", stream, "entries"])
+                .json(entries),
+        )
+        .await
+    }
+
+    /// Appends a body of newline-delimited JSON entries, as is.
+    pub async fn append_ndjson(
+        &self,
+        stream: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<AppendResponse> {
+        send_json(
+            self.request(Method::POST, &["v1", "streams", stream, "entries"])
+                .header(reqwest::header::CONTENT_TYPE, NDJSON)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Reads one partition from an offset.
+    pub async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        params: ReadParams,
+    ) -> Result<ReadResponse> {
+        let partition = partition.to_string();
+        let mut url = self.url(&["v1", "streams", stream, "partitions", &partition, "entries"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(offset) = params.offset {
+                q.append_pair("offset", &offset.to_string());
+            }
+            if let Some(limit) = params.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        send_json(self.http.get(url)).await
+    }
+
+    /// Queries a stream by time range and filters, across all partitions.
+    pub async fn query(&self, stream: &str, params: &QueryParams) -> Result<QueryResponse> {
+        let mut url = self.url(&["v1", "streams", stream, "query"]);
+        {
+            // Built by hand: reqwest's `query()` needs an extra feature, and
+            // these few scalar parameters do not justify it.
+            let mut q = url.query_pairs_mut();
+            if let Some(start) = params.start {
+                q.append_pair("start", &start.to_string());
+            }
+            if let Some(end) = params.end {
+                q.append_pair("end", &end.to_string());
+            }
+            if let Some(level) = params.level {
+                q.append_pair("level", level.as_str());
+            }
+            if let Some(source) = &params.source {
+                q.append_pair("source", source);
+            }
+            if let Some(contains) = &params.contains {
+                q.append_pair("contains", contains);
+            }
+            if let Some(limit) = params.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+        }
+        send_json(self.http.get(url)).await
+    }
+}
+
+/// Sends a request; a non-2xx answer becomes an [`Error`].
+async fn send(request: RequestBuilder) -> Result<reqwest::Response> {
+    let response = request.send().await?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.bytes().await?;
+    Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        Ok(e) => Error::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+        },
+        Err(_) => Error::UnexpectedResponse {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).chars().take(512).collect(),
+        },
+    })
+}
+
+async fn send_json<T: DeserializeOwned>(request: RequestBuilder) -> Result<T> {
+    let response = send(request).await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    serde_json::from_slice(&body).map_err(|e| Error::UnexpectedResponse {
+        status,
+        body: format!(
+            "{e}: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(512)
+                .collect::<String>()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_each_segment_and_keep_a_base_path() {
+        let c = Client::new("http://127.0.0.1:1/prefix/").unwrap();
+        assert_eq!(
+            c.url(&["v1", "streams", "a/b c"]).as_str(),
+            "http://127.0.0.1:1/prefix/v1/streams/a%2Fb%20c"
+        );
+        let c = Client::new("http://127.0.0.1:1").unwrap();
+        assert_eq!(c.url(&["health"]).as_str(), "http://127.0.0.1:1/health");
+    }
+
+    #[test]
+    fn rejects_non_http_urls() {
+        assert!(matches!(
+            Client::new("https://x"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("not a url"),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn api_errors_expose_their_code() {
+        let e = Error::Api {
+            status: 404,
+            code: "stream_not_found".into(),
+            message: "stream \"x\" does not exist".into(),
+        };
+        assert_eq!(e.code(), Some(ErrorCode::StreamNotFound));
+        assert_eq!(
+            e.to_string(),
+            "stream_not_found: stream \"x\" does not exist"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! The JSON shapes of Cairn's HTTP API, shared by the server (which produces
+//! them) and the client (which consumes them), so the two cannot drift apart.
+//!
+//! Entries themselves ([`Entry`], [`NewEntry`]) come from `cairn-types`; the
+//! structs here wrap them with offsets and partitions. Timestamps are always
+//! microseconds since the Unix epoch.
+
+use std::fmt;
+
+use cairn_types::{Entry, Level};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Default partition count of a new stream.
+pub const DEFAULT_PARTITIONS: u32 = 4;
+/// Default size at which a partition rolls to a new segment (64 MiB).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// When an append is acknowledged. Mirrors the storage engine's policy; it is
+/// repeated here because the client does not depend on the storage crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// After the entries are written and `fdatasync`ed.
+    #[default]
+    Fsync,
+    /// After the write; synced on a short interval (a crash may lose it).
+    Interval,
+    /// After the write; synced only when segments roll or the node stops.
+    None,
+}
+
+impl Durability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Interval => "interval",
+            Durability::None => "none",
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fsync" => Ok(Durability::Fsync),
+            "interval" => Ok(Durability::Interval),
+            "none" => Ok(Durability::None),
+            _ => Err(format!(
+                "unknown durability {s:?}: expected fsync, interval or none"
+            )),
+        }
+    }
+}
+
+/// The settings of a stream. Every field has a default, so `{}` is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Number of partitions, 1..=1024. Fixed for the life of the stream.
+    pub partitions: u32,
+    /// Delete whole segments whose newest entry is older than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while a partition is larger than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    /// Roll a partition to a new segment at this size.
+    pub segment_bytes: u64,
+    pub durability: Durability,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            partitions: DEFAULT_PARTITIONS,
+            retention_ms: None,
+            retention_bytes: None,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            durability: Durability::Fsync,
+        }
+    }
+}
+
+/// `POST /v1/streams`: the stream's name next to its config fields, as one
+/// flat object: `{"name": "app", "partitions": 8, ...}`.
+///
+/// Deserialization is written by hand because serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`, and a misspelt setting must be an
+/// error, not silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateStream {
+    pub name: String,
+    #[serde(flatten)]
+    pub config: StreamConfig,
+}
+
+impl<'de> Deserialize<'de> for CreateStream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let name = match fields.remove("name") {
+            Some(serde_json::Value::String(name)) => name,
+            Some(_) => return Err(D::Error::custom("field `name` must be a string")),
+            None => return Err(D::Error::missing_field("name")),
+        };
+        let config = StreamConfig::deserialize(serde_json::Value::Object(fields))
+            .map_err(D::Error::custom)?;
+        Ok(CreateStream { name, config })
+    }
+}
+
+/// One stream as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    pub name: String,
+    pub config: StreamConfig,
+    /// When the stream was created (µs since the epoch).
+    pub created_at: i64,
+    /// Per-partition extent, in partition order.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// The extent of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// The first offset still stored (retention moves it forward).
+    pub start_offset: u64,
+    /// The offset the next entry gets.
+    pub end_offset: u64,
+    pub size_bytes: u64,
+    pub segments: usize,
+    /// Timestamp range of the stored entries; absent when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timestamp: Option<i64>,
+}
+
+/// `GET /v1/streams`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamList {
+    pub streams: Vec<StreamInfo>,
+}
+
+/// `POST /v1/streams/{name}/entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendResponse {
+    pub appended: u64,
+    /// One item per partition that received entries, in partition order.
+    pub partitions: Vec<PartitionAppend>,
+}
+
+/// Where one partition's share of an append landed: offsets
+/// `base_offset..base_offset + count`, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAppend {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub count: u32,
+}
+
+/// An entry read back from one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetEntry {
+    pub offset: u64,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// `GET /v1/streams/{name}/partitions/{p}/entries`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadResponse {
+    pub entries: Vec<OffsetEntry>,
+    /// Where to continue reading: one past the last returned entry, or the
+    /// requested offset when nothing was returned.
+    pub next_offset: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+}
+
+/// An entry found by a query, with where it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryEntry {
+    pub partition: u32,
+    pub offset: u64,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// `GET /v1/streams/{name}/query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryResponse {
+    /// Matches in timestamp order (ties by partition, then offset).
+    pub entries: Vec<QueryEntry>,
+    /// True when more matching entries may exist than were returned.
+    pub truncated: bool,
+}
+
+/// The parameters of a query. `None` means the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    /// Inclusive lower bound (µs); default 0.
+    pub start: Option<i64>,
+    /// Inclusive upper bound (µs); default: the time of the request.
+    pub end: Option<i64>,
+    /// Only entries at or above this level.
+    pub level: Option<Level>,
+    /// Only entries from exactly this source.
+    pub source: Option<String>,
+    /// Only entries whose message contains this text (case-sensitive).
+    pub contains: Option<String>,
+    /// At most this many entries; default 1000, at most 100,000.
+    pub limit: Option<usize>,
+}
+
+/// The parameters of a partition read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// First offset to return; default: the partition's start.
+    pub offset: Option<u64>,
+    /// At most this many entries; default 100, at most 10,000.
+    pub limit: Option<usize>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub streams: usize,
+    pub uptime_seconds: u64,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable name from `cairn_types::ErrorCode::as_str`.
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_stream_is_flat_and_rejects_unknown_settings() {
+        let c: CreateStream =
+            serde_json::from_str(r#"{"name":"app","partitions":8,"durability":"none"}"#).unwrap();
+        assert_eq!(c.name, "app");
+        assert_eq!(c.config.partitions, 8);
+        assert_eq!(c.config.durability, Durability::None);
+        assert_eq!(c.config.segment_bytes, DEFAULT_SEGMENT_BYTES);
+
+        let round: CreateStream =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(round, c);
+
+        let err =
+            serde_json::from_str::<CreateStream>(r#"{"name":"a","partitons":2}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `partitons`"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<CreateStream>(r#"{"partitions":2}"#).is_err());
+        assert!(serde_json::from_str::<CreateStream>(r#"{"name":3}"#).is_err());
+    }
+
+    #[test]
+    fn entries_flatten_next_to_offsets() {
+        let e = QueryEntry {
+            partition: 1,
+            offset: 7,
+            entry: Entry {
+                timestamp_us: 5,
+                level: Level::Warn,
+                source: "api".into(),
+                message: "m".into(),
+                attributes: Default::default(),
+            },
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"partition":1,"offset":7,"timestamp":5,"level":"WARN","source":"api","message":"m"}"#
+        );
+        assert_eq!(serde_json::from_str::<QueryEntry>(&json).unwrap(), e);
+    }
+}
