@@ -1,0 +1,193 @@
+//! One function per route. Handlers check input, hand storage work to the
+//! blocking pool, and shape the answer; the logic lives in `streams`,
+//! `ingest` and `read`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use cairn_client::{
+    AppendResponse, CreateStream, Health, PartitionAppend, QueryParams, QueryResponse, ReadParams,
+    ReadResponse, StreamInfo, StreamList,
+};
+use cairn_types::ErrorCode;
+
+use super::ApiError;
+use super::extract::{ApiPath, ApiQuery, read_body};
+use crate::ingest;
+use crate::node::{Node, now_us};
+use crate::read::{self, Filter};
+
+/// Stream-creation bodies are a handful of fields.
+const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking storage work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+pub async fn health(State(node): State<Node>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        streams: node.registry().len(),
+        uptime_seconds: node.uptime().as_secs(),
+    })
+}
+
+pub async fn create_stream(
+    State(node): State<Node>,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<StreamInfo>)> {
+    let body = read_body(body, MAX_ADMIN_BODY_BYTES).await?;
+    let request: CreateStream = serde_json::from_slice(&body).map_err(|e| {
+        // Well-formed JSON with wrong fields is a config problem; anything
+        // else is a malformed request.
+        let code = if e.is_data() {
+            ErrorCode::InvalidStreamConfig
+        } else {
+            ErrorCode::BadRequest
+        };
+        ApiError::new(code, format!("invalid stream definition: {e}"))
+    })?;
+    let stream = blocking(move || {
+        node.registry()
+            .create(&request.name, request.config, now_us())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(stream.info())))
+}
+
+pub async fn list_streams(State(node): State<Node>) -> Json<StreamList> {
+    let streams = node.registry().list().iter().map(|s| s.info()).collect();
+    Json(StreamList { streams })
+}
+
+pub async fn get_stream(
+    State(node): State<Node>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<StreamInfo>> {
+    Ok(Json(node.registry().get(&name)?.info()))
+}
+
+pub async fn delete_stream(
+    State(node): State<Node>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    blocking(move || node.registry().delete(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Validates the whole body, then appends one batch per partition. All
+/// batches are submitted before any is awaited, so they share the storage
+/// writer's commit groups (one sync each, concurrently). Partitions are
+/// independent logs: if one append fails after others succeeded, those
+/// stay stored and the request reports the error.
+pub async fn append(
+    State(node): State<Node>,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<AppendResponse>> {
+    // Look the stream up first: a missing stream is a 404 whatever the body.
+    let stream = node.registry().get(&name)?;
+    let body = read_body(body, node.config().max_body_bytes).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let partitions = stream.partitions();
+    let batches = blocking(move || {
+        let entries = ingest::parse_entries(&body, content_type.as_deref(), now_us())?;
+        ingest::build_batches(&entries, partitions)
+    })
+    .await?;
+
+    let pending: Vec<_> = batches
+        .into_iter()
+        .map(|(p, batch)| Ok((p, stream.log(p)?.append(batch))))
+        .collect::<ApiResult<_>>()?;
+    let mut response = AppendResponse {
+        appended: 0,
+        partitions: Vec::with_capacity(pending.len()),
+    };
+    for (partition, pending) in pending {
+        let info = pending.await?;
+        response.appended += u64::from(info.count);
+        response.partitions.push(PartitionAppend {
+            partition,
+            base_offset: info.base_offset,
+            count: info.count,
+        });
+    }
+    Ok(Json(response))
+}
+
+fn check_limit(limit: Option<usize>, default: usize, max: usize) -> ApiResult<usize> {
+    match limit.unwrap_or(default) {
+        0 => Err(ApiError::bad_request("limit must be at least 1")),
+        l if l > max => Err(ApiError::bad_request(format!(
+            "limit must be at most {max} (got {l})"
+        ))),
+        l => Ok(l),
+    }
+}
+
+pub async fn read(
+    State(node): State<Node>,
+    ApiPath((name, partition)): ApiPath<(String, u32)>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> ApiResult<Json<ReadResponse>> {
+    let limit = check_limit(params.limit, read::DEFAULT_READ_LIMIT, read::MAX_READ_LIMIT)?;
+    let stream = node.registry().get(&name)?;
+    let log = stream.log(partition)?.clone();
+    let response = blocking(move || read::read_partition(&log, params.offset, limit)).await?;
+    Ok(Json(response))
+}
+
+pub async fn query(
+    State(node): State<Node>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<QueryParams>,
+) -> ApiResult<Json<QueryResponse>> {
+    let limit = check_limit(
+        params.limit,
+        read::DEFAULT_QUERY_LIMIT,
+        read::MAX_QUERY_LIMIT,
+    )?;
+    let stream = node.registry().get(&name)?;
+    let filter = Filter {
+        start: params.start.unwrap_or(0),
+        end: params.end.unwrap_or_else(now_us),
+        level: params.level,
+        source: params.source,
+        contains: params.contains,
+    };
+    if filter.start > filter.end {
+        return Err(ApiError::bad_request(format!(
+            "start ({}) is after end ({})",
+            filter.start, filter.end
+        )));
+    }
+    let filter = std::sync::Arc::new(filter);
+    // One blocking task per partition, all running at once.
+    let tasks: Vec<_> = stream
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(p, log)| {
+            let (log, filter) = (log.clone(), filter.clone());
+            tokio::task::spawn_blocking(move || {
+                read::query_partition(&log, p as u32, &filter, limit)
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        parts.push(task.await??);
+    }
+    Ok(Json(read::merge(parts, limit)))
+}

@@ -1,0 +1,62 @@
+//! The HTTP API.
+//!
+//! - [`error`]: [`ApiError`], the single error type, and its JSON response.
+//! - [`extract`]: path/query extractors whose rejections are JSON errors.
+//! - [`handlers`]: one function per route; storage work runs on the
+//!   blocking pool because reads are synchronous `pread`s.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /health` | `{status, streams, uptime_seconds}` |
+//! | `POST /v1/streams` | 201 + stream |
+//! | `GET /v1/streams` | `{streams: [...]}` |
+//! | `GET /v1/streams/{name}` | stream |
+//! | `DELETE /v1/streams/{name}` | 204 |
+//! | `POST /v1/streams/{name}/entries` | `{appended, partitions}` |
+//! | `GET /v1/streams/{name}/partitions/{p}/entries?offset&limit` | `{entries, next_offset, start_offset, end_offset}` |
+//! | `GET /v1/streams/{name}/query?start&end&level&source&contains&limit` | `{entries, truncated}` |
+
+pub mod error;
+pub mod extract;
+pub mod handlers;
+
+use axum::Router;
+use axum::routing::{get, post};
+use cairn_types::ErrorCode;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::node::Node;
+
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/health", get(handlers::health))
+        .route(
+            "/v1/streams",
+            post(handlers::create_stream).get(handlers::list_streams),
+        )
+        .route(
+            "/v1/streams/{name}",
+            get(handlers::get_stream).delete(handlers::delete_stream),
+        )
+        .route("/v1/streams/{name}/entries", post(handlers::append))
+        .route(
+            "/v1/streams/{name}/partitions/{partition}/entries",
+            get(handlers::read),
+        )
+        .route("/v1/streams/{name}/query", get(handlers::query))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(node)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    // No dedicated code exists for 405; `bad_request` keeps the JSON shape.
+    ApiError::bad_request(format!("method {method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,187 @@
+//! The node: one data directory, its streams, the retention task and the
+//! HTTP server, with an orderly shutdown.
+//!
+//! Shutdown order matters for durability: first stop accepting connections
+//! and let in-flight requests finish (their appends are acknowledged only
+//! once durable), then stop the retention task, and last shut the data
+//! directory down, which syncs every log whatever its durability policy.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cairn_storage::{DataDir, DataDirOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiError};
+use crate::streams::Registry;
+
+/// Default cap on a request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+/// The largest body cap accepted: one request's entries for one partition
+/// must fit in a record batch (64 MiB), and the binary encoding is never
+/// larger than the JSON it came from.
+pub const MAX_MAX_BODY_BYTES: usize = 48 << 20;
+pub const DEFAULT_RETENTION_CHECK: Duration = Duration::from_secs(10);
+
+/// Settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How often retention runs on every partition.
+    pub retention_check: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            retention_check: DEFAULT_RETENTION_CHECK,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_MAX_BODY_BYTES {
+            return Err(format!(
+                "max_body_bytes must be between 1 and {MAX_MAX_BODY_BYTES} (got {})",
+                self.max_body_bytes
+            ));
+        }
+        if self.retention_check.is_zero() {
+            return Err("retention_check must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Shared state of a running node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct NodeInner {
+    pub config: NodeConfig,
+    pub data_dir: Arc<DataDir>,
+    pub registry: Registry,
+    pub started: Instant,
+}
+
+impl Node {
+    /// Opens the data directory (taking its lock) and reopens every stream.
+    /// Blocking: call it before serving or from `spawn_blocking`.
+    pub fn open(config: NodeConfig) -> Result<Node, ApiError> {
+        config
+            .validate()
+            .map_err(|m| ApiError::new(cairn_types::ErrorCode::BadRequest, m))?;
+        let data_dir = Arc::new(DataDir::open(&config.data_dir, DataDirOptions::default())?);
+        let registry = Registry::open(data_dir.clone())?;
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                config,
+                data_dir,
+                registry,
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// The HTTP API, for serving or for in-process tests.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` completes, then
+    /// finishes in-flight requests, stops retention and syncs and closes
+    /// the data directory.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let retention = tokio::spawn(retention_loop(self.clone(), stop_rx));
+        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        tracing::info!(?addr, "serving HTTP");
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        tracing::info!("HTTP server stopped; shutting the data directory down");
+        let _ = stop_tx.send(true);
+        let _ = retention.await;
+        let closed = self.shutdown_storage().await;
+        served.map_err(|e| ApiError::internal(format!("HTTP server failed: {e}")))?;
+        closed
+    }
+
+    /// Syncs every log and stops the storage writer. Further appends fail.
+    pub async fn shutdown_storage(&self) -> Result<(), ApiError> {
+        let data_dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || data_dir.shutdown()).await??;
+        Ok(())
+    }
+
+    /// Runs retention once on every partition of every stream.
+    pub async fn enforce_retention(&self) {
+        let now = now_us();
+        for stream in self.registry().list() {
+            for (p, log) in stream.logs.iter().enumerate() {
+                match log.enforce_retention(now).await {
+                    Ok(o) if o.segments_deleted > 0 => tracing::info!(
+                        stream = %stream.name,
+                        partition = p,
+                        segments = o.segments_deleted,
+                        bytes = o.bytes_deleted,
+                        "retention deleted segments"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        stream = %stream.name,
+                        partition = p,
+                        error = %e,
+                        "retention failed"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+async fn retention_loop(node: Node, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.config().retention_check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once; skip it so startup is not slowed.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => node.enforce_retention().await,
+            _ = stop.changed() => return,
+        }
+    }
+}
