@@ -37,7 +37,8 @@ pub enum Error {
     /// The server answered with something that is not Cairn's JSON.
     #[error("unexpected HTTP {status} response: {body}")]
     UnexpectedResponse { status: u16, body: String },
-    #[error("request to the server failed: {0}")]
+    /// Connecting, sending or receiving failed (the cause is the source).
+    #[error("HTTP request failed")]
     Transport(#[from] reqwest::Error),
 }
 
@@ -183,7 +184,7 @@ impl Client {
                 q.append_pair("limit", &limit.to_string());
             }
         }
-        send_json(self.http.get(url)).await
+        send_json(self.http.get(without_empty_query(url))).await
     }
 
     /// Queries a stream by time range and filters, across all partitions.
@@ -212,8 +213,16 @@ impl Client {
                 q.append_pair("limit", &limit.to_string());
             }
         }
-        send_json(self.http.get(url)).await
+        send_json(self.http.get(without_empty_query(url))).await
     }
+}
+
+/// `query_pairs_mut` leaves a bare `?` when nothing was appended.
+fn without_empty_query(mut url: Url) -> Url {
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
 }
 
 /// Sends a request; a non-2xx answer becomes an [`Error`].

@@ -1,0 +1,260 @@
+//! The client subcommands: `stream`, `produce`, `read`, `query`.
+//!
+//! Data goes to stdout as NDJSON (one entry per line) so it pipes into
+//! `jq` or back into `cairn produce`; summaries and errors go to stderr.
+
+use std::io::{BufRead, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow};
+use cairn_client::{Client, QueryParams, ReadParams, StreamConfig};
+use cairn_types::NewEntry;
+use serde_json::Value;
+
+use crate::cli::{Command, ProduceArgs, QueryArgs, ReadArgs, ServerArgs, StreamCommand};
+
+/// Largest page the server serves for one partition read.
+const MAX_READ_PAGE: usize = 10_000;
+/// A produce request is sent early once its body reaches this size, so it
+/// stays well under the server's default 8 MiB body limit.
+const MAX_PRODUCE_BODY: usize = 4 << 20;
+
+pub fn run(command: Command) -> Result<()> {
+    crate::node_cmd::init_logging("warn");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            Command::Stream(cmd) => stream(cmd).await,
+            Command::Produce(args) => produce(args).await,
+            Command::Read(args) => read(args).await,
+            Command::Query(args) => query(args).await,
+            Command::Node(_) => unreachable!("handled by node_cmd"),
+        }
+    })
+}
+
+fn client(args: &ServerArgs) -> Result<Client> {
+    Ok(Client::new(&args.server)?)
+}
+
+async fn stream(cmd: StreamCommand) -> Result<()> {
+    match cmd {
+        StreamCommand::Create(a) => {
+            let config = StreamConfig {
+                partitions: a.partitions,
+                retention_ms: a.retention_ms,
+                retention_bytes: a.retention_bytes,
+                segment_bytes: a.segment_bytes,
+                durability: a.durability,
+            };
+            let info = client(&a.server)?.create_stream(&a.name, config).await?;
+            println!(
+                "created stream {} ({} partitions, durability {})",
+                info.name, info.config.partitions, info.config.durability
+            );
+        }
+        StreamCommand::List { server } => {
+            let streams = client(&server)?.list_streams().await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<32} {:>10} {:>12} {:>14} {:>10}",
+                "NAME", "PARTITIONS", "ENTRIES", "BYTES", "DURABILITY"
+            )?;
+            for s in streams {
+                let entries: u64 = s
+                    .partitions
+                    .iter()
+                    .map(|p| p.end_offset - p.start_offset)
+                    .sum();
+                let bytes: u64 = s.partitions.iter().map(|p| p.size_bytes).sum();
+                writeln!(
+                    out,
+                    "{:<32} {:>10} {:>12} {:>14} {:>10}",
+                    s.name, s.config.partitions, entries, bytes, s.config.durability
+                )?;
+            }
+        }
+        StreamCommand::Delete { server, name } => {
+            client(&server)?.delete_stream(&name).await?;
+            println!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Turns one input line into an entry: a JSON object is an entry (missing
+/// `source`/`level` filled from the flags); anything else is the message of
+/// a plain entry. Blank lines give `None`.
+pub fn line_to_entry(line: &str, args: &ProduceArgs) -> Result<Option<NewEntry>, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    if let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) {
+        obj.entry("source")
+            .or_insert_with(|| Value::String(args.source.clone()));
+        obj.entry("level")
+            .or_insert_with(|| Value::String(args.level.as_str().into()));
+        return serde_json::from_value(Value::Object(obj))
+            .map(Some)
+            .map_err(|e| format!("a JSON object must be an entry: {e}"));
+    }
+    Ok(Some(NewEntry {
+        timestamp: None,
+        level: Some(args.level),
+        source: args.source.clone(),
+        message: line.to_string(),
+        attributes: Default::default(),
+    }))
+}
+
+async fn produce(args: ProduceArgs) -> Result<()> {
+    let client = client(&args.server)?;
+    // Fail before reading stdin if the stream is not there.
+    client.get_stream(&args.stream).await?;
+    let (mut entries, mut batches) = (0u64, 0u64);
+    let mut body = Vec::new();
+    let mut in_batch = 0u32;
+    let stdin = std::io::stdin();
+    for (i, line) in stdin.lock().lines().enumerate() {
+        let line = line.context("read stdin")?;
+        let entry = match line_to_entry(&line, &args) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(anyhow!(
+                    "stdin line {}: {e} ({entries} entries were already produced)",
+                    i + 1
+                ));
+            }
+        };
+        serde_json::to_writer(&mut body, &entry)?;
+        body.push(b'\n');
+        in_batch += 1;
+        if in_batch >= args.batch_size || body.len() >= MAX_PRODUCE_BODY {
+            entries += send(&client, &args.stream, &mut body).await?;
+            batches += 1;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        entries += send(&client, &args.stream, &mut body).await?;
+        batches += 1;
+    }
+    eprintln!("produced {entries} entries in {batches} batches");
+    Ok(())
+}
+
+async fn send(client: &Client, stream: &str, body: &mut Vec<u8>) -> Result<u64> {
+    let r = client.append_ndjson(stream, std::mem::take(body)).await?;
+    Ok(r.appended)
+}
+
+async fn read(args: ReadArgs) -> Result<()> {
+    let client = client(&args.server)?;
+    let mut out = std::io::stdout().lock();
+    let mut offset = args.offset;
+    let mut left = args.limit;
+    while left > 0 {
+        let page = client
+            .read(
+                &args.stream,
+                args.partition,
+                ReadParams {
+                    offset,
+                    limit: Some(left.min(MAX_READ_PAGE)),
+                },
+            )
+            .await?;
+        for e in &page.entries {
+            serde_json::to_writer(&mut out, e)?;
+            out.write_all(b"\n")?;
+        }
+        left -= page.entries.len().min(left);
+        if page.entries.is_empty() || page.next_offset >= page.end_offset {
+            break;
+        }
+        offset = Some(page.next_offset);
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn query(args: QueryArgs) -> Result<()> {
+    let client = client(&args.server)?;
+    let start = match args.since {
+        Some(since) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+            let start = now.saturating_sub(since);
+            Some(i64::try_from(start.as_micros())?)
+        }
+        None => args.start,
+    };
+    let params = QueryParams {
+        start,
+        end: args.end,
+        level: args.level,
+        source: args.source,
+        contains: args.contains,
+        limit: args.limit,
+    };
+    let r = client.query(&args.stream, &params).await?;
+    let mut out = std::io::stdout().lock();
+    for e in &r.entries {
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    if r.truncated {
+        eprintln!(
+            "note: {} entries shown; more match (raise --limit or narrow the range)",
+            r.entries.len()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_types::Level;
+
+    fn args() -> ProduceArgs {
+        ProduceArgs {
+            server: ServerArgs {
+                server: "http://127.0.0.1:1".into(),
+            },
+            stream: "s".into(),
+            source: "cli".into(),
+            level: Level::Warn,
+            batch_size: 10,
+        }
+    }
+
+    #[test]
+    fn lines_become_entries() {
+        let a = args();
+        assert_eq!(line_to_entry("   ", &a), Ok(None));
+        let e = line_to_entry("plain text\r", &a).unwrap().unwrap();
+        assert_eq!(
+            (e.source.as_str(), e.level, e.message.as_str()),
+            ("cli", Some(Level::Warn), "plain text")
+        );
+        let e = line_to_entry(r#"{"message":"m","level":"error"}"#, &a)
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.source.as_str(), e.level), ("cli", Some(Level::Error)));
+        let e = line_to_entry(r#"{"source":"api","message":"m","timestamp":5}"#, &a)
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.source.as_str(), e.timestamp), ("api", Some(5)));
+        // Valid JSON that is not an object is just text.
+        let e = line_to_entry("[1,2]", &a).unwrap().unwrap();
+        assert_eq!(e.message, "[1,2]");
+        assert!(line_to_entry(r#"{"msg":"m"}"#, &a).is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! `cairn node`: open the data directory, bind, announce, serve until
+//! SIGTERM or SIGINT, then shut down gracefully.
+//!
+//! The announcement `cairn node listening on http://IP:PORT` is printed to
+//! stdout (and flushed) only once the socket is bound, with the real port,
+//! so scripts and tests can start a node on port 0 and read where it is.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_server::{Node, NodeConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::NodeArgs;
+
+pub fn run(args: NodeArgs) -> Result<()> {
+    init_logging("info");
+    let config = NodeConfig {
+        data_dir: args.data_dir,
+        max_body_bytes: args.max_body_bytes,
+        retention_check: Duration::from_millis(args.retention_check_ms),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(serve(config, args.http))
+}
+
+async fn serve(config: NodeConfig, http: std::net::SocketAddr) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "cairn node config: data_dir={} http={http} max_body_bytes={} retention_check_ms={}",
+        config.data_dir.display(),
+        config.max_body_bytes,
+        config.retention_check.as_millis()
+    )?;
+    let data_dir = config.data_dir.clone();
+    let node = tokio::task::spawn_blocking(move || Node::open(config))
+        .await?
+        .with_context(|| format!("open data directory {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("bind {http}"))?;
+    let addr = listener.local_addr()?;
+    writeln!(out, "cairn node listening on http://{addr}")?;
+    out.flush()?;
+    drop(out);
+
+    node.serve(listener, shutdown_signal()).await?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop with SIGKILL");
+            let never: std::convert::Infallible = std::future::pending().await;
+            match never {}
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutting down: finishing in-flight requests");
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `default_level`).
+pub fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

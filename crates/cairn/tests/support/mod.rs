@@ -1,0 +1,194 @@
+//! Helpers for tests that run the real `cairn` binary: a node process guard
+//! that kills the child on drop, and bounded runs of client commands.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+/// Upper bound on every wait: startup, a command, a shutdown.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `cairn node`; killed (SIGKILL) on drop unless stopped.
+pub struct NodeProcess {
+    child: Option<Child>,
+    pub url: String,
+    stderr: Option<thread::JoinHandle<String>>,
+}
+
+impl NodeProcess {
+    /// Starts a node on 127.0.0.1:0 and waits for its announcement line.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<NodeProcess> {
+        let mut child = Command::new(BIN)
+            .arg("node")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn cairn node")?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let stderr = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            s
+        });
+        let mut node = NodeProcess {
+            child: Some(child),
+            url: String::new(),
+            stderr: Some(stderr),
+        };
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("cairn node listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(TIMEOUT) {
+            Ok(url) => node.url = url,
+            Err(_) => {
+                let log = node.kill_and_log();
+                bail!("node did not announce its address; stderr:\n{log}");
+            }
+        }
+        Ok(node)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self) -> Result<ExitStatus> {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("positive pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let mut child = self.child.take().expect("running");
+        let status = wait_bounded(&mut child, TIMEOUT);
+        if status.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        status.with_context(|| format!("node stderr:\n{}", log.unwrap_or_default()))
+    }
+
+    fn kill_and_log(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "process {} did not exit within {timeout:?}",
+                child.id()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout as one JSON value per line.
+    pub fn json_lines(&self) -> Result<Vec<serde_json::Value>> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+            .collect()
+    }
+}
+
+/// Runs `cairn ARGS` with `stdin`, killing it if it outlives [`TIMEOUT`].
+pub fn run(args: &[&str], stdin: &str) -> Result<Output> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn cairn")?;
+    let mut input = child.stdin.take().expect("piped");
+    let stdin = stdin.to_string();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().expect("piped")));
+    let err = read_all(Box::new(child.stderr.take().expect("piped")));
+    let status = match wait_bounded(&mut child, TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context(format!("cairn {args:?}")));
+        }
+    };
+    let _ = writer.join();
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// Runs `cairn ARGS` and requires success.
+pub fn run_ok(args: &[&str], stdin: &str) -> Result<Output> {
+    let out = run(args, stdin)?;
+    if !out.status.success() {
+        bail!(
+            "cairn {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+    }
+    Ok(out)
+}
