@@ -25,6 +25,10 @@ impl Server {
     async fn start(dir: &std::path::Path, max_body_bytes: usize) -> Result<Server> {
         let mut config = NodeConfig::new(dir);
         config.max_body_bytes = max_body_bytes;
+        Self::start_with(config).await
+    }
+
+    async fn start_with(config: NodeConfig) -> Result<Server> {
         let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -415,5 +419,68 @@ async fn entries_survive_a_graceful_restart() -> Result<()> {
     let after = s.client.query("app", &QueryParams::default()).await?;
     assert_eq!(after, before);
     assert_eq!(after.entries.len(), 10);
+    s.stop().await
+}
+
+#[tokio::test]
+async fn retention_runs_in_the_background() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut config = NodeConfig::new(tmp.path());
+    config.retention_check = Duration::from_millis(50);
+    let s = Server::start_with(config).await?;
+    let c = &s.client;
+    c.create_stream(
+        "small",
+        StreamConfig {
+            partitions: 1,
+            segment_bytes: 4096,
+            retention_bytes: Some(8192),
+            durability: Durability::None,
+            ..StreamConfig::default()
+        },
+    )
+    .await?;
+    // 20 requests of ~2 KiB each roll many 4 KiB segments.
+    for i in 0..20 {
+        let batch: Vec<NewEntry> = (0..20)
+            .map(|j| {
+                entry(
+                    "s",
+                    &format!("{i}-{j} {}", "x".repeat(100)),
+                    i * 100 + j,
+                    Level::Info,
+                )
+            })
+            .collect();
+        c.append("small", &batch).await?;
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let start = loop {
+        let p = c.get_stream("small").await?.partitions[0].clone();
+        if p.start_offset > 0 {
+            assert_eq!(p.end_offset, 400);
+            assert!(p.size_bytes < 400 * 100, "old segments were deleted: {p:?}");
+            break p.start_offset;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let e = c
+        .read(
+            "small",
+            0,
+            ReadParams {
+                offset: Some(0),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::OffsetOutOfRange));
+    let r = c.read("small", 0, ReadParams::default()).await?;
+    assert_eq!(r.entries[0].offset, start);
     s.stop().await
 }

@@ -434,6 +434,12 @@ async fn malformed_and_oversized_bodies_store_nothing() -> Result<()> {
         assert_eq!(p["end_offset"], 0, "nothing was stored: {info}");
     }
 
+    // A second node cannot take the same data directory.
+    let dir = data.path().to_str().unwrap();
+    let out = run(&["node", "--data-dir", dir, "--http", "127.0.0.1:0"], "")?;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("locked"), "{}", out.stderr);
+
     // The node still works after all that.
     let (status, body) = post(&entries, None, good).await?;
     assert_eq!(
@@ -460,6 +466,19 @@ fn usage_and_connection_errors_have_distinct_exit_codes() -> Result<()> {
         "",
     )?;
     assert_eq!(out.status.code(), Some(2), "--since conflicts with --start");
+
+    let out = run(
+        &[
+            "node",
+            "--data-dir",
+            "/nonexistent/never",
+            "--max-body-bytes",
+            "0",
+        ],
+        "",
+    )?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("max_body_bytes"), "{}", out.stderr);
 
     // Nothing listens on port 1.
     let out = run(&["stream", "list", "--server", "http://127.0.0.1:1"], "")?;
