@@ -68,6 +68,11 @@ pub fn now_us() -> i64 {
 }
 
 /// Shared state of a running node. Cheap to clone.
+///
+/// Stop it with [`Node::serve`]'s shutdown future (or
+/// [`Node::shutdown_storage`]) before the last clone is dropped on an async
+/// worker thread: dropping an open data directory there would block on its
+/// writer thread.
 #[derive(Debug, Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,

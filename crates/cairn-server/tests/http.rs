@@ -29,8 +29,8 @@ impl Server {
     }
 
     async fn start_with(config: NodeConfig) -> Result<Server> {
-        let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(listener, async {

@@ -35,13 +35,15 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr) -> Result<()> {
         config.max_body_bytes,
         config.retention_check.as_millis()
     )?;
+    // Bind before opening the data directory: an open node must not be
+    // dropped on an async thread without `serve` (storage shutdown blocks).
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .with_context(|| format!("bind {http}"))?;
     let data_dir = config.data_dir.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await?
         .with_context(|| format!("open data directory {}", data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
-        .with_context(|| format!("bind {http}"))?;
     let addr = listener.local_addr()?;
     writeln!(out, "cairn node listening on http://{addr}")?;
     out.flush()?;

@@ -480,6 +480,26 @@ fn usage_and_connection_errors_have_distinct_exit_codes() -> Result<()> {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.contains("max_body_bytes"), "{}", out.stderr);
 
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let dir = tempfile::tempdir()?;
+    let out = run(
+        &[
+            "node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--http",
+            &addr,
+        ],
+        "",
+    )?;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("bind {addr}")),
+        "{}",
+        out.stderr
+    );
+
     // Nothing listens on port 1.
     let out = run(&["stream", "list", "--server", "http://127.0.0.1:1"], "")?;
     assert_eq!(out.status.code(), Some(1));
