@@ -3,8 +3,8 @@
 //! Data goes to stdout as NDJSON (one entry per line) so it pipes into
 //! `jq` or back into `cairn produce`; summaries and errors go to stderr.
 
-use std::io::{BufRead, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use cairn_client::{Client, QueryParams, ReadParams, StreamConfig};
@@ -18,6 +18,8 @@ const MAX_READ_PAGE: usize = 10_000;
 /// A produce request is sent early once its body reaches this size, so it
 /// stays well under the server's default 8 MiB body limit.
 const MAX_PRODUCE_BODY: usize = 4 << 20;
+/// A partial produce batch is sent after stdin has been idle this long.
+const PRODUCE_LINGER: Duration = Duration::from_secs(1);
 
 pub fn run(command: Command) -> Result<()> {
     crate::node_cmd::init_logging("warn");
@@ -113,22 +115,38 @@ pub fn line_to_entry(line: &str, args: &ProduceArgs) -> Result<Option<NewEntry>,
 }
 
 async fn produce(args: ProduceArgs) -> Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
     let client = client(&args.server)?;
     // Fail before reading stdin if the stream is not there.
     client.get_stream(&args.stream).await?;
     let (mut entries, mut batches) = (0u64, 0u64);
     let mut body = Vec::new();
     let mut in_batch = 0u32;
-    let stdin = std::io::stdin();
-    for (i, line) in stdin.lock().lines().enumerate() {
-        let line = line.context("read stdin")?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut line_no = 0u64;
+    loop {
+        // A partial batch goes out once stdin has been quiet for a while,
+        // so `tail -f app.log | cairn produce` does not sit on entries.
+        let line = match tokio::time::timeout(PRODUCE_LINGER, lines.next_line()).await {
+            Ok(line) => line.context("read stdin")?,
+            Err(_idle) => {
+                if in_batch > 0 {
+                    entries += send(&client, &args.stream, &mut body).await?;
+                    batches += 1;
+                    in_batch = 0;
+                }
+                continue;
+            }
+        };
+        let Some(line) = line else { break };
+        line_no += 1;
         let entry = match line_to_entry(&line, &args) {
             Ok(Some(e)) => e,
             Ok(None) => continue,
             Err(e) => {
                 return Err(anyhow!(
-                    "stdin line {}: {e} ({entries} entries were already produced)",
-                    i + 1
+                    "stdin line {line_no}: {e} ({entries} entries were already produced)"
                 ));
             }
         };

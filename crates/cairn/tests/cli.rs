@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, ensure};
 use cairn_types::{Level, partition_for_source};
 use serde_json::{Value, json};
-use support::{NodeProcess, TIMEOUT, run, run_ok};
+use support::{ChildGuard, NodeProcess, TIMEOUT, run, run_ok};
 
 /// One HTTP request with a bounded wait; answers (status, JSON body or Null).
 async fn http(
@@ -446,6 +446,49 @@ async fn malformed_and_oversized_bodies_store_nothing() -> Result<()> {
         (status, body["appended"].as_u64()),
         (200, Some(1)),
         "{body}"
+    );
+    assert_eq!(node.terminate()?.code(), Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn produce_sends_a_partial_batch_when_stdin_goes_quiet() -> Result<()> {
+    use std::io::Write;
+
+    let data = tempfile::tempdir()?;
+    let node = NodeProcess::start(data.path(), &[])?;
+    let url = node.url.clone();
+    run_ok(&["stream", "create", "tail", "--server", &url], "")?;
+    let mut producer = ChildGuard::spawn(&["produce", "--server", &url, "--stream", "tail"])?;
+    let stdin = producer.child().stdin.as_mut().expect("piped");
+    stdin.write_all(b"first line\n")?;
+    stdin.flush()?;
+
+    // stdin stays open: the entry must arrive anyway.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, info) = get(&format!("{url}/v1/streams/tail")).await?;
+        let total: u64 = info["partitions"]
+            .as_array()
+            .context("partitions")?
+            .iter()
+            .map(|p| p["end_offset"].as_u64().unwrap_or(0))
+            .sum();
+        if total == 1 {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the entry never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let out = producer.finish()?;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("produced 1 entries in 1 batches"),
+        "{}",
+        out.stderr
     );
     assert_eq!(node.terminate()?.code(), Some(0));
     Ok(())
