@@ -5,8 +5,6 @@
 //! structs here wrap them with offsets and partitions. Timestamps are always
 //! microseconds since the Unix epoch.
 
-use std::fmt;
-
 use cairn_types::{Entry, Level};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -15,50 +13,7 @@ pub const DEFAULT_PARTITIONS: u32 = 4;
 /// Default size at which a partition rolls to a new segment (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
-/// When an append is acknowledged. Mirrors the storage engine's policy; it is
-/// repeated here because the client does not depend on the storage crate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// After the entries are written and `fdatasync`ed.
-    #[default]
-    Fsync,
-    /// After the write; synced on a short interval (a crash may lose it).
-    Interval,
-    /// After the write; synced only when segments roll or the node stops.
-    None,
-}
-
-impl Durability {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Durability::Fsync => "fsync",
-            Durability::Interval => "interval",
-            Durability::None => "none",
-        }
-    }
-}
-
-impl fmt::Display for Durability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Durability {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "fsync" => Ok(Durability::Fsync),
-            "interval" => Ok(Durability::Interval),
-            "none" => Ok(Durability::None),
-            _ => Err(format!(
-                "unknown durability {s:?}: expected fsync, interval or none"
-            )),
-        }
-    }
-}
+pub use cairn_types::Durability;
 
 /// The settings of a stream. Every field has a default, so `{}` is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_storage::{DataDir, DataDirOptions};
+use cairn_telemetry::{Telemetry, TelemetryOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -35,6 +36,10 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// How often retention runs on every partition.
     pub retention_check: Duration,
+    /// This node's name in telemetry.
+    pub node_name: String,
+    /// Sampling, probing and stage-timing settings (data dirs are filled in).
+    pub telemetry: TelemetryOptions,
 }
 
 impl NodeConfig {
@@ -43,6 +48,8 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             retention_check: DEFAULT_RETENTION_CHECK,
+            node_name: "node-1".into(),
+            telemetry: TelemetryOptions::default(),
         }
     }
 
@@ -83,6 +90,7 @@ pub(crate) struct NodeInner {
     pub config: NodeConfig,
     pub data_dir: Arc<DataDir>,
     pub registry: Registry,
+    pub telemetry: Arc<Telemetry>,
     pub started: Instant,
 }
 
@@ -95,11 +103,20 @@ impl Node {
             .map_err(|m| ApiError::new(cairn_types::ErrorCode::BadRequest, m))?;
         let data_dir = Arc::new(DataDir::open(&config.data_dir, DataDirOptions::default())?);
         let registry = Registry::open(data_dir.clone())?;
+        let telemetry = Telemetry::new(TelemetryOptions {
+            node: config.node_name.clone(),
+            data_dirs: vec![config.data_dir.clone()],
+            ..config.telemetry.clone()
+        });
+        telemetry
+            .start()
+            .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
         Ok(Node {
             inner: Arc::new(NodeInner {
                 config,
                 data_dir,
                 registry,
+                telemetry,
                 started: Instant::now(),
             }),
         })
@@ -111,6 +128,10 @@ impl Node {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.inner.telemetry
     }
 
     pub fn uptime(&self) -> Duration {
@@ -145,10 +166,16 @@ impl Node {
         closed
     }
 
-    /// Syncs every log and stops the storage writer. Further appends fail.
+    /// Stops telemetry, syncs every log and stops the storage writer.
+    /// Further appends fail.
     pub async fn shutdown_storage(&self) -> Result<(), ApiError> {
         let data_dir = self.inner.data_dir.clone();
-        tokio::task::spawn_blocking(move || data_dir.shutdown()).await??;
+        let telemetry = self.inner.telemetry.clone();
+        tokio::task::spawn_blocking(move || {
+            telemetry.stop();
+            data_dir.shutdown()
+        })
+        .await??;
         Ok(())
     }
 

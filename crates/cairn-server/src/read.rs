@@ -26,7 +26,7 @@ use std::collections::BinaryHeap;
 use std::ops::ControlFlow;
 
 use cairn_client::{OffsetEntry, QueryEntry, QueryResponse, ReadResponse};
-use cairn_storage::PartitionLog;
+use cairn_storage::{PartitionLog, ScanStats};
 use cairn_types::{BatchError, Entry, EntryRef, ErrorCode, Level, RecordBatch};
 
 use crate::api::ApiError;
@@ -70,7 +70,7 @@ pub fn read_partition(
     log: &PartitionLog,
     from: Option<u64>,
     limit: usize,
-) -> Result<ReadResponse, ApiError> {
+) -> Result<(ReadResponse, ScanStats), ApiError> {
     let (start, end) = log.bounds();
     let from = from.unwrap_or(start);
     // `scan_from` checks too, but racing retention could move `start`
@@ -86,7 +86,7 @@ pub fn read_partition(
     let mut entries = Vec::with_capacity(limit.min(1024));
     let mut bytes = 0;
     let mut failure = None;
-    log.scan_from(from, |batch| {
+    let stats = log.scan_from_timed(from, |batch| {
         for item in batch.entries() {
             let (offset, e) = match item {
                 Ok(v) => v,
@@ -114,12 +114,13 @@ pub fn read_partition(
     }
     let next_offset = entries.last().map_or(from, |e| e.offset + 1);
     let (start_offset, end_offset) = log.bounds();
-    Ok(ReadResponse {
+    let response = ReadResponse {
         entries,
         next_offset,
         start_offset,
         end_offset,
-    })
+    };
+    Ok((response, stats))
 }
 
 /// What a query matches. Time bounds are inclusive.
@@ -191,6 +192,8 @@ pub struct PartitionMatches {
     entries: Vec<Kept>,
     /// More matches may exist than `entries` holds.
     pub more: bool,
+    /// Where the partition's scan spent its time.
+    pub stats: ScanStats,
 }
 
 impl PartitionMatches {
@@ -221,9 +224,10 @@ pub fn query_partition(
             partition,
             entries: Vec::new(),
             more: false,
+            stats: ScanStats::default(),
         });
     }
-    log.scan_time(filter.start, filter.end, |batch| {
+    let stats = log.scan_time_timed(filter.start, filter.end, |batch| {
         if heap.len() >= cap {
             let latest = heap.peek().expect("cap > 0, heap is full").ts;
             if batch.header().min_ts >= latest {
@@ -278,6 +282,7 @@ pub fn query_partition(
         partition,
         entries: heap.into_sorted_vec(),
         more,
+        stats,
     })
 }
 
@@ -387,14 +392,14 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
 
-        let r = read_partition(log, Some(3), 4).unwrap();
+        let r = read_partition(log, Some(3), 4).unwrap().0;
         let offsets: Vec<u64> = r.entries.iter().map(|e| e.offset).collect();
         assert_eq!(offsets, [3, 4, 5, 6]);
         assert_eq!((r.next_offset, r.start_offset, r.end_offset), (7, 0, 9));
 
-        let r = read_partition(log, None, 100).unwrap();
+        let r = read_partition(log, None, 100).unwrap().0;
         assert_eq!(r.entries.len(), 9);
-        let r = read_partition(log, Some(9), 100).unwrap();
+        let r = read_partition(log, Some(9), 100).unwrap().0;
         assert!(r.entries.is_empty());
         assert_eq!(r.next_offset, 9);
         let e = read_partition(log, Some(10), 100).unwrap_err();

@@ -23,7 +23,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn_client::{Durability, PartitionInfo, StreamConfig, StreamInfo};
+use cairn_client::{PartitionInfo, StreamConfig, StreamInfo};
 use cairn_storage::{
     DataDir, LogConfig, PartitionLog, atomic_write, create_dir_durable, fsync_dir,
 };
@@ -76,11 +76,7 @@ pub fn log_config(config: &StreamConfig) -> Result<LogConfig, ApiError> {
         segment_bytes: config.segment_bytes,
         retention_ms: config.retention_ms,
         retention_bytes: config.retention_bytes,
-        durability: match config.durability {
-            Durability::Fsync => cairn_storage::Durability::Fsync,
-            Durability::Interval => cairn_storage::Durability::Interval,
-            Durability::None => cairn_storage::Durability::None,
-        },
+        durability: config.durability,
         ..LogConfig::default()
     };
     if let Err(m) = log.validate() {

@@ -4,20 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// When an append is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// After the batch is written and `fdatasync`ed (group commit shares one
-    /// sync among all appends that arrived while the previous one ran).
-    #[default]
-    Fsync,
-    /// After the write; the writer syncs every [`DataDirOptions::sync_interval`].
-    /// A crash can lose up to one interval of acknowledged entries.
-    Interval,
-    /// After the write; synced only when a segment rolls or the log closes.
-    None,
-}
+pub use cairn_types::Durability;
 
 /// Settings of one partition log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ use crate::config::{DataDirOptions, Durability, LogConfig};
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{create_dir_durable, fsync_dir};
 use crate::log::{
-    ActiveState, AppendInfo, LogInner, PartitionLog, Pending, RetentionOutcome, open_segment_file,
+    ActiveState, AppendInfo, LogInner, PartitionLog, RetentionOutcome, open_segment_file,
 };
 use crate::segment::{
     IndexPoint, Segment, SegmentMeta, remove_index_files, segment_path, write_index_files,
@@ -62,13 +62,16 @@ pub(crate) enum Command {
         log: Arc<LogInner>,
         reply: Reply<()>,
     },
+    // Close and Shutdown answer on a std channel: they are awaited by
+    // blocking callers, possibly on an async runtime's thread (a Drop), where
+    // a tokio oneshot's blocking_recv would panic.
     Close {
         log: Arc<LogInner>,
         delete: bool,
-        reply: Reply<()>,
+        reply: mpsc::Sender<Result<()>>,
     },
     Shutdown {
-        reply: Reply<()>,
+        reply: mpsc::Sender<Result<()>>,
     },
 }
 
@@ -166,7 +169,7 @@ impl DataDir {
     }
 
     fn finish_log(&self, log: &PartitionLog, delete: bool) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = mpsc::channel();
         self.tx
             .send(Command::Close {
                 log: log.inner.clone(),
@@ -174,7 +177,7 @@ impl DataDir {
                 reply,
             })
             .map_err(|_| StorageError::WriterStopped)?;
-        let result = Pending::new(rx).wait();
+        let result = rx.recv().unwrap_or(Err(StorageError::WriterStopped));
         self.open_logs.lock().remove(log.dir());
         result
     }
@@ -185,9 +188,9 @@ impl DataDir {
         let Some(thread) = self.thread.lock().take() else {
             return Ok(());
         };
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = mpsc::channel();
         let result = match self.tx.send(Command::Shutdown { reply }) {
-            Ok(()) => Pending::new(rx).wait(),
+            Ok(()) => rx.recv().unwrap_or(Err(StorageError::WriterStopped)),
             Err(_) => Err(StorageError::WriterStopped),
         };
         let _ = thread.join();

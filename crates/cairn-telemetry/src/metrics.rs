@@ -32,6 +32,7 @@ label_enum!(
     /// Where a write's time goes, in order. `Total` is request arrival to
     /// response; the others are its parts.
     WriteStage {
+        Decode => "decode",
         Queue => "queue",
         Linger => "linger",
         Append => "append",

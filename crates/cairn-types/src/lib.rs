@@ -12,11 +12,13 @@
 //! This crate depends on nothing else in Cairn; everything else depends on it.
 
 pub mod batch;
+pub mod durability;
 pub mod entry;
 pub mod error;
 mod varint;
 
 pub use batch::{BatchBuilder, BatchError, BatchHeader, RecordBatch};
+pub use durability::Durability;
 pub use entry::{
     Attributes, Entry, EntryRef, Level, NewEntry, ParseLevelError, partition_for_source,
 };

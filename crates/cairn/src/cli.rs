@@ -49,6 +49,16 @@ pub struct NodeArgs {
     /// How often retention runs on every partition, in milliseconds.
     #[arg(long, env = "CAIRN_RETENTION_CHECK_MS", default_value_t = 10_000)]
     pub retention_check_ms: u64,
+    /// This node's name in telemetry.
+    #[arg(long, env = "CAIRN_NODE_NAME", default_value = "node-1")]
+    pub name: String,
+    /// A disk probe (512 B write + fdatasync, every 100 ms) slower than this
+    /// counts against the disk's slow score, in milliseconds.
+    #[arg(long, env = "CAIRN_DISK_PROBE_TIMEOUT_MS", default_value_t = 50)]
+    pub disk_probe_timeout_ms: u64,
+    /// Start with per-stage timing off (it can be switched at run time).
+    #[arg(long, env = "CAIRN_NO_STAGE_TIMING")]
+    pub no_stage_timing: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -20,20 +20,29 @@ pub fn run(args: NodeArgs) -> Result<()> {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
         retention_check: Duration::from_millis(args.retention_check_ms),
+        node_name: args.name,
+        telemetry: cairn_telemetry::TelemetryOptions {
+            disk_probe_timeout: Duration::from_millis(args.disk_probe_timeout_ms),
+            ..Default::default()
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
+    let stage_timing = !args.no_stage_timing;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    runtime.block_on(serve(config, args.http))
+    runtime.block_on(serve(config, args.http, stage_timing))
 }
 
-async fn serve(config: NodeConfig, http: std::net::SocketAddr) -> Result<()> {
+async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "cairn node config: data_dir={} http={http} max_body_bytes={} retention_check_ms={}",
+        "cairn node config: name={} data_dir={} http={http} max_body_bytes={} retention_check_ms={} \
+         disk_probe_timeout_ms={} stage_timing={stage_timing}",
+        config.node_name,
         config.data_dir.display(),
         config.max_body_bytes,
-        config.retention_check.as_millis()
+        config.retention_check.as_millis(),
+        config.telemetry.disk_probe_timeout.as_millis(),
     )?;
     // Bind before opening the data directory: an open node must not be
     // dropped on an async thread without `serve` (storage shutdown blocks).
@@ -44,6 +53,7 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr) -> Result<()> {
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await?
         .with_context(|| format!("open data directory {}", data_dir.display()))?;
+    node.telemetry().metrics.set_stage_timing(stage_timing);
     let addr = listener.local_addr()?;
     writeln!(out, "cairn node listening on http://{addr}")?;
     out.flush()?;

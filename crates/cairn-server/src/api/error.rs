@@ -75,7 +75,10 @@ impl IntoResponse for ApiError {
             code: self.code.as_str().to_string(),
             message: self.message,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        // For the failure counters in the API's middleware.
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 

@@ -10,6 +10,9 @@ use cairn_client::{
     AppendResponse, CreateStream, Health, PartitionAppend, QueryParams, QueryResponse, ReadParams,
     ReadResponse, StreamInfo, StreamList,
 };
+use std::time::Instant;
+
+use cairn_telemetry::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
 use cairn_types::ErrorCode;
 
 use super::ApiError;
@@ -77,7 +80,10 @@ pub async fn delete_stream(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    blocking(move || node.registry().delete(&name)).await?;
+    let n = node.clone();
+    let deleted = name.clone();
+    blocking(move || n.registry().delete(&deleted)).await?;
+    node.telemetry().metrics.forget_stream(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -92,6 +98,9 @@ pub async fn append(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<AppendResponse>> {
+    let metrics = &node.telemetry().metrics;
+    metrics.count_request(Api::Http, Operation::Append);
+    let started = metrics.start_timer();
     // Look the stream up first: a missing stream is a 404 whatever the body.
     let stream = node.registry().get(&name)?;
     let body = read_body(body, node.config().max_body_bytes).await?;
@@ -105,10 +114,17 @@ pub async fn append(
         ingest::build_batches(&entries, partitions)
     })
     .await?;
+    if let Some(t) = started {
+        metrics.record_write(WriteStage::Decode, t.elapsed());
+    }
 
+    let mut bytes = 0u64;
     let pending: Vec<_> = batches
         .into_iter()
-        .map(|(p, batch)| Ok((p, stream.log(p)?.append(batch))))
+        .map(|(p, batch)| {
+            bytes += batch.len() as u64;
+            Ok((p, stream.log(p)?.append(batch)))
+        })
         .collect::<ApiResult<_>>()?;
     let mut response = AppendResponse {
         appended: 0,
@@ -116,6 +132,7 @@ pub async fn append(
     };
     for (partition, pending) in pending {
         let info = pending.await?;
+        record_append_stages(metrics, &info.timings);
         response.appended += u64::from(info.count);
         response.partitions.push(PartitionAppend {
             partition,
@@ -123,7 +140,30 @@ pub async fn append(
             count: info.count,
         });
     }
+    metrics.count_ingest(Api::Http, &metrics.stream(&name), response.appended, bytes);
+    if let Some(t) = started {
+        metrics.record_write(WriteStage::Total, t.elapsed());
+    }
     Ok(Json(response))
+}
+
+fn record_append_stages(metrics: &NodeMetrics, t: &cairn_storage::AppendTimings) {
+    metrics.record_write(WriteStage::Queue, t.queued);
+    metrics.record_write(WriteStage::Append, t.write);
+    if !t.sync.is_zero() {
+        metrics.record_write(WriteStage::Fsync, t.sync);
+    }
+}
+
+/// Records a read's stages; `queued` is the wait for a blocking thread.
+fn record_read_stages(
+    metrics: &NodeMetrics,
+    queued: std::time::Duration,
+    stats: &cairn_storage::ScanStats,
+) {
+    metrics.record_read(ReadStage::Queue, queued);
+    metrics.record_read(ReadStage::IndexLookup, stats.index_lookup);
+    metrics.record_read(ReadStage::DiskRead, stats.disk_read);
 }
 
 fn check_limit(limit: Option<usize>, default: usize, max: usize) -> ApiResult<usize> {
@@ -141,10 +181,21 @@ pub async fn read(
     ApiPath((name, partition)): ApiPath<(String, u32)>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> ApiResult<Json<ReadResponse>> {
+    let metrics = &node.telemetry().metrics;
+    metrics.count_request(Api::Http, Operation::Read);
+    let started = Instant::now();
     let limit = check_limit(params.limit, read::DEFAULT_READ_LIMIT, read::MAX_READ_LIMIT)?;
     let stream = node.registry().get(&name)?;
     let log = stream.log(partition)?.clone();
-    let response = blocking(move || read::read_partition(&log, params.offset, limit)).await?;
+    let submitted = Instant::now();
+    let (response, stats, queued) = blocking(move || {
+        let queued = submitted.elapsed();
+        let (response, stats) = read::read_partition(&log, params.offset, limit)?;
+        Ok((response, stats, queued))
+    })
+    .await?;
+    record_read_stages(metrics, queued, &stats);
+    metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response))
 }
 
@@ -153,6 +204,9 @@ pub async fn query(
     ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<QueryParams>,
 ) -> ApiResult<Json<QueryResponse>> {
+    let metrics = &node.telemetry().metrics;
+    metrics.count_request(Api::Http, Operation::Query);
+    let started = Instant::now();
     let limit = check_limit(
         params.limit,
         read::DEFAULT_QUERY_LIMIT,
@@ -180,14 +234,20 @@ pub async fn query(
         .enumerate()
         .map(|(p, log)| {
             let (log, filter) = (log.clone(), filter.clone());
+            let submitted = Instant::now();
             tokio::task::spawn_blocking(move || {
-                read::query_partition(&log, p as u32, &filter, limit)
+                let queued = submitted.elapsed();
+                read::query_partition(&log, p as u32, &filter, limit).map(|m| (m, queued))
             })
         })
         .collect();
     let mut parts = Vec::with_capacity(tasks.len());
     for task in tasks {
-        parts.push(task.await??);
+        let (part, queued) = task.await??;
+        record_read_stages(metrics, queued, &part.stats);
+        parts.push(part);
     }
-    Ok(Json(read::merge(parts, limit)))
+    let response = read::merge(parts, limit);
+    metrics.record_read(ReadStage::Total, started.elapsed());
+    Ok(Json(response))
 }

@@ -15,12 +15,22 @@
 //! | `POST /v1/streams/{name}/entries` | `{appended, partitions}` |
 //! | `GET /v1/streams/{name}/partitions/{p}/entries?offset&limit` | `{entries, next_offset, start_offset, end_offset}` |
 //! | `GET /v1/streams/{name}/query?start&end&level&source&contains&limit` | `{entries, truncated}` |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /v1/telemetry/snapshot` | JSON summary of the last interval |
+//! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
+//!
+//! A middleware counts every failed request by its error code
+//! (`cairn_errors_total` / `cairn_rejections_total`).
 
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod telemetry;
 
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use cairn_types::ErrorCode;
 use tower_http::trace::TraceLayer;
@@ -46,10 +56,26 @@ pub fn router(node: Node) -> Router {
             get(handlers::read),
         )
         .route("/v1/streams/{name}/query", get(handlers::query))
+        .route("/metrics", get(telemetry::metrics))
+        .route("/v1/telemetry/snapshot", get(telemetry::snapshot))
+        .route(
+            "/v1/telemetry/stage-timing",
+            get(telemetry::get_stage_timing).put(telemetry::set_stage_timing),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), count_failures))
         .layer(TraceLayer::new_for_http())
         .with_state(node)
+}
+
+/// Counts failed requests by the code their [`ApiError`] left behind.
+async fn count_failures(State(node): State<Node>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(code) = response.extensions().get::<ErrorCode>() {
+        node.telemetry().metrics.count_error(*code);
+    }
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -57,6 +83,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    // No dedicated code exists for 405; `bad_request` keeps the JSON shape.
-    ApiError::bad_request(format!("method {method} is not allowed on {}", uri.path()))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
