@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use cairn_client::{
     AppendResponse, CreateStream, Health, PartitionAppend, QueryParams, QueryResponse, ReadParams,
     ReadResponse, StreamInfo, StreamList,
@@ -45,6 +46,9 @@ pub async fn create_stream(
     State(node): State<Node>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<StreamInfo>)> {
+    node.telemetry()
+        .metrics
+        .count_request(Api::Http, Operation::Admin);
     let body = read_body(body, MAX_ADMIN_BODY_BYTES).await?;
     let request: CreateStream = serde_json::from_slice(&body).map_err(|e| {
         // Well-formed JSON with wrong fields is a config problem; anything
@@ -65,6 +69,9 @@ pub async fn create_stream(
 }
 
 pub async fn list_streams(State(node): State<Node>) -> Json<StreamList> {
+    node.telemetry()
+        .metrics
+        .count_request(Api::Http, Operation::Admin);
     let streams = node.registry().list().iter().map(|s| s.info()).collect();
     Json(StreamList { streams })
 }
@@ -73,6 +80,9 @@ pub async fn get_stream(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<StreamInfo>> {
+    node.telemetry()
+        .metrics
+        .count_request(Api::Http, Operation::Admin);
     Ok(Json(node.registry().get(&name)?.info()))
 }
 
@@ -80,6 +90,9 @@ pub async fn delete_stream(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    node.telemetry()
+        .metrics
+        .count_request(Api::Http, Operation::Admin);
     let n = node.clone();
     let deleted = name.clone();
     blocking(move || n.registry().delete(&deleted)).await?;
@@ -97,7 +110,7 @@ pub async fn append(
     ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<AppendResponse>> {
+) -> ApiResult<Response> {
     let metrics = &node.telemetry().metrics;
     metrics.count_request(Api::Http, Operation::Append);
     let started = metrics.start_timer();
@@ -141,10 +154,13 @@ pub async fn append(
         });
     }
     metrics.count_ingest(Api::Http, &metrics.stream(&name), response.appended, bytes);
-    if let Some(t) = started {
-        metrics.record_write(WriteStage::Total, t.elapsed());
+    let encoding = metrics.start_timer();
+    let response = Json(response).into_response();
+    if let (Some(started), Some(encoding)) = (started, encoding) {
+        metrics.record_write(WriteStage::Respond, encoding.elapsed());
+        metrics.record_write(WriteStage::Total, started.elapsed());
     }
-    Ok(Json(response))
+    Ok(response)
 }
 
 fn record_append_stages(metrics: &NodeMetrics, t: &cairn_storage::AppendTimings) {

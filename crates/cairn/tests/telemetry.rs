@@ -1,0 +1,329 @@
+//! Telemetry of a real node: `/metrics` counts exactly what was written,
+//! stage histograms fill, `promtool` accepts the exposition, and a real
+//! Prometheus server scraping the node sees a positive ingest rate.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use support::{NodeProcess, TIMEOUT};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client")
+}
+
+async fn create_stream(url: &str, name: &str, partitions: u32) -> Result<()> {
+    let resp = client()
+        .post(format!("{url}/v1/streams"))
+        .json(&json!({"name": name, "partitions": partitions}))
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == 201,
+        "create stream: {}",
+        resp.text().await?
+    );
+    Ok(())
+}
+
+/// Appends `n` entries as NDJSON; returns the HTTP status.
+async fn append(url: &str, stream: &str, first: usize, n: usize) -> Result<u16> {
+    let body: String = (first..first + n)
+        .map(|i| {
+            format!(
+                "{{\"source\":\"svc-{}\",\"message\":\"request {i} served\"}}\n",
+                i % 7
+            )
+        })
+        .collect();
+    let resp = client()
+        .post(format!("{url}/v1/streams/{stream}/entries"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await?;
+    Ok(resp.status().as_u16())
+}
+
+/// Parses Prometheus text format into `name{labels}` → value.
+fn parse_metrics(text: &str) -> Result<HashMap<String, f64>> {
+    let mut out = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (key, value) = line
+            .rsplit_once(' ')
+            .with_context(|| format!("bad line {line:?}"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .with_context(|| format!("bad value in {line:?}"))?,
+        };
+        out.insert(key.to_string(), value);
+    }
+    Ok(out)
+}
+
+async fn scrape(url: &str) -> Result<String> {
+    let resp = client().get(format!("{url}/metrics")).send().await?;
+    ensure!(resp.status() == 200);
+    let content_type = resp.headers()["content-type"].to_str()?.to_string();
+    ensure!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "content type {content_type}"
+    );
+    Ok(resp.text().await?)
+}
+
+fn metric(m: &HashMap<String, f64>, key: &str) -> Result<f64> {
+    m.get(key)
+        .copied()
+        .with_context(|| format!("metric {key} missing"))
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_what_was_written_and_promtool_accepts_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(dir.path(), &["--name", "telemetry-test"])?;
+    create_stream(&node.url, "app", 4).await?;
+    for r in 0..10 {
+        ensure!(append(&node.url, "app", r * 200, 200).await? == 200);
+    }
+    // One rejected body and one unknown stream: counted as rejections.
+    let bad = client()
+        .post(format!("{}/v1/streams/app/entries", node.url))
+        .body("{\"source\":\"a\",\"message\":\"m\",\"level\":\"LOUD\"}\n")
+        .send()
+        .await?;
+    ensure!(bad.status() == 400);
+    ensure!(append(&node.url, "missing", 0, 1).await? == 404);
+    let read = client()
+        .get(format!(
+            "{}/v1/streams/app/partitions/0/entries?limit=5",
+            node.url
+        ))
+        .send()
+        .await?;
+    ensure!(read.status() == 200);
+
+    let text = scrape(&node.url).await?;
+    let m = parse_metrics(&text)?;
+    ensure!(metric(&m, "cairn_ingest_entries_total{api=\"http\"}")? == 2000.0);
+    ensure!(metric(&m, "cairn_stream_entries_total{stream=\"app\"}")? == 2000.0);
+    ensure!(metric(&m, "cairn_stream_append_requests_total{stream=\"app\"}")? == 10.0);
+    ensure!(
+        metric(
+            &m,
+            "cairn_requests_total{api=\"http\",operation=\"append\"}"
+        )? == 12.0
+    );
+    ensure!(metric(&m, "cairn_requests_total{api=\"http\",operation=\"read\"}")? == 1.0);
+    ensure!(metric(&m, "cairn_rejections_total{reason=\"invalid_entry\"}")? == 1.0);
+    ensure!(metric(&m, "cairn_rejections_total{reason=\"stream_not_found\"}")? == 1.0);
+    ensure!(metric(&m, "cairn_ingest_bytes_total{api=\"http\"}")? > 2000.0 * 20.0);
+    // Every successful append recorded its total, decode and respond time;
+    // each of its (up to 4) partition batches a queue wait, write and fsync.
+    for stage in ["total", "decode", "respond"] {
+        ensure!(
+            metric(
+                &m,
+                &format!("cairn_write_stage_seconds_count{{stage=\"{stage}\"}}")
+            )? == 10.0,
+            "{stage}"
+        );
+    }
+    for stage in ["queue", "append", "fsync"] {
+        let n = metric(
+            &m,
+            &format!("cairn_write_stage_seconds_count{{stage=\"{stage}\"}}"),
+        )?;
+        ensure!((10.0..=40.0).contains(&n), "{stage}: {n}");
+        let le_inf = metric(
+            &m,
+            &format!("cairn_write_stage_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}}"),
+        )?;
+        ensure!(le_inf == n, "{stage}: +Inf bucket {le_inf} != count {n}");
+    }
+    ensure!(metric(&m, "cairn_read_stage_seconds_count{stage=\"disk_read\"}")? == 1.0);
+    ensure!(metric(&m, "cairn_process_resident_memory_bytes")? > 0.0);
+    ensure!(metric(&m, "cairn_telemetry_memory_bytes")? > 0.0);
+    let probe_key = format!(
+        "cairn_slow_score{{kind=\"disk\",target=\"{}\"}}",
+        dir.path().display()
+    );
+    ensure!(metric(&m, &probe_key)? >= 1.0);
+
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(text.as_bytes())?;
+            let out = child.wait_with_output()?;
+            ensure!(
+                out.status.success(),
+                "promtool rejected /metrics:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) if std::env::var_os("CI").is_some() => bail!("promtool is required in CI: {e}"),
+        Err(e) => eprintln!("skipping promtool check (apt-get install prometheus): {e}"),
+    }
+
+    // The JSON snapshot summarises an interval once one has passed.
+    let deadline = Instant::now() + TIMEOUT;
+    let snapshot: Value = loop {
+        let resp = client()
+            .get(format!("{}/v1/telemetry/snapshot", node.url))
+            .send()
+            .await?;
+        if resp.status() == 200 {
+            let s: Value = resp.json().await?;
+            if !s["resources"].is_null() {
+                break s;
+            }
+        }
+        ensure!(Instant::now() < deadline, "no telemetry snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(snapshot["node"] == "telemetry-test");
+    ensure!(snapshot["probes"][0]["kind"] == "disk");
+    ensure!(
+        snapshot["resources"]["memory_total_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+
+    // Switching stage timing off stops the histograms but not the counters.
+    let off = client()
+        .put(format!("{}/v1/telemetry/stage-timing", node.url))
+        .body(r#"{"enabled":false}"#)
+        .send()
+        .await?;
+    ensure!(off.status() == 200);
+    ensure!(append(&node.url, "app", 5000, 100).await? == 200);
+    let m = parse_metrics(&scrape(&node.url).await?)?;
+    ensure!(metric(&m, "cairn_write_stage_seconds_count{stage=\"total\"}")? == 10.0);
+    ensure!(metric(&m, "cairn_ingest_entries_total{api=\"http\"}")? == 2100.0);
+    ensure!(metric(&m, "cairn_telemetry_stage_timing_enabled")? == 0.0);
+
+    node.terminate()?;
+    Ok(())
+}
+
+/// A free loopback port (released before use; a race is possible but rare).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_sees_a_positive_ingest_rate() -> Result<()> {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if std::env::var_os("CI").is_some() {
+            bail!("prometheus is required in CI (apt-get install prometheus)");
+        }
+        eprintln!("skipping: prometheus is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(&dir.path().join("node"), &[])?;
+    create_stream(&node.url, "app", 2).await?;
+    let target = node.url.trim_start_matches("http://").to_string();
+
+    let port = free_port()?;
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cairn\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )?;
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start prometheus")?;
+    let _prometheus = KillOnDrop(prometheus);
+
+    // Write steadily while Prometheus scrapes, until it reports a rate.
+    let promql = "rate(cairn_ingest_entries_total{api=\"http\"}[5s])";
+    let encoded: String = promql
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let query = format!("http://127.0.0.1:{port}/api/v1/query?query={encoded}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut written = 0;
+    loop {
+        ensure!(append(&node.url, "app", written, 50).await? == 200);
+        written += 50;
+        let resp = client().get(&query).send().await;
+        if let Ok(resp) = resp
+            && let Ok(body) = resp.json::<Value>().await
+            && let Some(results) = body["data"]["result"].as_array()
+        {
+            let rates: Vec<(String, f64)> = results
+                .iter()
+                .filter_map(|r| {
+                    let instance = r["metric"]["instance"].as_str()?.to_string();
+                    let value = r["value"][1].as_str()?.parse().ok()?;
+                    Some((instance, value))
+                })
+                .collect();
+            if rates.iter().any(|(i, v)| *i == target && *v > 0.0) {
+                eprintln!("prometheus rate(cairn_ingest_entries_total) = {rates:?}");
+                break;
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "prometheus never saw a positive rate for {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.terminate()?;
+    Ok(())
+}
