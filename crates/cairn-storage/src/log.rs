@@ -437,7 +437,7 @@ impl PartitionLog {
     pub fn scan_from_timed(
         &self,
         from: u64,
-        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+        visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
     ) -> Result<ScanStats> {
         let mut stats = ScanStats::default();
         let lookup_started = Instant::now();
@@ -464,25 +464,7 @@ impl PartitionLog {
                 .collect()
         };
         stats.index_lookup = lookup_started.elapsed();
-        for (seg, pos, len) in segments {
-            let mut cursor = BatchCursor::new(&seg.file, pos, len);
-            loop {
-                let read_started = Instant::now();
-                let item = cursor.next_batch();
-                stats.disk_read += read_started.elapsed();
-                let Some(item) = item else { break };
-                let batch = item.map_err(|e| cursor_error(&seg.path, e))?;
-                if batch.next_offset() <= from {
-                    continue;
-                }
-                stats.batches += 1;
-                stats.bytes += batch.len() as u64;
-                if visit(batch).is_break() {
-                    return Ok(stats);
-                }
-            }
-        }
-        Ok(stats)
+        read_segments(segments, stats, |b| b.next_offset() > from, visit)
     }
 
     /// Reads batches from `from` until at least `max_bytes` are collected
@@ -520,7 +502,7 @@ impl PartitionLog {
         &self,
         start_us: i64,
         end_us: i64,
-        mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+        visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
     ) -> Result<ScanStats> {
         let mut stats = ScanStats::default();
         let lookup_started = Instant::now();
@@ -538,27 +520,41 @@ impl PartitionLog {
             })
             .collect();
         stats.index_lookup = lookup_started.elapsed();
-        for (seg, pos, len) in segments {
-            let mut cursor = BatchCursor::new(&seg.file, pos, len);
-            loop {
-                let read_started = Instant::now();
-                let item = cursor.next_batch();
-                stats.disk_read += read_started.elapsed();
-                let Some(item) = item else { break };
-                let batch = item.map_err(|e| cursor_error(&seg.path, e))?;
-                let h = batch.header();
-                if h.count == 0 || h.max_ts < start_us || h.min_ts > end_us {
-                    continue;
-                }
-                stats.batches += 1;
-                stats.bytes += batch.len() as u64;
-                if visit(batch).is_break() {
-                    return Ok(stats);
-                }
+        let overlaps = |b: &RecordBatch| {
+            let h = b.header();
+            h.count > 0 && h.max_ts >= start_us && h.min_ts <= end_us
+        };
+        read_segments(segments, stats, overlaps, visit)
+    }
+}
+
+/// Reads `(segment, from position, to position)` ranges in order, handing
+/// `visit` every verified batch that `wanted` accepts, and times the reads.
+fn read_segments(
+    segments: Vec<(Arc<Segment>, u64, u64)>,
+    mut stats: ScanStats,
+    wanted: impl Fn(&RecordBatch) -> bool,
+    mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+) -> Result<ScanStats> {
+    for (seg, pos, len) in segments {
+        let mut cursor = BatchCursor::new(&seg.file, pos, len);
+        loop {
+            let read_started = Instant::now();
+            let item = cursor.next_batch();
+            stats.disk_read += read_started.elapsed();
+            let Some(item) = item else { break };
+            let batch = item.map_err(|e| cursor_error(&seg.path, e))?;
+            if !wanted(&batch) {
+                continue;
+            }
+            stats.batches += 1;
+            stats.bytes += batch.len() as u64;
+            if visit(batch).is_break() {
+                return Ok(stats);
             }
         }
-        Ok(stats)
     }
+    Ok(stats)
 }
 
 fn cursor_error(path: &Path, e: CursorError) -> StorageError {

@@ -11,7 +11,9 @@ use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, NoLabelSet,
+};
 use prometheus_client::metrics::MetricType;
 
 use crate::Telemetry;
@@ -54,7 +56,12 @@ struct Samples<'a, V> {
     samples: &'a [(Labels, V)],
 }
 
-impl EncodeMetric for Samples<'_, u64> {
+/// Plain numbers: counters and gauges, integer or float.
+trait Scalar: EncodeCounterValue + EncodeGaugeValue {}
+impl Scalar for u64 {}
+impl Scalar for f64 {}
+
+impl<V: Scalar> EncodeMetric for Samples<'_, V> {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::MetricEncoder,
@@ -62,31 +69,7 @@ impl EncodeMetric for Samples<'_, u64> {
         for (labels, v) in self.samples {
             let mut e = encoder.encode_family(labels)?;
             match self.metric_type {
-                MetricType::Counter => {
-                    e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
-                }
-                _ => e.encode_gauge(&(*v as i64))?,
-            }
-        }
-        Ok(())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        self.metric_type
-    }
-}
-
-impl EncodeMetric for Samples<'_, f64> {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        for (labels, v) in self.samples {
-            let mut e = encoder.encode_family(labels)?;
-            match self.metric_type {
-                MetricType::Counter => {
-                    e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(v, None)?
-                }
+                MetricType::Counter => e.encode_counter::<NoLabelSet, _, u64>(v, None)?,
                 _ => e.encode_gauge(v)?,
             }
         }
@@ -127,12 +110,7 @@ impl EncodeMetric for Samples<'_, HistogramSnapshot> {
                 .collect();
             encoder
                 .encode_family(labels)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum().as_secs_f64(),
-                    h.count(),
-                    &buckets,
-                    None,
-                )?;
+                .encode_histogram::<NoLabelSet>(h.sum().as_secs_f64(), h.count(), &buckets, None)?;
         }
         Ok(())
     }
