@@ -28,7 +28,7 @@ mod exposition;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -109,7 +109,7 @@ pub struct Telemetry {
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
     overhead_cpu_ns: AtomicU64,
-    stop: AtomicBool,
+    stop: Arc<StopSignal>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     started: Instant,
 }
@@ -134,7 +134,7 @@ impl Telemetry {
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
                 overhead_cpu_ns: AtomicU64::new(0),
-                stop: AtomicBool::new(false),
+                stop: Arc::new(StopSignal::default()),
                 threads: Mutex::new(Vec::new()),
                 started: Instant::now(),
             }
@@ -153,22 +153,22 @@ impl Telemetry {
         }
         let me = Arc::downgrade(self);
         let interval = self.options.sample_interval;
+        let stop = self.stop.clone();
         let handle = std::thread::Builder::new()
             .name("cairn-telemetry".into())
             .spawn(move || {
                 let mut sampler = ResourceSampler::new();
                 loop {
                     let Some(t) = me.upgrade() else { return };
-                    if t.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
                     let cpu_before = thread_cpu_ns();
                     let (resources, raw) = sampler.sample();
                     t.take_snapshot(resources, raw);
                     t.overhead_cpu_ns
                         .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
                     drop(t);
-                    std::thread::sleep(interval);
+                    if stop.wait(interval) {
+                        return;
+                    }
                 }
             })?;
         self.threads.lock().push(handle);
@@ -201,14 +201,12 @@ impl Telemetry {
         }));
         self.probes.write().push(state.clone());
         let me = Arc::downgrade(self);
+        let stop = self.stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("cairn-probe-{}", probe.kind()))
             .spawn(move || {
                 loop {
                     let Some(t) = me.upgrade() else { return };
-                    if t.stop.load(Ordering::Relaxed) {
-                        return;
-                    }
                     drop(t);
                     let cpu_before = thread_cpu_ns();
                     state.lock().in_flight_since = Some(Instant::now());
@@ -235,16 +233,19 @@ impl Telemetry {
                         t.overhead_cpu_ns
                             .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
                     }
-                    std::thread::sleep(interval);
+                    if stop.wait(interval) {
+                        return;
+                    }
                 }
             })?;
         self.threads.lock().push(handle);
         Ok(())
     }
 
-    /// Stops the background threads and waits for them.
+    /// Stops the background threads and waits for them (a probe stuck in a
+    /// hung disk is waited for too).
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set();
         for h in self.threads.lock().drain(..) {
             let _ = h.join();
         }
@@ -460,7 +461,30 @@ impl Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set();
+    }
+}
+
+/// Wakes sleeping background threads at once when telemetry stops.
+#[derive(Debug, Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    wake: parking_lot::Condvar,
+}
+
+impl StopSignal {
+    fn set(&self) {
+        *self.stopped.lock() = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `timeout`; true if stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            self.wake.wait_for(&mut stopped, timeout);
+        }
+        *stopped
     }
 }
 
