@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cairn_client::Durability;
 use cairn_types::Level;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +34,9 @@ pub enum Command {
     Read(ReadArgs),
     /// Query a stream by time range and filters; prints NDJSON.
     Query(QueryArgs),
+    /// Open-loop load generator: latency from intended send times, HDR
+    /// histograms, per-second log, JSON report, read-back verification.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +172,237 @@ pub struct QueryArgs {
     pub limit: Option<usize>,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub scenario: BenchScenario,
+}
+
+/// Rates are in entries per second (requests per second = rate / batch
+/// size) and accept a k or M suffix: 50k, 1.5M.
+#[derive(Debug, Subcommand)]
+pub enum BenchScenario {
+    /// Hold one rate for a duration.
+    Steady(SteadyArgs),
+    /// Baseline rate, then FACTOR times it, then the baseline again.
+    Burst(BurstArgs),
+    /// Raise the rate in equal steps up to a target.
+    Ramp(RampArgs),
+    /// Raise the rate step by step until the response p99 exceeds a bound
+    /// or throughput stops growing, and report the knee.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SteadyArgs {
+    /// Target rate, entries per second.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    #[command(flatten)]
+    pub opts: BenchOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct BurstArgs {
+    /// Baseline rate, entries per second.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: f64,
+    /// The burst's rate is this multiple of the baseline.
+    #[arg(long, default_value_t = 5.0)]
+    pub factor: f64,
+    /// Length of the baseline before the burst, and of the recovery after.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub baseline: Duration,
+    /// Length of the burst.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub burst: Duration,
+    #[command(flatten)]
+    pub opts: BenchOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RampArgs {
+    /// Final rate, entries per second.
+    #[arg(long, value_parser = parse_rate)]
+    pub to: f64,
+    /// First rate; default: TO / STEPS.
+    #[arg(long, value_parser = parse_rate)]
+    pub from: Option<f64>,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub steps: u32,
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub step_duration: Duration,
+    #[command(flatten)]
+    pub opts: BenchOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Rate of the first step, entries per second.
+    #[arg(long, value_parser = parse_rate, default_value = "10k")]
+    pub start_rate: f64,
+    /// Each step's rate is this multiple of the previous one.
+    #[arg(long, default_value_t = 1.5)]
+    pub factor: f64,
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub step_duration: Duration,
+    /// Stop once the response-time p99 of a step exceeds this.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub max_p99: Duration,
+    /// Stop once a step delivers less than this share of its target rate.
+    #[arg(long, default_value_t = 0.9)]
+    pub min_achieved: f64,
+    /// Stop once throughput gains less than this share of the target's
+    /// growth over the last good step.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_growth: f64,
+    /// Stop once more than this share of a step's requests fail.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_failure_ratio: f64,
+    /// Never go above this rate.
+    #[arg(long, value_parser = parse_rate, default_value = "100M")]
+    pub max_rate: f64,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_steps: u32,
+    #[command(flatten)]
+    pub opts: BenchOptions,
+}
+
+/// Which API carries the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchApi {
+    /// NDJSON over HTTP/1.1.
+    Http,
+    /// The framed TCP protocol (not served by nodes yet).
+    Binary,
+}
+
+/// How intended send times are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arrival {
+    /// Evenly.
+    Constant,
+    /// Exponential gaps from a seeded RNG (a Poisson process).
+    Poisson,
+}
+
+/// Which reads run beside the writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadKind {
+    /// The newest entries of a partition (by offset).
+    Tail,
+    /// A time-range query over the last READ_WINDOW of a stream.
+    Query,
+    /// Tail and query reads in turn.
+    Mixed,
+}
+
+/// Options every bench scenario takes.
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Node URLs; load is spread over them (repeat the flag or separate
+    /// with commas). Streams are created and verified through the first.
+    #[arg(
+        long,
+        env = "CAIRN_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        value_delimiter = ','
+    )]
+    pub server: Vec<String>,
+    #[arg(long, value_enum, default_value_t = BenchApi::Http)]
+    pub api: BenchApi,
+    /// Writer connections (each its own client and schedule).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub connections: u32,
+    /// Most requests outstanding per connection; a request due while all
+    /// are taken is backlogged (sent late, timed from when it was due).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+    #[arg(long, value_enum, default_value_t = Arrival::Constant)]
+    pub arrival: Arrival,
+    /// Seed of the Poisson schedules (connection k uses SEED + k).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Entries per append request.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// Bytes per entry, as an NDJSON line (the message is padded to it).
+    #[arg(long, default_value_t = 100)]
+    pub entry_size: usize,
+    /// Distinct sources; entries cycle through them (the source picks the
+    /// partition).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sources: u32,
+    /// Partitions of each bench stream.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub partitions: u32,
+    /// Number of bench streams; requests go to them in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub streams: u32,
+    #[arg(long, default_value_t = Durability::Fsync)]
+    pub durability: Durability,
+    /// Bench streams are named PREFIX-RUNID-N, created for the run.
+    #[arg(long, default_value = "bench")]
+    pub stream_prefix: String,
+    /// Keep the bench streams after the run (default: delete them).
+    #[arg(long)]
+    pub keep_streams: bool,
+    /// Read requests per second beside the writes (0: none).
+    #[arg(long, value_parser = parse_rate, default_value = "0")]
+    pub read_rate: f64,
+    #[arg(long, value_enum, default_value_t = ReadKind::Mixed)]
+    pub read_kind: ReadKind,
+    /// Entries asked for by each read.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub read_limit: u32,
+    /// Time range of query reads, ending now.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub read_window: Duration,
+    /// Per-request timeout (a timed-out request counts as an error).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    /// After the plan ends, how long backlogged requests may still be sent;
+    /// after that they are counted as unsent.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+    /// Threads of the generator's async runtime.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    /// Write the full report (every figure, the configuration) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write one CSV line per second as the run goes, for plotting.
+    #[arg(long)]
+    pub interval_log: Option<PathBuf>,
+    /// Skip reading back what was acknowledged.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Parses a rate: `2500`, `0.5`, `50k`, `1.5M`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid rate {s:?}: expected e.g. 2000, 50k, 1.5M"))?;
+    let rate = n * mul;
+    if rate.is_finite() && rate >= 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("invalid rate {s:?}: must be a non-negative number"))
+    }
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -211,5 +446,44 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("2500"), Ok(2500.0));
+        assert_eq!(parse_rate("50k"), Ok(50_000.0));
+        assert_eq!(parse_rate("1.5M"), Ok(1_500_000.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("k").is_err());
+        assert!(parse_rate("-3").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn bench_flags_follow_the_scenario() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "bench",
+            "steady",
+            "--rate",
+            "20k",
+            "--duration",
+            "3s",
+            "--server",
+            "http://a:1,http://b:2",
+            "--arrival",
+            "poisson",
+        ])
+        .unwrap();
+        let Command::Bench(BenchArgs {
+            scenario: BenchScenario::Steady(a),
+        }) = cli.command
+        else {
+            panic!("not bench steady");
+        };
+        assert_eq!((a.rate, a.duration), (20_000.0, Duration::from_secs(3)));
+        assert_eq!(a.opts.server, ["http://a:1", "http://b:2"]);
+        assert_eq!(a.opts.arrival, Arrival::Poisson);
+        assert!(!a.opts.no_verify);
     }
 }

@@ -34,6 +34,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Read(args) => read(args).await,
             Command::Query(args) => query(args).await,
             Command::Node(_) => unreachable!("handled by node_cmd"),
+            Command::Bench(_) => unreachable!("handled by bench"),
         }
     })
 }

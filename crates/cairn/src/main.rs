@@ -1,13 +1,15 @@
 //! The `cairn` command.
 //!
-//! `cairn node` runs a single-node server; the other subcommands are thin
-//! clients over the HTTP API (`cairn-client`). Every flag can also be set
+//! `cairn node` runs a single-node server; `cairn bench` is an open-loop
+//! load generator (see `bench`); the other subcommands are thin clients
+//! over the HTTP API (`cairn-client`). Every flag can also be set
 //! through the environment variable named in `--help`.
 //!
 //! Exit codes: 0 on success, 1 when the server or the transport reports an
 //! error (the message goes to stderr as `error: <code>: <message>`), 2 for
 //! usage errors (clap's own).
 
+mod bench;
 mod cli;
 mod client_cmds;
 mod node_cmd;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Node(args) => node_cmd::run(args),
+        cli::Command::Bench(args) => bench::run(args),
         other => client_cmds::run(other),
     };
     match result {
