@@ -1,0 +1,1009 @@
+//! The machinery behind [`Transport`](super::Transport): peer slots, dialing
+//! with backoff, the inbound handshake and its tie-break, and the per
+//! connection reader/writer loop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use rand::Rng;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::fault::{Direction, FaultFilter, Verdict};
+use super::frame::{Frame, FrameCodec, FrameType, Header, Hello, HelloAck, HelloStatus};
+use super::metrics::PeerMetrics;
+use super::{Handler, NodeId, RemoteError, TransportConfig, TransportError};
+
+type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
+type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type Reply = oneshot::Sender<Result<Bytes, TransportError>>;
+
+/// Most frames the writer feeds before it flushes; bounds the latency a
+/// flood of queued frames can add to the first of them.
+const MAX_WRITE_BATCH: usize = 128;
+
+/// State shared by a transport's handle and all of its tasks.
+pub(crate) struct Inner {
+    pub config: TransportConfig,
+    pub local_addr: SocketAddr,
+    /// Random per `bind`; sent in hellos so peers can tell a restart of this
+    /// node from a second connection of the same run.
+    pub incarnation: u64,
+    pub handler: Arc<dyn Handler>,
+    pub peers: RwLock<HashMap<NodeId, Arc<PeerSlot>>>,
+    pub faults: Arc<FaultFilter>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+/// Everything this node knows about one peer.
+pub(crate) struct PeerSlot {
+    pub id: NodeId,
+    pub state: Mutex<SlotState>,
+    /// Bumped on every change of `state.conn` (and removal), so callers
+    /// waiting for a connection wake up without polling.
+    pub changed: watch::Sender<()>,
+    pub metrics: Arc<PeerMetrics>,
+}
+
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// Where to dial; `None` for a peer that dialed us but is not in the table.
+    pub addr: Option<SocketAddr>,
+    /// The one live connection, whichever side dialed it.
+    pub conn: Option<Arc<Conn>>,
+    /// A TCP connect + hello of ours to this peer is in flight (not the
+    /// backoff sleep between attempts): the tie-break looks at this.
+    pub dialing: bool,
+    /// A dial loop task exists for this peer.
+    pub dialer_running: bool,
+    /// Removed from the peer table: stop dialing, refuse calls.
+    pub removed: bool,
+    /// Why the last dial failed, for `Unreachable` errors.
+    pub last_error: Option<String>,
+}
+
+/// One established connection (after the handshake).
+pub(crate) struct Conn {
+    pub id: u64,
+    pub peer: NodeId,
+    pub peer_incarnation: u64,
+    pub dialed_by_us: bool,
+    pub local_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    /// Frames to write; the writer loop owns the receiving end.
+    pub tx: mpsc::Sender<Frame>,
+    /// Calls waiting for an answer, by request id. `None` once the connection
+    /// is torn down, so a late registration fails at once instead of waiting
+    /// for its deadline.
+    pending: Mutex<Option<HashMap<u64, Reply>>>,
+    next_request_id: AtomicU64,
+    /// Cancelled to close this connection (replaced, peer removed, shutdown).
+    pub cancel: CancellationToken,
+}
+
+impl Conn {
+    fn register(
+        &self,
+    ) -> Result<(u64, oneshot::Receiver<Result<Bytes, TransportError>>), TransportError> {
+        let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.pending.lock().as_mut() {
+            Some(map) => {
+                map.insert(id, tx);
+                Ok((id, rx))
+            }
+            None => Err(TransportError::ConnectionLost { peer: self.peer }),
+        }
+    }
+
+    /// Hands an answer to its call; false if nobody waits for it any more.
+    fn complete(&self, id: u64, result: Result<Bytes, TransportError>) -> bool {
+        let reply = self.pending.lock().as_mut().and_then(|m| m.remove(&id));
+        match reply {
+            Some(tx) => tx.send(result).is_ok(),
+            None => false,
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(m) = self.pending.lock().as_mut() {
+            m.remove(&id);
+        }
+    }
+
+    /// Fails every pending call now and refuses new ones.
+    fn fail_all(&self, err: &TransportError) {
+        let pending = self.pending.lock().take();
+        for (_, tx) in pending.into_iter().flatten() {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+}
+
+/// Removes a call's pending entry however the call ends (answer, timeout,
+/// or the caller's future being dropped), so the map never leaks.
+struct PendingGuard<'a> {
+    conn: &'a Conn,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.forget(self.id);
+    }
+}
+
+/// The tie-break for an inbound connection from `peer` (see the module docs
+/// of `transport`): the connection dialed by the lower node id wins.
+///
+/// | peer vs me | our dial in flight | existing conn           | decision |
+/// |------------|--------------------|-------------------------|----------|
+/// | lower      | any                | any                     | accept (replaces ours) |
+/// | higher     | yes                | any                     | reject: our dial wins  |
+/// | higher     | no                 | same peer incarnation   | reject: duplicate      |
+/// | higher     | no                 | other incarnation/none  | accept (peer restarted or new) |
+pub(crate) fn accept_inbound(
+    me: NodeId,
+    peer: NodeId,
+    dialing: bool,
+    existing_incarnation: Option<u64>,
+    peer_incarnation: u64,
+) -> bool {
+    if peer < me {
+        return true;
+    }
+    !dialing && existing_incarnation != Some(peer_incarnation)
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from
+/// `initial`, capped at `max`, with "equal jitter" — half fixed, half random —
+/// so that nodes that lost each other at the same instant spread their
+/// retries but never retry with zero delay.
+pub(crate) fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let base = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
+    let half = base / 2;
+    let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(rand::rng().random_range(0..=half_nanos))
+}
+
+enum DialError {
+    /// The peer keeps another connection; not a failure.
+    Duplicate,
+    Failed(String),
+}
+
+struct Established {
+    reader: Reader,
+    writer: Writer,
+    incarnation: u64,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+}
+
+impl Inner {
+    pub fn new(config: TransportConfig, local_addr: SocketAddr, handler: Arc<dyn Handler>) -> Self {
+        let faults = Arc::new(FaultFilter::new(config.fault_seed));
+        Self {
+            config,
+            local_addr,
+            // Zero is never used so that a zeroed hello cannot match.
+            incarnation: rand::random::<u64>() | 1,
+            handler,
+            peers: RwLock::new(HashMap::new()),
+            faults,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    fn codec(&self) -> FrameCodec {
+        FrameCodec::new(self.config.max_payload_len)
+    }
+
+    pub fn slot(&self, id: NodeId) -> Option<Arc<PeerSlot>> {
+        self.peers.read().get(&id).cloned()
+    }
+
+    fn slot_or_insert(&self, id: NodeId) -> Arc<PeerSlot> {
+        if let Some(s) = self.slot(id) {
+            return s;
+        }
+        self.peers
+            .write()
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(PeerSlot {
+                    id,
+                    state: Mutex::new(SlotState::default()),
+                    changed: watch::Sender::new(()),
+                    metrics: Arc::new(PeerMetrics::default()),
+                })
+            })
+            .clone()
+    }
+
+    pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        let slot = self.slot_or_insert(id);
+        slot.state.lock().addr = Some(addr);
+        // A waiting call may now be able to dial.
+        slot.changed.send_replace(());
+    }
+
+    pub fn remove_peer(&self, id: NodeId) -> bool {
+        let Some(slot) = self.peers.write().remove(&id) else {
+            return false;
+        };
+        let conn = {
+            let mut st = slot.state.lock();
+            st.removed = true;
+            st.conn.take()
+        };
+        if let Some(c) = conn {
+            c.cancel.cancel();
+        }
+        slot.changed.send_replace(());
+        true
+    }
+
+    /// Returns the live connection to `slot`, starting a dialer and waiting
+    /// for one (dialed by either side) until `deadline_at`.
+    pub async fn wait_for_conn(
+        self: &Arc<Self>,
+        slot: &Arc<PeerSlot>,
+        deadline_at: Instant,
+    ) -> Result<Arc<Conn>, TransportError> {
+        // Subscribe before looking, so a change between the look and the
+        // wait is not missed.
+        let mut changed = slot.changed.subscribe();
+        loop {
+            {
+                let st = slot.state.lock();
+                if let Some(c) = &st.conn {
+                    return Ok(c.clone());
+                }
+                if st.removed {
+                    return Err(TransportError::UnknownPeer { peer: slot.id });
+                }
+            }
+            self.ensure_dialer(slot);
+            match timeout_at(deadline_at, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                // The sender lives in the slot we hold, so Ok(Err) cannot
+                // happen; treat it like the deadline rather than spin.
+                Ok(Err(_)) | Err(_) => {
+                    let reason = slot
+                        .state
+                        .lock()
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "not connected yet".to_owned());
+                    return Err(TransportError::Unreachable {
+                        peer: slot.id,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts the dial loop for `slot` unless one runs, a connection exists,
+    /// or there is nothing to dial.
+    pub fn ensure_dialer(self: &Arc<Self>, slot: &Arc<PeerSlot>) {
+        {
+            let mut st = slot.state.lock();
+            if st.dialer_running
+                || st.conn.is_some()
+                || st.addr.is_none()
+                || st.removed
+                || self.shutdown.is_cancelled()
+            {
+                return;
+            }
+            st.dialer_running = true;
+        }
+        self.tasks.spawn(self.clone().dial_loop(slot.clone()));
+    }
+
+    /// Dials until a connection to the peer exists (ours or theirs), with
+    /// exponential backoff and jitter between attempts. Once its own dial
+    /// succeeds, this task becomes that connection's task.
+    async fn dial_loop(self: Arc<Self>, slot: Arc<PeerSlot>) {
+        let mut attempt = 0u32;
+        loop {
+            let addr = {
+                let mut st = slot.state.lock();
+                match st.addr {
+                    Some(addr)
+                        if st.conn.is_none() && !st.removed && !self.shutdown.is_cancelled() =>
+                    {
+                        st.dialing = true;
+                        addr
+                    }
+                    _ => {
+                        st.dialer_running = false;
+                        return;
+                    }
+                }
+            };
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => Err(DialError::Failed("shutting down".into())),
+                r = timeout(self.config.connect_timeout, self.dial_once(slot.id, addr)) => {
+                    r.unwrap_or_else(|_| Err(DialError::Failed(format!(
+                        "connect and hello to {addr} took longer than {:?}",
+                        self.config.connect_timeout
+                    ))))
+                }
+            };
+            match result {
+                Ok(est) => {
+                    let installed = {
+                        let mut st = slot.state.lock();
+                        st.dialing = false;
+                        st.dialer_running = false;
+                        if st.removed || self.shutdown.is_cancelled() {
+                            None
+                        } else {
+                            st.last_error = None;
+                            // The acceptor has decided for this connection;
+                            // anything we hold is older and is replaced.
+                            Some(self.install_conn(
+                                &slot,
+                                &mut st,
+                                est.incarnation,
+                                true,
+                                est.local_addr,
+                                est.peer_addr,
+                            ))
+                        }
+                    };
+                    if let Some((conn, rx)) = installed {
+                        self.run_conn(slot, conn, est.reader, est.writer, rx).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let mut st = slot.state.lock();
+                    st.dialing = false;
+                    if let DialError::Failed(reason) = e {
+                        debug!(peer = slot.id, %addr, %reason, "dial failed");
+                        PeerMetrics::inc(&slot.metrics.dial_failures);
+                        st.last_error = Some(reason);
+                    }
+                }
+            }
+            let delay = backoff_delay(
+                attempt,
+                self.config.reconnect_backoff_initial,
+                self.config.reconnect_backoff_max,
+            );
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = sleep(delay) => {}
+            }
+        }
+    }
+
+    /// TCP connect, send our hello, read the peer's verdict.
+    async fn dial_once(&self, peer: NodeId, addr: SocketAddr) -> Result<Established, DialError> {
+        let fail = |what: String| DialError::Failed(what);
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
+        // Small RPCs (votes, heartbeats) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().map_err(|e| fail(e.to_string()))?;
+        let (r, w) = stream.into_split();
+        let mut reader = FramedRead::new(r, self.codec());
+        let mut writer = FramedWrite::new(w, self.codec());
+        let hello = Hello {
+            to: peer,
+            incarnation: self.incarnation,
+        };
+        writer
+            .send(self.handshake_frame(FrameType::Hello, hello.encode()))
+            .await
+            .map_err(|e| fail(format!("send hello to {addr}: {e}")))?;
+        let frame = match reader.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return Err(fail(format!("read hello ack from {addr}: {e}"))),
+            None => {
+                return Err(fail(format!(
+                    "{addr} closed the connection during the hello"
+                )));
+            }
+        };
+        if frame.header.frame_type != FrameType::HelloAck {
+            return Err(fail(format!(
+                "{addr} answered the hello with a {:?} frame",
+                frame.header.frame_type
+            )));
+        }
+        // Check the id before the status: a node at a stale address says
+        // WrongNode, and the error should name who is really there.
+        if frame.header.from != peer {
+            return Err(fail(format!(
+                "{addr} is node {}, not node {peer}",
+                frame.header.from
+            )));
+        }
+        let ack = HelloAck::decode(frame.payload).map_err(|e| fail(e.to_string()))?;
+        match ack.status {
+            HelloStatus::Accepted => Ok(Established {
+                reader,
+                writer,
+                incarnation: ack.incarnation,
+                local_addr,
+                peer_addr: addr,
+            }),
+            HelloStatus::Duplicate => Err(DialError::Duplicate),
+            other => Err(fail(format!("{addr} rejected our hello: {other:?}"))),
+        }
+    }
+
+    fn handshake_frame(&self, frame_type: FrameType, payload: Bytes) -> Frame {
+        Frame {
+            header: Header {
+                frame_type,
+                kind: 0,
+                from: self.config.node_id,
+                group: 0,
+                request_id: 0,
+            },
+            payload,
+        }
+    }
+
+    /// Registers a new connection as the peer's one connection, replacing
+    /// (and closing) any previous one. Called with the slot locked, so the
+    /// decision and the registration are one atomic step.
+    fn install_conn(
+        &self,
+        slot: &PeerSlot,
+        st: &mut SlotState,
+        peer_incarnation: u64,
+        dialed_by_us: bool,
+        local_addr: SocketAddr,
+        peer_addr: SocketAddr,
+    ) -> (Arc<Conn>, mpsc::Receiver<Frame>) {
+        let (tx, rx) = mpsc::channel(self.config.write_queue_len.max(1));
+        let conn = Arc::new(Conn {
+            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            peer: slot.id,
+            peer_incarnation,
+            dialed_by_us,
+            local_addr,
+            peer_addr,
+            tx,
+            pending: Mutex::new(Some(HashMap::new())),
+            next_request_id: AtomicU64::new(1),
+            cancel: self.shutdown.child_token(),
+        });
+        if let Some(old) = st.conn.replace(conn.clone()) {
+            old.cancel.cancel();
+        }
+        PeerMetrics::inc(&slot.metrics.connections_established);
+        slot.changed.send_replace(());
+        (conn, rx)
+    }
+
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    self.tasks.spawn(self.clone().handle_inbound(stream));
+                }
+                Err(e) => {
+                    // Typically EMFILE; back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Handshake of a connection a peer dialed; runs it if accepted.
+    async fn handle_inbound(self: Arc<Self>, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let (Ok(local_addr), Ok(peer_addr)) = (stream.local_addr(), stream.peer_addr()) else {
+            return;
+        };
+        let (r, w) = stream.into_split();
+        let mut reader = FramedRead::new(r, self.codec());
+        let mut writer = FramedWrite::new(w, self.codec());
+        // A connection that does not say hello in time is dropped, so idle
+        // sockets cannot pile up.
+        let first = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            r = timeout(self.config.connect_timeout, reader.next()) => r,
+        };
+        let (from, hello) = match first {
+            Ok(Some(Ok(f))) if f.header.frame_type == FrameType::Hello => {
+                match Hello::decode(f.payload) {
+                    Ok(h) => (f.header.from, h),
+                    Err(e) => {
+                        warn!(%peer_addr, error = %e, "malformed hello");
+                        return;
+                    }
+                }
+            }
+            other => {
+                let what = match other {
+                    Ok(Some(Ok(f))) => format!("a {:?} frame", f.header.frame_type),
+                    Ok(Some(Err(e))) => e.to_string(),
+                    Ok(None) => "end of stream".to_owned(),
+                    Err(_) => "nothing before the timeout".to_owned(),
+                };
+                debug!(%peer_addr, %what, "inbound connection did not start with a hello");
+                return;
+            }
+        };
+        let me = self.config.node_id;
+        let mut installed = None;
+        let status = if self.shutdown.is_cancelled() {
+            HelloStatus::ShuttingDown
+        } else if hello.to != me {
+            HelloStatus::WrongNode
+        } else if from == me {
+            HelloStatus::InvalidId
+        } else {
+            let slot = self.slot_or_insert(from);
+            let mut st = slot.state.lock();
+            let existing = st.conn.as_ref().map(|c| c.peer_incarnation);
+            if st.removed {
+                // Raced with remove_peer; the slot is no longer in the table.
+                HelloStatus::ShuttingDown
+            } else if accept_inbound(me, from, st.dialing, existing, hello.incarnation) {
+                let (conn, rx) = self.install_conn(
+                    &slot,
+                    &mut st,
+                    hello.incarnation,
+                    false,
+                    local_addr,
+                    peer_addr,
+                );
+                drop(st);
+                installed = Some((slot, conn, rx));
+                HelloStatus::Accepted
+            } else {
+                HelloStatus::Duplicate
+            }
+        };
+        if status != HelloStatus::Accepted {
+            info!(%peer_addr, claimed = from, wanted = hello.to, ?status, "rejected inbound hello");
+        }
+        let ack = HelloAck {
+            status,
+            incarnation: self.incarnation,
+        };
+        let sent = writer
+            .send(self.handshake_frame(FrameType::HelloAck, ack.encode()))
+            .await;
+        if let Some((slot, conn, rx)) = installed {
+            if sent.is_err() {
+                conn.cancel.cancel();
+            }
+            self.run_conn(slot, conn, reader, writer, rx).await;
+        }
+    }
+
+    /// Runs one connection until it fails or is closed, then tears it down:
+    /// unregister, fail pending calls at once, and start reconnecting.
+    async fn run_conn(
+        self: Arc<Self>,
+        slot: Arc<PeerSlot>,
+        conn: Arc<Conn>,
+        reader: Reader,
+        writer: Writer,
+        rx: mpsc::Receiver<Frame>,
+    ) {
+        debug!(
+            me = self.config.node_id,
+            peer = conn.peer,
+            conn = conn.id,
+            dialed_by_us = conn.dialed_by_us,
+            "connection established"
+        );
+        let outcome = tokio::select! {
+            _ = conn.cancel.cancelled() => Ok(()),
+            r = self.read_loop(&slot, &conn, reader) => r,
+            r = write_loop(&slot.metrics, writer, rx) => r,
+        };
+        // Both socket halves are dropped here, so the peer sees the close now.
+        match &outcome {
+            Ok(()) => debug!(peer = conn.peer, conn = conn.id, "connection closed"),
+            Err(e) => info!(peer = conn.peer, conn = conn.id, error = %e, "connection failed"),
+        }
+        let redial = {
+            let mut st = slot.state.lock();
+            if st.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                st.conn = None;
+                slot.changed.send_replace(());
+            }
+            st.conn.is_none() && !st.removed
+        };
+        conn.cancel.cancel();
+        let err = if self.shutdown.is_cancelled() {
+            TransportError::Shutdown
+        } else {
+            TransportError::ConnectionLost { peer: conn.peer }
+        };
+        conn.fail_all(&err);
+        if redial {
+            self.ensure_dialer(&slot);
+        }
+    }
+
+    async fn read_loop(
+        &self,
+        slot: &Arc<PeerSlot>,
+        conn: &Arc<Conn>,
+        mut reader: Reader,
+    ) -> Result<(), String> {
+        let metrics = &slot.metrics;
+        // Bounds the handler tasks of this connection; when all permits are
+        // taken we stop reading, and TCP flow control pushes back on the peer.
+        let permits = Arc::new(Semaphore::new(self.config.max_inbound_in_flight.max(1)));
+        while let Some(item) = reader.next().await {
+            let frame = item.map_err(|e| e.to_string())?;
+            PeerMetrics::inc(&metrics.frames_received);
+            PeerMetrics::add(&metrics.bytes_received, frame.wire_len());
+            let h = frame.header;
+            if h.from != conn.peer {
+                return Err(format!(
+                    "frame claims to be from node {} on the connection with node {}",
+                    h.from, conn.peer
+                ));
+            }
+            let delay = match self
+                .faults
+                .evaluate(Direction::Inbound, conn.peer, h.group, h.kind)
+            {
+                Verdict::Pass => Duration::ZERO,
+                Verdict::Drop => {
+                    PeerMetrics::inc(&metrics.fault_dropped);
+                    continue;
+                }
+                Verdict::Delay(d) => {
+                    PeerMetrics::inc(&metrics.fault_delayed);
+                    d
+                }
+            };
+            match h.frame_type {
+                FrameType::Request | FrameType::OneWay => {
+                    let permit = permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| "handler semaphore closed".to_owned())?;
+                    self.spawn_handler(conn, metrics, frame, delay, permit);
+                }
+                FrameType::Response | FrameType::Error => {
+                    if delay.is_zero() {
+                        complete_call(conn, metrics, frame);
+                    } else {
+                        let (conn, metrics) = (conn.clone(), metrics.clone());
+                        tokio::spawn(async move {
+                            sleep(delay).await;
+                            complete_call(&conn, &metrics, frame);
+                        });
+                    }
+                }
+                FrameType::Hello | FrameType::HelloAck => {
+                    return Err("handshake frame after the handshake".to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the handler for one request on its own task, so a slow request
+    /// (or a slow group) never holds up the reader or other requests.
+    fn spawn_handler(
+        &self,
+        conn: &Arc<Conn>,
+        metrics: &Arc<PeerMetrics>,
+        frame: Frame,
+        delay: Duration,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let handler = self.handler.clone();
+        let faults = self.faults.clone();
+        let (conn, metrics) = (conn.clone(), metrics.clone());
+        let me = self.config.node_id;
+        let max = self.config.max_payload_len;
+        tokio::spawn(async move {
+            let _permit = permit;
+            if !delay.is_zero() {
+                sleep(delay).await;
+            }
+            let h = frame.header;
+            let panicked = || {
+                Err(RemoteError::new(
+                    RemoteError::HANDLER_PANICKED,
+                    format!("handler panicked on group {} kind {}", h.group, h.kind),
+                ))
+            };
+            // A panicking handler must cost one answer, not the connection.
+            let result = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.handle(conn.peer, h.group, h.kind, frame.payload)
+            })) {
+                Ok(fut) => AssertUnwindSafe(fut)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| panicked()),
+                Err(_) => panicked(),
+            };
+            if h.frame_type == FrameType::OneWay {
+                if let Err(e) = result {
+                    debug!(peer = conn.peer, group = h.group, kind = h.kind, error = %e, "one-way handler failed");
+                }
+                return;
+            }
+            let too_large = |what: &str, len: usize| {
+                RemoteError::new(
+                    RemoteError::RESPONSE_TOO_LARGE,
+                    format!("{what} of {len} bytes exceeds the frame limit of {max}"),
+                )
+                .encode()
+            };
+            let (frame_type, payload) = match result {
+                Ok(b) if b.len() > max => (FrameType::Error, too_large("response", b.len())),
+                Ok(b) => (FrameType::Response, b),
+                Err(e) => {
+                    let p = e.encode();
+                    if p.len() > max {
+                        (FrameType::Error, too_large("error message", p.len()))
+                    } else {
+                        (FrameType::Error, p)
+                    }
+                }
+            };
+            let reply = Frame {
+                header: Header {
+                    frame_type,
+                    kind: h.kind,
+                    from: me,
+                    group: h.group,
+                    request_id: h.request_id,
+                },
+                payload,
+            };
+            send_filtered(&faults, &conn, &metrics, reply).await;
+        });
+    }
+
+    /// The body of `Transport::call` once the peer slot is known.
+    pub async fn call_on(
+        self: &Arc<Self>,
+        slot: &Arc<PeerSlot>,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+        deadline: Duration,
+        deadline_at: Instant,
+    ) -> Result<Bytes, TransportError> {
+        let peer = slot.id;
+        let timed_out = TransportError::Timeout { peer, deadline };
+        let conn = self.wait_for_conn(slot, deadline_at).await?;
+        match self.faults.evaluate(Direction::Outbound, peer, group, kind) {
+            Verdict::Pass => {}
+            Verdict::Drop => {
+                // Lost on the "wire": the caller learns only from its deadline.
+                PeerMetrics::inc(&slot.metrics.fault_dropped);
+                sleep_until(deadline_at).await;
+                return Err(timed_out);
+            }
+            Verdict::Delay(d) => {
+                PeerMetrics::inc(&slot.metrics.fault_delayed);
+                let until = Instant::now() + d;
+                if until >= deadline_at {
+                    sleep_until(deadline_at).await;
+                    return Err(timed_out);
+                }
+                sleep_until(until).await;
+            }
+        }
+        let (request_id, rx) = conn.register()?;
+        let _guard = PendingGuard {
+            conn: &conn,
+            id: request_id,
+        };
+        let frame = Frame {
+            header: Header {
+                frame_type: FrameType::Request,
+                kind,
+                from: self.config.node_id,
+                group,
+                request_id,
+            },
+            payload,
+        };
+        match timeout_at(deadline_at, conn.tx.send(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(TransportError::ConnectionLost { peer }),
+            Err(_) => return Err(timed_out),
+        }
+        match timeout_at(deadline_at, rx).await {
+            Ok(Ok(result)) => result,
+            // The reply sender was dropped without an answer: torn down.
+            Ok(Err(_)) => Err(TransportError::ConnectionLost { peer }),
+            Err(_) => Err(timed_out),
+        }
+    }
+
+    /// The body of `Transport::send`: never waits for a connection.
+    pub async fn send_on(
+        self: &Arc<Self>,
+        slot: &Arc<PeerSlot>,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+    ) -> Result<(), TransportError> {
+        let conn = slot.state.lock().conn.clone();
+        let Some(conn) = conn else {
+            self.ensure_dialer(slot);
+            let reason = slot
+                .state
+                .lock()
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "not connected".to_owned());
+            return Err(TransportError::Unreachable {
+                peer: slot.id,
+                reason,
+            });
+        };
+        let frame = Frame {
+            header: Header {
+                frame_type: FrameType::OneWay,
+                kind,
+                from: self.config.node_id,
+                group,
+                request_id: 0,
+            },
+            payload,
+        };
+        match self
+            .faults
+            .evaluate(Direction::Outbound, slot.id, group, kind)
+        {
+            Verdict::Pass => conn
+                .tx
+                .send(frame)
+                .await
+                .map_err(|_| TransportError::ConnectionLost { peer: slot.id }),
+            Verdict::Drop => {
+                PeerMetrics::inc(&slot.metrics.fault_dropped);
+                Ok(())
+            }
+            Verdict::Delay(d) => {
+                // The sender does not wait for an injected delay, as it would
+                // not wait for a slow network.
+                PeerMetrics::inc(&slot.metrics.fault_delayed);
+                tokio::spawn(async move {
+                    sleep(d).await;
+                    let _ = conn.tx.send(frame).await;
+                });
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Sends a frame through the outbound fault filter; a lost connection is
+/// ignored here because the caller on the other side sees it.
+async fn send_filtered(faults: &FaultFilter, conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
+    let h = frame.header;
+    match faults.evaluate(Direction::Outbound, conn.peer, h.group, h.kind) {
+        Verdict::Pass => {}
+        Verdict::Drop => {
+            PeerMetrics::inc(&metrics.fault_dropped);
+            return;
+        }
+        Verdict::Delay(d) => {
+            PeerMetrics::inc(&metrics.fault_delayed);
+            sleep(d).await;
+        }
+    }
+    let _ = conn.tx.send(frame).await;
+}
+
+fn complete_call(conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
+    let result = match frame.header.frame_type {
+        FrameType::Response => Ok(frame.payload),
+        _ => Err(TransportError::Remote {
+            peer: conn.peer,
+            error: RemoteError::decode(frame.payload),
+        }),
+    };
+    if !conn.complete(frame.header.request_id, result) {
+        PeerMetrics::inc(&metrics.late_responses);
+    }
+}
+
+/// Writes queued frames, feeding all that are ready before one flush, so a
+/// burst of calls costs few syscalls.
+async fn write_loop(
+    metrics: &PeerMetrics,
+    mut writer: Writer,
+    mut rx: mpsc::Receiver<Frame>,
+) -> Result<(), String> {
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(frame) = next {
+            let len = frame.wire_len();
+            writer.feed(frame).await.map_err(|e| e.to_string())?;
+            PeerMetrics::inc(&metrics.frames_sent);
+            PeerMetrics::add(&metrics.bytes_sent, len);
+            batch += 1;
+            next = if batch < MAX_WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        writer.flush().await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_lower_peer_when_deciding_then_always_accept() {
+        assert!(accept_inbound(5, 3, true, Some(1), 1));
+        assert!(accept_inbound(5, 3, false, None, 1));
+    }
+
+    #[test]
+    fn given_higher_peer_while_our_dial_in_flight_when_deciding_then_reject() {
+        assert!(!accept_inbound(3, 5, true, None, 1));
+    }
+
+    #[test]
+    fn given_higher_peer_with_same_incarnation_connected_when_deciding_then_reject() {
+        assert!(!accept_inbound(3, 5, false, Some(7), 7));
+    }
+
+    #[test]
+    fn given_higher_peer_restarted_when_deciding_then_accept() {
+        assert!(accept_inbound(3, 5, false, Some(7), 8));
+        assert!(accept_inbound(3, 5, false, None, 8));
+    }
+
+    #[test]
+    fn given_attempts_when_backing_off_then_grows_with_jitter_and_caps() {
+        let initial = Duration::from_millis(10);
+        let max = Duration::from_secs(1);
+        for attempt in 0..40 {
+            let d = backoff_delay(attempt, initial, max);
+            let base = initial.saturating_mul(1 << attempt.min(20)).min(max);
+            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff_delay(30, initial, max) >= Duration::from_millis(500));
+    }
+}
