@@ -95,6 +95,27 @@ struct Writer {
     acks: Mutex<Vec<Ack>>,
 }
 
+/// Set on Ctrl-C: writers stop taking new slots, what is in flight
+/// finishes, and the bench still verifies and reports.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    at: Mutex<Option<Instant>>,
+}
+
+impl Interrupt {
+    pub fn trigger(&self) {
+        self.at.lock().get_or_insert_with(Instant::now);
+    }
+
+    pub fn at(&self) -> Option<Instant> {
+        *self.at.lock()
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.at().is_some()
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     cfg: DriverConfig,
@@ -105,6 +126,7 @@ struct Shared {
     /// reads aim just below it.
     acked_ends: Vec<Vec<AtomicU64>>,
     live: Live,
+    interrupt: Arc<Interrupt>,
 }
 
 /// Runs plans against the targets. Cheap to share between runs.
@@ -126,6 +148,8 @@ pub struct RunResult {
     pub wall: Duration,
     /// The generator's own CPU time over `wall`.
     pub cpu: Duration,
+    /// Cut short by Ctrl-C.
+    pub interrupted: bool,
 }
 
 /// One phase of a run: writes by intended time, throughput by completion.
@@ -164,7 +188,12 @@ struct Run {
 }
 
 impl Driver {
-    pub fn new(cfg: DriverConfig, payload: Payload, live: Live) -> Result<Driver> {
+    pub fn new(
+        cfg: DriverConfig,
+        payload: Payload,
+        live: Live,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Driver> {
         let http = |pool: usize| {
             reqwest::Client::builder()
                 .timeout(cfg.timeout)
@@ -207,6 +236,7 @@ impl Driver {
                 readers,
                 acked_ends,
                 live,
+                interrupt,
             }),
         })
     }
@@ -286,14 +316,29 @@ impl Driver {
             .filter_map(|r| r.lock().last_done())
             .max()
             .unwrap_or(start);
-        let wall = last_done.saturating_duration_since(start).max(plan_end);
+        // Where the plan ended: its end, or earlier if interrupted.
+        let cut = self.shared.interrupt.at().map_or(plan_end, |t| {
+            t.saturating_duration_since(start).min(plan_end)
+        });
+        let wall = last_done.saturating_duration_since(start).max(cut);
+        let mut phase_start = Duration::ZERO;
+        let mut last_ran = 0;
         let mut phases: Vec<PhaseResult> = plan
             .iter()
-            .map(|p| PhaseResult {
-                phase: p.clone(),
-                writes: Bucket::default(),
-                completed_entries: 0,
-                window: p.duration,
+            .enumerate()
+            .map(|(i, p)| {
+                let end = phase_start + p.duration;
+                if phase_start < cut {
+                    last_ran = i;
+                }
+                let window = end.min(cut).saturating_sub(phase_start);
+                phase_start = end;
+                PhaseResult {
+                    phase: p.clone(),
+                    writes: Bucket::default(),
+                    completed_entries: 0,
+                    window,
+                }
             })
             .collect();
         for rec in &writes {
@@ -303,8 +348,9 @@ impl Driver {
                 result.completed_entries += rec.completed_items()[i];
             }
         }
-        if let Some(last) = phases.last_mut() {
-            last.window += wall - plan_end;
+        // The last phase that ran also owns the drain after it.
+        if let Some(last) = phases.get_mut(last_ran) {
+            last.window += wall - cut;
         }
         let total = |rec: &Arc<Mutex<Recorder>>| {
             let mut all = Bucket::default();
@@ -319,6 +365,7 @@ impl Driver {
             intervals,
             wall,
             cpu,
+            interrupted: cut < plan_end,
         })
     }
 }
@@ -418,6 +465,9 @@ fn write_worker(
     let writer = &shared.writers[k];
     let mut n = 0u64;
     while let Some(slot) = schedule.next() {
+        if shared.interrupt.is_set() {
+            break;
+        }
         let intended = run.start + slot.at;
         // The body is built before the wait, so building it does not make
         // the send late. (Ids given to a request that is then never sent
@@ -505,6 +555,9 @@ fn read_worker(
     let mut pacer = Pacer::new(cfg.max_in_flight, run.deadline, rt.clone());
     let mut n = 0u64;
     while let Some(slot) = schedule.next() {
+        if shared.interrupt.is_set() {
+            break;
+        }
         let is_tail = match read.kind {
             ReadKind::Tail => true,
             ReadKind::Query => false,
@@ -763,8 +816,10 @@ impl Live {
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\r\x1b[2K[{:>6.1}s] {:<12} target {:>10}/s  acked {:>10}/s  resp p99 {:>9}  \
-                 svc p99 {:>9}  in flight {:>4}  backlog {:>6}  errors {}",
+                // Kept under 100 columns: a wrapped line cannot be
+                // rewritten in place.
+                "\r\x1b[2K[{:>5.0}s] {} {}/s: acked {}/s | p99 resp {} svc {} | \
+                 in flight {} backlog {} errors {}",
                 row.t_s,
                 row.phase,
                 super::report::count(row.target_entries_per_s),

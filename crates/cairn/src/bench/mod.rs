@@ -36,13 +36,14 @@ mod scenario;
 mod schedule;
 mod verify;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, StreamConfig};
 
 use crate::cli::{BenchApi, BenchArgs, BenchOptions, BenchScenario};
-use driver::{Driver, DriverConfig, Live, ReadLoad, RunResult};
+use driver::{Driver, DriverConfig, Interrupt, Live, ReadLoad, RunResult};
 use payload::Payload;
 use recorder::Percentiles;
 use report::{BurstReport, Config, Report, StepReport, SweepReport};
@@ -195,6 +196,25 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
             .await
             .with_context(|| format!("create bench stream {stream}"))?;
     }
+    // Ctrl-C ends the load early but still verifies, cleans up and reports;
+    // a second one quits at once.
+    let interrupt = Arc::new(Interrupt::default());
+    {
+        let interrupt = interrupt.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            interrupt.trigger();
+            eprintln!(
+                "\ninterrupted: letting requests in flight finish, then verifying and \
+                 reporting (Ctrl-C again to quit at once)"
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        });
+    }
     let driver = Driver::new(
         DriverConfig {
             targets: opts.server.clone(),
@@ -218,6 +238,7 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
         },
         Payload::new(&run_id, opts.sources, opts.entry_size),
         Live::new(bench_start, opts.interval_log.as_deref())?,
+        interrupt.clone(),
     )?;
 
     // Load, then verification; the streams are deleted whatever happened.
@@ -251,12 +272,14 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
     report.sweep = ran.sweep;
     report.burst = ran.burst;
     report.verification = verification.clone();
+    report.interrupted = interrupt.is_set();
     print!("{}", report.summary());
     if let Some(path) = &opts.json {
         report.write_json(path)?;
     }
     match verification {
         Some(VerifyReport { ok: false, .. }) => bail!("verification failed"),
+        _ if report.interrupted => bail!("interrupted"),
         _ => Ok(()),
     }
 }
@@ -320,6 +343,12 @@ async fn sweep(driver: &Driver, a: &crate::cli::SweepArgs) -> Result<Ran> {
             duration: a.step_duration,
         }];
         let run = driver.run(&plan).await?;
+        if run.interrupted {
+            // A partial step says nothing about the rate: not judged.
+            runs.push(run);
+            stop_reason = format!("interrupted during step {step}");
+            break;
+        }
         let p = &run.phases[0];
         let figures = StepFigures {
             target_entries_per_s: rate,

@@ -188,6 +188,8 @@ pub struct Report {
     pub started_at_unix_ms: u64,
     pub command: Vec<String>,
     pub scenario: &'static str,
+    /// Cut short by Ctrl-C: the last phase ran only in part.
+    pub interrupted: bool,
     pub config: Config,
     pub phases: Vec<PhaseReport>,
     pub writes: WritesReport,
@@ -233,6 +235,7 @@ impl Report {
             started_at_unix_ms,
             command: std::env::args().collect(),
             scenario,
+            interrupted: false,
             phases,
             writes: WritesReport {
                 achieved_entries_per_s: rate(writes.items, wall),
@@ -261,8 +264,13 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "cairn bench {} (run {}) against {}",
+            "cairn bench {}{} (run {}) against {}",
             self.scenario,
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            },
             self.run_id,
             c.targets.join(", ")
         );
