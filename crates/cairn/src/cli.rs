@@ -230,7 +230,7 @@ pub struct RampArgs {
     /// First rate; default: TO / STEPS.
     #[arg(long, value_parser = parse_rate)]
     pub from: Option<f64>,
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub steps: u32,
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub step_duration: Duration,

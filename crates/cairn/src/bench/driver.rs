@@ -344,7 +344,9 @@ impl Driver {
         for rec in &writes {
             let rec = rec.lock();
             for (i, result) in phases.iter_mut().enumerate() {
-                result.writes.merge(&rec.phases()[i]);
+                if let Some(b) = rec.phase(i) {
+                    result.writes.merge(b);
+                }
                 result.completed_entries += rec.completed_items()[i];
             }
         }
@@ -354,7 +356,7 @@ impl Driver {
         }
         let total = |rec: &Arc<Mutex<Recorder>>| {
             let mut all = Bucket::default();
-            rec.lock().phases().iter().for_each(|b| all.merge(b));
+            rec.lock().phases().for_each(|b| all.merge(b));
             all
         };
         Ok(RunResult {
