@@ -530,7 +530,7 @@ async fn given_one_way_send_when_connected_then_delivered_and_when_not_connected
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn given_unknown_peer_or_shut_down_transport_when_calling_then_clear_errors() {
+async fn given_unknown_removed_or_shut_down_peer_when_calling_then_clear_errors() {
     bounded(async {
         let nodes = cluster(2).await;
         let a: Transport = nodes[0].t.clone();
@@ -544,6 +544,31 @@ async fn given_unknown_peer_or_shut_down_transport_when_calling_then_clear_error
             a.call(2, 0, ECHO, Bytes::new(), SECOND).await,
             Err(TransportError::UnknownPeer { peer: 2 })
         );
+        // Node 2 sees the connection close; it still knows node 1, but its
+        // dials are refused now.
+        let deadline = Instant::now() + 5 * SECOND;
+        while nodes[1].t.is_connected(1) {
+            assert!(Instant::now() < deadline, "node 2 never saw the close");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let err = nodes[1]
+            .t
+            .call(1, 0, ECHO, Bytes::new(), Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        match err {
+            TransportError::Unreachable { peer: 1, reason } => {
+                assert!(reason.contains("Removed"), "{reason}")
+            }
+            other => panic!("expected Unreachable, got {other}"),
+        }
+        assert_eq!(
+            a.call(2, 0, ECHO, Bytes::new(), SECOND).await,
+            Err(TransportError::UnknownPeer { peer: 2 })
+        );
+        // Adding it back lifts the ban.
+        a.set_peer(2, nodes[1].t.local_addr());
+        a.call(2, 0, ECHO, Bytes::new(), 5 * SECOND).await.unwrap();
         a.shutdown().await;
         assert_eq!(
             a.call(2, 0, ECHO, Bytes::new(), SECOND).await,

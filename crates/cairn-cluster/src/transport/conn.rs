@@ -2,7 +2,7 @@
 //! with backoff, the inbound handshake and its tie-break, and the per
 //! connection reader/writer loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -44,6 +44,9 @@ pub(crate) struct Inner {
     pub incarnation: u64,
     pub handler: Arc<dyn Handler>,
     pub peers: RwLock<HashMap<NodeId, Arc<PeerSlot>>>,
+    /// Peers removed from the table; their hellos are refused until they
+    /// are added again, so a removed node cannot come back by dialing us.
+    removed: Mutex<HashSet<NodeId>>,
     pub faults: Arc<FaultFilter>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -135,6 +138,15 @@ impl Conn {
     }
 }
 
+fn new_slot(id: NodeId) -> Arc<PeerSlot> {
+    Arc::new(PeerSlot {
+        id,
+        state: Mutex::new(SlotState::default()),
+        changed: watch::Sender::new(()),
+        metrics: Arc::new(PeerMetrics::default()),
+    })
+}
+
 /// Removes a call's pending entry however the call ends (answer, timeout,
 /// or the caller's future being dropped), so the map never leaks.
 struct PendingGuard<'a> {
@@ -205,6 +217,7 @@ impl Inner {
             incarnation: rand::random::<u64>() | 1,
             handler,
             peers: RwLock::new(HashMap::new()),
+            removed: Mutex::new(HashSet::new()),
             faults,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -227,18 +240,30 @@ impl Inner {
         self.peers
             .write()
             .entry(id)
-            .or_insert_with(|| {
-                Arc::new(PeerSlot {
-                    id,
-                    state: Mutex::new(SlotState::default()),
-                    changed: watch::Sender::new(()),
-                    metrics: Arc::new(PeerMetrics::default()),
-                })
-            })
+            .or_insert_with(|| new_slot(id))
             .clone()
     }
 
+    /// The slot for a peer that dialed us, created if unknown; `None` if the
+    /// peer was removed. Checked under the table lock (see `remove_peer`).
+    fn slot_for_inbound(&self, id: NodeId) -> Option<Arc<PeerSlot>> {
+        let peers = self.peers.read();
+        if self.removed.lock().contains(&id) {
+            return None;
+        }
+        if let Some(s) = peers.get(&id) {
+            return Some(s.clone());
+        }
+        drop(peers);
+        let mut peers = self.peers.write();
+        if self.removed.lock().contains(&id) {
+            return None;
+        }
+        Some(peers.entry(id).or_insert_with(|| new_slot(id)).clone())
+    }
+
     pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
+        self.removed.lock().remove(&id);
         let slot = self.slot_or_insert(id);
         slot.state.lock().addr = Some(addr);
         // A waiting call may now be able to dial.
@@ -246,7 +271,15 @@ impl Inner {
     }
 
     pub fn remove_peer(&self, id: NodeId) -> bool {
-        let Some(slot) = self.peers.write().remove(&id) else {
+        let slot = {
+            // Ban and removal under the table lock, so that an inbound
+            // hello either finds the old slot (marked removed below) or
+            // the ban: never a fresh slot.
+            let mut peers = self.peers.write();
+            self.removed.lock().insert(id);
+            peers.remove(&id)
+        };
+        let Some(slot) = slot else {
             return false;
         };
         let conn = {
@@ -566,13 +599,12 @@ impl Inner {
             HelloStatus::WrongNode
         } else if from == me {
             HelloStatus::InvalidId
-        } else {
-            let slot = self.slot_or_insert(from);
+        } else if let Some(slot) = self.slot_for_inbound(from) {
             let mut st = slot.state.lock();
             let existing = st.conn.as_ref().map(|c| c.peer_incarnation);
             if st.removed {
                 // Raced with remove_peer; the slot is no longer in the table.
-                HelloStatus::ShuttingDown
+                HelloStatus::Removed
             } else if accept_inbound(me, from, st.dialing, existing, hello.incarnation) {
                 let (conn, rx) = self.install_conn(
                     &slot,
@@ -588,6 +620,8 @@ impl Inner {
             } else {
                 HelloStatus::Duplicate
             }
+        } else {
+            HelloStatus::Removed
         };
         if status != HelloStatus::Accepted {
             info!(%peer_addr, claimed = from, wanted = hello.to, ?status, "rejected inbound hello");

@@ -251,6 +251,8 @@ pub enum HelloStatus {
     InvalidId = 3,
     /// The acceptor is shutting down.
     ShuttingDown = 4,
+    /// The acceptor removed the dialer from its peer table.
+    Removed = 5,
 }
 
 impl HelloStatus {
@@ -261,6 +263,7 @@ impl HelloStatus {
             2 => Self::Duplicate,
             3 => Self::InvalidId,
             4 => Self::ShuttingDown,
+            5 => Self::Removed,
             _ => return None,
         })
     }

@@ -322,7 +322,8 @@ impl Transport {
         self.inner().incarnation
     }
 
-    /// Adds a peer or changes its address. An existing connection is kept
+    /// Adds a peer (again: this lifts a [`Transport::remove_peer`]) or
+    /// changes its address. An existing connection is kept
     /// (it still reaches the same node); the next dial uses the new address.
     /// Our own id is ignored.
     pub fn set_peer(&self, id: NodeId, addr: SocketAddr) {
@@ -332,7 +333,9 @@ impl Transport {
     }
 
     /// Forgets a peer: closes its connection (calls in flight fail with
-    /// `ConnectionLost`), stops dialing it. Returns false if it was unknown.
+    /// `ConnectionLost`), stops dialing it, and refuses its hellos until it
+    /// is added again with [`Transport::set_peer`] (so a removed node cannot
+    /// reconnect on its own). Returns false if it was unknown.
     pub fn remove_peer(&self, id: NodeId) -> bool {
         self.inner().remove_peer(id)
     }
