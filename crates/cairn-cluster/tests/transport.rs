@@ -577,3 +577,44 @@ async fn given_unknown_removed_or_shut_down_peer_when_calling_then_clear_errors(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_peer_at_its_in_flight_limit_when_calling_then_overloaded_and_answers_still_flow() {
+    bounded(async {
+        let a = Node::start(1).await;
+        let mut config = TransportConfig::new(2, loopback());
+        config.max_inbound_in_flight = 2;
+        let b = Node::start_with(config).await;
+        let nodes = [a, b];
+        mesh(&nodes);
+        let a = nodes[0].t.clone();
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.call(2, 1, SLOW, millis(500), 5 * SECOND).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let err = a
+            .call(2, 2, ECHO, Bytes::new(), 5 * SECOND)
+            .await
+            .unwrap_err();
+        match err {
+            TransportError::Remote { error, .. } => assert_eq!(error.code, RemoteError::OVERLOADED),
+            other => panic!("expected Remote, got {other}"),
+        }
+        // B's own calls to A are answered although B refuses A's requests.
+        nodes[1]
+            .t
+            .call(1, 0, ECHO, Bytes::new(), 5 * SECOND)
+            .await
+            .unwrap();
+        for c in slow {
+            c.await.unwrap().unwrap();
+        }
+        a.call(2, 2, ECHO, Bytes::new(), 5 * SECOND).await.unwrap();
+        let m = nodes[1].t.peer_metrics(1).unwrap().snapshot();
+        assert_eq!(m.requests_rejected_overload, 1);
+    })
+    .await;
+}

@@ -695,8 +695,8 @@ impl Inner {
         mut reader: Reader,
     ) -> Result<(), String> {
         let metrics = &slot.metrics;
-        // Bounds the handler tasks of this connection; when all permits are
-        // taken we stop reading, and TCP flow control pushes back on the peer.
+        // Bounds the handler tasks of this connection; past it requests are
+        // refused with OVERLOADED (see below).
         let permits = Arc::new(Semaphore::new(self.config.max_inbound_in_flight.max(1)));
         while let Some(item) = reader.next().await {
             let frame = item.map_err(|e| e.to_string())?;
@@ -724,14 +724,36 @@ impl Inner {
                 }
             };
             match h.frame_type {
-                FrameType::Request | FrameType::OneWay => {
-                    let permit = permits
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| "handler semaphore closed".to_owned())?;
-                    self.spawn_handler(conn, metrics, frame, delay, permit);
-                }
+                FrameType::Request | FrameType::OneWay => match permits.clone().try_acquire_owned()
+                {
+                    Ok(permit) => self.spawn_handler(conn, metrics, frame, delay, permit),
+                    Err(_) => {
+                        // Refuse rather than stop reading: a blocked reader
+                        // would also hold up the answers to our own calls on
+                        // this connection, and two nodes whose handlers call
+                        // each other could deadlock until their deadlines.
+                        PeerMetrics::inc(&metrics.requests_rejected_overload);
+                        if h.frame_type == FrameType::Request {
+                            let err = RemoteError::new(
+                                RemoteError::OVERLOADED,
+                                format!(
+                                    "node {} has {} requests of this connection in flight",
+                                    self.config.node_id, self.config.max_inbound_in_flight
+                                ),
+                            );
+                            let reply = Frame {
+                                header: Header {
+                                    frame_type: FrameType::Error,
+                                    from: self.config.node_id,
+                                    ..h
+                                },
+                                payload: err.encode(),
+                            };
+                            // Never wait on the write queue from the reader.
+                            let _ = conn.tx.try_send(reply);
+                        }
+                    }
+                },
                 FrameType::Response | FrameType::Error => {
                     if delay.is_zero() {
                         complete_call(conn, metrics, frame);

@@ -54,6 +54,9 @@ impl RemoteError {
     pub const RESPONSE_TOO_LARGE: u16 = 2;
     /// The handler does not know this kind (or group); for handlers to use.
     pub const UNSUPPORTED: u16 = 3;
+    /// The peer had `max_inbound_in_flight` requests of this connection in
+    /// flight and refused this one without running it; safe to retry.
+    pub const OVERLOADED: u16 = 4;
     /// First code available to the layers above the transport.
     pub const APPLICATION_MIN: u16 = 1000;
 

@@ -7,6 +7,7 @@
 //!   are flat: a slow or cut link to that peer (or a slow peer);
 //! - `connections_established` rising steadily: a flapping connection;
 //! - `rpc_latency` p99 of one peer well above the others' (slow link/node);
+//! - `requests_rejected_overload` above zero: a node cannot keep up with a peer;
 //! - any `fault_dropped`/`fault_delayed` outside a fault-injection window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,9 @@ pub struct PeerMetrics {
     pub connections_established: AtomicU64,
     /// Dial attempts that failed (refused, timed out, rejected hello).
     pub dial_failures: AtomicU64,
+    /// Requests from this peer refused with OVERLOADED (or one-way messages
+    /// dropped) because too many of its requests were in flight.
+    pub requests_rejected_overload: AtomicU64,
     /// Responses that arrived after their call had given up.
     pub late_responses: AtomicU64,
     /// Frames dropped by the fault filter (either direction).
@@ -71,6 +75,7 @@ impl PeerMetrics {
             calls_connection_lost: r(&self.calls_connection_lost),
             connections_established: r(&self.connections_established),
             dial_failures: r(&self.dial_failures),
+            requests_rejected_overload: r(&self.requests_rejected_overload),
             late_responses: r(&self.late_responses),
             fault_dropped: r(&self.fault_dropped),
             fault_delayed: r(&self.fault_delayed),
@@ -93,6 +98,7 @@ pub struct PeerMetricsSnapshot {
     pub calls_connection_lost: u64,
     pub connections_established: u64,
     pub dial_failures: u64,
+    pub requests_rejected_overload: u64,
     pub late_responses: u64,
     pub fault_dropped: u64,
     pub fault_delayed: u64,

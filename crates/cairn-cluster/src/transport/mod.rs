@@ -130,7 +130,8 @@ pub type NodeId = u64;
 ///   on its own task. It must not block the thread.
 /// - Requests run **concurrently**: many futures of one peer, one group,
 ///   even one kind may be live at once (bounded per connection by
-///   [`TransportConfig::max_inbound_in_flight`]). Handlers that need order
+///   [`TransportConfig::max_inbound_in_flight`]; past it requests are
+///   refused with [`RemoteError::OVERLOADED`]). Handlers that need order
 ///   within a group must impose it themselves (Raft does: one RPC per
 ///   follower in flight, or its own sequencing).
 /// - `handle` is called in the order frames arrived on a connection; the
@@ -208,8 +209,9 @@ pub struct TransportConfig {
     pub reconnect_backoff_initial: Duration,
     /// Cap of the reconnect delay. Default 1 s.
     pub reconnect_backoff_max: Duration,
-    /// Most requests of one connection being handled at once; beyond it the
-    /// reader stops reading and TCP pushes back. Default 4096.
+    /// Most requests of one connection being handled at once; beyond it a
+    /// request is answered at once with [`RemoteError::OVERLOADED`] (and a
+    /// one-way message dropped) without running the handler. Default 4096.
     pub max_inbound_in_flight: usize,
     /// Frames queued for one connection's writer before senders wait.
     /// Default 4096.
