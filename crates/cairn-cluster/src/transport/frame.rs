@@ -94,6 +94,8 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
     #[error("frame payload of {len} bytes exceeds the limit of {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("peer announced a frame over the payload limit of {max} bytes")]
+    LengthOverLimit { max: usize },
     #[error("unsupported protocol version {0}")]
     Version(u8),
     #[error("unknown frame type {0}")]
@@ -163,11 +165,11 @@ impl Encoder<Frame> for FrameCodec {
 
 fn map_length_error(e: std::io::Error, max: usize) -> FrameError {
     // LengthDelimitedCodec reports an oversize length as InvalidData wrapping
-    // its own error type; surface it as TooLarge so logs say what happened.
+    // its own error type; name it so logs say what happened.
     if e.get_ref()
         .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>())
     {
-        FrameError::TooLarge { len: 0, max }
+        FrameError::LengthOverLimit { max }
     } else {
         FrameError::Io(e)
     }
@@ -354,7 +356,10 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(1 << 30);
         let err = FrameCodec::new(1024).decode(&mut buf);
-        assert!(matches!(err, Err(FrameError::TooLarge { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(FrameError::LengthOverLimit { max: 1024 })),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -28,9 +28,11 @@
 //!
 //! Either node may dial the other, on demand (the first call) and again after
 //! a connection drops. "Only the lower id dials" would be simpler, but a new
-//! node that the cluster does not know yet could then never reach it. Each
-//! side sends a hello first: its node id, the id it expects to reach, and an
-//! *incarnation* (random per process start). The accepting side decides:
+//! node that the cluster does not know yet could then never reach it. The
+//! dialing side sends a hello first: its node id, the id it expects to
+//! reach, and an *incarnation* (random per process start). The accepting
+//! side answers with a hello-ack carrying its verdict and its own id and
+//! incarnation. It decides:
 //!
 //! - a hello that names another node id is rejected (`WrongNode`): the peer
 //!   table pointed at a stale address. The dialer also checks the id the
