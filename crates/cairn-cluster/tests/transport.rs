@@ -176,10 +176,17 @@ async fn given_peer_shut_down_when_calls_in_flight_then_they_fail_fast_and_calls
         );
         drop(nodes);
 
-        // B restarts on the same address (new incarnation); A reconnects.
+        // A call made while B is down waits for the reconnect within its
+        // deadline: B restarts on the same address (new incarnation) 300 ms
+        // later, A's dialer gets through, and the call is answered.
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move { a.call(2, 0, WHO, Bytes::new(), 5 * SECOND).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let b = Node::start_with(TransportConfig::new(2, b_addr)).await;
         b.t.set_peer(1, a.local_addr());
-        let answer = a.call(2, 0, WHO, Bytes::new(), 5 * SECOND).await.unwrap();
+        let answer = waiting.await.unwrap().unwrap();
         assert_eq!(answer, "node 2 from 1 group 0".as_bytes());
         let m = a.peer_metrics(2).unwrap().snapshot();
         assert_eq!(m.connections_established, 2);

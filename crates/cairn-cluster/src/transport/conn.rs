@@ -623,8 +623,15 @@ impl Inner {
         } else {
             HelloStatus::Removed
         };
-        if status != HelloStatus::Accepted {
-            info!(%peer_addr, claimed = from, wanted = hello.to, ?status, "rejected inbound hello");
+        match status {
+            HelloStatus::Accepted => {}
+            // Expected whenever both nodes dial at once.
+            HelloStatus::Duplicate => {
+                debug!(%peer_addr, peer = from, "refused duplicate connection")
+            }
+            _ => {
+                info!(%peer_addr, claimed = from, wanted = hello.to, ?status, "rejected inbound hello")
+            }
         }
         let ack = HelloAck {
             status,
