@@ -24,7 +24,7 @@ pub struct PeerMetrics {
     pub frames_received: AtomicU64,
     /// Bytes read, length prefix and header included.
     pub bytes_received: AtomicU64,
-    /// Calls that got a response (including remote errors).
+    /// Calls answered with a successful response.
     pub calls_ok: AtomicU64,
     /// Calls whose handler answered with an error.
     pub calls_remote_error: AtomicU64,
