@@ -183,6 +183,9 @@ impl Client {
             if let Some(limit) = params.limit {
                 q.append_pair("limit", &limit.to_string());
             }
+            if let Some(c) = params.consistency {
+                q.append_pair("consistency", c.as_str());
+            }
         }
         send_json(self.http.get(without_empty_query(url))).await
     }
@@ -211,6 +214,15 @@ impl Client {
             }
             if let Some(limit) = params.limit {
                 q.append_pair("limit", &limit.to_string());
+            }
+            if let Some(c) = params.consistency {
+                q.append_pair("consistency", c.as_str());
+            }
+            if let Some(partitions) = &params.partitions {
+                q.append_pair("partitions", partitions);
+            }
+            if let Some(c) = params.consistency {
+                q.append_pair("consistency", c.as_str());
             }
         }
         send_json(self.http.get(without_empty_query(url))).await

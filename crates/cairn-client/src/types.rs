@@ -30,6 +30,9 @@ pub struct StreamConfig {
     /// Roll a partition to a new segment at this size.
     pub segment_bytes: u64,
     pub durability: Durability,
+    /// Replicas per partition; default min(3, nodes in the cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u32>,
 }
 
 impl Default for StreamConfig {
@@ -40,6 +43,7 @@ impl Default for StreamConfig {
             retention_bytes: None,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             durability: Durability::Fsync,
+            replication_factor: None,
         }
     }
 }
@@ -98,6 +102,13 @@ pub struct PartitionInfo {
     pub min_timestamp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_timestamp: Option<i64>,
+    /// Nodes holding a replica; the first extent fields come from the
+    /// answering node's replica (or are zero if it holds none).
+    #[serde(default)]
+    pub replicas: Vec<u64>,
+    /// The partition's Raft leader as the answering node knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u64>,
 }
 
 /// `GET /v1/streams`.
@@ -139,7 +150,14 @@ pub struct ReadResponse {
     /// requested offset when nothing was returned.
     pub next_offset: u64,
     pub start_offset: u64,
+    /// One past the last committed entry the answering replica has.
     pub end_offset: u64,
+    /// The node whose replica answered.
+    #[serde(default)]
+    pub served_by: u64,
+    /// Whether that replica was the partition leader when it answered.
+    #[serde(default)]
+    pub from_leader: bool,
 }
 
 /// An entry found by a query, with where it lives.
@@ -158,6 +176,9 @@ pub struct QueryResponse {
     pub entries: Vec<QueryEntry>,
     /// True when more matching entries may exist than were returned.
     pub truncated: bool,
+    /// Partitions that could not be read; their matches are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_partitions: Vec<PartitionFailure>,
 }
 
 /// The parameters of a query. `None` means the server's default.
@@ -176,6 +197,40 @@ pub struct QueryParams {
     pub contains: Option<String>,
     /// At most this many entries; default 1000, at most 100,000.
     pub limit: Option<usize>,
+    /// `leader` (default) or `any`; see [`Consistency`].
+    pub consistency: Option<Consistency>,
+    /// Only these partitions, comma-separated (used when a node fans a
+    /// query out to its peers); default all.
+    pub partitions: Option<String>,
+}
+
+/// Which replica may answer a read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// The partition leader answers: everything acknowledged so far.
+    #[default]
+    Leader,
+    /// Any replica answers with what it knows to be committed, which may
+    /// trail the leader slightly; the response names the replica.
+    Any,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Leader => "leader",
+            Consistency::Any => "any",
+        }
+    }
+}
+
+/// A partition a query could not read, reported rather than hidden.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionFailure {
+    pub partition: u32,
+    pub code: String,
+    pub message: String,
 }
 
 /// The parameters of a partition read.
@@ -186,6 +241,56 @@ pub struct ReadParams {
     pub offset: Option<u64>,
     /// At most this many entries; default 100, at most 10,000.
     pub limit: Option<usize>,
+    /// `leader` (default) or `any`.
+    pub consistency: Option<Consistency>,
+}
+
+/// `GET /v1/cluster`: the cluster as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The answering node.
+    pub node_id: u64,
+    /// The controller (group 0) leader, if known.
+    pub controller_leader: Option<u64>,
+    pub nodes: Vec<NodeView>,
+    /// Partition groups this node replicates.
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub raft_addr: String,
+    pub http_addr: String,
+    /// `joining`, `up`, `suspect`, `down` or `draining`.
+    pub state: String,
+    /// Failure-detector suspicion (phi) as seen from the answering node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phi: Option<f64>,
+    /// Whether the node votes in the controller group.
+    pub voter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub stream: String,
+    pub partition: u32,
+    pub group: u64,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Raft index of the last entry applied (committed) on this replica.
+    pub applied_index: Option<u64>,
+    /// One past the last committed entry offset on this replica.
+    pub committed_end_offset: u64,
+}
+
+/// `POST /v1/cluster/join`: a node asking to be added.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub raft_addr: String,
+    pub http_addr: String,
 }
 
 /// `GET /health`.

@@ -1,10 +1,12 @@
-//! The node: one data directory, its streams, the retention task and the
-//! HTTP server, with an orderly shutdown.
+//! The node: one data directory, the cluster runtime (controller and
+//! partition groups), the retention task and the HTTP server, with an
+//! orderly shutdown.
 //!
 //! Shutdown order matters for durability: first stop accepting connections
 //! and let in-flight requests finish (their appends are acknowledged only
-//! once durable), then stop the retention task, and last shut the data
-//! directory down, which syncs every log whatever its durability policy.
+//! once committed), then stop the retention task and the Raft groups, and
+//! last shut the data directory down, which syncs every log whatever its
+//! durability policy.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,13 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_storage::{DataDir, DataDirOptions};
 use cairn_telemetry::{Telemetry, TelemetryOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiError};
-use crate::streams::Registry;
 
 /// Default cap on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
@@ -40,6 +42,33 @@ pub struct NodeConfig {
     pub node_name: String,
     /// Sampling, probing and stage-timing settings (data dirs are filled in).
     pub telemetry: TelemetryOptions,
+    /// Cluster identity and bootstrap.
+    pub cluster: ClusterOptions,
+}
+
+/// How this node finds and forms its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// This node's id: unique in the cluster, stable across restarts.
+    pub node_id: u64,
+    /// Where the node-to-node transport listens.
+    pub raft_listen: SocketAddr,
+    /// Initial controller voters (`id`, transport address), this node
+    /// among them. Empty with no `join`: a single-node cluster of its own.
+    pub peers: Vec<(u64, String)>,
+    /// HTTP URL of a node of an existing cluster to join.
+    pub join: Option<String>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            node_id: 1,
+            raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: Vec::new(),
+            join: None,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -50,6 +79,7 @@ impl NodeConfig {
             retention_check: DEFAULT_RETENTION_CHECK,
             node_name: "node-1".into(),
             telemetry: TelemetryOptions::default(),
+            cluster: ClusterOptions::default(),
         }
     }
 
@@ -62,6 +92,19 @@ impl NodeConfig {
         }
         if self.retention_check.is_zero() {
             return Err("retention_check must be positive".into());
+        }
+        let c = &self.cluster;
+        if c.node_id == 0 {
+            return Err("node id must be at least 1".into());
+        }
+        if !c.peers.is_empty() && !c.peers.iter().any(|(id, _)| *id == c.node_id) {
+            return Err(format!(
+                "peers must include this node (id {}) with its transport address",
+                c.node_id
+            ));
+        }
+        if !c.peers.is_empty() && c.join.is_some() {
+            return Err("give either peers (bootstrap) or join, not both".into());
         }
         Ok(())
     }
@@ -89,20 +132,38 @@ pub struct Node {
 pub(crate) struct NodeInner {
     pub config: NodeConfig,
     pub data_dir: Arc<DataDir>,
-    pub registry: Registry,
+    pub cluster: Cluster,
     pub telemetry: Arc<Telemetry>,
     pub started: Instant,
+    /// For requests forwarded to other nodes; marks them as forwarded.
+    pub http: reqwest::Client,
 }
 
 impl Node {
-    /// Opens the data directory (taking its lock) and reopens every stream.
-    /// Blocking: call it before serving or from `spawn_blocking`.
-    pub fn open(config: NodeConfig) -> Result<Node, ApiError> {
+    /// Opens the data directory (taking its lock), starts the cluster
+    /// runtime (which reopens this node's partition groups) and telemetry.
+    /// `http_advertise` is the address peers and clients reach the API at.
+    pub async fn open(config: NodeConfig, http_advertise: String) -> Result<Node, ApiError> {
         config
             .validate()
             .map_err(|m| ApiError::new(cairn_types::ErrorCode::BadRequest, m))?;
-        let data_dir = Arc::new(DataDir::open(&config.data_dir, DataDirOptions::default())?);
-        let registry = Registry::open(data_dir.clone())?;
+        let path = config.data_dir.clone();
+        let data_dir = tokio::task::spawn_blocking(move || {
+            DataDir::open(&path, DataDirOptions::default()).map(Arc::new)
+        })
+        .await??;
+        let c = &config.cluster;
+        let mut cluster_config =
+            ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
+        cluster_config.bootstrap = c.peers.clone();
+        cluster_config.solo = c.peers.is_empty() && c.join.is_none();
+        let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || data_dir.shutdown()).await;
+                return Err(e.into());
+            }
+        };
         let telemetry = Telemetry::new(TelemetryOptions {
             node: config.node_name.clone(),
             data_dirs: vec![config.data_dir.clone()],
@@ -111,23 +172,72 @@ impl Node {
         telemetry
             .start()
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(NodeInner {
                 config,
                 data_dir,
-                registry,
+                cluster,
                 telemetry,
                 started: Instant::now(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .default_headers(
+                        [(
+                            reqwest::header::HeaderName::from_static(
+                                crate::api::handlers::FORWARDED,
+                            ),
+                            reqwest::header::HeaderValue::from_static("1"),
+                        )]
+                        .into_iter()
+                        .collect(),
+                    )
+                    .build()
+                    .map_err(|e| ApiError::internal(format!("http client: {e}")))?,
             }),
-        })
+        };
+        if let Some(seed) = node.config().cluster.join.clone() {
+            node.join(&seed, http_advertise).await?;
+        }
+        Ok(node)
+    }
+
+    /// Asks the cluster behind `seed` (an HTTP URL) to add this node,
+    /// retrying for a while: the seed may be starting too.
+    async fn join(&self, seed: &str, http_addr: String) -> Result<(), ApiError> {
+        let request = cairn_client::JoinRequest {
+            id: self.cluster().node_id(),
+            raft_addr: self.cluster().raft_addr().to_owned(),
+            http_addr,
+        };
+        let url = format!("{}/v1/cluster/join", seed.trim_end_matches('/'));
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.inner.http.post(&url).json(&request).send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(seed, "joined the cluster");
+                    return Ok(());
+                }
+                Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(ApiError::new(
+            cairn_types::ErrorCode::Unavailable,
+            format!("could not join through {seed}: {last}"),
+        ))
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
     }
 
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config
-    }
-
-    pub fn registry(&self) -> &Registry {
-        &self.inner.registry
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -166,9 +276,10 @@ impl Node {
         closed
     }
 
-    /// Stops telemetry, syncs every log and stops the storage writer.
-    /// Further appends fail.
+    /// Stops the Raft groups and telemetry, syncs every log and stops the
+    /// storage writer. Further appends fail.
     pub async fn shutdown_storage(&self) -> Result<(), ApiError> {
+        self.inner.cluster.shutdown().await;
         let data_dir = self.inner.data_dir.clone();
         let telemetry = self.inner.telemetry.clone();
         tokio::task::spawn_blocking(move || {
@@ -182,24 +293,22 @@ impl Node {
     /// Runs retention once on every partition of every stream.
     pub async fn enforce_retention(&self) {
         let now = now_us();
-        for stream in self.registry().list() {
-            for (p, log) in stream.logs.iter().enumerate() {
-                match log.enforce_retention(now).await {
-                    Ok(o) if o.segments_deleted > 0 => tracing::info!(
-                        stream = %stream.name,
-                        partition = p,
-                        segments = o.segments_deleted,
-                        bytes = o.bytes_deleted,
-                        "retention deleted segments"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        stream = %stream.name,
-                        partition = p,
-                        error = %e,
-                        "retention failed"
-                    ),
-                }
+        for g in self.cluster().groups() {
+            match g.log.enforce_retention(now).await {
+                Ok(o) if o.segments_deleted > 0 => tracing::info!(
+                    stream = %g.stream,
+                    partition = g.partition,
+                    segments = o.segments_deleted,
+                    bytes = o.bytes_deleted,
+                    "retention deleted segments"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    stream = %g.stream,
+                    partition = g.partition,
+                    error = %e,
+                    "retention failed"
+                ),
             }
         }
     }

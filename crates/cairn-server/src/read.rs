@@ -65,13 +65,16 @@ fn entry_size(e: &EntryRef<'_>) -> usize {
 }
 
 /// Reads up to `limit` entries of one partition from `from` (default: the
-/// partition's start).
+/// partition's start), never at or past `committed_end` (entries there may
+/// still be discarded by Raft).
 pub fn read_partition(
     log: &PartitionLog,
     from: Option<u64>,
     limit: usize,
+    committed_end: u64,
 ) -> Result<(ReadResponse, ScanStats), ApiError> {
     let (start, end) = log.bounds();
+    let end = end.min(committed_end);
     let from = from.unwrap_or(start);
     // `scan_from` checks too, but racing retention could move `start`
     // between the two calls; both paths yield the same 416.
@@ -98,6 +101,9 @@ pub fn read_partition(
             if offset < from {
                 continue;
             }
+            if offset >= end {
+                return ControlFlow::Break(());
+            }
             bytes += entry_size(&e);
             entries.push(OffsetEntry {
                 offset,
@@ -118,7 +124,9 @@ pub fn read_partition(
         entries,
         next_offset,
         start_offset,
-        end_offset,
+        end_offset: end_offset.min(committed_end),
+        served_by: 0,
+        from_leader: false,
     };
     Ok((response, stats))
 }
@@ -213,6 +221,7 @@ pub fn query_partition(
     partition: u32,
     filter: &Filter,
     limit: usize,
+    committed_end: u64,
 ) -> Result<PartitionMatches, ApiError> {
     let mut heap: BinaryHeap<Kept> = BinaryHeap::new();
     let mut cap = limit;
@@ -243,6 +252,9 @@ pub fn query_partition(
                     return ControlFlow::Break(());
                 }
             };
+            if offset >= committed_end {
+                return ControlFlow::Break(());
+            }
             if !filter.matches(&e) {
                 continue;
             }
@@ -286,6 +298,29 @@ pub fn query_partition(
     })
 }
 
+/// Merges answers that each cover some partitions (local scans and peers'
+/// answers) into the earliest `limit` matches overall.
+pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize) -> QueryResponse {
+    let mut truncated = parts.iter().any(|p| p.truncated);
+    let mut failed_partitions = Vec::new();
+    let mut entries = Vec::new();
+    for p in parts {
+        entries.extend(p.entries);
+        failed_partitions.extend(p.failed_partitions);
+    }
+    entries.sort_unstable_by_key(|e| (e.entry.timestamp_us, e.partition, e.offset));
+    if entries.len() > limit {
+        entries.truncate(limit);
+        truncated = true;
+    }
+    failed_partitions.sort_unstable_by_key(|f: &cairn_client::PartitionFailure| f.partition);
+    QueryResponse {
+        entries,
+        truncated,
+        failed_partitions,
+    }
+}
+
 /// Merges per-partition matches by (timestamp, partition, offset) and keeps
 /// the earliest `limit` (and at most [`QUERY_MAX_BYTES`] of them).
 pub fn merge(parts: Vec<PartitionMatches>, limit: usize) -> QueryResponse {
@@ -316,7 +351,11 @@ pub fn merge(parts: Vec<PartitionMatches>, limit: usize) -> QueryResponse {
             entry: k.entry,
         });
     }
-    QueryResponse { entries, truncated }
+    QueryResponse {
+        entries,
+        truncated,
+        failed_partitions: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -392,17 +431,17 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
 
-        let r = read_partition(log, Some(3), 4).unwrap().0;
+        let r = read_partition(log, Some(3), 4, u64::MAX).unwrap().0;
         let offsets: Vec<u64> = r.entries.iter().map(|e| e.offset).collect();
         assert_eq!(offsets, [3, 4, 5, 6]);
         assert_eq!((r.next_offset, r.start_offset, r.end_offset), (7, 0, 9));
 
-        let r = read_partition(log, None, 100).unwrap().0;
+        let r = read_partition(log, None, 100, u64::MAX).unwrap().0;
         assert_eq!(r.entries.len(), 9);
-        let r = read_partition(log, Some(9), 100).unwrap().0;
+        let r = read_partition(log, Some(9), 100, u64::MAX).unwrap().0;
         assert!(r.entries.is_empty());
         assert_eq!(r.next_offset, 9);
-        let e = read_partition(log, Some(10), 100).unwrap_err();
+        let e = read_partition(log, Some(10), 100, u64::MAX).unwrap_err();
         assert_eq!(e.code, ErrorCode::OffsetOutOfRange);
     }
 
@@ -448,7 +487,7 @@ mod tests {
         };
         let parts = |limit| {
             (0..3)
-                .map(|p| query_partition(&f.logs[p as usize], p, &filter, limit).unwrap())
+                .map(|p| query_partition(&f.logs[p as usize], p, &filter, limit, u64::MAX).unwrap())
                 .collect::<Vec<_>>()
         };
         let all = merge(parts(1000), 1000);
@@ -469,7 +508,7 @@ mod tests {
         };
         let r = merge(
             (0..3)
-                .map(|p| query_partition(&f.logs[p as usize], p, &window, 100).unwrap())
+                .map(|p| query_partition(&f.logs[p as usize], p, &window, 100, u64::MAX).unwrap())
                 .collect(),
             100,
         );
@@ -495,6 +534,7 @@ mod tests {
                 ..Filter::default()
             },
             2,
+            u64::MAX,
         )
         .unwrap();
         assert!(m.more);

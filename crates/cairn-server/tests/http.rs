@@ -30,7 +30,7 @@ impl Server {
 
     async fn start_with(config: NodeConfig) -> Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let node = tokio::task::spawn_blocking(move || Node::open(config)).await??;
+        let node = Node::open(config, listener.local_addr()?.to_string()).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(listener, async {
@@ -232,6 +232,7 @@ async fn append_read_and_query() -> Result<()> {
             ReadParams {
                 offset: Some(1),
                 limit: Some(2),
+                consistency: None,
             },
         )
         .await?;
@@ -248,6 +249,7 @@ async fn append_read_and_query() -> Result<()> {
             ReadParams {
                 offset: Some(1000),
                 limit: None,
+                consistency: None,
             },
         )
         .await
@@ -265,6 +267,7 @@ async fn append_read_and_query() -> Result<()> {
             ReadParams {
                 offset: None,
                 limit: Some(10_001),
+                consistency: None,
             },
         )
         .await
@@ -475,6 +478,7 @@ async fn retention_runs_in_the_background() -> Result<()> {
             ReadParams {
                 offset: Some(0),
                 limit: None,
+                consistency: None,
             },
         )
         .await

@@ -31,7 +31,7 @@
 
 mod config;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod log;
 mod segment;
 mod writer;

@@ -55,6 +55,7 @@ error_codes! {
     InvalidStreamConfig = 14, "invalid_stream_config", 400;
     Timeout = 15, "timeout", 504;
     MethodNotAllowed = 16, "method_not_allowed", 405;
+    Conflict = 17, "conflict", 409;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -69,7 +70,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_names_match_serde() {
-        for n in 1..=16 {
+        for n in 1..=17 {
             let code = ErrorCode::from_number(n).unwrap();
             assert_eq!(code.number(), n);
             let json = serde_json::to_string(&code).unwrap();

@@ -63,6 +63,34 @@ pub struct NodeArgs {
     /// Start with per-stage timing off (it can be switched at run time).
     #[arg(long, env = "CAIRN_NO_STAGE_TIMING")]
     pub no_stage_timing: bool,
+    /// This node's id in the cluster (≥ 1, unique, stable across restarts).
+    #[arg(long, env = "CAIRN_NODE_ID", default_value_t = 1)]
+    pub id: u64,
+    /// Address of the node-to-node transport; port 0 picks a free port.
+    #[arg(long, env = "CAIRN_RAFT", default_value = "127.0.0.1:0")]
+    pub raft: SocketAddr,
+    /// Bootstrap a cluster with these voters: `ID=HOST:PORT,...` (transport
+    /// addresses, this node included). Without `--peers` or `--join` the
+    /// node forms a single-node cluster of its own.
+    #[arg(long, env = "CAIRN_PEERS", value_parser = parse_peer, value_delimiter = ',')]
+    pub peers: Vec<(u64, String)>,
+    /// Join the cluster of the node at this HTTP URL (as a non-voter).
+    #[arg(long, env = "CAIRN_JOIN", conflicts_with = "peers")]
+    pub join: Option<String>,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("peer {s:?} must look like ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("peer id {id:?} is not a number"))?;
+    addr.trim()
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("peer address {addr:?}: {e}"))?;
+    Ok((id, addr.trim().to_owned()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -108,6 +136,9 @@ pub struct StreamCreateArgs {
     /// Roll partitions to a new segment at this size.
     #[arg(long, default_value_t = cairn_client::DEFAULT_SEGMENT_BYTES)]
     pub segment_bytes: u64,
+    /// Replicas per partition (default: min(3, nodes in the cluster)).
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
 }
 
 #[derive(Debug, Args)]

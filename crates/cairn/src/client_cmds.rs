@@ -52,6 +52,7 @@ async fn stream(cmd: StreamCommand) -> Result<()> {
                 retention_bytes: a.retention_bytes,
                 segment_bytes: a.segment_bytes,
                 durability: a.durability,
+                replication_factor: a.replication_factor,
             };
             let info = client(&a.server)?.create_stream(&a.name, config).await?;
             println!(
@@ -186,6 +187,7 @@ async fn read(args: ReadArgs) -> Result<()> {
                 ReadParams {
                     offset,
                     limit: Some(left.min(MAX_READ_PAGE)),
+                    consistency: None,
                 },
             )
             .await?;
@@ -220,6 +222,8 @@ async fn query(args: QueryArgs) -> Result<()> {
         source: args.source,
         contains: args.contains,
         limit: args.limit,
+        consistency: None,
+        partitions: None,
     };
     let r = client.query(&args.stream, &params).await?;
     let mut out = std::io::stdout().lock();
@@ -228,6 +232,18 @@ async fn query(args: QueryArgs) -> Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    if !r.failed_partitions.is_empty() {
+        for f in &r.failed_partitions {
+            eprintln!(
+                "partition {} could not be read: {} ({})",
+                f.partition, f.message, f.code
+            );
+        }
+        anyhow::bail!(
+            "partial result: {} partition(s) could not be read",
+            r.failed_partitions.len()
+        );
+    }
     if r.truncated {
         eprintln!(
             "note: {} entries shown; more match (raise --limit or narrow the range)",

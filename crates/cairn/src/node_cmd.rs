@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_server::node::ClusterOptions;
 use cairn_server::{Node, NodeConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -25,6 +26,12 @@ pub fn run(args: NodeArgs) -> Result<()> {
             disk_probe_timeout: Duration::from_millis(args.disk_probe_timeout_ms),
             ..Default::default()
         },
+        cluster: ClusterOptions {
+            node_id: args.id,
+            raft_listen: args.raft,
+            peers: args.peers,
+            join: args.join,
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
@@ -36,10 +43,14 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "cairn node config: name={} data_dir={} http={http} max_body_bytes={} retention_check_ms={} \
-         disk_probe_timeout_ms={} stage_timing={stage_timing}",
+        "cairn node config: id={} name={} data_dir={} http={http} raft={} peers={:?} join={:?} \
+         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing}",
+        config.cluster.node_id,
         config.node_name,
         config.data_dir.display(),
+        config.cluster.raft_listen,
+        config.cluster.peers,
+        config.cluster.join,
         config.max_body_bytes,
         config.retention_check.as_millis(),
         config.telemetry.disk_probe_timeout.as_millis(),
@@ -50,12 +61,18 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
         .await
         .with_context(|| format!("bind {http}"))?;
     let data_dir = config.data_dir.clone();
-    let node = tokio::task::spawn_blocking(move || Node::open(config))
-        .await?
-        .with_context(|| format!("open data directory {}", data_dir.display()))?;
-    node.telemetry().metrics.set_stage_timing(stage_timing);
     let addr = listener.local_addr()?;
+    let node = Node::open(config, addr.to_string())
+        .await
+        .with_context(|| format!("start node with data directory {}", data_dir.display()))?;
+    node.telemetry().metrics.set_stage_timing(stage_timing);
     writeln!(out, "cairn node listening on http://{addr}")?;
+    writeln!(
+        out,
+        "cairn node {} transport on {}",
+        node.cluster().node_id(),
+        node.cluster().raft_addr()
+    )?;
     out.flush()?;
     drop(out);
 

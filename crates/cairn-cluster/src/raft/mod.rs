@@ -7,6 +7,8 @@
 //!   placement), replicated on the voter nodes.
 //! - Every partition replica is its own group whose log **is** the
 //!   partition's data log: one Raft entry carries one record batch.
+pub mod log_store;
+pub mod network;
 pub mod types;
 
 pub use types::{Appended, BatchPayload, NodeInfo, PartitionRaftConfig, RaftPayload};

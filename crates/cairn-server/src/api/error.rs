@@ -55,6 +55,12 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<cairn_cluster::ClusterError> for ApiError {
+    fn from(e: cairn_cluster::ClusterError) -> Self {
+        ApiError::new(e.error_code(), e.to_string())
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     /// A blocking task panicked or was cancelled: a server bug, not the
     /// client's fault.

@@ -5,12 +5,14 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cairn_client::{
-    AppendResponse, CreateStream, Health, PartitionAppend, QueryParams, QueryResponse, ReadParams,
-    ReadResponse, StreamInfo, StreamList,
+    AppendResponse, Consistency, CreateStream, Health, PartitionAppend, PartitionFailure,
+    QueryParams, QueryResponse, ReadParams, StreamInfo, StreamList,
 };
+use cairn_cluster::controller::meta::StreamMeta;
+use cairn_cluster::controller::{ControllerCommand, ControllerResponse};
 use std::time::Instant;
 
 use cairn_telemetry::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
@@ -18,9 +20,9 @@ use cairn_types::ErrorCode;
 
 use super::ApiError;
 use super::extract::{ApiPath, ApiQuery, read_body};
-use crate::ingest;
 use crate::node::{Node, now_us};
 use crate::read::{self, Filter};
+use crate::{ingest, streams};
 
 /// Stream-creation bodies are a handful of fields.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
@@ -37,7 +39,7 @@ async fn blocking<T: Send + 'static>(
 pub async fn health(State(node): State<Node>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
-        streams: node.registry().len(),
+        streams: node.cluster().meta().streams.len(),
         uptime_seconds: node.uptime().as_secs(),
     })
 }
@@ -60,19 +62,48 @@ pub async fn create_stream(
         };
         ApiError::new(code, format!("invalid stream definition: {e}"))
     })?;
-    let stream = blocking(move || {
-        node.registry()
-            .create(&request.name, request.config, now_us())
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(stream.info())))
+    streams::validate_name(&request.name)?;
+    let log = streams::log_config(&request.config)?;
+    let response = node
+        .cluster()
+        .propose(ControllerCommand::CreateStream {
+            name: request.name.clone(),
+            partitions: request.config.partitions,
+            replication_factor: request.config.replication_factor,
+            log,
+            created_us: now_us(),
+        })
+        .await?;
+    let meta = match response {
+        ControllerResponse::StreamCreated(meta) => meta,
+        ControllerResponse::Refused { code, message } => {
+            return Err(ApiError::new(
+                ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
+                message,
+            ));
+        }
+        ControllerResponse::Ok => {
+            return Err(ApiError::internal(
+                "controller answered create without a stream",
+            ));
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(streams::stream_info(node.cluster(), &meta)),
+    ))
 }
 
 pub async fn list_streams(State(node): State<Node>) -> Json<StreamList> {
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    let streams = node.registry().list().iter().map(|s| s.info()).collect();
+    let meta = node.cluster().meta();
+    let streams = meta
+        .streams
+        .values()
+        .map(|s| streams::stream_info(node.cluster(), s))
+        .collect();
     Json(StreamList { streams })
 }
 
@@ -83,7 +114,8 @@ pub async fn get_stream(
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    Ok(Json(node.registry().get(&name)?.info()))
+    let meta = streams::lookup(node.cluster(), &name)?;
+    Ok(Json(streams::stream_info(node.cluster(), &meta)))
 }
 
 pub async fn delete_stream(
@@ -93,18 +125,28 @@ pub async fn delete_stream(
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    let n = node.clone();
-    let deleted = name.clone();
-    blocking(move || n.registry().delete(&deleted)).await?;
+    match node
+        .cluster()
+        .propose(ControllerCommand::DeleteStream { name: name.clone() })
+        .await?
+    {
+        ControllerResponse::Refused { code, message } => {
+            return Err(ApiError::new(
+                ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
+                message,
+            ));
+        }
+        _ => {}
+    }
     node.telemetry().metrics.forget_stream(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Validates the whole body, then appends one batch per partition. All
-/// batches are submitted before any is awaited, so they share the storage
-/// writer's commit groups (one sync each, concurrently). Partitions are
-/// independent logs: if one append fails after others succeeded, those
-/// stay stored and the request reports the error.
+/// Validates the whole body, then sends one batch per partition to that
+/// partition's leader (here or forwarded), all at once; answers when every
+/// batch is committed on a majority. Partitions are independent logs: if
+/// one fails after others committed, those stay and the request reports
+/// the error.
 pub async fn append(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
@@ -115,13 +157,13 @@ pub async fn append(
     metrics.count_request(Api::Http, Operation::Append);
     let started = metrics.start_timer();
     // Look the stream up first: a missing stream is a 404 whatever the body.
-    let stream = node.registry().get(&name)?;
+    let stream = streams::lookup(node.cluster(), &name)?;
     let body = read_body(body, node.config().max_body_bytes).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let partitions = stream.partitions();
+    let partitions = stream.partitions.len() as u32;
     let batches = blocking(move || {
         let entries = ingest::parse_entries(&body, content_type.as_deref(), now_us())?;
         ingest::build_batches(&entries, partitions)
@@ -132,26 +174,32 @@ pub async fn append(
     }
 
     let mut bytes = 0u64;
-    let pending: Vec<_> = batches
-        .into_iter()
-        .map(|(p, batch)| {
-            bytes += batch.len() as u64;
-            Ok((p, stream.log(p)?.append(batch)))
-        })
-        .collect::<ApiResult<_>>()?;
+    let writes = batches.into_iter().map(|(p, batch)| {
+        bytes += batch.len() as u64;
+        let group = streams::partition_group(&stream, p);
+        let cluster = node.cluster().clone();
+        async move {
+            let appended = cluster.append(group?, batch).await?;
+            Ok::<_, ApiError>(PartitionAppend {
+                partition: p,
+                base_offset: appended.base_offset,
+                count: appended.count,
+            })
+        }
+    });
+    let replicated = metrics.start_timer();
+    let results = futures::future::join_all(writes).await;
+    if let Some(t) = replicated {
+        metrics.record_write(WriteStage::Commit, t.elapsed());
+    }
     let mut response = AppendResponse {
         appended: 0,
-        partitions: Vec::with_capacity(pending.len()),
+        partitions: Vec::with_capacity(results.len()),
     };
-    for (partition, pending) in pending {
-        let info = pending.await?;
-        record_append_stages(metrics, &info.timings);
-        response.appended += u64::from(info.count);
-        response.partitions.push(PartitionAppend {
-            partition,
-            base_offset: info.base_offset,
-            count: info.count,
-        });
+    for result in results {
+        let part = result?;
+        response.appended += u64::from(part.count);
+        response.partitions.push(part);
     }
     metrics.count_ingest(Api::Http, &metrics.stream(&name), response.appended, bytes);
     let encoding = metrics.start_timer();
@@ -161,14 +209,6 @@ pub async fn append(
         metrics.record_write(WriteStage::Total, started.elapsed());
     }
     Ok(response)
-}
-
-fn record_append_stages(metrics: &NodeMetrics, t: &cairn_storage::AppendTimings) {
-    metrics.record_write(WriteStage::Queue, t.queued);
-    metrics.record_write(WriteStage::Append, t.write);
-    if !t.sync.is_zero() {
-        metrics.record_write(WriteStage::Fsync, t.sync);
-    }
 }
 
 /// Records a read's stages; `queued` is the wait for a blocking thread.
@@ -192,32 +232,118 @@ fn check_limit(limit: Option<usize>, default: usize, max: usize) -> ApiResult<us
     }
 }
 
+/// Marks a request a node forwarded, so the receiver answers itself or
+/// fails instead of forwarding again.
+pub const FORWARDED: &str = "x-cairn-forwarded";
+
+/// Which replica should answer a read of `group` here: `None` if this node
+/// should answer itself, else the node to forward to.
+fn read_target(
+    node: &Node,
+    stream: &StreamMeta,
+    group: u64,
+    partition: u32,
+    consistency: Consistency,
+) -> Option<u64> {
+    let local = node.cluster().group(group);
+    match (&local, consistency) {
+        (Some(_), Consistency::Any) => return None,
+        (Some(g), Consistency::Leader) if g.is_leader() => return None,
+        _ => {}
+    }
+    let p = &stream.partitions[partition as usize];
+    local
+        .and_then(|g| g.leader())
+        .or(Some(p.preferred_leader))
+        .filter(|l| *l != node.cluster().node_id())
+        .or_else(|| {
+            p.replicas
+                .iter()
+                .copied()
+                .find(|r| *r != node.cluster().node_id())
+        })
+}
+
+/// Sends a GET to node `to`'s HTTP API and relays its answer as is.
+async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Response> {
+    let meta = node.cluster().meta();
+    let http_addr = meta
+        .nodes
+        .get(&to)
+        .map(|n| n.info.http_addr.clone())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("node {to} has no known HTTP address"),
+            )
+        })?;
+    let url = format!("http://{http_addr}{path_and_query}");
+    let reply =
+        node.http().get(&url).send().await.map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, format!("forward to node {to}: {e}"))
+        })?;
+    let status = StatusCode::from_u16(reply.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = reply
+        .bytes()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("forward to node {to}: {e}")))?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+fn not_servable(partition: u32) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!(
+            "partition {partition}: this node cannot serve the read and it was already forwarded (leader changing?)"
+        ),
+    )
+}
+
 pub async fn read(
     State(node): State<Node>,
     ApiPath((name, partition)): ApiPath<(String, u32)>,
+    headers: HeaderMap,
+    uri: Uri,
     ApiQuery(params): ApiQuery<ReadParams>,
-) -> ApiResult<Json<ReadResponse>> {
+) -> ApiResult<Response> {
     let metrics = &node.telemetry().metrics;
     metrics.count_request(Api::Http, Operation::Read);
     let started = Instant::now();
     let limit = check_limit(params.limit, read::DEFAULT_READ_LIMIT, read::MAX_READ_LIMIT)?;
-    let stream = node.registry().get(&name)?;
-    let log = stream.log(partition)?.clone();
+    let stream = streams::lookup(node.cluster(), &name)?;
+    let group = streams::partition_group(&stream, partition)?;
+    let consistency = params.consistency.unwrap_or_default();
+    if let Some(target) = read_target(&node, &stream, group, partition, consistency) {
+        if headers.contains_key(FORWARDED) {
+            return Err(not_servable(partition));
+        }
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return forward_get(&node, target, path).await;
+    }
+    let g = node
+        .cluster()
+        .group(group)
+        .ok_or_else(|| not_servable(partition))?;
+    let (log, committed, from_leader) = (g.log.clone(), g.state.committed_end(), g.is_leader());
     let submitted = Instant::now();
-    let (response, stats, queued) = blocking(move || {
+    let (mut response, stats, queued) = blocking(move || {
         let queued = submitted.elapsed();
-        let (response, stats) = read::read_partition(&log, params.offset, limit)?;
+        let (response, stats) = read::read_partition(&log, params.offset, limit, committed)?;
         Ok((response, stats, queued))
     })
     .await?;
+    response.served_by = node.cluster().node_id();
+    response.from_leader = from_leader;
     record_read_stages(metrics, queued, &stats);
     metrics.record_read(ReadStage::Total, started.elapsed());
-    Ok(Json(response))
+    Ok(Json(response).into_response())
 }
 
 pub async fn query(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<QueryParams>,
 ) -> ApiResult<Json<QueryResponse>> {
     let metrics = &node.telemetry().metrics;
@@ -228,13 +354,27 @@ pub async fn query(
         read::DEFAULT_QUERY_LIMIT,
         read::MAX_QUERY_LIMIT,
     )?;
-    let stream = node.registry().get(&name)?;
+    let stream = streams::lookup(node.cluster(), &name)?;
+    let wanted: Vec<u32> = match &params.partitions {
+        None => (0..stream.partitions.len() as u32).collect(),
+        Some(list) => list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let p: u32 = s.trim().parse().map_err(|_| {
+                    ApiError::bad_request(format!("partitions: {s:?} is not a partition number"))
+                })?;
+                streams::partition_group(&stream, p)?;
+                Ok(p)
+            })
+            .collect::<ApiResult<_>>()?,
+    };
     let filter = Filter {
         start: params.start.unwrap_or(0),
         end: params.end.unwrap_or_else(now_us),
         level: params.level,
-        source: params.source,
-        contains: params.contains,
+        source: params.source.clone(),
+        contains: params.contains.clone(),
     };
     if filter.start > filter.end {
         return Err(ApiError::bad_request(format!(
@@ -242,28 +382,117 @@ pub async fn query(
             filter.start, filter.end
         )));
     }
+    let consistency = params.consistency.unwrap_or_default();
+    let forwarded = headers.contains_key(FORWARDED);
+    let mut local = Vec::new();
+    let mut remote: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+    let mut failed = Vec::new();
+    for p in wanted {
+        let group = stream.partitions[p as usize].group;
+        match read_target(&node, &stream, group, p, consistency) {
+            None => match node.cluster().group(group) {
+                Some(g) => local.push((p, g)),
+                None => failed.push(failure(p, &not_servable(p))),
+            },
+            Some(_) if forwarded => failed.push(failure(p, &not_servable(p))),
+            Some(target) => remote.entry(target).or_default().push(p),
+        }
+    }
+
     let filter = std::sync::Arc::new(filter);
-    // One blocking task per partition, all running at once.
-    let tasks: Vec<_> = stream
-        .logs
-        .iter()
-        .enumerate()
-        .map(|(p, log)| {
-            let (log, filter) = (log.clone(), filter.clone());
+    // One blocking task per local partition, all running at once.
+    let tasks: Vec<_> = local
+        .into_iter()
+        .map(|(p, g)| {
+            let (log, committed, filter) = (g.log.clone(), g.state.committed_end(), filter.clone());
             let submitted = Instant::now();
-            tokio::task::spawn_blocking(move || {
-                let queued = submitted.elapsed();
-                read::query_partition(&log, p as u32, &filter, limit).map(|m| (m, queued))
-            })
+            (
+                p,
+                tokio::task::spawn_blocking(move || {
+                    let queued = submitted.elapsed();
+                    read::query_partition(&log, p, &filter, limit, committed).map(|m| (m, queued))
+                }),
+            )
         })
         .collect();
+    let peers = remote.into_iter().map(|(to, partitions)| {
+        let node = node.clone();
+        let mut params = params.clone();
+        params.limit = Some(limit);
+        params.partitions = Some(
+            partitions
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let name = name.clone();
+        async move {
+            let answer = query_peer(&node, to, &name, &params).await;
+            answer.map_err(|e| (partitions, e))
+        }
+    });
+    let peer_answers = futures::future::join_all(peers).await;
+
     let mut parts = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let (part, queued) = task.await??;
-        record_read_stages(metrics, queued, &part.stats);
-        parts.push(part);
+    for (p, task) in tasks {
+        match task.await? {
+            Ok((part, queued)) => {
+                record_read_stages(metrics, queued, &part.stats);
+                parts.push(part);
+            }
+            Err(e) => failed.push(failure(p, &e)),
+        }
     }
-    let response = read::merge(parts, limit);
+    let mut answers = vec![read::merge(parts, limit)];
+    for answer in peer_answers {
+        match answer {
+            Ok(r) => answers.push(r),
+            Err((partitions, e)) => failed.extend(partitions.into_iter().map(|p| failure(p, &e))),
+        }
+    }
+    answers.push(QueryResponse {
+        entries: Vec::new(),
+        truncated: false,
+        failed_partitions: failed,
+    });
+    let response = read::merge_responses(answers, limit);
     metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response))
+}
+
+fn failure(partition: u32, e: &ApiError) -> PartitionFailure {
+    PartitionFailure {
+        partition,
+        code: e.code.as_str().to_owned(),
+        message: e.message.clone(),
+    }
+}
+
+/// Runs the query for some partitions on node `to`.
+async fn query_peer(
+    node: &Node,
+    to: u64,
+    stream: &str,
+    params: &QueryParams,
+) -> ApiResult<QueryResponse> {
+    let meta = node.cluster().meta();
+    let http_addr = meta
+        .nodes
+        .get(&to)
+        .map(|n| n.info.http_addr.clone())
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("node {to} has no known HTTP address"),
+            )
+        })?;
+    let client =
+        cairn_client::Client::with_http_client(&format!("http://{http_addr}"), node.http().clone())
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("node {to}: {e}")))?;
+    client.query(stream, params).await.map_err(|e| {
+        let code = e.code().unwrap_or(ErrorCode::Unavailable);
+        ApiError::new(code, format!("query node {to}: {e}"))
+    })
 }

@@ -15,6 +15,10 @@
 //! | `POST /v1/streams/{name}/entries` | `{appended, partitions}` |
 //! | `GET /v1/streams/{name}/partitions/{p}/entries?offset&limit` | `{entries, next_offset, start_offset, end_offset}` |
 //! | `GET /v1/streams/{name}/query?start&end&level&source&contains&limit` | `{entries, truncated}` |
+//! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
+//! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
+//! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
+//! | `POST`/`GET`/`DELETE /v1/faults/network` | install / list / clear transport faults |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/telemetry/snapshot` | JSON summary of the last interval |
 //! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
@@ -22,8 +26,10 @@
 //! A middleware counts every failed request by its error code
 //! (`cairn_errors_total` / `cairn_rejections_total`).
 
+pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod faults;
 pub mod handlers;
 pub mod telemetry;
 
@@ -56,6 +62,16 @@ pub fn router(node: Node) -> Router {
             get(handlers::read),
         )
         .route("/v1/streams/{name}/query", get(handlers::query))
+        .route("/v1/cluster", get(cluster::view))
+        .route("/v1/cluster/join", post(cluster::join))
+        .route(
+            "/v1/cluster/nodes/{id}/decommission",
+            post(cluster::decommission),
+        )
+        .route(
+            "/v1/faults/network",
+            post(faults::add).get(faults::list).delete(faults::clear),
+        )
         .route("/metrics", get(telemetry::metrics))
         .route("/v1/telemetry/snapshot", get(telemetry::snapshot))
         .route(

@@ -587,6 +587,7 @@ fn read_worker(
                 let params = ReadParams {
                     offset: Some(end.saturating_sub(limit as u64)),
                     limit: Some(limit),
+                    consistency: None,
                 };
                 client
                     .read(name, partition, params)

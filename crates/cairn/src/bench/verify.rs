@@ -271,6 +271,7 @@ pub async fn read_back(
                             ReadParams {
                                 offset: Some(offset),
                                 limit: Some(PAGE),
+                                consistency: None,
                             },
                         )
                         .await

@@ -2,6 +2,8 @@
 //! that kills the child on drop, and bounded runs of client commands.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,785 @@
+//! A node's cluster runtime: the transport, the controller group, and the
+//! partition groups this node replicates, kept in step with the metadata.
+//!
+//! # Startup
+//!
+//! [`Cluster::start`] binds the transport, opens the controller group from
+//! `controller/` in the data directory and, when given bootstrap peers,
+//! initializes it with exactly those voters (every bootstrap node does the
+//! same with the same list, which openraft allows). It then registers
+//! itself (`RegisterNode`, with its HTTP address) and starts reconciling.
+//!
+//! # Reconciling
+//!
+//! One task watches the applied metadata. For every partition that lists
+//! this node as a replica it opens the group's log (`groups/{id:016x}/`)
+//! and starts its Raft; replicas named at stream creation initialize the
+//! group with the creation-time member set recorded in the metadata (the
+//! same on every replica). Groups of deleted streams are stopped and their
+//! data removed. Peer addresses in the transport follow the metadata.
+//!
+//! # Requests
+//!
+//! Controller commands and partition writes go to the group's leader: run
+//! locally when this node leads, forwarded over the transport otherwise.
+//! A request is retried on another node only when it certainly did not
+//! take effect ([`ClusterError::is_retryable`]); an ambiguous failure is
+//! reported as such, so a retry can never duplicate an acknowledged write.
+pub mod error;
+pub mod group;
+mod mover;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_storage::DataDir;
+use cairn_types::batch::RecordBatch;
+use futures::future::BoxFuture;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Raft, ServerState};
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ClusterError;
+pub use group::PartitionGroup;
+
+use crate::controller::meta::{PartitionMeta, StreamMeta};
+use crate::controller::{
+    ClusterMeta, ControllerCommand, ControllerRaftConfig, ControllerResponse,
+    ControllerStateMachine,
+};
+use crate::raft::log_store::{LogStore, PartitionStateMachine};
+use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
+use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
+use crate::transport::{Handler, NodeId, RemoteError, Transport, TransportConfig, TransportError};
+
+/// Frame kinds of node-level requests (Raft RPC kinds are in
+/// [`network::kinds`]).
+pub mod kinds {
+    /// A controller command forwarded to the controller leader.
+    pub const FORWARD_COMMAND: u16 = 20;
+    /// A record batch forwarded to its partition leader (group in header).
+    pub const FORWARD_APPEND: u16 = 21;
+    /// A node asking the controller leader to add it (as a learner).
+    pub const JOIN: u16 = 22;
+    /// The controller leader asking a partition leader to change its
+    /// replicas (add learners, then replace the voters).
+    pub const CHANGE_REPLICAS: u16 = 23;
+}
+
+/// Settings of a node's cluster runtime.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Where the transport listens.
+    pub raft_listen: SocketAddr,
+    /// The transport address peers should use (defaults to the bound one).
+    pub raft_advertise: Option<String>,
+    /// The HTTP API address clients and peers should use.
+    pub http_advertise: String,
+    /// Initial controller voters (id, transport address), this node among
+    /// them. Empty on a node that joins an existing cluster.
+    pub bootstrap: Vec<(NodeId, String)>,
+    /// With no bootstrap peers: form a single-node cluster of this node
+    /// alone (if it has no cluster state yet). Without it, the node waits
+    /// to be added to a cluster.
+    pub solo: bool,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: (Duration, Duration),
+    /// Largest batch one partition leader proposes as one Raft entry.
+    pub max_batch_bytes: usize,
+    /// How long a request may look for a leader before giving up.
+    pub request_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(node_id: NodeId, raft_listen: SocketAddr, http_advertise: String) -> Self {
+        Self {
+            node_id,
+            raft_listen,
+            raft_advertise: None,
+            http_advertise,
+            bootstrap: Vec::new(),
+            solo: false,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            max_batch_bytes: 1 << 20,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A node's cluster runtime. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    raft_addr: String,
+    transport: Transport,
+    data_dir: Arc<DataDir>,
+    raft_config: Arc<openraft::Config>,
+    controller: Raft<ControllerRaftConfig>,
+    controller_sm: ControllerStateMachine,
+    groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.config.node_id)
+            .field("raft_addr", &self.raft_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Routes transport frames to the cluster once it exists (the transport
+/// needs its handler before the cluster can be built).
+#[derive(Debug, Default)]
+struct Dispatcher {
+    inner: OnceLock<Weak<Inner>>,
+}
+
+impl Handler for Dispatcher {
+    fn handle(
+        &self,
+        from: NodeId,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, RemoteError>> {
+        let inner = self.inner.get().and_then(Weak::upgrade);
+        Box::pin(async move {
+            let Some(inner) = inner else {
+                return Err(RemoteError::new(network::NO_SUCH_GROUP, "node is starting"));
+            };
+            inner.handle(from, group, kind, payload).await
+        })
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Bytes, RemoteError> {
+    postcard::to_allocvec(value)
+        .map(Bytes::from)
+        .map_err(|e| RemoteError::new(network::BAD_RPC, format!("encode: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RemoteError> {
+    postcard::from_bytes(payload)
+        .map_err(|e| RemoteError::new(network::BAD_RPC, format!("decode: {e}")))
+}
+
+fn storage_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Storage(e.to_string())
+}
+
+impl Inner {
+    async fn handle(
+        self: Arc<Self>,
+        _from: NodeId,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+    ) -> Result<Bytes, RemoteError> {
+        match kind {
+            network::kinds::APPEND_ENTRIES
+            | network::kinds::VOTE
+            | network::kinds::INSTALL_SNAPSHOT => {
+                if group == 0 {
+                    return serve_rpc(&self.controller, kind, &payload).await;
+                }
+                let g = self.groups.read().get(&group).cloned();
+                match g {
+                    Some(g) => serve_rpc(&g.raft, kind, &payload).await,
+                    None => Err(RemoteError::new(
+                        network::NO_SUCH_GROUP,
+                        format!("group {group} is not running here"),
+                    )),
+                }
+            }
+            kinds::FORWARD_COMMAND => {
+                let cmd: ControllerCommand = decode(&payload)?;
+                encode(&self.propose_locally(cmd).await)
+            }
+            kinds::FORWARD_APPEND => {
+                let result = match RecordBatch::from_bytes(payload) {
+                    Ok(batch) => self.append_locally(group, batch).await,
+                    Err(e) => Err(ClusterError::Storage(format!("forwarded batch: {e}"))),
+                };
+                encode(&result)
+            }
+            kinds::CHANGE_REPLICAS => {
+                let change: mover::ChangeReplicas = decode(&payload)?;
+                encode(&self.change_replicas_locally(group, change).await)
+            }
+            kinds::JOIN => {
+                let (id, info): (NodeId, NodeInfo) = decode(&payload)?;
+                encode(&self.admit_locally(id, info).await)
+            }
+            other => Err(RemoteError::new(
+                network::BAD_RPC,
+                format!("unknown request kind {other}"),
+            )),
+        }
+    }
+
+    fn me(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    async fn propose_locally(
+        &self,
+        cmd: ControllerCommand,
+    ) -> Result<ControllerResponse, ClusterError> {
+        if self.controller.metrics().borrow().state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
+                group: 0,
+                leader: self.controller.metrics().borrow().current_leader,
+            });
+        }
+        match self.controller.client_write(cmd).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ClusterError::Indeterminate(format!(
+                    "controller leadership moved to {:?} during the command",
+                    f.leader_id
+                )))
+            }
+            Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
+        }
+    }
+
+    async fn append_locally(
+        &self,
+        group: u64,
+        batch: RecordBatch,
+    ) -> Result<Appended, ClusterError> {
+        let g = self.groups.read().get(&group).cloned();
+        match g {
+            Some(g) => g.append_as_leader(batch).await,
+            None => Err(ClusterError::NoSuchGroup {
+                group,
+                node: self.me(),
+            }),
+        }
+    }
+
+    /// On the controller leader: adds a node as a learner of group 0 (so it
+    /// receives the metadata) and registers it.
+    async fn admit_locally(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+    ) -> Result<ControllerResponse, ClusterError> {
+        if self.controller.metrics().borrow().state != ServerState::Leader {
+            return Err(ClusterError::NotLeader {
+                group: 0,
+                leader: self.controller.metrics().borrow().current_leader,
+            });
+        }
+        let known = self
+            .controller
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some();
+        if !known {
+            self.controller
+                .add_learner(id, info.clone(), false)
+                .await
+                .map_err(|e| ClusterError::Indeterminate(e.to_string()))?;
+        }
+        self.propose_locally(ControllerCommand::RegisterNode { id, info })
+            .await
+    }
+
+    /// Calls `kind` on `to` and decodes its `Result` reply. Transport
+    /// failures before the request could have been handled are
+    /// `Unavailable` (retryable); after, `Indeterminate`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> Result<T, ClusterError> {
+        match self
+            .transport
+            .call(to, group, kind, payload, deadline)
+            .await
+        {
+            Ok(reply) => postcard::from_bytes::<Result<T, ClusterError>>(&reply).map_err(|e| {
+                ClusterError::Indeterminate(format!("bad reply from node {to}: {e}"))
+            })?,
+            Err(e @ (TransportError::Unreachable { .. } | TransportError::UnknownPeer { .. })) => {
+                Err(ClusterError::Unavailable(e.to_string()))
+            }
+            Err(TransportError::Remote { error, .. }) if error.code == network::NO_SUCH_GROUP => {
+                Err(ClusterError::NoSuchGroup { group, node: to })
+            }
+            Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts the runtime; see the module docs.
+    pub async fn start(
+        config: ClusterConfig,
+        data_dir: Arc<DataDir>,
+    ) -> Result<Cluster, ClusterError> {
+        let dispatcher = Arc::new(Dispatcher::default());
+        let transport = Transport::bind(
+            TransportConfig::new(config.node_id, config.raft_listen),
+            dispatcher.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
+        let raft_addr = config
+            .raft_advertise
+            .clone()
+            .unwrap_or_else(|| transport.local_addr().to_string());
+
+        let raft_config = Arc::new(
+            openraft::Config {
+                cluster_name: "cairn".into(),
+                heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+                election_timeout_min: config.election_timeout.0.as_millis() as u64,
+                election_timeout_max: config.election_timeout.1.as_millis() as u64,
+                // The log is the data: never snapshot to purge it.
+                snapshot_policy: openraft::SnapshotPolicy::Never,
+                max_in_snapshot_log_to_keep: u64::MAX,
+                max_payload_entries: 64,
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
+        );
+
+        let controller_dir = data_dir.path().join("controller");
+        std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
+        let controller_sm = ControllerStateMachine::open(controller_dir.join("controller.json"))
+            .map_err(storage_err)?;
+        let controller_log = LogStore::<ControllerRaftConfig>::open(
+            &data_dir,
+            "controller/log",
+            cairn_storage::LogConfig::default(),
+        )
+        .map_err(storage_err)?;
+        let controller = Raft::new(
+            config.node_id,
+            raft_config.clone(),
+            GroupNetworkFactory::new(transport.clone(), 0),
+            controller_log,
+            controller_sm.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Storage(format!("start controller: {e}")))?;
+
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            raft_addr: raft_addr.clone(),
+            transport: transport.clone(),
+            data_dir,
+            raft_config,
+            controller,
+            controller_sm,
+            groups: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        });
+        let _ = dispatcher.inner.set(Arc::downgrade(&inner));
+        let cluster = Cluster { inner };
+
+        for (id, addr) in &config.bootstrap {
+            if let Ok(addr) = addr.parse() {
+                transport.set_peer(*id, addr);
+            }
+        }
+        let mut bootstrap = config.bootstrap.clone();
+        if bootstrap.is_empty() && config.solo {
+            bootstrap.push((config.node_id, raft_addr.clone()));
+        }
+        if !bootstrap.is_empty() {
+            let voters: BTreeMap<NodeId, NodeInfo> = bootstrap
+                .iter()
+                .map(|(id, addr)| {
+                    (
+                        *id,
+                        NodeInfo {
+                            raft_addr: addr.clone(),
+                            http_addr: String::new(),
+                        },
+                    )
+                })
+                .collect();
+            match cluster.inner.controller.initialize(voters).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "initialize controller: {e}"
+                    )));
+                }
+            }
+        }
+        // Peers named in the metadata we already have (a restart).
+        cluster.sync_peers(&cluster.meta());
+
+        tokio::spawn(cluster.clone().register_self());
+        tokio::spawn(cluster.clone().reconcile_loop());
+        tokio::spawn(cluster.clone().mover_loop());
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.inner.me()
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// This node's transport address as peers see it.
+    pub fn raft_addr(&self) -> &str {
+        &self.inner.raft_addr
+    }
+
+    /// The metadata as last applied on this node.
+    pub fn meta(&self) -> Arc<ClusterMeta> {
+        self.inner.controller_sm.meta()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMeta>> {
+        self.inner.controller_sm.subscribe()
+    }
+
+    pub fn controller(&self) -> &Raft<ControllerRaftConfig> {
+        &self.inner.controller
+    }
+
+    /// The partition groups running on this node.
+    pub fn groups(&self) -> Vec<Arc<PartitionGroup>> {
+        self.inner.groups.read().values().cloned().collect()
+    }
+
+    pub fn group(&self, group: u64) -> Option<Arc<PartitionGroup>> {
+        self.inner.groups.read().get(&group).cloned()
+    }
+
+    /// Proposes a controller command on the controller leader (wherever it
+    /// is), retrying while no leader is known, up to the request timeout.
+    pub async fn propose(
+        &self,
+        cmd: ControllerCommand,
+    ) -> Result<ControllerResponse, ClusterError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut hint = None;
+        loop {
+            let leader = hint
+                .take()
+                .or(self.inner.controller.metrics().borrow().current_leader);
+            let result = match leader {
+                Some(l) if l == self.node_id() => self.inner.propose_locally(cmd.clone()).await,
+                Some(l) => {
+                    let payload = encode(&cmd).map_err(|e| ClusterError::Storage(e.message))?;
+                    self.inner
+                        .call(l, 0, kinds::FORWARD_COMMAND, payload, remaining(deadline))
+                        .await
+                }
+                None => Err(ClusterError::Unavailable(
+                    "no controller leader known".into(),
+                )),
+            };
+            match result {
+                Err(ClusterError::NotLeader { leader, .. }) if Instant::now() < deadline => {
+                    hint = leader;
+                    backoff(leader.is_some()).await;
+                }
+                Err(e) if e.is_retryable() && Instant::now() < deadline => backoff(false).await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Appends `batch` to a partition group through its leader; answers once
+    /// it is committed on a majority of the group's replicas.
+    pub async fn append(&self, group: u64, batch: RecordBatch) -> Result<Appended, ClusterError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        let mut hint: Option<NodeId> = None;
+        let mut attempt = 0usize;
+        loop {
+            let target = hint.take().or_else(|| self.leader_guess(group, attempt));
+            attempt += 1;
+            let result = match target {
+                Some(t) if t == self.node_id() => {
+                    match tokio::time::timeout(
+                        remaining(deadline),
+                        self.inner.append_locally(group, batch.clone()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ClusterError::Indeterminate(format!(
+                            "group {group} did not commit within {:?} (no quorum?)",
+                            self.inner.config.request_timeout
+                        ))),
+                    }
+                }
+                Some(t) => {
+                    self.inner
+                        .call(
+                            t,
+                            group,
+                            kinds::FORWARD_APPEND,
+                            batch.as_bytes().clone(),
+                            remaining(deadline),
+                        )
+                        .await
+                }
+                None => Err(ClusterError::Unavailable(format!(
+                    "group {group} has no known replica"
+                ))),
+            };
+            match result {
+                Err(ClusterError::NotLeader { leader, .. }) if Instant::now() < deadline => {
+                    let fresh = leader.is_some() && leader != target;
+                    hint = leader.filter(|_| fresh);
+                    backoff(fresh).await;
+                }
+                Err(e) if e.is_retryable() && Instant::now() < deadline => backoff(false).await,
+                Err(e) if e.is_retryable() => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "no leader of group {group} reachable in {:?}: {e}",
+                        self.inner.config.request_timeout
+                    )));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Where to send a write for `group`: the leader this node knows of,
+    /// else the replicas in turn, preferred leader first.
+    fn leader_guess(&self, group: u64, attempt: usize) -> Option<NodeId> {
+        if let Some(g) = self.group(group) {
+            if let Some(l) = g.leader() {
+                return Some(l);
+            }
+        }
+        let meta = self.meta();
+        let (stream_id, partition) = crate::controller::meta::split_group(group);
+        let p = meta
+            .stream_by_id(stream_id)?
+            .partitions
+            .get(partition as usize)?;
+        let mut order = vec![p.preferred_leader];
+        order.extend(
+            p.replicas
+                .iter()
+                .copied()
+                .filter(|r| *r != p.preferred_leader),
+        );
+        Some(order[attempt % order.len()])
+    }
+
+    /// Adds node `id` to the cluster (a learner of the controller group, so
+    /// it receives the metadata, and a registered node, so it can take
+    /// replicas). Run on the controller leader, wherever it is.
+    pub async fn admit(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+    ) -> Result<ControllerResponse, ClusterError> {
+        let deadline = Instant::now() + self.inner.config.request_timeout;
+        loop {
+            let leader = self.inner.controller.metrics().borrow().current_leader;
+            let result = match leader {
+                Some(l) if l == self.node_id() => self.inner.admit_locally(id, info.clone()).await,
+                Some(l) => {
+                    let payload = encode(&(id, info.clone()))
+                        .map_err(|e| ClusterError::Storage(e.message))?;
+                    self.inner
+                        .call(l, 0, kinds::JOIN, payload, remaining(deadline))
+                        .await
+                }
+                None => Err(ClusterError::Unavailable(
+                    "no controller leader known".into(),
+                )),
+            };
+            match result {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => backoff(false).await,
+                other => return other,
+            }
+        }
+    }
+
+    async fn register_self(self) {
+        let info = NodeInfo {
+            raft_addr: self.inner.raft_addr.clone(),
+            http_addr: self.inner.config.http_advertise.clone(),
+        };
+        loop {
+            if self.meta().nodes.get(&self.node_id()).map(|n| &n.info) == Some(&info) {
+                return;
+            }
+            let cmd = ControllerCommand::RegisterNode {
+                id: self.node_id(),
+                info: info.clone(),
+            };
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                r = self.propose(cmd) => match r {
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "registering with the controller; will retry"),
+                },
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn sync_peers(&self, meta: &ClusterMeta) {
+        let known = self.inner.transport.peers();
+        for n in meta.nodes.values() {
+            if let Ok(addr) = n.info.raft_addr.parse::<SocketAddr>() {
+                if known.get(&n.id).copied().flatten() != Some(addr) {
+                    self.inner.transport.set_peer(n.id, addr);
+                }
+            }
+        }
+    }
+
+    async fn reconcile_loop(self) {
+        let mut rx = self.subscribe();
+        loop {
+            let meta = rx.borrow_and_update().clone();
+            self.sync_peers(&meta);
+            self.reconcile(&meta).await;
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+                // Retry groups that failed to start.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn reconcile(&self, meta: &ClusterMeta) {
+        let me = self.node_id();
+        let mut wanted = HashMap::new();
+        for (stream, partition, p) in meta.groups_of(me) {
+            wanted.insert(p.group, (stream, partition, p));
+        }
+        let running: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        for group in running {
+            if !wanted.contains_key(&group) {
+                self.stop_group(group, true).await;
+            }
+        }
+        for (group, (stream, partition, p)) in wanted {
+            if self.inner.groups.read().contains_key(&group) {
+                continue;
+            }
+            if let Err(e) = self.start_group(meta, stream, partition, p).await {
+                tracing::warn!(group, stream = %stream.name, partition, error = %e, "could not start partition group; will retry");
+            }
+        }
+    }
+
+    async fn start_group(
+        &self,
+        meta: &ClusterMeta,
+        stream: &StreamMeta,
+        partition: u32,
+        p: &PartitionMeta,
+    ) -> Result<(), ClusterError> {
+        let me = self.node_id();
+        let dir = format!("groups/{:016x}", p.group);
+        let log_store =
+            LogStore::<PartitionRaftConfig>::open(&self.inner.data_dir, &dir, stream.log.clone())
+                .map_err(storage_err)?;
+        let log = log_store.partition_log();
+        let sm = PartitionStateMachine::new(&log_store);
+        let state = sm.replica_state();
+        let raft = Raft::new(
+            me,
+            self.inner.raft_config.clone(),
+            GroupNetworkFactory::new(self.inner.transport.clone(), p.group),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| ClusterError::Storage(format!("start group {}: {e}", p.group)))?;
+        if p.initial_members.contains_key(&me) {
+            match raft.initialize(p.initial_members.clone()).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => tracing::warn!(group = p.group, error = %e, "initialize partition group"),
+            }
+        }
+        let _ = meta;
+        let group = PartitionGroup::new(
+            me,
+            p.group,
+            stream.name.clone(),
+            partition,
+            raft,
+            log,
+            state,
+            self.inner.config.max_batch_bytes,
+        );
+        self.inner.groups.write().insert(p.group, group);
+        Ok(())
+    }
+
+    async fn stop_group(&self, group: u64, remove_data: bool) {
+        let Some(g) = self.inner.groups.write().remove(&group) else {
+            return;
+        };
+        if let Err(e) = g.raft.shutdown().await {
+            tracing::warn!(group, error = %e, "raft shutdown");
+        }
+        let result = if remove_data {
+            self.inner.data_dir.remove_log(&g.log)
+        } else {
+            self.inner.data_dir.close_log(&g.log)
+        };
+        if let Err(e) = result {
+            tracing::warn!(group, error = %e, "closing partition log");
+        }
+    }
+
+    /// Stops every group and the controller, then the transport. Logs are
+    /// closed (synced) but kept.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let groups: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        for g in groups {
+            self.stop_group(g, false).await;
+        }
+        let _ = self.inner.controller.shutdown().await;
+        self.inner.transport.shutdown().await;
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(10))
+}
+
+async fn backoff(fresh_hint: bool) {
+    if !fresh_hint {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,168 @@
+//! Group 0's state machine: [`ClusterMeta`] in memory, written whole to
+//! `controller.json` (atomically) after every applied batch of commands.
+//!
+//! Metadata is small and changes rarely (streams, nodes), so rewriting it
+//! on every apply costs nothing measurable, and a restarted node has its
+//! cluster view at once — before the controller group has a leader —
+//! which the node needs to reopen its partition groups.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{AnyError, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::ControllerRaftConfig;
+use super::meta::{ClusterMeta, ControllerResponse};
+use crate::raft::types::NodeInfo;
+use crate::transport::NodeId;
+
+type Membership = StoredMembership<NodeId, NodeInfo>;
+
+/// What `controller.json` holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControllerState {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: Membership,
+    pub meta: ClusterMeta,
+}
+
+/// The controller's state machine; clones share the state.
+#[derive(Debug, Clone)]
+pub struct ControllerStateMachine {
+    path: PathBuf,
+    state: Arc<parking_lot::Mutex<ControllerState>>,
+    published: watch::Sender<Arc<ClusterMeta>>,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::write_state_machine(AnyError::new(&e)),
+    }
+}
+
+impl ControllerStateMachine {
+    /// Opens (or starts) the state kept at `path`.
+    pub fn open(path: PathBuf) -> Result<Self, StorageError<NodeId>> {
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io_err)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ControllerState::default(),
+            Err(e) => return Err(io_err(e)),
+        };
+        let (published, _) = watch::channel(Arc::new(state.meta.clone()));
+        Ok(Self {
+            path,
+            state: Arc::new(parking_lot::Mutex::new(state)),
+            published,
+        })
+    }
+
+    /// The metadata as last applied; changes are announced on the channel.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMeta>> {
+        self.published.subscribe()
+    }
+
+    pub fn meta(&self) -> Arc<ClusterMeta> {
+        self.published.borrow().clone()
+    }
+
+    fn persist(&self, state: &ControllerState) -> Result<(), StorageError<NodeId>> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(io_err)?;
+        cairn_storage::fsutil::atomic_write(&self.path, &bytes).map_err(io_err)?;
+        self.published.send_replace(Arc::new(state.meta.clone()));
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<ControllerRaftConfig> for ControllerStateMachine {
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<Snapshot<ControllerRaftConfig>, StorageError<NodeId>> {
+        let state = self.state.lock().clone();
+        let data = serde_json::to_vec(&state.meta).map_err(io_err)?;
+        let snapshot_id = match &state.last_applied {
+            Some(id) => format!("{}-{}", id.leader_id, id.index),
+            None => "empty".to_owned(),
+        };
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership,
+                snapshot_id,
+            },
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let s = self.state.lock();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> Result<Vec<ControllerResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = openraft::Entry<ControllerRaftConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = self.state.lock().clone();
+        let mut out = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            out.push(match entry.payload {
+                EntryPayload::Blank => ControllerResponse::Ok,
+                EntryPayload::Normal(cmd) => state.meta.apply(cmd),
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    ControllerResponse::Ok
+                }
+            });
+        }
+        self.persist(&state)?;
+        *self.state.lock() = state;
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let cluster: ClusterMeta = serde_json::from_slice(snapshot.get_ref()).map_err(io_err)?;
+        let state = ControllerState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            meta: cluster,
+        };
+        self.persist(&state)?;
+        *self.state.lock() = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<ControllerRaftConfig>>, StorageError<NodeId>> {
+        Ok(Some(self.build_snapshot().await?))
+    }
+}

@@ -1,0 +1,94 @@
+//! Cluster routes: the cluster as this node sees it, and node join.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use cairn_client::{ClusterView, GroupView, JoinRequest, NodeView};
+use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
+use cairn_cluster::raft::NodeInfo;
+use cairn_types::ErrorCode;
+
+use super::ApiError;
+use super::extract::{ApiPath, read_body};
+use crate::node::Node;
+
+pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
+    let cluster = node.cluster();
+    let meta = cluster.meta();
+    let controller = cluster.controller().metrics().borrow().clone();
+    let voters: Vec<u64> = controller
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    let nodes = meta
+        .nodes
+        .values()
+        .map(|n| NodeView {
+            id: n.id,
+            raft_addr: n.info.raft_addr.clone(),
+            http_addr: n.info.http_addr.clone(),
+            state: match n.state {
+                NodeAdminState::Draining => "draining".into(),
+                NodeAdminState::Active => "up".into(),
+            },
+            phi: None,
+            voter: voters.contains(&n.id),
+        })
+        .collect();
+    let mut groups: Vec<GroupView> = cluster
+        .groups()
+        .into_iter()
+        .map(|g| {
+            let m = g.raft.metrics().borrow().clone();
+            GroupView {
+                stream: g.stream.clone(),
+                partition: g.partition,
+                group: g.group,
+                replicas: m.membership_config.membership().voter_ids().collect(),
+                leader: m.current_leader,
+                term: m.current_term,
+                applied_index: m.last_applied.map(|l| l.index),
+                committed_end_offset: g.state.committed_end(),
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+    Json(ClusterView {
+        node_id: cluster.node_id(),
+        controller_leader: controller.current_leader,
+        nodes,
+        groups,
+    })
+}
+
+pub async fn join(State(node): State<Node>, body: Body) -> Result<StatusCode, ApiError> {
+    let body = read_body(body, 64 * 1024).await?;
+    let request: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
+    if request.id == 0 {
+        return Err(ApiError::bad_request("node id must be at least 1"));
+    }
+    let info = NodeInfo {
+        raft_addr: request.raft_addr,
+        http_addr: request.http_addr,
+    };
+    match node.cluster().admit(request.id, info).await? {
+        ControllerResponse::Refused { code, message } => Err(ApiError::new(
+            ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
+            message,
+        )),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+/// Starts decommissioning a node: its replicas move to the other nodes,
+/// then it is removed from the cluster (watch `GET /v1/cluster`).
+pub async fn decommission(
+    State(node): State<Node>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<StatusCode, ApiError> {
+    node.cluster().decommission(id).await?;
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,240 @@
+//! A cluster of real `cairn node` processes on loopback, for tests: fixed
+//! transport ports (so a killed node restarts at the same address), HTTP
+//! on port 0, and helpers to find leaders and read whole partitions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_client::{Client, ClusterView, Consistency, OffsetEntry, ReadParams};
+
+use super::NodeProcess;
+
+/// A free loopback port (the listener is closed again; a small race with
+/// other processes is accepted in tests).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Option<NodeProcess>>,
+    raft_addrs: Vec<String>,
+    peers: String,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes (ids 1..=n) bootstrapping one cluster, and waits
+    /// until a controller leader exists and every node has registered.
+    pub async fn start(n: usize) -> Result<TestCluster> {
+        let dir = tempfile::tempdir()?;
+        let raft_addrs: Vec<String> = (0..n)
+            .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
+            .collect::<Result<_>>()?;
+        let peers = raft_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = TestCluster {
+            dir,
+            nodes: (0..n).map(|_| None).collect(),
+            raft_addrs,
+            peers,
+        };
+        for i in 0..n {
+            cluster.start_node(i)?;
+        }
+        cluster.wait_ready(n).await?;
+        Ok(cluster)
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{}", i + 1))
+    }
+
+    /// Starts (or restarts, with its data) node index `i` (id `i + 1`).
+    pub fn start_node(&mut self, i: usize) -> Result<()> {
+        let id = (i + 1).to_string();
+        let name = format!("node-{id}");
+        let node = NodeProcess::start(
+            &self.data_dir(i),
+            &[
+                "--id",
+                &id,
+                "--name",
+                &name,
+                "--raft",
+                &self.raft_addrs[i],
+                "--peers",
+                &self.peers,
+            ],
+        )
+        .with_context(|| format!("start node {id}"))?;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    /// SIGKILLs node index `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    pub fn url(&self, i: usize) -> Option<String> {
+        self.nodes[i].as_ref().map(|n| n.url.clone())
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    pub fn client(&self, i: usize) -> Result<Client> {
+        let url = self.url(i).context("node is down")?;
+        Ok(Client::new(&url)?)
+    }
+
+    pub async fn view(&self, i: usize) -> Result<ClusterView> {
+        let url = self.url(i).context("node is down")?;
+        let view = reqwest::Client::new()
+            .get(format!("{url}/v1/cluster"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(view)
+    }
+
+    /// Waits until every live node sees a controller leader and `n`
+    /// registered nodes with HTTP addresses.
+    pub async fn wait_ready(&self, n: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'outer: loop {
+            if Instant::now() > deadline {
+                bail!("cluster not ready within 30 s");
+            }
+            for i in self.live() {
+                match self.view(i).await {
+                    Ok(v)
+                        if v.controller_leader.is_some()
+                            && v.nodes.len() == n
+                            && v.nodes.iter().all(|n| !n.http_addr.is_empty()) => {}
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue 'outer;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Waits until every live node runs `groups` partition groups of
+    /// `stream`, each with a leader.
+    pub async fn wait_groups(&self, stream: &str, groups: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'outer: loop {
+            if Instant::now() > deadline {
+                bail!("partition groups of {stream} not led within 30 s");
+            }
+            for i in self.live() {
+                let ok = match self.view(i).await {
+                    Ok(v) => {
+                        let g: Vec<_> = v.groups.iter().filter(|g| g.stream == stream).collect();
+                        g.len() == groups && g.iter().all(|g| g.leader.is_some())
+                    }
+                    Err(_) => false,
+                };
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue 'outer;
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// The leader of `stream`'s `partition` that a majority of live nodes
+    /// agree on (node id), if any.
+    pub async fn leader_of(&self, stream: &str, partition: u32) -> Option<u64> {
+        let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
+        for i in self.live() {
+            if let Ok(v) = self.view(i).await {
+                if let Some(l) = v
+                    .groups
+                    .iter()
+                    .find(|g| g.stream == stream && g.partition == partition)
+                    .and_then(|g| g.leader)
+                {
+                    *votes.entry(l).or_default() += 1;
+                }
+            }
+        }
+        let majority = self.nodes.len() / 2 + 1;
+        votes
+            .into_iter()
+            .find(|(l, v)| *v >= majority && self.nodes[(*l - 1) as usize].is_some())
+            .map(|(l, _)| l)
+    }
+
+    /// Every committed entry of one partition as node `i`'s replica has it.
+    pub async fn read_all(
+        &self,
+        i: usize,
+        stream: &str,
+        partition: u32,
+    ) -> Result<Vec<OffsetEntry>> {
+        let client = self.client(i)?;
+        let mut out = Vec::new();
+        let mut offset = Some(0);
+        loop {
+            let page = client
+                .read(
+                    stream,
+                    partition,
+                    ReadParams {
+                        offset,
+                        limit: Some(10_000),
+                        consistency: Some(Consistency::Any),
+                    },
+                )
+                .await?;
+            let done = page.entries.is_empty() || page.next_offset >= page.end_offset;
+            out.extend(page.entries);
+            if done {
+                return Ok(out);
+            }
+            offset = Some(page.next_offset);
+        }
+    }
+
+    /// Waits until every live node's replica of the partition holds the
+    /// same committed entries; returns them.
+    pub async fn converged(&self, stream: &str, partition: u32) -> Result<Vec<OffsetEntry>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut logs = Vec::new();
+            for i in self.live() {
+                logs.push(self.read_all(i, stream, partition).await);
+            }
+            let logs: Result<Vec<_>> = logs.into_iter().collect();
+            if let Ok(logs) = &logs {
+                if logs.windows(2).all(|w| w[0] == w[1]) {
+                    return Ok(logs[0].clone());
+                }
+            }
+            if Instant::now() > deadline {
+                let lens = logs.map(|l| l.iter().map(Vec::len).collect::<Vec<_>>());
+                bail!("replicas of {stream}/{partition} did not converge within 30 s: {lens:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
