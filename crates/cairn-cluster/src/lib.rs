@@ -3,6 +3,7 @@
 //! Raft groups' RPCs and node messages, with a fault filter for tests and
 //! fault injection. The openraft glue, controller, membership, placement and
 //! anti-entropy will sit on top of it.
+pub mod membership;
 pub mod placement;
 pub mod raft;
 pub mod transport;

@@ -1,0 +1,2 @@
+//! Node-level membership (DESIGN.md §5): heartbeats and failure detection.
+pub mod phi;
