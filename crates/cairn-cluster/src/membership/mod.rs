@@ -43,8 +43,8 @@
 //! # Heartbeats
 //!
 //! Every 150 ms by default (DESIGN.md asks for 100–250 ms: fast enough to
-//! convict in under a second, cheap enough — a ~15-byte frame per peer —
-//! for hundreds of nodes). With the detector defaults (σ floor 37.5 ms,
+//! convict in under a second, cheap enough — a frame of ~45 bytes (header
+//! included) per peer — for hundreds of nodes). With the detector defaults (σ floor 37.5 ms,
 //! acceptable pause 450 ms) a silent peer is `Suspect` after ~750 ms and
 //! `Down` after ~800 ms; see [`phi`] for the arithmetic.
 //!
@@ -90,7 +90,8 @@ pub use phi::{PhiAccrualDetector, PhiConfig};
 
 /// The transport group heartbeats travel on: 0, the node/controller group.
 pub const HEARTBEAT_GROUP: u64 = 0;
-/// The message kind of a heartbeat on [`HEARTBEAT_GROUP`].
+/// The message kind of a heartbeat on [`HEARTBEAT_GROUP`]. Group 0 also
+/// carries the controller's Raft RPCs, whose kinds must not reuse it.
 pub const HEARTBEAT_KIND: u16 = 1;
 
 /// Whether a transport message is a heartbeat, for the node's handler.
@@ -487,7 +488,11 @@ impl fmt::Debug for HeartbeatService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeartbeatService")
             .field("config", &self.shared.config)
-            .field("peers", &self.shared.membership.lock().peers())
+            // try_lock: formatting must not deadlock inside with_membership.
+            .field(
+                "peers",
+                &self.shared.membership.try_lock().map(|m| m.peers()),
+            )
             .finish()
     }
 }
@@ -580,7 +585,7 @@ impl HeartbeatService {
 
     /// Starts the heartbeat loop on `transport` (sending as its node id and
     /// incarnation). It runs until the returned task is stopped or dropped,
-    /// or the transport shuts down.
+    /// or the transport shuts down. Must be called inside a tokio runtime.
     pub fn start(&self, transport: Transport) -> HeartbeatTask {
         let cancel = CancellationToken::new();
         let handle = tokio::spawn(self.clone().run(transport, cancel.clone()));
