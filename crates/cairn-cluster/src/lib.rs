@@ -1,10 +1,24 @@
-//! Cairn's cluster layer (DESIGN.md §5). So far: the node-to-node
-//! [`transport`] — one multiplexed TCP connection per node pair carrying all
-//! Raft groups' RPCs and node messages, with a fault filter for tests and
-//! fault injection. The openraft glue, controller, membership, placement and
-//! anti-entropy will sit on top of it.
+//! Cairn's cluster layer (DESIGN.md §5).
+//!
+//! - [`transport`]: one multiplexed TCP connection per node pair carrying
+//!   all Raft groups' RPCs and node messages, with a fault filter for tests
+//!   and fault injection.
+//! - [`raft`]: openraft glue — type configurations, the partition log as
+//!   openraft's log store, the partition state machine, the network.
+//! - [`controller`]: group 0 and its metadata state machine (nodes,
+//!   streams, placement).
+//! - [`placement`]: consistent hashing with virtual nodes to place partition
+//!   replicas, balanced preferred leaders, minimal moves on join/leave.
+//! - [`membership`]: node-level heartbeats and the phi-accrual failure
+//!   detector; per-peer states joining/up/suspect/down/draining.
+//! - [`cluster`]: a node's runtime tying these together — bootstrap, join,
+//!   reconciling partition groups with the metadata, routing writes to
+//!   leaders, replica moves.
+//!
+//! Anti-entropy will sit on top of these.
 pub mod cluster;
 pub mod controller;
+pub mod membership;
 pub mod placement;
 pub mod raft;
 pub mod transport;

@@ -161,7 +161,11 @@ impl Cluster {
             "moving partition replicas"
         );
         let mut union = mv.from.clone();
-        union.extend(mv.added.iter().copied().filter(|n| !union.contains(n)));
+        for n in &mv.added {
+            if !union.contains(n) {
+                union.push(*n);
+            }
+        }
         if p.replicas != union {
             self.set_replicas(stream, mv.partition, union, p.preferred_leader)
                 .await?;
