@@ -55,6 +55,7 @@ use crate::controller::{
     ClusterMeta, ControllerCommand, ControllerRaftConfig, ControllerResponse,
     ControllerStateMachine,
 };
+use crate::membership::{self, HeartbeatConfig, HeartbeatService, HeartbeatTask, PeerStatus};
 use crate::raft::log_store::{LogStore, PartitionStateMachine};
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
@@ -131,6 +132,8 @@ struct Inner {
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    heartbeats: HeartbeatService,
+    heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
     shutdown: CancellationToken,
 }
 
@@ -186,11 +189,17 @@ fn storage_err(e: impl std::fmt::Display) -> ClusterError {
 impl Inner {
     async fn handle(
         self: Arc<Self>,
-        _from: NodeId,
+        from: NodeId,
         group: u64,
         kind: u16,
         payload: Bytes,
     ) -> Result<Bytes, RemoteError> {
+        if membership::is_heartbeat(group, kind) {
+            if let Err(e) = self.heartbeats.on_heartbeat(from, &payload) {
+                tracing::debug!(from, error = %e, "heartbeat refused");
+            }
+            return Ok(Bytes::new());
+        }
         match kind {
             network::kinds::APPEND_ENTRIES
             | network::kinds::VOTE
@@ -398,6 +407,8 @@ impl Cluster {
             controller,
             controller_sm,
             groups: RwLock::new(HashMap::new()),
+            heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
+            heartbeat_task: parking_lot::Mutex::new(None),
             shutdown: CancellationToken::new(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
@@ -437,6 +448,8 @@ impl Cluster {
         // Peers named in the metadata we already have (a restart).
         cluster.sync_peers(&cluster.meta());
 
+        let task = cluster.inner.heartbeats.start(transport.clone());
+        *cluster.inner.heartbeat_task.lock() = Some(task);
         tokio::spawn(cluster.clone().register_self());
         tokio::spawn(cluster.clone().reconcile_loop());
         tokio::spawn(cluster.clone().mover_loop());
@@ -467,6 +480,11 @@ impl Cluster {
 
     pub fn controller(&self) -> &Raft<ControllerRaftConfig> {
         &self.inner.controller
+    }
+
+    /// Liveness of the peers as this node's failure detector sees them.
+    pub fn peer_status(&self) -> Vec<PeerStatus> {
+        self.inner.heartbeats.view()
     }
 
     /// The partition groups running on this node.
@@ -763,6 +781,10 @@ impl Cluster {
     /// closed (synced) but kept.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        let heartbeats = self.inner.heartbeat_task.lock().take();
+        if let Some(task) = heartbeats {
+            task.stop().await;
+        }
         let groups: Vec<u64> = self.inner.groups.read().keys().copied().collect();
         for g in groups {
             self.stop_group(g, false).await;

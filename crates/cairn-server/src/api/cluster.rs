@@ -22,19 +22,35 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
         .membership()
         .voter_ids()
         .collect();
+    let peers: std::collections::HashMap<u64, _> = cluster
+        .peer_status()
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
     let nodes = meta
         .nodes
         .values()
-        .map(|n| NodeView {
-            id: n.id,
-            raft_addr: n.info.raft_addr.clone(),
-            http_addr: n.info.http_addr.clone(),
-            state: match n.state {
-                NodeAdminState::Draining => "draining".into(),
-                NodeAdminState::Active => "up".into(),
-            },
-            phi: None,
-            voter: voters.contains(&n.id),
+        .map(|n| {
+            let peer = peers.get(&n.id);
+            // Liveness from this node's failure detector; a live node being
+            // decommissioned shows as draining.
+            let live = match peer {
+                Some(p) => p.state.to_string(),
+                None if n.id == cluster.node_id() => "up".into(),
+                None => "joining".into(),
+            };
+            let state = match n.state {
+                NodeAdminState::Draining if live == "up" => "draining".into(),
+                _ => live,
+            };
+            NodeView {
+                id: n.id,
+                raft_addr: n.info.raft_addr.clone(),
+                http_addr: n.info.http_addr.clone(),
+                state,
+                phi: peer.map(|p| p.phi).filter(|p| p.is_finite()),
+                voter: voters.contains(&n.id),
+            }
         })
         .collect();
     let mut groups: Vec<GroupView> = cluster
