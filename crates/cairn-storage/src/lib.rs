@@ -40,6 +40,7 @@ pub use config::{DataDirOptions, Durability, LogConfig};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
 pub use log::{
-    AppendInfo, AppendTimings, LogStats, PartitionLog, Pending, RetentionOutcome, ScanStats,
+    AppendCallback, AppendInfo, AppendTimings, EntryId, LogStats, PartitionLog, Pending,
+    RetentionOutcome, ScanStats,
 };
 pub use writer::DataDir;
