@@ -492,9 +492,11 @@ impl PartitionLog {
     }
 
     /// Appends `batch` (a data or a control batch) as Raft entry `id`.
-    /// `id.index` must follow the log's last index (or, if the log holds
-    /// nothing, lie after the purged index); otherwise this fails at once
-    /// with [`StorageError::IndexOutOfSequence`]. Returns the batch as
+    /// `id.index` must follow the log's last index; otherwise this fails at
+    /// once with [`StorageError::IndexOutOfSequence`]. Exceptions: a log
+    /// holding no batch starts at any index, and a log holding only purged
+    /// entries continues at any index after the purge point (its old
+    /// segments are then deleted). Returns the batch as
     /// stamped (offsets, term and index), byte for byte what is written, and
     /// the answer that arrives once it is durable per the policy.
     pub fn append_entry(
@@ -533,8 +535,10 @@ impl PartitionLog {
         let index = id.map_or(head.next_index, |id| id.index);
         let term = id.map_or(0, |id| id.term);
         if index != head.next_index {
+            // Mirrors the writer's `may_restart_at`, on the submission head.
             let purged = *self.inner.purged.read();
-            let fresh_start = head.empty && purged.is_none_or(|p| index > p.index);
+            let fresh_start = head.empty
+                || purged.is_some_and(|p| head.next_index <= p.index + 1 && index > p.index);
             if !fresh_start {
                 return Err(StorageError::IndexOutOfSequence {
                     path: self.inner.dir.clone(),

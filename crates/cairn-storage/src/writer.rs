@@ -394,12 +394,15 @@ impl Writer {
             base_offset,
         } = item;
         let term = cairn_types::batch::BatchHeader::parse(&header).map_or(0, |h| h.epoch);
-        if index != st.next_index && st.end_pos() == 0 && log.segments.read().len() == 1 {
-            // An empty log starts wherever its first entry is (after a purge,
-            // or a follower's first append): rename its segment to match.
-            if let Err(e) = rebase_empty(&log, &mut st, index) {
+        if index != st.next_index && may_restart_at(&log, &st, index) {
+            // A log holding nothing (or only purged entries) starts wherever
+            // its next entry is: after a purge, or a follower's first append.
+            self.flush(&log, &mut st);
+            if let Err(e) = restart_at(&log, &mut st, index) {
                 poison(&log, &mut st, e.to_string());
-                notify.send(Err(poisoned(&log, st.poisoned.as_deref().unwrap_or(""))));
+            }
+            if let Some(reason) = &st.poisoned {
+                notify.send(Err(poisoned(&log, reason)));
                 return;
             }
         }
@@ -686,17 +689,32 @@ fn delete_segment(log: &LogInner, seg: &Segment) -> Result<()> {
     remove_index_files(&seg.path)
 }
 
-/// Replaces the (empty, only) active segment by an empty one starting at
-/// log index `index`, keeping the offset the log continues at.
-fn rebase_empty(log: &LogInner, st: &mut ActiveState, index: u64) -> Result<()> {
-    debug_assert!(st.end_pos() == 0);
-    let old = st.segment.clone();
+/// True when the log may continue at `index` instead of its next index:
+/// it holds no batch at all, or only purged ones and `index` is after the
+/// purge point.
+pub(crate) fn may_restart_at(log: &LogInner, st: &ActiveState, index: u64) -> bool {
+    if st.end_pos() == 0 && log.segments.read().len() == 1 {
+        return true;
+    }
+    log.purged
+        .read()
+        .is_some_and(|p| st.next_index <= p.index + 1 && index > p.index)
+}
+
+/// Replaces every segment by one empty segment starting at log index
+/// `index`, keeping the offset the log continues at. Only for a log whose
+/// entries are all purged (or that has none). Expects nothing staged.
+fn restart_at(log: &LogInner, st: &mut ActiveState, index: u64) -> Result<()> {
+    debug_assert!(st.staged.is_empty());
     let segment = create_segment(&log.dir, index, st.next_offset)?;
+    let old: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
     log.segments
         .write()
         .insert(segment.base_index, segment.clone());
     fsync_dir(&log.dir)?;
-    delete_segment(log, &old)?;
+    for seg in old {
+        delete_segment(log, &seg)?;
+    }
     fsync_dir(&log.dir)?;
     st.replace(
         segment.clone(),
