@@ -103,7 +103,7 @@ pub fn stream_info(cluster: &Cluster, meta: &StreamMeta) -> StreamInfo {
             if let Some(g) = cluster.group(pm.group) {
                 let s = g.log.stats();
                 info.start_offset = s.start_offset;
-                info.end_offset = g.state.committed_end().min(s.end_offset);
+                info.end_offset = g.state.applied_end_offset().min(s.end_offset);
                 info.size_bytes = s.size_bytes;
                 info.segments = s.segments;
                 info.min_timestamp = s.min_ts;

@@ -29,6 +29,26 @@ pub enum StorageError {
         start: u64,
         end: u64,
     },
+    #[error("log index {requested} is out of range: the log holds [{start}, {end})")]
+    IndexOutOfRange {
+        requested: u64,
+        start: u64,
+        end: u64,
+    },
+    /// An append named a log index that does not follow the log's last one.
+    #[error("log {path}: append at index {got} out of sequence, expected {expected}")]
+    IndexOutOfSequence {
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+    /// A request the log's current state cannot honour (e.g. truncating
+    /// entries that were already purged).
+    #[error("log {path}: {reason}")]
+    InvalidRequest { path: PathBuf, reason: String },
+    /// Files of an older, unsupported on-disk format.
+    #[error("{path} was written in an unsupported older format: {reason}")]
+    UnsupportedFormat { path: PathBuf, reason: String },
     #[error("invalid batch: {0}")]
     InvalidBatch(#[source] BatchError),
     #[error(
@@ -49,13 +69,18 @@ impl StorageError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StorageError::Corruption { .. } => ErrorCode::Corruption,
-            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StorageError::OffsetOutOfRange { .. } | StorageError::IndexOutOfRange { .. } => {
+                ErrorCode::OffsetOutOfRange
+            }
             StorageError::InvalidBatch(_) => ErrorCode::InvalidEntry,
             StorageError::InvalidConfig(_) => ErrorCode::InvalidStreamConfig,
             StorageError::WriterStopped | StorageError::Closed(_) => ErrorCode::Unavailable,
-            StorageError::Io { .. } | StorageError::Poisoned { .. } | StorageError::Locked(_) => {
-                ErrorCode::Storage
-            }
+            StorageError::Io { .. }
+            | StorageError::Poisoned { .. }
+            | StorageError::Locked(_)
+            | StorageError::IndexOutOfSequence { .. }
+            | StorageError::InvalidRequest { .. }
+            | StorageError::UnsupportedFormat { .. } => ErrorCode::Storage,
         }
     }
 }

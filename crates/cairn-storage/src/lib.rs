@@ -2,9 +2,19 @@
 //!
 //! # Layout
 //! A [`DataDir`] holds any number of partition logs, one directory each. A
-//! log is a run of segments `{base_offset:020}.log`, each a sequence of
-//! [`cairn_types::RecordBatch`]es; sealed segments carry a sparse offset
-//! index (`.index`) and time index (`.timeindex`) beside them.
+//! log is a run of segments `{base_index:020}-{base_offset:020}.log`, each a
+//! sequence of [`cairn_types::RecordBatch`]es; sealed segments carry a sparse
+//! index (`.index`, by log index and offset) and time index (`.timeindex`)
+//! beside them.
+//!
+//! # Raft
+//! Every batch is one Raft log entry (log index and term in its header), so
+//! a partition's Raft log is its data log: [`PartitionLog::append_entry`]
+//! appends at a given index, [`PartitionLog::truncate`] and
+//! [`PartitionLog::purge`] implement Raft's conflict truncation and log
+//! compaction, and [`PartitionLog::read_index_range`] reads by index. The
+//! purged id is kept in `purged.json`. Single-node callers use
+//! [`PartitionLog::append`], which takes the next index with term 0.
 //!
 //! # Durability
 //! One writer thread per data directory does group commit (see `writer`):
@@ -16,7 +26,7 @@
 //!
 //! # Recovery
 //! On open, the active segment is read in full and every batch verified
-//! (length, CRC-32C, offset sequence); the log is cut at the first batch that
+//! (length, CRC-32C, offset and index sequence); the log is cut at the first batch that
 //! fails, which is where a crash tore a write. Sealed segments load their
 //! index files, or rebuild them when missing or stale. A checksum failure on
 //! read is returned as [`StorageError::Corruption`]; corrupt bytes are never
@@ -40,6 +50,7 @@ pub use config::{DataDirOptions, Durability, LogConfig};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
 pub use log::{
-    AppendInfo, AppendTimings, LogStats, PartitionLog, Pending, RetentionOutcome, ScanStats,
+    AppendCallback, AppendInfo, AppendTimings, EntryId, LogStats, PartitionLog, Pending,
+    RetentionOutcome, ScanStats,
 };
 pub use writer::DataDir;

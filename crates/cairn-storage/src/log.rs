@@ -7,6 +7,18 @@
 //!   sees an entry that a crash could take back (under `fsync`).
 //! - [`ActiveState`]: the write head, touched only by the writer thread
 //!   (behind a mutex that is therefore never contended).
+//! - [`Head`]: where the next *submitted* append goes (log index and entry
+//!   offset). Appends are stamped when they are submitted, under this lock,
+//!   and sent to the writer in that order, so the caller gets the stamped
+//!   batch back at once (the Raft log store caches it before it is durable)
+//!   while the writer still checks every batch continues its log exactly.
+//!
+//! Every batch is one Raft log entry: it carries its log index and term, and
+//! the log index is the primary key of the log (segments are named by it).
+//! Entry offsets are still assigned by the log, `base_offset` = the previous
+//! batch's end, so replicas that hold the same entries hold the same offsets.
+//! A single-node caller uses [`PartitionLog::append`], which takes the next
+//! index and term 0 itself.
 //!
 //! Reads take the segment map's read lock just long enough to clone the
 //! segments they need, then read with `pread` outside any lock; a segment
@@ -25,22 +37,32 @@ use std::time::{Duration, Instant};
 
 use cairn_types::RecordBatch;
 use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::config::LogConfig;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{create_dir_durable, fsync_dir};
 use crate::segment::{
-    BatchCursor, CursorError, IndexPoint, Segment, SegmentMeta, load_index_files,
-    parse_segment_name, remove_index_files, scan_segment, segment_path,
+    BatchCursor, CursorError, IndexPoint, Segment, SegmentMeta, is_v1_segment_name,
+    load_index_files, parse_segment_name, remove_index_files, scan_segment, segment_path,
 };
 use crate::writer::Command;
+
+/// A Raft log position: index and the term of the entry there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntryId {
+    pub index: u64,
+    pub term: u64,
+}
 
 /// Where an appended batch landed and where its time went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
     pub base_offset: u64,
     pub count: u32,
+    /// The log index the batch was stored at.
+    pub log_index: u64,
     pub timings: AppendTimings,
 }
 
@@ -90,6 +112,11 @@ pub struct ScanStats {
     pub bytes: u64,
 }
 
+/// Called by the writer thread with the outcome of an append. Must be quick
+/// and must not block: it runs on the thread every log of the data
+/// directory shares.
+pub type AppendCallback = Box<dyn FnOnce(Result<AppendInfo>) + Send>;
+
 /// What a retention run deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionOutcome {
@@ -134,9 +161,39 @@ impl<T> Future for Pending<T> {
     }
 }
 
+/// How the writer answers an append: a channel the caller awaits, or a
+/// callback it runs itself (so an async caller need not park a task per
+/// append just to forward the answer).
+pub(crate) enum Notify {
+    Channel(oneshot::Sender<Result<AppendInfo>>),
+    Callback(AppendCallback),
+}
+
+impl Notify {
+    pub fn send(self, result: Result<AppendInfo>) {
+        match self {
+            Notify::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            Notify::Callback(f) => f(result),
+        }
+    }
+}
+
 pub(crate) struct Waiter {
-    pub reply: oneshot::Sender<Result<AppendInfo>>,
+    pub notify: Notify,
     pub info: AppendInfo,
+}
+
+/// Where the next submitted append goes. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub next_index: u64,
+    pub next_offset: u64,
+    /// The log holds no batch at all, so the next append may start at any
+    /// index after the purged one (a fresh log, or one purged or truncated
+    /// to nothing).
+    pub empty: bool,
 }
 
 /// The write head of a log. Only the writer thread touches it.
@@ -148,6 +205,9 @@ pub(crate) struct ActiveState {
     pub allocated: u64,
     /// The offset the next staged batch gets.
     pub next_offset: u64,
+    /// The log index the next staged batch must have.
+    pub next_index: u64,
+    pub last_term: u64,
     pub min_ts: i64,
     pub max_ts: i64,
     pub bytes_since_index: u64,
@@ -168,6 +228,8 @@ impl ActiveState {
             write_pos: meta.len,
             allocated: meta.len,
             next_offset: meta.next_offset,
+            next_index: meta.next_index,
+            last_term: meta.last_term,
             min_ts: meta.min_ts,
             max_ts: meta.max_ts,
             bytes_since_index,
@@ -183,8 +245,16 @@ impl ActiveState {
     }
 
     pub fn fresh(segment: Arc<Segment>) -> Self {
-        let meta = SegmentMeta::empty(segment.base_offset);
+        let meta = SegmentMeta::empty(segment.base_index, segment.base_offset);
         Self::new(segment, &meta, 0)
+    }
+
+    /// Rebuilds the state for `segment` as the active one, keeping the
+    /// commit-group bookkeeping.
+    pub fn replace(&mut self, segment: Arc<Segment>, meta: &SegmentMeta, bytes_since_index: u64) {
+        let in_group = self.in_group;
+        *self = ActiveState::new(segment, meta, bytes_since_index);
+        self.in_group = in_group;
     }
 
     /// Bytes in the segment once the staged group is written.
@@ -196,9 +266,43 @@ impl ActiveState {
 pub(crate) struct LogInner {
     pub dir: PathBuf,
     pub config: LogConfig,
+    /// Keyed by base log index.
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub active: Mutex<ActiveState>,
+    pub head: Mutex<Head>,
+    /// The last purged entry; everything at or below it is logically gone
+    /// even while its segment still exists (purging deletes whole segments).
+    pub purged: RwLock<Option<EntryId>>,
     pub tx: mpsc::Sender<Command>,
+}
+
+impl LogInner {
+    /// Publishes the writer's head as the submission head (after truncate,
+    /// purge or a failed append, which move or invalidate it).
+    pub fn reset_head(&self, st: &ActiveState) {
+        let empty = st.end_pos() == 0 && self.segments.read().len() == 1;
+        *self.head.lock() = Head {
+            next_index: st.next_index,
+            next_offset: st.next_offset,
+            empty,
+        };
+    }
+}
+
+pub(crate) const PURGED_FILE: &str = "purged.json";
+
+fn read_purged(dir: &Path) -> Result<Option<EntryId>> {
+    let path = dir.join(PURGED_FILE);
+    match fs::read(&path) {
+        Ok(raw) => serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StorageError::Io {
+                context: format!("parse {}", path.display()),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(|| format!("read {}", path.display())),
+    }
 }
 
 /// A handle to one partition's log. Cheap to clone; all clones share the log.
@@ -228,12 +332,15 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir` and recovers it: sealed segments
     /// get their index loaded or rebuilt; the active (last) segment is read
     /// in full, every batch verified, and a torn or corrupt tail truncated.
+    /// Segments wholly at or below the recorded purge point are deleted
+    /// (finishing a purge a crash interrupted).
     pub(crate) fn open(
         dir: &Path,
         config: LogConfig,
         tx: mpsc::Sender<Command>,
     ) -> Result<PartitionLog> {
         create_dir_durable(dir)?;
+        let purged = read_purged(dir)?;
         let mut bases = Vec::new();
         for item in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
             let item = item.ctx(|| format!("list {}", dir.display()))?;
@@ -241,6 +348,13 @@ impl PartitionLog {
             let name = name.to_string_lossy();
             if let Some(base) = parse_segment_name(&name) {
                 bases.push(base);
+            } else if is_v1_segment_name(&name) {
+                return Err(StorageError::UnsupportedFormat {
+                    path: item.path(),
+                    reason: "segments named by entry offset hold version 1 batches; \
+                             this build needs version 2 (move the data away to start afresh)"
+                        .into(),
+                });
             } else if name.ends_with(".tmp") {
                 // A metadata write that did not reach its rename.
                 let _ = fs::remove_file(item.path());
@@ -250,41 +364,34 @@ impl PartitionLog {
 
         let mut segments = BTreeMap::new();
         if bases.is_empty() {
-            let path = segment_path(dir, 0);
-            let file = open_segment_file(&path, true)?;
+            let base_index = purged.map_or(0, |p| p.index + 1);
+            let seg = create_segment(dir, base_index, 0)?;
             fsync_dir(dir)?;
-            bases.push(0);
-            segments.insert(
-                0,
-                Arc::new(Segment {
-                    base_offset: 0,
-                    path,
-                    file,
-                    meta: RwLock::new(SegmentMeta::empty(0)),
-                }),
-            );
+            segments.insert(base_index, seg);
         } else {
-            let last = *bases.last().expect("non-empty");
-            let mut expected_base = None;
-            for &base in &bases[..bases.len() - 1] {
-                let seg = open_sealed(dir, base, &config)?;
-                if let Some(expected) = expected_base
-                    && expected != base
+            let (last_index, last_offset) = *bases.last().expect("non-empty");
+            let mut expected = None;
+            for &(base_index, base_offset) in &bases[..bases.len() - 1] {
+                let seg = open_sealed(dir, base_index, base_offset, &config)?;
+                if let Some(expected) = expected
+                    && expected != (base_index, base_offset)
                 {
-                    tracing::warn!(dir = %dir.display(), expected, found = base, "gap between segments");
+                    tracing::warn!(dir = %dir.display(), ?expected, found = ?(base_index, base_offset), "gap between segments");
                 }
-                expected_base = Some(seg.meta.read().next_offset);
-                segments.insert(base, Arc::new(seg));
+                let meta = seg.meta.read().clone();
+                expected = Some((meta.next_index, meta.next_offset));
+                segments.insert(base_index, Arc::new(seg));
             }
-            let path = segment_path(dir, last);
+            let path = segment_path(dir, last_index, last_offset);
             let file = open_segment_file(&path, false)?;
             segments.insert(
-                last,
+                last_index,
                 Arc::new(Segment {
-                    base_offset: last,
+                    base_index: last_index,
+                    base_offset: last_offset,
                     path,
                     file,
-                    meta: RwLock::new(SegmentMeta::empty(last)),
+                    meta: RwLock::new(SegmentMeta::empty(last_index, last_offset)),
                 }),
             );
         }
@@ -296,6 +403,7 @@ impl PartitionLog {
             .clone();
         let outcome = scan_segment(
             &active_seg.file,
+            active_seg.base_index,
             active_seg.base_offset,
             config.index_interval_bytes,
         )?;
@@ -327,15 +435,27 @@ impl PartitionLog {
         *active_seg.meta.write() = outcome.meta.clone();
         let active = ActiveState::new(active_seg, &outcome.meta, outcome.bytes_since_index);
 
-        Ok(PartitionLog {
-            inner: Arc::new(LogInner {
-                dir: dir.to_path_buf(),
-                config,
-                segments: RwLock::new(segments),
-                active: Mutex::new(active),
-                tx,
+        let inner = Arc::new(LogInner {
+            dir: dir.to_path_buf(),
+            config,
+            segments: RwLock::new(segments),
+            head: Mutex::new(Head {
+                next_index: active.next_index,
+                next_offset: active.next_offset,
+                empty: false,
             }),
-        })
+            active: Mutex::new(active),
+            purged: RwLock::new(purged),
+            tx,
+        });
+        {
+            let mut st = inner.active.lock();
+            if let Some(purged) = purged {
+                crate::writer::drop_purged(&inner, &mut st, purged.index)?;
+            }
+            inner.reset_head(&st);
+        }
+        Ok(PartitionLog { inner })
     }
 
     pub fn dir(&self) -> &Path {
@@ -354,23 +474,122 @@ impl PartitionLog {
         }
     }
 
-    /// Appends a batch at the end of the log. The log assigns its offsets.
-    /// The answer arrives once the log's durability policy is met; only then
-    /// do readers see the batch.
+    /// Appends a data batch at the end of the log, as the next log index
+    /// with term 0 (single-node mode). The log assigns its offsets. The
+    /// answer arrives once the log's durability policy is met; only then do
+    /// readers see the batch.
     pub fn append(&self, batch: RecordBatch) -> Pending<AppendInfo> {
-        if batch.count() == 0 {
+        if batch.count() == 0 || batch.is_control() {
             return Pending::failed(StorageError::InvalidBatch(
                 cairn_types::BatchError::Malformed("empty batch"),
             ));
         }
+        let (tx, rx) = oneshot::channel();
+        match self.submit(batch, None, false, Notify::Channel(tx)) {
+            Ok(_) => Pending::new(rx),
+            Err(e) => Pending::failed(e),
+        }
+    }
+
+    /// Appends `batch` (a data or a control batch) as Raft entry `id`.
+    /// `id.index` must follow the log's last index; otherwise this fails at
+    /// once with [`StorageError::IndexOutOfSequence`]. Exceptions: a log
+    /// holding no batch starts at any index, and a log holding only purged
+    /// entries continues at any index after the purge point (its old
+    /// segments are then deleted). Returns the batch as
+    /// stamped (offsets, term and index), byte for byte what is written, and
+    /// the answer that arrives once it is durable per the policy.
+    pub fn append_entry(
+        &self,
+        batch: RecordBatch,
+        id: EntryId,
+    ) -> Result<(RecordBatch, Pending<AppendInfo>)> {
+        let (tx, rx) = oneshot::channel();
+        let stamped = self.submit(batch, Some(id), true, Notify::Channel(tx))?;
+        Ok((stamped.expect("stamped copy requested"), Pending::new(rx)))
+    }
+
+    /// [`PartitionLog::append_entry`], answering by calling `done` on the
+    /// writer thread instead of through a [`Pending`]. `done` must be quick
+    /// and must not block. If this returns an error, `done` is not called.
+    pub fn append_entry_then(
+        &self,
+        batch: RecordBatch,
+        id: EntryId,
+        done: impl FnOnce(Result<AppendInfo>) + Send + 'static,
+    ) -> Result<RecordBatch> {
+        let stamped = self.submit(batch, Some(id), true, Notify::Callback(Box::new(done)))?;
+        Ok(stamped.expect("stamped copy requested"))
+    }
+
+    fn submit(
+        &self,
+        batch: RecordBatch,
+        id: Option<EntryId>,
+        stamped_copy: bool,
+        notify: Notify,
+    ) -> Result<Option<RecordBatch>> {
+        // The head lock is held across the send so that the order batches
+        // are stamped in is the order the writer receives them in.
+        let mut head = self.inner.head.lock();
+        let index = id.map_or(head.next_index, |id| id.index);
+        let term = id.map_or(0, |id| id.term);
+        if index != head.next_index {
+            // Mirrors the writer's `may_restart_at`, on the submission head.
+            let purged = *self.inner.purged.read();
+            let fresh_start = head.empty
+                || purged.is_some_and(|p| head.next_index <= p.index + 1 && index > p.index);
+            if !fresh_start {
+                return Err(StorageError::IndexOutOfSequence {
+                    path: self.inner.dir.clone(),
+                    expected: head.next_index,
+                    got: index,
+                });
+            }
+        }
+        let base_offset = head.next_offset;
+        let count = batch.count();
+        let (batch, stamped) = if stamped_copy {
+            let stamped = batch.restamped(base_offset, term, index);
+            (stamped.clone(), Some(stamped))
+        } else {
+            (batch, None)
+        };
+        let header = batch.stamped_header(base_offset, term, index);
+        self.inner
+            .tx
+            .send(Command::Append {
+                log: self.inner.clone(),
+                batch,
+                header,
+                index,
+                base_offset,
+                notify,
+                enqueued: Instant::now(),
+            })
+            .map_err(|_| StorageError::WriterStopped)?;
+        head.next_index = index + 1;
+        head.next_offset = base_offset + u64::from(count);
+        head.empty = false;
+        Ok(stamped)
+    }
+
+    /// Deletes every entry at log index `from` and after (Raft's conflict
+    /// truncation): later segments are deleted, the segment holding `from`
+    /// is cut and synced, and the log continues at `from`. Appends must not
+    /// be submitted while a truncate is pending.
+    pub fn truncate(&self, from: u64) -> Pending<()> {
         let log = self.inner.clone();
-        let enqueued = Instant::now();
-        self.request(|reply| Command::Append {
-            log,
-            batch,
-            reply,
-            enqueued,
-        })
+        self.request(|reply| Command::Truncate { log, from, reply })
+    }
+
+    /// Records `upto` as purged (durably) and deletes the segments that hold
+    /// only entries at or below it. Entries at or below it are no longer
+    /// read even while their segment still exists. Purging past the last
+    /// entry empties the log; it then continues at `upto.index + 1`.
+    pub fn purge(&self, upto: EntryId) -> Pending<()> {
+        let log = self.inner.clone();
+        self.request(|reply| Command::Purge { log, upto, reply })
     }
 
     /// Deletes whole segments from the start of the log per the retention
@@ -386,10 +605,64 @@ impl PartitionLog {
         self.request(|reply| Command::Sync { log, reply })
     }
 
+    /// The last purged entry, if any.
+    pub fn purged(&self) -> Option<EntryId> {
+        *self.inner.purged.read()
+    }
+
+    /// `[first, next)`: the log indexes currently readable.
+    pub fn index_bounds(&self) -> (u64, u64) {
+        let segments = self.inner.segments.read();
+        let first = *segments.keys().next().expect("a log always has a segment");
+        let end = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .meta
+            .read()
+            .next_index;
+        let first = match *self.inner.purged.read() {
+            Some(p) => first.max(p.index + 1),
+            None => first,
+        };
+        (first.min(end), end)
+    }
+
+    /// The first readable log index, if the log holds any entry.
+    pub fn first_index(&self) -> Option<u64> {
+        let (first, end) = self.index_bounds();
+        (first < end).then_some(first)
+    }
+
+    /// The last readable log index, if the log holds any entry.
+    pub fn last_index(&self) -> Option<u64> {
+        self.last_entry().map(|e| e.index)
+    }
+
+    /// The last readable entry (index and term), if the log holds any that
+    /// is not purged.
+    pub fn last_entry(&self) -> Option<EntryId> {
+        let last = self.inner.segments.read().values().rev().find_map(|s| {
+            let meta = s.meta.read();
+            meta.has_data().then(|| EntryId {
+                index: meta.next_index - 1,
+                term: meta.last_term,
+            })
+        })?;
+        match *self.inner.purged.read() {
+            Some(p) if last.index <= p.index => None,
+            _ => Some(last),
+        }
+    }
+
     /// `[start, end)`: the offsets currently readable.
     pub fn bounds(&self) -> (u64, u64) {
         let segments = self.inner.segments.read();
-        let start = *segments.keys().next().expect("a log always has a segment");
+        let start = segments
+            .values()
+            .next()
+            .expect("a log always has a segment")
+            .base_offset;
         let end = segments
             .values()
             .next_back()
@@ -403,7 +676,11 @@ impl PartitionLog {
     pub fn stats(&self) -> LogStats {
         let segments = self.inner.segments.read();
         let mut stats = LogStats {
-            start_offset: *segments.keys().next().expect("a log always has a segment"),
+            start_offset: segments
+                .values()
+                .next()
+                .expect("a log always has a segment")
+                .base_offset,
             end_offset: 0,
             segments: segments.len(),
             size_bytes: 0,
@@ -414,7 +691,7 @@ impl PartitionLog {
             let meta = seg.meta.read();
             stats.size_bytes += meta.len;
             stats.end_offset = meta.next_offset;
-            if meta.has_data() {
+            if meta.has_data() && meta.min_ts <= meta.max_ts {
                 stats.min_ts = Some(stats.min_ts.map_or(meta.min_ts, |t| t.min(meta.min_ts)));
                 stats.max_ts = Some(stats.max_ts.map_or(meta.max_ts, |t| t.max(meta.max_ts)));
             }
@@ -424,7 +701,8 @@ impl PartitionLog {
 
     /// Calls `visit` with each batch that holds offsets at or after `from`,
     /// in offset order, until it breaks or the readable end is reached. The
-    /// first batch may start before `from`.
+    /// first batch may start before `from`. Control batches (no entries)
+    /// are skipped.
     pub fn scan_from(
         &self,
         from: u64,
@@ -450,10 +728,14 @@ impl PartitionLog {
             });
         }
         let segments: Vec<(Arc<Segment>, u64, u64)> = {
-            let map = self.inner.segments.read();
-            let first = map.range(..=from).next_back().map_or(start, |(b, _)| *b);
-            map.range(first..)
-                .map(|(_, s)| {
+            let all: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+            // Base offsets never decrease along the log; a segment followed
+            // by one with the same base offset holds no entries at all, so
+            // the last segment starting at or before `from` is the one.
+            let first = all.partition_point(|s| s.base_offset <= from).max(1) - 1;
+            all[first..]
+                .iter()
+                .map(|s| {
                     let meta = s.meta.read();
                     (
                         s.clone(),
@@ -464,7 +746,12 @@ impl PartitionLog {
                 .collect()
         };
         stats.index_lookup = lookup_started.elapsed();
-        read_segments(segments, stats, |b| b.next_offset() > from, visit)
+        read_segments(
+            segments,
+            stats,
+            |b| !b.is_control() && b.next_offset() > from,
+            visit,
+        )
     }
 
     /// Reads batches from `from` until at least `max_bytes` are collected
@@ -473,6 +760,76 @@ impl PartitionLog {
         let mut out = Vec::new();
         let mut bytes = 0;
         self.scan_from(from, |batch| {
+            bytes += batch.len();
+            out.push(batch);
+            if bytes >= max_bytes {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `visit` with each batch (data and control) from log index
+    /// `from` on, in index order, until it breaks or the readable end is
+    /// reached. `from` must lie in [`PartitionLog::index_bounds`].
+    pub fn scan_index_from(
+        &self,
+        from: u64,
+        visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
+    ) -> Result<()> {
+        let (start, end) = self.index_bounds();
+        if from < start || from > end {
+            return Err(StorageError::IndexOutOfRange {
+                requested: from,
+                start,
+                end,
+            });
+        }
+        let segments: Vec<(Arc<Segment>, u64, u64)> = {
+            let map = self.inner.segments.read();
+            let first = map.range(..=from).next_back().map_or(start, |(b, _)| *b);
+            map.range(first..)
+                .map(|(_, s)| {
+                    let meta = s.meta.read();
+                    (
+                        s.clone(),
+                        meta.position_for_index(s.base_index, from),
+                        meta.len,
+                    )
+                })
+                .collect()
+        };
+        read_segments(
+            segments,
+            ScanStats::default(),
+            |b| b.log_index() >= from,
+            visit,
+        )
+        .map(|_| ())
+    }
+
+    /// The batches with log indexes in `range` (clamped to what is stored),
+    /// stopping early once `max_bytes` are collected (always at least one
+    /// batch if any is in range).
+    pub fn read_index_range(
+        &self,
+        range: std::ops::Range<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<RecordBatch>> {
+        let (start, end) = self.index_bounds();
+        let from = range.start.max(start);
+        let to = range.end.min(end);
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        let mut bytes = 0;
+        self.scan_index_from(from, |batch| {
+            if batch.log_index() >= to {
+                return ControlFlow::Break(());
+            }
             bytes += batch.len();
             out.push(batch);
             if bytes >= max_bytes {
@@ -557,7 +914,7 @@ fn read_segments(
     Ok(stats)
 }
 
-fn cursor_error(path: &Path, e: CursorError) -> StorageError {
+pub(crate) fn cursor_error(path: &Path, e: CursorError) -> StorageError {
     match e {
         CursorError::Io(source) => StorageError::Io {
             context: format!("read {}", path.display()),
@@ -573,8 +930,13 @@ fn cursor_error(path: &Path, e: CursorError) -> StorageError {
 
 /// Opens a sealed segment, loading its index or rebuilding a missing or
 /// stale one. A preallocated zero tail left by a crash mid-roll is trimmed.
-fn open_sealed(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
-    let path = segment_path(dir, base);
+fn open_sealed(
+    dir: &Path,
+    base_index: u64,
+    base_offset: u64,
+    config: &LogConfig,
+) -> Result<Segment> {
+    let path = segment_path(dir, base_index, base_offset);
     let file = open_segment_file(&path, false)?;
     let len = file
         .metadata()
@@ -584,7 +946,8 @@ fn open_sealed(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
         Some(meta) => meta,
         None => {
             tracing::info!(segment = %path.display(), "rebuilding missing or stale index");
-            let outcome = scan_segment(&file, base, config.index_interval_bytes)?;
+            let outcome =
+                scan_segment(&file, base_index, base_offset, config.index_interval_bytes)?;
             if let Some((position, reason)) = &outcome.stopped {
                 if outcome.clean_tail {
                     file.set_len(outcome.meta.len)
@@ -601,9 +964,27 @@ fn open_sealed(dir: &Path, base: u64, config: &LogConfig) -> Result<Segment> {
         }
     };
     Ok(Segment {
-        base_offset: base,
+        base_index,
+        base_offset,
         path,
         file,
         meta: RwLock::new(meta),
     })
+}
+
+/// Creates a new, empty segment file (the caller fsyncs the directory).
+pub(crate) fn create_segment(
+    dir: &Path,
+    base_index: u64,
+    base_offset: u64,
+) -> Result<Arc<Segment>> {
+    let path = segment_path(dir, base_index, base_offset);
+    let file = open_segment_file(&path, true)?;
+    Ok(Arc::new(Segment {
+        base_index,
+        base_offset,
+        path,
+        file,
+        meta: RwLock::new(SegmentMeta::empty(base_index, base_offset)),
+    }))
 }

@@ -1,20 +1,27 @@
-//! One segment: a `{base_offset:020}.log` file of batches back to back, with a
-//! sparse in-memory index that is persisted beside it when the segment is
-//! sealed.
+//! One segment: a `{base_index:020}-{base_offset:020}.log` file of batches
+//! back to back, with a sparse in-memory index that is persisted beside it
+//! when the segment is sealed.
+//!
+//! Segments are named (and ordered) by the Raft log index of their first
+//! batch: control batches have no entries, so two segments may start at the
+//! same entry offset, but never at the same log index. The name also carries
+//! the entry offset the segment starts at, so an empty segment (a fresh log,
+//! or one cut or purged to nothing) still knows where its offsets continue.
 //!
 //! The index has one point per `index_interval_bytes` of batches. Each point
-//! names a batch start (offset relative to the segment base, byte position)
-//! and the largest timestamp of all batches *before* it. Offsets grow with
-//! position, and so does that running maximum, so both lookups are binary
-//! searches:
-//! - offset `o`: the last point with `rel_offset <= o - base`; scan forward.
+//! names a batch start (log index and entry offset relative to the segment
+//! base, byte position) and the largest timestamp of all batches *before*
+//! it. Indexes and offsets grow with position, and so does that running
+//! maximum, so every lookup is a binary search:
+//! - index `i`: the last point with `rel_index <= i - base_index`.
+//! - offset `o`: the last point with `rel_offset <= o - base_offset`.
 //! - time `t`: the last point whose `max_ts_before < t`; every batch before it
 //!   is older than `t`, so scanning starts there.
 //!
-//! On disk the points are split, Kafka style, into `.index` (rel offset →
-//! position) and `.timeindex` (max ts → rel offset). Both carry a header with
-//! the segment length they describe and a CRC, so a missing, torn or stale
-//! index is noticed on open and rebuilt from the segment.
+//! On disk the points are split, Kafka style, into `.index` (rel offset, rel
+//! index → position) and `.timeindex` (max ts → rel offset). Both carry a
+//! header with the segment length they describe and a CRC, so a missing,
+//! torn or stale index is noticed on open and rebuilt from the segment.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -31,6 +38,7 @@ use crate::fsutil::atomic_write;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IndexPoint {
     pub rel_offset: u32,
+    pub rel_index: u32,
     pub position: u32,
     pub max_ts_before: i64,
 }
@@ -41,16 +49,22 @@ pub(crate) struct IndexPoint {
 pub(crate) struct SegmentMeta {
     pub len: u64,
     pub next_offset: u64,
+    /// The log index the next batch gets (base index when empty).
+    pub next_index: u64,
+    /// Term of the last batch; meaningless when empty.
+    pub last_term: u64,
     pub min_ts: i64,
     pub max_ts: i64,
     pub index: Vec<IndexPoint>,
 }
 
 impl SegmentMeta {
-    pub fn empty(base_offset: u64) -> Self {
+    pub fn empty(base_index: u64, base_offset: u64) -> Self {
         SegmentMeta {
             len: 0,
             next_offset: base_offset,
+            next_index: base_index,
+            last_term: 0,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             index: Vec::new(),
@@ -72,6 +86,17 @@ impl SegmentMeta {
         }
     }
 
+    /// Byte position to start scanning for log index `index`.
+    pub fn position_for_index(&self, base_index: u64, index: u64) -> u64 {
+        let rel = index.saturating_sub(base_index).min(u32::MAX as u64) as u32;
+        let i = self.index.partition_point(|p| p.rel_index <= rel);
+        if i == 0 {
+            0
+        } else {
+            u64::from(self.index[i - 1].position)
+        }
+    }
+
     /// Byte position to start scanning for entries at or after `ts`.
     pub fn position_for_time(&self, ts: i64) -> u64 {
         let i = self.index.partition_point(|p| p.max_ts_before < ts);
@@ -85,14 +110,15 @@ impl SegmentMeta {
 
 #[derive(Debug)]
 pub(crate) struct Segment {
+    pub base_index: u64,
     pub base_offset: u64,
     pub path: PathBuf,
     pub file: File,
     pub meta: RwLock<SegmentMeta>,
 }
 
-pub(crate) fn segment_path(dir: &Path, base_offset: u64) -> PathBuf {
-    dir.join(format!("{base_offset:020}.log"))
+pub(crate) fn segment_path(dir: &Path, base_index: u64, base_offset: u64) -> PathBuf {
+    dir.join(format!("{base_index:020}-{base_offset:020}.log"))
 }
 
 fn index_paths(log_path: &Path) -> (PathBuf, PathBuf) {
@@ -102,13 +128,24 @@ fn index_paths(log_path: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-/// Parses `{base_offset:020}.log`.
-pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_u64_20(s: &str) -> Option<u64> {
+    if s.len() != 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    s.parse().ok()
+}
+
+/// Parses `{base_index:020}-{base_offset:020}.log`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".log")?;
+    let (index, offset) = stem.split_once('-')?;
+    Some((parse_u64_20(index)?, parse_u64_20(offset)?))
+}
+
+/// True for a segment name of the first (pre-replication) format,
+/// `{base_offset:020}.log`, whose batches this build cannot read.
+pub(crate) fn is_v1_segment_name(name: &str) -> bool {
+    name.strip_suffix(".log").and_then(parse_u64_20).is_some()
 }
 
 /// Reads verified batches from a byte range of a segment file in large
@@ -119,7 +156,8 @@ pub(crate) struct BatchCursor<'a> {
     end: u64,
     buf: Bytes,
     buf_start: u64,
-    expected_offset: Option<u64>,
+    /// (offset, index) the next batch must have, when checked.
+    expected: Option<(u64, u64)>,
 }
 
 pub(crate) const READ_CHUNK: usize = 256 << 10;
@@ -139,13 +177,14 @@ impl<'a> BatchCursor<'a> {
             end,
             buf: Bytes::new(),
             buf_start: start,
-            expected_offset: None,
+            expected: None,
         }
     }
 
-    /// Requires batches to follow each other without gaps from `offset`.
-    pub fn expect_offsets_from(mut self, offset: u64) -> Self {
-        self.expected_offset = Some(offset);
+    /// Requires batches to follow each other without gaps in offsets and
+    /// log indexes from `(offset, index)`.
+    pub fn expect_sequence_from(mut self, offset: u64, index: u64) -> Self {
+        self.expected = Some((offset, index));
         self
     }
 
@@ -204,11 +243,14 @@ impl<'a> BatchCursor<'a> {
             Ok(b) => b,
             Err(e) => return fail(e),
         };
-        if let Some(expected) = self.expected_offset {
-            if batch.base_offset() != expected {
+        if let Some((offset, index)) = self.expected {
+            if batch.base_offset() != offset {
                 return fail(BatchError::Malformed("batch offset out of sequence"));
             }
-            self.expected_offset = Some(batch.next_offset());
+            if batch.log_index() != index {
+                return fail(BatchError::Malformed("batch log index out of sequence"));
+            }
+            self.expected = Some((batch.next_offset(), index + 1));
         }
         self.pos += len as u64;
         Some(Ok(batch))
@@ -231,13 +273,15 @@ pub(crate) struct ScanOutcome {
 /// whose index files are missing or stale.
 pub(crate) fn scan_segment(
     file: &File,
+    base_index: u64,
     base_offset: u64,
     index_interval: u32,
 ) -> Result<ScanOutcome> {
     let file_len = file.metadata().ctx(|| "stat segment".into())?.len();
-    let mut meta = SegmentMeta::empty(base_offset);
+    let mut meta = SegmentMeta::empty(base_index, base_offset);
     let mut bytes_since_index = 0u64;
-    let mut cursor = BatchCursor::new(file, 0, file_len).expect_offsets_from(base_offset);
+    let mut cursor =
+        BatchCursor::new(file, 0, file_len).expect_sequence_from(base_offset, base_index);
     let mut stopped = None;
     while let Some(item) = cursor.next_batch() {
         match item {
@@ -246,6 +290,7 @@ pub(crate) fn scan_segment(
                 if meta.index.is_empty() || bytes_since_index >= u64::from(index_interval) {
                     meta.index.push(IndexPoint {
                         rel_offset: (batch.base_offset() - base_offset) as u32,
+                        rel_index: (batch.log_index() - base_index) as u32,
                         position: position as u32,
                         max_ts_before: meta.max_ts,
                     });
@@ -257,6 +302,8 @@ pub(crate) fn scan_segment(
                     meta.max_ts = meta.max_ts.max(batch.header().max_ts);
                 }
                 meta.next_offset = batch.next_offset();
+                meta.next_index = batch.log_index() + 1;
+                meta.last_term = batch.term();
                 meta.len = cursor.position();
             }
             Err(CursorError::Io(e)) => {
@@ -297,10 +344,13 @@ fn tail_is_zero(file: &File, mut pos: u64, end: u64) -> Result<bool> {
     Ok(true)
 }
 
-const INDEX_MAGIC: &[u8; 4] = b"CIX1";
-const TIME_INDEX_MAGIC: &[u8; 4] = b"CTX1";
-/// magic, crc, covered segment length, point count, next offset, min ts, max ts.
-const INDEX_HEADER_LEN: usize = 4 + 4 + 8 + 4 + 8 + 8 + 8;
+const INDEX_MAGIC: &[u8; 4] = b"CIX2";
+const TIME_INDEX_MAGIC: &[u8; 4] = b"CTX2";
+/// magic, crc, covered segment length, point count, next offset, min ts, max
+/// ts, next index, last term.
+const INDEX_HEADER_LEN: usize = 4 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 8;
+const OFFSET_POINT_LEN: usize = 12;
+const TIME_POINT_LEN: usize = 12;
 
 fn encode_index_file(magic: &[u8; 4], meta: &SegmentMeta, points: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + points.len());
@@ -311,6 +361,8 @@ fn encode_index_file(magic: &[u8; 4], meta: &SegmentMeta, points: &[u8]) -> Vec<
     out.extend_from_slice(&meta.next_offset.to_le_bytes());
     out.extend_from_slice(&meta.min_ts.to_le_bytes());
     out.extend_from_slice(&meta.max_ts.to_le_bytes());
+    out.extend_from_slice(&meta.next_index.to_le_bytes());
+    out.extend_from_slice(&meta.last_term.to_le_bytes());
     out.extend_from_slice(points);
     let crc = crc32c_of(&out[8..]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -324,10 +376,11 @@ fn crc32c_of(bytes: &[u8]) -> u32 {
 /// Writes the segment's index files atomically (done when it is sealed).
 pub(crate) fn write_index_files(log_path: &Path, meta: &SegmentMeta) -> Result<()> {
     let (index_path, time_path) = index_paths(log_path);
-    let mut offsets = Vec::with_capacity(meta.index.len() * 8);
-    let mut times = Vec::with_capacity(meta.index.len() * 12);
+    let mut offsets = Vec::with_capacity(meta.index.len() * OFFSET_POINT_LEN);
+    let mut times = Vec::with_capacity(meta.index.len() * TIME_POINT_LEN);
     for p in &meta.index {
         offsets.extend_from_slice(&p.rel_offset.to_le_bytes());
+        offsets.extend_from_slice(&p.rel_index.to_le_bytes());
         offsets.extend_from_slice(&p.position.to_le_bytes());
         times.extend_from_slice(&p.max_ts_before.to_le_bytes());
         times.extend_from_slice(&p.rel_offset.to_le_bytes());
@@ -357,6 +410,8 @@ struct IndexFile {
     next_offset: u64,
     min_ts: i64,
     max_ts: i64,
+    next_index: u64,
+    last_term: u64,
     points: Vec<u8>,
 }
 
@@ -381,6 +436,8 @@ fn read_index_file(path: &Path, magic: &[u8; 4], point_len: usize) -> Option<Ind
         next_offset: u64_at(20),
         min_ts: u64_at(28) as i64,
         max_ts: u64_at(36) as i64,
+        next_index: u64_at(44),
+        last_term: u64_at(52),
         points,
     })
 }
@@ -389,20 +446,21 @@ fn read_index_file(path: &Path, magic: &[u8; 4], point_len: usize) -> Option<Ind
 /// describe exactly `segment_len` bytes; `None` means "rebuild it".
 pub(crate) fn load_index_files(log_path: &Path, segment_len: u64) -> Option<SegmentMeta> {
     let (index_path, time_path) = index_paths(log_path);
-    let offsets = read_index_file(&index_path, INDEX_MAGIC, 8)?;
-    let times = read_index_file(&time_path, TIME_INDEX_MAGIC, 12)?;
+    let offsets = read_index_file(&index_path, INDEX_MAGIC, OFFSET_POINT_LEN)?;
+    let times = read_index_file(&time_path, TIME_INDEX_MAGIC, TIME_POINT_LEN)?;
     if offsets.covered_len != segment_len
         || times.covered_len != segment_len
         || offsets.count != times.count
         || offsets.next_offset != times.next_offset
+        || offsets.next_index != times.next_index
     {
         return None;
     }
     let mut index = Vec::with_capacity(offsets.count);
     for (o, t) in offsets
         .points
-        .chunks_exact(8)
-        .zip(times.points.chunks_exact(12))
+        .chunks_exact(OFFSET_POINT_LEN)
+        .zip(times.points.chunks_exact(TIME_POINT_LEN))
     {
         let rel_offset = u32::from_le_bytes(o[0..4].try_into().ok()?);
         if rel_offset != u32::from_le_bytes(t[8..12].try_into().ok()?) {
@@ -410,13 +468,16 @@ pub(crate) fn load_index_files(log_path: &Path, segment_len: u64) -> Option<Segm
         }
         index.push(IndexPoint {
             rel_offset,
-            position: u32::from_le_bytes(o[4..8].try_into().ok()?),
+            rel_index: u32::from_le_bytes(o[4..8].try_into().ok()?),
+            position: u32::from_le_bytes(o[8..12].try_into().ok()?),
             max_ts_before: i64::from_le_bytes(t[0..8].try_into().ok()?),
         });
     }
     Some(SegmentMeta {
         len: segment_len,
         next_offset: offsets.next_offset,
+        next_index: offsets.next_index,
+        last_term: offsets.last_term,
         min_ts: offsets.min_ts,
         max_ts: offsets.max_ts,
         index,

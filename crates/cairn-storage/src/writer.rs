@@ -13,7 +13,14 @@
 //! Appends that would overflow the active segment (or find it too old) first
 //! flush what is staged, then roll: the old segment is synced, trimmed of its
 //! preallocated tail, and its index files are written; a new segment starts at
-//! the next offset. A failed write or sync *poisons* the log: after fsync
+//! the next log index (and offset).
+//!
+//! Raft's log operations run here too, so they are ordered with appends:
+//! `truncate` deletes later segments (last first, so a crash never leaves a
+//! hole), cuts the segment holding the index and syncs it, and makes it the
+//! active one; `purge` records the purged entry in `purged.json`, then
+//! deletes the segments that hold nothing newer (a purge past the last entry
+//! first starts a fresh, empty segment after it). A failed write or sync *poisons* the log: after fsync
 //! fails the page cache cannot be trusted, so the log refuses appends until it
 //! is reopened and recovered from what is really on disk.
 
@@ -27,28 +34,45 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cairn_types::RecordBatch;
+use cairn_types::batch::HEADER_LEN;
 use parking_lot::Mutex;
 use rustix::fs::{FallocateFlags, FlockOperation};
 use tokio::sync::oneshot;
 
 use crate::config::{DataDirOptions, Durability, LogConfig};
 use crate::error::{IoContext, Result, StorageError};
-use crate::fsutil::{create_dir_durable, fsync_dir};
+use crate::fsutil::{atomic_write, create_dir_durable, fsync_dir};
 use crate::log::{
-    ActiveState, AppendInfo, LogInner, PartitionLog, RetentionOutcome, open_segment_file,
+    ActiveState, AppendInfo, EntryId, LogInner, Notify, PURGED_FILE, PartitionLog,
+    RetentionOutcome, create_segment,
 };
 use crate::segment::{
-    IndexPoint, Segment, SegmentMeta, remove_index_files, segment_path, write_index_files,
+    BatchCursor, IndexPoint, Segment, remove_index_files, scan_segment, write_index_files,
 };
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 pub(crate) enum Command {
+    /// `header` is the batch's header as stamped at submission; the writer
+    /// checks `index`/`base_offset` continue the log before writing it.
     Append {
         log: Arc<LogInner>,
         batch: RecordBatch,
-        reply: Reply<AppendInfo>,
+        header: [u8; HEADER_LEN],
+        index: u64,
+        base_offset: u64,
+        notify: Notify,
         enqueued: Instant,
+    },
+    Truncate {
+        log: Arc<LogInner>,
+        from: u64,
+        reply: Reply<()>,
+    },
+    Purge {
+        log: Arc<LogInner>,
+        upto: EntryId,
+        reply: Reply<()>,
     },
     Register {
         log: Arc<LogInner>,
@@ -206,6 +230,14 @@ impl Drop for DataDir {
     }
 }
 
+/// An append as the writer stages it.
+struct Staged {
+    batch: RecordBatch,
+    header: [u8; HEADER_LEN],
+    index: u64,
+    base_offset: u64,
+}
+
 struct Writer {
     rx: mpsc::Receiver<Command>,
     options: DataDirOptions,
@@ -269,11 +301,24 @@ impl Writer {
         if let Command::Append {
             log,
             batch,
-            reply,
+            header,
+            index,
+            base_offset,
+            notify,
             enqueued,
         } = cmd
         {
-            self.stage(log, batch, reply, enqueued);
+            self.stage(
+                log,
+                Staged {
+                    batch,
+                    header,
+                    index,
+                    base_offset,
+                },
+                notify,
+                enqueued,
+            );
             return Flow::Continue;
         }
         // Everything else sees the effect of all appends before it.
@@ -281,6 +326,36 @@ impl Writer {
         match cmd {
             Command::Append { .. } => unreachable!("handled above"),
             Command::Register { log } => self.logs.push(log),
+            Command::Truncate { log, from, reply } => {
+                let mut st = log.active.lock();
+                let result = match &st.poisoned {
+                    Some(reason) => Err(poisoned(&log, reason)),
+                    None => truncate(&log, &mut st, from),
+                };
+                if let Err(e) = &result {
+                    // The segment files may be half done: refuse further
+                    // writes until a reopen recovers from what is on disk.
+                    if !matches!(e, StorageError::InvalidRequest { .. }) && st.poisoned.is_none() {
+                        poison(&log, &mut st, e.to_string());
+                    }
+                }
+                log.reset_head(&st);
+                let _ = reply.send(result);
+            }
+            Command::Purge { log, upto, reply } => {
+                let mut st = log.active.lock();
+                let result = match &st.poisoned {
+                    Some(reason) => Err(poisoned(&log, reason)),
+                    None => purge(&log, &mut st, upto),
+                };
+                if let Err(e) = &result
+                    && st.poisoned.is_none()
+                {
+                    poison(&log, &mut st, e.to_string());
+                }
+                log.reset_head(&st);
+                let _ = reply.send(result);
+            }
             Command::Retention { log, now_us, reply } => {
                 let _ = reply.send(self.retention(&log, now_us));
             }
@@ -305,17 +380,42 @@ impl Writer {
         Flow::Continue
     }
 
-    fn stage(
-        &mut self,
-        log: Arc<LogInner>,
-        batch: RecordBatch,
-        reply: Reply<AppendInfo>,
-        enqueued: Instant,
-    ) {
+    fn stage(&mut self, log: Arc<LogInner>, item: Staged, notify: Notify, enqueued: Instant) {
         let picked = Instant::now();
         let mut st = log.active.lock();
         if let Some(reason) = &st.poisoned {
-            let _ = reply.send(Err(poisoned(&log, reason)));
+            notify.send(Err(poisoned(&log, reason)));
+            return;
+        }
+        let Staged {
+            batch,
+            header,
+            index,
+            base_offset,
+        } = item;
+        let term = cairn_types::batch::BatchHeader::parse(&header).map_or(0, |h| h.epoch);
+        if index != st.next_index && may_restart_at(&log, &st, index) {
+            // A log holding nothing (or only purged entries) starts wherever
+            // its next entry is: after a purge, or a follower's first append.
+            self.flush(&log, &mut st);
+            if let Err(e) = restart_at(&log, &mut st, index) {
+                poison(&log, &mut st, e.to_string());
+            }
+            if let Some(reason) = &st.poisoned {
+                notify.send(Err(poisoned(&log, reason)));
+                return;
+            }
+        }
+        if index != st.next_index || base_offset != st.next_offset {
+            // Submission stamps batches in order, so this means a truncate or
+            // purge raced with appends; the batch is refused, the log is fine.
+            let err = StorageError::IndexOutOfSequence {
+                path: log.dir.clone(),
+                expected: st.next_index,
+                got: index,
+            };
+            notify.send(Err(err));
+            log.reset_head(&st);
             return;
         }
         let len = batch.len() as u64;
@@ -325,15 +425,15 @@ impl Writer {
             self.flush(&log, &mut st);
             self.roll(&log, &mut st);
             if let Some(reason) = &st.poisoned {
-                let _ = reply.send(Err(poisoned(&log, reason)));
+                notify.send(Err(poisoned(&log, reason)));
                 return;
             }
         }
-        let base_offset = st.next_offset;
         let position = st.end_pos();
         if position == 0 || st.bytes_since_index >= u64::from(cfg.index_interval_bytes) {
             let point = IndexPoint {
                 rel_offset: (base_offset - st.segment.base_offset) as u32,
+                rel_index: (index - st.segment.base_index) as u32,
                 position: position as u32,
                 max_ts_before: st.max_ts,
             };
@@ -341,17 +441,21 @@ impl Writer {
             st.bytes_since_index = 0;
         }
         st.bytes_since_index += len;
-        let header = batch.stamped_header(base_offset, 0);
         st.staged.extend_from_slice(&header);
         st.staged.extend_from_slice(batch.payload());
         st.next_offset += u64::from(batch.count());
-        st.min_ts = st.min_ts.min(batch.header().min_ts);
-        st.max_ts = st.max_ts.max(batch.header().max_ts);
+        st.next_index = index + 1;
+        st.last_term = term;
+        if batch.count() > 0 {
+            st.min_ts = st.min_ts.min(batch.header().min_ts);
+            st.max_ts = st.max_ts.max(batch.header().max_ts);
+        }
         st.waiters.push(crate::log::Waiter {
-            reply,
+            notify,
             info: AppendInfo {
                 base_offset,
                 count: batch.count(),
+                log_index: index,
                 timings: crate::log::AppendTimings {
                     queued: picked.saturating_duration_since(enqueued),
                     ..Default::default()
@@ -426,6 +530,8 @@ impl Writer {
             let mut meta = st.segment.meta.write();
             meta.len = st.write_pos;
             meta.next_offset = st.next_offset;
+            meta.next_index = st.next_index;
+            meta.last_term = st.last_term;
             meta.min_ts = st.min_ts;
             meta.max_ts = st.max_ts;
             meta.index.append(&mut st.staged_index);
@@ -439,7 +545,7 @@ impl Writer {
             w.info.timings.write = write;
             w.info.timings.sync = sync;
             w.info.timings.group_size = group_size;
-            let _ = w.reply.send(Ok(w.info));
+            w.notify.send(Ok(w.info));
         }
     }
 
@@ -493,7 +599,7 @@ impl Writer {
             .map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
         for seg in segments
             .iter()
-            .filter(|s| s.base_offset != st.segment.base_offset)
+            .filter(|s| s.base_index != st.segment.base_index)
         {
             let (len, max_ts, has_data) = {
                 let m = seg.meta.read();
@@ -504,9 +610,7 @@ impl Writer {
             if !expired && !over_size {
                 break;
             }
-            log.segments.write().remove(&seg.base_offset);
-            fs::remove_file(&seg.path).ctx(|| format!("delete {}", seg.path.display()))?;
-            remove_index_files(&seg.path)?;
+            delete_segment(log, seg)?;
             total -= len;
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += len;
@@ -566,20 +670,176 @@ fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
         .sync_all()
         .ctx(|| format!("fsync {}", old.path.display()))?;
     write_index_files(&old.path, &old.meta.read())?;
-    let base = st.next_offset;
-    let path = segment_path(&log.dir, base);
-    let file = open_segment_file(&path, true)?;
+    let segment = create_segment(&log.dir, st.next_index, st.next_offset)?;
     fsync_dir(&log.dir)?;
-    let segment = Arc::new(Segment {
-        base_offset: base,
-        path,
-        file,
-        meta: parking_lot::RwLock::new(SegmentMeta::empty(base)),
-    });
-    log.segments.write().insert(base, segment.clone());
+    log.segments
+        .write()
+        .insert(segment.base_index, segment.clone());
     let in_group = st.in_group;
     *st = ActiveState::fresh(segment);
     st.in_group = in_group;
+    Ok(())
+}
+
+/// Removes a segment from the map and deletes its files (the caller fsyncs
+/// the directory). Readers holding it keep reading through their handle.
+fn delete_segment(log: &LogInner, seg: &Segment) -> Result<()> {
+    log.segments.write().remove(&seg.base_index);
+    fs::remove_file(&seg.path).ctx(|| format!("delete {}", seg.path.display()))?;
+    remove_index_files(&seg.path)
+}
+
+/// True when the log may continue at `index` instead of its next index:
+/// it holds no batch at all, or only purged ones and `index` is after the
+/// purge point.
+pub(crate) fn may_restart_at(log: &LogInner, st: &ActiveState, index: u64) -> bool {
+    if st.end_pos() == 0 && log.segments.read().len() == 1 {
+        return true;
+    }
+    log.purged
+        .read()
+        .is_some_and(|p| st.next_index <= p.index + 1 && index > p.index)
+}
+
+/// Replaces every segment by one empty segment starting at log index
+/// `index`, keeping the offset the log continues at. Only for a log whose
+/// entries are all purged (or that has none). Expects nothing staged.
+fn restart_at(log: &LogInner, st: &mut ActiveState, index: u64) -> Result<()> {
+    debug_assert!(st.staged.is_empty());
+    let segment = create_segment(&log.dir, index, st.next_offset)?;
+    let old: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    log.segments
+        .write()
+        .insert(segment.base_index, segment.clone());
+    fsync_dir(&log.dir)?;
+    for seg in old {
+        delete_segment(log, &seg)?;
+    }
+    fsync_dir(&log.dir)?;
+    st.replace(
+        segment.clone(),
+        &crate::segment::SegmentMeta::empty(segment.base_index, segment.base_offset),
+        0,
+    );
+    Ok(())
+}
+
+/// Deletes every entry at index `from` and after. See the module docs.
+fn truncate(log: &LogInner, st: &mut ActiveState, from: u64) -> Result<()> {
+    debug_assert!(st.staged.is_empty(), "truncate with staged bytes");
+    if from >= st.next_index {
+        return Ok(());
+    }
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    let first = segments[0].base_index;
+    if from < first {
+        return Err(StorageError::InvalidRequest {
+            path: log.dir.clone(),
+            reason: format!("cannot truncate at index {from}: the log starts at {first}"),
+        });
+    }
+    // The segment that keeps a prefix: the last one starting before `from`
+    // (or the first one, cut to nothing).
+    let keep = segments.partition_point(|s| s.base_index < from).max(1) - 1;
+    let mut deleted = false;
+    for seg in segments[keep + 1..].iter().rev() {
+        delete_segment(log, seg)?;
+        deleted = true;
+    }
+    if deleted {
+        fsync_dir(&log.dir)?;
+    }
+    let target = segments[keep].clone();
+    let cut = {
+        let meta = target.meta.read().clone();
+        if from <= target.base_index {
+            0
+        } else if from >= meta.next_index {
+            meta.len
+        } else {
+            let start = meta.position_for_index(target.base_index, from);
+            let mut cursor = BatchCursor::new(&target.file, start, meta.len);
+            let mut cut = None;
+            while let Some(item) = cursor.next_batch() {
+                let batch = item.map_err(|e| crate::log::cursor_error(&target.path, e))?;
+                if batch.log_index() >= from {
+                    cut = Some(cursor.position() - batch.len() as u64);
+                    break;
+                }
+            }
+            cut.unwrap_or(meta.len)
+        }
+    };
+    remove_index_files(&target.path)?;
+    target
+        .file
+        .set_len(cut)
+        .and_then(|()| target.file.sync_all())
+        .ctx(|| format!("truncate {}", target.path.display()))?;
+    let outcome = scan_segment(
+        &target.file,
+        target.base_index,
+        target.base_offset,
+        log.config.index_interval_bytes,
+    )?;
+    if let Some((position, reason)) = outcome.stopped {
+        return Err(StorageError::Io {
+            context: format!(
+                "rescan {} after truncating it: stopped at byte {position}: {reason}",
+                target.path.display()
+            ),
+            source: std::io::Error::other("segment does not verify after truncation"),
+        });
+    }
+    *target.meta.write() = outcome.meta.clone();
+    st.replace(target, &outcome.meta, outcome.bytes_since_index);
+    tracing::debug!(dir = %log.dir.display(), from, "truncated log");
+    Ok(())
+}
+
+/// Records `upto` as purged and deletes what it covers. See the module docs.
+fn purge(log: &LogInner, st: &mut ActiveState, upto: EntryId) -> Result<()> {
+    let current = *log.purged.read();
+    if current.is_some_and(|p| p.index >= upto.index) {
+        return Ok(());
+    }
+    let path = log.dir.join(PURGED_FILE);
+    let json = serde_json::to_vec(&upto).expect("EntryId serializes");
+    atomic_write(&path, &json)?;
+    *log.purged.write() = Some(upto);
+    drop_purged(log, st, upto.index)
+}
+
+/// Deletes the segments holding only entries at or below `upto`; if that is
+/// every entry, first starts an empty segment at `upto + 1` so the log can
+/// continue there. Also run on open, to finish a purge a crash interrupted.
+pub(crate) fn drop_purged(log: &LogInner, st: &mut ActiveState, upto: u64) -> Result<()> {
+    debug_assert!(st.staged.is_empty(), "purge with staged bytes");
+    let fresh = st.end_pos() == 0 && st.segment.base_index == upto + 1;
+    if st.next_index <= upto + 1 && !fresh {
+        let segment = create_segment(&log.dir, upto + 1, st.next_offset)?;
+        log.segments
+            .write()
+            .insert(segment.base_index, segment.clone());
+        fsync_dir(&log.dir)?;
+        st.replace(
+            segment.clone(),
+            &crate::segment::SegmentMeta::empty(segment.base_index, segment.base_offset),
+            0,
+        );
+    }
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    let mut deleted = false;
+    for seg in segments {
+        if seg.base_index == st.segment.base_index || seg.meta.read().next_index > upto + 1 {
+            break;
+        }
+        delete_segment(log, &seg)?;
+        deleted = true;
+    }
+    if deleted {
+        fsync_dir(&log.dir)?;
+    }
     Ok(())
 }
 
@@ -612,7 +872,7 @@ fn poison(log: &LogInner, st: &mut ActiveState, reason: String) {
     st.staged.clear();
     st.staged_index.clear();
     for w in st.waiters.drain(..) {
-        let _ = w.reply.send(Err(poisoned(log, &reason)));
+        w.notify.send(Err(poisoned(log, &reason)));
     }
     st.poisoned = Some(reason);
 }

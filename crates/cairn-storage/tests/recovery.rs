@@ -48,6 +48,13 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The entry offset a segment starts at: the second part of its name
+/// (`{base_index:020}-{base_offset:020}.log`).
+fn base_offset_of(segment: &Path) -> u64 {
+    let stem = segment.file_stem().unwrap().to_str().unwrap();
+    stem.split_once('-').unwrap().1.parse().unwrap()
+}
+
 fn check_messages(entries: &[(u64, cairn_types::Entry)]) {
     for (offset, e) in entries {
         assert!(
@@ -78,7 +85,7 @@ fn given_a_torn_tail_when_reopened_should_cut_it_and_keep_appending() {
             .write(true)
             .open(&seg)
             .unwrap();
-        let one_batch = batch(&[entry(1, Level::Info, "svc", "torn".into())]).restamped(30, 0);
+        let one_batch = batch(&[entry(1, Level::Info, "svc", "torn".into())]).restamped(30, 0, 3);
         f.write_all_at(&one_batch.as_bytes()[..30], good_len)
             .unwrap();
     }
@@ -128,20 +135,8 @@ fn given_a_flipped_byte_in_a_sealed_segment_reads_report_corruption_and_the_rest
     assert!(segs.len() >= 3, "need several segments, got {}", segs.len());
     // Flip one byte in the middle of the second segment.
     let victim = &segs[1];
-    let victim_base: u64 = victim
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let third_base: u64 = segs[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let victim_base = base_offset_of(victim);
+    let third_base = base_offset_of(&segs[2]);
     let f = OpenOptions::new()
         .read(true)
         .write(true)

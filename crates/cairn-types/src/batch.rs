@@ -4,18 +4,28 @@
 //! offset size field
 //!  0     4    batch_len    whole batch, header included (u32 LE)
 //!  4     4    crc          CRC-32C (Castagnoli) over bytes [8, batch_len)
-//!  8     1    magic        format version, currently 1
-//!  9     1    flags        reserved, 0
+//!  8     1    magic        format version, currently 2
+//!  9     1    flags        bit 0: CONTROL (see below); other bits 0
 //! 10     2    reserved     0
 //! 12     4    count        number of entries
 //! 16     8    base_offset  offset of the first entry; entry i has base_offset + i
 //! 24     8    min_ts       smallest entry timestamp (µs)
 //! 32     8    max_ts       largest entry timestamp (µs)
-//! 40     8    epoch        leader epoch (Raft term) that wrote the batch; 0 on a single node
-//! 48     ..   payload      `count` entries, back to back
+//! 40     8    epoch        Raft term of the entry this batch is; 0 on a single node
+//! 48     8    log_index    Raft log index of the entry this batch is
+//! 56     ..   payload      `count` entries, back to back
 //! ```
 //!
-//! Each entry in the payload is: timestamp as a zigzag varint delta from the
+//! One batch is one Raft log entry, so `(epoch, log_index)` is its log id.
+//! A **control** batch ([`FLAG_CONTROL`]) has `count = 0` and an opaque
+//! payload (e.g. a serialized blank or membership entry, or a controller
+//! command); it occupies a log index but no entry offsets, so its
+//! `base_offset` equals the next batch's.
+//!
+//! Version 1 (48-byte header, no `log_index`) predates replication and is
+//! refused with [`BatchError::BadMagic`].
+//!
+//! Each entry in the payload of a data batch is: timestamp as a zigzag varint delta from the
 //! previous entry (the first from 0), level as one byte, then source and
 //! message as (varint length, UTF-8 bytes), then a varint attribute count and
 //! that many (key, value) strings in the same form.
@@ -23,15 +33,20 @@
 //! The CRC covers the header fields after itself, so a flipped offset, count or
 //! timestamp is caught just like a flipped payload byte. Offsets are assigned
 //! by the log when the batch is appended: [`RecordBatch::stamped_header`]
-//! rewrites `base_offset`/`epoch` and the CRC without copying the payload.
+//! rewrites `base_offset`/`epoch`/`log_index` and the CRC without copying
+//! the payload.
 
 use bytes::Bytes;
 
 use crate::entry::{Attributes, Entry, EntryRef, Level};
 use crate::varint;
 
-pub const HEADER_LEN: usize = 48;
-pub const MAGIC: u8 = 1;
+pub const HEADER_LEN: usize = 56;
+pub const MAGIC: u8 = 2;
+/// `flags` bit of a control batch: `count = 0`, the payload is opaque bytes.
+pub const FLAG_CONTROL: u8 = 0x01;
+/// Flag bits this version knows; a batch with any other bit set is refused.
+const KNOWN_FLAGS: u8 = FLAG_CONTROL;
 /// Upper bound on one batch, so a corrupt length field cannot make a reader
 /// allocate gigabytes. Producers' requests are capped well below this.
 pub const MAX_BATCH_LEN: usize = 64 << 20;
@@ -42,8 +57,12 @@ pub enum BatchError {
     Truncated { needed: usize, available: usize },
     #[error("batch length {0} is outside [{HEADER_LEN}, {MAX_BATCH_LEN}]")]
     BadLength(usize),
-    #[error("unsupported batch format version {0}")]
+    #[error(
+        "unsupported batch format version {0} (this build reads version {MAGIC}; version 1 data from before replication is not readable)"
+    )]
     BadMagic(u8),
+    #[error("unknown batch flags {0:#04x}")]
+    BadFlags(u8),
     #[error("batch checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Checksum { stored: u32, computed: u32 },
     #[error("malformed batch payload: {0}")]
@@ -64,6 +83,7 @@ pub struct BatchHeader {
     pub min_ts: i64,
     pub max_ts: i64,
     pub epoch: u64,
+    pub log_index: u64,
 }
 
 impl BatchHeader {
@@ -89,6 +109,7 @@ impl BatchHeader {
             min_ts: u64_at(24) as i64,
             max_ts: u64_at(32) as i64,
             epoch: u64_at(40),
+            log_index: u64_at(48),
         };
         let len = header.batch_len as usize;
         if !(HEADER_LEN..=MAX_BATCH_LEN).contains(&len) {
@@ -97,12 +118,23 @@ impl BatchHeader {
         if header.magic != MAGIC {
             return Err(BatchError::BadMagic(header.magic));
         }
+        if header.flags & !KNOWN_FLAGS != 0 {
+            return Err(BatchError::BadFlags(header.flags));
+        }
+        if header.is_control() && header.count != 0 {
+            return Err(BatchError::Malformed("control batch with entries"));
+        }
         Ok(header)
     }
 
     /// The offset after the last entry of this batch.
     pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.count)
+    }
+
+    /// True for a control batch (no entries, opaque payload).
+    pub fn is_control(&self) -> bool {
+        self.flags & FLAG_CONTROL != 0
     }
 
     fn encode(&self) -> [u8; HEADER_LEN] {
@@ -116,6 +148,7 @@ impl BatchHeader {
         h[24..32].copy_from_slice(&self.min_ts.to_le_bytes());
         h[32..40].copy_from_slice(&self.max_ts.to_le_bytes());
         h[40..48].copy_from_slice(&self.epoch.to_le_bytes());
+        h[48..56].copy_from_slice(&self.log_index.to_le_bytes());
         h
     }
 }
@@ -217,6 +250,7 @@ impl BatchBuilder {
             min_ts,
             max_ts,
             epoch: 0,
+            log_index: 0,
         };
         let encoded = header.encode();
         header.crc = checksum(&encoded[8..], &buf[HEADER_LEN..]);
@@ -276,6 +310,35 @@ impl RecordBatch {
         Ok(RecordBatch { header, bytes })
     }
 
+    /// A control batch carrying `payload` (opaque to the log). Offsets, term
+    /// and index are stamped when it is appended.
+    pub fn control(payload: &[u8]) -> Result<RecordBatch, BatchError> {
+        let len = HEADER_LEN + payload.len();
+        if len > MAX_BATCH_LEN {
+            return Err(BatchError::TooLarge);
+        }
+        let mut header = BatchHeader {
+            batch_len: len as u32,
+            crc: 0,
+            magic: MAGIC,
+            flags: FLAG_CONTROL,
+            count: 0,
+            base_offset: 0,
+            min_ts: 0,
+            max_ts: 0,
+            epoch: 0,
+            log_index: 0,
+        };
+        header.crc = checksum(&header.encode()[8..], payload);
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(&header.encode());
+        buf.extend_from_slice(payload);
+        Ok(RecordBatch {
+            header,
+            bytes: Bytes::from(buf),
+        })
+    }
+
     /// Splits a buffer holding batches back to back into verified batches.
     pub fn split_all(mut bytes: Bytes) -> Result<Vec<RecordBatch>, BatchError> {
         let mut out = Vec::new();
@@ -317,6 +380,20 @@ impl RecordBatch {
         self.header.count == 0
     }
 
+    pub fn is_control(&self) -> bool {
+        self.header.is_control()
+    }
+
+    /// The Raft log index stamped on this batch.
+    pub fn log_index(&self) -> u64 {
+        self.header.log_index
+    }
+
+    /// The Raft term stamped on this batch (`epoch`).
+    pub fn term(&self) -> u64 {
+        self.header.epoch
+    }
+
     /// The whole encoded batch, header included.
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
@@ -327,11 +404,13 @@ impl RecordBatch {
     }
 
     /// The header this batch gets when the log places it at `base_offset`
-    /// under `epoch`; write it followed by [`RecordBatch::payload`].
-    pub fn stamped_header(&self, base_offset: u64, epoch: u64) -> [u8; HEADER_LEN] {
+    /// as Raft entry `log_index` of term `epoch`; write it followed by
+    /// [`RecordBatch::payload`]. Only the stamped fields and the CRC change.
+    pub fn stamped_header(&self, base_offset: u64, epoch: u64, log_index: u64) -> [u8; HEADER_LEN] {
         let mut header = BatchHeader {
             base_offset,
             epoch,
+            log_index,
             crc: 0,
             ..self.header
         };
@@ -340,10 +419,10 @@ impl RecordBatch {
         header.encode()
     }
 
-    /// A copy placed at `base_offset` under `epoch`.
-    pub fn restamped(&self, base_offset: u64, epoch: u64) -> RecordBatch {
+    /// A copy placed at `base_offset` as entry `log_index` of term `epoch`.
+    pub fn restamped(&self, base_offset: u64, epoch: u64, log_index: u64) -> RecordBatch {
         let mut buf = Vec::with_capacity(self.bytes.len());
-        buf.extend_from_slice(&self.stamped_header(base_offset, epoch));
+        buf.extend_from_slice(&self.stamped_header(base_offset, epoch, log_index));
         buf.extend_from_slice(self.payload());
         RecordBatch::from_bytes(Bytes::from(buf)).expect("restamped batch is valid")
     }
@@ -362,7 +441,14 @@ impl RecordBatch {
 
     /// Decodes every entry and checks the payload is exactly `count` entries
     /// with timestamps inside the header's range. Use on untrusted batches.
+    /// A control batch's payload is opaque, so it is always refused here:
+    /// producers may not send one.
     pub fn validate_entries(&self) -> Result<(), BatchError> {
+        if self.is_control() {
+            return Err(BatchError::Malformed(
+                "control batch where entries were expected",
+            ));
+        }
         let mut it = self.entries();
         for item in &mut it {
             let (_, e) = item?;
@@ -479,12 +565,14 @@ mod tests {
     proptest! {
         #[test]
         fn encode_decode_round_trips(entries in proptest::collection::vec(arb_entry(), 0..20),
-                                     base in 0u64..u64::MAX / 2, epoch in any::<u64>()) {
-            let batch = build(&entries).restamped(base, epoch);
+                                     base in 0u64..u64::MAX / 2, epoch in any::<u64>(), index in any::<u64>()) {
+            let batch = build(&entries).restamped(base, epoch, index);
             let decoded = RecordBatch::from_bytes(batch.as_bytes().clone()).unwrap();
             decoded.validate_entries().unwrap();
             prop_assert_eq!(decoded.base_offset(), base);
             prop_assert_eq!(decoded.header().epoch, epoch);
+            prop_assert_eq!(decoded.log_index(), index);
+            prop_assert!(!decoded.is_control());
             prop_assert_eq!(decoded.count() as usize, entries.len());
             let got: Vec<(u64, Entry)> = decoded.entries().map(|r| r.map(|(o, e)| (o, e.to_owned())).unwrap()).collect();
             for (i, ((offset, e), want)) in got.iter().zip(&entries).enumerate() {
@@ -500,7 +588,26 @@ mod tests {
         #[test]
         fn any_flipped_byte_is_detected(entries in proptest::collection::vec(arb_entry(), 1..8),
                                         pos_seed in any::<usize>(), bit in 0u8..8) {
-            let batch = build(&entries).restamped(17, 3);
+            let batch = build(&entries).restamped(17, 3, 9);
+            let mut raw = batch.as_bytes().to_vec();
+            let pos = pos_seed % raw.len();
+            raw[pos] ^= 1 << bit;
+            prop_assert!(RecordBatch::from_bytes(Bytes::from(raw)).is_err());
+        }
+
+        #[test]
+        fn control_batches_round_trip_and_detect_flips(payload in proptest::collection::vec(any::<u8>(), 0..200),
+                                                       base in 0u64..u64::MAX / 2, epoch in any::<u64>(), index in any::<u64>(),
+                                                       pos_seed in any::<usize>(), bit in 0u8..8) {
+            let batch = RecordBatch::control(&payload).unwrap().restamped(base, epoch, index);
+            let decoded = RecordBatch::from_bytes(batch.as_bytes().clone()).unwrap();
+            prop_assert!(decoded.is_control());
+            prop_assert_eq!(decoded.count(), 0);
+            prop_assert_eq!(decoded.next_offset(), base);
+            prop_assert_eq!((decoded.term(), decoded.log_index()), (epoch, index));
+            prop_assert_eq!(decoded.payload(), &payload[..]);
+            prop_assert_eq!(decoded.entries().count(), 0);
+            prop_assert!(decoded.validate_entries().is_err());
             let mut raw = batch.as_bytes().to_vec();
             let pos = pos_seed % raw.len();
             raw[pos] ^= 1 << bit;
@@ -524,8 +631,8 @@ mod tests {
             message: "disk on fire".into(),
             attributes: BTreeMap::from([("host".into(), "a1".into())]),
         };
-        let a = build(std::slice::from_ref(&e)).restamped(0, 0);
-        let b = build(&[e.clone(), e]).restamped(1, 0);
+        let a = build(std::slice::from_ref(&e)).restamped(0, 0, 0);
+        let b = build(&[e.clone(), e]).restamped(1, 0, 1);
         let mut all = a.as_bytes().to_vec();
         all.extend_from_slice(b.as_bytes());
         let batches = RecordBatch::split_all(Bytes::from(all)).unwrap();
@@ -534,6 +641,28 @@ mod tests {
         let (offset, entry) = batches[1].entries().nth(1).unwrap().unwrap();
         assert_eq!(offset, 2);
         assert_eq!(entry.attributes.get("host"), Some("a1"));
+    }
+
+    #[test]
+    fn version_1_batches_are_refused_by_name() {
+        let mut raw = build(&[]).as_bytes().to_vec();
+        raw[8] = 1;
+        let err = BatchHeader::parse(&raw).unwrap_err();
+        assert_eq!(err, BatchError::BadMagic(1));
+        assert!(err.to_string().contains("version 1"), "{err}");
+    }
+
+    #[test]
+    fn unknown_flags_and_control_batches_with_entries_are_refused() {
+        let mut raw = build(&[]).as_bytes().to_vec();
+        raw[9] = 0x80;
+        assert_eq!(BatchHeader::parse(&raw), Err(BatchError::BadFlags(0x80)));
+        let mut raw = RecordBatch::control(b"x").unwrap().as_bytes().to_vec();
+        raw[12] = 1;
+        assert!(matches!(
+            BatchHeader::parse(&raw),
+            Err(BatchError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::ClusterError;
-use crate::raft::log_store::ReplicaState;
+use crate::raft::ReplicaState;
 use crate::raft::types::{Appended, BatchPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
 
@@ -43,7 +43,7 @@ pub struct PartitionGroup {
     pub partition: u32,
     pub raft: Raft<PartitionRaftConfig>,
     pub log: PartitionLog,
-    pub state: ReplicaState,
+    pub state: Arc<ReplicaState>,
     node_id: NodeId,
     queue: mpsc::UnboundedSender<Pending>,
 }
@@ -56,7 +56,7 @@ impl PartitionGroup {
         partition: u32,
         raft: Raft<PartitionRaftConfig>,
         log: PartitionLog,
-        state: ReplicaState,
+        state: Arc<ReplicaState>,
         max_batch_bytes: usize,
     ) -> Arc<Self> {
         let (queue, rx) = mpsc::unbounded_channel();

@@ -56,9 +56,9 @@ use crate::controller::{
     ControllerStateMachine,
 };
 use crate::membership::{self, HeartbeatConfig, HeartbeatService, HeartbeatTask, PeerStatus};
-use crate::raft::log_store::{LogStore, PartitionStateMachine};
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
+use crate::raft::{LogStore, LogStoreOptions, PartitionStateMachine};
 use crate::transport::{Handler, NodeId, RemoteError, Transport, TransportConfig, TransportError};
 
 /// Frame kinds of node-level requests (Raft RPC kinds are in
@@ -386,6 +386,7 @@ impl Cluster {
             &data_dir,
             "controller/log",
             cairn_storage::LogConfig::default(),
+            LogStoreOptions::default(),
         )
         .map_err(storage_err)?;
         let controller = Raft::new(
@@ -724,10 +725,14 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let me = self.node_id();
         let dir = format!("groups/{:016x}", p.group);
-        let log_store =
-            LogStore::<PartitionRaftConfig>::open(&self.inner.data_dir, &dir, stream.log.clone())
-                .map_err(storage_err)?;
-        let log = log_store.partition_log();
+        let log_store = LogStore::<PartitionRaftConfig>::open(
+            &self.inner.data_dir,
+            &dir,
+            stream.log.clone(),
+            LogStoreOptions::default(),
+        )
+        .map_err(storage_err)?;
+        let log = log_store.log().clone();
         let sm = PartitionStateMachine::new(&log_store);
         let state = sm.replica_state();
         let raft = Raft::new(

@@ -66,7 +66,7 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 leader: m.current_leader,
                 term: m.current_term,
                 applied_index: m.last_applied.map(|l| l.index),
-                committed_end_offset: g.state.committed_end(),
+                committed_end_offset: g.state.applied_end_offset(),
             }
         })
         .collect();

@@ -325,7 +325,8 @@ pub async fn read(
         .cluster()
         .group(group)
         .ok_or_else(|| not_servable(partition))?;
-    let (log, committed, from_leader) = (g.log.clone(), g.state.committed_end(), g.is_leader());
+    let (log, committed, from_leader) =
+        (g.log.clone(), g.state.applied_end_offset(), g.is_leader());
     let submitted = Instant::now();
     let (mut response, stats, queued) = blocking(move || {
         let queued = submitted.elapsed();
@@ -404,7 +405,8 @@ pub async fn query(
     let tasks: Vec<_> = local
         .into_iter()
         .map(|(p, g)| {
-            let (log, committed, filter) = (g.log.clone(), g.state.committed_end(), filter.clone());
+            let (log, committed, filter) =
+                (g.log.clone(), g.state.applied_end_offset(), filter.clone());
             let submitted = Instant::now();
             (
                 p,

@@ -1,0 +1,266 @@
+//! The partition state machine: since the Raft log is the data, applying is
+//! bookkeeping.
+//!
+//! Applying a data entry answers where its entries landed
+//! ([`Appended`] from the stored batch header: the base offset the log
+//! assigned, and the count) and advances the **applied end offset**, the
+//! exclusive upper bound of committed, readable entry offsets. Blank and
+//! membership entries answer `count = 0` at the current end. The applied end
+//! is published through [`ReplicaState`]; readers serve offsets below it
+//! only, so they never see an entry a leader change could take back.
+//!
+//! The last applied log id, the last membership and the applied end are
+//! kept in `raft.json` beside the committed id (written lazily, see
+//! [`super::meta`]), so a restart does not re-read the whole log: openraft
+//! re-applies from the recorded applied id up to the committed one.
+//!
+//! # Snapshots
+//! A snapshot carries only metadata (last applied id, membership, applied
+//! end offset), postcard-encoded, because the log itself is the data. We
+//! never purge the log for snapshots (the node's Raft config must keep logs,
+//! e.g. `SnapshotPolicy::Never` or a large `max_in_snapshot_log_to_keep`). A
+//! follower that would need a snapshot because it lacks entries the leader
+//! has purged is **not supported yet**: installing such a snapshot records
+//! the metadata but does not bring the data (retention in cluster mode is a
+//! known gap).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use cairn_types::batch::BatchHeader;
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageError,
+    StorageIOError, StoredMembership,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::log_store::LogStore;
+use super::meta::MetaFile;
+use super::types::{Appended, NodeInfo, PartitionRaftConfig};
+
+type C = PartitionRaftConfig;
+
+/// What readers of a replica need from its state machine: the end of the
+/// committed entries.
+#[derive(Debug)]
+pub struct ReplicaState {
+    applied_end_offset: watch::Sender<u64>,
+}
+
+impl ReplicaState {
+    pub fn new(applied_end_offset: u64) -> Arc<ReplicaState> {
+        Arc::new(ReplicaState {
+            applied_end_offset: watch::Sender::new(applied_end_offset),
+        })
+    }
+
+    /// Exclusive upper bound of committed (readable) entry offsets.
+    pub fn applied_end_offset(&self) -> u64 {
+        *self.applied_end_offset.borrow()
+    }
+
+    /// Notified whenever the applied end moves (e.g. for long polls).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_end_offset.subscribe()
+    }
+
+    fn publish(&self, end: u64) {
+        self.applied_end_offset.send_if_modified(|cur| {
+            let changed = *cur != end;
+            *cur = end;
+            changed
+        });
+    }
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotState {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, NodeInfo>,
+    applied_end_offset: u64,
+}
+
+#[derive(Debug, Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, NodeInfo>,
+    data: Vec<u8>,
+}
+
+/// The state machine of a partition group. See the module docs.
+#[derive(Debug)]
+pub struct PartitionStateMachine {
+    meta: Arc<MetaFile>,
+    replica: Arc<ReplicaState>,
+    state: SnapshotState,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl PartitionStateMachine {
+    /// The state machine of the partition whose log `store` is; it shares the
+    /// store's `raft.json` and starts from the applied state recorded there.
+    pub fn new(store: &LogStore<C>) -> PartitionStateMachine {
+        let meta = store.meta().clone();
+        let m = meta.get();
+        PartitionStateMachine {
+            replica: ReplicaState::new(m.applied_end_offset),
+            state: SnapshotState {
+                last_applied: m.last_applied,
+                membership: m.membership,
+                applied_end_offset: m.applied_end_offset,
+            },
+            meta,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The replica's published state, for readers.
+    pub fn replica_state(&self) -> Arc<ReplicaState> {
+        self.replica.clone()
+    }
+
+    fn record(&self) -> bool {
+        let s = self.state.clone();
+        self.meta.update(|m| {
+            m.last_applied = s.last_applied;
+            m.membership = s.membership;
+            m.applied_end_offset = s.applied_end_offset;
+        })
+    }
+}
+
+fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+/// Builds snapshots from a copy of the applied state.
+#[derive(Debug)]
+pub struct PartitionSnapshotBuilder {
+    state: SnapshotState,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+impl RaftSnapshotBuilder<C> for PartitionSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
+        let data = postcard::to_allocvec(&self.state).map_err(sm_err)?;
+        let snapshot_id = match &self.state.last_applied {
+            Some(id) => format!(
+                "{}-{}-{}",
+                id.leader_id.term, id.index, self.state.applied_end_offset
+            ),
+            None => format!("none-{}", self.state.applied_end_offset),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.state.last_applied,
+            last_membership: self.state.membership.clone(),
+            snapshot_id,
+        };
+        *self.current.lock() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<C> for PartitionStateMachine {
+    type SnapshotBuilder = PartitionSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, NodeInfo>), StorageError<u64>> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Appended>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        for entry in entries {
+            let end = self.state.applied_end_offset;
+            let reply = match &entry.payload {
+                EntryPayload::Normal(batch) => {
+                    // The stored batch carries the offsets the log assigned.
+                    let header = BatchHeader::parse(&batch.0).map_err(sm_err)?;
+                    self.state.applied_end_offset = end.max(header.next_offset());
+                    Appended {
+                        base_offset: header.base_offset,
+                        count: header.count,
+                    }
+                }
+                EntryPayload::Blank => Appended {
+                    base_offset: end,
+                    count: 0,
+                },
+                EntryPayload::Membership(m) => {
+                    self.state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Appended {
+                        base_offset: end,
+                        count: 0,
+                    }
+                }
+            };
+            self.state.last_applied = Some(entry.log_id);
+            replies.push(reply);
+        }
+        self.replica.publish(self.state.applied_end_offset);
+        if self.record() {
+            self.meta.flush().await.map_err(sm_err)?;
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PartitionSnapshotBuilder {
+            state: self.state.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let decoded: SnapshotState = postcard::from_bytes(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
+        })?;
+        // The metadata openraft hands over is authoritative for the log
+        // position; the data adds the offset bound.
+        self.state = SnapshotState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            applied_end_offset: decoded.applied_end_offset,
+        };
+        self.replica.publish(self.state.applied_end_offset);
+        self.record();
+        self.meta.flush().await.map_err(sm_err)?;
+        *self.current.lock() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
+        Ok(self.current.lock().clone().map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
