@@ -106,7 +106,10 @@ pub struct DataDir {
     tx: mpsc::Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     open_logs: Mutex<HashSet<PathBuf>>,
-    _lock: File,
+    /// Held until shutdown (not drop): other components may keep the
+    /// `DataDir` alive a little longer, and a restart in the same process
+    /// must be able to take the lock as soon as shutdown returns.
+    lock: Mutex<Option<File>>,
 }
 
 impl DataDir {
@@ -144,7 +147,7 @@ impl DataDir {
             tx,
             thread: Mutex::new(Some(thread)),
             open_logs: Mutex::new(HashSet::new()),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -218,6 +221,8 @@ impl DataDir {
             Err(_) => Err(StorageError::WriterStopped),
         };
         let _ = thread.join();
+        // Every log is synced and the writer is gone: release the lock.
+        self.lock.lock().take();
         result
     }
 }
