@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_client::{
-    AppendResponse, CreateStream, Health, PartitionAppend, QueryParams, QueryResponse, ReadParams,
-    ReadResponse, StreamInfo, StreamList,
+    CreateStream, Health, QueryParams, QueryResponse, ReadParams, ReadResponse, StreamInfo,
+    StreamList,
 };
 use std::time::Instant;
 
@@ -100,11 +100,9 @@ pub async fn delete_stream(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Validates the whole body, then appends one batch per partition. All
-/// batches are submitted before any is awaited, so they share the storage
-/// writer's commit groups (one sync each, concurrently). Partitions are
-/// independent logs: if one append fails after others succeeded, those
-/// stay stored and the request reports the error.
+/// Parses and validates the whole body, then hands the entries to
+/// [`Node::append_entries`], the write path shared with the binary
+/// protocol.
 pub async fn append(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
@@ -115,45 +113,18 @@ pub async fn append(
     metrics.count_request(Api::Http, Operation::Append);
     let started = metrics.start_timer();
     // Look the stream up first: a missing stream is a 404 whatever the body.
-    let stream = node.registry().get(&name)?;
+    node.registry().get(&name)?;
     let body = read_body(body, node.config().max_body_bytes).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let partitions = stream.partitions();
-    let batches = blocking(move || {
-        let entries = ingest::parse_entries(&body, content_type.as_deref(), now_us())?;
-        ingest::build_batches(&entries, partitions)
-    })
-    .await?;
+    let entries =
+        blocking(move || ingest::parse_new_entries(&body, content_type.as_deref())).await?;
     if let Some(t) = started {
         metrics.record_write(WriteStage::Decode, t.elapsed());
     }
-
-    let mut bytes = 0u64;
-    let pending: Vec<_> = batches
-        .into_iter()
-        .map(|(p, batch)| {
-            bytes += batch.len() as u64;
-            Ok((p, stream.log(p)?.append(batch)))
-        })
-        .collect::<ApiResult<_>>()?;
-    let mut response = AppendResponse {
-        appended: 0,
-        partitions: Vec::with_capacity(pending.len()),
-    };
-    for (partition, pending) in pending {
-        let info = pending.await?;
-        record_append_stages(metrics, &info.timings);
-        response.appended += u64::from(info.count);
-        response.partitions.push(PartitionAppend {
-            partition,
-            base_offset: info.base_offset,
-            count: info.count,
-        });
-    }
-    metrics.count_ingest(Api::Http, &metrics.stream(&name), response.appended, bytes);
+    let response = node.append_entries(&name, entries, Api::Http).await?;
     let encoding = metrics.start_timer();
     let response = Json(response).into_response();
     if let (Some(started), Some(encoding)) = (started, encoding) {
@@ -161,14 +132,6 @@ pub async fn append(
         metrics.record_write(WriteStage::Total, started.elapsed());
     }
     Ok(response)
-}
-
-fn record_append_stages(metrics: &NodeMetrics, t: &cairn_storage::AppendTimings) {
-    metrics.record_write(WriteStage::Queue, t.queued);
-    metrics.record_write(WriteStage::Append, t.write);
-    if !t.sync.is_zero() {
-        metrics.record_write(WriteStage::Fsync, t.sync);
-    }
 }
 
 /// Records a read's stages; `queued` is the wait for a blocking thread.
