@@ -47,7 +47,12 @@ pub struct NodeArgs {
     /// Address for the HTTP API; port 0 picks a free port.
     #[arg(long, env = "CAIRN_HTTP", default_value = "127.0.0.1:7070")]
     pub http: SocketAddr,
-    /// Largest accepted request body, in bytes.
+    /// Address for the binary ingest protocol (framed TCP, see
+    /// docs/PROTOCOL.md); off unless given. Port 0 picks a free port.
+    #[arg(long, env = "CAIRN_TCP")]
+    pub tcp: Option<SocketAddr>,
+    /// Largest accepted request body, in bytes (HTTP body or binary-protocol
+    /// APPEND payload).
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = cairn_server::node::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// How often retention runs on every partition, in milliseconds.

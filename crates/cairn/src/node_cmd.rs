@@ -4,8 +4,10 @@
 //! The announcement `cairn node listening on http://IP:PORT` is printed to
 //! stdout (and flushed) only once the socket is bound, with the real port,
 //! so scripts and tests can start a node on port 0 and read where it is.
+//! With `--tcp`, the line `cairn node tcp listening on IP:PORT` follows it.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,17 +31,23 @@ pub fn run(args: NodeArgs) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    runtime.block_on(serve(config, args.http, stage_timing))
+    runtime.block_on(serve(config, args.http, args.tcp, stage_timing))
 }
 
-async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: bool) -> Result<()> {
+async fn serve(
+    config: NodeConfig,
+    http: SocketAddr,
+    tcp: Option<SocketAddr>,
+    stage_timing: bool,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "cairn node config: name={} data_dir={} http={http} max_body_bytes={} retention_check_ms={} \
-         disk_probe_timeout_ms={} stage_timing={stage_timing}",
+        "cairn node config: name={} data_dir={} http={http} tcp={} max_body_bytes={} \
+         retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing}",
         config.node_name,
         config.data_dir.display(),
+        tcp.map_or_else(|| "off".to_string(), |a| a.to_string()),
         config.max_body_bytes,
         config.retention_check.as_millis(),
         config.telemetry.disk_probe_timeout.as_millis(),
@@ -49,6 +57,14 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("bind {http}"))?;
+    let tcp_listener = match tcp {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr} (--tcp)"))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(config))
         .await?
@@ -56,10 +72,14 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
     node.telemetry().metrics.set_stage_timing(stage_timing);
     let addr = listener.local_addr()?;
     writeln!(out, "cairn node listening on http://{addr}")?;
+    if let Some(l) = &tcp_listener {
+        writeln!(out, "cairn node tcp listening on {}", l.local_addr()?)?;
+    }
     out.flush()?;
     drop(out);
 
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve_with_tcp(listener, tcp_listener, shutdown_signal())
+        .await?;
     tracing::info!("node stopped");
     Ok(())
 }
