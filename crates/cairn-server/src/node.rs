@@ -180,10 +180,10 @@ impl Node {
             .await;
         // Also when HTTP failed: the binary side must not outlive storage.
         stop_apis.cancel();
-        if let Some(server) = tcp_server {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "the binary-protocol server panicked");
-            }
+        if let Some(server) = tcp_server
+            && let Err(e) = server.await
+        {
+            tracing::error!(error = %e, "the binary-protocol server panicked");
         }
         tracing::info!("API servers stopped; shutting the data directory down");
         let _ = stop_tx.send(true);

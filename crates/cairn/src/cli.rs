@@ -130,6 +130,12 @@ pub struct ProduceArgs {
     /// Entries per request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+    /// The API to send with: http, or binary (the node's `--tcp` protocol).
+    #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
+    pub api: ProduceApi,
+    /// The node's binary-protocol address (host:port), for `--api binary`.
+    #[arg(long, env = "CAIRN_TCP_SERVER")]
+    pub tcp: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -275,13 +281,14 @@ pub struct SweepArgs {
     pub opts: BenchOptions,
 }
 
-/// Which API carries the load.
+/// Which API carries appends (`produce`, `bench`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BenchApi {
+pub enum ProduceApi {
     /// NDJSON over HTTP/1.1.
     Http,
-    /// The framed TCP protocol (not served by nodes yet).
+    /// Record batches over the framed TCP protocol (needs `--tcp`);
+    /// many requests in flight on one connection.
     Binary,
 }
 
@@ -319,8 +326,13 @@ pub struct BenchOptions {
         value_delimiter = ','
     )]
     pub server: Vec<String>,
-    #[arg(long, value_enum, default_value_t = BenchApi::Http)]
-    pub api: BenchApi,
+    #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
+    pub api: ProduceApi,
+    /// Binary-protocol addresses (host:port) of the nodes, for `--api
+    /// binary`; writer connection k goes to the k-th (modulo their count).
+    /// Streams are still created, read and verified over HTTP (`--server`).
+    #[arg(long, env = "CAIRN_TCP_SERVER", value_delimiter = ',')]
+    pub tcp: Vec<String>,
     /// Writer connections (each its own client and schedule).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,

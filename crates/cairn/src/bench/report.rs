@@ -17,13 +17,16 @@ use super::driver::{IntervalRow, PhaseResult, RunResult, rate};
 use super::recorder::{Bucket, Percentiles};
 use super::scenario::StepFigures;
 use super::verify::VerifyReport;
-use crate::cli::{Arrival, BenchApi, ReadKind};
+use crate::cli::{Arrival, ProduceApi, ReadKind};
 
 /// The configuration as run, in plain units.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub targets: Vec<String>,
-    pub api: BenchApi,
+    /// Binary-protocol addresses the writers used (`--api binary`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tcp_targets: Vec<String>,
+    pub api: ProduceApi,
     pub connections: u32,
     pub max_in_flight: u32,
     pub arrival: Arrival,
