@@ -415,3 +415,66 @@ fn bench_over_the_binary_protocol_verifies_every_entry() -> Result<()> {
     node.terminate()?;
     Ok(())
 }
+
+#[test]
+fn shutdown_answers_what_it_took_and_keeps_every_acknowledged_append() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let node = NodeProcess::start(&data, &["--tcp", "127.0.0.1:0"])?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    let url = node.url.clone();
+    let rt = tokio::runtime::Runtime::new()?;
+    let acked: Vec<String> = rt.block_on(async {
+        Client::new(&url)?
+            .create_stream("s", StreamConfig::default())
+            .await?;
+        let producer = TcpProducer::connect(tcp.as_str()).await?;
+        // 32 callers append back to back on one connection until the
+        // node goes away under them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let producer = producer.clone();
+            tasks.spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let message = format!("w{w}-{i}");
+                    let entry = NewEntry {
+                        timestamp: None,
+                        level: None,
+                        source: format!("s{w}"),
+                        message: message.clone(),
+                        attributes: Default::default(),
+                    };
+                    match producer.append("s", &[entry]).await {
+                        Ok(_) => acked.push(message),
+                        Err(cairn_client::TcpError::Closed(_)) => break,
+                        Err(e) => panic!("unexpected failure: {e}"),
+                    }
+                }
+                acked
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = tokio::task::spawn_blocking(move || node.terminate()).await??;
+        ensure!(status.success(), "node exit: {status}");
+        let mut acked = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            acked.extend(done?);
+        }
+        Ok::<_, anyhow::Error>(acked)
+    })?;
+    ensure!(
+        acked.len() > 32,
+        "appends ran before the shutdown: {}",
+        acked.len()
+    );
+
+    let node = NodeProcess::start(&data, &[])?;
+    let stored = rt.block_on(async { read_all(&Client::new(&node.url)?, "s").await })?;
+    let stored: std::collections::HashSet<String> = stored.into_iter().map(|(_, _, m)| m).collect();
+    for m in &acked {
+        ensure!(stored.contains(m), "acknowledged {m} was lost");
+    }
+    node.terminate()?;
+    Ok(())
+}
