@@ -267,7 +267,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "cairn bench {}{} (run {}) against {}",
+            "cairn bench {}{} (run {}) against {}{}",
             self.scenario,
             if self.interrupted {
                 " (interrupted)"
@@ -275,7 +275,15 @@ impl Report {
                 ""
             },
             self.run_id,
-            c.targets.join(", ")
+            c.targets.join(", "),
+            if c.tcp_targets.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", appends over the binary protocol at {}",
+                    c.tcp_targets.join(", ")
+                )
+            }
         );
         let _ = writeln!(
             s,
