@@ -561,6 +561,20 @@ mod tests {
         }
 
         #[test]
+        fn flipped_bytes_never_panic_and_keep_a_readable_id(
+            req in arb_request(), pos in any::<usize>(), bit in 0u8..8
+        ) {
+            let mut frame = req.encode().unwrap().to_vec();
+            let pos = pos % frame.len();
+            frame[pos] ^= 1 << bit;
+            let id = u64::from_le_bytes(frame[4..12].try_into().unwrap());
+            match Request::decode(Bytes::from(frame)) {
+                Ok(got) => prop_assert_eq!(got.correlation_id, id),
+                Err(e) => prop_assert_eq!(e.correlation_id, (id != 0).then_some(id)),
+            }
+        }
+
+        #[test]
         fn truncated_requests_are_rejected_with_their_id(req in arb_request(), cut in any::<usize>()) {
             let frame = req.encode().unwrap();
             let cut = cut % frame.len();
