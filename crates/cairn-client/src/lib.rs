@@ -9,7 +9,12 @@
 //! same structs, so both sides agree on the wire format by construction.
 //!
 //! Only plain `http://` is supported: reqwest is built without TLS features.
+//!
+//! For high-throughput ingest, [`TcpProducer`] (module [`tcp`]) speaks the
+//! binary protocol instead: record batches in length-delimited frames, many
+//! requests in flight on one connection.
 
+pub mod tcp;
 pub mod types;
 
 use std::time::Duration;
@@ -18,6 +23,7 @@ use cairn_types::{ErrorCode, NewEntry};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
+pub use tcp::{TcpError, TcpOptions, TcpProducer};
 pub use types::*;
 
 /// The content type of newline-delimited JSON bodies.

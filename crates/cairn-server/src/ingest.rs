@@ -10,6 +10,9 @@
 //! names the offending line (NDJSON) or entry (array), both counted from 1.
 //! Limits keep one request from monopolising memory or producing entries
 //! that readers would choke on.
+//!
+//! The binary protocol's APPEND carries a record batch instead
+//! ([`entries_from_batch`]); it is held to the same limits.
 
 use std::collections::BTreeMap;
 
@@ -48,13 +51,12 @@ pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> BodyFormat {
     }
 }
 
-/// Parses and validates a request body into entries, filling in `now_us`
-/// for entries without a timestamp.
-pub fn parse_entries(
+/// Parses and validates a request body into entries as the producer sent
+/// them (timestamps and levels still optional).
+pub fn parse_new_entries(
     body: &[u8],
     content_type: Option<&str>,
-    now_us: i64,
-) -> Result<Vec<Entry>, ApiError> {
+) -> Result<Vec<NewEntry>, ApiError> {
     let entries = match detect_format(content_type, body) {
         BodyFormat::JsonArray => parse_array(body)?,
         BodyFormat::Ndjson => parse_ndjson(body)?,
@@ -62,7 +64,64 @@ pub fn parse_entries(
     if entries.is_empty() {
         return Err(ApiError::bad_request("the request holds no entries"));
     }
+    Ok(entries)
+}
+
+/// Parses and validates a request body into entries, filling in `now_us`
+/// for entries without a timestamp.
+pub fn parse_entries(
+    body: &[u8],
+    content_type: Option<&str>,
+    now_us: i64,
+) -> Result<Vec<Entry>, ApiError> {
+    let entries = parse_new_entries(body, content_type)?;
     Ok(entries.into_iter().map(|e| e.into_entry(now_us)).collect())
+}
+
+/// Turns the payload of a binary APPEND (one record batch, see
+/// `cairn_types::protocol`) into validated entries. Everything is checked
+/// before anything can be written: the CRC, the header (a producer's batch
+/// has no offsets yet), the entry structure, and every entry against the
+/// same limits as over HTTP. Errors name the entry, counted from 1.
+pub fn entries_from_batch(batch: bytes::Bytes) -> Result<Vec<NewEntry>, ApiError> {
+    let invalid_batch = |why: String| {
+        ApiError::new(
+            ErrorCode::InvalidEntry,
+            format!("record batch rejected: {why}"),
+        )
+    };
+    let batch = RecordBatch::from_bytes(batch).map_err(|e| invalid_batch(e.to_string()))?;
+    let h = batch.header();
+    if h.base_offset != 0 || h.epoch != 0 || h.flags != 0 {
+        return Err(invalid_batch(
+            "a producer's batch has base offset 0, epoch 0 and no flags".into(),
+        ));
+    }
+    let count = h.count as usize;
+    if count == 0 {
+        return Err(ApiError::bad_request("the request holds no entries"));
+    }
+    if count > MAX_ENTRIES {
+        return Err(too_many(count));
+    }
+    batch
+        .validate_entries()
+        .map_err(|e| invalid_batch(e.to_string()))?;
+    let mut out = Vec::with_capacity(count);
+    for (i, item) in batch.entries().enumerate() {
+        let (_, e) = item.map_err(|e| invalid_batch(e.to_string()))?;
+        let e = e.to_owned();
+        let entry = NewEntry {
+            timestamp: Some(e.timestamp_us),
+            level: Some(e.level),
+            source: e.source,
+            message: e.message,
+            attributes: e.attributes,
+        };
+        validate(&entry).map_err(|why| invalid("entry", i + 1, why))?;
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 fn too_many(n: usize) -> ApiError {
@@ -321,5 +380,49 @@ mod tests {
                 last = e.timestamp_us;
             }
         }
+    }
+
+    #[test]
+    fn batches_from_producers_are_checked_whole() {
+        let entry = |source: &str, ts: i64| Entry {
+            timestamp_us: ts,
+            level: Level::Warn,
+            source: source.into(),
+            message: "m".into(),
+            attributes: BTreeMap::from([("k".into(), "v".into())]),
+        };
+        let batch = |entries: &[Entry]| {
+            let mut b = BatchBuilder::new();
+            for e in entries {
+                b.push(e).unwrap();
+            }
+            b.finish()
+        };
+        let good = batch(&[entry("a", 5), entry("b", 3)]);
+        let got = entries_from_batch(good.as_bytes().clone()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[1].timestamp, got[1].level, got[1].source.as_str()),
+            (Some(3), Some(Level::Warn), "b")
+        );
+        assert_eq!(got[0].attributes["k"], "v");
+
+        let mut flipped = good.as_bytes().to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let e = entries_from_batch(bytes::Bytes::from(flipped)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidEntry);
+        assert!(e.message.contains("checksum"), "{}", e.message);
+
+        let e = entries_from_batch(good.restamped(10, 0, 0).as_bytes().clone()).unwrap_err();
+        assert!(e.message.contains("base offset 0"), "{}", e.message);
+
+        let e = entries_from_batch(batch(&[entry("a", 1), entry("", 2)]).as_bytes().clone())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidEntry);
+        assert!(e.message.starts_with("entry 2: source"), "{}", e.message);
+
+        let e = entries_from_batch(batch(&[]).as_bytes().clone()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
     }
 }

@@ -10,6 +10,9 @@
 //!   commit point of a stream's existence).
 //! - [`ingest`]: parsing and validating producer bodies (JSON array or
 //!   NDJSON) and grouping entries into one batch per partition.
+//! - [`write`]: [`Node::append_entries`], the one write path after
+//!   parsing, shared by HTTP and the binary protocol.
+//! - [`tcp`]: the binary ingest protocol's server (framed TCP, pipelined).
 //! - [`read`]: partition reads by offset and time-range queries merged
 //!   across partitions.
 //! - [`api`]: the HTTP routes, their extractors and the one error type.
@@ -22,6 +25,8 @@ pub mod ingest;
 pub mod node;
 pub mod read;
 pub mod streams;
+pub mod tcp;
+pub mod write;
 
 pub use api::ApiError;
 pub use node::{Node, NodeConfig};

@@ -1,6 +1,6 @@
 //! The node: one data directory, the cluster runtime (controller and
-//! partition groups), the retention task and the HTTP server, with an
-//! orderly shutdown.
+//! partition groups), the retention task and the HTTP and binary-protocol
+//! servers, with an orderly shutdown.
 //!
 //! Shutdown order matters for durability: first stop accepting connections
 //! and let in-flight requests finish (their appends are acknowledged only
@@ -19,8 +19,10 @@ use cairn_storage::{DataDir, DataDirOptions};
 use cairn_telemetry::{Telemetry, TelemetryOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
+use crate::tcp;
 
 /// Default cap on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
@@ -261,14 +263,39 @@ impl Node {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ApiError> {
+        self.serve_with_tcp(listener, None, shutdown).await
+    }
+
+    /// Like [`Node::serve`], and also serves the binary ingest protocol on
+    /// `tcp` when given. On shutdown both APIs stop accepting and finish
+    /// their in-flight requests (concurrently) before storage closes.
+    pub async fn serve_with_tcp(
+        self,
+        http: TcpListener,
+        tcp: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ApiError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let retention = tokio::spawn(retention_loop(self.clone(), stop_rx));
-        let addr: Option<SocketAddr> = listener.local_addr().ok();
+        let stop_apis = CancellationToken::new();
+        let tcp_server = tcp.map(|l| tokio::spawn(tcp::serve(self.clone(), l, stop_apis.clone())));
+        let addr: Option<SocketAddr> = http.local_addr().ok();
         tracing::info!(?addr, "serving HTTP");
-        let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+        let stop = stop_apis.clone();
+        let served = axum::serve(http, self.router())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.cancel();
+            })
             .await;
-        tracing::info!("HTTP server stopped; shutting the data directory down");
+        // Also when HTTP failed: the binary side must not outlive storage.
+        stop_apis.cancel();
+        if let Some(server) = tcp_server
+            && let Err(e) = server.await
+        {
+            tracing::error!(error = %e, "the binary-protocol server panicked");
+        }
+        tracing::info!("API servers stopped; shutting the data directory down");
         let _ = stop_tx.send(true);
         let _ = retention.await;
         let closed = self.shutdown_storage().await;

@@ -50,12 +50,12 @@ pub fn log_config(config: &StreamConfig) -> Result<LogConfig, ApiError> {
             config.partitions
         ));
     }
-    if let Some(rf) = config.replication_factor {
-        if !(1..=MAX_REPLICATION_FACTOR).contains(&rf) {
-            return invalid(format!(
-                "replication_factor must be between 1 and {MAX_REPLICATION_FACTOR} (got {rf})"
-            ));
-        }
+    if let Some(rf) = config.replication_factor
+        && !(1..=MAX_REPLICATION_FACTOR).contains(&rf)
+    {
+        return invalid(format!(
+            "replication_factor must be between 1 and {MAX_REPLICATION_FACTOR} (got {rf})"
+        ));
     }
     let log = LogConfig {
         segment_bytes: config.segment_bytes,

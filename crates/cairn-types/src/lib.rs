@@ -8,6 +8,8 @@
 //!   and a CRC-32C covers everything after the CRC field, so any flipped byte
 //!   in the header or the payload is detected before data is served.
 //! - [`error`]: stable, numeric error codes shared by every crate and the wire.
+//! - [`protocol`]: the binary TCP ingest protocol's requests and responses,
+//!   encoded and decoded without I/O, shared by the server and the client.
 //!
 //! This crate depends on nothing else in Cairn; everything else depends on it.
 
@@ -15,6 +17,7 @@ pub mod batch;
 pub mod durability;
 pub mod entry;
 pub mod error;
+pub mod protocol;
 mod varint;
 
 pub use batch::{BatchBuilder, BatchError, BatchHeader, RecordBatch};

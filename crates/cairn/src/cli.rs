@@ -47,7 +47,12 @@ pub struct NodeArgs {
     /// Address for the HTTP API; port 0 picks a free port.
     #[arg(long, env = "CAIRN_HTTP", default_value = "127.0.0.1:7070")]
     pub http: SocketAddr,
-    /// Largest accepted request body, in bytes.
+    /// Address for the binary ingest protocol (framed TCP, see
+    /// docs/PROTOCOL.md); off unless given. Port 0 picks a free port.
+    #[arg(long, env = "CAIRN_TCP")]
+    pub tcp: Option<SocketAddr>,
+    /// Largest accepted request body, in bytes (HTTP body or binary-protocol
+    /// APPEND payload).
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = cairn_server::node::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// How often retention runs on every partition, in milliseconds.
@@ -156,6 +161,12 @@ pub struct ProduceArgs {
     /// Entries per request.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch_size: u32,
+    /// The API to send with: http, or binary (the node's `--tcp` protocol).
+    #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
+    pub api: ProduceApi,
+    /// The node's binary-protocol address (host:port), for `--api binary`.
+    #[arg(long, env = "CAIRN_TCP_SERVER")]
+    pub tcp: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -301,13 +312,14 @@ pub struct SweepArgs {
     pub opts: BenchOptions,
 }
 
-/// Which API carries the load.
+/// Which API carries appends (`produce`, `bench`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BenchApi {
+pub enum ProduceApi {
     /// NDJSON over HTTP/1.1.
     Http,
-    /// The framed TCP protocol (not served by nodes yet).
+    /// Record batches over the framed TCP protocol (needs `--tcp`);
+    /// many requests in flight on one connection.
     Binary,
 }
 
@@ -345,8 +357,13 @@ pub struct BenchOptions {
         value_delimiter = ','
     )]
     pub server: Vec<String>,
-    #[arg(long, value_enum, default_value_t = BenchApi::Http)]
-    pub api: BenchApi,
+    #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
+    pub api: ProduceApi,
+    /// Binary-protocol addresses (host:port) of the nodes, for `--api
+    /// binary`; writer connection k goes to the k-th (modulo their count).
+    /// Streams are still created, read and verified over HTTP (`--server`).
+    #[arg(long, env = "CAIRN_TCP_SERVER", value_delimiter = ',')]
+    pub tcp: Vec<String>,
     /// Writer connections (each its own client and schedule).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,

@@ -1,4 +1,5 @@
 //! The client subcommands: `stream`, `produce`, `read`, `query`.
+//! `produce --api binary` sends over the binary protocol; the rest is HTTP.
 //!
 //! Data goes to stdout as NDJSON (one entry per line) so it pipes into
 //! `jq` or back into `cairn produce`; summaries and errors go to stderr.
@@ -6,17 +7,20 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
-use cairn_client::{Client, QueryParams, ReadParams, StreamConfig};
+use anyhow::{Context, Result, anyhow, bail};
+use cairn_client::{Client, QueryParams, ReadParams, StreamConfig, TcpProducer};
 use cairn_types::NewEntry;
 use serde_json::Value;
 
-use crate::cli::{Command, ProduceArgs, QueryArgs, ReadArgs, ServerArgs, StreamCommand};
+use crate::cli::{
+    Command, ProduceApi, ProduceArgs, QueryArgs, ReadArgs, ServerArgs, StreamCommand,
+};
 
 /// Largest page the server serves for one partition read.
 const MAX_READ_PAGE: usize = 10_000;
-/// A produce request is sent early once its body reaches this size, so it
-/// stays well under the server's default 8 MiB body limit.
+/// A produce request is sent early once its body (or, for the binary
+/// protocol, its batch, roughly) reaches this size, so it stays well under
+/// the server's default 8 MiB limit.
 const MAX_PRODUCE_BODY: usize = 4 << 20;
 /// A partial produce batch is sent after stdin has been idle this long.
 const PRODUCE_LINGER: Duration = Duration::from_secs(1);
@@ -116,14 +120,108 @@ pub fn line_to_entry(line: &str, args: &ProduceArgs) -> Result<Option<NewEntry>,
     }))
 }
 
+/// Where `produce` sends its batches: NDJSON bodies over HTTP, or record
+/// batches over the binary protocol. One request is in flight at a time
+/// either way, so one source's lines stay in order across requests.
+enum Sink {
+    Http {
+        client: Client,
+        body: Vec<u8>,
+    },
+    Binary {
+        producer: TcpProducer,
+        entries: Vec<NewEntry>,
+        size: usize,
+    },
+}
+
+impl Sink {
+    /// Connects and checks the stream exists, before stdin is read.
+    async fn open(args: &ProduceArgs) -> Result<Sink> {
+        match args.api {
+            ProduceApi::Http => {
+                let client = client(&args.server)?;
+                client.get_stream(&args.stream).await?;
+                Ok(Sink::Http {
+                    client,
+                    body: Vec::new(),
+                })
+            }
+            ProduceApi::Binary => {
+                let Some(addr) = &args.tcp else {
+                    bail!("--api binary needs --tcp: the node's binary protocol address");
+                };
+                let producer = TcpProducer::connect(addr.as_str()).await?;
+                producer.partitions(&args.stream).await?;
+                Ok(Sink::Binary {
+                    producer,
+                    entries: Vec::new(),
+                    size: 0,
+                })
+            }
+        }
+    }
+
+    fn push(&mut self, entry: NewEntry) -> Result<()> {
+        match self {
+            Sink::Http { body, .. } => {
+                serde_json::to_writer(&mut *body, &entry)?;
+                body.push(b'\n');
+            }
+            Sink::Binary { entries, size, .. } => {
+                // Roughly the encoded size: strings plus a few varints.
+                *size += 16
+                    + entry.source.len()
+                    + entry.message.len()
+                    + entry
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| 2 + k.len() + v.len())
+                        .sum::<usize>();
+                entries.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of the request being built.
+    fn size(&self) -> usize {
+        match self {
+            Sink::Http { body, .. } => body.len(),
+            Sink::Binary { size, .. } => *size,
+        }
+    }
+
+    /// Sends what was pushed; answers how many entries were appended.
+    async fn flush(&mut self, stream: &str) -> Result<u64> {
+        let appended = match self {
+            Sink::Http { client, body } => {
+                client
+                    .append_ndjson(stream, std::mem::take(body))
+                    .await?
+                    .appended
+            }
+            Sink::Binary {
+                producer,
+                entries,
+                size,
+            } => {
+                *size = 0;
+                let r = producer.append(stream, entries).await?;
+                entries.clear();
+                r.appended
+            }
+        };
+        Ok(appended)
+    }
+}
+
 async fn produce(args: ProduceArgs) -> Result<()> {
     use tokio::io::AsyncBufReadExt;
 
-    let client = client(&args.server)?;
     // Fail before reading stdin if the stream is not there.
-    client.get_stream(&args.stream).await?;
+    let mut sink = Sink::open(&args).await?;
     let (mut entries, mut batches) = (0u64, 0u64);
-    let mut body = Vec::new();
     let mut in_batch = 0u32;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut line_no = 0u64;
@@ -134,7 +232,7 @@ async fn produce(args: ProduceArgs) -> Result<()> {
             Ok(line) => line.context("read stdin")?,
             Err(_idle) => {
                 if in_batch > 0 {
-                    entries += send(&client, &args.stream, &mut body).await?;
+                    entries += sink.flush(&args.stream).await?;
                     batches += 1;
                     in_batch = 0;
                 }
@@ -152,26 +250,20 @@ async fn produce(args: ProduceArgs) -> Result<()> {
                 ));
             }
         };
-        serde_json::to_writer(&mut body, &entry)?;
-        body.push(b'\n');
+        sink.push(entry)?;
         in_batch += 1;
-        if in_batch >= args.batch_size || body.len() >= MAX_PRODUCE_BODY {
-            entries += send(&client, &args.stream, &mut body).await?;
+        if in_batch >= args.batch_size || sink.size() >= MAX_PRODUCE_BODY {
+            entries += sink.flush(&args.stream).await?;
             batches += 1;
             in_batch = 0;
         }
     }
     if in_batch > 0 {
-        entries += send(&client, &args.stream, &mut body).await?;
+        entries += sink.flush(&args.stream).await?;
         batches += 1;
     }
     eprintln!("produced {entries} entries in {batches} batches");
     Ok(())
-}
-
-async fn send(client: &Client, stream: &str, body: &mut Vec<u8>) -> Result<u64> {
-    let r = client.append_ndjson(stream, std::mem::take(body)).await?;
-    Ok(r.appended)
 }
 
 async fn read(args: ReadArgs) -> Result<()> {
@@ -267,6 +359,8 @@ mod tests {
             source: "cli".into(),
             level: Level::Warn,
             batch_size: 10,
+            api: ProduceApi::Http,
+            tcp: None,
         }
     }
 

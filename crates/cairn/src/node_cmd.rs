@@ -4,8 +4,10 @@
 //! The announcement `cairn node listening on http://IP:PORT` is printed to
 //! stdout (and flushed) only once the socket is bound, with the real port,
 //! so scripts and tests can start a node on port 0 and read where it is.
+//! With `--tcp`, the line `cairn node tcp listening on IP:PORT` follows it.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -36,18 +38,24 @@ pub fn run(args: NodeArgs) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    runtime.block_on(serve(config, args.http, stage_timing))
+    runtime.block_on(serve(config, args.http, args.tcp, stage_timing))
 }
 
-async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: bool) -> Result<()> {
+async fn serve(
+    config: NodeConfig,
+    http: SocketAddr,
+    tcp: Option<SocketAddr>,
+    stage_timing: bool,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "cairn node config: id={} name={} data_dir={} http={http} raft={} peers={:?} join={:?} \
+        "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
          max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing}",
         config.cluster.node_id,
         config.node_name,
         config.data_dir.display(),
+        tcp.map_or_else(|| "off".to_string(), |a| a.to_string()),
         config.cluster.raft_listen,
         config.cluster.peers,
         config.cluster.join,
@@ -60,6 +68,14 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .with_context(|| format!("bind {http}"))?;
+    let tcp_listener = match tcp {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr} (--tcp)"))?,
+        ),
+        None => None,
+    };
     let data_dir = config.data_dir.clone();
     let addr = listener.local_addr()?;
     let node = Node::open(config, addr.to_string())
@@ -67,6 +83,9 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
         .with_context(|| format!("start node with data directory {}", data_dir.display()))?;
     node.telemetry().metrics.set_stage_timing(stage_timing);
     writeln!(out, "cairn node listening on http://{addr}")?;
+    if let Some(l) = &tcp_listener {
+        writeln!(out, "cairn node tcp listening on {}", l.local_addr()?)?;
+    }
     writeln!(
         out,
         "cairn node {} transport on {}",
@@ -76,7 +95,8 @@ async fn serve(config: NodeConfig, http: std::net::SocketAddr, stage_timing: boo
     out.flush()?;
     drop(out);
 
-    node.serve(listener, shutdown_signal()).await?;
+    node.serve_with_tcp(listener, tcp_listener, shutdown_signal())
+        .await?;
     tracing::info!("node stopped");
     Ok(())
 }

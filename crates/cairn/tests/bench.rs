@@ -224,7 +224,11 @@ fn bench_refuses_what_it_cannot_do() -> Result<()> {
         "",
     )?;
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    ensure!(out.stderr.contains("binary protocol"), "{}", out.stderr);
+    ensure!(
+        out.stderr.contains("--api binary needs --tcp"),
+        "{}",
+        out.stderr
+    );
     let out = run(
         &[
             "bench",

@@ -302,17 +302,15 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_discarded() -> Result<
     let new = loop {
         let mut seen = None;
         for &i in &others {
-            if let Ok(v) = c.view(i).await {
-                if let Some(l) = v
+            if let Ok(v) = c.view(i).await
+                && let Some(l) = v
                     .groups
                     .iter()
                     .find(|g| g.stream == STREAM)
                     .and_then(|g| g.leader)
-                {
-                    if l != old {
-                        seen = Some(l);
-                    }
-                }
+                && l != old
+            {
+                seen = Some(l);
             }
         }
         if let Some(l) = seen {

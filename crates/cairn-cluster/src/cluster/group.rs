@@ -36,6 +36,14 @@ struct Pending {
     reply: oneshot::Sender<Result<Appended, ClusterError>>,
 }
 
+/// Which partition a group is.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupId {
+    pub group: u64,
+    pub stream: String,
+    pub partition: u32,
+}
+
 /// A running partition replica.
 pub struct PartitionGroup {
     pub group: u64,
@@ -51,9 +59,7 @@ pub struct PartitionGroup {
 impl PartitionGroup {
     pub(crate) fn new(
         node_id: NodeId,
-        group: u64,
-        stream: String,
-        partition: u32,
+        id: GroupId,
         raft: Raft<PartitionRaftConfig>,
         log: PartitionLog,
         state: Arc<ReplicaState>,
@@ -61,9 +67,9 @@ impl PartitionGroup {
     ) -> Arc<Self> {
         let (queue, rx) = mpsc::unbounded_channel();
         let group = Arc::new(Self {
-            group,
-            stream,
-            partition,
+            group: id.group,
+            stream: id.stream,
+            partition: id.partition,
             raft: raft.clone(),
             log,
             state,

@@ -592,10 +592,10 @@ impl Cluster {
     /// Where to send a write for `group`: the leader this node knows of,
     /// else the replicas in turn, preferred leader first.
     fn leader_guess(&self, group: u64, attempt: usize) -> Option<NodeId> {
-        if let Some(g) = self.group(group) {
-            if let Some(l) = g.leader() {
-                return Some(l);
-            }
+        if let Some(g) = self.group(group)
+            && let Some(l) = g.leader()
+        {
+            return Some(l);
         }
         let meta = self.meta();
         let (stream_id, partition) = crate::controller::meta::split_group(group);
@@ -671,10 +671,10 @@ impl Cluster {
     fn sync_peers(&self, meta: &ClusterMeta) {
         let known = self.inner.transport.peers();
         for n in meta.nodes.values() {
-            if let Ok(addr) = n.info.raft_addr.parse::<SocketAddr>() {
-                if known.get(&n.id).copied().flatten() != Some(addr) {
-                    self.inner.transport.set_peer(n.id, addr);
-                }
+            if let Ok(addr) = n.info.raft_addr.parse::<SocketAddr>()
+                && known.get(&n.id).copied().flatten() != Some(addr)
+            {
+                self.inner.transport.set_peer(n.id, addr);
             }
         }
     }
@@ -753,9 +753,11 @@ impl Cluster {
         let _ = meta;
         let group = PartitionGroup::new(
             me,
-            p.group,
-            stream.name.clone(),
-            partition,
+            group::GroupId {
+                group: p.group,
+                stream: stream.name.clone(),
+                partition,
+            },
             raft,
             log,
             state,

@@ -104,8 +104,9 @@ pub enum ControllerCommand {
 }
 
 /// The outcome of one command, returned to its proposer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerResponse {
+    #[default]
     Ok,
     StreamCreated(StreamMeta),
     /// The command was valid Raft-wise but refused by the metadata rules;
@@ -114,12 +115,6 @@ pub enum ControllerResponse {
         code: u16,
         message: String,
     },
-}
-
-impl Default for ControllerResponse {
-    fn default() -> Self {
-        ControllerResponse::Ok
-    }
 }
 
 /// Group id of partition `partition` of stream `stream_id`. Group 0 is the

@@ -46,11 +46,11 @@ fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl ControllerStateMachine {
     /// Opens (or starts) the state kept at `path`.
-    pub fn open(path: PathBuf) -> Result<Self, StorageError<NodeId>> {
+    pub fn open(path: PathBuf) -> std::io::Result<Self> {
         let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(io_err)?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ControllerState::default(),
-            Err(e) => return Err(io_err(e)),
+            Err(e) => return Err(e),
         };
         let (published, _) = watch::channel(Arc::new(state.meta.clone()));
         Ok(Self {
@@ -69,9 +69,9 @@ impl ControllerStateMachine {
         self.published.borrow().clone()
     }
 
-    fn persist(&self, state: &ControllerState) -> Result<(), StorageError<NodeId>> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(io_err)?;
-        cairn_storage::fsutil::atomic_write(&self.path, &bytes).map_err(io_err)?;
+    fn persist(&self, state: &ControllerState) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        cairn_storage::fsutil::atomic_write(&self.path, &bytes).map_err(std::io::Error::other)?;
         self.published.send_replace(Arc::new(state.meta.clone()));
         Ok(())
     }
@@ -129,7 +129,7 @@ impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
                 }
             });
         }
-        self.persist(&state)?;
+        self.persist(&state).map_err(io_err)?;
         *self.state.lock() = state;
         Ok(out)
     }
@@ -155,7 +155,7 @@ impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
             membership: meta.last_membership.clone(),
             meta: cluster,
         };
-        self.persist(&state)?;
+        self.persist(&state).map_err(io_err)?;
         *self.state.lock() = state;
         Ok(())
     }

@@ -72,10 +72,10 @@ where
         // Membership is where addresses come from: keep the transport's peer
         // table in step with it (an unparsable address leaves the table as
         // is; calls then fail as unreachable and openraft retries).
-        if let Ok(addr) = node.raft_addr.parse::<SocketAddr>() {
-            if self.transport.peers().get(&target).copied().flatten() != Some(addr) {
-                self.transport.set_peer(target, addr);
-            }
+        if let Ok(addr) = node.raft_addr.parse::<SocketAddr>()
+            && self.transport.peers().get(&target).copied().flatten() != Some(addr)
+        {
+            self.transport.set_peer(target, addr);
         }
         GroupNetwork {
             transport: self.transport.clone(),

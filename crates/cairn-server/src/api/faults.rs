@@ -84,10 +84,10 @@ fn rule(f: NetworkFault) -> Result<FaultRule, ApiError> {
             )));
         }
     };
-    if f.action != "partition" {
-        if let Some(peers) = f.peers {
-            rule = rule.to_peers(peers);
-        }
+    if f.action != "partition"
+        && let Some(peers) = f.peers
+    {
+        rule = rule.to_peers(peers);
     }
     rule = match f.direction.as_deref() {
         None | Some("both") => rule,

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use cairn_client::{
-    AppendResponse, Consistency, CreateStream, Health, PartitionAppend, PartitionFailure,
-    QueryParams, QueryResponse, ReadParams, StreamInfo, StreamList,
+    Consistency, CreateStream, Health, PartitionFailure, QueryParams, QueryResponse, ReadParams,
+    StreamInfo, StreamList,
 };
 use cairn_cluster::controller::meta::StreamMeta;
 use cairn_cluster::controller::{ControllerCommand, ControllerResponse};
@@ -125,28 +125,23 @@ pub async fn delete_stream(
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    match node
+    if let ControllerResponse::Refused { code, message } = node
         .cluster()
         .propose(ControllerCommand::DeleteStream { name: name.clone() })
         .await?
     {
-        ControllerResponse::Refused { code, message } => {
-            return Err(ApiError::new(
-                ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
-                message,
-            ));
-        }
-        _ => {}
+        return Err(ApiError::new(
+            ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
+            message,
+        ));
     }
     node.telemetry().metrics.forget_stream(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Validates the whole body, then sends one batch per partition to that
-/// partition's leader (here or forwarded), all at once; answers when every
-/// batch is committed on a majority. Partitions are independent logs: if
-/// one fails after others committed, those stay and the request reports
-/// the error.
+/// Parses and validates the whole body, then hands the entries to
+/// [`Node::append_entries`], the write path shared with the binary
+/// protocol.
 pub async fn append(
     State(node): State<Node>,
     ApiPath(name): ApiPath<String>,
@@ -157,51 +152,18 @@ pub async fn append(
     metrics.count_request(Api::Http, Operation::Append);
     let started = metrics.start_timer();
     // Look the stream up first: a missing stream is a 404 whatever the body.
-    let stream = streams::lookup(node.cluster(), &name)?;
+    streams::lookup(node.cluster(), &name)?;
     let body = read_body(body, node.config().max_body_bytes).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let partitions = stream.partitions.len() as u32;
-    let batches = blocking(move || {
-        let entries = ingest::parse_entries(&body, content_type.as_deref(), now_us())?;
-        ingest::build_batches(&entries, partitions)
-    })
-    .await?;
+    let entries =
+        blocking(move || ingest::parse_new_entries(&body, content_type.as_deref())).await?;
     if let Some(t) = started {
         metrics.record_write(WriteStage::Decode, t.elapsed());
     }
-
-    let mut bytes = 0u64;
-    let writes = batches.into_iter().map(|(p, batch)| {
-        bytes += batch.len() as u64;
-        let group = streams::partition_group(&stream, p);
-        let cluster = node.cluster().clone();
-        async move {
-            let appended = cluster.append(group?, batch).await?;
-            Ok::<_, ApiError>(PartitionAppend {
-                partition: p,
-                base_offset: appended.base_offset,
-                count: appended.count,
-            })
-        }
-    });
-    let replicated = metrics.start_timer();
-    let results = futures::future::join_all(writes).await;
-    if let Some(t) = replicated {
-        metrics.record_write(WriteStage::Commit, t.elapsed());
-    }
-    let mut response = AppendResponse {
-        appended: 0,
-        partitions: Vec::with_capacity(results.len()),
-    };
-    for result in results {
-        let part = result?;
-        response.appended += u64::from(part.count);
-        response.partitions.push(part);
-    }
-    metrics.count_ingest(Api::Http, &metrics.stream(&name), response.appended, bytes);
+    let response = node.append_entries(&name, entries, Api::Http).await?;
     let encoding = metrics.start_timer();
     let response = Json(response).into_response();
     if let (Some(started), Some(encoding)) = (started, encoding) {

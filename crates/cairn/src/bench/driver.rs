@@ -1,6 +1,7 @@
-//! The HTTP driver: turns schedules into requests against real nodes.
+//! The driver: turns schedules into requests against real nodes.
 //!
-//! One *writer* per `--connections`, each with its own HTTP client, its own
+//! One *writer* per `--connections`, each with its own client (HTTP, or
+//! one binary-protocol connection with `--api binary`), its own
 //! [`Schedule`] (its share of the rate, staggered or separately seeded) and
 //! its own [`Recorder`]. A writer sleeps until a slot's intended time; if
 //! fewer than `--max-in-flight` of its requests are outstanding it sends at
@@ -9,7 +10,7 @@
 //! back on its schedule immediately: many requests are in flight per
 //! writer. (Over HTTP/1.1 each in-flight request needs its own keep-alive
 //! socket, so a writer holds up to `--max-in-flight` of them; the binary
-//! protocol will multiplex them on one.)
+//! protocol multiplexes them on one TCP connection per writer.)
 //!
 //! Backlogged slots are served strictly in order, and a slot that comes due
 //! while the writer still waits for an earlier one's free slot is
@@ -45,7 +46,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use cairn_client::{Client, QueryParams, ReadParams};
+use cairn_client::{
+    AppendResponse, Client, QueryParams, ReadParams, TcpError, TcpOptions, TcpProducer,
+};
+use cairn_types::RecordBatch;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::runtime::Handle;
@@ -56,12 +60,15 @@ use super::recorder::{Bucket, Completion, Outcome, Percentiles, Recorder};
 use super::scenario::Phase;
 use super::schedule::{PhaseRate, Schedule, Slot};
 use super::verify::Ack;
-use crate::cli::{Arrival, ReadKind};
+use crate::cli::{Arrival, ProduceApi, ReadKind};
 
 /// How the driver runs; fixed for the whole bench.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub targets: Vec<String>,
+    pub api: ProduceApi,
+    /// Binary-protocol addresses, for `ProduceApi::Binary`.
+    pub tcp_targets: Vec<String>,
     pub streams: Vec<String>,
     pub connections: u32,
     pub max_in_flight: u32,
@@ -87,10 +94,59 @@ pub struct ReadLoad {
     pub window: Duration,
 }
 
+/// How a writer sends its appends.
+#[derive(Debug)]
+enum Sender {
+    Http(Client),
+    Binary(TcpProducer),
+}
+
+/// One request's entries, encoded for the writer's API.
+enum Body {
+    Ndjson(Vec<u8>),
+    Batch(RecordBatch),
+}
+
+impl Sender {
+    fn body(
+        &self,
+        payload: &Payload,
+        worker: u32,
+        seq_start: u64,
+        count: u32,
+        size: usize,
+    ) -> Body {
+        match self {
+            Sender::Http(_) => {
+                let mut body = Vec::with_capacity(count as usize * (size + 8));
+                payload.build(worker, seq_start, count, &mut body);
+                Body::Ndjson(body)
+            }
+            Sender::Binary(_) => {
+                Body::Batch(payload.build_batch(worker, seq_start, count, now_us()))
+            }
+        }
+    }
+
+    /// Sends one append; a failure is reported as a short stable label.
+    async fn append(&self, stream: &str, body: Body) -> Result<AppendResponse, String> {
+        match (self, body) {
+            (Sender::Http(c), Body::Ndjson(b)) => {
+                c.append_ndjson(stream, b).await.map_err(|e| error_kind(&e))
+            }
+            (Sender::Binary(p), Body::Batch(b)) => p
+                .append_batch(stream, &b)
+                .await
+                .map_err(|e| tcp_error_kind(&e)),
+            _ => unreachable!("bodies are built by the same sender"),
+        }
+    }
+}
+
 /// One writer connection; outlives the runs of a sweep, so ids stay unique.
 #[derive(Debug)]
 struct Writer {
-    client: Client,
+    sender: Sender,
     next_seq: AtomicU64,
     acks: Mutex<Vec<Ack>>,
 }
@@ -188,7 +244,7 @@ struct Run {
 }
 
 impl Driver {
-    pub fn new(
+    pub async fn new(
         cfg: DriverConfig,
         payload: Payload,
         live: Live,
@@ -203,16 +259,35 @@ impl Driver {
                 .build()
                 .context("build the HTTP client")
         };
-        let writers = (0..cfg.connections as usize)
-            .map(|k| {
-                let url = &cfg.targets[k % cfg.targets.len()];
-                Ok(Writer {
-                    client: Client::with_http_client(url, http(cfg.max_in_flight as usize)?)?,
-                    next_seq: AtomicU64::new(0),
-                    acks: Mutex::new(Vec::new()),
-                })
-            })
-            .collect::<Result<_>>()?;
+        let mut writers = Vec::with_capacity(cfg.connections as usize);
+        for k in 0..cfg.connections as usize {
+            let sender = match cfg.api {
+                ProduceApi::Http => {
+                    let url = &cfg.targets[k % cfg.targets.len()];
+                    Sender::Http(Client::with_http_client(
+                        url,
+                        http(cfg.max_in_flight as usize)?,
+                    )?)
+                }
+                ProduceApi::Binary => {
+                    let addr = &cfg.tcp_targets[k % cfg.tcp_targets.len()];
+                    let options = TcpOptions {
+                        request_timeout: Some(cfg.timeout),
+                        connect_timeout: cfg.timeout,
+                        ..TcpOptions::default()
+                    };
+                    let producer = TcpProducer::connect_with(addr.as_str(), options)
+                        .await
+                        .with_context(|| format!("connect to the binary protocol at {addr}"))?;
+                    Sender::Binary(producer)
+                }
+            };
+            writers.push(Writer {
+                sender,
+                next_seq: AtomicU64::new(0),
+                acks: Mutex::new(Vec::new()),
+            });
+        }
         let readers = cfg
             .targets
             .iter()
@@ -479,10 +554,13 @@ fn write_worker(
         let seq_start = writer
             .next_seq
             .fetch_add(u64::from(cfg.batch_size), Ordering::Relaxed);
-        let mut body = Vec::with_capacity(cfg.batch_size as usize * (cfg.entry_size + 8));
-        shared
-            .payload
-            .build(k as u32, seq_start, cfg.batch_size, &mut body);
+        let body = writer.sender.body(
+            &shared.payload,
+            k as u32,
+            seq_start,
+            cfg.batch_size,
+            cfg.entry_size,
+        );
         let Some((permit, backlogged)) = pacer.admit(intended) else {
             give_up(&rec, run.start, slot, schedule);
             break;
@@ -493,8 +571,8 @@ fn write_worker(
             let sent = Instant::now();
             let writer = &shared.writers[k];
             let result = writer
-                .client
-                .append_ndjson(&shared.cfg.streams[stream], body)
+                .sender
+                .append(&shared.cfg.streams[stream], body)
                 .await;
             let done = Instant::now();
             let outcome = match result {
@@ -516,7 +594,7 @@ fn write_worker(
                     }
                     Outcome::Ok { items }
                 }
-                Err(e) => Outcome::Error(error_kind(&e)),
+                Err(kind) => Outcome::Error(kind),
             };
             rec.lock().record(&Completion {
                 phase: slot.phase,
@@ -642,6 +720,19 @@ fn error_kind(e: &cairn_client::Error) -> String {
         Error::Transport(e) if e.is_connect() => "connect".into(),
         Error::Transport(_) => "transport".into(),
         Error::InvalidUrl { .. } => "invalid_url".into(),
+    }
+}
+
+/// A short stable label for a failed binary-protocol request.
+fn tcp_error_kind(e: &TcpError) -> String {
+    match e {
+        TcpError::Api { code, .. } => code.as_str().to_string(),
+        TcpError::Timeout(_) => "timeout".into(),
+        TcpError::Connect { .. } => "connect".into(),
+        TcpError::Closed(_) => "connection_closed".into(),
+        TcpError::TooLarge { .. } => "too_large".into(),
+        TcpError::Invalid(_) => "invalid".into(),
+        TcpError::Unexpected(_) => "unexpected_answer".into(),
     }
 }
 

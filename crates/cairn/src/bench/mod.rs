@@ -6,8 +6,9 @@
 //! that stalls is charged for every request it delayed — including the ones
 //! a closed-loop client would never have sent (`recorder`). Requests that
 //! find the in-flight cap reached are backlogged, sent late, and still
-//! counted. The HTTP side (`driver`) runs one writer per connection, many
-//! requests in flight each, plus an optional read load; each writer keeps
+//! counted. The driver (`driver`) runs one writer per connection — an HTTP
+//! client, or with `--api binary` one pipelined binary-protocol
+//! connection — with many requests in flight each, plus an optional read load; each writer keeps
 //! its own HDR histograms, merged at the end, and a reporter writes one row
 //! per second as the run goes. Every entry carries a unique id
 //! (`payload`), so at the end `verify` reads back exactly what was
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, StreamConfig};
 
-use crate::cli::{BenchApi, BenchArgs, BenchOptions, BenchScenario};
+use crate::cli::{BenchArgs, BenchOptions, BenchScenario, ProduceApi};
 use driver::{Driver, DriverConfig, Interrupt, Live, ReadLoad, RunResult};
 use payload::Payload;
 use recorder::Percentiles;
@@ -78,8 +79,18 @@ fn check_rate(name: &str, rate: f64) -> Result<()> {
 /// Rejects what would make a meaningless run, before anything is created.
 fn validate(scenario: &BenchScenario) -> Result<()> {
     let opts = options(scenario);
-    if opts.api == BenchApi::Binary {
-        bail!("--api binary: nodes do not serve the binary protocol yet; use --api http");
+    if opts.api == ProduceApi::Binary {
+        ensure!(
+            !opts.tcp.is_empty(),
+            "--api binary needs --tcp: the nodes' binary protocol addresses (cairn node --tcp)"
+        );
+        // One request is one record batch (64 MiB at most); entries are
+        // at least ~64 bytes once encoded.
+        let request = u64::from(opts.batch_size) * opts.entry_size.max(64) as u64;
+        ensure!(
+            request <= 32 << 20,
+            "--batch-size x --entry-size is {request} bytes: too large for one binary request"
+        );
     }
     ensure!(
         !opts.server.is_empty(),
@@ -159,6 +170,10 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
     let (name, scenario_params) = scenario_config(&scenario);
     let config = Config {
         targets: opts.server.clone(),
+        tcp_targets: match opts.api {
+            ProduceApi::Binary => opts.tcp.clone(),
+            ProduceApi::Http => Vec::new(),
+        },
         api: opts.api,
         connections: opts.connections,
         max_in_flight: opts.max_in_flight,
@@ -218,6 +233,8 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
     let driver = Driver::new(
         DriverConfig {
             targets: opts.server.clone(),
+            api: opts.api,
+            tcp_targets: opts.tcp.clone(),
             streams: streams.clone(),
             connections: opts.connections,
             max_in_flight: opts.max_in_flight,
@@ -239,7 +256,8 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
         Payload::new(&run_id, opts.sources, opts.entry_size),
         Live::new(bench_start, opts.interval_log.as_deref())?,
         interrupt.clone(),
-    )?;
+    )
+    .await?;
 
     // Load, then verification; the streams are deleted whatever happened.
     let outcome = async {

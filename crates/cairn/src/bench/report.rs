@@ -17,13 +17,16 @@ use super::driver::{IntervalRow, PhaseResult, RunResult, rate};
 use super::recorder::{Bucket, Percentiles};
 use super::scenario::StepFigures;
 use super::verify::VerifyReport;
-use crate::cli::{Arrival, BenchApi, ReadKind};
+use crate::cli::{Arrival, ProduceApi, ReadKind};
 
 /// The configuration as run, in plain units.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub targets: Vec<String>,
-    pub api: BenchApi,
+    /// Binary-protocol addresses the writers used (`--api binary`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tcp_targets: Vec<String>,
+    pub api: ProduceApi,
     pub connections: u32,
     pub max_in_flight: u32,
     pub arrival: Arrival,
@@ -264,7 +267,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "cairn bench {}{} (run {}) against {}",
+            "cairn bench {}{} (run {}) against {}{}",
             self.scenario,
             if self.interrupted {
                 " (interrupted)"
@@ -272,7 +275,15 @@ impl Report {
                 ""
             },
             self.run_id,
-            c.targets.join(", ")
+            c.targets.join(", "),
+            if c.tcp_targets.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", appends over the binary protocol at {}",
+                    c.tcp_targets.join(", ")
+                )
+            }
         );
         let _ = writeln!(
             s,

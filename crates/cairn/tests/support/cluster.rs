@@ -166,15 +166,14 @@ impl TestCluster {
     pub async fn leader_of(&self, stream: &str, partition: u32) -> Option<u64> {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
         for i in self.live() {
-            if let Ok(v) = self.view(i).await {
-                if let Some(l) = v
+            if let Ok(v) = self.view(i).await
+                && let Some(l) = v
                     .groups
                     .iter()
                     .find(|g| g.stream == stream && g.partition == partition)
                     .and_then(|g| g.leader)
-                {
-                    *votes.entry(l).or_default() += 1;
-                }
+            {
+                *votes.entry(l).or_default() += 1;
             }
         }
         let majority = self.nodes.len() / 2 + 1;
@@ -225,10 +224,10 @@ impl TestCluster {
                 logs.push(self.read_all(i, stream, partition).await);
             }
             let logs: Result<Vec<_>> = logs.into_iter().collect();
-            if let Ok(logs) = &logs {
-                if logs.windows(2).all(|w| w[0] == w[1]) {
-                    return Ok(logs[0].clone());
-                }
+            if let Ok(logs) = &logs
+                && logs.windows(2).all(|w| w[0] == w[1])
+            {
+                return Ok(logs[0].clone());
             }
             if Instant::now() > deadline {
                 let lens = logs.map(|l| l.iter().map(Vec::len).collect::<Vec<_>>());

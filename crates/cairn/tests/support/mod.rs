@@ -21,11 +21,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub struct NodeProcess {
     child: Option<Child>,
     pub url: String,
+    /// `IP:PORT` of the binary protocol, when started with `--tcp`.
+    pub tcp: Option<String>,
     stderr: Option<thread::JoinHandle<String>>,
 }
 
 impl NodeProcess {
-    /// Starts a node on 127.0.0.1:0 and waits for its announcement line.
+    /// Starts a node on 127.0.0.1:0 and waits for its announcement line
+    /// (and the binary protocol's, when `extra` has `--tcp`).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<NodeProcess> {
         let mut child = Command::new(BIN)
             .arg("node")
@@ -49,21 +52,29 @@ impl NodeProcess {
         let mut node = NodeProcess {
             child: Some(child),
             url: String::new(),
+            tcp: None,
             stderr: Some(stderr),
         };
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("cairn node listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((false, url.to_string()));
+                }
+                if let Some(addr) = line.strip_prefix("cairn node tcp listening on ") {
+                    let _ = tx.send((true, addr.to_string()));
                 }
             }
         });
-        match rx.recv_timeout(TIMEOUT) {
-            Ok(url) => node.url = url,
-            Err(_) => {
-                let log = node.kill_and_log();
-                bail!("node did not announce its address; stderr:\n{log}");
+        let want_tcp = extra.contains(&"--tcp");
+        while node.url.is_empty() || (want_tcp && node.tcp.is_none()) {
+            match rx.recv_timeout(TIMEOUT) {
+                Ok((false, url)) => node.url = url,
+                Ok((true, addr)) => node.tcp = Some(addr),
+                Err(_) => {
+                    let log = node.kill_and_log();
+                    bail!("node did not announce its address; stderr:\n{log}");
+                }
             }
         }
         Ok(node)

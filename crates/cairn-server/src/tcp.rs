@@ -1,0 +1,307 @@
+//! The binary ingest API: `cairn_types::protocol` over framed TCP.
+//!
+//! Per connection, three kinds of task:
+//!
+//! - the **reader** (the connection's own task) reads frames, decodes each
+//!   request and spawns a handler for it. It takes an in-flight permit
+//!   first, so once [`MAX_IN_FLIGHT_PER_CONNECTION`] requests are being
+//!   handled it stops reading: the socket's buffers fill and the producer
+//!   is pushed back by TCP itself, instead of the node queueing unbounded
+//!   work;
+//! - **handlers**, one per request, run concurrently: an APPEND is decoded
+//!   (CRC, structure, limits) and handed to [`Node::append_entries`], the
+//!   write path shared with HTTP; each handler queues its encoded response
+//!   and only then returns its permit;
+//! - the **writer** sends responses in completion order (clients match
+//!   them by correlation id), gathering whatever is queued into one flush.
+//!
+//! A malformed frame with a readable correlation id is answered with an
+//! error and the connection goes on. Anything that leaves the byte stream
+//! out of step — a frame over the size limit, one too short to carry an
+//! id — is answered with a connection-level error (correlation id 0), the
+//! reason is logged, and the connection closes once its in-flight requests
+//! are answered.
+//!
+//! Shutdown: the accept loop stops, every reader stops reading, in-flight
+//! requests finish and their responses are written, then the sockets
+//! close. Requests still unread in a socket's buffer are not answered;
+//! the producer sees the connection close and knows they were not taken.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_telemetry::metrics::{Api, Operation, WriteStage};
+use cairn_types::ErrorCode;
+use cairn_types::protocol::{
+    self, AppendedPartition, MalformedFrame, Op, Request, RequestBody, Response, ResponseBody,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::ApiError;
+use crate::ingest;
+use crate::node::Node;
+
+/// Requests of one connection handled at once; beyond it the reader
+/// stops reading. Enough to keep the storage writer's commit groups full
+/// from one producer (group commit needs many appends in flight).
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// APPEND payloads larger than this are decoded on the blocking pool.
+const INLINE_DECODE_MAX_BYTES: usize = 64 * 1024;
+/// At most this many queued responses are written before one flush.
+const MAX_RESPONSES_PER_FLUSH: usize = 128;
+/// Error messages are cut to this, so a response always fits a frame.
+const MAX_ERROR_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// The length-prefix codec of both directions; see `cairn_types::protocol`.
+pub fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(protocol::LENGTH_PREFIX_LEN)
+        .little_endian()
+        .max_frame_length(max_frame_length)
+        .new_codec()
+}
+
+/// Accepts connections until `stop` is cancelled, then waits for every
+/// connection to finish its in-flight requests.
+pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving the binary protocol");
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((socket, peer)) => {
+                connections.spawn(connection(node.clone(), socket, peer, stop.clone()));
+            }
+            Err(e) => {
+                // Usually out of file descriptors: wait for some to close
+                // rather than spin on the error.
+                tracing::warn!(error = %e, "accepting a binary-protocol connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    tracing::info!(
+        open = connections.len(),
+        "binary protocol: no longer accepting; finishing in-flight requests"
+    );
+    connections.wait().await;
+}
+
+/// Why a connection stops reading.
+enum Close {
+    /// The producer closed its side, or the node is shutting down.
+    Quiet,
+    /// The stream is out of step: answer with a connection-level error.
+    Error(ErrorCode, String),
+}
+
+async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    // Responses are small and latency-bound: never wait for Nagle.
+    let _ = socket.set_nodelay(true);
+    let max_frame = node.config().max_body_bytes + protocol::REQUEST_OVERHEAD;
+    let (read_half, write_half) = socket.into_split();
+    let mut frames = FramedRead::new(read_half, codec(max_frame));
+    let (responses, queued) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer = tokio::spawn(write_responses(write_half, queued, peer));
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
+    let handlers = TaskTracker::new();
+    let metrics = &node.telemetry().metrics;
+    tracing::debug!(%peer, "binary-protocol connection opened");
+
+    let close = loop {
+        let frame = tokio::select! {
+            // Shutdown wins over reading more: what is read gets answered.
+            biased;
+            _ = stop.cancelled() => break Close::Quiet,
+            frame = frames.next() => frame,
+        };
+        let frame = match frame {
+            None => break Close::Quiet,
+            Some(Ok(frame)) => frame.freeze(),
+            Some(Err(e)) => {
+                let oversized = e
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+                if oversized {
+                    break Close::Error(
+                        ErrorCode::PayloadTooLarge,
+                        format!("a frame exceeds the {max_frame}-byte limit"),
+                    );
+                }
+                tracing::debug!(%peer, error = %e, "binary-protocol connection failed");
+                break Close::Quiet;
+            }
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break Close::Quiet,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        match Request::decode(frame) {
+            Ok(request) => {
+                handlers.spawn(handle(node.clone(), request, responses.clone(), permit));
+            }
+            Err(MalformedFrame {
+                correlation_id: Some(id),
+                reason,
+            }) => {
+                metrics.count_error(ErrorCode::BadRequest);
+                tracing::debug!(%peer, correlation_id = id, %reason, "malformed request");
+                let response = Response::error(id, None, ErrorCode::BadRequest, reason);
+                let _ = responses.send(response.encode()).await;
+            }
+            Err(MalformedFrame { reason, .. }) => {
+                break Close::Error(ErrorCode::BadRequest, reason);
+            }
+        }
+    };
+    // Stop reading; what was taken is still answered.
+    drop(frames);
+    handlers.close();
+    handlers.wait().await;
+    if let Close::Error(code, reason) = close {
+        metrics.count_error(code);
+        tracing::warn!(%peer, code = %code, %reason, "closing binary-protocol connection");
+        let response = Response::error(0, None, code, reason);
+        let _ = responses.send(response.encode()).await;
+    }
+    drop(responses);
+    let _ = writer.await;
+    tracing::debug!(%peer, "binary-protocol connection closed");
+}
+
+/// Writes responses as they are queued; ends when every sender is gone
+/// (the reader and all handlers are done), then closes the socket.
+async fn write_responses(
+    socket: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Bytes>,
+    peer: SocketAddr,
+) {
+    let mut out = FramedWrite::new(socket, codec(protocol::MAX_RESPONSE_FRAME_BYTES));
+    while let Some(frame) = queued.recv().await {
+        let mut result = out.feed(frame).await;
+        // Gather what else is ready: one flush (one syscall) for many
+        // pipelined answers.
+        for _ in 1..MAX_RESPONSES_PER_FLUSH {
+            let Ok(frame) = queued.try_recv() else { break };
+            if result.is_err() {
+                break;
+            }
+            result = out.feed(frame).await;
+        }
+        if result.is_ok() {
+            result = SinkExt::<Bytes>::flush(&mut out).await;
+        }
+        if let Err(e) = result {
+            // The producer is gone; handlers' sends now fail and they stop.
+            tracing::debug!(%peer, error = %e, "writing binary-protocol responses failed");
+            return;
+        }
+    }
+    let _ = out.into_inner().shutdown().await;
+}
+
+async fn handle(
+    node: Node,
+    request: Request,
+    responses: mpsc::Sender<Bytes>,
+    permit: OwnedSemaphorePermit,
+) {
+    let metrics = &node.telemetry().metrics;
+    let started = metrics.start_timer();
+    let op = request.body.op();
+    let id = request.correlation_id;
+    let result = process(&node, request.body).await;
+    let encoding = metrics.start_timer();
+    let ok = result.is_ok();
+    let response = match result {
+        Ok(body) => Response {
+            correlation_id: id,
+            body,
+        },
+        Err(e) => {
+            metrics.count_error(e.code);
+            if e.code.http_status() >= 500 {
+                tracing::error!(code = %e.code, message = %e.message, "binary request failed");
+            } else {
+                tracing::debug!(code = %e.code, message = %e.message, "binary request rejected");
+            }
+            Response::error(id, Some(op), e.code, truncate(e.message))
+        }
+    };
+    let _ = responses.send(response.encode()).await;
+    if let (true, Op::Append, Some(started), Some(encoding)) = (ok, op, started, encoding) {
+        metrics.record_write(WriteStage::Respond, encoding.elapsed());
+        metrics.record_write(WriteStage::Total, started.elapsed());
+    }
+    drop(permit);
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() > MAX_ERROR_MESSAGE_BYTES {
+        let mut end = MAX_ERROR_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
+async fn process(node: &Node, body: RequestBody) -> Result<ResponseBody, ApiError> {
+    let metrics = &node.telemetry().metrics;
+    match body {
+        RequestBody::Ping => {
+            metrics.count_request(Api::Tcp, Operation::Admin);
+            Ok(ResponseBody::Pong)
+        }
+        RequestBody::Metadata { stream } => {
+            metrics.count_request(Api::Tcp, Operation::Admin);
+            let partitions = crate::streams::lookup(node.cluster(), &stream)?
+                .partitions
+                .len() as u32;
+            Ok(ResponseBody::Metadata { partitions })
+        }
+        RequestBody::Append { stream, batch } => {
+            metrics.count_request(Api::Tcp, Operation::Append);
+            let started = metrics.start_timer();
+            // A missing stream is reported whatever the payload, as over HTTP.
+            crate::streams::lookup(node.cluster(), &stream)?;
+            let entries = if batch.len() <= INLINE_DECODE_MAX_BYTES {
+                ingest::entries_from_batch(batch)?
+            } else {
+                tokio::task::spawn_blocking(move || ingest::entries_from_batch(batch)).await??
+            };
+            if let Some(t) = started {
+                metrics.record_write(WriteStage::Decode, t.elapsed());
+            }
+            let response = node.append_entries(&stream, entries, Api::Tcp).await?;
+            Ok(ResponseBody::Appended(
+                response
+                    .partitions
+                    .iter()
+                    .map(|p| AppendedPartition {
+                        partition: p.partition,
+                        base_offset: p.base_offset,
+                        count: p.count,
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! The binary ingest protocol: requests and responses on a framed TCP
+//! connection, encoded and decoded without I/O so the server and the client
+//! share one definition.
+//!
+//! # Framing
+//!
+//! A connection carries frames in both directions. Each frame is a `u32`
+//! little-endian length followed by that many bytes (tokio-util's
+//! `LengthDelimitedCodec` with `length_field_length(4)` and
+//! `little_endian()`; see [`LENGTH_PREFIX_LEN`]). Both sides set an
+//! explicit maximum frame length: the server's is its HTTP body limit plus
+//! [`REQUEST_OVERHEAD`] (so `--max-body-bytes` bounds both APIs), and a
+//! frame announcing more than that closes the connection — after a
+//! connection-level error response (correlation id 0) saying why, since the
+//! rest of the stream can no longer be trusted to be in step.
+//!
+//! Every integer below is little-endian, like the record batch.
+//!
+//! # Requests
+//!
+//! ```text
+//! offset size field
+//!  0     1    version         VERSION (1)
+//!  1     1    op              1 = APPEND, 2 = PING, 3 = METADATA
+//!  2     2    reserved        0
+//!  4     8    correlation id  chosen by the client, non-zero, echoed in the response
+//! 12     2    name length     n; 0 for PING
+//! 14     n    stream name     UTF-8
+//! 14+n   ..   payload         APPEND: one record batch; otherwise empty
+//! ```
+//!
+//! The first 12 bytes keep this layout in every version, so a server can
+//! always answer a frame it cannot otherwise understand (a newer version,
+//! an unknown op) with an error carrying the right correlation id.
+//!
+//! The APPEND payload is exactly one record batch as [`BatchBuilder`]
+//! produces it (see [`crate::batch`]): base offset and epoch 0, CRC-32C
+//! valid. The server verifies the CRC and decodes and validates every entry
+//! before anything is written; the entries are then routed to partitions by
+//! source exactly as over HTTP. The batch format has no "absent" timestamp,
+//! so a producer fills in its own clock for entries that lack one.
+//!
+//! # Responses
+//!
+//! ```text
+//! offset size field
+//!  0     1    version         VERSION (1)
+//!  1     1    status          0 = OK, 1 = ERROR
+//!  2     1    op              the request's op; 0 on a connection-level error
+//!  3     1    reserved        0
+//!  4     8    correlation id  the request's; 0 = about the connection itself
+//! 12     ..   body
+//! ```
+//!
+//! | status, op | body |
+//! |---|---|
+//! | OK, APPEND | `u32` n, then n × (`u32` partition, `u64` base offset, `u32` count), in partition order |
+//! | OK, PING | empty |
+//! | OK, METADATA | `u32` partition count |
+//! | ERROR, any | `u16` [`ErrorCode`] number (the same codes HTTP uses), then a UTF-8 message filling the rest |
+//!
+//! # Pipelining
+//!
+//! A client may send many requests without waiting. The server handles the
+//! requests of one connection concurrently (up to a bound; beyond it, it
+//! stops reading the socket) and answers each as soon as it is done, so
+//! responses can come back in any order: match them by correlation id. Two
+//! appends in flight at once are not ordered relative to each other; a
+//! producer that needs one source's entries in order waits for the first
+//! append's answer before sending the next (as with HTTP).
+//!
+//! # Malformed input
+//!
+//! A frame whose correlation id can be read (at least 12 bytes, id not 0)
+//! but that is otherwise wrong gets an ERROR response with `bad_request`
+//! (header, op, name) or `invalid_entry` (the batch: CRC, structure, entry
+//! limits) and the connection stays usable. A frame too short to carry an
+//! id, or one with id 0, closes the connection with a logged reason (and
+//! a connection-level error response first).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::ErrorCode;
+
+/// Protocol version in every request and response header.
+pub const VERSION: u8 = 1;
+/// Bytes of the length prefix in front of every frame (`u32` LE).
+pub const LENGTH_PREFIX_LEN: usize = 4;
+/// Bytes of the fixed request and response headers.
+pub const HEADER_LEN: usize = 12;
+/// Longest stream name a request may carry (the server's own limit on
+/// names is smaller; this only bounds the frame).
+pub const MAX_STREAM_NAME_LEN: usize = 1024;
+/// How much longer than its payload an APPEND frame may be: header, name
+/// length and the longest name.
+pub const REQUEST_OVERHEAD: usize = HEADER_LEN + 2 + MAX_STREAM_NAME_LEN;
+/// The default largest payload (the server's default HTTP body limit, 8 MiB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 << 20;
+/// The default maximum frame length of a request.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = DEFAULT_MAX_PAYLOAD_BYTES + REQUEST_OVERHEAD;
+/// Largest response a client accepts: an APPEND answer for 1024 partitions
+/// is 16 KiB, and error messages are short.
+pub const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
+
+/// What a request asks for. The numbers are on the wire: never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    Append = 1,
+    Ping = 2,
+    Metadata = 3,
+}
+
+impl Op {
+    pub fn from_u8(v: u8) -> Option<Op> {
+        match v {
+            1 => Some(Op::Append),
+            2 => Some(Op::Ping),
+            3 => Some(Op::Metadata),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Append => "append",
+            Op::Ping => "ping",
+            Op::Metadata => "metadata",
+        }
+    }
+}
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERROR: u8 = 1;
+
+/// A frame that is not a valid request or response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed frame: {reason}")]
+pub struct MalformedFrame {
+    /// The frame's correlation id, when it could be read and is not 0: the
+    /// server answers such a frame with an error instead of closing.
+    pub correlation_id: Option<u64>,
+    pub reason: String,
+}
+
+fn malformed(correlation_id: Option<u64>, reason: impl Into<String>) -> MalformedFrame {
+    MalformedFrame {
+        correlation_id,
+        reason: reason.into(),
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Non-zero; echoed in the response.
+    pub correlation_id: u64,
+    pub body: RequestBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestBody {
+    /// Append the entries of `batch` (one encoded record batch, unverified
+    /// until the server checks it) to `stream`.
+    Append { stream: String, batch: Bytes },
+    /// Answered with an empty OK; for liveness and round-trip checks.
+    Ping,
+    /// Answered with the stream's partition count.
+    Metadata { stream: String },
+}
+
+impl RequestBody {
+    pub fn op(&self) -> Op {
+        match self {
+            RequestBody::Append { .. } => Op::Append,
+            RequestBody::Ping => Op::Ping,
+            RequestBody::Metadata { .. } => Op::Metadata,
+        }
+    }
+}
+
+fn put_header(out: &mut BytesMut, first: u8, second: u8, third: u8, correlation_id: u64) {
+    out.put_u8(VERSION);
+    out.put_u8(first);
+    out.put_u8(second);
+    out.put_u8(third);
+    out.put_u64_le(correlation_id);
+}
+
+/// Appends a request frame body (without the length prefix) to `out`.
+/// Taking the parts rather than a [`Request`] lets a client encode a batch
+/// it holds by reference, copying it once, straight into the frame.
+pub fn encode_request(
+    correlation_id: u64,
+    op: Op,
+    stream: &str,
+    payload: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), MalformedFrame> {
+    if stream.len() > MAX_STREAM_NAME_LEN {
+        return Err(malformed(
+            Some(correlation_id),
+            format!("stream name is longer than {MAX_STREAM_NAME_LEN} bytes"),
+        ));
+    }
+    out.reserve(HEADER_LEN + 2 + stream.len() + payload.len());
+    put_header(out, op as u8, 0, 0, correlation_id);
+    out.put_u16_le(stream.len() as u16);
+    out.put_slice(stream.as_bytes());
+    out.put_slice(payload);
+    Ok(())
+}
+
+impl Request {
+    /// The frame body (without the length prefix).
+    pub fn encode(&self) -> Result<Bytes, MalformedFrame> {
+        let mut out = BytesMut::new();
+        let (stream, payload): (&str, &[u8]) = match &self.body {
+            RequestBody::Append { stream, batch } => (stream, batch),
+            RequestBody::Ping => ("", &[]),
+            RequestBody::Metadata { stream } => (stream, &[]),
+        };
+        encode_request(
+            self.correlation_id,
+            self.body.op(),
+            stream,
+            payload,
+            &mut out,
+        )?;
+        Ok(out.freeze())
+    }
+
+    /// Decodes one frame body. The APPEND payload is a slice of `frame`
+    /// (no copy); its batch is not checked here.
+    pub fn decode(mut frame: Bytes) -> Result<Request, MalformedFrame> {
+        if frame.len() < HEADER_LEN {
+            return Err(malformed(
+                None,
+                format!(
+                    "a request is at least {HEADER_LEN} bytes; this one is {}",
+                    frame.len()
+                ),
+            ));
+        }
+        let version = frame.get_u8();
+        let op = frame.get_u8();
+        let reserved = frame.get_u16_le();
+        let correlation_id = frame.get_u64_le();
+        if correlation_id == 0 {
+            return Err(malformed(None, "correlation id 0 is reserved"));
+        }
+        let id = Some(correlation_id);
+        if version != VERSION {
+            return Err(malformed(
+                id,
+                format!("unsupported protocol version {version} (this server speaks {VERSION})"),
+            ));
+        }
+        let op = Op::from_u8(op).ok_or_else(|| malformed(id, format!("unknown op {op}")))?;
+        if reserved != 0 {
+            return Err(malformed(id, "reserved header bytes must be 0"));
+        }
+        if frame.len() < 2 {
+            return Err(malformed(id, "the stream name length is missing"));
+        }
+        let name_len = usize::from(frame.get_u16_le());
+        if name_len > MAX_STREAM_NAME_LEN || name_len > frame.len() {
+            return Err(malformed(
+                id,
+                format!("stream name length {name_len} runs past the frame"),
+            ));
+        }
+        let name = frame.split_to(name_len);
+        let stream = std::str::from_utf8(&name)
+            .map_err(|_| malformed(id, "the stream name is not UTF-8"))?
+            .to_string();
+        let payload = frame;
+        let body = match op {
+            Op::Append => {
+                if stream.is_empty() {
+                    return Err(malformed(id, "APPEND needs a stream name"));
+                }
+                if payload.is_empty() {
+                    return Err(malformed(id, "APPEND needs a record batch payload"));
+                }
+                RequestBody::Append {
+                    stream,
+                    batch: payload,
+                }
+            }
+            Op::Ping => {
+                if !stream.is_empty() || !payload.is_empty() {
+                    return Err(malformed(id, "PING carries no stream name or payload"));
+                }
+                RequestBody::Ping
+            }
+            Op::Metadata => {
+                if stream.is_empty() {
+                    return Err(malformed(id, "METADATA needs a stream name"));
+                }
+                if !payload.is_empty() {
+                    return Err(malformed(id, "METADATA carries no payload"));
+                }
+                RequestBody::Metadata { stream }
+            }
+        };
+        Ok(Request {
+            correlation_id,
+            body,
+        })
+    }
+}
+
+/// Where one partition's share of an APPEND landed: offsets
+/// `base_offset..base_offset + count`, in request order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedPartition {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub count: u32,
+}
+
+const APPENDED_PARTITION_LEN: usize = 16;
+
+/// One response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The request's id, or 0 for an error about the connection as a whole
+    /// (sent just before the server closes it).
+    pub correlation_id: u64,
+    pub body: ResponseBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    Appended(Vec<AppendedPartition>),
+    Pong,
+    Metadata {
+        partitions: u32,
+    },
+    /// `op` is the failed request's op, `None` when it was unreadable.
+    Error {
+        op: Option<Op>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn error(correlation_id: u64, op: Option<Op>, code: ErrorCode, message: String) -> Self {
+        Response {
+            correlation_id,
+            body: ResponseBody::Error { op, code, message },
+        }
+    }
+
+    /// The frame body (without the length prefix).
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        let id = self.correlation_id;
+        match &self.body {
+            ResponseBody::Appended(parts) => {
+                out.reserve(HEADER_LEN + 4 + parts.len() * APPENDED_PARTITION_LEN);
+                put_header(&mut out, STATUS_OK, Op::Append as u8, 0, id);
+                out.put_u32_le(parts.len() as u32);
+                for p in parts {
+                    out.put_u32_le(p.partition);
+                    out.put_u64_le(p.base_offset);
+                    out.put_u32_le(p.count);
+                }
+            }
+            ResponseBody::Pong => put_header(&mut out, STATUS_OK, Op::Ping as u8, 0, id),
+            ResponseBody::Metadata { partitions } => {
+                put_header(&mut out, STATUS_OK, Op::Metadata as u8, 0, id);
+                out.put_u32_le(*partitions);
+            }
+            ResponseBody::Error { op, code, message } => {
+                out.reserve(HEADER_LEN + 2 + message.len());
+                put_header(&mut out, STATUS_ERROR, op.map_or(0, |o| o as u8), 0, id);
+                out.put_u16_le(code.number());
+                out.put_slice(message.as_bytes());
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes one frame body.
+    pub fn decode(mut frame: Bytes) -> Result<Response, MalformedFrame> {
+        if frame.len() < HEADER_LEN {
+            return Err(malformed(
+                None,
+                format!(
+                    "a response is at least {HEADER_LEN} bytes; this one is {}",
+                    frame.len()
+                ),
+            ));
+        }
+        let version = frame.get_u8();
+        let status = frame.get_u8();
+        let op = frame.get_u8();
+        let _reserved = frame.get_u8();
+        let correlation_id = frame.get_u64_le();
+        let id = Some(correlation_id);
+        if version != VERSION {
+            return Err(malformed(
+                id,
+                format!("unsupported protocol version {version}"),
+            ));
+        }
+        let body = match status {
+            STATUS_OK => match Op::from_u8(op) {
+                Some(Op::Append) => {
+                    if frame.len() < 4 {
+                        return Err(malformed(id, "APPEND answer without partition count"));
+                    }
+                    let n = frame.get_u32_le() as usize;
+                    if frame.len() != n.saturating_mul(APPENDED_PARTITION_LEN) {
+                        return Err(malformed(
+                            id,
+                            format!("APPEND answer for {n} partitions has the wrong length"),
+                        ));
+                    }
+                    let parts = (0..n)
+                        .map(|_| AppendedPartition {
+                            partition: frame.get_u32_le(),
+                            base_offset: frame.get_u64_le(),
+                            count: frame.get_u32_le(),
+                        })
+                        .collect();
+                    ResponseBody::Appended(parts)
+                }
+                Some(Op::Ping) if frame.is_empty() => ResponseBody::Pong,
+                Some(Op::Metadata) if frame.len() == 4 => ResponseBody::Metadata {
+                    partitions: frame.get_u32_le(),
+                },
+                _ => return Err(malformed(id, format!("bad OK answer for op {op}"))),
+            },
+            STATUS_ERROR => {
+                if frame.len() < 2 {
+                    return Err(malformed(id, "error answer without a code"));
+                }
+                let number = frame.get_u16_le();
+                let message = String::from_utf8_lossy(&frame).into_owned();
+                // A newer server may know codes we do not: keep its message
+                // and the number rather than failing the whole connection.
+                let (code, message) = match ErrorCode::from_number(number) {
+                    Some(code) => (code, message),
+                    None => (
+                        ErrorCode::Internal,
+                        format!("(unknown error code {number}) {message}"),
+                    ),
+                };
+                ResponseBody::Error {
+                    op: Op::from_u8(op),
+                    code,
+                    message,
+                }
+            }
+            other => return Err(malformed(id, format!("unknown status {other}"))),
+        };
+        Ok(Response {
+            correlation_id,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::entry::{Entry, Level};
+    use proptest::prelude::*;
+
+    fn batch_bytes(n: usize) -> Bytes {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(&Entry {
+                timestamp_us: i as i64,
+                level: Level::Warn,
+                source: format!("s{i}"),
+                message: "m".into(),
+                attributes: Default::default(),
+            })
+            .unwrap();
+        }
+        b.finish().as_bytes().clone()
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        let body = prop_oneof![
+            (
+                "[a-z0-9._-]{1,40}",
+                proptest::collection::vec(any::<u8>(), 1..200)
+            )
+                .prop_map(|(stream, batch)| RequestBody::Append {
+                    stream,
+                    batch: Bytes::from(batch)
+                }),
+            Just(RequestBody::Ping),
+            "[a-z0-9._-]{1,40}".prop_map(|stream| RequestBody::Metadata { stream }),
+        ];
+        (1u64.., body).prop_map(|(correlation_id, body)| Request {
+            correlation_id,
+            body,
+        })
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        let part =
+            (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(p, b, c)| AppendedPartition {
+                partition: p,
+                base_offset: b,
+                count: c,
+            });
+        let body = prop_oneof![
+            proptest::collection::vec(part, 0..20).prop_map(ResponseBody::Appended),
+            Just(ResponseBody::Pong),
+            any::<u32>().prop_map(|partitions| ResponseBody::Metadata { partitions }),
+            (1u16..=16, ".{0,80}", prop::option::of(1u8..=3)).prop_map(|(n, message, op)| {
+                ResponseBody::Error {
+                    op: op.and_then(Op::from_u8),
+                    code: ErrorCode::from_number(n).unwrap(),
+                    message,
+                }
+            }),
+        ];
+        (any::<u64>(), body).prop_map(|(correlation_id, body)| Response {
+            correlation_id,
+            body,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(req in arb_request()) {
+            let frame = req.encode().unwrap();
+            prop_assert_eq!(Request::decode(frame).unwrap(), req);
+        }
+
+        #[test]
+        fn responses_round_trip(resp in arb_response()) {
+            prop_assert_eq!(Response::decode(resp.encode()).unwrap(), resp);
+        }
+
+        #[test]
+        fn garbage_never_panics_and_ids_are_only_claimed_when_readable(
+            raw in proptest::collection::vec(any::<u8>(), 0..64)
+        ) {
+            match Request::decode(Bytes::from(raw.clone())) {
+                Ok(req) => prop_assert_ne!(req.correlation_id, 0),
+                Err(e) => {
+                    if let Some(id) = e.correlation_id {
+                        prop_assert!(raw.len() >= HEADER_LEN);
+                        prop_assert_eq!(id, u64::from_le_bytes(raw[4..12].try_into().unwrap()));
+                        prop_assert_ne!(id, 0);
+                    }
+                }
+            }
+            let _ = Response::decode(Bytes::from(raw));
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic_and_keep_a_readable_id(
+            req in arb_request(), pos in any::<usize>(), bit in 0u8..8
+        ) {
+            let mut frame = req.encode().unwrap().to_vec();
+            let pos = pos % frame.len();
+            frame[pos] ^= 1 << bit;
+            let id = u64::from_le_bytes(frame[4..12].try_into().unwrap());
+            match Request::decode(Bytes::from(frame)) {
+                Ok(got) => prop_assert_eq!(got.correlation_id, id),
+                Err(e) => prop_assert_eq!(e.correlation_id, (id != 0).then_some(id)),
+            }
+        }
+
+        #[test]
+        fn truncated_requests_are_rejected_with_their_id(req in arb_request(), cut in any::<usize>()) {
+            let frame = req.encode().unwrap();
+            let cut = cut % frame.len();
+            // PING and METADATA frames lose their shape when cut; an APPEND
+            // cut in its payload is still a frame (its batch CRC catches it).
+            if let Ok(got) = Request::decode(frame.slice(..cut)) {
+                prop_assert_eq!(got.body.op(), Op::Append);
+            } else if cut >= HEADER_LEN {
+                prop_assert_eq!(
+                    Request::decode(frame.slice(..cut)).unwrap_err().correlation_id,
+                    Some(req.correlation_id)
+                );
+            }
+        }
+
+        #[test]
+        fn truncated_responses_are_rejected(resp in arb_response(), cut in any::<usize>()) {
+            let frame = resp.encode();
+            let cut = cut % frame.len();
+            // An error message may be cut anywhere and still be a message.
+            if !matches!(resp.body, ResponseBody::Error { .. }) || cut < HEADER_LEN + 2 {
+                prop_assert!(Response::decode(frame.slice(..cut)).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn append_frames_carry_the_batch_unchanged() {
+        let batch = batch_bytes(3);
+        let mut out = BytesMut::new();
+        encode_request(7, Op::Append, "app", &batch, &mut out).unwrap();
+        assert_eq!(&out[..4], &[VERSION, 1, 0, 0]);
+        assert_eq!(out.len(), HEADER_LEN + 2 + 3 + batch.len());
+        let req = Request::decode(out.freeze()).unwrap();
+        assert_eq!(
+            req,
+            Request {
+                correlation_id: 7,
+                body: RequestBody::Append {
+                    stream: "app".into(),
+                    batch
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn bad_headers_name_the_problem_and_keep_the_id() {
+        let frame = |version: u8, op: u8, rest: &[u8]| {
+            let mut v = vec![version, op, 0, 0];
+            v.extend_from_slice(&42u64.to_le_bytes());
+            v.extend_from_slice(rest);
+            Bytes::from(v)
+        };
+        let e = Request::decode(frame(2, 1, &[3, 0, b'a', b'b', b'c', 1])).unwrap_err();
+        assert_eq!(e.correlation_id, Some(42));
+        assert!(e.reason.contains("version 2"), "{e}");
+        let e = Request::decode(frame(1, 9, &[0, 0])).unwrap_err();
+        assert!(e.reason.contains("unknown op 9"), "{e}");
+        let e = Request::decode(frame(1, 1, &[9, 0, b'a'])).unwrap_err();
+        assert!(e.reason.contains("runs past"), "{e}");
+        let e = Request::decode(frame(1, 1, &[1, 0, 0xff, 1])).unwrap_err();
+        assert!(e.reason.contains("UTF-8"), "{e}");
+        let e = Request::decode(frame(1, 1, &[1, 0, b'a'])).unwrap_err();
+        assert!(e.reason.contains("record batch"), "{e}");
+        let e = Request::decode(frame(1, 2, &[1, 0, b'a'])).unwrap_err();
+        assert!(e.reason.contains("PING"), "{e}");
+        assert_eq!(e.correlation_id, Some(42));
+        // Too short for an id, or id 0: nothing to answer to.
+        assert_eq!(
+            Request::decode(Bytes::from_static(&[1, 1, 0]))
+                .unwrap_err()
+                .correlation_id,
+            None
+        );
+        let mut zero = vec![1, 2, 0, 0];
+        zero.extend_from_slice(&[0; 10]);
+        assert_eq!(
+            Request::decode(Bytes::from(zero))
+                .unwrap_err()
+                .correlation_id,
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_error_codes_survive_decoding() {
+        let mut frame = Response::error(5, Some(Op::Append), ErrorCode::Storage, "disk".into())
+            .encode()
+            .to_vec();
+        frame[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&999u16.to_le_bytes());
+        let r = Response::decode(Bytes::from(frame)).unwrap();
+        match r.body {
+            ResponseBody::Error { code, message, .. } => {
+                assert_eq!(code, ErrorCode::Internal);
+                assert!(
+                    message.contains("999") && message.ends_with("disk"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_names_are_refused_when_encoding() {
+        let mut out = BytesMut::new();
+        let name = "n".repeat(MAX_STREAM_NAME_LEN + 1);
+        assert!(encode_request(1, Op::Metadata, &name, &[], &mut out).is_err());
+    }
+}

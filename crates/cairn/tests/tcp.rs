@@ -1,0 +1,481 @@
+//! The binary ingest protocol against a real `cairn node --tcp`: produce
+//! over TCP and read back over HTTP, pipelined appends on one connection,
+//! malformed frames and bad entries, and a short binary bench.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use bytes::{Bytes, BytesMut};
+use cairn_client::{Client, ReadParams, StreamConfig, TcpProducer};
+use cairn_types::protocol::{self, Op, Response, ResponseBody};
+use cairn_types::{BatchBuilder, Entry, ErrorCode, Level, NewEntry};
+use serde_json::Value;
+use support::{NodeProcess, run, run_ok};
+
+fn start_node(dir: &std::path::Path) -> Result<NodeProcess> {
+    NodeProcess::start(&dir.join("data"), &["--tcp", "127.0.0.1:0"])
+}
+
+/// Every (offset, message) stored in `stream`, per partition.
+async fn read_all(client: &Client, stream: &str) -> Result<Vec<(u32, u64, String)>> {
+    let info = client.get_stream(stream).await?;
+    let mut out = Vec::new();
+    for p in &info.partitions {
+        let mut offset = p.start_offset;
+        while offset < p.end_offset {
+            let page = client
+                .read(
+                    stream,
+                    p.partition,
+                    ReadParams {
+                        offset: Some(offset),
+                        limit: Some(10_000),
+                        consistency: None,
+                    },
+                )
+                .await?;
+            for e in &page.entries {
+                out.push((p.partition, e.offset, e.entry.message.clone()));
+            }
+            offset = page.next_offset;
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn produce_over_tcp_then_read_back_over_http() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start_node(dir.path())?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    run_ok(
+        &[
+            "stream",
+            "create",
+            "app",
+            "--partitions",
+            "1",
+            "--server",
+            &node.url,
+        ],
+        "",
+    )?;
+    let input = "first line\n{\"source\":\"api\",\"level\":\"error\",\"message\":\"boom\",\"attributes\":{\"k\":\"v\"}}\n\nthird\n";
+    let out = run_ok(
+        &[
+            "produce",
+            "--stream",
+            "app",
+            "--api",
+            "binary",
+            "--tcp",
+            &tcp,
+            "--server",
+            &node.url,
+            "--source",
+            "cli",
+            "--batch-size",
+            "2",
+        ],
+        input,
+    )?;
+    ensure!(
+        out.stderr.contains("produced 3 entries in 2 batches"),
+        "{}",
+        out.stderr
+    );
+    let out = run_ok(
+        &[
+            "read",
+            "--stream",
+            "app",
+            "--partition",
+            "0",
+            "--server",
+            &node.url,
+        ],
+        "",
+    )?;
+    let lines = out.json_lines()?;
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(messages, ["first line", "boom", "third"]);
+    assert_eq!(lines[0]["source"], "cli");
+    assert_eq!(lines[1]["level"], "ERROR");
+    assert_eq!(lines[1]["attributes"]["k"], "v");
+
+    // A missing stream is refused before stdin is read, with HTTP's code.
+    let out = run(
+        &[
+            "produce", "--stream", "nope", "--api", "binary", "--tcp", &tcp,
+        ],
+        "x\n",
+    )?;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    ensure!(out.stderr.contains("stream_not_found"), "{}", out.stderr);
+    // Binary without an address is a usage error, not a silent HTTP run.
+    let out = run(&["produce", "--stream", "app", "--api", "binary"], "x\n")?;
+    ensure!(
+        !out.status.success() && out.stderr.contains("--tcp"),
+        "{}",
+        out.stderr
+    );
+    node.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn pipelined_appends_on_one_connection_are_all_stored_exactly_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start_node(dir.path())?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let client = Client::new(&node.url)?;
+        let config = StreamConfig {
+            partitions: 3,
+            ..Default::default()
+        };
+        client.create_stream("pipe", config).await?;
+        let producer = TcpProducer::connect(tcp.as_str()).await?;
+        producer.ping().await?;
+        assert_eq!(producer.partitions("pipe").await?, 3);
+
+        const REQUESTS: usize = 300;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..REQUESTS {
+            let producer = producer.clone();
+            tasks.spawn(async move {
+                let entries: Vec<NewEntry> = (0..1 + i % 3)
+                    .map(|j| NewEntry {
+                        timestamp: None,
+                        level: None,
+                        source: format!("src-{}", (i + j) % 7),
+                        message: format!("m-{i}-{j}"),
+                        attributes: Default::default(),
+                    })
+                    .collect();
+                let ack = producer.append("pipe", &entries).await;
+                (i, entries.len(), ack)
+            });
+        }
+        // offset of each message per the acks.
+        let mut acked: HashMap<(u32, u64), usize> = HashMap::new();
+        let mut total = 0usize;
+        while let Some(done) = tasks.join_next().await {
+            let (i, n, ack) = done?;
+            let ack = ack.with_context(|| format!("request {i}"))?;
+            assert_eq!(ack.appended as usize, n);
+            for p in &ack.partitions {
+                for k in 0..u64::from(p.count) {
+                    ensure!(
+                        acked.insert((p.partition, p.base_offset + k), i).is_none(),
+                        "offset acknowledged twice"
+                    );
+                }
+            }
+            total += n;
+        }
+        let stored = read_all(&client, "pipe").await?;
+        assert_eq!(stored.len(), total);
+        let mut seen = HashMap::new();
+        for (p, offset, message) in &stored {
+            *seen.entry(message.clone()).or_insert(0) += 1;
+            let i: usize = message.split('-').nth(1).context("id")?.parse()?;
+            assert_eq!(
+                acked.get(&(*p, *offset)),
+                Some(&i),
+                "{message} at {p}/{offset}"
+            );
+        }
+        ensure!(seen.values().all(|&n| n == 1), "a message stored twice");
+
+        let metrics = reqwest::get(format!("{}/metrics", node.url))
+            .await?
+            .text()
+            .await?;
+        ensure!(
+            metrics.contains(&format!(
+                "cairn_requests_total{{api=\"tcp\",operation=\"append\"}} {REQUESTS}"
+            )),
+            "tcp appends counted"
+        );
+        let entries_line = metrics
+            .lines()
+            .find(|l| l.starts_with("cairn_ingest_entries_total{api=\"tcp\"}"))
+            .context("tcp ingest counter")?;
+        ensure!(
+            entries_line.ends_with(&format!(" {total}")),
+            "{entries_line}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })?;
+    node.terminate()?;
+    Ok(())
+}
+
+/// Sends one frame body with its length prefix.
+fn send_frame(socket: &mut TcpStream, body: &[u8]) -> Result<()> {
+    socket.write_all(&(body.len() as u32).to_le_bytes())?;
+    socket.write_all(body)?;
+    Ok(())
+}
+
+/// Reads one response; `None` at end of stream.
+fn recv(socket: &mut TcpStream) -> Result<Option<Response>> {
+    let mut len = [0u8; 4];
+    match socket.read_exact(&mut len) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        other => other?,
+    }
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    socket.read_exact(&mut body)?;
+    Ok(Some(Response::decode(Bytes::from(body))?))
+}
+
+fn append_frame(id: u64, stream: &str, batch: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    protocol::encode_request(id, Op::Append, stream, batch, &mut out).unwrap();
+    out.to_vec()
+}
+
+fn expect_error(r: Option<Response>, id: u64, code: ErrorCode, text: &str) -> Result<()> {
+    let r = r.context("an answer")?;
+    assert_eq!(r.correlation_id, id, "{r:?}");
+    match r.body {
+        ResponseBody::Error {
+            code: got, message, ..
+        } => {
+            assert_eq!(got, code, "{message}");
+            ensure!(message.contains(text), "{message:?} lacks {text:?}");
+        }
+        other => anyhow::bail!("expected an error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn malformed_frames_and_bad_entries_are_answered_and_nothing_is_stored() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start_node(dir.path())?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    run_ok(&["stream", "create", "s", "--server", &node.url], "")?;
+    let mut socket = TcpStream::connect(&tcp)?;
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+
+    let entry = |source: &str| Entry {
+        timestamp_us: 1,
+        level: Level::Info,
+        source: source.into(),
+        message: "m".into(),
+        attributes: Default::default(),
+    };
+    let mut good = BatchBuilder::new();
+    good.push(&entry("a"))?;
+    let good = good.finish();
+
+    // An unknown version: the id is readable, so it is answered.
+    let mut frame = append_frame(11, "s", good.as_bytes());
+    frame[0] = 9;
+    send_frame(&mut socket, &frame)?;
+    expect_error(recv(&mut socket)?, 11, ErrorCode::BadRequest, "version 9")?;
+
+    // A flipped payload byte: the CRC catches it.
+    let mut frame = append_frame(12, "s", good.as_bytes());
+    let last = frame.len() - 1;
+    frame[last] ^= 0x20;
+    send_frame(&mut socket, &frame)?;
+    expect_error(recv(&mut socket)?, 12, ErrorCode::InvalidEntry, "checksum")?;
+
+    // A well-formed batch with one bad entry: the whole request is refused.
+    let mut bad = BatchBuilder::new();
+    bad.push(&entry("a"))?;
+    bad.push(&entry(""))?;
+    send_frame(&mut socket, &append_frame(13, "s", bad.finish().as_bytes()))?;
+    expect_error(
+        recv(&mut socket)?,
+        13,
+        ErrorCode::InvalidEntry,
+        "entry 2: source",
+    )?;
+
+    send_frame(&mut socket, &append_frame(14, "missing", good.as_bytes()))?;
+    expect_error(recv(&mut socket)?, 14, ErrorCode::StreamNotFound, "missing")?;
+
+    // The connection is still usable.
+    let mut ping = BytesMut::new();
+    protocol::encode_request(15, Op::Ping, "", &[], &mut ping)?;
+    send_frame(&mut socket, &ping)?;
+    let pong = recv(&mut socket)?.context("pong")?;
+    assert_eq!((pong.correlation_id, pong.body), (15, ResponseBody::Pong));
+
+    // Too short to carry an id: a connection-level error, then close.
+    send_frame(&mut socket, &[1, 1, 0])?;
+    expect_error(
+        recv(&mut socket)?,
+        0,
+        ErrorCode::BadRequest,
+        "at least 12 bytes",
+    )?;
+    assert!(recv(&mut socket)?.is_none(), "the connection is closed");
+
+    // A frame over the limit closes the connection without being read.
+    let mut socket = TcpStream::connect(&tcp)?;
+    socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    socket.write_all(&(1u32 << 30).to_le_bytes())?;
+    expect_error(recv(&mut socket)?, 0, ErrorCode::PayloadTooLarge, "limit")?;
+    assert!(recv(&mut socket)?.is_none(), "the connection is closed");
+
+    // Nothing of the refused requests was stored.
+    let out = run_ok(&["stream", "list", "--server", &node.url], "")?;
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("s "))
+        .context("stream row")?;
+    let entries: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(entries[2], "0", "{row}");
+
+    // Refusals are counted per code, as over HTTP.
+    let rt = tokio::runtime::Runtime::new()?;
+    let text = rt.block_on(async {
+        reqwest::get(format!("{}/metrics", node.url))
+            .await?
+            .text()
+            .await
+    })?;
+    for (reason, n) in [
+        ("invalid_entry", 2),
+        ("bad_request", 2),
+        ("stream_not_found", 1),
+        ("payload_too_large", 1),
+    ] {
+        let line = format!("cairn_rejections_total{{reason=\"{reason}\"}} {n}");
+        ensure!(text.contains(&line), "{line} in /metrics");
+    }
+    node.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn bench_over_the_binary_protocol_verifies_every_entry() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start_node(dir.path())?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    let json = dir.path().join("binary.json");
+    let out = run_ok(
+        &[
+            "bench",
+            "steady",
+            "--api",
+            "binary",
+            "--tcp",
+            &tcp,
+            "--server",
+            &node.url,
+            "--rate",
+            "2000",
+            "--duration",
+            "2s",
+            "--batch-size",
+            "1",
+            "--connections",
+            "2",
+            "--max-in-flight",
+            "32",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        "",
+    )?;
+    ensure!(out.stdout.contains("-- OK"), "{}", out.stdout);
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    assert_eq!(r["config"]["api"], "binary");
+    assert_eq!(r["config"]["tcp_targets"][0], tcp.as_str());
+    let w = &r["writes"];
+    assert_eq!(
+        (w["errors"].as_u64(), w["unsent"].as_u64()),
+        (Some(0), Some(0)),
+        "{w}"
+    );
+    assert_eq!(w["entries"], 4000, "{w}");
+    let v = &r["verification"];
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        (v["acknowledged"].as_u64(), v["read_back"].as_u64()),
+        (Some(4000), Some(4000))
+    );
+    assert_eq!(
+        (v["missing"].as_u64(), v["duplicated"].as_u64()),
+        (Some(0), Some(0))
+    );
+    node.terminate()?;
+    Ok(())
+}
+
+#[test]
+fn shutdown_answers_what_it_took_and_keeps_every_acknowledged_append() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let node = NodeProcess::start(&data, &["--tcp", "127.0.0.1:0"])?;
+    let tcp = node.tcp.clone().context("tcp address")?;
+    let url = node.url.clone();
+    let rt = tokio::runtime::Runtime::new()?;
+    let acked: Vec<String> = rt.block_on(async {
+        Client::new(&url)?
+            .create_stream("s", StreamConfig::default())
+            .await?;
+        let producer = TcpProducer::connect(tcp.as_str()).await?;
+        // 32 callers append back to back on one connection until the
+        // node goes away under them.
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let producer = producer.clone();
+            tasks.spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let message = format!("w{w}-{i}");
+                    let entry = NewEntry {
+                        timestamp: None,
+                        level: None,
+                        source: format!("s{w}"),
+                        message: message.clone(),
+                        attributes: Default::default(),
+                    };
+                    match producer.append("s", &[entry]).await {
+                        Ok(_) => acked.push(message),
+                        Err(cairn_client::TcpError::Closed(_)) => break,
+                        Err(e) => panic!("unexpected failure: {e}"),
+                    }
+                }
+                acked
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = tokio::task::spawn_blocking(move || node.terminate()).await??;
+        ensure!(status.success(), "node exit: {status}");
+        let mut acked = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            acked.extend(done?);
+        }
+        Ok::<_, anyhow::Error>(acked)
+    })?;
+    ensure!(
+        acked.len() > 32,
+        "appends ran before the shutdown: {}",
+        acked.len()
+    );
+
+    let node = NodeProcess::start(&data, &[])?;
+    let stored = rt.block_on(async { read_all(&Client::new(&node.url)?, "s").await })?;
+    let stored: std::collections::HashSet<String> = stored.into_iter().map(|(_, _, m)| m).collect();
+    for m in &acked {
+        ensure!(stored.contains(m), "acknowledged {m} was lost");
+    }
+    node.terminate()?;
+    Ok(())
+}
