@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_storage::{DataDir, DataDirOptions};
+use cairn_telemetry::metrics::WriteStage;
 use cairn_telemetry::{Telemetry, TelemetryOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -154,18 +155,6 @@ impl Node {
             DataDir::open(&path, DataDirOptions::default()).map(Arc::new)
         })
         .await??;
-        let c = &config.cluster;
-        let mut cluster_config =
-            ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
-        cluster_config.bootstrap = c.peers.clone();
-        cluster_config.solo = c.peers.is_empty() && c.join.is_none();
-        let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tokio::task::spawn_blocking(move || data_dir.shutdown()).await;
-                return Err(e.into());
-            }
-        };
         let telemetry = Telemetry::new(TelemetryOptions {
             node: config.node_name.clone(),
             data_dirs: vec![config.data_dir.clone()],
@@ -174,6 +163,31 @@ impl Node {
         telemetry
             .start()
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
+        let c = &config.cluster;
+        let mut cluster_config =
+            ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
+        cluster_config.bootstrap = c.peers.clone();
+        cluster_config.solo = c.peers.is_empty() && c.join.is_none();
+        let observed = telemetry.clone();
+        cluster_config.on_append = Some(Arc::new(move |t: &cairn_storage::AppendTimings| {
+            let m = &observed.metrics;
+            m.record_write(WriteStage::Queue, t.queued);
+            m.record_write(WriteStage::Append, t.write);
+            if !t.sync.is_zero() {
+                m.record_write(WriteStage::Fsync, t.sync);
+            }
+        }));
+        let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    telemetry.stop();
+                    data_dir.shutdown()
+                })
+                .await;
+                return Err(e.into());
+            }
+        };
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -199,6 +213,19 @@ impl Node {
         };
         if let Some(seed) = node.config().cluster.join.clone() {
             node.join(&seed, http_advertise).await?;
+        }
+        // A node on its own can serve at once: wait (briefly) until it has
+        // registered, so a stream created right away has a node to live on.
+        // Bootstrapping nodes cannot wait here: registration needs a
+        // majority of them, and they start one after another.
+        let c = &node.config().cluster;
+        if (c.peers.is_empty() || c.join.is_some())
+            && !node
+                .cluster()
+                .wait_registered(Duration::from_secs(10))
+                .await
+        {
+            tracing::warn!("not registered with the controller after 10 s; continuing");
         }
         Ok(node)
     }

@@ -338,11 +338,23 @@ async fn produce_read_query_restart_and_delete() -> Result<()> {
         (200, Some("ok"), Some(1))
     );
 
-    // Deleting the stream removes its data.
-    assert!(data.path().join("streams/app").is_dir());
+    // Deleting the stream removes its data (each partition is a Raft group
+    // with its log under `groups/`; the node removes them once the
+    // deletion is applied).
+    let groups = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir.join("groups")).map_or(0, |d| d.count())
+    };
+    assert_eq!(groups(data.path()), 3);
     let out = run_ok(&["stream", "delete", "app", "--server", &url], "")?;
     assert!(out.stdout.contains("deleted stream app"));
-    assert!(!data.path().join("streams/app").exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while groups(data.path()) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition data not removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let (status, _) = get(&format!("{url}/v1/streams/app")).await?;
     assert_eq!(status, 404);
     let out = run(&["stream", "delete", "app", "--server", &url], "")?;

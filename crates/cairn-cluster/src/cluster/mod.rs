@@ -76,7 +76,7 @@ pub mod kinds {
 }
 
 /// Settings of a node's cluster runtime.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     pub node_id: NodeId,
     /// Where the transport listens.
@@ -98,6 +98,19 @@ pub struct ClusterConfig {
     pub max_batch_bytes: usize,
     /// How long a request may look for a leader before giving up.
     pub request_timeout: Duration,
+    /// Told the storage stages of every durable partition append.
+    pub on_append: Option<crate::raft::log_store::AppendObserver>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("raft_listen", &self.raft_listen)
+            .field("bootstrap", &self.bootstrap)
+            .field("solo", &self.solo)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterConfig {
@@ -113,6 +126,7 @@ impl ClusterConfig {
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
             max_batch_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
+            on_append: None,
         }
     }
 }
@@ -446,8 +460,11 @@ impl Cluster {
                 }
             }
         }
-        // Peers named in the metadata we already have (a restart).
-        cluster.sync_peers(&cluster.meta());
+        // A restart: reach the peers and reopen the groups the metadata we
+        // already have names, before serving anything.
+        let meta = cluster.meta();
+        cluster.sync_peers(&meta);
+        cluster.reconcile(&meta).await;
 
         let task = cluster.inner.heartbeats.start(transport.clone());
         *cluster.inner.heartbeat_task.lock() = Some(task);
@@ -459,6 +476,25 @@ impl Cluster {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.me()
+    }
+
+    /// Waits until this node's registration is in the applied metadata (it
+    /// can then be given replicas); false if `timeout` passed first.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let me = self.node_id();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if rx.borrow_and_update().nodes.contains_key(&me) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
     }
 
     pub fn transport(&self) -> &Transport {
@@ -729,7 +765,10 @@ impl Cluster {
             &self.inner.data_dir,
             &dir,
             stream.log.clone(),
-            LogStoreOptions::default(),
+            LogStoreOptions {
+                on_append: self.inner.config.on_append.clone(),
+                ..LogStoreOptions::default()
+            },
         )
         .map_err(storage_err)?;
         let log = log_store.log().clone();

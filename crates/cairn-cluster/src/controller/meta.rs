@@ -204,6 +204,12 @@ impl ClusterMeta {
                     );
                 }
                 let nodes = self.active_nodes();
+                if nodes.is_empty() {
+                    return refuse(
+                        ErrorCode::Unavailable,
+                        "no node has registered with the controller yet".into(),
+                    );
+                }
                 let rf = replication_factor.unwrap_or_else(|| (nodes.len() as u32).min(3));
                 let sets = match placement::assign(&name, partitions, rf, &nodes) {
                     Ok(sets) => sets,

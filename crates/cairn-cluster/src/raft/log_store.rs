@@ -54,14 +54,29 @@ use parking_lot::Mutex;
 use super::meta::{MetaError, MetaFile};
 use super::types::{NodeInfo, RaftPayload};
 
+/// Told where each durable append's time went (queue, write, sync), on
+/// the storage writer thread: must be quick (telemetry records it).
+pub type AppendObserver = Arc<dyn Fn(&cairn_storage::AppendTimings) + Send + Sync>;
+
 /// Settings of a partition's Raft log store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogStoreOptions {
     /// Bytes of recently appended entries kept in memory.
     pub tail_cache_bytes: usize,
     /// How often, at most, the lazy parts of `raft.json` (committed id,
     /// applied state) are written.
     pub meta_flush_interval: Duration,
+    pub on_append: Option<AppendObserver>,
+}
+
+impl Debug for LogStoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStoreOptions")
+            .field("tail_cache_bytes", &self.tail_cache_bytes)
+            .field("meta_flush_interval", &self.meta_flush_interval)
+            .field("on_append", &self.on_append.is_some())
+            .finish()
+    }
 }
 
 impl Default for LogStoreOptions {
@@ -69,6 +84,7 @@ impl Default for LogStoreOptions {
         LogStoreOptions {
             tail_cache_bytes: 32 << 20,
             meta_flush_interval: Duration::from_secs(1),
+            on_append: None,
         }
     }
 }
@@ -322,6 +338,7 @@ pub struct LogStore<C: LogStoreConfig> {
     meta: Arc<MetaFile>,
     /// The last appended entry's id, durable or not.
     last_log_id: Option<LogId<u64>>,
+    on_append: Option<AppendObserver>,
 }
 
 impl<C: LogStoreConfig> Debug for LogStore<C> {
@@ -356,6 +373,7 @@ impl<C: LogStoreConfig> LogStore<C> {
             },
             meta,
             last_log_id,
+            on_append: options.on_append,
         })
     }
 
@@ -461,15 +479,20 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
         // collected here and reported with it.
         let failed: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let mut callback = Some(callback);
+        let observe = self.on_append.clone();
         while let Some(entry) = entries.next() {
             let id = entry_id(&entry.log_id);
             let batch = encode_entry(&entry).map_err(write_err)?;
             let failed = failed.clone();
             let stamped = if entries.peek().is_none() {
                 let callback = callback.take().expect("one last entry");
+                let observe = observe.clone();
                 self.reader
                     .log
                     .append_entry_then(batch, id, move |result| {
+                        if let (Some(observe), Ok(info)) = (&observe, &result) {
+                            observe(&info.timings);
+                        }
                         let earlier = failed.lock().take();
                         let outcome = match (earlier, result) {
                             (Some(e), _) => Err(io::Error::other(e)),
@@ -482,9 +505,17 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
             } else {
                 self.reader
                     .log
-                    .append_entry_then(batch, id, move |result| {
-                        if let Err(e) = result {
-                            failed.lock().get_or_insert_with(|| e.to_string());
+                    .append_entry_then(batch, id, {
+                        let observe = observe.clone();
+                        move |result| match result {
+                            Ok(info) => {
+                                if let Some(observe) = &observe {
+                                    observe(&info.timings);
+                                }
+                            }
+                            Err(e) => {
+                                failed.lock().get_or_insert_with(|| e.to_string());
+                            }
                         }
                     })
                     .map_err(write_err)?

@@ -198,32 +198,38 @@ fn check_limit(limit: Option<usize>, default: usize, max: usize) -> ApiResult<us
 /// fails instead of forwarding again.
 pub const FORWARDED: &str = "x-cairn-forwarded";
 
-/// Which replica should answer a read of `group` here: `None` if this node
-/// should answer itself, else the node to forward to.
+/// Who should answer a read of one partition.
+enum ReadTarget {
+    /// This node's replica.
+    Local(std::sync::Arc<cairn_cluster::cluster::PartitionGroup>),
+    /// Forward to this node.
+    Remote(u64),
+    /// Nobody yet (a leader election, or the replica is starting): wait.
+    Wait,
+}
+
 fn read_target(
     node: &Node,
     stream: &StreamMeta,
     group: u64,
     partition: u32,
     consistency: Consistency,
-) -> Option<u64> {
-    let local = node.cluster().group(group);
-    match (&local, consistency) {
-        (Some(_), Consistency::Any) => return None,
-        (Some(g), Consistency::Leader) if g.is_leader() => return None,
-        _ => {}
-    }
+) -> ReadTarget {
+    let me = node.cluster().node_id();
     let p = &stream.partitions[partition as usize];
-    local
-        .and_then(|g| g.leader())
-        .or(Some(p.preferred_leader))
-        .filter(|l| *l != node.cluster().node_id())
-        .or_else(|| {
-            p.replicas
-                .iter()
-                .copied()
-                .find(|r| *r != node.cluster().node_id())
-        })
+    let local = node.cluster().group(group);
+    match (local, consistency) {
+        (Some(g), Consistency::Any) => ReadTarget::Local(g),
+        (Some(g), Consistency::Leader) => match g.leader() {
+            Some(l) if l == me => ReadTarget::Local(g),
+            Some(l) => ReadTarget::Remote(l),
+            None => ReadTarget::Wait,
+        },
+        // A replica here that has not started yet: it will shortly.
+        (None, _) if p.replicas.contains(&me) => ReadTarget::Wait,
+        // Not a replica: ask the preferred leader, which knows the leader.
+        (None, _) => ReadTarget::Remote(p.preferred_leader),
+    }
 }
 
 /// Sends a GET to node `to`'s HTTP API and relays its answer as is.
@@ -253,11 +259,14 @@ async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Re
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// How long a read waits for a replica that can answer it.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn not_servable(partition: u32) -> ApiError {
     ApiError::new(
         ErrorCode::Unavailable,
         format!(
-            "partition {partition}: this node cannot serve the read and it was already forwarded (leader changing?)"
+            "partition {partition}: no replica could answer within {READ_WAIT:?} (leader election in progress?)"
         ),
     )
 }
@@ -276,17 +285,23 @@ pub async fn read(
     let stream = streams::lookup(node.cluster(), &name)?;
     let group = streams::partition_group(&stream, partition)?;
     let consistency = params.consistency.unwrap_or_default();
-    if let Some(target) = read_target(&node, &stream, group, partition, consistency) {
-        if headers.contains_key(FORWARDED) {
+    // A leader may be in election, or this node's replica still starting:
+    // wait a little for one that can answer, as writes do.
+    let deadline = Instant::now() + READ_WAIT;
+    let g = loop {
+        match read_target(&node, &stream, group, partition, consistency) {
+            ReadTarget::Local(g) => break g,
+            ReadTarget::Remote(to) if !headers.contains_key(FORWARDED) => {
+                let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                return forward_get(&node, to, path).await;
+            }
+            ReadTarget::Remote(_) | ReadTarget::Wait => {}
+        }
+        if Instant::now() >= deadline {
             return Err(not_servable(partition));
         }
-        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        return forward_get(&node, target, path).await;
-    }
-    let g = node
-        .cluster()
-        .group(group)
-        .ok_or_else(|| not_servable(partition))?;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let (log, committed, from_leader) =
         (g.log.clone(), g.state.applied_end_offset(), g.is_leader());
     let submitted = Instant::now();
@@ -352,13 +367,19 @@ pub async fn query(
     let mut failed = Vec::new();
     for p in wanted {
         let group = stream.partitions[p as usize].group;
-        match read_target(&node, &stream, group, p, consistency) {
-            None => match node.cluster().group(group) {
-                Some(g) => local.push((p, g)),
-                None => failed.push(failure(p, &not_servable(p))),
-            },
-            Some(_) if forwarded => failed.push(failure(p, &not_servable(p))),
-            Some(target) => remote.entry(target).or_default().push(p),
+        let deadline = Instant::now() + READ_WAIT;
+        loop {
+            match read_target(&node, &stream, group, p, consistency) {
+                ReadTarget::Local(g) => local.push((p, g)),
+                ReadTarget::Remote(_) if forwarded => failed.push(failure(p, &not_servable(p))),
+                ReadTarget::Remote(to) => remote.entry(to).or_default().push(p),
+                ReadTarget::Wait if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                }
+                ReadTarget::Wait => failed.push(failure(p, &not_servable(p))),
+            }
+            break;
         }
     }
 
