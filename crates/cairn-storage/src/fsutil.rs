@@ -6,6 +6,15 @@ use std::path::Path;
 
 use crate::error::{IoContext, Result};
 
+/// The directory holding `path`'s entry (`.` for a bare relative name,
+/// whose `parent()` is the empty path).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Makes a directory entry change (create, rename, unlink) durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -17,7 +26,7 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// content survives a crash, never a mix. Writes a temp file, fsyncs it,
 /// renames it over `path`, then fsyncs the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
@@ -42,15 +51,19 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(dir).ctx(|| format!("create directory {}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
-    }
-    Ok(())
+    fsync_dir(parent_dir(dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_relative_name_syncs_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("data")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("a/b")), Path::new("a"));
+        assert_eq!(parent_dir(Path::new("/x")), Path::new("/"));
+    }
 
     #[test]
     fn atomic_write_replaces_content_and_leaves_no_temp_file() {
