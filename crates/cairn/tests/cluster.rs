@@ -350,3 +350,108 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_discarded() -> Result<
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
+    const STREAM: &str = "grow";
+    const PARTITIONS: u32 = 4;
+    let mut c = TestCluster::start(3).await?;
+    create_stream(&c, STREAM, PARTITIONS).await?;
+    let urls = Arc::new(Mutex::new((0..3).map(|i| c.url(i)).collect::<Vec<_>>()));
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(
+        urls.clone(),
+        STREAM,
+        PARTITIONS,
+        acked.clone(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Node 4 joins; the ring gives it some replicas, which are copied to it.
+    let joined = Instant::now();
+    let new = c.join_node(0)?;
+    c.wait_ready(4).await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let v = c.view(new).await?;
+        let led_or_followed = v.groups.iter().filter(|g| g.stream == STREAM).count();
+        if led_or_followed > 0 {
+            println!(
+                "join: node 4 replicates {led_or_followed} partitions {} ms after starting",
+                joined.elapsed().as_millis()
+            );
+            break;
+        }
+        ensure!(Instant::now() < deadline, "node 4 never received a replica");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    urls.lock().push(c.url(new));
+
+    // Node 2 is decommissioned: its replicas move away, then it leaves.
+    let decommissioned = Instant::now();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/cluster/nodes/2/decommission",
+            c.url(0).expect("up")
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "decommission: {}", r.text().await?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = c.view(0).await?;
+        if !v.nodes.iter().any(|n| n.id == 2) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node 2 still in the cluster: {:?}",
+            v.nodes
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "decommission: node 2 left {} ms after the request",
+        decommissioned.elapsed().as_millis()
+    );
+    let v2 = c.view(1).await?;
+    ensure!(
+        !v2.groups.iter().any(|g| g.stream == STREAM),
+        "node 2 still runs groups: {:?}",
+        v2.groups
+    );
+    urls.lock()[1] = None;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = writer.await?;
+
+    // Every acknowledged entry is on every replica, exactly once.
+    c.kill(1);
+    let acked = acked.lock().clone();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for p in 0..PARTITIONS {
+        let log = c.converged(STREAM, p).await?;
+        for e in &log {
+            *seen.entry(e.entry.message.clone()).or_default() += 1;
+        }
+        for ((_, off), message) in acked.range((p, 0)..(p + 1, 0)) {
+            let stored = log
+                .get(*off as usize)
+                .with_context(|| format!("acknowledged {message} at {p}/{off} is missing"))?;
+            ensure!(&stored.entry.message == message);
+        }
+    }
+    ensure!(seen.values().all(|n| *n == 1), "an entry was stored twice");
+    let view = c.view(0).await?;
+    for g in view.groups.iter().filter(|g| g.stream == STREAM) {
+        ensure!(
+            !g.replicas.contains(&2),
+            "partition {} still on node 2",
+            g.partition
+        );
+    }
+    println!("join+decommission: {ok} acknowledged batches, {failed} failed requests");
+    Ok(())
+}

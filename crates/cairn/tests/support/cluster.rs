@@ -79,6 +79,26 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Starts a new node (next id) that joins the cluster through node
+    /// index `via`; returns its index.
+    pub fn join_node(&mut self, via: usize) -> Result<usize> {
+        let i = self.nodes.len();
+        let id = (i + 1).to_string();
+        let name = format!("node-{id}");
+        let raft = format!("127.0.0.1:{}", free_port()?);
+        let seed = self.url(via).context("seed node is down")?;
+        let node = NodeProcess::start(
+            &self.data_dir(i),
+            &[
+                "--id", &id, "--name", &name, "--raft", &raft, "--join", &seed,
+            ],
+        )
+        .with_context(|| format!("start joining node {id}"))?;
+        self.raft_addrs.push(raft);
+        self.nodes.push(Some(node));
+        Ok(i)
+    }
+
     /// SIGKILLs node index `i`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i] = None;
