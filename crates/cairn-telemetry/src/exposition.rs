@@ -745,7 +745,7 @@ fn replication(
     family(
         enc,
         "cairn_replication_rpc_failures",
-        "Such RPCs that failed (unreachable, timed out or refused), per follower node.",
+        "Such RPCs that got no answer (unreachable, timed out, unreadable reply), per follower node.",
         c,
         &peer(&|p| p.rpc_failures),
     )?;

@@ -106,7 +106,7 @@ pub struct PeerReplication {
     /// AppendEntries RPCs that carried entries: send, follower append and
     /// fsync, ack.
     pub rpc: HistogramSnapshot,
-    /// Such RPCs that failed (unreachable, timeout, remote error).
+    /// Such RPCs that got no answer (unreachable, timeout, unreadable reply).
     pub rpc_failures: u64,
 }
 

@@ -28,14 +28,16 @@
 pub mod error;
 pub mod group;
 mod mover;
+pub mod replication;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_storage::DataDir;
+use cairn_telemetry::replication::{ReplicationReport, ReplicationSource};
 use cairn_types::batch::RecordBatch;
 use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -132,6 +134,8 @@ struct Inner {
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    /// Replication RPC latency per peer, shared by every group's network.
+    replication_stats: Arc<network::ReplicationStats>,
     heartbeats: HeartbeatService,
     heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
     shutdown: CancellationToken,
@@ -388,10 +392,11 @@ impl Cluster {
             cairn_storage::LogConfig::default(),
         )
         .map_err(storage_err)?;
+        let replication_stats = Arc::new(network::ReplicationStats::default());
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
-            GroupNetworkFactory::new(transport.clone(), 0),
+            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone()),
             controller_log,
             controller_sm.clone(),
         )
@@ -407,6 +412,7 @@ impl Cluster {
             controller,
             controller_sm,
             groups: RwLock::new(HashMap::new()),
+            replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
             shutdown: CancellationToken::new(),
@@ -485,6 +491,20 @@ impl Cluster {
     /// Liveness of the peers as this node's failure detector sees them.
     pub fn peer_status(&self) -> Vec<PeerStatus> {
         self.inner.heartbeats.view()
+    }
+
+    /// Replication state of every partition replica on this node and
+    /// replication RPC latency per peer (see [`replication`]). The
+    /// controller group is not included: it has no offsets, and its health
+    /// shows in `GET /v1/cluster`.
+    pub fn replication_report(&self) -> ReplicationReport {
+        self.inner.replication_report()
+    }
+
+    /// A telemetry source reading [`Cluster::replication_report`]; it holds
+    /// the runtime weakly, so telemetry never keeps a stopped cluster alive.
+    pub fn replication_source(&self) -> Arc<dyn ReplicationSource> {
+        Arc::new(ClusterReplicationSource(Arc::downgrade(&self.inner)))
     }
 
     /// The partition groups running on this node.
@@ -733,7 +753,11 @@ impl Cluster {
         let raft = Raft::new(
             me,
             self.inner.raft_config.clone(),
-            GroupNetworkFactory::new(self.inner.transport.clone(), p.group),
+            GroupNetworkFactory::new(
+                self.inner.transport.clone(),
+                p.group,
+                self.inner.replication_stats.clone(),
+            ),
             log_store,
             sm,
         )
@@ -791,6 +815,42 @@ impl Cluster {
         }
         let _ = self.inner.controller.shutdown().await;
         self.inner.transport.shutdown().await;
+    }
+}
+
+impl Inner {
+    fn replication_report(&self) -> ReplicationReport {
+        let now = replication::now_us();
+        let down: HashSet<NodeId> = self
+            .heartbeats
+            .view()
+            .into_iter()
+            .filter(|p| p.state == membership::NodeState::Down)
+            .map(|p| p.id)
+            .collect();
+        let reachable = |id: NodeId| !down.contains(&id);
+        let groups: Vec<Arc<PartitionGroup>> = self.groups.read().values().cloned().collect();
+        let mut partitions: Vec<_> = groups
+            .iter()
+            .map(|g| g.replication_report(&reachable, now))
+            .collect();
+        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        ReplicationReport {
+            partitions,
+            peers: self.replication_stats.report(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ClusterReplicationSource(Weak<Inner>);
+
+impl ReplicationSource for ClusterReplicationSource {
+    fn report(&self) -> ReplicationReport {
+        self.0
+            .upgrade()
+            .map(|inner| inner.replication_report())
+            .unwrap_or_default()
     }
 }
 
