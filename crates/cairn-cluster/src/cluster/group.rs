@@ -16,7 +16,7 @@
 //!
 //! # Replication telemetry
 //!
-//! Each group keeps a [`GroupReplication`]: the batcher tells it which Raft
+//! Each group keeps a [`GroupReplication`](super::replication::GroupReplication): the batcher tells it which Raft
 //! index and offsets every committed batch got (for lag lookups), and a
 //! task follows openraft's metrics channel for leader changes and quorum
 //! attribution (see [`super::replication`]).
@@ -30,7 +30,6 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::error::ClusterError;
-use super::replication::{self, GroupReplication, Observation};
 use crate::raft::log_store::ReplicaState;
 use crate::raft::types::{Appended, BatchPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
@@ -54,7 +53,7 @@ pub struct PartitionGroup {
     pub state: ReplicaState,
     node_id: NodeId,
     queue: mpsc::UnboundedSender<Pending>,
-    replication: Arc<GroupReplication>,
+    replication: Arc<super::replication::GroupReplication>,
 }
 
 impl PartitionGroup {
@@ -69,8 +68,8 @@ impl PartitionGroup {
         max_batch_bytes: usize,
     ) -> Arc<Self> {
         let (queue, rx) = mpsc::unbounded_channel();
-        let replication = GroupReplication::new(node_id);
-        replication::spawn_watcher(&raft, &replication);
+        let replication = super::replication::GroupReplication::new(node_id);
+        super::replication::spawn_watcher(&raft, &replication);
         let group = Arc::new(Self {
             group,
             stream,
@@ -108,7 +107,7 @@ impl PartitionGroup {
         reachable: &dyn Fn(NodeId) -> bool,
         now_us: i64,
     ) -> cairn_telemetry::replication::PartitionReplication {
-        let o = Observation::of(&self.raft.metrics().borrow());
+        let o = super::replication::Observation::of(&self.raft.metrics().borrow());
         self.replication.report(
             &o,
             &self.stream,
@@ -152,7 +151,7 @@ async fn run_batcher(
     group: u64,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     max_batch_bytes: usize,
-    replication: Arc<GroupReplication>,
+    replication: Arc<super::replication::GroupReplication>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
@@ -195,7 +194,7 @@ async fn propose(
     raft: &Raft<PartitionRaftConfig>,
     group: u64,
     writes: Vec<Pending>,
-    replication: &GroupReplication,
+    replication: &super::replication::GroupReplication,
 ) {
     let merged = if writes.len() == 1 {
         Ok(writes[0].batch.clone())
@@ -211,7 +210,7 @@ async fn propose(
             return;
         }
     };
-    let proposed_us = replication::now_us();
+    let proposed_us = super::replication::now_us();
     let result = raft
         .client_write(BatchPayload(merged.as_bytes().clone()))
         .await;

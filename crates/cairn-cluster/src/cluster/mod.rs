@@ -30,7 +30,7 @@ pub mod group;
 mod mover;
 pub mod replication;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -504,7 +504,9 @@ impl Cluster {
     /// A telemetry source reading [`Cluster::replication_report`]; it holds
     /// the runtime weakly, so telemetry never keeps a stopped cluster alive.
     pub fn replication_source(&self) -> Arc<dyn ReplicationSource> {
-        Arc::new(ClusterReplicationSource(Arc::downgrade(&self.inner)))
+        Arc::new(replication::ClusterReplicationSource(Arc::downgrade(
+            &self.inner,
+        )))
     }
 
     /// The partition groups running on this node.
@@ -815,42 +817,6 @@ impl Cluster {
         }
         let _ = self.inner.controller.shutdown().await;
         self.inner.transport.shutdown().await;
-    }
-}
-
-impl Inner {
-    fn replication_report(&self) -> ReplicationReport {
-        let now = replication::now_us();
-        let down: HashSet<NodeId> = self
-            .heartbeats
-            .view()
-            .into_iter()
-            .filter(|p| p.state == membership::NodeState::Down)
-            .map(|p| p.id)
-            .collect();
-        let reachable = |id: NodeId| !down.contains(&id);
-        let groups: Vec<Arc<PartitionGroup>> = self.groups.read().values().cloned().collect();
-        let mut partitions: Vec<_> = groups
-            .iter()
-            .map(|g| g.replication_report(&reachable, now))
-            .collect();
-        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
-        ReplicationReport {
-            partitions,
-            peers: self.replication_stats.report(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct ClusterReplicationSource(Weak<Inner>);
-
-impl ReplicationSource for ClusterReplicationSource {
-    fn report(&self) -> ReplicationReport {
-        self.0
-            .upgrade()
-            .map(|inner| inner.replication_report())
-            .unwrap_or_default()
     }
 }
 

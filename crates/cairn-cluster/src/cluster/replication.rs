@@ -33,17 +33,19 @@
 //!   nothing tracked, the time since this node became leader (the missing
 //!   entries were committed before). Both compare wall clocks of one node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_telemetry::rate::{Lag, replication_lag};
 use cairn_telemetry::replication::{
-    FollowerReplication, PartitionReplication, QuorumCompleter, attribute_commit, quorum_index,
+    FollowerReplication, PartitionReplication, QuorumCompleter, ReplicationReport,
+    ReplicationSource, attribute_commit, quorum_index,
 };
 use openraft::{Raft, RaftMetrics, ServerState};
 use parking_lot::Mutex;
 
+use super::{Inner, PartitionGroup};
 use crate::raft::types::{NodeInfo, PartitionRaftConfig};
 use crate::transport::NodeId;
 
@@ -364,6 +366,43 @@ pub(crate) fn spawn_watcher(raft: &Raft<PartitionRaftConfig>, replication: &Arc<
             }
         }
     });
+}
+
+impl Inner {
+    pub(super) fn replication_report(&self) -> ReplicationReport {
+        let now = now_us();
+        let down: HashSet<NodeId> = self
+            .heartbeats
+            .view()
+            .into_iter()
+            .filter(|p| p.state == crate::membership::NodeState::Down)
+            .map(|p| p.id)
+            .collect();
+        let reachable = |id: NodeId| !down.contains(&id);
+        let groups: Vec<Arc<PartitionGroup>> = self.groups.read().values().cloned().collect();
+        let mut partitions: Vec<_> = groups
+            .iter()
+            .map(|g| g.replication_report(&reachable, now))
+            .collect();
+        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        ReplicationReport {
+            partitions,
+            peers: self.replication_stats.report(),
+        }
+    }
+}
+
+/// The cluster runtime as telemetry's replication source.
+#[derive(Debug)]
+pub(super) struct ClusterReplicationSource(pub(super) Weak<Inner>);
+
+impl ReplicationSource for ClusterReplicationSource {
+    fn report(&self) -> ReplicationReport {
+        self.0
+            .upgrade()
+            .map(|inner| inner.replication_report())
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
