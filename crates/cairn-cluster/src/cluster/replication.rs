@@ -50,8 +50,10 @@ use crate::raft::types::{NodeInfo, PartitionRaftConfig};
 use crate::transport::NodeId;
 
 /// Committed batches whose (index → offset, proposal time) a leader keeps
-/// for lag lookups: about 100 KiB per led partition, and at 1,000 batches
-/// a second four seconds of history, beyond which lag is an estimate.
+/// for lag lookups. History every member holds is dropped at once, so this
+/// fills (to a few hundred KiB) only while a follower is behind; at 1,000
+/// batches a second it is four seconds of history, beyond which lag is an
+/// estimate.
 pub const MAX_TRACKED_BATCHES: usize = 4096;
 
 /// Microseconds since the Unix epoch (lag ages are wall-clock ages).
@@ -265,7 +267,10 @@ impl GroupReplication {
             s.previous_matched.clear();
         }
         if !o.is_leader {
+            // Nobody prunes the history of a replica that does not lead:
+            // free it (a new tenure as leader starts a fresh one).
             s.previous_matched.clear();
+            s.offsets = OffsetTrack::default();
             return;
         }
         if s.leading_since_us.is_none() {
