@@ -16,10 +16,10 @@
 //!
 //! # Replication telemetry
 //!
-//! Each group keeps a [`GroupReplication`](super::replication::GroupReplication): the batcher tells it which Raft
-//! index and offsets every committed batch got (for lag lookups), and a
-//! task follows openraft's metrics channel for leader changes and quorum
-//! attribution (see [`super::replication`]).
+//! Each group keeps a [`super::replication::GroupReplication`]: the batcher
+//! tells it which Raft index and offsets every committed batch got (for lag
+//! lookups), and a task follows openraft's metrics channel for leader
+//! changes and quorum attribution.
 
 use std::sync::Arc;
 
