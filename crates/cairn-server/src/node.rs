@@ -160,6 +160,8 @@ impl Node {
             data_dirs: vec![config.data_dir.clone()],
             ..config.telemetry.clone()
         });
+        // Before start, so the first snapshot already has replication.
+        telemetry.set_replication_source(cluster.replication_source());
         telemetry
             .start()
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;

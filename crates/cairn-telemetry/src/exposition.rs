@@ -5,7 +5,8 @@
 //! Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
 //! counters end in `_total` (the encoder appends it), and every label value
 //! is drawn from a bounded set (stages, APIs, operations, error codes,
-//! devices and interfaces of this host, operator-created streams).
+//! devices and interfaces of this host, operator-created streams, the
+//! partitions of those streams and the cluster's node ids).
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
@@ -19,6 +20,7 @@ use prometheus_client::metrics::MetricType;
 use crate::Telemetry;
 use crate::histogram::HistogramSnapshot;
 use crate::metrics::{Api, Operation, ReadStage, WriteStage};
+use crate::replication::ReplicationReport;
 
 /// Upper bounds of exported latency buckets, in seconds: 5 µs to 10 s.
 const BUCKETS_SECONDS: [f64; 21] = [
@@ -334,6 +336,10 @@ impl Collector for Exporter {
             &failures,
         )?;
 
+        if let Some(report) = t.replication_report() {
+            replication(&mut enc, &report)?;
+        }
+
         // Resources: cumulative counters from the last raw sample, rates and
         // levels from the last interval.
         let raw = t.last_raw.lock().clone();
@@ -546,4 +552,202 @@ impl Collector for Exporter {
         )?;
         Ok(())
     }
+}
+
+/// Replication families: node roles, per partition, per follower of the
+/// partitions this node leads, and per peer node.
+fn replication(
+    enc: &mut DescriptorEncoder,
+    report: &ReplicationReport,
+) -> Result<(), std::fmt::Error> {
+    let (c, g, h) = (
+        MetricType::Counter,
+        MetricType::Gauge,
+        MetricType::Histogram,
+    );
+    let roles = report.role_counts();
+    let by_role: Vec<(Labels, u64)> = [
+        ("led", roles.led),
+        ("followed", roles.followed),
+        ("under_replicated", roles.under_replicated),
+        ("leaderless", roles.leaderless),
+    ]
+    .into_iter()
+    .map(|(r, n)| (vec![("role", r.to_string())], n))
+    .collect();
+    family(
+        enc,
+        "cairn_partitions",
+        "Partition replicas on this node by role (led, followed, under_replicated among led, leaderless); alert on leaderless or under_replicated above 0 for a minute.",
+        g,
+        &by_role,
+    )?;
+
+    let parts = &report.partitions;
+    let part_labels = |p: &crate::replication::PartitionReplication| -> Labels {
+        vec![
+            ("stream", p.stream.clone()),
+            ("partition", p.partition.to_string()),
+        ]
+    };
+    let per_part = |f: &dyn Fn(&crate::replication::PartitionReplication) -> Option<u64>| {
+        parts
+            .iter()
+            .filter_map(|p| Some((part_labels(p), f(p)?)))
+            .collect::<Vec<(Labels, u64)>>()
+    };
+    family(
+        enc,
+        "cairn_partition_is_leader",
+        "1 if this node leads the partition.",
+        g,
+        &per_part(&|p| Some(u64::from(p.is_leader))),
+    )?;
+    family(
+        enc,
+        "cairn_partition_leader_node",
+        "Node id of the partition's leader as this replica knows it; 0 when it knows none.",
+        g,
+        &per_part(&|p| Some(p.leader.unwrap_or(0))),
+    )?;
+    family(
+        enc,
+        "cairn_partition_term",
+        "Raft term of the partition's group on this replica.",
+        g,
+        &per_part(&|p| Some(p.term)),
+    )?;
+    family(
+        enc,
+        "cairn_partition_commit_index",
+        "Raft log index of the last committed entry (followers: last applied, a lower bound).",
+        g,
+        &per_part(&|p| p.commit_index),
+    )?;
+    family(
+        enc,
+        "cairn_partition_committed_end_offset",
+        "Exclusive end offset of the partition's committed entries on this replica.",
+        g,
+        &per_part(&|p| Some(p.committed_end_offset)),
+    )?;
+    family(
+        enc,
+        "cairn_partition_leader_changes",
+        "Leadership tenures (leader, term) this replica observed; a steady rate means an unstable group.",
+        c,
+        &per_part(&|p| Some(p.leader_changes)),
+    )?;
+    family(
+        enc,
+        "cairn_quorum_leader_completions",
+        "Batches whose quorum the leader's own fsync completed (its followers acked first).",
+        c,
+        &per_part(&|p| p.is_leader.then_some(p.quorum_by_leader)),
+    )?;
+    family(
+        enc,
+        "cairn_quorum_ambiguous",
+        "Batches whose quorum-completing ack could not be told apart (acks observed together).",
+        c,
+        &per_part(&|p| p.is_leader.then_some(p.quorum_ambiguous)),
+    )?;
+
+    let followers: Vec<(Labels, &crate::replication::FollowerReplication)> = parts
+        .iter()
+        .flat_map(|p| {
+            p.followers.iter().map(move |f| {
+                let mut l = part_labels(p);
+                l.push(("follower", f.node.to_string()));
+                (l, f)
+            })
+        })
+        .collect();
+    let per_follower_u = |f: &dyn Fn(&crate::replication::FollowerReplication) -> Option<u64>| {
+        followers
+            .iter()
+            .filter_map(|(l, x)| Some((l.clone(), f(x)?)))
+            .collect::<Vec<(Labels, u64)>>()
+    };
+    family(
+        enc,
+        "cairn_replication_lag_entries",
+        "Committed entries the follower lacks (leader side); see cairn_replication_lag_exact.",
+        g,
+        &per_follower_u(&|f| Some(f.lag.entries)),
+    )?;
+    let lag_seconds: Vec<(Labels, f64)> = followers
+        .iter()
+        .map(|(l, f)| (l.clone(), f.lag.seconds))
+        .collect();
+    family(
+        enc,
+        "cairn_replication_lag_seconds",
+        "Age of the oldest committed entry the follower lacks; 0 when caught up. Alert when above 10 for a minute.",
+        g,
+        &lag_seconds,
+    )?;
+    family(
+        enc,
+        "cairn_replication_lag_batches",
+        "Raft entries (batches) the leader holds beyond the follower's matched index, committed or not.",
+        g,
+        &per_follower_u(&|f| Some(f.lag_batches)),
+    )?;
+    family(
+        enc,
+        "cairn_replication_lag_exact",
+        "1 when cairn_replication_lag_entries is exact, 0 when it is a lower bound.",
+        g,
+        &per_follower_u(&|f| Some(u64::from(f.lag_exact))),
+    )?;
+    family(
+        enc,
+        "cairn_replication_matched_index",
+        "Raft log index the follower has confirmed to hold.",
+        g,
+        &per_follower_u(&|f| f.matched_index),
+    )?;
+    family(
+        enc,
+        "cairn_replication_follower_in_sync",
+        "1 if the follower is reachable, has confirmed entries and lags at most 10 s.",
+        g,
+        &per_follower_u(&|f| Some(u64::from(f.in_sync()))),
+    )?;
+    family(
+        enc,
+        "cairn_quorum_acks",
+        "Batches whose commit this follower's ack completed (the follower the write latency waited for).",
+        c,
+        &per_follower_u(&|f| Some(f.quorum_acks)),
+    )?;
+
+    let peer = |f: &dyn Fn(&crate::replication::PeerReplication) -> u64| -> Vec<(Labels, u64)> {
+        report
+            .peers
+            .iter()
+            .map(|p| (vec![("follower", p.node.to_string())], f(p)))
+            .collect()
+    };
+    let rpc: Vec<(Labels, HistogramSnapshot)> = report
+        .peers
+        .iter()
+        .map(|p| (vec![("follower", p.node.to_string())], p.rpc.clone()))
+        .collect();
+    family(
+        enc,
+        "cairn_replication_rpc_seconds",
+        "AppendEntries RPCs carrying entries, per follower node: send, follower append and fsync, ack.",
+        h,
+        &rpc,
+    )?;
+    family(
+        enc,
+        "cairn_replication_rpc_failures",
+        "Such RPCs that got no answer (unreachable, timed out, unreadable reply), per follower node.",
+        c,
+        &peer(&|p| p.rpc_failures),
+    )?;
+    Ok(())
 }

@@ -10,6 +10,10 @@
 //! - Exposition: [`Telemetry::encode_prometheus`] renders `/metrics` from an
 //!   explicit per-node registry; [`Telemetry::snapshot`] is the compact JSON
 //!   summary of the last interval.
+//! - [`replication`]: per-partition replication state (leader, commit
+//!   index, follower lag, quorum attribution) and per-peer replication RPC
+//!   latency, read at scrape time from a [`replication::ReplicationSource`]
+//!   the cluster runtime registers.
 //!
 //! One background thread ("cairn-telemetry") samples resources and turns
 //! cumulative counters into the interval snapshot; each probe has its own
@@ -21,6 +25,7 @@ pub mod histogram;
 pub mod metrics;
 pub mod probe;
 pub mod rate;
+pub mod replication;
 pub mod resources;
 pub mod snapshot;
 
@@ -40,6 +45,7 @@ use crate::histogram::{HistogramSnapshot, LatencyHistogram, LatencySummary};
 use crate::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
 use crate::probe::{DiskProbe, Probe, SlowScore};
 use crate::rate::counter_rate;
+use crate::replication::{PeerSummary, ReplicationReport, ReplicationSource, ReplicationSummary};
 use crate::resources::{RawSample, ResourceSampler, ResourceSnapshot};
 use crate::snapshot::{Overhead, ProbeSummary, StreamThroughput, TelemetrySnapshot, Throughput};
 
@@ -96,7 +102,21 @@ struct Readings {
     write_stages: Vec<HistogramSnapshot>,
     read_stages: Vec<HistogramSnapshot>,
     probes: Vec<HistogramSnapshot>,
+    /// Cumulative replication RPC latency per peer node.
+    replication_rpc: BTreeMap<u64, HistogramSnapshot>,
     overhead_ns: u64,
+}
+
+/// The registered replication source (a trait object has no `Debug`).
+#[derive(Default)]
+struct SourceSlot(RwLock<Option<Arc<dyn ReplicationSource>>>);
+
+impl std::fmt::Debug for SourceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationSource")
+            .field("set", &self.0.read().is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +125,7 @@ pub struct Telemetry {
     pub metrics: NodeMetrics,
     registry: RwLock<Registry>,
     probes: RwLock<Vec<Arc<Mutex<ProbeState>>>>,
+    replication: SourceSlot,
     latest: Mutex<Option<TelemetrySnapshot>>,
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
@@ -130,6 +151,7 @@ impl Telemetry {
                 metrics: NodeMetrics::default(),
                 registry: RwLock::new(registry),
                 probes: RwLock::new(Vec::new()),
+                replication: SourceSlot::default(),
                 latest: Mutex::new(None),
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
@@ -256,6 +278,19 @@ impl Telemetry {
         self.latest.lock().clone()
     }
 
+    /// Makes `source` the provider of replication figures for `/metrics`
+    /// and the snapshot (replacing any earlier one).
+    pub fn set_replication_source(&self, source: Arc<dyn ReplicationSource>) {
+        *self.replication.0.write() = Some(source);
+    }
+
+    /// The replication report now, if a source is registered.
+    pub fn replication_report(&self) -> Option<ReplicationReport> {
+        // Clone the Arc out so a slow report never holds the slot's lock.
+        let source = self.replication.0.read().clone();
+        source.map(|s| s.report())
+    }
+
     /// Registers more metrics in this node's registry.
     pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
         f(&mut self.registry.write())
@@ -373,6 +408,13 @@ impl Telemetry {
                 .collect::<BTreeMap<_, _>>()
         };
         let (probes, probe_hists) = self.probe_summaries(&prev.probes, now);
+        let (replication, replication_rpc) = match self.replication_report() {
+            Some(report) => {
+                let (summary, rpc) = summarize_replication(report, &prev.replication_rpc);
+                (Some(summary), rpc)
+            }
+            None => (None, BTreeMap::new()),
+        };
         let overhead_ns = self.overhead_cpu_ns.load(Ordering::Relaxed);
 
         let snapshot = TelemetrySnapshot {
@@ -431,6 +473,7 @@ impl Telemetry {
             ),
             resources,
             probes,
+            replication,
             overhead: Overhead {
                 cpu_seconds_total: overhead_ns as f64 / 1e9,
                 cpu_cores: if secs > 0.0 {
@@ -451,12 +494,48 @@ impl Telemetry {
             write_stages,
             read_stages,
             probes: probe_hists,
+            replication_rpc,
             overhead_ns,
         };
         drop(prev);
         *self.last_raw.lock() = Some(raw);
         *self.latest.lock() = Some(snapshot);
     }
+}
+
+/// The snapshot's replication section: roles, partitions as reported, and
+/// per-peer RPC latency over the interval (against the cumulative
+/// histograms of the previous interval, which are returned for next time).
+fn summarize_replication(
+    report: ReplicationReport,
+    previous: &BTreeMap<u64, HistogramSnapshot>,
+) -> (ReplicationSummary, BTreeMap<u64, HistogramSnapshot>) {
+    let roles = report.role_counts();
+    let mut current = BTreeMap::new();
+    let peers = report
+        .peers
+        .into_iter()
+        .map(|p| {
+            let interval = previous
+                .get(&p.node)
+                .map_or_else(|| p.rpc.clone(), |old| p.rpc.since(old));
+            let summary = PeerSummary {
+                node: p.node,
+                rpc: LatencySummary::of(&interval),
+                rpc_failures_total: p.rpc_failures,
+            };
+            current.insert(p.node, p.rpc);
+            summary
+        })
+        .collect();
+    (
+        ReplicationSummary {
+            roles,
+            partitions: report.partitions,
+            peers,
+        },
+        current,
+    )
 }
 
 impl Drop for Telemetry {
@@ -536,5 +615,153 @@ mod tests {
         assert!(snap.probes[0].slow_score >= 1.0);
         assert!(snap.overhead.cpu_seconds_total > 0.0);
         t.stop();
+    }
+
+    /// A cluster of three nodes as node 1 sees it: it leads `app/0` (node
+    /// 3 behind) and follows `app/1`; `app/2` has no leader.
+    #[derive(Debug)]
+    struct FakeCluster;
+
+    impl ReplicationSource for FakeCluster {
+        fn report(&self) -> ReplicationReport {
+            use crate::rate::Lag;
+            use crate::replication::{FollowerReplication, PartitionReplication, PeerReplication};
+            let rpc = LatencyHistogram::new();
+            for us in [300, 450, 2_000] {
+                rpc.record(Duration::from_micros(us));
+            }
+            let follower = |node, matched, entries, seconds| FollowerReplication {
+                node,
+                voter: true,
+                matched_index: Some(matched),
+                lag_batches: 12 - matched,
+                lag: Lag { entries, seconds },
+                lag_exact: true,
+                reachable: true,
+                quorum_acks: if node == 2 { 9 } else { 1 },
+            };
+            let part = |partition, is_leader, leader| PartitionReplication {
+                stream: "app".into(),
+                partition,
+                is_leader,
+                leader,
+                term: 3,
+                commit_index: Some(12),
+                committed_end_offset: 1_200,
+                leader_changes: 2,
+                ..PartitionReplication::default()
+            };
+            ReplicationReport {
+                partitions: vec![
+                    PartitionReplication {
+                        followers: vec![follower(2, 12, 0, 0.0), follower(3, 7, 500, 12.5)],
+                        quorum_by_leader: 1,
+                        ..part(0, true, Some(1))
+                    },
+                    part(1, false, Some(2)),
+                    part(2, false, None),
+                ],
+                peers: [2, 3]
+                    .into_iter()
+                    .map(|node| PeerReplication {
+                        node,
+                        rpc: rpc.snapshot(),
+                        rpc_failures: node - 2,
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    #[test]
+    fn replication_is_exported_and_promtool_accepts_it() {
+        let t = Telemetry::new(TelemetryOptions {
+            node: "n1".into(),
+            sample_interval: Duration::from_millis(20),
+            ..TelemetryOptions::default()
+        });
+        assert!(t.replication_report().is_none());
+        t.set_replication_source(Arc::new(FakeCluster));
+        let text = t.encode_prometheus();
+        for needle in [
+            "cairn_partitions{role=\"led\"} 1",
+            "cairn_partitions{role=\"followed\"} 1",
+            "cairn_partitions{role=\"leaderless\"} 1",
+            // Node 3 lags 12.5 s: out of sync, so app/0 is under-replicated.
+            "cairn_partitions{role=\"under_replicated\"} 1",
+            "cairn_partition_is_leader{stream=\"app\",partition=\"0\"} 1",
+            "cairn_partition_leader_node{stream=\"app\",partition=\"2\"} 0",
+            "cairn_partition_commit_index{stream=\"app\",partition=\"1\"} 12",
+            "cairn_partition_leader_changes_total{stream=\"app\",partition=\"0\"} 2",
+            "cairn_replication_lag_entries{stream=\"app\",partition=\"0\",follower=\"3\"} 500",
+            "cairn_replication_lag_seconds{stream=\"app\",partition=\"0\",follower=\"3\"} 12.5",
+            "cairn_replication_lag_batches{stream=\"app\",partition=\"0\",follower=\"3\"} 5",
+            "cairn_replication_follower_in_sync{stream=\"app\",partition=\"0\",follower=\"2\"} 1",
+            "cairn_quorum_acks_total{stream=\"app\",partition=\"0\",follower=\"2\"} 9",
+            "cairn_quorum_leader_completions_total{stream=\"app\",partition=\"0\"} 1",
+            "cairn_replication_rpc_seconds_count{follower=\"3\"} 3",
+            "cairn_replication_rpc_seconds_bucket{follower=\"2\",le=\"0.0005\"} 2",
+            "cairn_replication_rpc_failures_total{follower=\"3\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        // Followers are listed by their leader only.
+        assert!(!text.contains("partition=\"1\",follower="));
+        promtool_check(&text);
+
+        t.start().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let snap = loop {
+            if let Some(s) = t.snapshot() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no snapshot");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        t.stop();
+        let r = snap.replication.expect("replication section");
+        assert_eq!(r.roles.under_replicated, 1);
+        assert_eq!(r.partitions.len(), 3);
+        assert_eq!(r.peers.len(), 2);
+        assert_eq!(r.peers[0].rpc.count, 3);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["partitions"][0]["followers"][1]["lag"]["seconds"],
+            12.5
+        );
+    }
+
+    /// Runs `promtool check metrics` on `text` when promtool is installed
+    /// (required in CI), as the end-to-end telemetry test does.
+    fn promtool_check(text: &str) {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_some() => panic!("promtool is required in CI: {e}"),
+            Err(e) => {
+                eprintln!("skipping promtool check (apt-get install prometheus): {e}");
+                return;
+            }
+        };
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool rejected the exposition:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -22,7 +22,7 @@ pub fn counter_delta(previous: u64, current: u64) -> u64 {
 }
 
 /// Replication lag of one follower.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lag {
     /// Entries the leader has that the follower does not.
     pub entries: u64,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::LatencySummary;
+use crate::replication::ReplicationSummary;
 use crate::resources::ResourceSnapshot;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,11 @@ pub struct TelemetrySnapshot {
     /// `None` for the first interval after start.
     pub resources: Option<ResourceSnapshot>,
     pub probes: Vec<ProbeSummary>,
+    /// Partition roles, per-partition replication state and per-peer
+    /// replication RPC latency; absent until the cluster runtime registers
+    /// as the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationSummary>,
     pub overhead: Overhead,
 }
 

@@ -13,6 +13,13 @@
 //! into one batch (entries are delta-encoded, so payloads cannot simply be
 //! concatenated). Each request learns its own offsets from the merged
 //! entry's base offset and its position in it.
+//!
+//! # Replication telemetry
+//!
+//! Each group keeps a [`super::replication::GroupReplication`]: the batcher
+//! tells it which Raft index and offsets every committed batch got (for lag
+//! lookups), and a task follows openraft's metrics channel for leader
+//! changes and quorum attribution.
 
 use std::sync::Arc;
 
@@ -54,6 +61,7 @@ pub struct PartitionGroup {
     pub state: Arc<ReplicaState>,
     node_id: NodeId,
     queue: mpsc::UnboundedSender<Pending>,
+    replication: Arc<super::replication::GroupReplication>,
 }
 
 impl PartitionGroup {
@@ -66,6 +74,8 @@ impl PartitionGroup {
         max_batch_bytes: usize,
     ) -> Arc<Self> {
         let (queue, rx) = mpsc::unbounded_channel();
+        let replication = super::replication::GroupReplication::new(node_id);
+        super::replication::spawn_watcher(&raft, &replication);
         let group = Arc::new(Self {
             group: id.group,
             stream: id.stream,
@@ -75,8 +85,15 @@ impl PartitionGroup {
             state,
             node_id,
             queue,
+            replication: replication.clone(),
         });
-        tokio::spawn(run_batcher(raft, group.group, rx, max_batch_bytes));
+        tokio::spawn(run_batcher(
+            raft,
+            group.group,
+            rx,
+            max_batch_bytes,
+            replication,
+        ));
         group
     }
 
@@ -87,6 +104,24 @@ impl PartitionGroup {
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
+    }
+
+    /// This replica's replication state for telemetry. `reachable` says
+    /// whether the failure detector considers a peer up.
+    pub fn replication_report(
+        &self,
+        reachable: &dyn Fn(NodeId) -> bool,
+        now_us: i64,
+    ) -> cairn_telemetry::replication::PartitionReplication {
+        let o = super::replication::Observation::of(&self.raft.metrics().borrow());
+        self.replication.report(
+            &o,
+            &self.stream,
+            self.partition,
+            self.state.committed_end(),
+            reachable,
+            now_us,
+        )
     }
 
     /// Appends `batch` through Raft if this replica leads; answers once the
@@ -122,6 +157,7 @@ async fn run_batcher(
     group: u64,
     mut rx: mpsc::UnboundedReceiver<Pending>,
     max_batch_bytes: usize,
+    replication: Arc<super::replication::GroupReplication>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
@@ -152,14 +188,20 @@ async fn run_batcher(
             }
         }
         let raft = raft.clone();
+        let replication = replication.clone();
         tokio::spawn(async move {
-            propose(&raft, group, writes).await;
+            propose(&raft, group, writes, &replication).await;
             drop(slot);
         });
     }
 }
 
-async fn propose(raft: &Raft<PartitionRaftConfig>, group: u64, writes: Vec<Pending>) {
+async fn propose(
+    raft: &Raft<PartitionRaftConfig>,
+    group: u64,
+    writes: Vec<Pending>,
+    replication: &super::replication::GroupReplication,
+) {
     let merged = if writes.len() == 1 {
         Ok(writes[0].batch.clone())
     } else {
@@ -174,11 +216,18 @@ async fn propose(raft: &Raft<PartitionRaftConfig>, group: u64, writes: Vec<Pendi
             return;
         }
     };
+    let proposed_us = super::replication::now_us();
     let result = raft
         .client_write(BatchPayload(merged.as_bytes().clone()))
         .await;
     match result {
         Ok(resp) => {
+            replication.record_batch(
+                resp.log_id.index,
+                resp.data.base_offset,
+                resp.data.count,
+                proposed_us,
+            );
             let mut offset = resp.data.base_offset;
             for w in writes {
                 let count = w.batch.count();

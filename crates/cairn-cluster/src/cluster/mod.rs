@@ -28,6 +28,7 @@
 pub mod error;
 pub mod group;
 mod mover;
+pub mod replication;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_storage::DataDir;
+use cairn_telemetry::replication::{ReplicationReport, ReplicationSource};
 use cairn_types::batch::RecordBatch;
 use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -152,6 +154,8 @@ struct Inner {
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    /// Replication RPC latency per peer, shared by every group's network.
+    replication_stats: Arc<network::ReplicationStats>,
     heartbeats: HeartbeatService,
     heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
     shutdown: CancellationToken,
@@ -427,10 +431,11 @@ impl Cluster {
             LogStoreOptions::default(),
         )
         .map_err(storage_err)?;
+        let replication_stats = Arc::new(network::ReplicationStats::default());
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
-            GroupNetworkFactory::new(transport.clone(), 0),
+            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone()),
             controller_log,
             controller_sm.clone(),
         )
@@ -446,6 +451,7 @@ impl Cluster {
             controller,
             controller_sm,
             groups: RwLock::new(HashMap::new()),
+            replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
             shutdown: CancellationToken::new(),
@@ -546,6 +552,22 @@ impl Cluster {
     /// Liveness of the peers as this node's failure detector sees them.
     pub fn peer_status(&self) -> Vec<PeerStatus> {
         self.inner.heartbeats.view()
+    }
+
+    /// Replication state of every partition replica on this node and
+    /// replication RPC latency per peer (see [`replication`]). The
+    /// controller group is not included: it has no offsets, and its health
+    /// shows in `GET /v1/cluster`.
+    pub fn replication_report(&self) -> ReplicationReport {
+        self.inner.replication_report()
+    }
+
+    /// A telemetry source reading [`Cluster::replication_report`]; it holds
+    /// the runtime weakly, so telemetry never keeps a stopped cluster alive.
+    pub fn replication_source(&self) -> Arc<dyn ReplicationSource> {
+        Arc::new(replication::ClusterReplicationSource(Arc::downgrade(
+            &self.inner,
+        )))
     }
 
     /// The partition groups running on this node.
@@ -801,7 +823,11 @@ impl Cluster {
         let raft = Raft::new(
             me,
             self.inner.raft_config.clone(),
-            GroupNetworkFactory::new(self.inner.transport.clone(), p.group),
+            GroupNetworkFactory::new(
+                self.inner.transport.clone(),
+                p.group,
+                self.inner.replication_stats.clone(),
+            ),
             log_store,
             sm,
         )

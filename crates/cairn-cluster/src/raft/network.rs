@@ -10,12 +10,22 @@
 //! cannot reach (or whose connection dropped) is `Unreachable` (openraft
 //! backs off), a deadline is `Timeout`, and a Raft error raised by the
 //! remote handler comes back as `RemoteError`.
+//!
+//! Every AppendEntries RPC that carries entries is timed per target node
+//! into the node's [`ReplicationStats`] (send, follower append and fsync,
+//! ack): heartbeats are left out so the histogram shows what writes wait
+//! for, not idle round trips.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cairn_telemetry::histogram::LatencyHistogram;
+use cairn_telemetry::replication::PeerReplication;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError as RaftRemoteError,
     Timeout, Unreachable,
@@ -26,6 +36,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{Raft, RaftTypeConfig};
+use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -44,19 +55,60 @@ pub const BAD_RPC: u16 = 400;
 /// Remote error code for a group this node does not run (yet, or any more).
 pub const NO_SUCH_GROUP: u16 = 404;
 
+/// Replication RPCs to one peer node, over all of this node's groups.
+#[derive(Debug, Default)]
+pub struct PeerRpcStats {
+    /// AppendEntries RPCs with entries that got an answer.
+    pub latency: LatencyHistogram,
+    /// Such RPCs that got none (unreachable, timeout, undecodable reply).
+    pub failures: AtomicU64,
+}
+
+/// Per-peer replication RPC statistics of one node, shared by every group's
+/// network. Keyed by peer id only, so its size is bounded by the cluster.
+#[derive(Debug, Default)]
+pub struct ReplicationStats {
+    peers: RwLock<BTreeMap<NodeId, Arc<PeerRpcStats>>>,
+}
+
+impl ReplicationStats {
+    /// The statistics of `peer`, created on first use.
+    pub fn peer(&self, peer: NodeId) -> Arc<PeerRpcStats> {
+        if let Some(p) = self.peers.read().get(&peer) {
+            return p.clone();
+        }
+        self.peers.write().entry(peer).or_default().clone()
+    }
+
+    /// Snapshots for the telemetry report, by peer id.
+    pub fn report(&self) -> Vec<PeerReplication> {
+        self.peers
+            .read()
+            .iter()
+            .map(|(node, p)| PeerReplication {
+                node: *node,
+                rpc: p.latency.snapshot(),
+                rpc_failures: p.failures.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
 /// Makes a [`GroupNetwork`] per target for one Raft group.
 #[derive(Debug, Clone)]
 pub struct GroupNetworkFactory<C> {
     transport: Transport,
     group: u64,
+    stats: Arc<ReplicationStats>,
     _config: PhantomData<fn() -> C>,
 }
 
 impl<C> GroupNetworkFactory<C> {
-    pub fn new(transport: Transport, group: u64) -> Self {
+    pub fn new(transport: Transport, group: u64, stats: Arc<ReplicationStats>) -> Self {
         Self {
             transport,
             group,
+            stats,
             _config: PhantomData,
         }
     }
@@ -81,6 +133,7 @@ where
             transport: self.transport.clone(),
             group: self.group,
             target,
+            stats: self.stats.peer(target),
             _config: PhantomData,
         }
     }
@@ -92,6 +145,7 @@ pub struct GroupNetwork<C> {
     transport: Transport,
     group: u64,
     target: NodeId,
+    stats: Arc<PeerRpcStats>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -142,13 +196,29 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.rpc(
-            kinds::APPEND_ENTRIES,
-            RPCTypes::AppendEntries,
-            &rpc,
-            option.hard_ttl(),
-        )
-        .await
+        let carries_entries = !rpc.entries.is_empty();
+        let started = Instant::now();
+        let result = self
+            .rpc(
+                kinds::APPEND_ENTRIES,
+                RPCTypes::AppendEntries,
+                &rpc,
+                option.hard_ttl(),
+            )
+            .await;
+        if carries_entries {
+            match &result {
+                // Any answer (also a conflict or a higher vote) is a
+                // completed round trip through the follower's log.
+                Ok(_) | Err(RPCError::RemoteError(_)) => {
+                    self.stats.latency.record(started.elapsed())
+                }
+                Err(_) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        result
     }
 
     async fn install_snapshot(
@@ -201,5 +271,92 @@ where
             BAD_RPC,
             format!("unknown raft rpc kind {other}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use futures::FutureExt;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    use super::*;
+    use crate::raft::types::PartitionRaftConfig;
+    use crate::transport::{TransportConfig, handler_fn};
+
+    const FOLLOWER_DELAY: Duration = Duration::from_millis(20);
+
+    /// A follower that takes `FOLLOWER_DELAY` to "append and fsync" and
+    /// then accepts every AppendEntries.
+    async fn follower(id: NodeId) -> Transport {
+        let handler = handler_fn(|_, _, _, _| {
+            async {
+                tokio::time::sleep(FOLLOWER_DELAY).await;
+                let ok: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                    Ok(AppendEntriesResponse::Success);
+                Ok(Bytes::from(postcard::to_allocvec(&ok).unwrap()))
+            }
+            .boxed()
+        });
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Transport::bind(TransportConfig::new(id, loopback), handler)
+            .await
+            .unwrap()
+    }
+
+    fn request(entries: u64) -> AppendEntriesRequest<PartitionRaftConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: (0..entries)
+                .map(|i| Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_rpcs_carrying_entries_are_timed_per_target() {
+        let peer = follower(2).await;
+        let leader = follower(1).await;
+        let stats = Arc::new(ReplicationStats::default());
+        let mut factory =
+            GroupNetworkFactory::<PartitionRaftConfig>::new(leader.clone(), 7, stats.clone());
+        let info = |addr: String| NodeInfo {
+            raft_addr: addr,
+            http_addr: String::new(),
+        };
+        let mut to_peer = factory
+            .new_client(2, &info(peer.local_addr().to_string()))
+            .await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        // A heartbeat: not timed.
+        to_peer
+            .append_entries(request(0), option.clone())
+            .await
+            .unwrap();
+        to_peer
+            .append_entries(request(3), option.clone())
+            .await
+            .unwrap();
+        // A peer with no usable address: the RPC fails and is counted.
+        let mut to_nowhere = factory.new_client(3, &info("nowhere".into())).await;
+        assert!(to_nowhere.append_entries(request(1), option).await.is_err());
+
+        let report = stats.report();
+        assert_eq!(report.len(), 2);
+        let (two, three) = (&report[0], &report[1]);
+        assert_eq!((two.node, two.rpc.count(), two.rpc_failures), (2, 1, 0));
+        assert!(two.rpc.sum() >= FOLLOWER_DELAY, "{:?}", two.rpc.sum());
+        assert_eq!(
+            (three.node, three.rpc.count(), three.rpc_failures),
+            (3, 0, 1)
+        );
+        peer.shutdown().await;
+        leader.shutdown().await;
     }
 }
