@@ -160,11 +160,6 @@ impl Node {
             data_dirs: vec![config.data_dir.clone()],
             ..config.telemetry.clone()
         });
-        // Before start, so the first snapshot already has replication.
-        telemetry.set_replication_source(cluster.replication_source());
-        telemetry
-            .start()
-            .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
         let c = &config.cluster;
         let mut cluster_config =
             ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
@@ -190,6 +185,11 @@ impl Node {
                 return Err(e.into());
             }
         };
+        // Before start, so the first snapshot already has replication.
+        telemetry.set_replication_source(cluster.replication_source());
+        telemetry
+            .start()
+            .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,

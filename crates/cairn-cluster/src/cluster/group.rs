@@ -118,7 +118,7 @@ impl PartitionGroup {
             &o,
             &self.stream,
             self.partition,
-            self.state.committed_end(),
+            self.state.applied_end_offset(),
             reachable,
             now_us,
         )
