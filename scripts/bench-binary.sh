@@ -22,27 +22,7 @@ for _ in $(seq 50); do curl -sf "$url/health" >/dev/null && break; sleep 0.1; do
 echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%F); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Prints one line per sweep step, then the knee, from a bench JSON report.
-summarize() {
-  python3 - "$1" "$2" <<'EOF'
-import json, sys
-label, path = sys.argv[1], sys.argv[2]
-r = json.load(open(path))
-steps = r["sweep"]["steps"] if r.get("sweep") else []
-phases = r["phases"]
-for i, p in enumerate(phases):
-    w = p  # the phase's write figures are flattened into it
-    print(f"{label:<26} {p['name']:<8} target {p['target_entries_per_s']:>10,.0f}/s  acked {p['achieved_entries_per_s']:>10,.0f}/s"
-          f"  resp p50 {w['response']['p50_ms']:7.2f} ms  p99 {w['response']['p99_ms']:8.2f} ms"
-          f"  svc p99 {w['service']['p99_ms']:7.2f} ms  errors {w['errors']}  backlog {w['backlogged']}"
-          + f"  bench CPU {steps[i]['bench_cpu_cores'] if i < len(steps) else r['bench_cpu']['cores']:.2f}")
-if r.get("sweep"):
-    k = r["sweep"]["knee"]
-    knee = f"knee {k['achieved_entries_per_s']:,.0f}/s at p99 {k['response_p99_ms']:.2f} ms" if k else "no knee"
-    print(f"{label:<26} {knee}; stop: {r['sweep']['stop_reason']}")
-v = r.get("verification") or {}
-print(f"{label:<26} verification ok={v.get('ok')} acknowledged={v.get('acknowledged')} read_back={v.get('read_back')} missing={v.get('missing')} duplicated={v.get('duplicated')}")
-EOF
-}
+summarize() { python3 scripts/bench_summary.py "$1" "$2"; }
 
 # run LABEL API BENCH-ARGS...
 run() {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A 3-node cluster on this machine (replication factor 3, every entry fsync'd
+# on a majority before it is acknowledged), loaded by `cairn bench` over the
+# binary protocol: one write in flight (latency), 1-entry requests with 1000
+# in flight, and 1000-entry batches. The generator shares the cores with the
+# nodes; its CPU is reported per phase.
+# Usage: scripts/bench-cluster.sh [seconds-per-step]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step=${1:-4}
+scratch=$PWD/target/bench-cluster
+rm -rf "$scratch"; mkdir -p "$scratch"
+cargo build -q --release -p cairn
+bin=target/release/cairn
+base=$((20000 + RANDOM % 20000))
+peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$scratch"
+}
+trap cleanup EXIT
+tcps=()
+for i in 1 2 3; do
+  $bin node --id $i --data-dir "$scratch/data$i" --http 127.0.0.1:$((base + 10 + i)) \
+    --raft 127.0.0.1:$((base + i)) --peers "$peers" --tcp 127.0.0.1:$((base + 20 + i)) \
+    >"$scratch/node$i.out" 2>"$scratch/node$i.err" &
+  pids+=($!)
+  tcps+=(127.0.0.1:$((base + 20 + i)))
+done
+url=http://127.0.0.1:$((base + 11))
+tcp=$(IFS=,; echo "${tcps[*]}")
+for _ in $(seq 100); do
+  n=$(curl -sf "$url/v1/cluster" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for n in v["nodes"] if n["http_addr"]) if v["controller_leader"] else 0)' 2>/dev/null || echo 0)
+  [ "$n" = 3 ] && break
+  sleep 0.2
+done
+echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%F); load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+run() {
+  local label=$1; shift
+  local json="$scratch/$label.json"
+  $bin bench "$@" --server "$url" --api binary --tcp "$tcp" --json "$json" \
+    >"$scratch/$label.out" 2>"$scratch/$label.err" || { cat "$scratch/$label.err"; exit 1; }
+  python3 scripts/bench_summary.py "$label" "$json"
+}
+
+# Warm-up (not reported): leaders elected, first segments, page cache.
+$bin bench steady --server "$url" --api binary --tcp "$tcp" --rate 5k --duration 3s \
+  --batch-size 10 --no-verify >/dev/null 2>&1
+
+echo "== one write in flight: 1-entry requests, 1 connection, 1 in flight, 1000/s offered"
+run latency steady --rate 1k --duration 10s --batch-size 1 --connections 1 --max-in-flight 1
+echo "== 1-entry requests, 4 connections x 250 in flight (1000), 100 B entries"
+run one-sweep sweep --start-rate 20k --factor 1.6 --step-duration "${step}s" --max-steps 6 \
+  --max-p99 20ms --batch-size 1 --connections 4 --max-in-flight 250
+echo "== 1000-entry requests, 4 connections x 8 in flight"
+run big-sweep sweep --start-rate 400k --factor 1.6 --step-duration "${step}s" --max-steps 5 \
+  --max-p99 100ms --batch-size 1000 --connections 4 --max-in-flight 8
