@@ -1,13 +1,20 @@
-//! Cairn's single-node server.
+//! Cairn's node server: the wiring of storage, cluster and telemetry behind
+//! the HTTP and binary APIs.
 //!
-//! A [`Node`] owns one data directory (see `cairn-storage`) and a registry
-//! of streams; each stream is a fixed number of partition logs, and an
+//! A [`Node`] owns one data directory (see `cairn-storage`) and runs the
+//! cluster runtime (`cairn-cluster`): streams are defined in the
+//! controller's replicated metadata, each partition is a Raft group, and an
 //! entry goes to the partition chosen by hashing its source, so one
-//! source's entries stay in order.
+//! source's entries stay in order. Any node accepts any request: writes go
+//! to the partition leader (here or forwarded over the cluster transport);
+//! reads are served by this node's replica when it may answer (the leader,
+//! or any replica with `consistency=any`) and forwarded over HTTP
+//! otherwise; queries fan out per partition and report partitions they
+//! could not read. A node without peers is a single-node cluster.
 //!
-//! - [`node`]: opening, serving, retention, graceful shutdown.
-//! - [`streams`]: the registry and its on-disk form (`stream.json` is the
-//!   commit point of a stream's existence).
+//! - [`node`]: opening, joining, serving, retention, graceful shutdown.
+//! - [`streams`]: stream names and settings, and the API view of the
+//!   metadata.
 //! - [`ingest`]: parsing and validating producer bodies (JSON array or
 //!   NDJSON) and grouping entries into one batch per partition.
 //! - [`write`]: [`Node::append_entries`], the one write path after
@@ -15,7 +22,8 @@
 //! - [`tcp`]: the binary ingest protocol's server (framed TCP, pipelined).
 //! - [`read`]: partition reads by offset and time-range queries merged
 //!   across partitions.
-//! - [`api`]: the HTTP routes, their extractors and the one error type.
+//! - [`api`]: the HTTP routes (streams, entries, cluster, faults,
+//!   telemetry), their extractors and the one error type.
 //!
 //! The API's request and response types are defined in `cairn-client`, so
 //! the server and the client share them.
