@@ -246,8 +246,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test]
-async fn a_real_prometheus_sees_a_positive_ingest_rate() -> Result<()> {
+/// Three nodes, written through each: a real Prometheus scraping all of
+/// them sees a positive ingest rate on every node, and the partition
+/// leaders export replication lag for their followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_sees_a_positive_ingest_rate_on_every_node() -> Result<()> {
     if Command::new("prometheus")
         .arg("--version")
         .output()
@@ -260,16 +263,22 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate() -> Result<()> {
         return Ok(());
     }
     let dir = tempfile::tempdir()?;
-    let node = NodeProcess::start(&dir.path().join("node"), &[])?;
-    create_stream(&node.url, "app", 2).await?;
-    let target = node.url.trim_start_matches("http://").to_string();
+    let cluster = support::cluster::TestCluster::start(3).await?;
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i).expect("up")).collect();
+    create_stream(&urls[0], "app", 2).await?;
+    cluster.wait_groups("app", 2).await?;
+    let targets: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim_start_matches("http://").to_string())
+        .collect();
 
     let port = free_port()?;
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cairn\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: cairn\n    static_configs:\n      - targets: ['{}']\n",
+            targets.join("', '")
         ),
     )?;
     let prometheus = Command::new("prometheus")
@@ -298,8 +307,10 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut written = 0;
     loop {
-        ensure!(append(&node.url, "app", written, 50).await? == 200);
-        written += 50;
+        for url in &urls {
+            ensure!(append(url, "app", written, 50).await? == 200);
+            written += 50;
+        }
         let resp = client().get(&query).send().await;
         if let Ok(resp) = resp
             && let Ok(body) = resp.json::<Value>().await
@@ -313,17 +324,35 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate() -> Result<()> {
                     Some((instance, value))
                 })
                 .collect();
-            if rates.iter().any(|(i, v)| *i == target && *v > 0.0) {
+            if targets
+                .iter()
+                .all(|t| rates.iter().any(|(i, v)| i == t && *v > 0.0))
+            {
                 eprintln!("prometheus rate(cairn_ingest_entries_total) = {rates:?}");
                 break;
             }
         }
         ensure!(
             Instant::now() < deadline,
-            "prometheus never saw a positive rate for {target}"
+            "prometheus never saw a positive rate for every one of {targets:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    node.terminate()?;
+
+    // Replication as the nodes export it: both partitions led somewhere,
+    // and each leader reports lag for its two followers.
+    let mut led = 0.0;
+    let mut lag_series = 0;
+    for url in &urls {
+        let text = scrape(url).await?;
+        let m = parse_metrics(&text)?;
+        led += metric(&m, "cairn_partitions{role=\"led\"}")?;
+        lag_series += text
+            .lines()
+            .filter(|l| l.starts_with("cairn_replication_lag_entries{"))
+            .count();
+    }
+    ensure!(led == 2.0, "partitions led across the cluster: {led}");
+    ensure!(lag_series == 4, "replication lag series: {lag_series}");
     Ok(())
 }
