@@ -508,14 +508,18 @@ impl Cluster {
         self.inner.me()
     }
 
-    /// Waits until this node's registration is in the applied metadata (it
-    /// can then be given replicas); false if `timeout` passed first.
-    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+    /// Waits until this node's applied metadata satisfies `ready` (e.g. a
+    /// stream created through another node has arrived here), so a client
+    /// can read its own metadata writes from this node. False on timeout.
+    pub async fn wait_meta(
+        &self,
+        timeout: Duration,
+        ready: impl Fn(&ClusterMeta) -> bool,
+    ) -> bool {
         let mut rx = self.subscribe();
-        let me = self.node_id();
         tokio::time::timeout(timeout, async {
             loop {
-                if rx.borrow_and_update().nodes.contains_key(&me) {
+                if ready(&rx.borrow_and_update()) {
                     return;
                 }
                 if rx.changed().await.is_err() {
@@ -525,6 +529,13 @@ impl Cluster {
         })
         .await
         .is_ok()
+    }
+
+    /// Waits until this node's registration is in the applied metadata (it
+    /// can then be given replicas); false if `timeout` passed first.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let me = self.node_id();
+        self.wait_meta(timeout, |m| m.nodes.contains_key(&me)).await
     }
 
     pub fn transport(&self) -> &Transport {

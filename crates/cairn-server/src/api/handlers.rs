@@ -24,6 +24,10 @@ use crate::node::{Node, now_us};
 use crate::read::{self, Filter};
 use crate::{ingest, streams};
 
+/// How long a stream admin request waits for its change to reach this
+/// node's copy of the metadata (normally a heartbeat or two).
+const META_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Stream-creation bodies are a handful of fields.
 const MAX_ADMIN_BODY_BYTES: usize = 64 * 1024;
 
@@ -88,6 +92,12 @@ pub async fn create_stream(
             ));
         }
     };
+    // Read-your-writes: the command may have been applied on the
+    // controller leader only so far.
+    let name = meta.name.clone();
+    node.cluster()
+        .wait_meta(META_WAIT, |m| m.streams.contains_key(&name))
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(streams::stream_info(node.cluster(), &meta)),
@@ -135,6 +145,9 @@ pub async fn delete_stream(
             message,
         ));
     }
+    node.cluster()
+        .wait_meta(META_WAIT, |m| !m.streams.contains_key(&name))
+        .await;
     node.telemetry().metrics.forget_stream(&name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -211,6 +211,22 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
             .await
             .with_context(|| format!("create bench stream {stream}"))?;
     }
+    // A new stream's partitions elect their leaders in a few hundred ms;
+    // load sent before that would measure the election, not the system.
+    for stream in &streams {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = admin.get_stream(stream).await?;
+            if info.partitions.iter().all(|p| p.leader.is_some()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("warning: {stream}: not every partition has a leader after 10 s; starting anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // Ctrl-C ends the load early but still verifies, cleans up and reports;
     // a second one quits at once.
     let interrupt = Arc::new(Interrupt::default());
