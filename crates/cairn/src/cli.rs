@@ -103,6 +103,11 @@ pub struct ServerArgs {
     /// Base URL of a Cairn node.
     #[arg(long, env = "CAIRN_SERVER", default_value = "http://127.0.0.1:7070")]
     pub server: String,
+    /// Base URLs of several nodes of one cluster, comma-separated: the
+    /// first that answers is used (any node routes to partition leaders),
+    /// so the command works while some nodes are down. Overrides --server.
+    #[arg(long, env = "CAIRN_CLUSTER", value_delimiter = ',')]
+    pub cluster: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

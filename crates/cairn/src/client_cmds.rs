@@ -43,8 +43,24 @@ pub fn run(command: Command) -> Result<()> {
     })
 }
 
-fn client(args: &ServerArgs) -> Result<Client> {
-    Ok(Client::new(&args.server)?)
+/// The node to talk to: `--server`, or the first of `--cluster` whose
+/// `/health` answers within a second.
+async fn client(args: &ServerArgs) -> Result<Client> {
+    if args.cluster.is_empty() {
+        return Ok(Client::new(&args.server)?);
+    }
+    let mut failures = Vec::new();
+    for url in &args.cluster {
+        let probe = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(1))
+            .build()?;
+        let client = Client::with_http_client(url, probe)?;
+        match client.health().await {
+            Ok(_) => return Ok(Client::new(url)?),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
+    }
+    anyhow::bail!("no node of the cluster answered: {}", failures.join("; "))
 }
 
 async fn stream(cmd: StreamCommand) -> Result<()> {
@@ -58,14 +74,17 @@ async fn stream(cmd: StreamCommand) -> Result<()> {
                 durability: a.durability,
                 replication_factor: a.replication_factor,
             };
-            let info = client(&a.server)?.create_stream(&a.name, config).await?;
+            let info = client(&a.server)
+                .await?
+                .create_stream(&a.name, config)
+                .await?;
             println!(
                 "created stream {} ({} partitions, durability {})",
                 info.name, info.config.partitions, info.config.durability
             );
         }
         StreamCommand::List { server } => {
-            let streams = client(&server)?.list_streams().await?;
+            let streams = client(&server).await?.list_streams().await?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -87,7 +106,7 @@ async fn stream(cmd: StreamCommand) -> Result<()> {
             }
         }
         StreamCommand::Delete { server, name } => {
-            client(&server)?.delete_stream(&name).await?;
+            client(&server).await?.delete_stream(&name).await?;
             println!("deleted stream {name}");
         }
     }
@@ -140,7 +159,7 @@ impl Sink {
     async fn open(args: &ProduceArgs) -> Result<Sink> {
         match args.api {
             ProduceApi::Http => {
-                let client = client(&args.server)?;
+                let client = client(&args.server).await?;
                 client.get_stream(&args.stream).await?;
                 Ok(Sink::Http {
                     client,
@@ -267,7 +286,7 @@ async fn produce(args: ProduceArgs) -> Result<()> {
 }
 
 async fn read(args: ReadArgs) -> Result<()> {
-    let client = client(&args.server)?;
+    let client = client(&args.server).await?;
     let mut out = std::io::stdout().lock();
     let mut offset = args.offset;
     let mut left = args.limit;
@@ -298,7 +317,7 @@ async fn read(args: ReadArgs) -> Result<()> {
 }
 
 async fn query(args: QueryArgs) -> Result<()> {
-    let client = client(&args.server)?;
+    let client = client(&args.server).await?;
     let start = match args.since {
         Some(since) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
@@ -354,6 +373,7 @@ mod tests {
         ProduceArgs {
             server: ServerArgs {
                 server: "http://127.0.0.1:1".into(),
+                cluster: Vec::new(),
             },
             stream: "s".into(),
             source: "cli".into(),

@@ -25,6 +25,7 @@
 //! A request is retried on another node only when it certainly did not
 //! take effect ([`ClusterError::is_retryable`]); an ambiguous failure is
 //! reported as such, so a retry can never duplicate an acknowledged write.
+mod coalesce;
 pub mod error;
 pub mod group;
 mod mover;
@@ -49,6 +50,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use coalesce::Coalescer;
 pub use error::ClusterError;
 pub use group::PartitionGroup;
 
@@ -154,6 +156,8 @@ struct Inner {
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    /// Per partition, the coalescer of writes entering through this node.
+    edges: parking_lot::Mutex<HashMap<u64, Coalescer>>,
     /// Replication RPC latency per peer, shared by every group's network.
     replication_stats: Arc<network::ReplicationStats>,
     heartbeats: HeartbeatService,
@@ -451,6 +455,7 @@ impl Cluster {
             controller,
             controller_sm,
             groups: RwLock::new(HashMap::new()),
+            edges: parking_lot::Mutex::new(HashMap::new()),
             replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
@@ -511,11 +516,7 @@ impl Cluster {
     /// Waits until this node's applied metadata satisfies `ready` (e.g. a
     /// stream created through another node has arrived here), so a client
     /// can read its own metadata writes from this node. False on timeout.
-    pub async fn wait_meta(
-        &self,
-        timeout: Duration,
-        ready: impl Fn(&ClusterMeta) -> bool,
-    ) -> bool {
+    pub async fn wait_meta(&self, timeout: Duration, ready: impl Fn(&ClusterMeta) -> bool) -> bool {
         let mut rx = self.subscribe();
         tokio::time::timeout(timeout, async {
             loop {
@@ -626,8 +627,44 @@ impl Cluster {
     }
 
     /// Appends `batch` to a partition group through its leader; answers once
-    /// it is committed on a majority of the group's replicas.
+    /// it is committed on a majority of the group's replicas. Concurrent
+    /// appends to one partition through this node are coalesced first, so
+    /// they travel to the leader as one batch (see `coalesce`).
     pub async fn append(&self, group: u64, batch: RecordBatch) -> Result<Appended, ClusterError> {
+        let edge = {
+            let mut edges = self.inner.edges.lock();
+            edges
+                .entry(group)
+                .or_insert_with(|| {
+                    let inner = Arc::downgrade(&self.inner);
+                    Coalescer::spawn(
+                        MAX_ROUTED_IN_FLIGHT,
+                        self.inner.config.max_batch_bytes,
+                        move |batch| {
+                            let inner = inner.clone();
+                            async move {
+                                match inner.upgrade() {
+                                    Some(inner) => {
+                                        Cluster { inner }.append_routed(group, batch).await
+                                    }
+                                    None => Err(ClusterError::ShuttingDown),
+                                }
+                            }
+                        },
+                    )
+                })
+                .clone()
+        };
+        edge.submit(batch).await
+    }
+
+    /// Sends one batch to the leader of `group` (here or forwarded),
+    /// retrying on other nodes while nothing can have been written.
+    async fn append_routed(
+        &self,
+        group: u64,
+        batch: RecordBatch,
+    ) -> Result<Appended, ClusterError> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         let mut hint: Option<NodeId> = None;
         let mut attempt = 0usize;
@@ -793,6 +830,13 @@ impl Cluster {
         for (stream, partition, p) in meta.groups_of(me) {
             wanted.insert(p.group, (stream, partition, p));
         }
+        // Coalescers of partitions that no longer exist.
+        let existing: std::collections::HashSet<u64> = meta
+            .streams
+            .values()
+            .flat_map(|s| s.partitions.iter().map(|p| p.group))
+            .collect();
+        self.inner.edges.lock().retain(|g, _| existing.contains(g));
         let running: Vec<u64> = self.inner.groups.read().keys().copied().collect();
         for group in running {
             if !wanted.contains_key(&group) {
@@ -888,6 +932,7 @@ impl Cluster {
     /// closed (synced) but kept.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        self.inner.edges.lock().clear();
         let heartbeats = self.inner.heartbeat_task.lock().take();
         if let Some(task) = heartbeats {
             task.stop().await;
@@ -900,6 +945,9 @@ impl Cluster {
         self.inner.transport.shutdown().await;
     }
 }
+
+/// Coalesced batches of one partition on their way to its leader at once.
+const MAX_ROUTED_IN_FLIGHT: usize = 8;
 
 /// How long a forwarded request waits for a connection to its target.
 const CONNECT_BUDGET: Duration = Duration::from_millis(300);

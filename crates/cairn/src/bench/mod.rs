@@ -221,7 +221,9 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("warning: {stream}: not every partition has a leader after 10 s; starting anyway");
+                eprintln!(
+                    "warning: {stream}: not every partition has a leader after 10 s; starting anyway"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
