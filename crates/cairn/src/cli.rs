@@ -82,6 +82,11 @@ pub struct NodeArgs {
     /// Join the cluster of the node at this HTTP URL (as a non-voter).
     #[arg(long, env = "CAIRN_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
+    /// Shut down (gracefully) when the parent process goes away. `cairn
+    /// demo` starts its nodes with this, so a demo killed with SIGKILL
+    /// leaves no nodes behind.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
