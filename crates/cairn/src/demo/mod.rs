@@ -200,17 +200,22 @@ async fn start_cluster(dir: &Path, nodes: &mut Vec<DemoNode>) -> Result<()> {
         replication_factor: Some(REPLICATION_FACTOR),
         ..StreamConfig::default()
     };
-    loop {
-        match client.create_stream(STREAM, config.clone()).await {
-            Ok(_) => break,
-            Err(e) if e.code() == Some(ErrorCode::StreamExists) => break,
+    // A stream kept from an earlier demo (`--data-dir`) is used as it is.
+    // Reading it back may briefly say `stream_not_found`: the answering
+    // node can be a step behind the controller's metadata.
+    let info = loop {
+        let result = match client.create_stream(STREAM, config.clone()).await {
+            Err(e) if e.code() == Some(ErrorCode::StreamExists) => client.get_stream(STREAM).await,
+            other => other,
+        };
+        match result {
+            Ok(info) => break info,
             Err(e) if Instant::now() > deadline => {
                 return Err(e).context(format!("create the {STREAM} stream"));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-    }
-    let info = client.get_stream(STREAM).await?;
+    };
     let partitions = info.partitions.len();
     wait_for(
         nodes,
