@@ -49,7 +49,7 @@ pub const PARTITIONS: u32 = 6;
 const REPLICATION_FACTOR: u32 = 3;
 /// Bound on forming the cluster and on leading the stream's partitions.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long each node may take to stop after SIGTERM before SIGKILL.
+/// How long the nodes may take to stop after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the status waits for a node's answer.
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -520,8 +520,11 @@ async fn stop_nodes(nodes: &mut [DemoNode]) -> Vec<String> {
         n.terminate();
     }
     let mut problems = Vec::new();
+    // One deadline for all: they were all asked to stop at once.
+    let deadline = Instant::now() + STOP_TIMEOUT;
     for n in nodes.iter_mut().filter(|n| running.contains(&n.id)) {
-        match n.wait_or_kill(STOP_TIMEOUT).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match n.wait_or_kill(left).await {
             Some(status) if status.success() => println!("node {} stopped", n.id),
             Some(status) => {
                 println!("node {} stopped with {status}", n.id);
