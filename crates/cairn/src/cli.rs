@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a node.
     Node(NodeArgs),
+    /// Start a 3-node cluster on loopback with a steady load of realistic
+    /// log entries and a live status; Ctrl-C stops it all.
+    Demo(DemoArgs),
     /// Create, list or delete streams.
     #[command(subcommand)]
     Stream(StreamCommand),
@@ -82,6 +85,29 @@ pub struct NodeArgs {
     /// Join the cluster of the node at this HTTP URL (as a non-voter).
     #[arg(long, env = "CAIRN_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
+    /// Shut down (gracefully) when the parent process goes away. `cairn
+    /// demo` starts its nodes with this, so a demo killed with SIGKILL
+    /// leaves no nodes behind.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the cluster's data in this directory (created if missing; a
+    /// later demo on it starts from that data) instead of a temporary one
+    /// removed on exit.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Entries per second of the demo load; accepts k and M suffixes.
+    #[arg(long, value_parser = parse_rate, default_value = "2000")]
+    pub rate: f64,
+    /// Stop by itself once the load has run this long, e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The API carrying the load.
+    #[arg(long, value_enum, default_value_t = ProduceApi::Binary)]
+    pub api: ProduceApi,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {

@@ -39,6 +39,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Query(args) => query(args).await,
             Command::Node(_) => unreachable!("handled by node_cmd"),
             Command::Bench(_) => unreachable!("handled by bench"),
+            Command::Demo(_) => unreachable!("handled by demo"),
         }
     })
 }

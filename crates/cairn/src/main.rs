@@ -1,7 +1,8 @@
 //! The `cairn` command.
 //!
-//! `cairn node` runs a single-node server; `cairn bench` is an open-loop
-//! load generator (see `bench`); the other subcommands are thin clients
+//! `cairn node` runs a node; `cairn demo` runs a 3-node cluster of them
+//! under load with a live status (see `demo`); `cairn bench` is an
+//! open-loop load generator (see `bench`); the other subcommands are thin clients
 //! over the HTTP API (`cairn-client`). Every flag can also be set
 //! through the environment variable named in `--help`.
 //!
@@ -12,6 +13,7 @@
 mod bench;
 mod cli;
 mod client_cmds;
+mod demo;
 mod node_cmd;
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Node(args) => node_cmd::run(args),
         cli::Command::Bench(args) => bench::run(args),
+        cli::Command::Demo(args) => demo::run(args),
         other => client_cmds::run(other),
     };
     match result {

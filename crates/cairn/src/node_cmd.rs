@@ -1,5 +1,6 @@
 //! `cairn node`: open the data directory, bind, announce, serve until
-//! SIGTERM or SIGINT, then shut down gracefully.
+//! SIGTERM or SIGINT (or, with `--exit-with-parent`, until the parent
+//! process exits), then shut down gracefully.
 //!
 //! The announcement `cairn node listening on http://IP:PORT` is printed to
 //! stdout (and flushed) only once the socket is bound, with the real port,
@@ -38,7 +39,11 @@ pub fn run(args: NodeArgs) -> Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    runtime.block_on(serve(config, args.http, args.tcp, stage_timing))
+    let parent = args
+        .exit_with_parent
+        .then(rustix::process::getppid)
+        .flatten();
+    runtime.block_on(serve(config, args.http, args.tcp, stage_timing, parent))
 }
 
 async fn serve(
@@ -46,6 +51,7 @@ async fn serve(
     http: SocketAddr,
     tcp: Option<SocketAddr>,
     stage_timing: bool,
+    parent: Option<rustix::process::Pid>,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -95,7 +101,13 @@ async fn serve(
     out.flush()?;
     drop(out);
 
-    node.serve_with_tcp(listener, tcp_listener, shutdown_signal())
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = parent_gone(parent) => {}
+        }
+    };
+    node.serve_with_tcp(listener, tcp_listener, shutdown)
         .await?;
     tracing::info!("node stopped");
     Ok(())
@@ -120,6 +132,22 @@ async fn shutdown_signal() {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "shutting down: finishing in-flight requests");
+}
+
+/// Completes once the parent process is no longer `parent` (it exited and
+/// this process was re-parented); never completes for `None`.
+async fn parent_gone(parent: Option<rustix::process::Pid>) {
+    let Some(parent) = parent else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        if rustix::process::getppid() != Some(parent) {
+            tracing::info!("parent process exited: shutting down");
+            return;
+        }
+    }
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: `default_level`).

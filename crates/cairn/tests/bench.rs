@@ -1,5 +1,6 @@
-//! `cairn bench` against a real node: a short steady run and a short sweep,
-//! checking the JSON report, the interval log and the verification.
+//! `cairn bench` against a real node and against a 3-node cluster: short
+//! steady runs and sweeps, checking the JSON report, the interval log and
+//! the verification (every acknowledged entry read back exactly once).
 //! Rates are modest and runs last a few seconds, so this stays cheap on a
 //! shared two-core machine.
 
@@ -7,7 +8,8 @@ mod support;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use support::{NodeProcess, run, run_ok};
+use support::cluster::TestCluster;
+use support::{NodeProcess, Output, run, run_ok};
 
 fn read_json(path: &std::path::Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {path:?}"))?;
@@ -246,5 +248,157 @@ fn bench_refuses_what_it_cannot_do() -> Result<()> {
         "{}",
         out.stderr
     );
+    Ok(())
+}
+
+/// Runs `cairn ARGS` off the async runtime's threads and requires success.
+async fn bench_ok(args: Vec<String>) -> Result<Output> {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&args, "")
+    })
+    .await?
+}
+
+/// The verification read back exactly the `acked` acknowledged entries.
+fn verified(r: &Value, acked: u64) -> Result<()> {
+    let v = &r["verification"];
+    ensure!(v["ok"] == true, "{v}");
+    ensure!(
+        (v["acknowledged"].as_u64(), v["read_back"].as_u64()) == (Some(acked), Some(acked)),
+        "{v}"
+    );
+    ensure!(
+        (v["missing"].as_u64(), v["duplicated"].as_u64()) == (Some(0), Some(0)),
+        "{v}"
+    );
+    Ok(())
+}
+
+/// Writes go through all three nodes over the binary protocol (each
+/// forwarding to the partition leaders); every acknowledged entry is read
+/// back from the replicated partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_steady_over_the_binary_protocol_against_a_3_node_cluster() -> Result<()> {
+    let c = TestCluster::start_with_tcp(3).await?;
+    let urls: Vec<String> = (0..3)
+        .map(|i| c.url(i).context("up"))
+        .collect::<Result<_>>()?;
+    let tcps: Vec<String> = (0..3)
+        .map(|i| c.tcp(i).context("--tcp"))
+        .collect::<Result<_>>()?;
+    let json = c.dir.path().join("steady.json");
+    let args = [
+        "bench",
+        "steady",
+        "--server",
+        &urls.join(","),
+        "--api",
+        "binary",
+        "--tcp",
+        &tcps.join(","),
+        "--rate",
+        "2000",
+        "--duration",
+        "2s",
+        "--batch-size",
+        "20",
+        "--connections",
+        "3",
+        "--max-in-flight",
+        "4",
+        "--json",
+        json.to_str().context("utf-8 path")?,
+    ];
+    let out = bench_ok(args.iter().map(|s| s.to_string()).collect()).await?;
+    ensure!(out.stdout.contains("-- OK"), "{}", out.stdout);
+
+    let r = read_json(&json)?;
+    assert_eq!(r["scenario"], "steady");
+    let config = &r["config"];
+    assert_eq!(config["api"], "binary");
+    assert_eq!(
+        config["targets"].as_array().map(Vec::len),
+        Some(3),
+        "{config}"
+    );
+    assert_eq!(
+        config["tcp_targets"].as_array().map(Vec::len),
+        Some(3),
+        "{config}"
+    );
+    // 3 connections at 2000/3 entries/s in batches of 20 for 2 s.
+    let w = &r["writes"];
+    assert_eq!(w["errors"], 0, "{w}");
+    assert_eq!(w["unsent"], 0, "{w}");
+    let entries = w["entries"].as_u64().context("writes.entries")?;
+    ensure!((3900..=4020).contains(&entries), "{w}");
+    ensure!(
+        f(&w["response"]["p99_ms"]) >= f(&w["service"]["p99_ms"]),
+        "{w}"
+    );
+    verified(&r, entries)?;
+    no_bench_streams_left(&urls[1])?;
+    Ok(())
+}
+
+/// A sweep over HTTP through all three nodes: steps, a knee, and a clean
+/// verification across every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sweep_against_a_3_node_cluster() -> Result<()> {
+    let c = TestCluster::start(3).await?;
+    let urls: Vec<String> = (0..3)
+        .map(|i| c.url(i).context("up"))
+        .collect::<Result<_>>()?;
+    let json = c.dir.path().join("sweep.json");
+    let args = [
+        "bench",
+        "sweep",
+        "--server",
+        &urls.join(","),
+        "--start-rate",
+        "1000",
+        "--factor",
+        "2",
+        "--step-duration",
+        "1s",
+        "--max-steps",
+        "2",
+        "--max-p99",
+        "10s",
+        "--batch-size",
+        "20",
+        "--connections",
+        "3",
+        "--json",
+        json.to_str().context("utf-8 path")?,
+    ];
+    let out = bench_ok(args.iter().map(|s| s.to_string()).collect()).await?;
+    ensure!(out.stdout.contains("sweep: knee at"), "{}", out.stdout);
+
+    let r = read_json(&json)?;
+    assert_eq!(r["scenario"], "sweep");
+    assert_eq!(r["config"]["targets"].as_array().map(Vec::len), Some(3));
+    let sweep = &r["sweep"];
+    let steps = sweep["steps"].as_array().context("steps")?;
+    ensure!(!steps.is_empty() && steps.len() <= 2, "{sweep}");
+    ensure!(
+        steps[0]["passed"] == true,
+        "1,000 entries/s must pass: {sweep}"
+    );
+    let last_pass = steps
+        .iter()
+        .rposition(|s| s["passed"] == true)
+        .context("a pass")?;
+    assert_eq!(sweep["knee"], steps[last_pass]["figures"], "{sweep}");
+    ensure!(
+        !sweep["stop_reason"].as_str().unwrap_or("").is_empty(),
+        "{sweep}"
+    );
+    assert_eq!(r["phases"].as_array().map(Vec::len), Some(steps.len()));
+    let entries = r["writes"]["entries"].as_u64().context("writes.entries")?;
+    ensure!(entries > 0);
+    verified(&r, entries)?;
+    no_bench_streams_left(&urls[2])?;
     Ok(())
 }

@@ -24,12 +24,25 @@ pub struct TestCluster {
     pub nodes: Vec<Option<NodeProcess>>,
     raft_addrs: Vec<String>,
     peers: String,
+    /// Flags every node is started with, beyond the cluster's own.
+    extra: Vec<String>,
 }
 
 impl TestCluster {
     /// Starts `n` nodes (ids 1..=n) bootstrapping one cluster, and waits
     /// until a controller leader exists and every node has registered.
     pub async fn start(n: usize) -> Result<TestCluster> {
+        TestCluster::start_with(n, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], every node also serving the binary
+    /// protocol (`--tcp` on a free port; see [`TestCluster::tcp`]).
+    pub async fn start_with_tcp(n: usize) -> Result<TestCluster> {
+        TestCluster::start_with(n, &["--tcp", "127.0.0.1:0"]).await
+    }
+
+    /// Like [`TestCluster::start`], with `extra` flags for every node.
+    pub async fn start_with(n: usize, extra: &[&str]) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let raft_addrs: Vec<String> = (0..n)
             .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
@@ -45,6 +58,7 @@ impl TestCluster {
             nodes: (0..n).map(|_| None).collect(),
             raft_addrs,
             peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             cluster.start_node(i)?;
@@ -61,20 +75,19 @@ impl TestCluster {
     pub fn start_node(&mut self, i: usize) -> Result<()> {
         let id = (i + 1).to_string();
         let name = format!("node-{id}");
-        let node = NodeProcess::start(
-            &self.data_dir(i),
-            &[
-                "--id",
-                &id,
-                "--name",
-                &name,
-                "--raft",
-                &self.raft_addrs[i],
-                "--peers",
-                &self.peers,
-            ],
-        )
-        .with_context(|| format!("start node {id}"))?;
+        let mut args = vec![
+            "--id",
+            &id,
+            "--name",
+            &name,
+            "--raft",
+            &self.raft_addrs[i],
+            "--peers",
+            &self.peers,
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let node = NodeProcess::start(&self.data_dir(i), &args)
+            .with_context(|| format!("start node {id}"))?;
         self.nodes[i] = Some(node);
         Ok(())
     }
@@ -106,6 +119,12 @@ impl TestCluster {
 
     pub fn url(&self, i: usize) -> Option<String> {
         self.nodes[i].as_ref().map(|n| n.url.clone())
+    }
+
+    /// Node index `i`'s binary-protocol address (`IP:PORT`), when the
+    /// cluster was started with `--tcp`.
+    pub fn tcp(&self, i: usize) -> Option<String> {
+        self.nodes[i].as_ref().and_then(|n| n.tcp.clone())
     }
 
     pub fn live(&self) -> Vec<usize> {

@@ -175,7 +175,8 @@ impl Drop for ChildGuard {
     }
 }
 
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+/// Waits for `child` to exit, at most `timeout`.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
