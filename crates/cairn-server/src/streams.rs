@@ -8,6 +8,9 @@
 
 use cairn_client::{PartitionInfo, StreamConfig, StreamInfo};
 use cairn_cluster::Cluster;
+use std::sync::Arc;
+
+use cairn_cluster::controller::ClusterMeta;
 use cairn_cluster::controller::meta::StreamMeta;
 use cairn_storage::LogConfig;
 use cairn_types::ErrorCode;
@@ -121,14 +124,33 @@ pub fn stream_info(cluster: &Cluster, meta: &StreamMeta) -> StreamInfo {
     }
 }
 
+/// A stream's metadata, borrowed from one snapshot of the cluster
+/// metadata. Looking a stream up happens on every request: sharing the
+/// snapshot avoids copying the stream's placement each time.
+#[derive(Debug, Clone)]
+pub struct StreamRef {
+    meta: Arc<ClusterMeta>,
+    name: String,
+}
+
+impl std::ops::Deref for StreamRef {
+    type Target = StreamMeta;
+
+    fn deref(&self) -> &StreamMeta {
+        &self.meta.streams[&self.name]
+    }
+}
+
 /// The stream's metadata, or 404.
-pub fn lookup(cluster: &Cluster, name: &str) -> Result<StreamMeta, ApiError> {
-    cluster
-        .meta()
-        .streams
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::stream_not_found(name))
+pub fn lookup(cluster: &Cluster, name: &str) -> Result<StreamRef, ApiError> {
+    let meta = cluster.meta();
+    if !meta.streams.contains_key(name) {
+        return Err(ApiError::stream_not_found(name));
+    }
+    Ok(StreamRef {
+        meta,
+        name: name.to_owned(),
+    })
 }
 
 /// The group of partition `partition`, or 404.
