@@ -10,7 +10,8 @@ for i, p in enumerate(phases):
     w = p  # the phase's write figures are flattened into it
     print(f"{label:<26} {p['name']:<8} target {p['target_entries_per_s']:>10,.0f}/s  acked {p['achieved_entries_per_s']:>10,.0f}/s"
           f"  resp p50 {w['response']['p50_ms']:7.2f} ms  p99 {w['response']['p99_ms']:8.2f} ms"
-          f"  svc p99 {w['service']['p99_ms']:7.2f} ms  errors {w['errors']}  backlog {w['backlogged']}"
+          f"  p999 {w['response']['p999_ms']:8.2f} ms"
+          f"  svc p50/p99/p999 {w['service']['p50_ms']:.2f}/{w['service']['p99_ms']:.2f}/{w['service']['p999_ms']:.2f} ms  errors {w['errors']}  backlog {w['backlogged']}"
           + f"  bench CPU {steps[i]['bench_cpu_cores'] if i < len(steps) else r['bench_cpu']['cores']:.2f}")
 if r.get("sweep"):
     k = r["sweep"]["knee"]
