@@ -626,6 +626,20 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::propose`], with a refusal by the metadata rules (a
+    /// stream that exists, a node that does not) as an error.
+    pub async fn command(
+        &self,
+        cmd: ControllerCommand,
+    ) -> Result<ControllerResponse, ClusterError> {
+        match self.propose(cmd).await? {
+            ControllerResponse::Refused { code, message } => {
+                Err(ClusterError::Refused { code, message })
+            }
+            other => Ok(other),
+        }
+    }
+
     /// Appends `batch` to a partition group through its leader; answers once
     /// it is committed on a majority of the group's replicas. Concurrent
     /// appends to one partition through this node are coalesced first, so
@@ -745,7 +759,8 @@ impl Cluster {
 
     /// Adds node `id` to the cluster (a learner of the controller group, so
     /// it receives the metadata, and a registered node, so it can take
-    /// replicas). Run on the controller leader, wherever it is.
+    /// replicas). Run on the controller leader, wherever it is. A refusal
+    /// by the metadata rules is an error.
     pub async fn admit(
         &self,
         id: NodeId,

@@ -26,8 +26,8 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use super::{Cluster, ClusterError, Inner, kinds};
+use crate::controller::ControllerCommand;
 use crate::controller::meta::{NodeAdminState, StreamMeta};
-use crate::controller::{ControllerCommand, ControllerResponse};
 use crate::placement::{self, PartitionMove, ReplicaSet};
 use crate::raft::types::NodeInfo;
 use crate::transport::NodeId;
@@ -231,43 +231,28 @@ impl Cluster {
         } else {
             replicas[0]
         };
-        match self
-            .propose(ControllerCommand::SetReplicas {
-                stream: stream.name.clone(),
-                partition,
-                replicas,
-                preferred_leader,
-            })
-            .await?
-        {
-            ControllerResponse::Refused { code, message } => {
-                Err(ClusterError::Refused { code, message })
-            }
-            _ => Ok(()),
-        }
+        self.command(ControllerCommand::SetReplicas {
+            stream: stream.name.clone(),
+            partition,
+            replicas,
+            preferred_leader,
+        })
+        .await?;
+        Ok(())
     }
 
     /// Removes a drained node from the controller group and the metadata.
     async fn forget_node(&self, id: NodeId) -> Result<(), ClusterError> {
-        let in_group = self
-            .inner
-            .controller
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .is_some();
+        let (in_group, voters) = {
+            let metrics = self.inner.controller.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            (
+                membership.get_node(&id).is_some(),
+                membership.voter_ids().collect::<BTreeSet<NodeId>>(),
+            )
+        };
         if in_group {
-            let voters: BTreeSet<NodeId> = self
-                .inner
-                .controller
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
             let change = if voters.contains(&id) {
                 ChangeMembers::RemoveVoters(BTreeSet::from([id]))
             } else {
@@ -283,30 +268,18 @@ impl Cluster {
                     ))
                 })?;
         }
-        match self.propose(ControllerCommand::RemoveNode { id }).await? {
-            ControllerResponse::Refused { code, message } => {
-                Err(ClusterError::Refused { code, message })
-            }
-            _ => {
-                tracing::info!(node = id, "decommissioned node removed from the cluster");
-                Ok(())
-            }
-        }
+        self.command(ControllerCommand::RemoveNode { id }).await?;
+        tracing::info!(node = id, "decommissioned node removed from the cluster");
+        Ok(())
     }
 
     /// Marks node `id` draining: its replicas move away, then it leaves.
     pub async fn decommission(&self, id: NodeId) -> Result<(), ClusterError> {
-        match self
-            .propose(ControllerCommand::SetNodeState {
-                id,
-                state: NodeAdminState::Draining,
-            })
-            .await?
-        {
-            ControllerResponse::Refused { code, message } => {
-                Err(ClusterError::Refused { code, message })
-            }
-            _ => Ok(()),
-        }
+        self.command(ControllerCommand::SetNodeState {
+            id,
+            state: NodeAdminState::Draining,
+        })
+        .await?;
+        Ok(())
     }
 }

@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use cairn_client::{ClusterView, GroupView, JoinRequest, NodeView};
 use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
-use cairn_types::ErrorCode;
 
 use super::ApiError;
 use super::extract::{ApiPath, read_body};
@@ -90,13 +89,12 @@ pub async fn join(State(node): State<Node>, body: Body) -> Result<StatusCode, Ap
         raft_addr: request.raft_addr,
         http_addr: request.http_addr,
     };
-    match node.cluster().admit(request.id, info).await? {
-        ControllerResponse::Refused { code, message } => Err(ApiError::new(
-            ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
-            message,
-        )),
-        _ => Ok(StatusCode::NO_CONTENT),
+    if let ControllerResponse::Refused { code, message } =
+        node.cluster().admit(request.id, info).await?
+    {
+        return Err(cairn_cluster::ClusterError::Refused { code, message }.into());
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Starts decommissioning a node: its replicas move to the other nodes,

@@ -70,7 +70,7 @@ pub async fn create_stream(
     let log = streams::log_config(&request.config)?;
     let response = node
         .cluster()
-        .propose(ControllerCommand::CreateStream {
+        .command(ControllerCommand::CreateStream {
             name: request.name.clone(),
             partitions: request.config.partitions,
             replication_factor: request.config.replication_factor,
@@ -78,19 +78,10 @@ pub async fn create_stream(
             created_us: now_us(),
         })
         .await?;
-    let meta = match response {
-        ControllerResponse::StreamCreated(meta) => meta,
-        ControllerResponse::Refused { code, message } => {
-            return Err(ApiError::new(
-                ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
-                message,
-            ));
-        }
-        ControllerResponse::Ok => {
-            return Err(ApiError::internal(
-                "controller answered create without a stream",
-            ));
-        }
+    let ControllerResponse::StreamCreated(meta) = response else {
+        return Err(ApiError::internal(
+            "controller answered create without a stream",
+        ));
     };
     // Read-your-writes: the command may have been applied on the
     // controller leader only so far.
@@ -135,16 +126,9 @@ pub async fn delete_stream(
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    if let ControllerResponse::Refused { code, message } = node
-        .cluster()
-        .propose(ControllerCommand::DeleteStream { name: name.clone() })
-        .await?
-    {
-        return Err(ApiError::new(
-            ErrorCode::from_number(code).unwrap_or(ErrorCode::Internal),
-            message,
-        ));
-    }
+    node.cluster()
+        .command(ControllerCommand::DeleteStream { name: name.clone() })
+        .await?;
     node.cluster()
         .wait_meta(META_WAIT, |m| !m.streams.contains_key(&name))
         .await;
@@ -245,10 +229,10 @@ fn read_target(
     }
 }
 
-/// Sends a GET to node `to`'s HTTP API and relays its answer as is.
-async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Response> {
-    let meta = node.cluster().meta();
-    let http_addr = meta
+/// Where node `to` serves its HTTP API, from the cluster metadata.
+fn http_addr_of(node: &Node, to: u64) -> ApiResult<String> {
+    node.cluster()
+        .meta()
         .nodes
         .get(&to)
         .map(|n| n.info.http_addr.clone())
@@ -258,7 +242,12 @@ async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Re
                 ErrorCode::Unavailable,
                 format!("node {to} has no known HTTP address"),
             )
-        })?;
+        })
+}
+
+/// Sends a GET to node `to`'s HTTP API and relays its answer as is.
+async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Response> {
+    let http_addr = http_addr_of(node, to)?;
     let url = format!("http://{http_addr}{path_and_query}");
     let reply =
         node.http().get(&url).send().await.map_err(|e| {
@@ -474,18 +463,7 @@ async fn query_peer(
     stream: &str,
     params: &QueryParams,
 ) -> ApiResult<QueryResponse> {
-    let meta = node.cluster().meta();
-    let http_addr = meta
-        .nodes
-        .get(&to)
-        .map(|n| n.info.http_addr.clone())
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                format!("node {to} has no known HTTP address"),
-            )
-        })?;
+    let http_addr = http_addr_of(node, to)?;
     let client =
         cairn_client::Client::with_http_client(&format!("http://{http_addr}"), node.http().clone())
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("node {to}: {e}")))?;
