@@ -149,6 +149,81 @@ async fn write_until(
     (ok, failed)
 }
 
+/// A writer running through the cluster's live nodes.
+struct Load {
+    urls: Arc<Mutex<Vec<Option<String>>>>,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+    writer: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl Load {
+    fn start(c: &TestCluster, stream: &'static str, partitions: u32) -> Load {
+        let urls = Arc::new(Mutex::new(
+            (0..c.nodes.len()).map(|i| c.url(i)).collect::<Vec<_>>(),
+        ));
+        let acked: Acked = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_until(
+            urls.clone(),
+            stream,
+            partitions,
+            acked.clone(),
+            stop.clone(),
+        ));
+        Load {
+            urls,
+            acked,
+            stop,
+            writer,
+        }
+    }
+
+    /// Stops the writer: (acknowledged batches, failed requests, entries).
+    async fn stop(self) -> Result<(u64, u64, BTreeMap<(u32, u64), String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = self.writer.await?;
+        let acked = self.acked.lock().clone();
+        Ok((ok, failed, acked))
+    }
+}
+
+/// Once replicas agree: offsets have no holes, every acknowledged entry is
+/// at its offset, and no entry is stored twice.
+async fn verify_acknowledged(
+    c: &TestCluster,
+    stream: &str,
+    partitions: u32,
+    acked: &BTreeMap<(u32, u64), String>,
+) -> Result<()> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for p in 0..partitions {
+        let log = c.converged(stream, p).await?;
+        for (i, e) in log.iter().enumerate() {
+            ensure!(
+                e.offset == i as u64,
+                "partition {p}: hole before offset {}",
+                e.offset
+            );
+            *seen.entry(e.entry.message.clone()).or_default() += 1;
+        }
+        for ((_, off), message) in acked.range((p, 0)..(p + 1, 0)) {
+            let stored = log
+                .get(*off as usize)
+                .with_context(|| format!("acknowledged {message} at {p}/{off} is missing"))?;
+            ensure!(
+                &stored.entry.message == message,
+                "{p}/{off}: acknowledged {message}, stored {}",
+                stored.entry.message
+            );
+        }
+    }
+    for (message, n) in &seen {
+        ensure!(*n == 1, "{message} stored {n} times");
+    }
+    Ok(())
+}
+
 /// Kills a node 10 times under load (the leader of partition 0, or a random
 /// node), restarting it each time; then checks every acknowledged entry is
 /// present exactly once at its offset and all replicas agree.
@@ -157,16 +232,8 @@ async fn kill_cycles(kill_leader: bool) -> Result<()> {
     const PARTITIONS: u32 = 2;
     let mut c = TestCluster::start(3).await?;
     create_stream(&c, STREAM, PARTITIONS).await?;
-    let urls = Arc::new(Mutex::new((0..3).map(|i| c.url(i)).collect::<Vec<_>>()));
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
-        urls.clone(),
-        STREAM,
-        PARTITIONS,
-        acked.clone(),
-        stop.clone(),
-    ));
+    let load = Load::start(&c, STREAM, PARTITIONS);
+    let urls = load.urls.clone();
     let probe_source = source_for(0, PARTITIONS);
     let mut failovers = Vec::new();
     let mut rng_state = 0x9e3779b97f4a7c15u64;
@@ -212,39 +279,12 @@ async fn kill_cycles(kill_leader: bool) -> Result<()> {
         urls.lock()[victim] = c.url(victim);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = writer.await?;
-
-    let acked = acked.lock().clone();
+    let (ok, failed, acked) = load.stop().await?;
     ensure!(
         ok > 20,
         "too few acknowledged writes ({ok}, {failed} failed) to mean anything"
     );
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for p in 0..PARTITIONS {
-        let log = c.converged(STREAM, p).await?;
-        for (i, e) in log.iter().enumerate() {
-            ensure!(
-                e.offset == i as u64,
-                "partition {p}: hole before offset {}",
-                e.offset
-            );
-            *seen.entry(e.entry.message.clone()).or_default() += 1;
-        }
-        for ((ap, off), message) in acked.range((p, 0)..(p + 1, 0)) {
-            let stored = log
-                .get(*off as usize)
-                .with_context(|| format!("acknowledged {message} at {ap}/{off} is missing"))?;
-            ensure!(
-                &stored.entry.message == message,
-                "{ap}/{off}: acknowledged {message}, stored {}",
-                stored.entry.message
-            );
-        }
-    }
-    for (message, n) in &seen {
-        ensure!(*n == 1, "{message} stored {n} times");
-    }
+    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
     failovers.sort();
     let ms: Vec<u128> = failovers.iter().map(Duration::as_millis).collect();
     println!(
@@ -357,16 +397,8 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
     const PARTITIONS: u32 = 4;
     let mut c = TestCluster::start(3).await?;
     create_stream(&c, STREAM, PARTITIONS).await?;
-    let urls = Arc::new(Mutex::new((0..3).map(|i| c.url(i)).collect::<Vec<_>>()));
-    let acked: Acked = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(
-        urls.clone(),
-        STREAM,
-        PARTITIONS,
-        acked.clone(),
-        stop.clone(),
-    ));
+    let load = Load::start(&c, STREAM, PARTITIONS);
+    let urls = load.urls.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Node 4 joins; the ring gives it some replicas, which are copied to it.
@@ -424,26 +456,11 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
     );
     urls.lock()[1] = None;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = writer.await?;
+    let (ok, failed, acked) = load.stop().await?;
 
     // Every acknowledged entry is on every replica, exactly once.
     c.kill(1);
-    let acked = acked.lock().clone();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for p in 0..PARTITIONS {
-        let log = c.converged(STREAM, p).await?;
-        for e in &log {
-            *seen.entry(e.entry.message.clone()).or_default() += 1;
-        }
-        for ((_, off), message) in acked.range((p, 0)..(p + 1, 0)) {
-            let stored = log
-                .get(*off as usize)
-                .with_context(|| format!("acknowledged {message} at {p}/{off} is missing"))?;
-            ensure!(&stored.entry.message == message);
-        }
-    }
-    ensure!(seen.values().all(|n| *n == 1), "an entry was stored twice");
+    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
     let view = c.view(0).await?;
     for g in view.groups.iter().filter(|g| g.stream == STREAM) {
         ensure!(
