@@ -55,6 +55,19 @@ run latency steady --rate 1k --duration 10s --batch-size 1 --connections 1 --max
 echo "== 1-entry requests, 4 connections x 250 in flight (1000), 100 B entries"
 run one-sweep sweep --start-rate 20k --factor 1.6 --step-duration "${step}s" --max-steps 6 \
   --max-p99 20ms --batch-size 1 --connections 4 --max-in-flight 250
+knee() {  # half the knee of a sweep report, in entries/s (issue 5: steady at 50% of the knee)
+  python3 -c 'import json,sys; k=json.load(open(sys.argv[1]))["sweep"]["knee"]; print(int(k["achieved_entries_per_s"]/2) if k else 0)' "$1"
+}
+half=$(knee "$scratch/one-sweep.json")
+if [ "$half" -gt 0 ]; then
+  echo "== steady at 50% of the 1-entry knee: $half/s"
+  run one-steady steady --rate "$half" --duration 10s --batch-size 1 --connections 4 --max-in-flight 250
+fi
 echo "== 1000-entry requests, 4 connections x 8 in flight"
 run big-sweep sweep --start-rate 400k --factor 1.6 --step-duration "${step}s" --max-steps 5 \
   --max-p99 100ms --batch-size 1000 --connections 4 --max-in-flight 8
+half=$(knee "$scratch/big-sweep.json")
+if [ "$half" -gt 0 ]; then
+  echo "== steady at 50% of the 1000-entry knee: $half/s"
+  run big-steady steady --rate "$half" --duration 10s --batch-size 1000 --connections 4 --max-in-flight 8
+fi
