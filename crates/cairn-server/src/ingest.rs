@@ -84,12 +84,33 @@ pub fn parse_entries(
 /// has no offsets yet), the entry structure, and every entry against the
 /// same limits as over HTTP. Errors name the entry, counted from 1.
 pub fn entries_from_batch(batch: bytes::Bytes) -> Result<Vec<NewEntry>, ApiError> {
-    let invalid_batch = |why: String| {
-        ApiError::new(
-            ErrorCode::InvalidEntry,
-            format!("record batch rejected: {why}"),
-        )
-    };
+    let batch = checked_batch(batch)?;
+    let mut out = Vec::with_capacity(batch.count() as usize);
+    for item in batch.entries() {
+        let (_, e) = item.map_err(|e| invalid_batch(e.to_string()))?;
+        let e = e.to_owned();
+        out.push(NewEntry {
+            timestamp: Some(e.timestamp_us),
+            level: Some(e.level),
+            source: e.source,
+            message: e.message,
+            attributes: e.attributes,
+        });
+    }
+    Ok(out)
+}
+
+fn invalid_batch(why: String) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidEntry,
+        format!("record batch rejected: {why}"),
+    )
+}
+
+/// Checks a producer's record batch completely — CRC, header (offsets
+/// unassigned), structure, and every entry against the ingest limits —
+/// without copying its entries out.
+pub fn checked_batch(batch: bytes::Bytes) -> Result<RecordBatch, ApiError> {
     let batch = RecordBatch::from_bytes(batch).map_err(|e| invalid_batch(e.to_string()))?;
     let h = batch.header();
     if h.base_offset != 0 || h.epoch != 0 || h.flags != 0 {
@@ -107,21 +128,28 @@ pub fn entries_from_batch(batch: bytes::Bytes) -> Result<Vec<NewEntry>, ApiError
     batch
         .validate_entries()
         .map_err(|e| invalid_batch(e.to_string()))?;
-    let mut out = Vec::with_capacity(count);
     for (i, item) in batch.entries().enumerate() {
         let (_, e) = item.map_err(|e| invalid_batch(e.to_string()))?;
-        let e = e.to_owned();
-        let entry = NewEntry {
-            timestamp: Some(e.timestamp_us),
-            level: Some(e.level),
-            source: e.source,
-            message: e.message,
-            attributes: e.attributes,
-        };
-        validate(&entry).map_err(|why| invalid("entry", i + 1, why))?;
-        out.push(entry);
+        validate_limits(e.source, e.message, e.attributes.len())
+            .map_err(|why| invalid("entry", i + 1, why))?;
     }
-    Ok(out)
+    Ok(batch)
+}
+
+/// The one partition all of `batch`'s entries hash to, if there is one
+/// (always, for a one-entry batch): such a batch can be stored as sent.
+pub fn single_partition(batch: &RecordBatch, partitions: u32) -> Option<u32> {
+    let mut only = None;
+    for item in batch.entries() {
+        let (_, e) = item.ok()?;
+        let p = cairn_types::partition_for_source(e.source, partitions);
+        match only {
+            None => only = Some(p),
+            Some(q) if q != p => return None,
+            Some(_) => {}
+        }
+    }
+    only
 }
 
 fn too_many(n: usize) -> ApiError {
@@ -179,25 +207,28 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<NewEntry>, ApiError> {
 
 /// Checks one entry against the limits.
 pub fn validate(e: &NewEntry) -> Result<(), String> {
-    if e.source.is_empty() {
+    validate_limits(&e.source, &e.message, e.attributes.len())
+}
+
+fn validate_limits(source: &str, message: &str, attributes: usize) -> Result<(), String> {
+    if source.is_empty() {
         return Err("source must not be empty".into());
     }
-    if e.source.len() > MAX_SOURCE_BYTES {
+    if source.len() > MAX_SOURCE_BYTES {
         return Err(format!(
             "source is {} bytes long; at most {MAX_SOURCE_BYTES} are allowed",
-            e.source.len()
+            source.len()
         ));
     }
-    if e.message.len() > MAX_MESSAGE_BYTES {
+    if message.len() > MAX_MESSAGE_BYTES {
         return Err(format!(
             "message is {} bytes long; at most {MAX_MESSAGE_BYTES} are allowed",
-            e.message.len()
+            message.len()
         ));
     }
-    if e.attributes.len() > MAX_ATTRIBUTES {
+    if attributes > MAX_ATTRIBUTES {
         return Err(format!(
-            "entry has {} attributes; at most {MAX_ATTRIBUTES} are allowed",
-            e.attributes.len()
+            "entry has {attributes} attributes; at most {MAX_ATTRIBUTES} are allowed"
         ));
     }
     Ok(())

@@ -282,15 +282,15 @@ async fn process(node: &Node, body: RequestBody) -> Result<ResponseBody, ApiErro
             let started = metrics.start_timer();
             // A missing stream is reported whatever the payload, as over HTTP.
             crate::streams::lookup(node.cluster(), &stream)?;
-            let entries = if batch.len() <= INLINE_DECODE_MAX_BYTES {
-                ingest::entries_from_batch(batch)?
+            let batch = if batch.len() <= INLINE_DECODE_MAX_BYTES {
+                ingest::checked_batch(batch)?
             } else {
-                tokio::task::spawn_blocking(move || ingest::entries_from_batch(batch)).await??
+                tokio::task::spawn_blocking(move || ingest::checked_batch(batch)).await??
             };
             if let Some(t) = started {
                 metrics.record_write(WriteStage::Decode, t.elapsed());
             }
-            let response = node.append_entries(&stream, entries, Api::Tcp).await?;
+            let response = node.append_batch(&stream, batch, Api::Tcp).await?;
             Ok(ResponseBody::Appended(
                 response
                     .partitions

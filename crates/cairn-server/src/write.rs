@@ -11,6 +11,7 @@
 
 use cairn_client::{AppendResponse, PartitionAppend};
 use cairn_telemetry::metrics::{Api, WriteStage};
+use cairn_types::batch::RecordBatch;
 use cairn_types::{Entry, ErrorCode, NewEntry};
 
 use crate::api::ApiError;
@@ -110,5 +111,46 @@ impl Node {
         }
         metrics.count_ingest(api, &metrics.stream(&stream.name), response.appended, bytes);
         Ok(response)
+    }
+
+    /// Appends a producer's record batch, already checked with
+    /// [`ingest::checked_batch`]. When all its entries belong to one
+    /// partition (always for a one-entry batch) it is stored as sent:
+    /// no decoding into entries and re-encoding per partition, which is
+    /// most of a small request's cost. Otherwise it takes the general path.
+    pub async fn append_batch(
+        &self,
+        stream: &str,
+        batch: RecordBatch,
+        api: Api,
+    ) -> Result<AppendResponse, ApiError> {
+        let meta = streams::lookup(self.cluster(), stream)?;
+        let partitions = meta.partitions.len() as u32;
+        let Some(partition) = ingest::single_partition(&batch, partitions) else {
+            let entries = ingest::entries_from_batch(batch.as_bytes().clone())?;
+            return self.append_entries(stream, entries, api).await;
+        };
+        let metrics = &self.telemetry().metrics;
+        let bytes = batch.len() as u64;
+        let group = streams::partition_group(&meta, partition)?;
+        let committing = metrics.start_timer();
+        let appended = self.cluster().append(group, batch).await?;
+        if let Some(t) = committing {
+            metrics.record_write(WriteStage::Commit, t.elapsed());
+        }
+        metrics.count_ingest(
+            api,
+            &metrics.stream(stream),
+            u64::from(appended.count),
+            bytes,
+        );
+        Ok(AppendResponse {
+            appended: u64::from(appended.count),
+            partitions: vec![PartitionAppend {
+                partition,
+                base_offset: appended.base_offset,
+                count: appended.count,
+            }],
+        })
     }
 }
