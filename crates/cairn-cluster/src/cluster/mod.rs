@@ -862,7 +862,7 @@ impl Cluster {
             if self.inner.groups.read().contains_key(&group) {
                 continue;
             }
-            if let Err(e) = self.start_group(meta, stream, partition, p).await {
+            if let Err(e) = self.start_group(stream, partition, p).await {
                 tracing::warn!(group, stream = %stream.name, partition, error = %e, "could not start partition group; will retry");
             }
         }
@@ -870,7 +870,6 @@ impl Cluster {
 
     async fn start_group(
         &self,
-        meta: &ClusterMeta,
         stream: &StreamMeta,
         partition: u32,
         p: &PartitionMeta,
@@ -909,7 +908,6 @@ impl Cluster {
                 Err(e) => tracing::warn!(group = p.group, error = %e, "initialize partition group"),
             }
         }
-        let _ = meta;
         let group = PartitionGroup::new(
             me,
             group::GroupId {
@@ -933,13 +931,20 @@ impl Cluster {
         if let Err(e) = g.raft.shutdown().await {
             tracing::warn!(group, error = %e, "raft shutdown");
         }
-        let result = if remove_data {
-            self.inner.data_dir.remove_log(&g.log)
-        } else {
-            self.inner.data_dir.close_log(&g.log)
-        };
-        if let Err(e) = result {
-            tracing::warn!(group, error = %e, "closing partition log");
+        // Closing syncs and removing deletes files: off the async workers.
+        let (data_dir, log) = (self.inner.data_dir.clone(), g.log.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            if remove_data {
+                data_dir.remove_log(&log)
+            } else {
+                data_dir.close_log(&log)
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(group, error = %e, "closing partition log"),
+            Err(e) => tracing::warn!(group, error = %e, "closing partition log"),
         }
     }
 
