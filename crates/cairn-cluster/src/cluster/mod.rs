@@ -903,10 +903,28 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Storage(format!("start group {}: {e}", p.group)))?;
         if p.initial_members.contains_key(&me) {
-            match raft.initialize(p.initial_members.clone()).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => tracing::warn!(group = p.group, error = %e, "initialize partition group"),
-            }
+            // The preferred leader initializes at once and, being first to
+            // stand, wins the first election: leadership starts out spread
+            // as placement planned. The other initial replicas step in
+            // (with the same member set, which openraft allows) only if no
+            // leader has appeared after a while, e.g. the preferred one is
+            // down.
+            let (raft, members, group) = (raft.clone(), p.initial_members.clone(), p.group);
+            let delay = if me == p.preferred_leader {
+                Duration::ZERO
+            } else {
+                INITIALIZE_FALLBACK
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                if !delay.is_zero() && raft.current_leader().await.is_some() {
+                    return;
+                }
+                match raft.initialize(members).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(e) => tracing::warn!(group, error = %e, "initialize partition group"),
+                }
+            });
         }
         let group = PartitionGroup::new(
             me,
@@ -965,6 +983,10 @@ impl Cluster {
         self.inner.transport.shutdown().await;
     }
 }
+
+/// How long an initial replica other than the preferred leader waits for a
+/// leader before initializing a new partition group itself.
+const INITIALIZE_FALLBACK: Duration = Duration::from_secs(2);
 
 /// Coalesced batches of one partition on their way to its leader at once.
 const MAX_ROUTED_IN_FLIGHT: usize = 8;
