@@ -158,6 +158,11 @@ pub struct ReadResponse {
     /// Whether that replica was the partition leader when it answered.
     #[serde(default)]
     pub from_leader: bool,
+    /// Committed entries the answering replica did not have yet (asked of
+    /// the leader; 0 from the leader, absent if the leader could not be
+    /// asked). Only `consistency=any` reads can be behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_entries: Option<u64>,
 }
 
 /// An entry found by a query, with where it lives.

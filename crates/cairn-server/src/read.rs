@@ -127,6 +127,7 @@ pub fn read_partition(
         end_offset: end_offset.min(committed_end),
         served_by: 0,
         from_leader: false,
+        lag_entries: None,
     };
     Ok((response, stats))
 }

@@ -79,6 +79,28 @@ async fn writes_through_any_node_are_readable_through_every_node() -> Result<()>
         let offsets: Vec<u64> = log.iter().map(|e| e.offset).collect();
         ensure!(offsets == (0..log.len() as u64).collect::<Vec<_>>());
     }
+    // Caught-up replicas say so: a follower's read reports lag 0 (asked of
+    // the leader), the leader's reports itself.
+    for node in 0..3 {
+        let r = c
+            .client(node)?
+            .read(
+                "app",
+                0,
+                cairn_client::ReadParams {
+                    offset: None,
+                    limit: Some(1),
+                    consistency: Some(cairn_client::Consistency::Any),
+                },
+            )
+            .await?;
+        ensure!(
+            r.served_by == node as u64 + 1 && r.lag_entries == Some(0),
+            "node {node}: served_by {} lag {:?}",
+            r.served_by,
+            r.lag_entries
+        );
+    }
     // A query through each node sees all 90 entries.
     for node in 0..3 {
         let r = c

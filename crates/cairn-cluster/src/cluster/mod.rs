@@ -80,6 +80,9 @@ pub mod kinds {
     /// Answered with nothing: establishes a connection before a request
     /// that must not be cut short by a dial.
     pub const PING: u16 = 24;
+    /// A replica asking a partition leader for its committed end offset
+    /// (to report how far behind a `consistency=any` read is).
+    pub const COMMITTED_END: u16 = 25;
 }
 
 /// Settings of a node's cluster runtime.
@@ -256,6 +259,21 @@ impl Inner {
                 encode(&result)
             }
             kinds::PING => Ok(Bytes::new()),
+            kinds::COMMITTED_END => {
+                let g = self.groups.read().get(&group).cloned();
+                let answer = match g {
+                    Some(g) if g.is_leader() => Ok(g.state.applied_end_offset()),
+                    Some(g) => Err(ClusterError::NotLeader {
+                        group,
+                        leader: g.leader(),
+                    }),
+                    None => Err(ClusterError::NoSuchGroup {
+                        group,
+                        node: self.me(),
+                    }),
+                };
+                encode(&answer)
+            }
             kinds::CHANGE_REPLICAS => {
                 let change: mover::ChangeReplicas = decode(&payload)?;
                 encode(&self.change_replicas_locally(group, change).await)
@@ -624,6 +642,24 @@ impl Cluster {
                 other => return other,
             }
         }
+    }
+
+    /// How many committed entries this node's replica of `group` lacks,
+    /// asking the leader (within `timeout`); `None` if there is no replica
+    /// here or the leader could not be asked. 0 when this node leads.
+    pub async fn replica_lag(&self, group: u64, timeout: Duration) -> Option<u64> {
+        let g = self.group(group)?;
+        let local = g.state.applied_end_offset();
+        let leader = g.leader()?;
+        if leader == self.node_id() {
+            return Some(0);
+        }
+        let leader_end: u64 = self
+            .inner
+            .call(leader, group, kinds::COMMITTED_END, Bytes::new(), timeout)
+            .await
+            .ok()?;
+        Some(leader_end.saturating_sub(local))
     }
 
     /// [`Cluster::propose`], with a refusal by the metadata rules (a

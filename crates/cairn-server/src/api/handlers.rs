@@ -261,6 +261,10 @@ async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Re
     Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// How long a follower's read waits for the leader to say how far behind
+/// it is (the read itself is answered regardless).
+const LAG_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long a read waits for a replica that can answer it.
 const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -315,6 +319,11 @@ pub async fn read(
     .await?;
     response.served_by = node.cluster().node_id();
     response.from_leader = from_leader;
+    response.lag_entries = if from_leader {
+        Some(0)
+    } else {
+        node.cluster().replica_lag(group, LAG_QUERY_TIMEOUT).await
+    };
     record_read_stages(metrics, queued, &stats);
     metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response).into_response())
