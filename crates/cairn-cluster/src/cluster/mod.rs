@@ -13,18 +13,27 @@
 //!
 //! One task watches the applied metadata. For every partition that lists
 //! this node as a replica it opens the group's log (`groups/{id:016x}/`)
-//! and starts its Raft; replicas named at stream creation initialize the
-//! group with the creation-time member set recorded in the metadata (the
-//! same on every replica). Groups of deleted streams are stopped and their
-//! data removed. Peer addresses in the transport follow the metadata.
+//! and starts its Raft. A new group is initialized with the creation-time
+//! member set recorded in the metadata (the same on every replica): by its
+//! preferred leader at once, by the other initial replicas only if no
+//! leader shows up, so leadership starts out as placement spread it. Groups
+//! of deleted streams, and of partitions moved away, are stopped and their
+//! data removed. Peer addresses in the transport follow the metadata. The
+//! controller leader also moves replicas when nodes join or drain
+//! (`mover`).
 //!
 //! # Requests
 //!
 //! Controller commands and partition writes go to the group's leader: run
 //! locally when this node leads, forwarded over the transport otherwise.
-//! A request is retried on another node only when it certainly did not
-//! take effect ([`ClusterError::is_retryable`]); an ambiguous failure is
-//! reported as such, so a retry can never duplicate an acknowledged write.
+//! Writes are coalesced per partition twice (`coalesce`): on the node they
+//! enter, before routing, and on the leader, before proposing. A request
+//! is retried on another node only when it certainly did not take effect
+//! ([`ClusterError::is_retryable`]); an ambiguous failure is reported as
+//! such, so a retry can never duplicate an acknowledged write. Before a
+//! request is forwarded, the target must look reachable (the failure
+//! detector, then a short ping), so a dead leader costs a retry, not a
+//! deadline.
 mod coalesce;
 pub mod error;
 pub mod group;
