@@ -749,5 +749,42 @@ fn replication(
         c,
         &peer(&|p| p.rpc_failures),
     )?;
+    let peer_label = |p: &crate::replication::PeerReplication| vec![("peer", p.node.to_string())];
+    let probes: Vec<(Labels, HistogramSnapshot)> = report
+        .peers
+        .iter()
+        .map(|p| (peer_label(p), p.probe.clone()))
+        .collect();
+    family(
+        enc,
+        "cairn_peer_probe_seconds",
+        "Ping probes to each peer over the cluster transport (every 100 ms), round trip.",
+        h,
+        &probes,
+    )?;
+    let probe_failures: Vec<(Labels, u64)> = report
+        .peers
+        .iter()
+        .map(|p| (peer_label(p), p.probe_failures))
+        .collect();
+    family(
+        enc,
+        "cairn_peer_probe_failures",
+        "Ping probes to each peer that got no answer within their deadline.",
+        c,
+        &probe_failures,
+    )?;
+    let scores: Vec<(Labels, f64)> = report
+        .peers
+        .iter()
+        .map(|p| (peer_label(p), p.slow_score))
+        .collect();
+    family(
+        enc,
+        "cairn_peer_slow_score",
+        "Slow score of the link to each peer from its ping probes: 1 healthy, 100 unusable (TiKV-style).",
+        g,
+        &scores,
+    )?;
     Ok(())
 }

@@ -103,7 +103,8 @@ struct Readings {
     read_stages: Vec<HistogramSnapshot>,
     probes: Vec<HistogramSnapshot>,
     /// Cumulative replication RPC latency per peer node.
-    replication_rpc: BTreeMap<u64, HistogramSnapshot>,
+    /// Per peer: replication RPC and ping probe histograms.
+    replication_rpc: BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
     overhead_ns: u64,
 }
 
@@ -508,23 +509,30 @@ impl Telemetry {
 /// histograms of the previous interval, which are returned for next time).
 fn summarize_replication(
     report: ReplicationReport,
-    previous: &BTreeMap<u64, HistogramSnapshot>,
-) -> (ReplicationSummary, BTreeMap<u64, HistogramSnapshot>) {
+    previous: &BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
+) -> (
+    ReplicationSummary,
+    BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
+) {
     let roles = report.role_counts();
     let mut current = BTreeMap::new();
     let peers = report
         .peers
         .into_iter()
         .map(|p| {
-            let interval = previous
-                .get(&p.node)
-                .map_or_else(|| p.rpc.clone(), |old| p.rpc.since(old));
+            let (interval, probe_interval) = match previous.get(&p.node) {
+                Some((rpc, probe)) => (p.rpc.since(rpc), p.probe.since(probe)),
+                None => (p.rpc.clone(), p.probe.clone()),
+            };
             let summary = PeerSummary {
                 node: p.node,
                 rpc: LatencySummary::of(&interval),
                 rpc_failures_total: p.rpc_failures,
+                probe: LatencySummary::of(&probe_interval),
+                probe_failures_total: p.probe_failures,
+                slow_score: p.slow_score,
             };
-            current.insert(p.node, p.rpc);
+            current.insert(p.node, (p.rpc, p.probe));
             summary
         })
         .collect();
@@ -667,6 +675,9 @@ mod tests {
                         node,
                         rpc: rpc.snapshot(),
                         rpc_failures: node - 2,
+                        probe: rpc.snapshot(),
+                        probe_failures: 0,
+                        slow_score: 1.0,
                     })
                     .collect(),
             }
@@ -702,6 +713,8 @@ mod tests {
             "cairn_replication_rpc_seconds_count{follower=\"3\"} 3",
             "cairn_replication_rpc_seconds_bucket{follower=\"2\",le=\"0.0005\"} 2",
             "cairn_replication_rpc_failures_total{follower=\"3\"} 1",
+            "cairn_peer_slow_score{peer=\"2\"} 1",
+            "cairn_peer_probe_seconds_count{peer=\"3\"} 3",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -108,6 +108,12 @@ pub struct PeerReplication {
     pub rpc: HistogramSnapshot,
     /// Such RPCs that got no answer (unreachable, timeout, unreadable reply).
     pub rpc_failures: u64,
+    /// Ping probes (every 100 ms, round trip over the cluster transport).
+    pub probe: HistogramSnapshot,
+    /// Probes that got no answer within their deadline.
+    pub probe_failures: u64,
+    /// The link's slow score from the probes (1 healthy … 100 unusable).
+    pub slow_score: f64,
 }
 
 /// How many partitions of this node are in each role.
@@ -154,6 +160,10 @@ pub struct PeerSummary {
     /// Replication RPC latencies in the last interval.
     pub rpc: LatencySummary,
     pub rpc_failures_total: u64,
+    /// Ping probe round trips in the last interval.
+    pub probe: LatencySummary,
+    pub probe_failures_total: u64,
+    pub slow_score: f64,
 }
 
 /// The index a quorum of `voter_sets` has matched: for each set the

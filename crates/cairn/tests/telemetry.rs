@@ -347,6 +347,12 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate_on_every_node() -> Result
         let text = scrape(url).await?;
         let m = parse_metrics(&text)?;
         led += metric(&m, "cairn_partitions{role=\"led\"}")?;
+        // Every node pings both peers every 100 ms.
+        let probed = m
+            .iter()
+            .filter(|(k, v)| k.starts_with("cairn_peer_probe_seconds_count{") && **v > 0.0)
+            .count();
+        ensure!(probed == 2, "{url}: peers probed: {probed}");
         lag_series += text
             .lines()
             .filter(|l| l.starts_with("cairn_replication_lag_entries{"))

@@ -533,6 +533,7 @@ impl Cluster {
         tokio::spawn(cluster.clone().register_self());
         tokio::spawn(cluster.clone().reconcile_loop());
         tokio::spawn(cluster.clone().mover_loop());
+        tokio::spawn(cluster.clone().probe_loop());
         Ok(cluster)
     }
 
@@ -855,6 +856,52 @@ impl Cluster {
                 },
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every 100 ms, a ping to each peer over the transport: the probes
+    /// behind each link's round-trip histogram and slow score. A peer whose
+    /// previous probe is still out is skipped (the probe then counts as
+    /// failed when it times out), so a dead peer costs one task at a time.
+    async fn probe_loop(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outstanding: Arc<parking_lot::Mutex<std::collections::HashSet<NodeId>>> =
+            Arc::default();
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let me = self.node_id();
+            let peers: Vec<NodeId> = self
+                .meta()
+                .nodes
+                .keys()
+                .copied()
+                .filter(|n| *n != me)
+                .collect();
+            for peer in peers {
+                if !outstanding.lock().insert(peer) {
+                    continue;
+                }
+                let (transport, stats, outstanding) = (
+                    self.inner.transport.clone(),
+                    self.inner.replication_stats.peer(peer),
+                    outstanding.clone(),
+                );
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let deadline = network::PEER_PROBE_TIMEOUT * 10;
+                    let took = transport
+                        .call(peer, 0, kinds::PING, Bytes::new(), deadline)
+                        .await
+                        .ok()
+                        .map(|_| started.elapsed());
+                    stats.record_probe(took);
+                    outstanding.lock().remove(&peer);
+                });
+            }
         }
     }
 

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_telemetry::histogram::LatencyHistogram;
+use cairn_telemetry::probe::SlowScore;
 use cairn_telemetry::replication::PeerReplication;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError as RaftRemoteError,
@@ -55,13 +56,57 @@ pub const BAD_RPC: u16 = 400;
 /// Remote error code for a group this node does not run (yet, or any more).
 pub const NO_SUCH_GROUP: u16 = 404;
 
-/// Replication RPCs to one peer node, over all of this node's groups.
-#[derive(Debug, Default)]
+/// Replication RPCs to one peer node, over all of this node's groups, and
+/// the ping probes of the link to it.
+#[derive(Debug)]
 pub struct PeerRpcStats {
     /// AppendEntries RPCs with entries that got an answer.
     pub latency: LatencyHistogram,
     /// Such RPCs that got none (unreachable, timeout, undecodable reply).
     pub failures: AtomicU64,
+    /// Ping probe round trips that got an answer.
+    pub probe: LatencyHistogram,
+    /// Probes that got none within their deadline.
+    pub probe_failures: AtomicU64,
+    /// The link's slow score from the probes.
+    pub slow: parking_lot::Mutex<SlowScore>,
+}
+
+/// A probe slower than this counts against the link's slow score. Loopback
+/// and LAN round trips are well under a millisecond; 100 ms means the peer
+/// or the link is in trouble.
+pub const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl Default for PeerRpcStats {
+    fn default() -> Self {
+        PeerRpcStats {
+            latency: LatencyHistogram::default(),
+            failures: AtomicU64::new(0),
+            probe: LatencyHistogram::default(),
+            probe_failures: AtomicU64::new(0),
+            // Rounds of 10 probes (1 s at one per 100 ms); 30 s from the
+            // worst score back to healthy, as for disks.
+            slow: parking_lot::Mutex::new(SlowScore::new(
+                PEER_PROBE_TIMEOUT,
+                10,
+                Duration::from_secs(1),
+                Duration::from_secs(30),
+            )),
+        }
+    }
+}
+
+impl PeerRpcStats {
+    /// Records one ping probe: its round trip, or `None` if it got no answer.
+    pub fn record_probe(&self, took: Option<Duration>) {
+        match took {
+            Some(d) => self.probe.record(d),
+            None => {
+                self.probe_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.slow.lock().record(took);
+    }
 }
 
 /// Per-peer replication RPC statistics of one node, shared by every group's
@@ -89,6 +134,9 @@ impl ReplicationStats {
                 node: *node,
                 rpc: p.latency.snapshot(),
                 rpc_failures: p.failures.load(Ordering::Relaxed),
+                probe: p.probe.snapshot(),
+                probe_failures: p.probe_failures.load(Ordering::Relaxed),
+                slow_score: p.slow.lock().value(),
             })
             .collect()
     }
