@@ -36,12 +36,17 @@
 //! Whole segments are deleted from the start of the log by age (newest entry
 //! older than `retention_ms`) and by total size (`retention_bytes`).
 //!
+//! # Inspection
+//! [`inspect_path`] verifies a data directory or one log read-only (no lock,
+//! no repair), for `cairn inspect`.
+//!
 //! Small metadata files (such as stream configs) are written with
 //! [`atomic_write`]: temp file, fsync, rename, fsync directory.
 
 mod config;
 mod error;
 pub mod fsutil;
+mod inspect;
 mod log;
 mod segment;
 mod writer;
@@ -49,6 +54,10 @@ mod writer;
 pub use config::{DataDirOptions, Durability, LogConfig};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
+pub use inspect::{
+    IndexFilesReport, InspectReport, LogReport, ProblemKind, RAFT_META_FILE, RaftMetaReport,
+    SegmentProblem, SegmentReport, inspect_data_dir, inspect_log_dir, inspect_path,
+};
 pub use log::{
     AppendCallback, AppendInfo, AppendTimings, EntryId, LogStats, PartitionLog, Pending,
     RetentionOutcome, ScanStats,

@@ -291,7 +291,7 @@ impl LogInner {
 
 pub(crate) const PURGED_FILE: &str = "purged.json";
 
-fn read_purged(dir: &Path) -> Result<Option<EntryId>> {
+pub(crate) fn read_purged(dir: &Path) -> Result<Option<EntryId>> {
     let path = dir.join(PURGED_FILE);
     match fs::read(&path) {
         Ok(raw) => serde_json::from_slice(&raw)

@@ -121,7 +121,7 @@ pub(crate) fn segment_path(dir: &Path, base_index: u64, base_offset: u64) -> Pat
     dir.join(format!("{base_index:020}-{base_offset:020}.log"))
 }
 
-fn index_paths(log_path: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn index_paths(log_path: &Path) -> (PathBuf, PathBuf) {
     (
         log_path.with_extension("index"),
         log_path.with_extension("timeindex"),
@@ -330,7 +330,7 @@ pub(crate) fn scan_segment(
     })
 }
 
-fn tail_is_zero(file: &File, mut pos: u64, end: u64) -> Result<bool> {
+pub(crate) fn tail_is_zero(file: &File, mut pos: u64, end: u64) -> Result<bool> {
     let mut buf = vec![0u8; 1 << 20];
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());

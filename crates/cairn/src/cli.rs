@@ -40,6 +40,21 @@ pub enum Command {
     /// Open-loop load generator: latency from intended send times, HDR
     /// histograms, per-second log, JSON report, read-back verification.
     Bench(BenchArgs),
+    /// Verify a node's data directory (or one partition log) read-only:
+    /// segments, batch CRCs, torn tails, index files, raft.json. For a
+    /// stopped node; takes no lock and changes nothing. Exit code 0 when
+    /// everything verifies, 1 when anything does not.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A node's data directory (`--data-dir`) or one log directory under it
+    /// (e.g. `groups/<id>` or `controller/log`).
+    pub dir: PathBuf,
+    /// Print the report as one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Node(_) => unreachable!("handled by node_cmd"),
             Command::Bench(_) => unreachable!("handled by bench"),
             Command::Demo(_) => unreachable!("handled by demo"),
+            Command::Inspect(_) => unreachable!("handled by inspect_cmd"),
         }
     })
 }

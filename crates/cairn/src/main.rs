@@ -8,12 +8,14 @@
 //!
 //! Exit codes: 0 on success, 1 when the server or the transport reports an
 //! error (the message goes to stderr as `error: <code>: <message>`), 2 for
-//! usage errors (clap's own).
+//! usage errors (clap's own). `cairn inspect` exits 1 when the data does
+//! not verify and 2 when the directory is missing.
 
 mod bench;
 mod cli;
 mod client_cmds;
 mod demo;
+mod inspect_cmd;
 mod node_cmd;
 
 use std::process::ExitCode;
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         cli::Command::Node(args) => node_cmd::run(args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Demo(args) => demo::run(args),
+        cli::Command::Inspect(args) => return inspect_cmd::run(args),
         other => client_cmds::run(other),
     };
     match result {
