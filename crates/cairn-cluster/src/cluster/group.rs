@@ -41,6 +41,9 @@ pub struct PartitionGroup {
     pub raft: Raft<PartitionRaftConfig>,
     pub log: PartitionLog,
     pub state: Arc<ReplicaState>,
+    /// The group's `raft.json`, flushed when the group stops so the
+    /// lazily written committed id survives a clean restart.
+    pub(crate) meta: Arc<crate::raft::MetaFile>,
     node_id: NodeId,
     proposals: Coalescer,
     replication: Arc<super::replication::GroupReplication>,
@@ -53,6 +56,7 @@ impl PartitionGroup {
         raft: Raft<PartitionRaftConfig>,
         log: PartitionLog,
         state: Arc<ReplicaState>,
+        meta: Arc<crate::raft::MetaFile>,
         max_batch_bytes: usize,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
@@ -71,6 +75,7 @@ impl PartitionGroup {
             raft: raft.clone(),
             log,
             state,
+            meta,
             node_id,
             proposals,
             replication,

@@ -979,6 +979,7 @@ impl Cluster {
         )
         .map_err(storage_err)?;
         let log = log_store.log().clone();
+        let raft_meta = log_store.meta().clone();
         let sm = PartitionStateMachine::new(&log_store);
         let state = sm.replica_state();
         let raft = Raft::new(
@@ -1028,6 +1029,7 @@ impl Cluster {
             raft,
             log,
             state,
+            raft_meta,
             self.inner.config.max_batch_bytes,
         );
         self.inner.groups.write().insert(p.group, group);
@@ -1040,6 +1042,9 @@ impl Cluster {
         };
         if let Err(e) = g.raft.shutdown().await {
             tracing::warn!(group, error = %e, "raft shutdown");
+        }
+        if !remove_data && let Err(e) = g.meta.flush().await {
+            tracing::warn!(group, error = %e, "writing raft.json");
         }
         // Closing syncs and removing deletes files: off the async workers.
         let (data_dir, log) = (self.inner.data_dir.clone(), g.log.clone());
