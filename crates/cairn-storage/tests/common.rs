@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
-use cairn_storage::PartitionLog;
+use cairn_storage::{LogConfig, PartitionLog};
 use cairn_types::{BatchBuilder, Entry, Level, RecordBatch};
 
 pub fn entry(ts: i64, level: Level, source: &str, message: String) -> Entry {
@@ -38,4 +38,32 @@ pub fn read_all(log: &PartitionLog, from: u64) -> cairn_storage::Result<Vec<(u64
         ControlFlow::Continue(())
     })?;
     Ok(out)
+}
+
+/// Small segments and index intervals, so a few batches roll segments.
+pub fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 8192,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` batches of 10 entries; entry n has timestamp n * 1000
+/// and message "m{n}-ppp…".
+pub fn fill(log: &PartitionLog, batches: u64) {
+    for b in 0..batches {
+        let entries: Vec<_> = (0..10)
+            .map(|i| {
+                let n = b * 10 + i;
+                entry(
+                    n as i64 * 1000,
+                    Level::Info,
+                    "svc",
+                    format!("m{n}-{}", "p".repeat(60)),
+                )
+            })
+            .collect();
+        log.append(batch(&entries)).wait().unwrap();
+    }
 }

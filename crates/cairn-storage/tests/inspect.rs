@@ -8,37 +8,9 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use cairn_storage::{
-    DataDir, DataDirOptions, LogConfig, PartitionLog, ProblemKind, inspect_log_dir, inspect_path,
-};
+use cairn_storage::{DataDir, DataDirOptions, ProblemKind, inspect_log_dir, inspect_path};
 use cairn_types::Level;
-use common::{batch, entry};
-
-fn small_segments() -> LogConfig {
-    LogConfig {
-        segment_bytes: 8192,
-        index_interval_bytes: 512,
-        ..LogConfig::default()
-    }
-}
-
-/// Appends `batches` batches of 10 entries with timestamps 1000 * n.
-fn fill(log: &PartitionLog, batches: u64) {
-    for b in 0..batches {
-        let entries: Vec<_> = (0..10)
-            .map(|i| {
-                let n = b * 10 + i;
-                entry(
-                    n as i64 * 1000,
-                    Level::Info,
-                    "svc",
-                    format!("m{n}-{}", "p".repeat(60)),
-                )
-            })
-            .collect();
-        log.append(batch(&entries)).wait().unwrap();
-    }
-}
+use common::{batch, entry, fill, small_segments};
 
 /// A closed data directory with log `p` of `batches` batches.
 fn build(batches: u64) -> tempfile::TempDir {

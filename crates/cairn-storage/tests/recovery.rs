@@ -8,35 +8,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use cairn_storage::{DataDir, DataDirOptions, LogConfig, PartitionLog, StorageError};
+use cairn_storage::{DataDir, DataDirOptions, LogConfig, StorageError};
 use cairn_types::Level;
-use common::{batch, entry, read_all};
-
-fn small_segments() -> LogConfig {
-    LogConfig {
-        segment_bytes: 8192,
-        index_interval_bytes: 512,
-        ..LogConfig::default()
-    }
-}
-
-/// Appends `batches` batches of 10 entries, entry i has message "m{i}".
-fn fill(log: &PartitionLog, batches: u64) {
-    for b in 0..batches {
-        let entries: Vec<_> = (0..10)
-            .map(|i| {
-                let n = b * 10 + i;
-                entry(
-                    n as i64 * 1000,
-                    Level::Info,
-                    "svc",
-                    format!("m{n}-{}", "p".repeat(60)),
-                )
-            })
-            .collect();
-        log.append(batch(&entries)).wait().unwrap();
-    }
-}
+use common::{batch, entry, fill, read_all, small_segments};
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)

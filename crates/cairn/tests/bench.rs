@@ -112,16 +112,7 @@ fn bench_steady_writes_a_full_report_and_verifies_every_entry() -> Result<()> {
         + reads["query"]["requests"].as_u64().unwrap_or(0);
     ensure!(read_requests >= 15, "reads ran beside the writes: {reads}");
 
-    let v = &r["verification"];
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(
-        (v["acknowledged"].as_u64(), v["read_back"].as_u64()),
-        (Some(4000), Some(4000))
-    );
-    assert_eq!(
-        (v["missing"].as_u64(), v["duplicated"].as_u64()),
-        (Some(0), Some(0))
-    );
+    verified(&r, 4000)?;
 
     ensure!(f(&r["bench_cpu"]["cores"]) > 0.0, "{}", r["bench_cpu"]);
     ensure!(f(&r["bench_cpu"]["cores_per_100k_entries_per_s"]) > 0.0);
