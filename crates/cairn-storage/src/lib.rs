@@ -44,6 +44,7 @@
 //! [`atomic_write`]: temp file, fsync, rename, fsync directory.
 
 mod config;
+mod digest;
 mod error;
 pub mod fsutil;
 mod inspect;
@@ -51,6 +52,7 @@ mod log;
 mod segment;
 mod writer;
 
+pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use config::{DataDirOptions, Durability, LogConfig};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
