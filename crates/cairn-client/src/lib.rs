@@ -134,6 +134,23 @@ impl Client {
         send_json(self.request(Method::POST, &["v1", "streams"]).json(&body)).await
     }
 
+    /// Scans partitions for divergent replicas and repairs them
+    /// (`POST /v1/anti-entropy/scan`). A scan reads every partition's log
+    /// under the cluster's rate limit, so this waits up to 15 minutes.
+    pub async fn anti_entropy_scan(&self, request: &ScanRequest) -> Result<ScanResponse> {
+        send_json(
+            self.request(Method::POST, &["v1", "anti-entropy", "scan"])
+                .timeout(Duration::from_secs(900))
+                .json(request),
+        )
+        .await
+    }
+
+    /// The last anti-entropy scan of every partition, cluster-wide.
+    pub async fn anti_entropy_status(&self) -> Result<AntiEntropyStatus> {
+        send_json(self.request(Method::GET, &["v1", "anti-entropy", "status"])).await
+    }
+
     pub async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         let list: StreamList = send_json(self.request(Method::GET, &["v1", "streams"])).await?;
         Ok(list.streams)

@@ -362,3 +362,119 @@ mod tests {
         assert_eq!(serde_json::from_str::<QueryEntry>(&json).unwrap(), e);
     }
 }
+
+/// `POST /v1/anti-entropy/scan`: which partitions to scan (all of every
+/// stream when `stream` is absent; all of the stream when `partition` is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScanRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// Re-read and re-verify every byte instead of reusing the digests of
+    /// segment files that have not changed.
+    pub deep: bool,
+}
+
+/// One range of log indexes on which a partition's replicas disagreed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DivergentRange {
+    pub from_index: u64,
+    /// Exclusive.
+    pub to_index: u64,
+    /// Replicas (node ids) whose batches here differed from the majority's.
+    pub bad_replicas: Vec<u64>,
+    /// The node the batches were copied from.
+    pub source: Option<u64>,
+    pub repaired: bool,
+    pub bytes_repaired: u64,
+    pub error: Option<String>,
+}
+
+/// A replica a scan could not compare, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedReplica {
+    pub node: u64,
+    pub reason: String,
+}
+
+/// The result of one anti-entropy scan of one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub stream: String,
+    pub partition: u32,
+    pub group: u64,
+    /// The node that ran the scan (the partition's leader then).
+    pub leader: u64,
+    /// `periodic`, `leader_change`, `requested` or `read_error`.
+    pub trigger: String,
+    pub deep: bool,
+    pub started_at_unix_ms: u64,
+    pub duration_ms: f64,
+    /// The Raft log index range compared, `[from_index, to_index)`.
+    pub from_index: u64,
+    pub to_index: u64,
+    /// Replicas compared, the leader included.
+    pub replicas: Vec<u64>,
+    pub skipped: Vec<SkippedReplica>,
+    /// Merkle tree nodes compared with followers (roots included).
+    pub ranges_compared: u64,
+    pub divergent_leaves: u64,
+    pub divergent: Vec<DivergentRange>,
+    pub repaired_ranges: u64,
+    pub bytes_repaired: u64,
+    /// Bytes of segment files the replicas read to build their digests.
+    pub bytes_read: u64,
+    pub failures: Vec<String>,
+    /// Replicas taken out of service for reads by this scan.
+    pub quarantined: Vec<u64>,
+    /// `clean`, `repaired` or `failed`.
+    pub outcome: String,
+}
+
+/// A partition that could not be scanned at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFailure {
+    pub stream: String,
+    pub partition: u32,
+    pub code: String,
+    pub message: String,
+}
+
+/// `POST /v1/anti-entropy/scan`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanResponse {
+    pub reports: Vec<ScanReport>,
+    pub failed: Vec<ScanFailure>,
+}
+
+/// A partition replica taken out of service for reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedReplica {
+    pub stream: String,
+    pub partition: u32,
+    pub node: u64,
+    pub reason: String,
+}
+
+/// This node's anti-entropy settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AntiEntropySettings {
+    /// 0: periodic scans are off.
+    pub interval_seconds: f64,
+    pub deep_interval_seconds: f64,
+    /// 0: unlimited.
+    pub rate_bytes_per_sec: u64,
+}
+
+/// `GET /v1/anti-entropy/status`: the last scan of every partition (from
+/// whichever node ran it most recently) and the quarantined replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AntiEntropyStatus {
+    pub settings: AntiEntropySettings,
+    pub partitions: Vec<ScanReport>,
+    pub quarantined: Vec<QuarantinedReplica>,
+    /// Nodes whose status could not be fetched (their scans are missing).
+    pub unreachable_nodes: Vec<u64>,
+}

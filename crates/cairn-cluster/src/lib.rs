@@ -15,7 +15,9 @@
 //!   reconciling partition groups with the metadata, routing writes to
 //!   leaders, replica moves.
 //!
-//! Anti-entropy will sit on top of these.
+//! - [`antientropy`]: Merkle comparison of partition replicas and repair
+//!   of the ones that differ (its runtime side is in `cluster`).
+pub mod antientropy;
 pub mod cluster;
 pub mod controller;
 pub mod membership;

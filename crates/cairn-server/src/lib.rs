@@ -37,4 +37,5 @@ pub mod tcp;
 pub mod write;
 
 pub use api::ApiError;
+pub use cairn_cluster::antientropy::AntiEntropyConfig;
 pub use node::{Node, NodeConfig};

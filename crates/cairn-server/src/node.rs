@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub telemetry: TelemetryOptions,
     /// Cluster identity and bootstrap.
     pub cluster: ClusterOptions,
+    /// Scans for divergent replicas: interval, rate limit.
+    pub anti_entropy: cairn_cluster::antientropy::AntiEntropyConfig,
 }
 
 /// How this node finds and forms its cluster.
@@ -83,6 +85,7 @@ impl NodeConfig {
             node_name: "node-1".into(),
             telemetry: TelemetryOptions::default(),
             cluster: ClusterOptions::default(),
+            anti_entropy: Default::default(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Node {
             ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
         cluster_config.bootstrap = c.peers.clone();
         cluster_config.solo = c.peers.is_empty() && c.join.is_none();
+        cluster_config.anti_entropy = config.anti_entropy.clone();
         let observed = telemetry.clone();
         cluster_config.on_append = Some(Arc::new(move |t: &cairn_storage::AppendTimings| {
             let m = &observed.metrics;

@@ -52,8 +52,8 @@ mod log;
 mod segment;
 mod writer;
 
-pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use config::{DataDirOptions, Durability, LogConfig};
+pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use error::{Result, StorageError};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
 pub use inspect::{

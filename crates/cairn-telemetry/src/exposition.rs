@@ -338,6 +338,7 @@ impl Collector for Exporter {
 
         if let Some(report) = t.replication_report() {
             replication(&mut enc, &report)?;
+            anti_entropy(&mut enc, &report.anti_entropy)?;
         }
 
         // Resources: cumulative counters from the last raw sample, rates and
@@ -785,6 +786,118 @@ fn replication(
         "Slow score of the link to each peer from its ping probes: 1 healthy, 100 unusable (TiKV-style).",
         g,
         &scores,
+    )?;
+    Ok(())
+}
+
+/// Anti-entropy families: totals of the scans this node ran as leader, and
+/// the last scan of each partition it ran.
+fn anti_entropy(
+    enc: &mut DescriptorEncoder,
+    ae: &crate::antientropy::AntiEntropyFigures,
+) -> Result<(), std::fmt::Error> {
+    let (c, g) = (MetricType::Counter, MetricType::Gauge);
+    let scans: Vec<(Labels, u64)> = ae
+        .scans
+        .iter()
+        .map(|s| {
+            (
+                vec![
+                    ("trigger", s.trigger.clone()),
+                    ("outcome", s.outcome.clone()),
+                ],
+                s.count,
+            )
+        })
+        .collect();
+    family(
+        enc,
+        "cairn_anti_entropy_scans",
+        "Anti-entropy scans this node ran as partition leader, by trigger and outcome; alert on outcome=\"failed\".",
+        c,
+        &scans,
+    )?;
+    let totals: [(&str, &str, u64); 6] = [
+        (
+            "cairn_anti_entropy_ranges_compared",
+            "Merkle tree nodes compared with followers.",
+            ae.ranges_compared,
+        ),
+        (
+            "cairn_anti_entropy_divergent_ranges",
+            "Log index ranges on which a replica differed from the majority; any increase means a disk or bug lost or changed data.",
+            ae.divergent_ranges,
+        ),
+        (
+            "cairn_anti_entropy_repaired_ranges",
+            "Divergent ranges repaired from a majority replica.",
+            ae.repaired_ranges,
+        ),
+        (
+            "cairn_anti_entropy_repaired_bytes",
+            "Bytes of batches copied onto damaged replicas.",
+            ae.repaired_bytes,
+        ),
+        (
+            "cairn_anti_entropy_read_bytes",
+            "Bytes of segment files read to build digests (rate-limited).",
+            ae.bytes_read,
+        ),
+        (
+            "cairn_anti_entropy_failures",
+            "Ranges or replicas a scan could not compare or repair.",
+            ae.failures,
+        ),
+    ];
+    for (name, help, value) in totals {
+        family(enc, name, help, c, &[(Vec::new(), value)])?;
+    }
+    family(
+        enc,
+        "cairn_anti_entropy_quarantined_replicas",
+        "Partition replicas on this node taken out of service for reads because they could not be repaired; alert above 0.",
+        g,
+        &[(Vec::new(), ae.quarantined_replicas)],
+    )?;
+    let part = |p: &crate::antientropy::PartitionScanFigures| -> Labels {
+        vec![
+            ("stream", p.stream.clone()),
+            ("partition", p.partition.to_string()),
+        ]
+    };
+    let per_part = |f: &dyn Fn(&crate::antientropy::PartitionScanFigures) -> f64| {
+        ae.partitions
+            .iter()
+            .map(|p| (part(p), f(p)))
+            .collect::<Vec<(Labels, f64)>>()
+    };
+    family(
+        enc,
+        "cairn_anti_entropy_last_scan_timestamp_seconds",
+        "When this node last scanned the partition (Unix time); alert if a led partition's is older than a few intervals.",
+        g,
+        &per_part(&|p| p.last_scan_unix_seconds),
+    )?;
+    family(
+        enc,
+        "cairn_anti_entropy_last_scan_duration_seconds",
+        "How long the partition's last scan took.",
+        g,
+        &per_part(&|p| p.last_scan_duration_seconds),
+    )?;
+    family(
+        enc,
+        "cairn_anti_entropy_last_scan_divergent_ranges",
+        "Divergent ranges the partition's last scan found.",
+        g,
+        &per_part(&|p| p.last_divergent_ranges as f64),
+    )?;
+    family(
+        enc,
+        "cairn_anti_entropy_last_scan_ok",
+        "1 if the partition's last scan compared and repaired everything, 0 if it failed.",
+        g,
+        &per_part(&|p| f64::from(u8::from(p.last_ok))),
     )?;
     Ok(())
 }

@@ -21,6 +21,7 @@
 //! then shows it). Telemetry's own CPU time is measured with the per-thread
 //! CPU clock and exported, as is the memory it holds.
 
+pub mod antientropy;
 pub mod histogram;
 pub mod metrics;
 pub mod probe;
@@ -660,6 +661,7 @@ mod tests {
                 ..PartitionReplication::default()
             };
             ReplicationReport {
+                anti_entropy: Default::default(),
                 partitions: vec![
                     PartitionReplication {
                         followers: vec![follower(2, 12, 0, 0.0), follower(3, 7, 500, 12.5)],

@@ -36,6 +36,8 @@ pub struct ReplicationReport {
     /// connection per pair and per-partition histograms would multiply
     /// memory by the partition count.
     pub peers: Vec<PeerReplication>,
+    /// What this node's anti-entropy scans compared, found and repaired.
+    pub anti_entropy: crate::antientropy::AntiEntropyFigures,
 }
 
 /// One partition replica as this node sees it.
@@ -398,6 +400,7 @@ mod tests {
             ..PartitionReplication::default()
         };
         let report = ReplicationReport {
+            anti_entropy: Default::default(),
             partitions: vec![
                 part(
                     true,
@@ -438,6 +441,7 @@ mod tests {
         let mut learner = follower(4, Some(1), 600.0, true);
         learner.voter = false;
         let report = ReplicationReport {
+            anti_entropy: Default::default(),
             partitions: vec![PartitionReplication {
                 is_leader: true,
                 leader: Some(1),

@@ -45,6 +45,50 @@ pub enum Command {
     /// stopped node; takes no lock and changes nothing. Exit code 0 when
     /// everything verifies, 1 when anything does not.
     Inspect(InspectArgs),
+    /// Compare partition replicas and repair the ones that differ
+    /// (`scan`), or show the last scans and quarantined replicas
+    /// (`status`).
+    #[command(subcommand, name = "anti-entropy")]
+    AntiEntropy(AntiEntropyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AntiEntropyCommand {
+    /// Scan now, on each partition's leader, one partition after another,
+    /// printing each result as it arrives. Exit code 1 if anything could
+    /// not be compared or repaired.
+    Scan(AntiEntropyScanArgs),
+    /// The last scan of every partition, cluster-wide, and quarantined
+    /// replicas.
+    Status(AntiEntropyStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AntiEntropyScanArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Only this stream (default: every stream).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Only this partition of `--stream`.
+    #[arg(long, requires = "stream")]
+    pub partition: Option<u32>,
+    /// Re-read and re-verify every byte instead of reusing the digests of
+    /// segment files that have not changed since they were last read.
+    #[arg(long)]
+    pub deep: bool,
+    /// Print the reports as NDJSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AntiEntropyStatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the status as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +144,18 @@ pub struct NodeArgs {
     /// Join the cluster of the node at this HTTP URL (as a non-voter).
     #[arg(long, env = "CAIRN_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
+    /// How often each partition leader compares its replicas (anti-entropy);
+    /// 0 turns periodic scans off.
+    #[arg(long, env = "CAIRN_AE_INTERVAL", value_parser = parse_duration, default_value = "60s")]
+    pub ae_interval: Duration,
+    /// How often a periodic scan re-reads every byte instead of reusing
+    /// digests of unchanged segment files.
+    #[arg(long, env = "CAIRN_AE_DEEP_INTERVAL", value_parser = parse_duration, default_value = "1d")]
+    pub ae_deep_interval: Duration,
+    /// Bytes per second this node may read for anti-entropy (`64M`, `500k`;
+    /// 0: unlimited).
+    #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "64M")]
+    pub ae_rate: f64,
     /// Shut down (gracefully) when the parent process goes away. `cairn
     /// demo` starts its nodes with this, so a demo killed with SIGKILL
     /// leaves no nodes behind.

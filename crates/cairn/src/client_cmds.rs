@@ -37,6 +37,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Produce(args) => produce(args).await,
             Command::Read(args) => read(args).await,
             Command::Query(args) => query(args).await,
+            Command::AntiEntropy(cmd) => crate::anti_entropy_cmd::run(cmd).await,
             Command::Node(_) => unreachable!("handled by node_cmd"),
             Command::Bench(_) => unreachable!("handled by bench"),
             Command::Demo(_) => unreachable!("handled by demo"),
@@ -47,7 +48,7 @@ pub fn run(command: Command) -> Result<()> {
 
 /// The node to talk to: `--server`, or the first of `--cluster` whose
 /// `/health` answers within a second.
-async fn client(args: &ServerArgs) -> Result<Client> {
+pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
     if args.cluster.is_empty() {
         return Ok(Client::new(&args.server)?);
     }

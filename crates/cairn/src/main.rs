@@ -11,6 +11,7 @@
 //! usage errors (clap's own). `cairn inspect` exits 1 when the data does
 //! not verify and 2 when the directory is missing.
 
+mod anti_entropy_cmd;
 mod bench;
 mod cli;
 mod client_cmds;

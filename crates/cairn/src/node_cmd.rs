@@ -35,6 +35,12 @@ pub fn run(args: NodeArgs) -> Result<()> {
             peers: args.peers,
             join: args.join,
         },
+        anti_entropy: cairn_server::AntiEntropyConfig {
+            interval: args.ae_interval,
+            deep_interval: args.ae_deep_interval,
+            rate_bytes_per_sec: args.ae_rate as u64,
+            ..Default::default()
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;

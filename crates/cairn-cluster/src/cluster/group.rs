@@ -47,6 +47,8 @@ pub struct PartitionGroup {
     node_id: NodeId,
     proposals: Coalescer,
     replication: Arc<super::replication::GroupReplication>,
+    /// Why anti-entropy took this replica out of service for reads.
+    quarantine: parking_lot::Mutex<Option<String>>,
 }
 
 impl PartitionGroup {
@@ -79,6 +81,7 @@ impl PartitionGroup {
             node_id,
             proposals,
             replication,
+            quarantine: parking_lot::Mutex::new(None),
         })
     }
 
@@ -89,6 +92,17 @@ impl PartitionGroup {
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
+    }
+
+    /// `Some(reason)` while anti-entropy has taken this replica out of
+    /// service: it holds data it could not repair, so it must not serve
+    /// reads (Raft still runs, so a later scan can repair it).
+    pub fn quarantined(&self) -> Option<String> {
+        self.quarantine.lock().clone()
+    }
+
+    pub(crate) fn set_quarantine(&self, reason: Option<String>) {
+        *self.quarantine.lock() = reason;
     }
 
     /// This replica's replication state for telemetry. `reachable` says

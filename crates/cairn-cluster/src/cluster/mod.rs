@@ -34,6 +34,7 @@
 //! request is forwarded, the target must look reachable (the failure
 //! detector, then a short ping), so a dead leader costs a retry, not a
 //! deadline.
+mod anti_entropy;
 mod coalesce;
 pub mod error;
 pub mod group;
@@ -92,6 +93,8 @@ pub mod kinds {
     /// A replica asking a partition leader for its committed end offset
     /// (to report how far behind a `consistency=any` read is).
     pub const COMMITTED_END: u16 = 25;
+    /// One step of an anti-entropy scan (`anti_entropy::AeRequest`).
+    pub const ANTI_ENTROPY: u16 = 26;
 }
 
 /// Settings of a node's cluster runtime.
@@ -119,6 +122,7 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Told the storage stages of every durable partition append.
     pub on_append: Option<crate::raft::log_store::AppendObserver>,
+    pub anti_entropy: crate::antientropy::AntiEntropyConfig,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -149,6 +153,7 @@ impl ClusterConfig {
             max_batch_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             on_append: None,
+            anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
         }
     }
 }
@@ -174,6 +179,7 @@ struct Inner {
     replication_stats: Arc<network::ReplicationStats>,
     heartbeats: HeartbeatService,
     heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
+    anti_entropy: anti_entropy::AntiEntropy,
     shutdown: CancellationToken,
 }
 
@@ -283,6 +289,7 @@ impl Inner {
                 };
                 encode(&answer)
             }
+            kinds::ANTI_ENTROPY => self.handle_anti_entropy(group, &payload).await,
             kinds::CHANGE_REPLICAS => {
                 let change: mover::ChangeReplicas = decode(&payload)?;
                 encode(&self.change_replicas_locally(group, change).await)
@@ -486,6 +493,7 @@ impl Cluster {
             replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
+            anti_entropy: anti_entropy::AntiEntropy::new(config.anti_entropy.clone()),
             shutdown: CancellationToken::new(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
@@ -534,6 +542,7 @@ impl Cluster {
         tokio::spawn(cluster.clone().reconcile_loop());
         tokio::spawn(cluster.clone().mover_loop());
         tokio::spawn(cluster.clone().probe_loop());
+        tokio::spawn(cluster.inner.clone().anti_entropy_loop());
         Ok(cluster)
     }
 
@@ -608,6 +617,35 @@ impl Cluster {
         Arc::new(replication::ClusterReplicationSource(Arc::downgrade(
             &self.inner,
         )))
+    }
+
+    /// Scans partition `group` for divergent replicas now, on its leader
+    /// (here or forwarded), and repairs what differs; `deep` re-reads every
+    /// byte instead of reusing cached digests of unchanged segments.
+    pub async fn scan(
+        &self,
+        group: u64,
+        deep: bool,
+    ) -> Result<crate::antientropy::ScanReport, ClusterError> {
+        self.inner
+            .scan_anywhere(group, deep, crate::antientropy::ScanTrigger::Requested)
+            .await
+    }
+
+    /// The last anti-entropy scan of each partition this node ran.
+    pub fn anti_entropy_reports(&self) -> Vec<crate::antientropy::ScanReport> {
+        self.inner.anti_entropy.reports()
+    }
+
+    pub fn anti_entropy_config(&self) -> &crate::antientropy::AntiEntropyConfig {
+        &self.inner.anti_entropy.config
+    }
+
+    /// A read of this node's replica of `group` found damaged data: start a
+    /// (deep) scan of the partition on its leader, at most once every few
+    /// seconds per partition.
+    pub fn report_damage(&self, group: u64) {
+        self.inner.damage_found(group);
     }
 
     /// The partition groups running on this node.

@@ -390,9 +390,11 @@ impl Inner {
             .map(|g| g.replication_report(&reachable, now))
             .collect();
         partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        let quarantined = groups.iter().filter(|g| g.quarantined().is_some()).count();
         ReplicationReport {
             partitions,
             peers: self.replication_stats.report(),
+            anti_entropy: self.anti_entropy.figures(quarantined as u64),
         }
     }
 }

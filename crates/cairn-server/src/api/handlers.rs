@@ -308,15 +308,38 @@ pub async fn read(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    let forwarded = headers.contains_key(FORWARDED);
+    if let Some(reason) = g.quarantined() {
+        let e = ApiError::new(
+            ErrorCode::Corruption,
+            format!("this replica of partition {partition} is quarantined: {reason}"),
+        );
+        return serve_elsewhere(
+            &node, &stream, group, partition, &uri, &params, forwarded, e,
+        )
+        .await;
+    }
     let (log, committed, from_leader) =
         (g.log.clone(), g.state.applied_end_offset(), g.is_leader());
     let submitted = Instant::now();
-    let (mut response, stats, queued) = blocking(move || {
+    let read = blocking(move || {
         let queued = submitted.elapsed();
         let (response, stats) = read::read_partition(&log, params.offset, limit, committed)?;
         Ok((response, stats, queued))
     })
-    .await?;
+    .await;
+    let (mut response, stats, queued) = match read {
+        Ok(answer) => answer,
+        // Damaged bytes here: repair them, and answer from a healthy replica.
+        Err(e) if e.code == ErrorCode::Corruption => {
+            node.cluster().report_damage(group);
+            return serve_elsewhere(
+                &node, &stream, group, partition, &uri, &params, forwarded, e,
+            )
+            .await;
+        }
+        Err(e) => return Err(e),
+    };
     response.served_by = node.cluster().node_id();
     response.from_leader = from_leader;
     response.lag_entries = if from_leader {
@@ -327,6 +350,63 @@ pub async fn read(
     record_read_stages(metrics, queued, &stats);
     metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response).into_response())
+}
+
+/// Answers a read this node's replica cannot serve (damaged or
+/// quarantined) from another replica of the partition: the leader first,
+/// then the followers, each reading its own copy (`consistency=any`). A
+/// read forwarded here already is not forwarded again; nor is one no other
+/// replica answers: `error` is returned then.
+#[allow(clippy::too_many_arguments)]
+async fn serve_elsewhere(
+    node: &Node,
+    stream: &StreamMeta,
+    group: u64,
+    partition: u32,
+    uri: &Uri,
+    params: &ReadParams,
+    forwarded: bool,
+    error: ApiError,
+) -> ApiResult<Response> {
+    if forwarded {
+        return Err(error);
+    }
+    let me = node.cluster().node_id();
+    let leader = node.cluster().group(group).and_then(|g| g.leader());
+    let mut candidates: Vec<u64> = leader.into_iter().filter(|l| *l != me).collect();
+    candidates.extend(
+        stream.partitions[partition as usize]
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| *n != me && Some(*n) != leader),
+    );
+    let mut query = vec!["consistency=any".to_owned()];
+    if let Some(offset) = params.offset {
+        query.push(format!("offset={offset}"));
+    }
+    if let Some(limit) = params.limit {
+        query.push(format!("limit={limit}"));
+    }
+    let path = format!("{}?{}", uri.path(), query.join("&"));
+    for to in candidates {
+        match forward_get(node, to, &path).await {
+            Ok(response) if response.status().is_success() => {
+                tracing::info!(
+                    group,
+                    partition,
+                    served_by = to,
+                    "read served by another replica"
+                );
+                return Ok(response);
+            }
+            Ok(response) => {
+                tracing::debug!(to, status = %response.status(), "replica could not serve the read")
+            }
+            Err(e) => tracing::debug!(to, error = %e.message, "replica could not serve the read"),
+        }
+    }
+    Err(error)
 }
 
 pub async fn query(
@@ -437,7 +517,13 @@ pub async fn query(
                 record_read_stages(metrics, queued, &part.stats);
                 parts.push(part);
             }
-            Err(e) => failed.push(failure(p, &e)),
+            Err(e) => {
+                if e.code == ErrorCode::Corruption {
+                    node.cluster()
+                        .report_damage(stream.partitions[p as usize].group);
+                }
+                failed.push(failure(p, &e));
+            }
         }
     }
     let mut answers = vec![read::merge(parts, limit)];

@@ -19,6 +19,8 @@
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
 //! | `POST`/`GET`/`DELETE /v1/faults/network` | install / list / clear transport faults |
+//! | `POST /v1/anti-entropy/scan` | `{stream?, partition?, deep?}` → `{reports, failed}` (runs on each partition's leader) |
+//! | `GET /v1/anti-entropy/status?local` | last scan per partition, quarantined replicas |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/telemetry/snapshot` | JSON summary of the last interval |
 //! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
@@ -26,6 +28,7 @@
 //! A middleware counts every failed request by its error code
 //! (`cairn_errors_total` / `cairn_rejections_total`).
 
+pub mod anti_entropy;
 pub mod cluster;
 pub mod error;
 pub mod extract;
@@ -72,6 +75,8 @@ pub fn router(node: Node) -> Router {
             "/v1/faults/network",
             post(faults::add).get(faults::list).delete(faults::clear),
         )
+        .route("/v1/anti-entropy/scan", post(anti_entropy::scan))
+        .route("/v1/anti-entropy/status", get(anti_entropy::status))
         .route("/metrics", get(telemetry::metrics))
         .route("/v1/telemetry/snapshot", get(telemetry::snapshot))
         .route(

@@ -1,0 +1,193 @@
+//! Anti-entropy: proving that a partition's replicas hold the same committed
+//! log, and repairing the ones that do not (DESIGN.md §5).
+//!
+//! Raft keeps committed logs identical only while disks tell the truth. A
+//! flipped bit, a truncated or deleted segment file, or a bug leaves a
+//! replica that silently differs; this module finds and repairs it.
+//!
+//! # Digests
+//! Each replica summarizes a range of log indexes as Merkle leaves of
+//! `cairn_storage::LEAF_SPAN` indexes each, derived from the per-batch CRCs
+//! the log already stores (see `cairn_storage::PartitionLog::leaf_digests`:
+//! segments read once are cached until their file changes; a deep scan
+//! re-reads and re-verifies everything). [`tree::MerkleTree`] hashes the
+//! leaves up to a root with a fan-out of 16.
+//!
+//! # A scan (run by the partition's leader)
+//! 1. The range: from the highest first index of the replicas to the lowest
+//!    of the leader's applied index and each follower's matched index, so
+//!    only committed entries every replica should hold are compared.
+//! 2. The leader builds its tree; for each follower it compares roots and
+//!    descends only into differing subtrees ([`tree::descend`]).
+//! 3. For every differing leaf, each replica's digest is gathered and the
+//!    value a majority holds is taken as right. Without a majority (e.g. one
+//!    of three replicas unreachable), replicas that report no damage of
+//!    their own and agree win.
+//! 4. Each replica in the minority gets the leaf's batches from one in the
+//!    majority, byte for byte, and rewrites its segment files
+//!    (`PartitionLog::repair`); its leaves are then compared again. A
+//!    replica that cannot be repaired is **quarantined**: it stops serving
+//!    reads (they go to a healthy replica) until a later scan repairs it.
+//!
+//! Scans run every `interval` (jittered, so leaders do not scan in step),
+//! shortly after a replica becomes leader, on request
+//! (`POST /v1/anti-entropy/scan`) and when a read hits a checksum error.
+//! Every node's anti-entropy reading shares one byte-rate limit
+//! ([`throttle::RateLimiter`]).
+//!
+//! The runtime side (RPCs, scheduling, status) is `cluster::anti_entropy`;
+//! this module holds the parts that know nothing of the runtime.
+
+pub mod throttle;
+pub mod tree;
+
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::NodeId;
+
+/// Settings of a node's anti-entropy.
+#[derive(Debug, Clone)]
+pub struct AntiEntropyConfig {
+    /// How often each partition leader scans; zero turns periodic scans
+    /// off (requested and read-triggered scans still run).
+    pub interval: Duration,
+    /// How often a periodic scan is deep (re-reads every byte) instead of
+    /// reusing cached digests of unchanged segments.
+    pub deep_interval: Duration,
+    /// Bytes per second this node may read for anti-entropy; 0: unlimited.
+    pub rate_bytes_per_sec: u64,
+    /// How long a new leader waits before its first scan, so followers can
+    /// catch up with the entries it just committed.
+    pub leader_change_delay: Duration,
+}
+
+impl Default for AntiEntropyConfig {
+    fn default() -> Self {
+        AntiEntropyConfig {
+            interval: Duration::from_secs(60),
+            deep_interval: Duration::from_secs(24 * 3600),
+            rate_bytes_per_sec: 64 << 20,
+            leader_change_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a scan ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanTrigger {
+    Periodic,
+    LeaderChange,
+    Requested,
+    ReadError,
+}
+
+impl ScanTrigger {
+    pub const ALL: [ScanTrigger; 4] = [
+        ScanTrigger::Periodic,
+        ScanTrigger::LeaderChange,
+        ScanTrigger::Requested,
+        ScanTrigger::ReadError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanTrigger::Periodic => "periodic",
+            ScanTrigger::LeaderChange => "leader_change",
+            ScanTrigger::Requested => "requested",
+            ScanTrigger::ReadError => "read_error",
+        }
+    }
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOutcome {
+    /// Every replica compared agreed.
+    Clean,
+    /// Replicas differed and every difference was repaired.
+    Repaired,
+    /// Something could not be compared or repaired; see `failures`.
+    Failed,
+}
+
+impl ScanOutcome {
+    pub const ALL: [ScanOutcome; 3] = [
+        ScanOutcome::Clean,
+        ScanOutcome::Repaired,
+        ScanOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanOutcome::Clean => "clean",
+            ScanOutcome::Repaired => "repaired",
+            ScanOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One range of log indexes on which replicas disagreed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DivergentRange {
+    pub from_index: u64,
+    /// Exclusive.
+    pub to_index: u64,
+    /// Replicas whose batches here differ from the majority's.
+    pub bad_replicas: Vec<NodeId>,
+    /// The replica the batches were copied from.
+    pub source: Option<NodeId>,
+    pub repaired: bool,
+    pub bytes_repaired: u64,
+    pub error: Option<String>,
+}
+
+/// A replica a scan could not compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedReplica {
+    pub node: NodeId,
+    pub reason: String,
+}
+
+/// The result of one scan of one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub stream: String,
+    pub partition: u32,
+    pub group: u64,
+    /// The node that ran the scan (the partition's leader then).
+    pub leader: NodeId,
+    pub trigger: ScanTrigger,
+    pub deep: bool,
+    pub started_at_unix_ms: u64,
+    pub duration_ms: f64,
+    /// The log index range compared, `[from_index, to_index)`.
+    pub from_index: u64,
+    pub to_index: u64,
+    /// Replicas compared, the leader included.
+    pub replicas: Vec<NodeId>,
+    pub skipped: Vec<SkippedReplica>,
+    /// Merkle tree nodes compared with followers (roots included).
+    pub ranges_compared: u64,
+    /// Leaves on which some replica differed from the majority.
+    pub divergent_leaves: u64,
+    pub divergent: Vec<DivergentRange>,
+    pub repaired_ranges: u64,
+    pub bytes_repaired: u64,
+    /// Bytes of segment files the replicas read to build their digests.
+    pub bytes_read: u64,
+    pub failures: Vec<String>,
+    /// Replicas taken out of service for reads by this scan.
+    pub quarantined: Vec<NodeId>,
+    pub outcome: ScanOutcome,
+}
+
+impl ScanReport {
+    pub fn range(&self) -> Range<u64> {
+        self.from_index..self.to_index
+    }
+}
