@@ -474,6 +474,9 @@ pub struct AntiEntropySettings {
 pub struct AntiEntropyStatus {
     pub settings: AntiEntropySettings,
     pub partitions: Vec<ScanReport>,
+    /// Per partition, the last scan that found replicas differing (kept
+    /// after later clean scans, so a repair stays visible).
+    pub last_divergent: Vec<ScanReport>,
     pub quarantined: Vec<QuarantinedReplica>,
     /// Nodes whose status could not be fetched (their scans are missing).
     pub unreachable_nodes: Vec<u64>,

@@ -180,6 +180,18 @@ async fn status(args: AntiEntropyStatusArgs) -> Result<()> {
             }
         }
     }
+    if !status.last_divergent.is_empty() {
+        println!("last divergence found per partition:");
+        for r in &status.last_divergent {
+            println!(
+                "  {} partition {}: scan at unix ms {} ({}, by node {}) → {}",
+                r.stream, r.partition, r.started_at_unix_ms, r.trigger, r.leader, r.outcome
+            );
+            for line in details(r) {
+                println!("{line}");
+            }
+        }
+    }
     for q in &status.quarantined {
         println!(
             "QUARANTINED: {} partition {} on node {}: {}",

@@ -107,6 +107,8 @@ pub(crate) struct AntiEntropy {
     limiter: Arc<RateLimiter>,
     /// The last scan of each partition this node ran, by group.
     last: Mutex<HashMap<u64, ScanReport>>,
+    /// The last of those scans that found replicas differing, by group.
+    last_divergent: Mutex<HashMap<u64, ScanReport>>,
     totals: Totals,
     /// One scan at a time per node: scans share the disk and the rate.
     scan_lock: tokio::sync::Mutex<()>,
@@ -119,6 +121,7 @@ impl AntiEntropy {
             limiter: Arc::new(RateLimiter::new(config.rate_bytes_per_sec)),
             config,
             last: Mutex::new(HashMap::new()),
+            last_divergent: Mutex::new(HashMap::new()),
             totals: Totals::default(),
             scan_lock: tokio::sync::Mutex::new(()),
             read_triggers: Mutex::new(HashMap::new()),
@@ -142,13 +145,22 @@ impl AntiEntropy {
         t.failures
             .fetch_add(report.failures.len() as u64, Ordering::Relaxed);
         self.last.lock().insert(report.group, report.clone());
+        if !report.divergent.is_empty() {
+            self.last_divergent
+                .lock()
+                .insert(report.group, report.clone());
+        }
     }
 
     /// The last scan of every partition this node ran, by stream and partition.
     pub fn reports(&self) -> Vec<ScanReport> {
-        let mut all: Vec<ScanReport> = self.last.lock().values().cloned().collect();
-        all.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
-        all
+        sorted(&self.last.lock())
+    }
+
+    /// The last scan of every partition this node ran that found
+    /// divergence (whether or not it was repaired).
+    pub fn divergent_reports(&self) -> Vec<ScanReport> {
+        sorted(&self.last_divergent.lock())
     }
 
     pub fn figures(&self, quarantined_replicas: u64) -> AntiEntropyFigures {
@@ -200,6 +212,12 @@ impl AntiEntropy {
             }
         }
     }
+}
+
+fn sorted(reports: &HashMap<u64, ScanReport>) -> Vec<ScanReport> {
+    let mut all: Vec<ScanReport> = reports.values().cloned().collect();
+    all.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+    all
 }
 
 fn unix_ms() -> u64 {

@@ -637,6 +637,12 @@ impl Cluster {
         self.inner.anti_entropy.reports()
     }
 
+    /// The last scan of each partition this node ran that found replicas
+    /// differing.
+    pub fn anti_entropy_divergent_reports(&self) -> Vec<crate::antientropy::ScanReport> {
+        self.inner.anti_entropy.divergent_reports()
+    }
+
     pub fn anti_entropy_config(&self) -> &crate::antientropy::AntiEntropyConfig {
         &self.inner.anti_entropy.config
     }

@@ -103,11 +103,11 @@ pub struct StatusParams {
 fn local_status(node: &Node) -> Result<AntiEntropyStatus, ApiError> {
     let cluster = node.cluster();
     let config = cluster.anti_entropy_config();
-    let partitions = cluster
-        .anti_entropy_reports()
-        .into_iter()
-        .map(to_wire)
-        .collect::<Result<_, _>>()?;
+    let wire = |reports: Vec<cairn_cluster::antientropy::ScanReport>| {
+        reports.into_iter().map(to_wire).collect::<Result<_, _>>()
+    };
+    let partitions = wire(cluster.anti_entropy_reports())?;
+    let last_divergent = wire(cluster.anti_entropy_divergent_reports())?;
     let quarantined = cluster
         .groups()
         .into_iter()
@@ -127,6 +127,7 @@ fn local_status(node: &Node) -> Result<AntiEntropyStatus, ApiError> {
             rate_bytes_per_sec: config.rate_bytes_per_sec,
         },
         partitions,
+        last_divergent,
         quarantined,
         unreachable_nodes: Vec::new(),
     })
@@ -168,23 +169,16 @@ pub async fn status(
     .await;
     // The newest report of each partition wins: leadership moves, and the
     // node that scanned last knows best.
-    let mut latest: BTreeMap<(String, u32), ScanReport> = BTreeMap::new();
-    for r in std::mem::take(&mut status.partitions) {
-        latest.insert((r.stream.clone(), r.partition), r);
-    }
+    let mut latest = Latest::default();
+    let mut divergent = Latest::default();
+    latest.add(std::mem::take(&mut status.partitions));
+    divergent.add(std::mem::take(&mut status.last_divergent));
     for (id, answer) in answers {
         match answer {
             Ok(peer) => {
                 status.quarantined.extend(peer.quarantined);
-                for r in peer.partitions {
-                    let key = (r.stream.clone(), r.partition);
-                    if latest
-                        .get(&key)
-                        .is_none_or(|old| old.started_at_unix_ms < r.started_at_unix_ms)
-                    {
-                        latest.insert(key, r);
-                    }
-                }
+                latest.add(peer.partitions);
+                divergent.add(peer.last_divergent);
             }
             Err(e) => {
                 tracing::debug!(node = id, error = %e, "anti-entropy status of a peer");
@@ -192,9 +186,29 @@ pub async fn status(
             }
         }
     }
-    status.partitions = latest.into_values().collect();
+    status.partitions = latest.0.into_values().collect();
+    status.last_divergent = divergent.0.into_values().collect();
     status
         .quarantined
         .sort_by(|a, b| (&a.stream, a.partition, a.node).cmp(&(&b.stream, b.partition, b.node)));
     Ok(Json(status))
+}
+
+/// The newest report per partition.
+#[derive(Default)]
+struct Latest(BTreeMap<(String, u32), ScanReport>);
+
+impl Latest {
+    fn add(&mut self, reports: Vec<ScanReport>) {
+        for r in reports {
+            let key = (r.stream.clone(), r.partition);
+            if self
+                .0
+                .get(&key)
+                .is_none_or(|old| old.started_at_unix_ms < r.started_at_unix_ms)
+            {
+                self.0.insert(key, r);
+            }
+        }
+    }
 }
