@@ -94,7 +94,10 @@ async fn wait_for_segments(
 
 fn flip_bytes(path: &Path) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
     let len = file.metadata()?.len();
     let at = len / 2;
     let mut buf = [0u8; 16];
@@ -162,8 +165,15 @@ async fn status(c: &TestCluster) -> Result<AntiEntropyStatus> {
 }
 
 fn assert_clean(scan: &ScanResponse, what: &str) -> Result<()> {
-    ensure!(scan.failed.is_empty(), "{what}: not scanned: {:?}", scan.failed);
-    ensure!(scan.reports.len() == PARTITIONS as usize, "{what}: {scan:?}");
+    ensure!(
+        scan.failed.is_empty(),
+        "{what}: not scanned: {:?}",
+        scan.failed
+    );
+    ensure!(
+        scan.reports.len() == PARTITIONS as usize,
+        "{what}: {scan:?}"
+    );
     for r in &scan.reports {
         ensure!(
             r.outcome == "clean" && r.divergent.is_empty() && r.bytes_repaired == 0,
@@ -370,11 +380,17 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
             .context("repaired ranges metric")?
             .parse::<f64>()?;
     }
-    ensure!(repaired_total >= 3.0, "repaired ranges in /metrics: {repaired_total}");
+    ensure!(
+        repaired_total >= 3.0,
+        "repaired ranges in /metrics: {repaired_total}"
+    );
     let url = c.url(2).context("node 3")?;
     let scan_out = support::run_ok(&["anti-entropy", "scan", "--server", &url], "")?;
     let table = &scan_out.stdout;
-    ensure!(table.matches(" clean ").count() == PARTITIONS as usize, "{table}");
+    ensure!(
+        table.matches(" clean ").count() == PARTITIONS as usize,
+        "{table}"
+    );
     let status_out = support::run_ok(&["anti-entropy", "status", "--server", &url], "")?;
     let text = &status_out.stdout;
     ensure!(text.contains("differed on node"), "{text}");

@@ -54,6 +54,16 @@ impl MerkleTree {
         MerkleTree { levels }
     }
 
+    /// The level of the root of a tree with `leaves` leaves.
+    pub fn top_for(leaves: u64) -> u32 {
+        let (mut n, mut level) = (leaves, 0);
+        while n > 1 {
+            n = n.div_ceil(FANOUT);
+            level += 1;
+        }
+        level
+    }
+
     /// The level of the root.
     pub fn top(&self) -> u32 {
         (self.levels.len() - 1) as u32
@@ -208,6 +218,14 @@ mod tests {
         let d = run(diff(&one_a, &one_b, &asked));
         assert_eq!(d.leaves.len(), 1);
         assert_eq!(d.leaves[0].0, 0);
+    }
+
+    #[test]
+    fn the_root_level_follows_from_the_leaf_count() {
+        for n in [0u64, 1, 2, 16, 17, 256, 257, 1000, 4096, 4097] {
+            let tree = MerkleTree::build(leaves(n as usize, 3));
+            assert_eq!(MerkleTree::top_for(n), tree.top(), "{n} leaves");
+        }
     }
 
     #[test]

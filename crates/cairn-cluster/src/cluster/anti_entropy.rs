@@ -35,7 +35,7 @@ use crate::transport::{NodeId, RemoteError};
 const REPAIR_CHUNK_BYTES: u64 = 4 << 20;
 /// Deadline of one anti-entropy RPC (a digest request may read a lot under
 /// the rate limit).
-const RPC_DEADLINE: Duration = Duration::from_secs(120);
+const RPC_DEADLINE: Duration = Duration::from_secs(600);
 /// Deadline of a whole scan forwarded to a partition leader.
 pub(crate) const SCAN_DEADLINE: Duration = Duration::from_secs(600);
 /// A read that hits damage triggers at most one scan per partition per
@@ -537,7 +537,31 @@ impl Inner {
         } else {
             DigestMode::Cached
         };
-        let local = match self.digests(g, range.clone(), mode).await {
+        let followers: Vec<NodeId> = report
+            .replicas
+            .iter()
+            .copied()
+            .filter(|n| *n != me)
+            .collect();
+        // Every replica builds its digests at once (the leader's own and
+        // the followers' root requests run concurrently): in a deep scan
+        // each reads its whole log, which should not happen one by one.
+        let first_leaf = range.start / LEAF_SPAN;
+        let top = MerkleTree::top_for((range.end - 1) / LEAF_SPAN + 1 - first_leaf);
+        let roots = futures::future::join_all(followers.iter().map(|&node| {
+            self.ask(
+                node,
+                group,
+                AeRequest::Nodes {
+                    range: range.clone(),
+                    mode,
+                    level: top,
+                    positions: vec![0],
+                },
+            )
+        }));
+        let (local, roots) = tokio::join!(self.digests(g, range.clone(), mode), roots);
+        let local = match local {
             Ok(d) => d,
             Err(e) => {
                 report.failures.push(format!("leader digests: {e}"));
@@ -545,49 +569,38 @@ impl Inner {
             }
         };
         report.bytes_read += local.bytes_read;
-        let first_leaf = local.first_leaf;
         let mut damaged: BTreeMap<NodeId, Vec<Range<u64>>> = BTreeMap::new();
         damaged.insert(me, local.damaged.clone());
         let tree = MerkleTree::build(local.leaves);
+        debug_assert_eq!(tree.top(), top);
 
         // Descend with each follower; remember where each one differs.
         let mut differing: BTreeMap<NodeId, BTreeMap<u64, Digest>> = BTreeMap::new();
-        let followers: Vec<NodeId> = report
-            .replicas
-            .iter()
-            .copied()
-            .filter(|n| *n != me)
-            .collect();
-        for node in followers {
-            let extra = Arc::new(Mutex::new((0u64, None::<Vec<Range<u64>>>)));
-            let first_request = Arc::new(AtomicU64::new(1));
+        for (node, root) in followers.into_iter().zip(roots) {
+            // (bytes read, damage the replica reported, the root's answer).
+            let extra = Arc::new(Mutex::new((0u64, None::<Vec<Range<u64>>>, Some(root))));
             let descent = tree::descend(&tree, |level, positions| {
-                let (this, range, extra, first_request) = (
-                    self.clone(),
-                    range.clone(),
-                    extra.clone(),
-                    first_request.clone(),
-                );
+                let (this, range, extra) = (self.clone(), range.clone(), extra.clone());
                 async move {
-                    // Only the root request re-reads in a deep scan; the
-                    // rest reuse what it cached.
-                    let mode = if first_request.swap(0, Ordering::Relaxed) == 1 {
-                        mode
-                    } else {
-                        DigestMode::Cached
+                    let prefetched = extra.lock().2.take();
+                    let answer = match prefetched {
+                        Some(root) => root?,
+                        // The root request did any deep re-reading; the
+                        // rest reuse what it cached.
+                        None => {
+                            this.ask(
+                                node,
+                                group,
+                                AeRequest::Nodes {
+                                    range,
+                                    mode: DigestMode::Cached,
+                                    level,
+                                    positions: positions.clone(),
+                                },
+                            )
+                            .await?
+                        }
                     };
-                    let answer = this
-                        .ask(
-                            node,
-                            group,
-                            AeRequest::Nodes {
-                                range,
-                                mode,
-                                level,
-                                positions: positions.clone(),
-                            },
-                        )
-                        .await?;
                     match answer {
                         AeResponse::Nodes {
                             hashes,
@@ -604,7 +617,7 @@ impl Inner {
                 }
             })
             .await;
-            let (bytes_read, their_damage) = std::mem::take(&mut *extra.lock());
+            let (bytes_read, their_damage, _) = std::mem::take(&mut *extra.lock());
             report.bytes_read += bytes_read;
             match descent {
                 Ok(d) => {

@@ -151,4 +151,3 @@ pub async fn verify_acknowledged(
     }
     Ok(())
 }
-
