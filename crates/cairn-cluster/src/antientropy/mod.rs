@@ -41,9 +41,11 @@
 pub mod throttle;
 pub mod tree;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
+use cairn_storage::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::transport::NodeId;
@@ -189,5 +191,85 @@ pub struct ScanReport {
 impl ScanReport {
     pub fn range(&self) -> Range<u64> {
         self.from_index..self.to_index
+    }
+}
+
+/// One replica's version of one Merkle leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub node: NodeId,
+    pub digest: Digest,
+    /// The replica itself found batches of this leaf corrupt or missing.
+    pub self_damaged: bool,
+}
+
+/// The replicas holding the right version of a leaf on which replicas
+/// differ: those holding the version more than half of them hold; without
+/// such a majority, those holding the one version that no replica reporting
+/// damage of its own holds (e.g. two replicas compared, one with a
+/// truncated segment). `Err(distinct versions)` when neither decides.
+///
+/// ```text
+/// A A B      → [n1, n2]           (majority)
+/// A B        → Err(2)             (a tie; nobody knows better)
+/// A B*       → [n1]               (* = the replica found damage itself)
+/// A B C      → Err(3)
+/// A B* C*    → [n1]
+/// ```
+pub fn right_version(versions: &[Version]) -> Result<Vec<NodeId>, usize> {
+    let mut holders: BTreeMap<Digest, Vec<&Version>> = BTreeMap::new();
+    for v in versions {
+        holders.entry(v.digest).or_default().push(v);
+    }
+    if let Some(majority) = holders.values().find(|h| h.len() * 2 > versions.len()) {
+        return Ok(majority.iter().map(|v| v.node).collect());
+    }
+    let undamaged: Vec<&Vec<&Version>> = holders
+        .values()
+        .filter(|h| h.iter().all(|v| !v.self_damaged))
+        .collect();
+    match undamaged.as_slice() {
+        [only] => Ok(only.iter().map(|v| v.node).collect()),
+        _ => Err(holders.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(node: NodeId, digest: u8, self_damaged: bool) -> Version {
+        Version {
+            node,
+            digest: [digest; 32],
+            self_damaged,
+        }
+    }
+
+    #[test]
+    fn the_majority_version_wins_even_over_a_replica_that_reports_no_damage() {
+        let versions = [v(1, 1, false), v(2, 1, false), v(3, 2, false)];
+        assert_eq!(right_version(&versions), Ok(vec![1, 2]));
+        let versions = [v(1, 2, false), v(2, 1, true), v(3, 1, true)];
+        assert_eq!(right_version(&versions), Ok(vec![2, 3]));
+    }
+
+    #[test]
+    fn without_a_majority_the_only_undamaged_version_wins() {
+        assert_eq!(right_version(&[v(1, 1, false), v(2, 2, true)]), Ok(vec![1]));
+        assert_eq!(
+            right_version(&[v(1, 1, false), v(2, 2, true), v(3, 3, true)]),
+            Ok(vec![1])
+        );
+    }
+
+    #[test]
+    fn a_tie_nobody_can_break_decides_nothing() {
+        assert_eq!(right_version(&[v(1, 1, false), v(2, 2, false)]), Err(2));
+        assert_eq!(
+            right_version(&[v(1, 1, false), v(2, 2, false), v(3, 3, false)]),
+            Err(3)
+        );
+        assert_eq!(right_version(&[v(1, 1, true), v(2, 2, true)]), Err(2));
     }
 }

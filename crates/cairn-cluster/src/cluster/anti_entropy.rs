@@ -28,6 +28,7 @@ use crate::antientropy::throttle::RateLimiter;
 use crate::antientropy::tree::{self, MerkleTree};
 use crate::antientropy::{
     AntiEntropyConfig, DivergentRange, ScanOutcome, ScanReport, ScanTrigger, SkippedReplica,
+    Version, right_version,
 };
 use crate::transport::{NodeId, RemoteError};
 
@@ -650,37 +651,26 @@ impl Inner {
                     .copied()
                     .unwrap_or_else(|| tree.node(0, pos).expect("leaf in tree"))
             };
-            let mut votes: BTreeMap<Digest, Vec<NodeId>> = BTreeMap::new();
-            for &node in &report.replicas {
-                votes.entry(value(node)).or_default().push(node);
-            }
-            let majority = votes
-                .values()
-                .find(|holders| holders.len() * 2 > report.replicas.len())
-                .cloned();
-            // No majority: the value of the replicas that found no damage of
-            // their own here, if they agree.
-            let good = majority.or_else(|| {
-                let healthy: Vec<&Vec<NodeId>> = votes
-                    .values()
-                    .filter(|holders| {
-                        holders.iter().all(|n| {
-                            !damaged
-                                .get(n)
-                                .is_some_and(|d| d.iter().any(|r| overlaps(r, &span)))
-                        })
-                    })
-                    .collect();
-                (healthy.len() == 1).then(|| healthy[0].clone())
-            });
-            let Some(good) = good else {
-                report.failures.push(format!(
-                    "indexes [{}, {}): no majority of replicas agrees ({} distinct versions)",
-                    span.start,
-                    span.end,
-                    votes.len()
-                ));
-                continue;
+            let versions: Vec<Version> = report
+                .replicas
+                .iter()
+                .map(|&node| Version {
+                    node,
+                    digest: value(node),
+                    self_damaged: damaged
+                        .get(&node)
+                        .is_some_and(|d| d.iter().any(|r| overlaps(r, &span))),
+                })
+                .collect();
+            let good = match right_version(&versions) {
+                Ok(good) => good,
+                Err(distinct) => {
+                    report.failures.push(format!(
+                        "indexes [{}, {}): no majority of replicas agrees ({distinct} distinct versions)",
+                        span.start, span.end,
+                    ));
+                    continue;
+                }
             };
             let bad: Vec<NodeId> = report
                 .replicas
