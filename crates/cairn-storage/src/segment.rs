@@ -117,6 +117,24 @@ pub(crate) struct Segment {
     pub meta: RwLock<SegmentMeta>,
 }
 
+impl Segment {
+    pub fn new(
+        base_index: u64,
+        base_offset: u64,
+        path: PathBuf,
+        file: File,
+        meta: SegmentMeta,
+    ) -> Segment {
+        Segment {
+            base_index,
+            base_offset,
+            path,
+            file,
+            meta: RwLock::new(meta),
+        }
+    }
+}
+
 pub(crate) fn segment_path(dir: &Path, base_index: u64, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_index:020}-{base_offset:020}.log"))
 }
@@ -165,8 +183,16 @@ pub(crate) const READ_CHUNK: usize = 256 << 10;
 /// Why a cursor stopped before its end position.
 #[derive(Debug)]
 pub(crate) enum CursorError {
-    Io(std::io::Error),
-    Batch { position: u64, error: BatchError },
+    /// Reading at `position` failed (`UnexpectedEof`: the file is shorter
+    /// than the range the cursor was given).
+    Io {
+        position: u64,
+        source: std::io::Error,
+    },
+    Batch {
+        position: u64,
+        error: BatchError,
+    },
 }
 
 impl<'a> BatchCursor<'a> {
@@ -221,7 +247,10 @@ impl<'a> BatchCursor<'a> {
             });
         }
         if let Err(e) = self.fill(HEADER_LEN) {
-            return Some(Err(CursorError::Io(e)));
+            return Some(Err(CursorError::Io {
+                position,
+                source: e,
+            }));
         }
         let at = (self.pos - self.buf_start) as usize;
         let header = match BatchHeader::parse(&self.buf[at..]) {
@@ -236,7 +265,10 @@ impl<'a> BatchCursor<'a> {
             });
         }
         if let Err(e) = self.fill(len) {
-            return Some(Err(CursorError::Io(e)));
+            return Some(Err(CursorError::Io {
+                position,
+                source: e,
+            }));
         }
         let at = (self.pos - self.buf_start) as usize;
         let batch = match RecordBatch::from_bytes(self.buf.slice(at..at + len)) {
@@ -306,7 +338,7 @@ pub(crate) fn scan_segment(
                 meta.last_term = batch.term();
                 meta.len = cursor.position();
             }
-            Err(CursorError::Io(e)) => {
+            Err(CursorError::Io { source: e, .. }) => {
                 return Err(StorageError::Io {
                     context: "read segment".into(),
                     source: e,
