@@ -860,8 +860,11 @@ impl PartitionLog {
                 return ControlFlow::Break(());
             }
             bytes += batch.len();
+            let last = batch.log_index() + 1 >= to;
             out.push(batch);
-            if bytes >= max_bytes {
+            // Stop at the range's last batch rather than at the one after
+            // it: the range may end right before damage.
+            if bytes >= max_bytes || last {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
