@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use cairn_types::batch::{BatchHeader, HEADER_LEN};
 use cairn_types::{BatchError, RecordBatch};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::digest::DigestCache;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::atomic_write;
 
@@ -115,6 +116,8 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: File,
     pub meta: RwLock<SegmentMeta>,
+    /// Digest partial sums of this segment's batches (see `digest`).
+    pub digest: Mutex<DigestCache>,
 }
 
 impl Segment {
@@ -131,6 +134,7 @@ impl Segment {
             path,
             file,
             meta: RwLock::new(meta),
+            digest: Mutex::new(DigestCache::default()),
         }
     }
 }
