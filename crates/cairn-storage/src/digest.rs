@@ -104,7 +104,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::{ControlFlow, Range};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -117,7 +117,8 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::fsync_dir;
 use crate::log::{ActiveState, LogInner, PartitionLog, Pending, open_segment_file};
 use crate::segment::{
-    READ_CHUNK, Segment, remove_index_files, scan_segment, segment_path, write_index_files,
+    READ_CHUNK, Segment, read_up_to, remove_index_files, scan_segment, segment_path,
+    write_index_files,
 };
 use crate::writer::Command;
 
@@ -526,20 +527,6 @@ impl<'f, 's, 't> ChunkReader<'f, 's, 't> {
         let at = (pos - self.buf_start) as usize;
         Some(&self.buf[at..at + n])
     }
-}
-
-/// Reads into `buf` from `pos` until it is full or the file ends.
-fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], pos + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// The header and bytes of an intact batch at `pos` (ending by `end`).

@@ -231,7 +231,16 @@ impl<'a> BatchCursor<'a> {
         }
         let want = need.max(READ_CHUNK).min((self.end - self.pos) as usize);
         let mut chunk = BytesMut::zeroed(want);
-        self.file.read_exact_at(&mut chunk, self.pos)?;
+        // A file cut short behind the log fails only the batches it lost,
+        // not every batch that shares a read chunk with them.
+        let got = read_up_to(self.file, &mut chunk, self.pos)?;
+        if got < need {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ends {got} bytes after it, {need} needed"),
+            ));
+        }
+        chunk.truncate(got);
         self.buf = chunk.freeze();
         self.buf_start = self.pos;
         Ok(())
@@ -291,6 +300,21 @@ impl<'a> BatchCursor<'a> {
         self.pos += len as u64;
         Some(Ok(batch))
     }
+}
+
+/// Reads into `buf` from `pos` until it is full or the file ends; returns
+/// the bytes read.
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// The result of reading a segment from the start to learn its contents.

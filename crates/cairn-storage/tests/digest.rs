@@ -404,6 +404,14 @@ fn given_a_sealed_segment_cut_short_while_open_digest_reports_it_and_repair_rest
     let err = pair.a.read_index_range(0..N, usize::MAX).unwrap_err();
     assert!(err.is_damage(), "{err}");
     assert!(matches!(err, StorageError::ShortRead { .. }), "{err}");
+    // What the file still holds stays readable.
+    assert_eq!(
+        pair.a
+            .read_index_range(owned.start..200, usize::MAX)
+            .unwrap()
+            .len() as u64,
+        200 - owned.start
+    );
 
     pair.repair(0..N);
     assert_same(&pair.a, &pair.b, 0..N);
