@@ -699,3 +699,104 @@ fn given_an_unchanged_log_a_cached_digest_reads_only_new_bytes_and_throttle_sees
     let deep = digests(&pair.a, 0..N + 50, DigestMode::Deep);
     assert!(deep.bytes_read >= size + grown);
 }
+
+/// Repairs exactly `range` of `a` from `b`.
+fn repair_exactly(pair: &Pair, range: Range<u64>) {
+    let batches = pair.b.read_index_range(range, usize::MAX).unwrap();
+    pair.a.repair(batches).wait().unwrap();
+}
+
+#[test]
+fn given_holes_a_partial_repair_keeps_intact_local_batches_and_the_log_start() {
+    let mut pair = Pair::new(N);
+    // Two skippable corrupt batches in the first segment, at its very start
+    // and a little later.
+    let (first_seg, _, _) = locate(&pair.a_dir(), 0);
+    let owned = file_range(&pair.a_dir(), &first_seg);
+    assert!(owned.end > 6);
+    flip(&pair.a_dir(), 0);
+    flip(&pair.a_dir(), 4);
+    assert_eq!(
+        digests(&pair.a, 0..N, DigestMode::Deep).damaged,
+        vec![0..1, 4..5]
+    );
+
+    // Repairing only 4 leaves 0 damaged: the first segment's file is left
+    // empty (keeping the log's start), batches 1.. go to new segments.
+    repair_exactly(&pair, 4..5);
+    assert_eq!(pair.a.index_bounds(), (0, N));
+    assert_eq!(
+        digests(&pair.a, 0..N, DigestMode::Cached).damaged,
+        vec![0..1]
+    );
+    assert_eq!(fs::metadata(&first_seg).unwrap().len(), 0);
+    let err = pair.a.read_index_range(0..N, usize::MAX).unwrap_err();
+    assert!(err.is_damage(), "{err}");
+    assert_eq!(
+        pair.a.read_index_range(1..N, usize::MAX).unwrap().len() as u64,
+        N - 1
+    );
+
+    repair_exactly(&pair, 0..1);
+    assert_same(&pair.a, &pair.b, 0..N);
+    pair.assert_a_files_clean();
+    pair.reopen_with(|_| {});
+    assert_same(&pair.a, &pair.b, 0..N);
+    pair.assert_a_files_clean();
+}
+
+#[test]
+fn given_a_hole_inside_the_repaired_segment_the_batches_after_it_are_kept() {
+    let pair = Pair::new(N);
+    let (path, _, _) = locate(&pair.a_dir(), 120);
+    let owned = file_range(&pair.a_dir(), &path);
+    let (x, y) = (owned.start + 3, owned.start + 6);
+    assert!(owned.end > y + 2, "{owned:?}");
+    flip(&pair.a_dir(), x);
+    flip(&pair.a_dir(), y);
+
+    repair_exactly(&pair, x..x + 1);
+    let d = digests(&pair.a, 0..N, DigestMode::Deep);
+    assert_eq!(d.damaged, vec![y..y + 1]);
+    // y + 1.. were kept from the local copy, in a segment of their own.
+    assert!(
+        segment_files(&pair.a_dir())
+            .iter()
+            .any(|(base, _)| *base == y + 1)
+    );
+    let tail = pair
+        .a
+        .read_index_range(y + 1..owned.end, usize::MAX)
+        .unwrap();
+    assert_eq!(tail.len() as u64, owned.end - y - 1);
+
+    repair_exactly(&pair, y..y + 1);
+    assert_same(&pair.a, &pair.b, 0..N);
+    pair.assert_a_files_clean();
+}
+
+#[test]
+fn given_a_garbage_header_the_rest_of_the_segment_is_damaged_and_repair_restores_it() {
+    let pair = Pair::new(N);
+    let (path, pos, _) = locate(&pair.a_dir(), 120);
+    let owned = file_range(&pair.a_dir(), &path);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&[0xff; 8], pos)
+        .unwrap();
+    let d = digests(&pair.a, 0..N, DigestMode::Deep);
+    assert_eq!(d.damaged, vec![120..owned.end]);
+
+    // Repairing the first damaged batch alone cannot reach past it: the
+    // local batches after garbage are not trusted.
+    repair_exactly(&pair, 120..121);
+    assert_eq!(
+        digests(&pair.a, 0..N, DigestMode::Cached).damaged,
+        vec![121..owned.end]
+    );
+    pair.repair(0..N);
+    assert_same(&pair.a, &pair.b, 0..N);
+    pair.assert_a_files_clean();
+}
