@@ -105,7 +105,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -829,14 +829,12 @@ struct NewFile {
 }
 
 /// Splits batches (ascending by index) into runs that continue each other
-/// in index and offset, also cutting at index `cut`.
-fn runs(batches: impl IntoIterator<Item = RecordBatch>, cut: u64) -> Vec<Vec<RecordBatch>> {
+/// in index and offset: what one segment file can hold.
+fn runs(batches: impl IntoIterator<Item = RecordBatch>) -> Vec<Vec<RecordBatch>> {
     let mut out: Vec<Vec<RecordBatch>> = Vec::new();
     for b in batches {
         let continues = out.last().and_then(|r| r.last()).is_some_and(|p| {
-            p.log_index() + 1 == b.log_index()
-                && p.next_offset() == b.base_offset()
-                && b.log_index() != cut
+            p.log_index() + 1 == b.log_index() && p.next_offset() == b.base_offset()
         });
         match out.last_mut() {
             Some(run) if continues => run.push(b),
@@ -971,7 +969,7 @@ pub(crate) fn repair(
                 let batch = provided.remove(&i).expect("listed");
                 sources.insert(i, batch);
             }
-            let mut runs = runs(sources.into_values(), own_end);
+            let mut runs = runs(sources.into_values());
             // A run at the segment's base keeps its name: local batches there
             // were verified against the name's offset, and a provided one was
             // checked against it above. If the first entry is not to be had,
@@ -1008,7 +1006,7 @@ pub(crate) fn repair(
                     .map(|i| provided.remove(i).expect("listed"))
                     .collect()
             };
-            for run in runs(mine, u64::MAX) {
+            for run in runs(mine) {
                 files.push(NewFile {
                     base_index: run[0].log_index(),
                     base_offset: run[0].base_offset(),
@@ -1104,7 +1102,7 @@ fn trim_unverified_tail(seg: &Segment) -> Result<()> {
 /// Writes a segment file under `path` atomically (temp file, fsync,
 /// rename; the caller fsyncs the directory). Removes the old file's index
 /// files first, so a crash never pairs them with the new contents.
-fn write_segment_file(path: &PathBuf, batches: &[RecordBatch]) -> Result<u64> {
+fn write_segment_file(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
     let tmp = path.with_extension("log.tmp");
     let mut f = OpenOptions::new()
         .write(true)
