@@ -23,6 +23,11 @@
 //! Reads take the segment map's read lock just long enough to clone the
 //! segments they need, then read with `pread` outside any lock; a segment
 //! deleted by retention meanwhile stays readable through its open handle.
+//! A scan crossing into the next segment checks that it starts where the
+//! previous one ends (index and offset): entries missing in between (a
+//! segment file deleted or cut short behind the log) fail the scan with
+//! [`StorageError::Missing`] instead of being skipped, so the caller can
+//! repair the range (see `digest`) and serve it from another replica.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

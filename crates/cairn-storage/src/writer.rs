@@ -20,9 +20,13 @@
 //! hole), cuts the segment holding the index and syncs it, and makes it the
 //! active one; `purge` records the purged entry in `purged.json`, then
 //! deletes the segments that hold nothing newer (a purge past the last entry
-//! first starts a fresh, empty segment after it). A failed write or sync *poisons* the log: after fsync
-//! fails the page cache cannot be trusted, so the log refuses appends until it
-//! is reopened and recovered from what is really on disk.
+//! first starts a fresh, empty segment after it). Anti-entropy's `repair`
+//! runs here too: it rolls the active segment if the range reaches it and
+//! rewrites sealed segments (see `digest`).
+//!
+//! A failed write or sync *poisons* the log: after fsync fails the page
+//! cache cannot be trusted, so the log refuses appends until it is reopened
+//! and recovered from what is really on disk.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
