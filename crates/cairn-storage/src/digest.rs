@@ -125,6 +125,10 @@ use crate::writer::Command;
 /// Log indexes per Merkle leaf: leaf `k` covers `[k * LEAF_SPAN, (k + 1) * LEAF_SPAN)`.
 pub const LEAF_SPAN: u64 = 256;
 
+/// Most leaves one digest request answers (32 MiB of digests), so a range
+/// like `0..u64::MAX` is refused instead of allocating without bound.
+const MAX_LEAVES: u64 = 1 << 20;
+
 /// A blake3 hash.
 pub type Digest = [u8; 32];
 
@@ -170,6 +174,9 @@ impl PartitionLog {
     /// The Merkle leaves of this log over the log indexes in `range`. See
     /// the module docs for what a leaf covers and what counts as damaged.
     ///
+    /// At most 2^20 leaves (2^28 indexes) per request; a larger range is
+    /// refused with [`StorageError::InvalidRequest`].
+    ///
     /// `throttle` is called with the size of every chunk read from a
     /// segment file (it may sleep to rate-limit). Call this from a blocking
     /// thread: it reads files, but holds no lock the writer needs while
@@ -191,6 +198,15 @@ impl PartitionLog {
             return Ok(out);
         }
         let last_leaf = (range.end - 1) / LEAF_SPAN;
+        if last_leaf - first_leaf >= MAX_LEAVES {
+            return Err(StorageError::InvalidRequest {
+                path: self.inner.dir.clone(),
+                reason: format!(
+                    "digest of [{}, {}) would take more than {MAX_LEAVES} leaves; ask in parts",
+                    range.start, range.end
+                ),
+            });
+        }
         let mut sums = vec![LeafSum::default(); (last_leaf - first_leaf + 1) as usize];
 
         let purged = *self.inner.purged.read();

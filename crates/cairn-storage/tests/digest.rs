@@ -303,6 +303,11 @@ fn given_same_batches_in_different_segments_digests_are_identical_in_both_modes_
     // Leaves beyond the end exist and are empty.
     let past = digests(&pair.a, 0..2000, DigestMode::Cached);
     assert_eq!(past.leaves.len(), leaf_of(1999) + 1);
+    let err = pair
+        .a
+        .leaf_digests(0..u64::MAX, DigestMode::Cached, &mut no_throttle())
+        .unwrap_err();
+    assert!(matches!(err, StorageError::InvalidRequest { .. }), "{err}");
 
     pair.reopen_with(|_| {});
     for r in ranges() {
