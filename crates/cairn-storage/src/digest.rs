@@ -1,16 +1,133 @@
-//! Merkle leaf digests over log-index ranges, and repair of damaged ranges.
-//! (API stub: the implementation is in progress.)
+//! Merkle leaf digests over log-index ranges, and repair of damaged ranges:
+//! the storage half of anti-entropy (the cluster compares replicas' leaves,
+//! descends where they differ and repairs from a replica the majority
+//! agrees with).
+//!
+//! # Leaves
+//! Every batch is one Raft log entry, so replicas holding the same entries
+//! hold byte-identical batches at the same log indexes — but not
+//! necessarily in the same segments (segment sizes are per node, and a
+//! repaired or truncated log splits differently). Leaves are therefore
+//! defined over log indexes alone: leaf `k` covers `[k * LEAF_SPAN,
+//! (k + 1) * LEAF_SPAN)`. Each verified batch at index `i` contributes
+//!
+//! ```text
+//! h(i) = blake3(i u64 LE ‖ term u64 LE ‖ stored crc u32 LE ‖ batch_len u32 LE)
+//! ```
+//!
+//! which needs only the header: the stored CRC-32C already covers the whole
+//! batch (offsets, term, index and payload), and it is checked while
+//! reading. A leaf adds its batches' hashes up as four wrapping `u64` lanes
+//! plus a count, so sums from different segments combine in any order, and
+//! its digest is `blake3("cairn-leaf" ‖ k ‖ count ‖ lanes)` (all LE). A
+//! range that cuts a leaf counts only that leaf's batches inside the range.
+//!
+//! # What counts
+//! Only batches read back and verified (CRC, and offsets and indexes in
+//! sequence from the segment's name). Everything the log should hold in the
+//! range but cannot vouch for is listed in `damaged` instead: corrupt
+//! batches (one whose header is sane is skipped by its length when the next
+//! batch verifies and takes the next index; otherwise the rest of the
+//! segment is lost), bytes the file no longer has (cut short behind the
+//! log's back), a segment whose file is gone from its path or replaced
+//! (deleted behind the log's back: its open handle would still read, but a
+//! restart would not), and indexes between segments that do not continue
+//! each other (a segment deleted or cut short while the node was down).
+//! Segment `s` is responsible for the indexes from its base up to the next
+//! segment's base (the last one: up to the log's end), so a hole always
+//! belongs to the segment before it. Indexes before the log's first index
+//! (purged, or never held) or at its end are absent, not damaged.
+//!
+//! # Cache
+//! Re-reading every segment each time would make periodic comparison cost a
+//! full read of the log, so each [`Segment`] keeps what its last scan found
+//! ([`DigestCache`]): per-leaf partial sums (with the lowest and highest
+//! index that went into each), the verified index ranges, the bytes covered
+//! and the file identity (device, inode, size, mtime, ctime) seen before
+//! reading. In [`DigestMode::Cached`]:
+//! - a sealed segment whose identity is unchanged is not read; any change
+//!   (another process wrote or cut the file) means a full, verifying rescan;
+//! - the active segment grows, so its size and mtime change with every
+//!   append: it is extended from where the last scan stopped up to the
+//!   published end. Only the same device and inode, and a size not below
+//!   what was covered, are required (damage to the active segment is found
+//!   by [`DigestMode::Deep`] or on read);
+//! - rolling refreshes the recorded identity of the segment it seals (its
+//!   trim and fsync change mtime and size), so sealing costs no re-read;
+//! - truncation and repair invalidate (a counter, so a scan that started
+//!   before cannot store a stale result afterwards).
+//!
+//! A leaf the range cuts (an edge leaf) cannot use a segment's partial sum
+//! when that sum includes batches outside the range; those few batches are
+//! read again from the nearest sparse index point, counting only indexes
+//! the segment's scan verified, so the answer always equals a scan from
+//! scratch. [`DigestMode::Deep`] ignores the cache, rescans every segment
+//! the range touches and stores the result.
+//!
+//! Mtime granularity is the kernel's clock tick: a write landing in the
+//! same tick as the recorded mtime, with the size unchanged, is only found
+//! by a deep pass (ctime is in the identity too, so restoring mtime by hand
+//! does not hide a change).
+//!
+//! # Repair
+//! [`PartitionLog::repair`] replaces the batches at `[a, b)` with
+//! byte-identical copies from a healthy replica, on the writer thread (so it
+//! is ordered with appends and truncation). It refuses, changing nothing,
+//! anything that would not splice into the local log: a non-contiguous or
+//! unverifiable input, a range outside `[first index, next index)`, or
+//! offsets that disagree with an intact local neighbour (batch `a`, batch
+//! `a - 1`, the batch at `b`) or with a segment name at `a` or `b`.
+//!
+//! A range reaching into the active segment first rolls it (sealing it),
+//! so only sealed segments are rewritten. Each segment whose range the
+//! repair touches is rebuilt from the best source per index — the provided
+//! batch inside `[a, b)`, else the local batch if it is intact (read through
+//! the open handle, which works even for a file deleted behind the log) —
+//! into a temp file that is fsynced and renamed over the segment's name.
+//! Indexes no source has split the result: what follows a hole goes to a
+//! new segment named by its first batch (rather than being dropped), and
+//! the hole stays a gap for a later repair. A hole at the segment's very
+//! start leaves the segment's file empty, so the log's first index does not
+//! silently move. Provided batches for a gap between segments (beyond the
+//! segment's own end) become a new segment named by their first batch. Each
+//! new file is scanned and verified, its index files written, and a new
+//! [`Segment`] replaces the old one in the map; readers that still hold the
+//! old one keep reading its old file.
+//!
+//! Crash safety: the segment's index files are removed before its rename
+//! (so a crash leaves them to be rebuilt, never stale), and a segment's own
+//! file is renamed before the new files after a hole, so a crash can leave a
+//! gap (found and repaired again) but never two segments claiming the same
+//! index.
 
-use std::ops::Range;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::{ControlFlow, Range};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
 
+use bytes::Bytes;
 use cairn_types::RecordBatch;
+use cairn_types::batch::{BatchHeader, HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::log::{PartitionLog, Pending};
+use crate::error::{IoContext, Result, StorageError};
+use crate::fsutil::fsync_dir;
+use crate::log::{ActiveState, LogInner, PartitionLog, Pending, open_segment_file};
+use crate::segment::{
+    READ_CHUNK, Segment, read_up_to, remove_index_files, scan_segment, segment_path,
+    write_index_files,
+};
+use crate::writer::Command;
 
 /// Log indexes per Merkle leaf: leaf `k` covers `[k * LEAF_SPAN, (k + 1) * LEAF_SPAN)`.
 pub const LEAF_SPAN: u64 = 256;
+
+/// Most leaves one digest request answers (32 MiB of digests), so a range
+/// like `0..u64::MAX` is refused instead of allocating without bound.
+const MAX_LEAVES: u64 = 1 << 20;
 
 /// A blake3 hash.
 pub type Digest = [u8; 32];
@@ -44,24 +161,1027 @@ pub struct LeafDigests {
 /// What a repair wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RepairOutcome {
+    /// Provided batches written.
     pub batches: u64,
+    /// Bytes of segment files written (rebuilt segments include the local
+    /// batches they kept).
     pub bytes_written: u64,
+    /// Segment files written (rebuilt ones and new ones).
     pub segments_rewritten: u32,
 }
 
 impl PartitionLog {
-    /// See the module docs.
+    /// The Merkle leaves of this log over the log indexes in `range`. See
+    /// the module docs for what a leaf covers and what counts as damaged.
+    ///
+    /// At most 2^20 leaves (2^28 indexes) per request; a larger range is
+    /// refused with [`StorageError::InvalidRequest`].
+    ///
+    /// `throttle` is called with the size of every chunk read from a
+    /// segment file (it may sleep to rate-limit). Call this from a blocking
+    /// thread: it reads files, but holds no lock the writer needs while
+    /// doing so.
     pub fn leaf_digests(
         &self,
-        _range: Range<u64>,
-        _mode: DigestMode,
-        _throttle: &mut dyn FnMut(u64),
+        range: Range<u64>,
+        mode: DigestMode,
+        throttle: &mut dyn FnMut(u64),
     ) -> Result<LeafDigests> {
-        unimplemented!("leaf digests")
+        let first_leaf = range.start / LEAF_SPAN;
+        let mut out = LeafDigests {
+            first_leaf,
+            leaves: Vec::new(),
+            damaged: Vec::new(),
+            bytes_read: 0,
+        };
+        if range.is_empty() {
+            return Ok(out);
+        }
+        let last_leaf = (range.end - 1) / LEAF_SPAN;
+        if last_leaf - first_leaf >= MAX_LEAVES {
+            return Err(StorageError::InvalidRequest {
+                path: self.inner.dir.clone(),
+                reason: format!(
+                    "digest of [{}, {}) would take more than {MAX_LEAVES} leaves; ask in parts",
+                    range.start, range.end
+                ),
+            });
+        }
+        let mut sums = vec![LeafSum::default(); (last_leaf - first_leaf + 1) as usize];
+
+        let purged = *self.inner.purged.read();
+        let slots: Vec<Slot> = self
+            .inner
+            .segments
+            .read()
+            .values()
+            .map(|seg| {
+                let meta = seg.meta.read();
+                Slot {
+                    seg: seg.clone(),
+                    len: meta.len,
+                    next_index: meta.next_index,
+                    next_offset: meta.next_offset,
+                }
+            })
+            .collect();
+        let end = slots.last().expect("a log always has a segment").next_index;
+        let first = slots[0]
+            .seg
+            .base_index
+            .max(purged.map_or(0, |p| p.index + 1))
+            .min(end);
+        let wanted = range.start.max(first)..range.end.min(end);
+
+        let mut io = ReadStats { throttle, bytes: 0 };
+        for (i, slot) in slots.iter().enumerate() {
+            let next = slots.get(i + 1);
+            // What this segment answers for: up to the next one's base, so
+            // a hole between segments is this one's damage.
+            let owned_end = next.map_or(slot.next_index, |n| n.seg.base_index);
+            let span = slot.seg.base_index.max(wanted.start)..owned_end.min(wanted.end);
+            if span.is_empty() {
+                continue;
+            }
+            let active = next.is_none();
+            let Some(entry) = segment_digest(&slot.seg, slot.len, active, mode, &mut io)? else {
+                out.damaged.push(span);
+                continue;
+            };
+            for k in span.start / LEAF_SPAN..=(span.end - 1) / LEAF_SPAN {
+                let Some(partial) = entry.leaves.get(&k) else {
+                    continue;
+                };
+                let part = (k * LEAF_SPAN).max(span.start)..((k + 1) * LEAF_SPAN).min(span.end);
+                let sum = &mut sums[(k - first_leaf) as usize];
+                if part.contains(&partial.first) && part.contains(&partial.last) {
+                    sum.merge(&partial.sum);
+                } else {
+                    read_part(&slot.seg, &entry, part, sum, &mut io);
+                }
+            }
+            subtract_into(&span, &entry.verified, &mut out.damaged);
+            // Indexes continue but offsets do not: the next segment's first
+            // batch cannot be trusted to be the entry the log had there
+            // (reads refuse to cross this boundary too).
+            if let Some(n) = next
+                && slot.next_index == n.seg.base_index
+                && slot.next_offset != n.seg.base_offset
+                && wanted.contains(&n.seg.base_index)
+            {
+                out.damaged.push(n.seg.base_index..n.seg.base_index + 1);
+            }
+        }
+        out.leaves = sums
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.digest(first_leaf + i as u64))
+            .collect();
+        out.damaged = merge_ranges(std::mem::take(&mut out.damaged));
+        out.bytes_read = io.bytes;
+        Ok(out)
     }
 
-    /// See the module docs.
-    pub fn repair(&self, _batches: Vec<RecordBatch>) -> Pending<RepairOutcome> {
-        unimplemented!("repair")
+    /// Replaces the batches at log indexes `[a, b)` — `a` the first given
+    /// batch's index, the batches contiguous in index and offset — with
+    /// these byte-identical copies from a healthy replica. See the module
+    /// docs. Refused with [`StorageError::InvalidRequest`] (nothing changed)
+    /// when they do not splice into the log.
+    pub fn repair(&self, batches: Vec<RecordBatch>) -> Pending<RepairOutcome> {
+        let log = self.inner.clone();
+        self.request(|reply| Command::Repair {
+            log,
+            batches,
+            reply,
+        })
+    }
+}
+
+/// One segment as seen at the start of a digest request.
+struct Slot {
+    seg: Arc<Segment>,
+    len: u64,
+    next_index: u64,
+    next_offset: u64,
+}
+
+/// Wrapping sums of batch hashes, and how many went in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LeafSum {
+    lanes: [u64; 4],
+    count: u64,
+}
+
+impl LeafSum {
+    fn add(&mut self, header: &BatchHeader) {
+        let mut h = blake3::Hasher::new();
+        h.update(&header.log_index.to_le_bytes());
+        h.update(&header.epoch.to_le_bytes());
+        h.update(&header.crc.to_le_bytes());
+        h.update(&header.batch_len.to_le_bytes());
+        let hash = h.finalize();
+        for (lane, chunk) in self.lanes.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
+            *lane = lane.wrapping_add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &LeafSum) {
+        for (lane, o) in self.lanes.iter_mut().zip(other.lanes) {
+            *lane = lane.wrapping_add(o);
+        }
+        self.count += other.count;
+    }
+
+    fn digest(&self, leaf: u64) -> Digest {
+        let mut h = blake3::Hasher::new();
+        h.update(b"cairn-leaf");
+        h.update(&leaf.to_le_bytes());
+        h.update(&self.count.to_le_bytes());
+        for lane in self.lanes {
+            h.update(&lane.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}
+
+/// One segment's share of one leaf, with the lowest and highest index in
+/// it (to tell whether a range that cuts the leaf can use it whole).
+#[derive(Debug, Clone, Copy)]
+struct PartialLeaf {
+    sum: LeafSum,
+    first: u64,
+    last: u64,
+}
+
+/// What identifies a file's contents cheaply: a change to any of these
+/// means it may have been written, cut or replaced since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(m: &fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    fn same_file(&self, other: &FileIdentity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// Where a scan of a segment continues: a byte position and the log index
+/// and offset the batch there must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    pos: u64,
+    index: u64,
+    offset: u64,
+}
+
+/// What a segment scan found. See the module docs.
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    /// Seen before the scan read the file.
+    identity: FileIdentity,
+    /// Bytes `[0, covered)` were examined.
+    covered: u64,
+    /// Where to continue once the segment grows; `None` when the scan
+    /// stopped at damage it cannot get past.
+    resume: Option<Resume>,
+    /// Indexes of the verified batches: merged, ascending.
+    verified: Vec<Range<u64>>,
+    leaves: BTreeMap<u64, PartialLeaf>,
+}
+
+impl CacheEntry {
+    fn new(identity: FileIdentity, seg: &Segment) -> CacheEntry {
+        CacheEntry {
+            identity,
+            covered: 0,
+            resume: Some(Resume {
+                pos: 0,
+                index: seg.base_index,
+                offset: seg.base_offset,
+            }),
+            verified: Vec::new(),
+            leaves: BTreeMap::new(),
+        }
+    }
+}
+
+/// Adds a verified batch to a segment's partial leaves and verified set.
+fn absorb(
+    leaves: &mut BTreeMap<u64, PartialLeaf>,
+    verified: &mut Vec<Range<u64>>,
+    header: &BatchHeader,
+) {
+    let i = header.log_index;
+    let leaf = leaves.entry(i / LEAF_SPAN).or_insert(PartialLeaf {
+        sum: LeafSum::default(),
+        first: i,
+        last: i,
+    });
+    leaf.sum.add(header);
+    leaf.first = leaf.first.min(i);
+    leaf.last = leaf.last.max(i);
+    match verified.last_mut() {
+        Some(r) if r.end == i => r.end = i + 1,
+        _ => verified.push(i..i + 1),
+    }
+}
+
+/// A segment's digest state, shared by every request. `epoch` counts
+/// invalidations: a scan stores its result only if none happened since it
+/// looked, so a truncate or repair racing with it cannot be undone.
+#[derive(Debug, Default)]
+pub(crate) struct DigestCache {
+    epoch: u64,
+    entry: Option<CacheEntry>,
+}
+
+impl DigestCache {
+    /// Forgets what was cached (the segment's bytes changed under the log's
+    /// own hand: truncated, repaired, deleted).
+    pub fn invalidate(&mut self) {
+        self.entry = None;
+        self.epoch += 1;
+    }
+
+    /// Re-records the file's identity after the writer changed it without
+    /// changing the batches (sealing trims the preallocated tail and
+    /// fsyncs), so the sealed segment is not read again for that.
+    pub fn refresh_identity(&mut self, file: &File) {
+        if let Some(entry) = &mut self.entry {
+            match file.metadata() {
+                Ok(m) => entry.identity = FileIdentity::of(&m),
+                Err(_) => self.invalidate(),
+            }
+        }
+    }
+}
+
+/// Counts what a request read and lets the caller throttle it.
+struct ReadStats<'a> {
+    throttle: &'a mut dyn FnMut(u64),
+    bytes: u64,
+}
+
+/// Reads a segment file forward in chunks of up to [`READ_CHUNK`] bytes,
+/// reading every byte at most once, and tolerating a file shorter than the
+/// log thinks (bytes past its end are simply not there).
+struct ChunkReader<'f, 's, 't> {
+    file: &'f File,
+    end: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+    stats: &'s mut ReadStats<'t>,
+    /// A read failed other than by reaching the end of the file.
+    failed: Option<io::Error>,
+}
+
+impl<'f, 's, 't> ChunkReader<'f, 's, 't> {
+    fn new(file: &'f File, end: u64, stats: &'s mut ReadStats<'t>) -> Self {
+        ChunkReader {
+            file,
+            end,
+            buf: Vec::new(),
+            buf_start: 0,
+            stats,
+            failed: None,
+        }
+    }
+
+    /// Bytes `[pos, pos + n)`, or `None` when they are not all there.
+    /// Positions must not go backwards between calls.
+    fn get(&mut self, pos: u64, n: usize) -> Option<&[u8]> {
+        let need_end = pos + n as u64;
+        if need_end > self.end || pos < self.buf_start {
+            return None;
+        }
+        let have_end = self.buf_start + self.buf.len() as u64;
+        if need_end > have_end {
+            if pos >= have_end {
+                self.buf.clear();
+            } else {
+                self.buf.drain(..(pos - self.buf_start) as usize);
+            }
+            self.buf_start = pos;
+            let from = pos + self.buf.len() as u64;
+            let want = (need_end - from)
+                .max(READ_CHUNK as u64)
+                .min(self.end - from) as usize;
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            let got = match read_up_to(self.file, &mut self.buf[old..], from) {
+                Ok(got) => got,
+                Err(e) => {
+                    self.failed = Some(e);
+                    0
+                }
+            };
+            self.buf.truncate(old + got);
+            if got > 0 {
+                self.stats.bytes += got as u64;
+                (self.stats.throttle)(got as u64);
+            }
+            if self.buf_start + (self.buf.len() as u64) < need_end {
+                return None;
+            }
+        }
+        let at = (pos - self.buf_start) as usize;
+        Some(&self.buf[at..at + n])
+    }
+}
+
+/// The header and bytes of an intact batch at `pos` (ending by `end`).
+fn intact_at<'r>(
+    reader: &'r mut ChunkReader<'_, '_, '_>,
+    pos: u64,
+    end: u64,
+) -> Option<(BatchHeader, &'r [u8])> {
+    if end.saturating_sub(pos) < HEADER_LEN as u64 {
+        return None;
+    }
+    let header = BatchHeader::parse(reader.get(pos, HEADER_LEN)?).ok()?;
+    if pos + u64::from(header.batch_len) > end {
+        return None;
+    }
+    let bytes = reader.get(pos, header.batch_len as usize)?;
+    (crc32c::crc32c(&bytes[8..]) == header.crc).then_some((header, bytes))
+}
+
+/// Hands `visit` every verified batch from `at` up to byte `end`, in
+/// sequence. A batch that fails its CRC but has a sane header is skipped
+/// when the batch after it is intact and takes the next index; other damage
+/// (garbage header, missing bytes, a batch out of sequence) ends the scan.
+///
+/// Returns where a later scan continues (after the end, or at a corrupt
+/// last batch that may yet get a successor), or `None` after damage that
+/// ends the segment. `visit` breaking ends the scan too.
+fn scan_batches(
+    reader: &mut ChunkReader<'_, '_, '_>,
+    mut at: Resume,
+    end: u64,
+    visit: &mut dyn FnMut(&BatchHeader, &[u8]) -> ControlFlow<()>,
+) -> Option<Resume> {
+    loop {
+        if at.pos >= end {
+            return Some(at);
+        }
+        if end - at.pos < HEADER_LEN as u64 {
+            return None;
+        }
+        let header = BatchHeader::parse(reader.get(at.pos, HEADER_LEN)?).ok()?;
+        let len = u64::from(header.batch_len);
+        if at.pos + len > end {
+            return None;
+        }
+        let bytes = reader.get(at.pos, len as usize)?;
+        if crc32c::crc32c(&bytes[8..]) == header.crc {
+            if header.log_index != at.index || header.base_offset != at.offset {
+                return None;
+            }
+            let next = Resume {
+                pos: at.pos + len,
+                index: at.index + 1,
+                offset: header.next_offset(),
+            };
+            if visit(&header, bytes).is_break() {
+                return Some(next);
+            }
+            at = next;
+            continue;
+        }
+        let next_pos = at.pos + len;
+        if next_pos >= end {
+            // Nothing after it yet: whether it can be skipped is decided
+            // when (if) the segment grows.
+            return Some(at);
+        }
+        match intact_at(reader, next_pos, end) {
+            Some((next, _)) if next.log_index == at.index + 1 && next.base_offset >= at.offset => {
+                at = Resume {
+                    pos: next_pos,
+                    index: at.index + 1,
+                    offset: next.base_offset,
+                };
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Brings a segment's cache entry up to date (see the module docs) and
+/// returns it; `None` when the segment's file is gone from its path.
+fn segment_digest(
+    seg: &Segment,
+    len: u64,
+    active: bool,
+    mode: DigestMode,
+    io: &mut ReadStats<'_>,
+) -> Result<Option<CacheEntry>> {
+    let on_path = match fs::metadata(&seg.path) {
+        Ok(m) => FileIdentity::of(&m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).ctx(|| format!("stat {}", seg.path.display())),
+    };
+    let held = seg
+        .file
+        .metadata()
+        .ctx(|| format!("stat {}", seg.path.display()))?;
+    if !on_path.same_file(&FileIdentity::of(&held)) {
+        // Another file took its name: what we would read is not what a
+        // restart would find.
+        return Ok(None);
+    }
+    let (epoch, cached) = {
+        let cache = seg.digest.lock();
+        (cache.epoch, cache.entry.clone())
+    };
+    let reusable = cached.filter(|e| {
+        mode == DigestMode::Cached
+            && e.covered <= len
+            && if active {
+                e.identity.same_file(&on_path) && on_path.len >= e.covered
+            } else {
+                e.identity == on_path
+            }
+    });
+    let mut entry = reusable.unwrap_or_else(|| CacheEntry::new(on_path, seg));
+    entry.identity = on_path;
+    let mut failed = None;
+    if entry.covered < len {
+        if let Some(from) = entry.resume {
+            let mut reader = ChunkReader::new(&seg.file, len, io);
+            let (leaves, verified) = (&mut entry.leaves, &mut entry.verified);
+            let resume = scan_batches(&mut reader, from, len, &mut |h, _| {
+                absorb(leaves, verified, h);
+                ControlFlow::Continue(())
+            });
+            entry.resume = resume;
+            failed = reader.failed.take();
+        }
+        entry.covered = len;
+    }
+    match failed {
+        // Counted as damage for this answer, but not remembered: the next
+        // request tries again.
+        Some(e) => {
+            tracing::warn!(segment = %seg.path.display(), error = %e, "reading segment for digest failed");
+        }
+        None => {
+            let mut cache = seg.digest.lock();
+            if cache.epoch == epoch {
+                cache.entry = Some(entry.clone());
+            }
+        }
+    }
+    Ok(Some(entry))
+}
+
+/// Adds to `sum` the batches with indexes in `part` that the segment's scan
+/// verified, reading from the sparse index point before `part.start`.
+fn read_part(
+    seg: &Segment,
+    entry: &CacheEntry,
+    part: Range<u64>,
+    sum: &mut LeafSum,
+    io: &mut ReadStats<'_>,
+) {
+    let start = seek_index(seg, part.start);
+    let mut reader = ChunkReader::new(&seg.file, entry.covered, io);
+    scan_batches(&mut reader, start, entry.covered, &mut |h, _| {
+        if h.log_index >= part.end {
+            return ControlFlow::Break(());
+        }
+        if h.log_index >= part.start && ranges_contain(&entry.verified, h.log_index) {
+            sum.add(h);
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// Where to start reading a segment for log index `index`: the last sparse
+/// index point at or before it.
+fn seek_index(seg: &Segment, index: u64) -> Resume {
+    let meta = seg.meta.read();
+    let rel = index.saturating_sub(seg.base_index);
+    let i = meta
+        .index
+        .partition_point(|p| u64::from(p.rel_index) <= rel);
+    match i.checked_sub(1).map(|i| meta.index[i]) {
+        Some(p) => Resume {
+            pos: u64::from(p.position),
+            index: seg.base_index + u64::from(p.rel_index),
+            offset: seg.base_offset + u64::from(p.rel_offset),
+        },
+        None => Resume {
+            pos: 0,
+            index: seg.base_index,
+            offset: seg.base_offset,
+        },
+    }
+}
+
+fn ranges_contain(ranges: &[Range<u64>], i: u64) -> bool {
+    let k = ranges.partition_point(|r| r.end <= i);
+    ranges.get(k).is_some_and(|r| r.contains(&i))
+}
+
+/// Pushes `span` minus the (ascending, disjoint) `have` ranges onto `out`.
+fn subtract_into(span: &Range<u64>, have: &[Range<u64>], out: &mut Vec<Range<u64>>) {
+    let mut at = span.start;
+    for r in have {
+        if r.end <= at {
+            continue;
+        }
+        if r.start >= span.end {
+            break;
+        }
+        if r.start > at {
+            out.push(at..r.start);
+        }
+        at = at.max(r.end);
+    }
+    if at < span.end {
+        out.push(at..span.end);
+    }
+}
+
+/// Sorts and merges overlapping or touching ranges.
+fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Repair (runs on the writer thread).
+
+/// The intact local batch at `index`, if any, read through the segment's
+/// open handle.
+fn local_batch(segments: &[Arc<Segment>], index: u64) -> Option<RecordBatch> {
+    let k = segments.partition_point(|s| s.base_index <= index);
+    let seg = &segments[k.checked_sub(1)?];
+    let len = {
+        let meta = seg.meta.read();
+        if index >= meta.next_index {
+            return None;
+        }
+        meta.len
+    };
+    let start = seek_index(seg, index);
+    let mut noop = |_: u64| {};
+    let mut stats = ReadStats {
+        throttle: &mut noop,
+        bytes: 0,
+    };
+    let mut reader = ChunkReader::new(&seg.file, len, &mut stats);
+    let mut found = None;
+    scan_batches(&mut reader, start, len, &mut |h, bytes| {
+        if h.log_index < index {
+            return ControlFlow::Continue(());
+        }
+        if h.log_index == index {
+            found = RecordBatch::from_bytes(Bytes::copy_from_slice(bytes)).ok();
+        }
+        ControlFlow::Break(())
+    });
+    found
+}
+
+/// Every intact batch of a segment, by index.
+fn local_batches(seg: &Segment) -> BTreeMap<u64, RecordBatch> {
+    let len = seg.meta.read().len;
+    let mut noop = |_: u64| {};
+    let mut stats = ReadStats {
+        throttle: &mut noop,
+        bytes: 0,
+    };
+    let mut reader = ChunkReader::new(&seg.file, len, &mut stats);
+    let mut out = BTreeMap::new();
+    let start = Resume {
+        pos: 0,
+        index: seg.base_index,
+        offset: seg.base_offset,
+    };
+    scan_batches(&mut reader, start, len, &mut |h, bytes| {
+        if let Ok(b) = RecordBatch::from_bytes(Bytes::copy_from_slice(bytes)) {
+            out.insert(h.log_index, b);
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = reader.failed {
+        tracing::warn!(segment = %seg.path.display(), error = %e, "reading segment for repair failed; keeping what was read");
+    }
+    out
+}
+
+/// A segment file a repair writes.
+struct NewFile {
+    base_index: u64,
+    base_offset: u64,
+    batches: Vec<RecordBatch>,
+    /// The segment it replaces (same name), if any.
+    replaces: Option<Arc<Segment>>,
+}
+
+/// Splits batches (ascending by index) into runs that continue each other
+/// in index and offset: what one segment file can hold.
+fn runs(batches: impl IntoIterator<Item = RecordBatch>) -> Vec<Vec<RecordBatch>> {
+    let mut out: Vec<Vec<RecordBatch>> = Vec::new();
+    for b in batches {
+        let continues = out.last().and_then(|r| r.last()).is_some_and(|p| {
+            p.log_index() + 1 == b.log_index() && p.next_offset() == b.base_offset()
+        });
+        match out.last_mut() {
+            Some(run) if continues => run.push(b),
+            _ => out.push(vec![b]),
+        }
+    }
+    out
+}
+
+/// Repairs `[a, b)` with `batches`. See the module docs.
+pub(crate) fn repair(
+    log: &LogInner,
+    st: &mut ActiveState,
+    batches: Vec<RecordBatch>,
+) -> Result<RepairOutcome> {
+    let refuse = |reason: String| {
+        Err(StorageError::InvalidRequest {
+            path: log.dir.clone(),
+            reason: format!("repair refused: {reason}"),
+        })
+    };
+    let (Some(first_batch), Some(last_batch)) = (batches.first(), batches.last()) else {
+        return refuse("no batches".into());
+    };
+    let (a, b) = (first_batch.log_index(), last_batch.log_index() + 1);
+    for (i, batch) in batches.iter().enumerate() {
+        // A RecordBatch was verified when built; check again rather than
+        // write bytes we cannot vouch for into a log being repaired.
+        let bytes = batch.as_bytes();
+        if bytes.len() != batch.header().batch_len as usize
+            || crc32c::crc32c(&bytes[8..]) != batch.header().crc
+        {
+            return refuse(format!("batch {} does not verify", batch.log_index()));
+        }
+        if i > 0 {
+            let prev = &batches[i - 1];
+            if batch.log_index() != prev.log_index() + 1 {
+                return refuse(format!(
+                    "batch index {} does not follow {}",
+                    batch.log_index(),
+                    prev.log_index()
+                ));
+            }
+            if batch.base_offset() != prev.next_offset() {
+                return refuse(format!(
+                    "batch {} starts at offset {}, the batch before ends at {}",
+                    batch.log_index(),
+                    batch.base_offset(),
+                    prev.next_offset()
+                ));
+            }
+        }
+    }
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    let first = segments[0]
+        .base_index
+        .max(log.purged.read().map_or(0, |p| p.index + 1));
+    if a < first || b > st.next_index {
+        return refuse(format!(
+            "[{a}, {b}) is not inside the log's [{first}, {})",
+            st.next_index
+        ));
+    }
+    // The offsets must splice into what is intact around the range.
+    let mut anchors_a = Vec::new();
+    if let Some(local) = local_batch(&segments, a) {
+        anchors_a.push(("the local batch there", local.base_offset()));
+    }
+    if let Some(local) = a.checked_sub(1).and_then(|p| local_batch(&segments, p)) {
+        anchors_a.push(("the local batch before ends there", local.next_offset()));
+    }
+    if let Some(seg) = segments.iter().find(|s| s.base_index == a) {
+        anchors_a.push(("its segment's name", seg.base_offset));
+    }
+    for (what, offset) in anchors_a {
+        if offset != first_batch.base_offset() {
+            return refuse(format!(
+                "batch {a} starts at offset {}, but {what} says {offset}",
+                first_batch.base_offset()
+            ));
+        }
+    }
+    let mut anchors_b = Vec::new();
+    if b < st.next_index
+        && let Some(local) = local_batch(&segments, b)
+    {
+        anchors_b.push(("the local batch there", local.base_offset()));
+    }
+    if let Some(seg) = segments.iter().find(|s| s.base_index == b) {
+        anchors_b.push(("its segment's name", seg.base_offset));
+    }
+    for (what, offset) in anchors_b {
+        if offset != last_batch.next_offset() {
+            return refuse(format!(
+                "the repaired range ends at offset {}, but batch {b} starts at {offset} per {what}",
+                last_batch.next_offset()
+            ));
+        }
+    }
+
+    // Only sealed segments are rewritten.
+    if b > st.segment.base_index && st.end_pos() > 0 {
+        crate::writer::roll(log, st)?;
+    }
+    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
+    let active_base = st.segment.base_index;
+    let mut provided: BTreeMap<u64, RecordBatch> =
+        batches.into_iter().map(|b| (b.log_index(), b)).collect();
+    let repaired_count = provided.len() as u64;
+
+    let mut files: Vec<NewFile> = Vec::new();
+    for pair in segments.windows(2) {
+        let (seg, next) = (&pair[0], &pair[1]);
+        if seg.base_index >= active_base {
+            break;
+        }
+        let meta_next = seg.meta.read().next_index;
+        // An empty segment owns the range up to the next one: new batches
+        // at its base must go into its file, which holds that name.
+        let own_end = if meta_next == seg.base_index {
+            next.base_index
+        } else {
+            meta_next
+        };
+        let own = seg.base_index..own_end;
+        let gap = own_end..next.base_index;
+        if own.start < b && a < own.end {
+            let mut sources = local_batches(seg);
+            sources.retain(|i, _| own.contains(i));
+            let mine: Vec<u64> = provided.range(own.clone()).map(|(i, _)| *i).collect();
+            for i in mine {
+                let batch = provided.remove(&i).expect("listed");
+                sources.insert(i, batch);
+            }
+            let mut runs = runs(sources.into_values());
+            // A run at the segment's base keeps its name: local batches there
+            // were verified against the name's offset, and a provided one was
+            // checked against it above. If the first entry is not to be had,
+            // the file is left empty: the name (and so the log's start) stays,
+            // the missing entries become a gap.
+            let head = if runs
+                .first()
+                .is_some_and(|r| r[0].log_index() == seg.base_index)
+            {
+                runs.remove(0)
+            } else {
+                Vec::new()
+            };
+            files.push(NewFile {
+                base_index: seg.base_index,
+                base_offset: seg.base_offset,
+                batches: head,
+                replaces: Some(seg.clone()),
+            });
+            for run in runs {
+                files.push(NewFile {
+                    base_index: run[0].log_index(),
+                    base_offset: run[0].base_offset(),
+                    batches: run,
+                    replaces: None,
+                });
+            }
+        }
+        if gap.start < b && a < gap.end {
+            trim_unverified_tail(seg)?;
+            let mine: Vec<RecordBatch> = {
+                let keys: Vec<u64> = provided.range(gap.clone()).map(|(i, _)| *i).collect();
+                keys.iter()
+                    .map(|i| provided.remove(i).expect("listed"))
+                    .collect()
+            };
+            for run in runs(mine) {
+                files.push(NewFile {
+                    base_index: run[0].log_index(),
+                    base_offset: run[0].base_offset(),
+                    batches: run,
+                    replaces: None,
+                });
+            }
+        }
+    }
+    debug_assert!(provided.is_empty(), "every repaired index has a segment");
+
+    let mut outcome = RepairOutcome {
+        batches: repaired_count,
+        ..RepairOutcome::default()
+    };
+    // Replaced segments first, then new ones (see the module docs).
+    files.sort_by_key(|f| f.replaces.is_none());
+    let mut written = Vec::with_capacity(files.len());
+    for f in &files {
+        let path = segment_path(&log.dir, f.base_index, f.base_offset);
+        outcome.bytes_written += write_segment_file(&path, &f.batches)?;
+        outcome.segments_rewritten += 1;
+        written.push(path);
+    }
+    fsync_dir(&log.dir)?;
+
+    let mut fresh = Vec::with_capacity(files.len());
+    for (f, path) in files.iter().zip(written) {
+        let file = open_segment_file(&path, false)?;
+        let scan = scan_segment(
+            &file,
+            f.base_index,
+            f.base_offset,
+            log.config.index_interval_bytes,
+        )?;
+        let expected_next = f.batches.last().map_or(f.base_index, |b| b.log_index() + 1);
+        if scan.stopped.is_some() || scan.meta.next_index != expected_next {
+            return Err(StorageError::Io {
+                context: format!("verify {} after repairing it", path.display()),
+                source: io::Error::other(format!(
+                    "scan stopped at {:?}, reached index {} of {expected_next}",
+                    scan.stopped, scan.meta.next_index
+                )),
+            });
+        }
+        write_index_files(&path, &scan.meta)?;
+        fresh.push(Arc::new(Segment::new(
+            f.base_index,
+            f.base_offset,
+            path,
+            file,
+            scan.meta,
+        )));
+    }
+    {
+        let mut map = log.segments.write();
+        for seg in fresh {
+            map.insert(seg.base_index, seg);
+        }
+    }
+    for f in &files {
+        if let Some(old) = &f.replaces {
+            old.digest.lock().invalidate();
+        }
+    }
+    tracing::info!(dir = %log.dir.display(), a, b, ?outcome, "repaired log range");
+    Ok(outcome)
+}
+
+/// Cuts bytes after a sealed segment's verified end: what is left of a batch
+/// cut short while the node was down (open serves the verified prefix only
+/// and keeps the bytes, so every open would complain about them again). Not
+/// part of the log, and the gap after the segment is being filled now.
+fn trim_unverified_tail(seg: &Segment) -> Result<()> {
+    let verified = seg.meta.read().len;
+    let len = seg
+        .file
+        .metadata()
+        .ctx(|| format!("stat {}", seg.path.display()))?
+        .len();
+    if len <= verified {
+        return Ok(());
+    }
+    tracing::info!(segment = %seg.path.display(), bytes = len - verified, "dropping unverified bytes after the segment's last batch");
+    seg.file
+        .set_len(verified)
+        .and_then(|()| seg.file.sync_all())
+        .ctx(|| format!("trim {}", seg.path.display()))?;
+    seg.digest.lock().invalidate();
+    Ok(())
+}
+
+/// Writes a segment file under `path` atomically (temp file, fsync,
+/// rename; the caller fsyncs the directory). Removes the old file's index
+/// files first, so a crash never pairs them with the new contents.
+fn write_segment_file(path: &Path, batches: &[RecordBatch]) -> Result<u64> {
+    let tmp = path.with_extension("log.tmp");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .ctx(|| format!("create {}", tmp.display()))?;
+    let mut len = 0u64;
+    for b in batches {
+        f.write_all(b.as_bytes())
+            .ctx(|| format!("write {}", tmp.display()))?;
+        len += b.len() as u64;
+    }
+    f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
+    drop(f);
+    remove_index_files(path)?;
+    fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_leaves_the_holes() {
+        let mut out = Vec::new();
+        subtract_into(&(0..20), &[2..5, 7..8, 15..30], &mut out);
+        assert_eq!(out, vec![0..2, 5..7, 8..15]);
+        let mut out = Vec::new();
+        subtract_into(&(10..12), &[0..5, 30..40], &mut out);
+        assert_eq!(out, vec![10..12]);
+    }
+
+    #[test]
+    fn merge_joins_touching_ranges() {
+        assert_eq!(merge_ranges(vec![5..7, 0..2, 2..3, 6..9]), vec![0..3, 5..9]);
+    }
+
+    #[test]
+    fn leaf_sums_combine_in_any_order() {
+        let headers: Vec<BatchHeader> = (0..5)
+            .map(|i| BatchHeader {
+                batch_len: 100 + i,
+                crc: i * 7,
+                magic: 2,
+                flags: 0,
+                count: 1,
+                base_offset: u64::from(i),
+                min_ts: 0,
+                max_ts: 0,
+                epoch: 3,
+                log_index: u64::from(i),
+            })
+            .collect();
+        let mut whole = LeafSum::default();
+        headers.iter().for_each(|h| whole.add(h));
+        let (mut x, mut y) = (LeafSum::default(), LeafSum::default());
+        headers[3..].iter().for_each(|h| x.add(h));
+        headers[..3].iter().for_each(|h| y.add(h));
+        x.merge(&y);
+        assert_eq!(whole, x);
+        assert_eq!(whole.digest(0), x.digest(0));
+        assert_ne!(whole.digest(0), whole.digest(1));
     }
 }

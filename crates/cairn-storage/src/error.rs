@@ -23,6 +23,25 @@ pub enum StorageError {
         #[source]
         source: BatchError,
     },
+    /// Log entries the log should hold are not there: the next segment does
+    /// not continue the previous one (a segment file was deleted or cut
+    /// short behind the log's back). Never skipped silently: the caller
+    /// repairs the range from another replica.
+    #[error("log entries [{from_index}, {to_index}) are missing before {path}")]
+    Missing {
+        path: PathBuf,
+        from_index: u64,
+        to_index: u64,
+    },
+    /// A segment file is shorter than the bytes the log published for it
+    /// (cut behind the log's back).
+    #[error("segment {path} ends before byte {position} the log holds: {source}")]
+    ShortRead {
+        path: PathBuf,
+        position: u64,
+        #[source]
+        source: io::Error,
+    },
     #[error("offset {requested} is out of range: the log holds [{start}, {end})")]
     OffsetOutOfRange {
         requested: u64,
@@ -68,7 +87,9 @@ pub enum StorageError {
 impl StorageError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            StorageError::Corruption { .. } => ErrorCode::Corruption,
+            StorageError::Corruption { .. }
+            | StorageError::Missing { .. }
+            | StorageError::ShortRead { .. } => ErrorCode::Corruption,
             StorageError::OffsetOutOfRange { .. } | StorageError::IndexOutOfRange { .. } => {
                 ErrorCode::OffsetOutOfRange
             }
@@ -82,6 +103,18 @@ impl StorageError {
             | StorageError::InvalidRequest { .. }
             | StorageError::UnsupportedFormat { .. } => ErrorCode::Storage,
         }
+    }
+
+    /// True when stored data is corrupt, missing or cut short: the answer
+    /// cannot come from this replica until the range is repaired, but
+    /// another replica may serve it.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Corruption { .. }
+                | StorageError::Missing { .. }
+                | StorageError::ShortRead { .. }
+        )
     }
 }
 

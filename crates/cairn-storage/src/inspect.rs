@@ -332,7 +332,7 @@ fn inspect_segment(
                 }
                 report.data_bytes = cursor.position();
             }
-            Err(CursorError::Io(e)) => {
+            Err(CursorError::Io { source: e, .. }) => {
                 return Err(e).ctx(|| format!("read {}", path.display()));
             }
             Err(CursorError::Batch { position, error }) => {

@@ -32,6 +32,17 @@
 //! read is returned as [`StorageError::Corruption`]; corrupt bytes are never
 //! served.
 //!
+//! # Anti-entropy
+//! [`PartitionLog::leaf_digests`] hashes a range of log indexes into Merkle
+//! leaves built from the stored per-batch CRCs, equal on replicas that hold
+//! the same entries however their segments are split, and lists what this
+//! replica should hold but cannot vouch for (corrupt, cut short, deleted
+//! behind its back); per-segment partial sums are cached, so a periodic
+//! comparison reads only what is new or changed. [`PartitionLog::repair`]
+//! splices byte-identical batches from a healthy replica back in. Reads
+//! never skip damage: a gap between segments fails with
+//! [`StorageError::Missing`] ([`StorageError::is_damage`]). See `digest`.
+//!
 //! # Retention
 //! Whole segments are deleted from the start of the log by age (newest entry
 //! older than `retention_ms`) and by total size (`retention_bytes`).

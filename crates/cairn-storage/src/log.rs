@@ -23,6 +23,11 @@
 //! Reads take the segment map's read lock just long enough to clone the
 //! segments they need, then read with `pread` outside any lock; a segment
 //! deleted by retention meanwhile stays readable through its open handle.
+//! A scan crossing into the next segment checks that it starts where the
+//! previous one ends (index and offset): entries missing in between (a
+//! segment file deleted or cut short behind the log) fail the scan with
+//! [`StorageError::Missing`] instead of being skipped, so the caller can
+//! repair the range (see `digest`) and serve it from another replica.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -386,13 +391,13 @@ impl PartitionLog {
             let file = open_segment_file(&path, false)?;
             segments.insert(
                 last_index,
-                Arc::new(Segment {
-                    base_index: last_index,
-                    base_offset: last_offset,
+                Arc::new(Segment::new(
+                    last_index,
+                    last_offset,
                     path,
                     file,
-                    meta: RwLock::new(SegmentMeta::empty(last_index, last_offset)),
-                }),
+                    SegmentMeta::empty(last_index, last_offset),
+                )),
             );
         }
 
@@ -466,7 +471,10 @@ impl PartitionLog {
         &self.inner.config
     }
 
-    fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command) -> Pending<T> {
+    pub(crate) fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Pending<T> {
         let (tx, rx) = oneshot::channel();
         match self.inner.tx.send(make(tx)) {
             Ok(()) => Pending::new(rx),
@@ -628,6 +636,28 @@ impl PartitionLog {
         (first.min(end), end)
     }
 
+    /// Every segment in index order, each with where it must start to
+    /// continue the one before it (see [`ReadSpan`]).
+    fn segments_in_order(&self) -> Vec<(Arc<Segment>, Follows)> {
+        let purged = *self.inner.purged.read();
+        let map = self.inner.segments.read();
+        let mut prev = None;
+        map.values()
+            .map(|s| {
+                let follows = prev;
+                let meta = s.meta.read();
+                // Segments holding only purged entries are about to go (a
+                // purge or a restart after one deletes them after starting
+                // the new segment): nothing after them must continue them.
+                prev = match purged {
+                    Some(p) if meta.next_index <= p.index + 1 => None,
+                    _ => Some((meta.next_index, meta.next_offset)),
+                };
+                (s.clone(), follows)
+            })
+            .collect()
+    }
+
     /// The first readable log index, if the log holds any entry.
     pub fn first_index(&self) -> Option<u64> {
         let (first, end) = self.index_bounds();
@@ -727,21 +757,22 @@ impl PartitionLog {
                 end,
             });
         }
-        let segments: Vec<(Arc<Segment>, u64, u64)> = {
-            let all: Vec<Arc<Segment>> = self.inner.segments.read().values().cloned().collect();
+        let segments: Vec<ReadSpan> = {
+            let all = self.segments_in_order();
             // Base offsets never decrease along the log; a segment followed
             // by one with the same base offset holds no entries at all, so
             // the last segment starting at or before `from` is the one.
-            let first = all.partition_point(|s| s.base_offset <= from).max(1) - 1;
+            let first = all.partition_point(|(s, _)| s.base_offset <= from).max(1) - 1;
             all[first..]
                 .iter()
-                .map(|s| {
+                .map(|(s, follows)| {
                     let meta = s.meta.read();
-                    (
-                        s.clone(),
-                        meta.position_for_offset(s.base_offset, from),
-                        meta.len,
-                    )
+                    ReadSpan {
+                        seg: s.clone(),
+                        from: meta.position_for_offset(s.base_offset, from),
+                        to: meta.len,
+                        follows: *follows,
+                    }
                 })
                 .collect()
         };
@@ -787,17 +818,20 @@ impl PartitionLog {
                 end,
             });
         }
-        let segments: Vec<(Arc<Segment>, u64, u64)> = {
-            let map = self.inner.segments.read();
-            let first = map.range(..=from).next_back().map_or(start, |(b, _)| *b);
-            map.range(first..)
-                .map(|(_, s)| {
+        let segments: Vec<ReadSpan> = {
+            let all = self.segments_in_order();
+            // The last segment starting at or before `from` holds it.
+            let first = all.partition_point(|(s, _)| s.base_index <= from).max(1) - 1;
+            all[first..]
+                .iter()
+                .map(|(s, follows)| {
                     let meta = s.meta.read();
-                    (
-                        s.clone(),
-                        meta.position_for_index(s.base_index, from),
-                        meta.len,
-                    )
+                    ReadSpan {
+                        seg: s.clone(),
+                        from: meta.position_for_index(s.base_index, from),
+                        to: meta.len,
+                        follows: *follows,
+                    }
                 })
                 .collect()
         };
@@ -831,8 +865,11 @@ impl PartitionLog {
                 return ControlFlow::Break(());
             }
             bytes += batch.len();
+            let last = batch.log_index() + 1 >= to;
             out.push(batch);
-            if bytes >= max_bytes {
+            // Stop at the range's last batch rather than at the one after
+            // it: the range may end right before damage.
+            if bytes >= max_bytes || last {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -863,17 +900,20 @@ impl PartitionLog {
     ) -> Result<ScanStats> {
         let mut stats = ScanStats::default();
         let lookup_started = Instant::now();
-        let segments: Vec<(Arc<Segment>, u64, u64)> = self
-            .inner
-            .segments
-            .read()
-            .values()
-            .filter_map(|seg| {
+        let segments: Vec<ReadSpan> = self
+            .segments_in_order()
+            .into_iter()
+            .filter_map(|(seg, follows)| {
                 let meta = seg.meta.read();
                 if !meta.has_data() || meta.max_ts < start_us || meta.min_ts > end_us {
                     return None;
                 }
-                Some((seg.clone(), meta.position_for_time(start_us), meta.len))
+                Some(ReadSpan {
+                    from: meta.position_for_time(start_us),
+                    to: meta.len,
+                    follows,
+                    seg: seg.clone(),
+                })
             })
             .collect();
         stats.index_lookup = lookup_started.elapsed();
@@ -885,15 +925,47 @@ impl PartitionLog {
     }
 }
 
-/// Reads `(segment, from position, to position)` ranges in order, handing
-/// `visit` every verified batch that `wanted` accepts, and times the reads.
+/// `(next index, next offset)` a segment must start at to continue the one
+/// before it; `None` when there is nothing to continue.
+type Follows = Option<(u64, u64)>;
+
+/// One segment's share of a scan.
+struct ReadSpan {
+    seg: Arc<Segment>,
+    /// Byte range to read.
+    from: u64,
+    to: u64,
+    /// `(next index, next offset)` of the segment before this one in the
+    /// map: where this one must start. `None` when there is nothing to
+    /// continue (first segment, or the one before holds only purged entries).
+    follows: Follows,
+}
+
+/// Reads spans in order, handing `visit` every verified batch that `wanted`
+/// accepts, and times the reads. A span that does not continue the segment
+/// before it (entries missing between them) fails the scan: a reader must
+/// never be handed a log with a silent hole in it.
 fn read_segments(
-    segments: Vec<(Arc<Segment>, u64, u64)>,
+    segments: Vec<ReadSpan>,
     mut stats: ScanStats,
     wanted: impl Fn(&RecordBatch) -> bool,
     mut visit: impl FnMut(RecordBatch) -> ControlFlow<()>,
 ) -> Result<ScanStats> {
-    for (seg, pos, len) in segments {
+    for (
+        i,
+        ReadSpan {
+            seg,
+            from: pos,
+            to: len,
+            follows,
+        },
+    ) in segments.into_iter().enumerate()
+    {
+        // The first span's predecessor was not read, so its end is not ours
+        // to check.
+        if i > 0 {
+            check_follows(&seg, follows)?;
+        }
         let mut cursor = BatchCursor::new(&seg.file, pos, len);
         loop {
             let read_started = Instant::now();
@@ -914,9 +986,40 @@ fn read_segments(
     Ok(stats)
 }
 
+/// Fails when `seg` does not start where the segment before it ends.
+fn check_follows(seg: &Segment, follows: Follows) -> Result<()> {
+    let Some((index, offset)) = follows else {
+        return Ok(());
+    };
+    if (index, offset) == (seg.base_index, seg.base_offset) {
+        return Ok(());
+    }
+    // Indexes missing, or (same index) the offsets do not splice: then the
+    // segment's first entry is the one in doubt.
+    let (from_index, to_index) = if index < seg.base_index {
+        (index, seg.base_index)
+    } else {
+        (seg.base_index, seg.base_index + 1)
+    };
+    Err(StorageError::Missing {
+        path: seg.path.clone(),
+        from_index,
+        to_index,
+    })
+}
+
 pub(crate) fn cursor_error(path: &Path, e: CursorError) -> StorageError {
     match e {
-        CursorError::Io(source) => StorageError::Io {
+        CursorError::Io { position, source }
+            if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            StorageError::ShortRead {
+                path: path.to_path_buf(),
+                position,
+                source,
+            }
+        }
+        CursorError::Io { source, .. } => StorageError::Io {
             context: format!("read {}", path.display()),
             source,
         },
@@ -963,13 +1066,7 @@ fn open_sealed(
             outcome.meta
         }
     };
-    Ok(Segment {
-        base_index,
-        base_offset,
-        path,
-        file,
-        meta: RwLock::new(meta),
-    })
+    Ok(Segment::new(base_index, base_offset, path, file, meta))
 }
 
 /// Creates a new, empty segment file (the caller fsyncs the directory).
@@ -980,11 +1077,11 @@ pub(crate) fn create_segment(
 ) -> Result<Arc<Segment>> {
     let path = segment_path(dir, base_index, base_offset);
     let file = open_segment_file(&path, true)?;
-    Ok(Arc::new(Segment {
+    Ok(Arc::new(Segment::new(
         base_index,
         base_offset,
         path,
         file,
-        meta: RwLock::new(SegmentMeta::empty(base_index, base_offset)),
-    }))
+        SegmentMeta::empty(base_index, base_offset),
+    )))
 }

@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 use cairn_types::batch::{BatchHeader, HEADER_LEN};
 use cairn_types::{BatchError, RecordBatch};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::digest::DigestCache;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::atomic_write;
 
@@ -115,6 +116,27 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub file: File,
     pub meta: RwLock<SegmentMeta>,
+    /// Digest partial sums of this segment's batches (see `digest`).
+    pub digest: Mutex<DigestCache>,
+}
+
+impl Segment {
+    pub fn new(
+        base_index: u64,
+        base_offset: u64,
+        path: PathBuf,
+        file: File,
+        meta: SegmentMeta,
+    ) -> Segment {
+        Segment {
+            base_index,
+            base_offset,
+            path,
+            file,
+            meta: RwLock::new(meta),
+            digest: Mutex::new(DigestCache::default()),
+        }
+    }
 }
 
 pub(crate) fn segment_path(dir: &Path, base_index: u64, base_offset: u64) -> PathBuf {
@@ -165,8 +187,16 @@ pub(crate) const READ_CHUNK: usize = 256 << 10;
 /// Why a cursor stopped before its end position.
 #[derive(Debug)]
 pub(crate) enum CursorError {
-    Io(std::io::Error),
-    Batch { position: u64, error: BatchError },
+    /// Reading at `position` failed (`UnexpectedEof`: the file is shorter
+    /// than the range the cursor was given).
+    Io {
+        position: u64,
+        source: std::io::Error,
+    },
+    Batch {
+        position: u64,
+        error: BatchError,
+    },
 }
 
 impl<'a> BatchCursor<'a> {
@@ -201,7 +231,16 @@ impl<'a> BatchCursor<'a> {
         }
         let want = need.max(READ_CHUNK).min((self.end - self.pos) as usize);
         let mut chunk = BytesMut::zeroed(want);
-        self.file.read_exact_at(&mut chunk, self.pos)?;
+        // A file cut short behind the log fails only the batches it lost,
+        // not every batch that shares a read chunk with them.
+        let got = read_up_to(self.file, &mut chunk, self.pos)?;
+        if got < need {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ends {got} bytes after it, {need} needed"),
+            ));
+        }
+        chunk.truncate(got);
         self.buf = chunk.freeze();
         self.buf_start = self.pos;
         Ok(())
@@ -221,7 +260,10 @@ impl<'a> BatchCursor<'a> {
             });
         }
         if let Err(e) = self.fill(HEADER_LEN) {
-            return Some(Err(CursorError::Io(e)));
+            return Some(Err(CursorError::Io {
+                position,
+                source: e,
+            }));
         }
         let at = (self.pos - self.buf_start) as usize;
         let header = match BatchHeader::parse(&self.buf[at..]) {
@@ -236,7 +278,10 @@ impl<'a> BatchCursor<'a> {
             });
         }
         if let Err(e) = self.fill(len) {
-            return Some(Err(CursorError::Io(e)));
+            return Some(Err(CursorError::Io {
+                position,
+                source: e,
+            }));
         }
         let at = (self.pos - self.buf_start) as usize;
         let batch = match RecordBatch::from_bytes(self.buf.slice(at..at + len)) {
@@ -255,6 +300,21 @@ impl<'a> BatchCursor<'a> {
         self.pos += len as u64;
         Some(Ok(batch))
     }
+}
+
+/// Reads into `buf` from `pos` until it is full or the file ends; returns
+/// the bytes read.
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// The result of reading a segment from the start to learn its contents.
@@ -306,7 +366,7 @@ pub(crate) fn scan_segment(
                 meta.last_term = batch.term();
                 meta.len = cursor.position();
             }
-            Err(CursorError::Io(e)) => {
+            Err(CursorError::Io { source: e, .. }) => {
                 return Err(StorageError::Io {
                     context: "read segment".into(),
                     source: e,

@@ -20,9 +20,13 @@
 //! hole), cuts the segment holding the index and syncs it, and makes it the
 //! active one; `purge` records the purged entry in `purged.json`, then
 //! deletes the segments that hold nothing newer (a purge past the last entry
-//! first starts a fresh, empty segment after it). A failed write or sync *poisons* the log: after fsync
-//! fails the page cache cannot be trusted, so the log refuses appends until it
-//! is reopened and recovered from what is really on disk.
+//! first starts a fresh, empty segment after it). Anti-entropy's `repair`
+//! runs here too: it rolls the active segment if the range reaches it and
+//! rewrites sealed segments (see `digest`).
+//!
+//! A failed write or sync *poisons* the log: after fsync fails the page
+//! cache cannot be trusted, so the log refuses appends until it is reopened
+//! and recovered from what is really on disk.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -85,6 +89,12 @@ pub(crate) enum Command {
     Sync {
         log: Arc<LogInner>,
         reply: Reply<()>,
+    },
+    /// Replace a damaged range with batches from another replica.
+    Repair {
+        log: Arc<LogInner>,
+        batches: Vec<RecordBatch>,
+        reply: Reply<crate::digest::RepairOutcome>,
     },
     // Close and Shutdown answer on a std channel: they are awaited by
     // blocking callers, possibly on an async runtime's thread (a Drop), where
@@ -357,6 +367,26 @@ impl Writer {
                     && st.poisoned.is_none()
                 {
                     poison(&log, &mut st, e.to_string());
+                }
+                log.reset_head(&st);
+                let _ = reply.send(result);
+            }
+            Command::Repair {
+                log,
+                batches,
+                reply,
+            } => {
+                let mut st = log.active.lock();
+                let result = match &st.poisoned {
+                    Some(reason) => Err(poisoned(&log, reason)),
+                    None => crate::digest::repair(&log, &mut st, batches),
+                };
+                if let Err(e) = &result {
+                    // A refusal changed nothing; anything else may have left
+                    // files half rewritten: reopen to recover.
+                    if !matches!(e, StorageError::InvalidRequest { .. }) && st.poisoned.is_none() {
+                        poison(&log, &mut st, e.to_string());
+                    }
                 }
                 log.reset_head(&st);
                 let _ = reply.send(result);
@@ -662,7 +692,7 @@ fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
         .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
 }
 
-fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
+pub(crate) fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
     debug_assert!(st.staged.is_empty(), "roll with staged bytes");
     let old = st.segment.clone();
     if st.allocated > st.write_pos {
@@ -674,6 +704,9 @@ fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
     old.file
         .sync_all()
         .ctx(|| format!("fsync {}", old.path.display()))?;
+    // Trimming and syncing changed the file's size and mtime, not its
+    // batches: keep its digest cache valid.
+    old.digest.lock().refresh_identity(&old.file);
     write_index_files(&old.path, &old.meta.read())?;
     let segment = create_segment(&log.dir, st.next_index, st.next_offset)?;
     fsync_dir(&log.dir)?;
@@ -690,6 +723,7 @@ fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
 /// the directory). Readers holding it keep reading through their handle.
 fn delete_segment(log: &LogInner, seg: &Segment) -> Result<()> {
     log.segments.write().remove(&seg.base_index);
+    seg.digest.lock().invalidate();
     fs::remove_file(&seg.path).ctx(|| format!("delete {}", seg.path.display()))?;
     remove_index_files(&seg.path)
 }
@@ -797,6 +831,9 @@ fn truncate(log: &LogInner, st: &mut ActiveState, from: u64) -> Result<()> {
         });
     }
     *target.meta.write() = outcome.meta.clone();
+    // After the new meta is published: a digest scan that began before
+    // cannot store what it saw of the old contents.
+    target.digest.lock().invalidate();
     st.replace(target, &outcome.meta, outcome.bytes_since_index);
     tracing::debug!(dir = %log.dir.display(), from, "truncated log");
     Ok(())
