@@ -388,7 +388,10 @@ impl Writer {
                         poison(&log, &mut st, e.to_string());
                     }
                 }
-                log.reset_head(&st);
+                // No `reset_head`: unlike truncate and purge, a repair runs
+                // while appends flow, and those already stamped and queued
+                // behind it own the indexes after the writer's head. A
+                // repair never moves the log's end.
                 let _ = reply.send(result);
             }
             Command::Retention { log, now_us, reply } => {

@@ -805,3 +805,31 @@ fn given_a_garbage_header_the_rest_of_the_segment_is_damaged_and_repair_restores
     assert_same(&pair.a, &pair.b, 0..N);
     pair.assert_a_files_clean();
 }
+
+/// Regression: a repair reset the submission head to the writer's, so
+/// appends already stamped and queued behind the repair were followed by
+/// an "append out of sequence" refusal (which stopped a follower's Raft).
+#[test]
+fn given_appends_queued_behind_a_repair_they_and_later_appends_succeed() {
+    let pair = Pair::new(N);
+    let (path, _, _) = locate(&pair.a_dir(), 100);
+    let range = file_range(&pair.a_dir(), &path);
+    flip(&pair.a_dir(), range.start + 1);
+    let batches = pair.b.read_index_range(range.clone(), usize::MAX).unwrap();
+    // Queued at once, without waiting: the appends line up behind the repair.
+    let repaired = pair.a.repair(batches);
+    let queued: Vec<_> = (N..N + 50)
+        .map(|i| {
+            let (b, id) = batch_for(i);
+            pair.a.append_entry(b, id).unwrap().1
+        })
+        .collect();
+    repaired.wait().unwrap();
+    for p in queued {
+        p.wait().unwrap();
+    }
+    append_range(&pair.a, N + 50..N + 60);
+    append_range(&pair.b, N..N + 60);
+    assert_eq!(pair.a.index_bounds(), (0, N + 60));
+    assert_same(&pair.a, &pair.b, 0..N + 60);
+}

@@ -360,7 +360,20 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
         "a read returned data that differs from what was acknowledged"
     );
     ensure!(served.load(Ordering::Relaxed) > 0, "no read succeeded");
-    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
+    if let Err(e) = verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await {
+        // The nodes' errors say why a replica stopped (e.g. its Raft quit).
+        for (i, node) in c.nodes.iter_mut().enumerate() {
+            if let Some(n) = node.as_mut() {
+                let log = n.kill_and_log();
+                let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+                eprintln!("node {} errors (last 20):", i + 1);
+                for line in &errors[errors.len().saturating_sub(20)..] {
+                    eprintln!("  {line}");
+                }
+            }
+        }
+        return Err(e);
+    }
 
     // Healthy again: a deep scan copies nothing, and the repairs show in
     // the metrics and the CLI.

@@ -99,7 +99,7 @@ impl NodeProcess {
         status.with_context(|| format!("node stderr:\n{}", log.unwrap_or_default()))
     }
 
-    fn kill_and_log(&mut self) -> String {
+    pub fn kill_and_log(&mut self) -> String {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
