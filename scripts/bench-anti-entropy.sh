@@ -54,13 +54,14 @@ echo "== filling: $fill_rate entries/s x 1000 B for ${fill_secs}s"
 $bin bench steady --server "$url" --api binary --tcp "$tcp" --rate $fill_rate --duration "${fill_secs}s" \
   --batch-size 1000 --entry-size 1000 --partitions 1 --connections 2 --max-in-flight 8 \
   --keep-streams --stream-prefix fill --no-verify --json "$scratch/fill.json" >"$scratch/fill.out" 2>&1
-python3 scripts/bench_summary.py fill "$scratch/fill.json" | head -1
+python3 scripts/bench_summary.py fill "$scratch/fill.json" | grep -v verification
 sleep 2
 curl -sf "$url/v1/streams" | python3 -c '
 import json,sys
 for s in json.load(sys.stdin)["streams"]:
     for p in s["partitions"]:
-        print(f"   stream {s[\"name\"]} partition {p[\"partition\"]}: {p[\"size_bytes\"]/1e9:.2f} GB in {p[\"segments\"]} segments, entries [{p[\"start_offset\"]}, {p[\"end_offset\"]})")'
+        print("   stream %s partition %d: %.2f GB in %d segments, entries [%d, %d)" % (
+            s["name"], p["partition"], p["size_bytes"] / 1e9, p["segments"], p["start_offset"], p["end_offset"]))'
 
 scan() {  # label, extra flags
   local label=$1; shift
@@ -91,7 +92,7 @@ load() {
   $bin bench steady --server "$url" --api binary --tcp "$tcp" --rate 20k --duration 20s \
     --batch-size 10 --partitions 4 --connections 4 --max-in-flight 64 --no-verify \
     --json "$scratch/$1.json" >"$scratch/$1.out" 2>&1
-  python3 scripts/bench_summary.py "$1" "$scratch/$1.json" | head -1
+  python3 scripts/bench_summary.py "$1" "$scratch/$1.json" | grep -v verification
 }
 echo "== ingest 20k entries/s in 10-entry requests, scan off vs on"
 load ingest-scan-off

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{
-    AntiEntropyStatus, Client, Consistency, ReadParams, ScanRequest, ScanResponse, StreamConfig,
+    AntiEntropyStatus, Client, Consistency, QueryParams, ReadParams, ScanRequest, ScanResponse,
+    StreamConfig,
 };
 use support::cluster::TestCluster;
 use support::load::{Acked, Load, verify_acknowledged};
@@ -109,7 +110,8 @@ fn flip_bytes(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads every partition through every node, both consistencies, until
+/// Reads every partition through every node, both consistencies, and
+/// queries the stream through every node, until
 /// `stop`; counts entries whose acknowledged message differs from what a
 /// read returned (must stay 0) and reads that failed.
 async fn read_while_damaged(
@@ -153,6 +155,35 @@ async fn read_while_damaged(
                             failed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                }
+            }
+            // A query fans out over the partitions; each replica answers
+            // from its own copy.
+            let query = client
+                .query(
+                    STREAM,
+                    &QueryParams {
+                        limit: Some(10_000),
+                        consistency: Some(Consistency::Any),
+                        ..QueryParams::default()
+                    },
+                )
+                .await;
+            match query {
+                Ok(r) if r.failed_partitions.is_empty() => {
+                    served.fetch_add(1, Ordering::Relaxed);
+                    let acked = acked.lock();
+                    for e in &r.entries {
+                        if acked
+                            .get(&(e.partition, e.offset))
+                            .is_some_and(|m| *m != e.entry.message)
+                        {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ => {
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

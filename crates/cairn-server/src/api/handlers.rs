@@ -481,10 +481,17 @@ pub async fn query(
         .map(|(p, g)| {
             let (log, committed, filter) =
                 (g.log.clone(), g.state.applied_end_offset(), filter.clone());
+            let quarantined = g.quarantined();
             let submitted = Instant::now();
             (
                 p,
                 tokio::task::spawn_blocking(move || {
+                    if let Some(reason) = quarantined {
+                        return Err(ApiError::new(
+                            ErrorCode::Corruption,
+                            format!("this replica of partition {p} is quarantined: {reason}"),
+                        ));
+                    }
                     let queued = submitted.elapsed();
                     read::query_partition(&log, p, &filter, limit, committed).map(|m| (m, queued))
                 }),
@@ -511,22 +518,50 @@ pub async fn query(
     let peer_answers = futures::future::join_all(peers).await;
 
     let mut parts = Vec::with_capacity(tasks.len());
+    let mut damaged = Vec::new();
     for (p, task) in tasks {
         match task.await? {
             Ok((part, queued)) => {
                 record_read_stages(metrics, queued, &part.stats);
                 parts.push(part);
             }
-            Err(e) => {
-                if e.code == ErrorCode::Corruption {
-                    node.cluster()
-                        .report_damage(stream.partitions[p as usize].group);
-                }
-                failed.push(failure(p, &e));
+            Err(e) if e.code == ErrorCode::Corruption => {
+                node.cluster()
+                    .report_damage(stream.partitions[p as usize].group);
+                damaged.push((p, e));
             }
+            Err(e) => failed.push(failure(p, &e)),
         }
     }
     let mut answers = vec![read::merge(parts, limit)];
+    // Partitions whose replica here is damaged (or quarantined): ask the
+    // other replicas, each reading its own copy.
+    for (p, e) in damaged {
+        let mut params = params.clone();
+        params.limit = Some(limit);
+        params.consistency = Some(Consistency::Any);
+        params.partitions = Some(p.to_string());
+        let me = node.cluster().node_id();
+        let mut answer = None;
+        if !forwarded {
+            for &to in stream.partitions[p as usize]
+                .replicas
+                .iter()
+                .filter(|n| **n != me)
+            {
+                if let Ok(r) = query_peer(&node, to, &name, &params).await
+                    && r.failed_partitions.is_empty()
+                {
+                    answer = Some(r);
+                    break;
+                }
+            }
+        }
+        match answer {
+            Some(r) => answers.push(r),
+            None => failed.push(failure(p, &e)),
+        }
+    }
     for answer in peer_answers {
         match answer {
             Ok(r) => answers.push(r),
