@@ -20,9 +20,9 @@
 //! 2. The leader builds its tree; for each follower it compares roots and
 //!    descends only into differing subtrees ([`tree::descend`]).
 //! 3. For every differing leaf, each replica's digest is gathered and the
-//!    value a majority holds is taken as right. Without a majority (e.g. one
-//!    of three replicas unreachable), replicas that report no damage of
-//!    their own and agree win.
+//!    right one decided ([`right_version`]): never one a replica found
+//!    damaged itself (corrupt or missing batches); of the others, the only
+//!    one or the one a majority holds.
 //! 4. Each replica in the minority gets the leaf's batches from one in the
 //!    majority, byte for byte, and rewrites its segment files
 //!    (`PartitionLog::repair`); its leaves are then compared again. A
@@ -204,34 +204,38 @@ pub struct Version {
 }
 
 /// The replicas holding the right version of a leaf on which replicas
-/// differ: those holding the version more than half of them hold; without
-/// such a majority, those holding the one version that no replica reporting
-/// damage of its own holds (e.g. two replicas compared, one with a
-/// truncated segment). `Err(distinct versions)` when neither decides.
+/// differ. A version held by a replica that found batches of the leaf
+/// corrupt or missing itself is known to be wrong, whoever else holds it.
+/// Of the other versions: the only one, or the one more than half of all
+/// replicas hold. `Err(distinct versions)` when that does not decide.
 ///
 /// ```text
 /// A A B      → [n1, n2]           (majority)
 /// A B        → Err(2)             (a tie; nobody knows better)
 /// A B*       → [n1]               (* = the replica found damage itself)
+/// A B* B*    → [n1]               (two replicas lost the same batches)
 /// A B C      → Err(3)
-/// A B* C*    → [n1]
+/// A B C*     → Err(3)             (A and B are both intact: a real split)
 /// ```
 pub fn right_version(versions: &[Version]) -> Result<Vec<NodeId>, usize> {
     let mut holders: BTreeMap<Digest, Vec<&Version>> = BTreeMap::new();
     for v in versions {
         holders.entry(v.digest).or_default().push(v);
     }
-    if let Some(majority) = holders.values().find(|h| h.len() * 2 > versions.len()) {
-        return Ok(majority.iter().map(|v| v.node).collect());
-    }
-    let undamaged: Vec<&Vec<&Version>> = holders
+    let intact: Vec<&Vec<&Version>> = holders
         .values()
         .filter(|h| h.iter().all(|v| !v.self_damaged))
         .collect();
-    match undamaged.as_slice() {
-        [only] => Ok(only.iter().map(|v| v.node).collect()),
-        _ => Err(holders.len()),
-    }
+    let right = match intact.as_slice() {
+        [only] => Some(*only),
+        several => several
+            .iter()
+            .find(|h| h.len() * 2 > versions.len())
+            .copied(),
+    };
+    right
+        .map(|h| h.iter().map(|v| v.node).collect())
+        .ok_or(holders.len())
 }
 
 #[cfg(test)]
@@ -247,16 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn the_majority_version_wins_even_over_a_replica_that_reports_no_damage() {
+    fn the_majority_version_wins() {
         let versions = [v(1, 1, false), v(2, 1, false), v(3, 2, false)];
         assert_eq!(right_version(&versions), Ok(vec![1, 2]));
-        let versions = [v(1, 2, false), v(2, 1, true), v(3, 1, true)];
-        assert_eq!(right_version(&versions), Ok(vec![2, 3]));
     }
 
     #[test]
-    fn without_a_majority_the_only_undamaged_version_wins() {
+    fn a_version_a_replica_found_damaged_never_wins() {
         assert_eq!(right_version(&[v(1, 1, false), v(2, 2, true)]), Ok(vec![1]));
+        // Two replicas that lost the same batches agree, and are still wrong.
+        let versions = [v(1, 2, false), v(2, 1, true), v(3, 1, true)];
+        assert_eq!(right_version(&versions), Ok(vec![1]));
         assert_eq!(
             right_version(&[v(1, 1, false), v(2, 2, true), v(3, 3, true)]),
             Ok(vec![1])
@@ -268,6 +273,10 @@ mod tests {
         assert_eq!(right_version(&[v(1, 1, false), v(2, 2, false)]), Err(2));
         assert_eq!(
             right_version(&[v(1, 1, false), v(2, 2, false), v(3, 3, false)]),
+            Err(3)
+        );
+        assert_eq!(
+            right_version(&[v(1, 1, false), v(2, 2, false), v(3, 3, true)]),
             Err(3)
         );
         assert_eq!(right_version(&[v(1, 1, true), v(2, 2, true)]), Err(2));

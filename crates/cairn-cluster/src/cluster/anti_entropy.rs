@@ -526,10 +526,8 @@ impl Inner {
         }
         report.from_index = from;
         report.to_index = to.max(from);
+        // Nothing to compare: nothing proven either, so a quarantine stays.
         if from >= to || report.replicas.len() < 2 {
-            let compared = report.replicas.clone();
-            self.lift_quarantines(group, &quarantined, &compared, report)
-                .await;
             return;
         }
         let range = from..to;
