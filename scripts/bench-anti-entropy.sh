@@ -9,42 +9,22 @@
 # The nodes run with the default anti-entropy read limit unless AE_RATE is
 # set (e.g. AE_RATE=0 for unlimited). Periodic scans are off (scans run only
 # when asked), so the comparison is exact.
-# Usage: scripts/bench-anti-entropy.sh [GB] ; env AE_RATE (default 64M)
+# Usage: scripts/bench-anti-entropy.sh [GB] ; env AE_RATE (default 16M)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gb=${1:-1}
-rate=${AE_RATE:-64M}
+rate=${AE_RATE:-16M}
 scratch=$PWD/target/bench-anti-entropy
 rm -rf "$scratch"; mkdir -p "$scratch"
-cargo build -q --release -p cairn
-bin=target/release/cairn
-base=$((20000 + RANDOM % 20000))
-peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
-pids=()
+source scripts/cluster-lib.sh
 scanner=
 cleanup() {
   [ -n "$scanner" ] && kill "$scanner" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_cluster
   rm -rf "$scratch"
 }
 trap cleanup EXIT
-tcps=()
-for i in 1 2 3; do
-  $bin node --id $i --data-dir "$scratch/data$i" --http 127.0.0.1:$((base + 10 + i)) \
-    --raft 127.0.0.1:$((base + i)) --peers "$peers" --tcp 127.0.0.1:$((base + 20 + i)) \
-    --ae-interval 0 --ae-rate "$rate" \
-    >"$scratch/node$i.out" 2>"$scratch/node$i.err" &
-  pids+=($!)
-  tcps+=(127.0.0.1:$((base + 20 + i)))
-done
-url=http://127.0.0.1:$((base + 11))
-tcp=$(IFS=,; echo "${tcps[*]}")
-for _ in $(seq 100); do
-  n=$(curl -sf "$url/v1/cluster" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for n in v["nodes"] if n["http_addr"]) if v["controller_leader"] else 0)' 2>/dev/null || echo 0)
-  [ "$n" = 3 ] && break
-  sleep 0.2
-done
+start_cluster "$scratch" --ae-interval 0 --ae-rate "$rate"
 echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%F); load average $(cut -d' ' -f1-3 /proc/loadavg); anti-entropy read limit $rate B/s per node"
 
 # Fill one partition with ~GB GB of 1000-byte entries in 1000-entry requests.
@@ -77,7 +57,7 @@ for line in open(path):
         print(f"{label:<14} not scanned: {r}"); continue
     print(f"{label:<14} {r['stream']}/{r['partition']}: {r['outcome']:<8} indexes [{r['from_index']}, {r['to_index']})"
           f"  replicas {r['replicas']}  scan {r['duration_ms']/1e3:7.2f} s  read {r['bytes_read']/1e9:6.3f} GB"
-          f" ({r['bytes_read']/1e6/max(r['duration_ms']/1e3,1e-9):7.1f} MB/s)  tree nodes compared {r['ranges_compared']}"
+          f" ({r['bytes_read']/1e6/max(r['duration_ms']/1e3,1e-9):7.1f} MB/s, all replicas)  tree nodes compared {r['ranges_compared']}"
           f"  copied {r['bytes_repaired']} B")
 print(f"{label:<14} wall time of the CLI call {t1-t0:.2f} s")
 PY
@@ -96,7 +76,8 @@ load() {
 }
 echo "== ingest 20k entries/s in 10-entry requests, scan off vs on"
 load ingest-scan-off
-( while true; do $bin anti-entropy scan --server "$url" --deep --stream "$(curl -sf "$url/v1/streams" | python3 -c 'import json,sys; print([s["name"] for s in json.load(sys.stdin)["streams"] if s["name"].startswith("fill")][0])')" >/dev/null 2>&1 || true; done ) &
+fill=$(curl -sf "$url/v1/streams" | python3 -c 'import json,sys; print([s["name"] for s in json.load(sys.stdin)["streams"] if s["name"].startswith("fill")][0])')
+( while true; do $bin anti-entropy scan --server "$url" --deep --stream "$fill" >/dev/null 2>&1 || true; done ) &
 scanner=$!
 sleep 1
 load ingest-scan-on

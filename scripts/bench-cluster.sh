@@ -10,32 +10,13 @@ cd "$(dirname "$0")/.."
 step=${1:-4}
 scratch=$PWD/target/bench-cluster
 rm -rf "$scratch"; mkdir -p "$scratch"
-cargo build -q --release -p cairn
-bin=target/release/cairn
-base=$((20000 + RANDOM % 20000))
-peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
-pids=()
+source scripts/cluster-lib.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_cluster
   rm -rf "$scratch"
 }
 trap cleanup EXIT
-tcps=()
-for i in 1 2 3; do
-  $bin node --id $i --data-dir "$scratch/data$i" --http 127.0.0.1:$((base + 10 + i)) \
-    --raft 127.0.0.1:$((base + i)) --peers "$peers" --tcp 127.0.0.1:$((base + 20 + i)) \
-    >"$scratch/node$i.out" 2>"$scratch/node$i.err" &
-  pids+=($!)
-  tcps+=(127.0.0.1:$((base + 20 + i)))
-done
-url=http://127.0.0.1:$((base + 11))
-tcp=$(IFS=,; echo "${tcps[*]}")
-for _ in $(seq 100); do
-  n=$(curl -sf "$url/v1/cluster" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for n in v["nodes"] if n["http_addr"]) if v["controller_leader"] else 0)' 2>/dev/null || echo 0)
-  [ "$n" = 3 ] && break
-  sleep 0.2
-done
+start_cluster "$scratch"
 echo "== machine: $(nproc) cores, $(uname -r), $(date -u +%F); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 run() {

@@ -152,9 +152,9 @@ pub struct NodeArgs {
     /// digests of unchanged segment files.
     #[arg(long, env = "CAIRN_AE_DEEP_INTERVAL", value_parser = parse_duration, default_value = "1d")]
     pub ae_deep_interval: Duration,
-    /// Bytes per second this node may read for anti-entropy (`64M`, `500k`;
+    /// Bytes per second this node may read for anti-entropy (`16M`, `500k`;
     /// 0: unlimited).
-    #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "64M")]
+    #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "16M")]
     pub ae_rate: f64,
     /// Shut down (gracefully) when the parent process goes away. `cairn
     /// demo` starts its nodes with this, so a demo killed with SIGKILL

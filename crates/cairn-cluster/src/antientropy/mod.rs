@@ -71,7 +71,7 @@ impl Default for AntiEntropyConfig {
         AntiEntropyConfig {
             interval: Duration::from_secs(60),
             deep_interval: Duration::from_secs(24 * 3600),
-            rate_bytes_per_sec: 64 << 20,
+            rate_bytes_per_sec: 16_000_000,
             leader_change_delay: Duration::from_secs(2),
         }
     }

@@ -97,7 +97,7 @@ struct Totals {
     divergent_ranges: AtomicU64,
     repaired_ranges: AtomicU64,
     repaired_bytes: AtomicU64,
-    bytes_read: AtomicU64,
+    bytes_read: Arc<AtomicU64>,
     failures: AtomicU64,
 }
 
@@ -241,7 +241,8 @@ fn unexpected(what: &str, got: &AeResponse) -> ClusterError {
 }
 
 impl Inner {
-    fn group_or_err(&self, group: u64) -> Result<Arc<PartitionGroup>, ClusterError> {
+    /// This node's replica of `group`, or `NoSuchGroup`.
+    pub(super) fn group_or_err(&self, group: u64) -> Result<Arc<PartitionGroup>, ClusterError> {
         self.groups
             .read()
             .get(&group)
@@ -270,17 +271,17 @@ impl Inner {
     ) -> Result<LeafDigests, ClusterError> {
         let log = g.log.clone();
         let limiter = self.anti_entropy.limiter.clone();
-        let digests = tokio::task::spawn_blocking(move || {
-            log.leaf_digests(range, mode, &mut |n| limiter.take_blocking(n))
+        // Counted as it is read, so a long deep scan shows progress.
+        let read = self.anti_entropy.totals.bytes_read.clone();
+        tokio::task::spawn_blocking(move || {
+            log.leaf_digests(range, mode, &mut |n| {
+                limiter.take_blocking(n);
+                read.fetch_add(n, Ordering::Relaxed);
+            })
         })
         .await
         .map_err(|e| ClusterError::Storage(format!("digest task: {e}")))?
-        .map_err(super::storage_err)?;
-        self.anti_entropy
-            .totals
-            .bytes_read
-            .fetch_add(digests.bytes_read, Ordering::Relaxed);
-        Ok(digests)
+        .map_err(super::storage_err)
     }
 
     /// Answers one step of a scan for this node's replica of `group`.

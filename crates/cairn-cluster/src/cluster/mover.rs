@@ -48,15 +48,7 @@ impl Inner {
         group: u64,
         change: ChangeReplicas,
     ) -> Result<(), ClusterError> {
-        let g = self
-            .groups
-            .read()
-            .get(&group)
-            .cloned()
-            .ok_or(ClusterError::NoSuchGroup {
-                group,
-                node: self.me(),
-            })?;
+        let g = self.group_or_err(group)?;
         if !g.is_leader() {
             return Err(ClusterError::NotLeader {
                 group,
