@@ -244,9 +244,6 @@ impl Client {
             if let Some(partitions) = &params.partitions {
                 q.append_pair("partitions", partitions);
             }
-            if let Some(c) = params.consistency {
-                q.append_pair("consistency", c.as_str());
-            }
         }
         send_json(self.http.get(without_empty_query(url))).await
     }

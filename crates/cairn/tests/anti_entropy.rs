@@ -390,7 +390,16 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
         wrong.load(Ordering::Relaxed) == 0,
         "a read returned data that differs from what was acknowledged"
     );
-    ensure!(served.load(Ordering::Relaxed) > 0, "no read succeeded");
+    // Damaged replicas hand their reads to healthy ones: a read may fail
+    // in passing (a leader busy repairing), but not as a rule.
+    let (served, failed_reads) = (
+        served.load(Ordering::Relaxed),
+        failed_reads.load(Ordering::Relaxed),
+    );
+    ensure!(
+        served > 0 && failed_reads * 20 <= served,
+        "{failed_reads} reads failed, {served} served"
+    );
     if let Err(e) = verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await {
         // The nodes' errors say why a replica stopped (e.g. its Raft quit).
         for (i, node) in c.nodes.iter_mut().enumerate() {
