@@ -110,6 +110,30 @@ fn flip_bytes(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites the third batch of a segment file into a different batch that
+/// still verifies: one payload byte changed, the CRC recomputed. Nothing
+/// but a comparison with the other replicas can tell it from the truth.
+fn rewrite_a_batch_validly(path: &Path) -> Result<u64> {
+    let mut bytes = std::fs::read(path)?;
+    let mut at = 0usize;
+    for _ in 0..2 {
+        at += u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
+    }
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into()?) as usize;
+    let index = u64::from_le_bytes(bytes[at + 48..at + 56].try_into()?);
+    // The last byte of the last entry's message: an ASCII digit or letter
+    // stays one with its low bit flipped, so the entry still decodes.
+    bytes[at + len - 2] ^= 0x01;
+    let crc = crc32c::crc32c(&bytes[at + 8..at + len]);
+    bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all_at(&bytes[at..at + len], at as u64)?;
+    Ok(index)
+}
+
 /// Reads every partition through every node, both consistencies, and
 /// queries the stream through every node, until
 /// `stop`; counts entries whose acknowledged message differs from what a
@@ -449,6 +473,63 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
     ensure!(text.contains("differed on node"), "{text}");
 
     // Byte for byte, per batch, on disk.
+    for i in 0..3 {
+        if let Some(node) = c.nodes[i].take() {
+            node.terminate()?;
+        }
+    }
+    batches_identical(c.dir.path(), &groups)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_different_but_intact_batches_is_repaired_from_the_majority() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
+    c.client(0)?
+        .create_stream(
+            STREAM,
+            StreamConfig {
+                partitions: PARTITIONS,
+                replication_factor: Some(3),
+                segment_bytes: SEGMENT_BYTES,
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    let load = Load::start(&c, STREAM, PARTITIONS);
+    let groups = groups(&c).await?;
+    wait_for_segments(&c, &groups, 4).await?;
+    let (_, _, acked) = load.stop().await?;
+    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
+
+    let (group, leader) = groups[&0];
+    let follower = (1..=3).find(|n| *n != leader).context("a follower")?;
+    let index = rewrite_a_batch_validly(&segments(&c, follower, group)?[1])?;
+    let scan = c
+        .client(0)?
+        .anti_entropy_scan(&ScanRequest {
+            stream: Some(STREAM.into()),
+            partition: Some(0),
+            deep: false,
+        })
+        .await?;
+    let report = scan.reports.first().context("a report")?;
+    eprintln!("{report:#?}");
+    ensure!(report.outcome == "repaired", "{report:?}");
+    ensure!(
+        report.divergent.len() == 1
+            && report.divergent[0].bad_replicas == vec![follower]
+            && report.divergent[0].from_index <= index
+            && index < report.divergent[0].to_index
+            && report.bytes_repaired > 0,
+        "{report:?}"
+    );
+    let again = c
+        .client(0)?
+        .anti_entropy_scan(&ScanRequest::default())
+        .await?;
+    assert_clean(&again, "scan after repair")?;
+
     for i in 0..3 {
         if let Some(node) = c.nodes[i].take() {
             node.terminate()?;

@@ -22,7 +22,7 @@
 //! 3. For every differing leaf, each replica's digest is gathered and the
 //!    right one decided ([`right_version`]): never one a replica found
 //!    damaged itself (corrupt or missing batches); of the others, the only
-//!    one or the one a majority holds.
+//!    one, the one a majority holds, or else the leader's.
 //! 4. Each replica in the minority gets the leaf's batches from one in the
 //!    majority, byte for byte, and rewrites its segment files
 //!    (`PartitionLog::repair`); its leaves are then compared again. A
@@ -207,17 +207,21 @@ pub struct Version {
 /// differ. A version held by a replica that found batches of the leaf
 /// corrupt or missing itself is known to be wrong, whoever else holds it.
 /// Of the other versions: the only one, or the one more than half of all
-/// replicas hold. `Err(distinct versions)` when that does not decide.
+/// replicas hold, or else the leader's (Raft's committed log is the
+/// leader's; intact versions that differ come from a bug, not a disk).
+/// `Err(distinct versions)` when none of that decides (the leader's own
+/// copy is damaged and the others disagree).
 ///
 /// ```text
+/// (leader first; * = the replica found damage there itself)
 /// A A B      → [n1, n2]           (majority)
-/// A B        → Err(2)             (a tie; nobody knows better)
-/// A B*       → [n1]               (* = the replica found damage itself)
+/// A B        → [n1]               (the leader's)
+/// A* B       → [n2]
 /// A B* B*    → [n1]               (two replicas lost the same batches)
-/// A B C      → Err(3)
-/// A B C*     → Err(3)             (A and B are both intact: a real split)
+/// A B C      → [n1]               (the leader's)
+/// A* B C     → Err(3)
 /// ```
-pub fn right_version(versions: &[Version]) -> Result<Vec<NodeId>, usize> {
+pub fn right_version(versions: &[Version], leader: NodeId) -> Result<Vec<NodeId>, usize> {
     let mut holders: BTreeMap<Digest, Vec<&Version>> = BTreeMap::new();
     for v in versions {
         holders.entry(v.digest).or_default().push(v);
@@ -231,6 +235,7 @@ pub fn right_version(versions: &[Version]) -> Result<Vec<NodeId>, usize> {
         several => several
             .iter()
             .find(|h| h.len() * 2 > versions.len())
+            .or_else(|| several.iter().find(|h| h.iter().any(|v| v.node == leader)))
             .copied(),
     };
     right
@@ -253,32 +258,35 @@ mod tests {
     #[test]
     fn the_majority_version_wins() {
         let versions = [v(1, 1, false), v(2, 1, false), v(3, 2, false)];
-        assert_eq!(right_version(&versions), Ok(vec![1, 2]));
+        assert_eq!(right_version(&versions, 1), Ok(vec![1, 2]));
+        assert_eq!(right_version(&versions, 3), Ok(vec![1, 2]));
     }
 
     #[test]
     fn a_version_a_replica_found_damaged_never_wins() {
-        assert_eq!(right_version(&[v(1, 1, false), v(2, 2, true)]), Ok(vec![1]));
+        assert_eq!(
+            right_version(&[v(1, 1, true), v(2, 2, false)], 1),
+            Ok(vec![2])
+        );
         // Two replicas that lost the same batches agree, and are still wrong.
         let versions = [v(1, 2, false), v(2, 1, true), v(3, 1, true)];
-        assert_eq!(right_version(&versions), Ok(vec![1]));
-        assert_eq!(
-            right_version(&[v(1, 1, false), v(2, 2, true), v(3, 3, true)]),
-            Ok(vec![1])
-        );
+        assert_eq!(right_version(&versions, 2), Ok(vec![1]));
     }
 
     #[test]
-    fn a_tie_nobody_can_break_decides_nothing() {
-        assert_eq!(right_version(&[v(1, 1, false), v(2, 2, false)]), Err(2));
+    fn without_a_majority_of_intact_replicas_the_leaders_version_wins() {
         assert_eq!(
-            right_version(&[v(1, 1, false), v(2, 2, false), v(3, 3, false)]),
-            Err(3)
+            right_version(&[v(1, 1, false), v(2, 2, false)], 1),
+            Ok(vec![1])
         );
-        assert_eq!(
-            right_version(&[v(1, 1, false), v(2, 2, false), v(3, 3, true)]),
-            Err(3)
-        );
-        assert_eq!(right_version(&[v(1, 1, true), v(2, 2, true)]), Err(2));
+        let versions = [v(1, 1, false), v(2, 2, false), v(3, 3, false)];
+        assert_eq!(right_version(&versions, 2), Ok(vec![2]));
+    }
+
+    #[test]
+    fn a_damaged_leader_and_disagreeing_followers_decide_nothing() {
+        let versions = [v(1, 1, true), v(2, 2, false), v(3, 3, false)];
+        assert_eq!(right_version(&versions, 1), Err(3));
+        assert_eq!(right_version(&[v(1, 1, true), v(2, 2, true)], 1), Err(2));
     }
 }

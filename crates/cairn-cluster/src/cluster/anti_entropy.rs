@@ -661,11 +661,11 @@ impl Inner {
                         .is_some_and(|d| d.iter().any(|r| overlaps(r, &span))),
                 })
                 .collect();
-            let good = match right_version(&versions) {
+            let good = match right_version(&versions, me) {
                 Ok(good) => good,
                 Err(distinct) => {
                     report.failures.push(format!(
-                        "indexes [{}, {}): no majority of replicas agrees ({distinct} distinct versions)",
+                        "indexes [{}, {}): the leader's copy is damaged and the {distinct} versions of the others do not agree",
                         span.start, span.end,
                     ));
                     continue;
