@@ -537,3 +537,133 @@ async fn a_replica_with_different_but_intact_batches_is_repaired_from_the_majori
     }
     batches_identical(c.dir.path(), &groups)
 }
+
+/// `chattr +i` on a directory while alive: nothing can be created in it,
+/// not even by root. Cleared on drop, so the test's files can be removed.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Option<Immutable> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Immutable(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_be_repaired_is_quarantined_and_its_reads_go_elsewhere() -> Result<()>
+{
+    let probe = tempfile::tempdir()?;
+    let can_freeze = Immutable::set(probe.path()).is_some();
+    if !can_freeze {
+        eprintln!("skipped: `chattr +i` is not available here");
+        return Ok(());
+    }
+    let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
+    c.client(0)?
+        .create_stream(
+            STREAM,
+            StreamConfig {
+                partitions: PARTITIONS,
+                replication_factor: Some(3),
+                segment_bytes: SEGMENT_BYTES,
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    let load = Load::start(&c, STREAM, PARTITIONS);
+    let groups = groups(&c).await?;
+    wait_for_segments(&c, &groups, 4).await?;
+    let (_, _, acked) = load.stop().await?;
+    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
+
+    // A damaged follower whose directory refuses the repaired files.
+    let (group, leader) = groups[&0];
+    let follower = (1..=3).find(|n| *n != leader).context("a follower")?;
+    flip_bytes(&segments(&c, follower, group)?[1])?;
+    let frozen = Immutable::set(&group_dir(&c, follower, group)).context("chattr +i")?;
+    let scan_p0 = ScanRequest {
+        stream: Some(STREAM.into()),
+        partition: Some(0),
+        deep: false,
+    };
+    let scan = c.client(0)?.anti_entropy_scan(&scan_p0).await?;
+    let report = scan.reports.first().context("a report")?;
+    ensure!(
+        report.outcome == "failed" && report.quarantined == vec![follower],
+        "{report:?}"
+    );
+    let now = status(&c).await?;
+    ensure!(
+        now.quarantined
+            .iter()
+            .any(|q| q.partition == 0 && q.node == follower),
+        "{now:?}"
+    );
+
+    // Its reads are answered by a healthy replica, with the right data.
+    let i = (follower - 1) as usize;
+    let page = c
+        .client(i)?
+        .read(
+            STREAM,
+            0,
+            ReadParams {
+                offset: Some(0),
+                limit: Some(10_000),
+                consistency: Some(Consistency::Any),
+            },
+        )
+        .await?;
+    ensure!(
+        page.served_by != follower,
+        "served by the quarantined replica"
+    );
+    for e in &page.entries {
+        if let Some(m) = acked.get(&(0, e.offset)) {
+            ensure!(*m == e.entry.message, "offset {}: wrong entry", e.offset);
+        }
+    }
+
+    // Once the disk takes writes again and the node restarts, a scan
+    // repairs the replica and it serves again.
+    drop(frozen);
+    c.kill(i);
+    c.start_node(i)?;
+    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scan = c.client(0)?.anti_entropy_scan(&scan_p0).await?;
+        if scan
+            .reports
+            .first()
+            .is_some_and(|r| r.outcome == "repaired" && r.quarantined.is_empty())
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not repaired after restart: {scan:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(status(&c).await?.quarantined.is_empty());
+    let clean = c
+        .client(0)?
+        .anti_entropy_scan(&ScanRequest::default())
+        .await?;
+    assert_clean(&clean, "scan after the restart")
+}
