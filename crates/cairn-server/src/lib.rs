@@ -22,8 +22,10 @@
 //! - [`tcp`]: the binary ingest protocol's server (framed TCP, pipelined).
 //! - [`read`]: partition reads by offset and time-range queries merged
 //!   across partitions.
-//! - [`api`]: the HTTP routes (streams, entries, cluster, faults,
-//!   telemetry), their extractors and the one error type.
+//! - [`api`]: the HTTP routes (streams, entries, cluster, anti-entropy,
+//!   faults, telemetry), their extractors and the one error type. A read
+//!   that finds this node's replica damaged or quarantined is answered by
+//!   another replica and triggers a repair.
 //!
 //! The API's request and response types are defined in `cairn-client`, so
 //! the server and the client share them.

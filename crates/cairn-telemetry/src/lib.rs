@@ -14,6 +14,8 @@
 //!   index, follower lag, quorum attribution) and per-peer replication RPC
 //!   latency, read at scrape time from a [`replication::ReplicationSource`]
 //!   the cluster runtime registers.
+//! - [`antientropy`]: what the node's anti-entropy scans compared, found and
+//!   repaired, part of the same report.
 //!
 //! One background thread ("cairn-telemetry") samples resources and turns
 //! cumulative counters into the interval snapshot; each probe has its own
