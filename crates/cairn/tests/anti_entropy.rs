@@ -639,11 +639,12 @@ async fn a_replica_that_cannot_be_repaired_is_quarantined_and_its_reads_go_elsew
     }
 
     // Once the disk takes writes again and the node restarts, a scan
-    // repairs the replica and it serves again.
+    // repairs the replica and it serves again. (If its Raft must read the
+    // damaged batch to start, the replica stays stalled but repairable, and
+    // starts once repaired.)
     drop(frozen);
     c.kill(i);
     c.start_node(i)?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let scan = c.client(0)?.anti_entropy_scan(&scan_p0).await?;
@@ -660,6 +661,7 @@ async fn a_replica_that_cannot_be_repaired_is_quarantined_and_its_reads_go_elsew
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    c.wait_groups(STREAM, PARTITIONS as usize).await?;
     ensure!(status(&c).await?.quarantined.is_empty());
     let clean = c
         .client(0)?

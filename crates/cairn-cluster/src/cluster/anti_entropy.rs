@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use cairn_storage::{Digest, DigestMode, LEAF_SPAN, LeafDigests};
+use cairn_storage::{Digest, DigestMode, LEAF_SPAN, LeafDigests, PartitionLog};
 use cairn_telemetry::antientropy::{AntiEntropyFigures, PartitionScanFigures, ScanCount};
 use cairn_types::batch::RecordBatch;
 use futures::future::BoxFuture;
@@ -265,11 +265,11 @@ impl Inner {
 
     async fn digests(
         &self,
-        g: &PartitionGroup,
+        log: &PartitionLog,
         range: Range<u64>,
         mode: DigestMode,
     ) -> Result<LeafDigests, ClusterError> {
-        let log = g.log.clone();
+        let log = log.clone();
         let limiter = self.anti_entropy.limiter.clone();
         // Counted as it is read, so a long deep scan shows progress.
         let read = self.anti_entropy.totals.bytes_read.clone();
@@ -294,14 +294,22 @@ impl Inner {
             let report = self.clone().scan_as_leader(group, deep, trigger).await?;
             return Ok(AeResponse::Scanned(Box::new(report)));
         }
-        let g = self.group_or_err(group)?;
+        // A replica whose Raft could not start (say, on a damaged batch it
+        // must read at startup) is still compared and repaired.
+        let (log, g) = match self.group_or_err(group) {
+            Ok(g) => (g.log.clone(), Some(g)),
+            Err(e) => match self.stalled.lock().get(&group) {
+                Some(log) => (log.clone(), None),
+                None => return Err(e),
+            },
+        };
         match request {
             AeRequest::Bounds => {
-                let (first, next) = g.log.index_bounds();
+                let (first, next) = log.index_bounds();
                 Ok(AeResponse::Bounds {
                     first,
                     next,
-                    quarantined: g.quarantined().is_some(),
+                    quarantined: g.is_some_and(|g| g.quarantined().is_some()),
                 })
             }
             AeRequest::Nodes {
@@ -310,7 +318,7 @@ impl Inner {
                 level,
                 positions,
             } => {
-                let digests = self.digests(&g, range, mode).await?;
+                let digests = self.digests(&log, range, mode).await?;
                 let tree = MerkleTree::build(digests.leaves);
                 let hashes = tree.nodes(level, &positions).ok_or_else(|| {
                     ClusterError::Storage(format!(
@@ -325,7 +333,6 @@ impl Inner {
                 })
             }
             AeRequest::Fetch { range, max_bytes } => {
-                let log = g.log.clone();
                 let wanted = range.clone();
                 let batches = tokio::task::spawn_blocking(move || {
                     log.read_index_range(wanted, max_bytes as usize)
@@ -348,11 +355,9 @@ impl Inner {
             AeRequest::Repair { batches } => {
                 let batches = RecordBatch::split_all(batches)
                     .map_err(|e| ClusterError::Storage(format!("repair batches: {e}")))?;
-                let outcome = g.log.repair(batches).await.map_err(super::storage_err)?;
+                let outcome = log.repair(batches).await.map_err(super::storage_err)?;
                 tracing::info!(
                     group,
-                    stream = %g.stream,
-                    partition = g.partition,
                     batches = outcome.batches,
                     bytes = outcome.bytes_written,
                     "anti-entropy repaired this replica"
@@ -363,6 +368,10 @@ impl Inner {
                 })
             }
             AeRequest::Quarantine { reason } => {
+                // A replica that did not start serves no reads anyway.
+                let Some(g) = g else {
+                    return Ok(AeResponse::Done);
+                };
                 match &reason {
                     Some(r) => {
                         tracing::error!(group, stream = %g.stream, partition = g.partition, reason = %r, "replica quarantined: it no longer serves reads")
@@ -560,7 +569,7 @@ impl Inner {
                 },
             )
         }));
-        let (local, roots) = tokio::join!(self.digests(g, range.clone(), mode), roots);
+        let (local, roots) = tokio::join!(self.digests(&g.log, range.clone(), mode), roots);
         let local = match local {
             Ok(d) => d,
             Err(e) => {

@@ -173,6 +173,10 @@ struct Inner {
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
+    /// Logs of replicas whose Raft could not start (e.g. damaged batches
+    /// where openraft reads at startup), kept open so anti-entropy can
+    /// repair them; the next start attempt closes and reopens them.
+    stalled: parking_lot::Mutex<HashMap<u64, cairn_storage::PartitionLog>>,
     /// Per partition, the coalescer of writes entering through this node.
     edges: parking_lot::Mutex<HashMap<u64, Coalescer>>,
     /// Replication RPC latency per peer, shared by every group's network.
@@ -489,6 +493,7 @@ impl Cluster {
             controller,
             controller_sm,
             groups: RwLock::new(HashMap::new()),
+            stalled: parking_lot::Mutex::new(HashMap::new()),
             edges: parking_lot::Mutex::new(HashMap::new()),
             replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
@@ -988,7 +993,8 @@ impl Cluster {
             .flat_map(|s| s.partitions.iter().map(|p| p.group))
             .collect();
         self.inner.edges.lock().retain(|g, _| existing.contains(g));
-        let running: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        let mut running: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        running.extend(self.inner.stalled.lock().keys().copied());
         for group in running {
             if !wanted.contains_key(&group) {
                 self.stop_group(group, true).await;
@@ -1012,6 +1018,7 @@ impl Cluster {
     ) -> Result<(), ClusterError> {
         let me = self.node_id();
         let dir = format!("groups/{:016x}", p.group);
+        self.close_stalled(p.group, false).await;
         let log_store = LogStore::<PartitionRaftConfig>::open(
             &self.inner.data_dir,
             &dir,
@@ -1038,7 +1045,10 @@ impl Cluster {
             sm,
         )
         .await
-        .map_err(|e| ClusterError::Storage(format!("start group {}: {e}", p.group)))?;
+        .map_err(|e| {
+            self.inner.stalled.lock().insert(p.group, log.clone());
+            ClusterError::Storage(format!("start group {}: {e}", p.group))
+        })?;
         if p.initial_members.contains_key(&me) {
             // The preferred leader initializes at once and, being first to
             // stand, wins the first election: leadership starts out spread
@@ -1080,7 +1090,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// Closes (or removes) the log of a replica whose Raft did not start.
+    async fn close_stalled(&self, group: u64, remove_data: bool) {
+        let Some(log) = self.inner.stalled.lock().remove(&group) else {
+            return;
+        };
+        let data_dir = self.inner.data_dir.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if remove_data {
+                data_dir.remove_log(&log)
+            } else {
+                data_dir.close_log(&log)
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = result {
+            tracing::warn!(group, error = %e, "closing the log of a replica that did not start");
+        }
+    }
+
     async fn stop_group(&self, group: u64, remove_data: bool) {
+        self.close_stalled(group, remove_data).await;
         let Some(g) = self.inner.groups.write().remove(&group) else {
             return;
         };
@@ -1116,7 +1146,8 @@ impl Cluster {
         if let Some(task) = heartbeats {
             task.stop().await;
         }
-        let groups: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        let mut groups: Vec<u64> = self.inner.groups.read().keys().copied().collect();
+        groups.extend(self.inner.stalled.lock().keys().copied());
         for g in groups {
             self.stop_group(g, false).await;
         }
