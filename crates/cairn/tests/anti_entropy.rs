@@ -330,9 +330,13 @@ fn batches_identical(dir: &Path, groups: &BTreeMap<u32, (u64, u64)>) -> Result<(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<()> {
-    let mut c = TestCluster::start_with(3, &["--ae-interval", "1s", "--ae-rate", "0"]).await?;
+/// A 3-node cluster (nodes started with `flags`) with the test stream
+/// under write load until every replica has `segments` segment files.
+async fn loaded_cluster(
+    flags: &[&str],
+    segments: usize,
+) -> Result<(TestCluster, BTreeMap<u32, (u64, u64)>, Load)> {
+    let c = TestCluster::start_with(3, flags).await?;
     c.client(0)?
         .create_stream(
             STREAM,
@@ -347,7 +351,14 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
     c.wait_groups(STREAM, PARTITIONS as usize).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let groups = groups(&c).await?;
-    wait_for_segments(&c, &groups, 6).await?;
+    wait_for_segments(&c, &groups, segments).await?;
+    Ok((c, groups, load))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<()> {
+    let (mut c, groups, load) =
+        loaded_cluster(&["--ae-interval", "1s", "--ae-rate", "0"], 6).await?;
 
     // A scan of the healthy cluster compares everything and copies nothing.
     let client = c.client(1)?;
@@ -483,22 +494,7 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_with_different_but_intact_batches_is_repaired_from_the_majority() -> Result<()> {
-    let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                segment_bytes: SEGMENT_BYTES,
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
-    let load = Load::start(&c, STREAM, PARTITIONS);
-    let groups = groups(&c).await?;
-    wait_for_segments(&c, &groups, 4).await?;
+    let (mut c, groups, load) = loaded_cluster(&["--ae-interval", "0"], 4).await?;
     let (_, _, acked) = load.stop().await?;
     verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
 
@@ -571,22 +567,7 @@ async fn a_replica_that_cannot_be_repaired_is_quarantined_and_its_reads_go_elsew
         eprintln!("skipped: `chattr +i` is not available here");
         return Ok(());
     }
-    let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                segment_bytes: SEGMENT_BYTES,
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
-    let load = Load::start(&c, STREAM, PARTITIONS);
-    let groups = groups(&c).await?;
-    wait_for_segments(&c, &groups, 4).await?;
+    let (mut c, groups, load) = loaded_cluster(&["--ae-interval", "0"], 4).await?;
     let (_, _, acked) = load.stop().await?;
     verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
 

@@ -1090,11 +1090,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// Closes (or removes) the log of a replica whose Raft did not start.
-    async fn close_stalled(&self, group: u64, remove_data: bool) {
-        let Some(log) = self.inner.stalled.lock().remove(&group) else {
-            return;
-        };
+    /// Closes a partition log, or removes it with its data. Closing syncs
+    /// and removing deletes files: off the async workers.
+    async fn finish_log(&self, group: u64, log: cairn_storage::PartitionLog, remove_data: bool) {
         let data_dir = self.inner.data_dir.clone();
         let result = tokio::task::spawn_blocking(move || {
             if remove_data {
@@ -1104,8 +1102,18 @@ impl Cluster {
             }
         })
         .await;
-        if let Ok(Err(e)) = result {
-            tracing::warn!(group, error = %e, "closing the log of a replica that did not start");
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(group, error = %e, "closing partition log"),
+            Err(e) => tracing::warn!(group, error = %e, "closing partition log"),
+        }
+    }
+
+    /// Closes (or removes) the log of a replica whose Raft did not start.
+    async fn close_stalled(&self, group: u64, remove_data: bool) {
+        let stalled = self.inner.stalled.lock().remove(&group);
+        if let Some(log) = stalled {
+            self.finish_log(group, log, remove_data).await;
         }
     }
 
@@ -1120,21 +1128,7 @@ impl Cluster {
         if !remove_data && let Err(e) = g.meta.flush().await {
             tracing::warn!(group, error = %e, "writing raft.json");
         }
-        // Closing syncs and removing deletes files: off the async workers.
-        let (data_dir, log) = (self.inner.data_dir.clone(), g.log.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            if remove_data {
-                data_dir.remove_log(&log)
-            } else {
-                data_dir.close_log(&log)
-            }
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(group, error = %e, "closing partition log"),
-            Err(e) => tracing::warn!(group, error = %e, "closing partition log"),
-        }
+        self.finish_log(group, g.log.clone(), remove_data).await;
     }
 
     /// Stops every group and the controller, then the transport. Logs are
