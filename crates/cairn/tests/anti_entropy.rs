@@ -628,7 +628,9 @@ async fn a_replica_that_cannot_be_repaired_is_quarantined_and_its_reads_go_elsew
     c.start_node(i)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let scan = c.client(0)?.anti_entropy_scan(&scan_p0).await?;
+        // Asked through the restarted node itself, which routes the scan to
+        // the leader even while its own replica has not started.
+        let scan = c.client(i)?.anti_entropy_scan(&scan_p0).await?;
         if scan
             .reports
             .first()

@@ -890,17 +890,30 @@ impl Inner {
         trigger: ScanTrigger,
     ) -> Result<ScanReport, ClusterError> {
         let deadline = Instant::now() + self.config.request_timeout;
+        // Without a running replica here (none, or one whose Raft did not
+        // start), the partition's replicas are asked in turn; a follower's
+        // refusal names the leader.
+        let replicas: Vec<NodeId> = self
+            .controller_sm
+            .meta()
+            .streams
+            .values()
+            .flat_map(|s| s.partitions.iter())
+            .find(|p| p.group == group)
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default();
+        let (mut hint, mut attempt) = (None, 0usize);
         loop {
-            let g = self.group_or_err(group);
-            let leader = match &g {
-                Ok(g) => g.leader(),
-                Err(_) => None,
-            };
-            let result = match (leader, g) {
-                (Some(l), _) if l == self.me() => {
+            let local_leader = self.group_or_err(group).ok().and_then(|g| g.leader());
+            let target = local_leader
+                .or(hint)
+                .or_else(|| replicas.get(attempt % replicas.len().max(1)).copied());
+            attempt += 1;
+            let result = match target {
+                Some(l) if l == self.me() => {
                     self.clone().scan_as_leader(group, deep, trigger).await
                 }
-                (Some(l), _) => {
+                Some(l) => {
                     let payload = postcard::to_allocvec(&AeRequest::Scan { deep, trigger })
                         .map_err(|e| ClusterError::Storage(format!("encode: {e}")))?;
                     self.call::<AeResponse>(
@@ -916,13 +929,17 @@ impl Inner {
                         other => Err(unexpected("a scan report", &other)),
                     })
                 }
-                (None, Err(e)) => Err(e),
-                (None, Ok(_)) => Err(ClusterError::Unavailable(format!(
-                    "group {group} has no leader"
-                ))),
+                None => Err(ClusterError::NoSuchGroup {
+                    group,
+                    node: self.me(),
+                }),
             };
             match result {
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    hint = match e {
+                        ClusterError::NotLeader { leader, .. } => leader,
+                        _ => None,
+                    };
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 other => return other,
