@@ -42,7 +42,6 @@ pub mod throttle;
 pub mod tree;
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::time::Duration;
 
 use cairn_storage::Digest;
@@ -88,13 +87,6 @@ pub enum ScanTrigger {
 }
 
 impl ScanTrigger {
-    pub const ALL: [ScanTrigger; 4] = [
-        ScanTrigger::Periodic,
-        ScanTrigger::LeaderChange,
-        ScanTrigger::Requested,
-        ScanTrigger::ReadError,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ScanTrigger::Periodic => "periodic",
@@ -118,12 +110,6 @@ pub enum ScanOutcome {
 }
 
 impl ScanOutcome {
-    pub const ALL: [ScanOutcome; 3] = [
-        ScanOutcome::Clean,
-        ScanOutcome::Repaired,
-        ScanOutcome::Failed,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ScanOutcome::Clean => "clean",
@@ -186,12 +172,6 @@ pub struct ScanReport {
     /// Replicas taken out of service for reads by this scan.
     pub quarantined: Vec<NodeId>,
     pub outcome: ScanOutcome,
-}
-
-impl ScanReport {
-    pub fn range(&self) -> Range<u64> {
-        self.from_index..self.to_index
-    }
 }
 
 /// One replica's version of one Merkle leaf.

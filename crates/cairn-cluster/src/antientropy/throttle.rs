@@ -29,10 +29,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn bytes_per_sec(&self) -> u64 {
-        self.bytes_per_sec
-    }
-
     /// How long the caller must wait before reading `bytes` (taking them
     /// from the bucket now).
     pub fn take(&self, bytes: u64) -> Duration {

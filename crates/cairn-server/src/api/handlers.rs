@@ -310,10 +310,7 @@ pub async fn read(
     };
     let forwarded = headers.contains_key(FORWARDED);
     if let Some(reason) = g.quarantined() {
-        let e = ApiError::new(
-            ErrorCode::Corruption,
-            format!("this replica of partition {partition} is quarantined: {reason}"),
-        );
+        let e = quarantined(partition, &reason);
         return serve_elsewhere(
             &node, &stream, group, partition, &uri, &params, forwarded, e,
         )
@@ -350,6 +347,15 @@ pub async fn read(
     record_read_stages(metrics, queued, &stats);
     metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response).into_response())
+}
+
+/// A replica anti-entropy took out of service is answered like damaged
+/// data: another replica serves the read.
+fn quarantined(partition: u32, reason: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::Corruption,
+        format!("this replica of partition {partition} is quarantined: {reason}"),
+    )
 }
 
 /// Answers a read this node's replica cannot serve (damaged or
@@ -481,16 +487,13 @@ pub async fn query(
         .map(|(p, g)| {
             let (log, committed, filter) =
                 (g.log.clone(), g.state.applied_end_offset(), filter.clone());
-            let quarantined = g.quarantined();
+            let quarantine = g.quarantined();
             let submitted = Instant::now();
             (
                 p,
                 tokio::task::spawn_blocking(move || {
-                    if let Some(reason) = quarantined {
-                        return Err(ApiError::new(
-                            ErrorCode::Corruption,
-                            format!("this replica of partition {p} is quarantined: {reason}"),
-                        ));
+                    if let Some(reason) = quarantine {
+                        return Err(quarantined(p, &reason));
                     }
                     let queued = submitted.elapsed();
                     read::query_partition(&log, p, &filter, limit, committed).map(|m| (m, queued))
