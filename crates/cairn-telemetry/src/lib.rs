@@ -50,7 +50,10 @@ use crate::probe::{DiskProbe, Probe, SlowScore};
 use crate::rate::counter_rate;
 use crate::replication::{PeerSummary, ReplicationReport, ReplicationSource, ReplicationSummary};
 use crate::resources::{RawSample, ResourceSampler, ResourceSnapshot};
-use crate::snapshot::{Overhead, ProbeSummary, StreamThroughput, TelemetrySnapshot, Throughput};
+use crate::snapshot::{
+    DataDirSpace, InjectedFault, Overhead, ProbeSummary, StreamThroughput, TelemetrySnapshot,
+    Throughput,
+};
 
 #[derive(Debug, Clone)]
 pub struct TelemetryOptions {
@@ -105,10 +108,45 @@ struct Readings {
     write_stages: Vec<HistogramSnapshot>,
     read_stages: Vec<HistogramSnapshot>,
     probes: Vec<HistogramSnapshot>,
-    /// Cumulative replication RPC latency per peer node.
-    /// Per peer: replication RPC and ping probe histograms.
-    replication_rpc: BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
+    /// Per peer: cumulative replication RPC and ping probe histograms and
+    /// transport bytes.
+    replication_rpc: BTreeMap<u64, PeerReadings>,
     overhead_ns: u64,
+}
+
+/// Lists the faults injected into this node now.
+pub type FaultLister = Arc<dyn Fn() -> Vec<InjectedFault> + Send + Sync>;
+
+#[derive(Default)]
+struct FaultSlot(RwLock<Option<FaultLister>>);
+
+impl std::fmt::Debug for FaultSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultLister")
+            .field("set", &self.0.read().is_some())
+            .finish()
+    }
+}
+
+/// Free space of the filesystem holding `dir`.
+fn data_dir_space(dir: &std::path::Path) -> Option<DataDirSpace> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(DataDirSpace {
+        path: dir.display().to_string(),
+        free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        free_inodes: st.f_favail,
+        total_inodes: st.f_files,
+    })
+}
+
+/// Cumulative per-peer figures at the end of the previous interval.
+#[derive(Debug, Clone, Default)]
+struct PeerReadings {
+    rpc: HistogramSnapshot,
+    probe: HistogramSnapshot,
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 /// The registered replication source (a trait object has no `Debug`).
@@ -130,6 +168,7 @@ pub struct Telemetry {
     registry: RwLock<Registry>,
     probes: RwLock<Vec<Arc<Mutex<ProbeState>>>>,
     replication: SourceSlot,
+    faults: FaultSlot,
     latest: Mutex<Option<TelemetrySnapshot>>,
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
@@ -156,6 +195,7 @@ impl Telemetry {
                 registry: RwLock::new(registry),
                 probes: RwLock::new(Vec::new()),
                 replication: SourceSlot::default(),
+                faults: FaultSlot::default(),
                 latest: Mutex::new(None),
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
@@ -288,6 +328,17 @@ impl Telemetry {
         *self.replication.0.write() = Some(source);
     }
 
+    /// Makes `lister` the source of the injected faults shown in snapshots.
+    pub fn set_fault_lister(&self, lister: FaultLister) {
+        *self.faults.0.write() = Some(lister);
+    }
+
+    /// The faults injected into this node now.
+    pub fn injected_faults(&self) -> Vec<InjectedFault> {
+        let lister = self.faults.0.read().clone();
+        lister.map(|l| l()).unwrap_or_default()
+    }
+
     /// The replication report now, if a source is registered.
     pub fn replication_report(&self) -> Option<ReplicationReport> {
         // Clone the Arc out so a slow report never holds the slot's lock.
@@ -414,7 +465,8 @@ impl Telemetry {
         let (probes, probe_hists) = self.probe_summaries(&prev.probes, now);
         let (replication, replication_rpc) = match self.replication_report() {
             Some(report) => {
-                let (summary, rpc) = summarize_replication(report, &prev.replication_rpc);
+                let (summary, rpc) =
+                    summarize_replication(report, &prev.replication_rpc, secs);
                 (Some(summary), rpc)
             }
             None => (None, BTreeMap::new()),
@@ -487,6 +539,13 @@ impl Telemetry {
                 },
                 memory_bytes: self.memory_bytes(),
             },
+            data_dirs: self
+                .options
+                .data_dirs
+                .iter()
+                .filter_map(|d| data_dir_space(d))
+                .collect(),
+            faults: self.injected_faults(),
         };
         *prev = Readings {
             at: Some(now),
@@ -512,20 +571,22 @@ impl Telemetry {
 /// histograms of the previous interval, which are returned for next time).
 fn summarize_replication(
     report: ReplicationReport,
-    previous: &BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
-) -> (
-    ReplicationSummary,
-    BTreeMap<u64, (HistogramSnapshot, HistogramSnapshot)>,
-) {
+    previous: &BTreeMap<u64, PeerReadings>,
+    secs: f64,
+) -> (ReplicationSummary, BTreeMap<u64, PeerReadings>) {
     let roles = report.role_counts();
     let mut current = BTreeMap::new();
     let peers = report
         .peers
         .into_iter()
         .map(|p| {
-            let (interval, probe_interval) = match previous.get(&p.node) {
-                Some((rpc, probe)) => (p.rpc.since(rpc), p.probe.since(probe)),
+            let prev = previous.get(&p.node);
+            let (interval, probe_interval) = match prev {
+                Some(prev) => (p.rpc.since(&prev.rpc), p.probe.since(&prev.probe)),
                 None => (p.rpc.clone(), p.probe.clone()),
+            };
+            let rate = |old: Option<u64>, new: u64| {
+                old.and_then(|o| counter_rate(o, new, secs)).unwrap_or(0.0)
             };
             let summary = PeerSummary {
                 node: p.node,
@@ -534,8 +595,21 @@ fn summarize_replication(
                 probe: LatencySummary::of(&probe_interval),
                 probe_failures_total: p.probe_failures,
                 slow_score: p.slow_score,
+                bytes_sent_per_second: rate(prev.map(|r| r.bytes_sent), p.bytes_sent),
+                bytes_received_per_second: rate(prev.map(|r| r.bytes_received), p.bytes_received),
+                calls_timed_out_total: p.calls_timed_out,
+                state: p.state,
+                phi: p.phi,
             };
-            current.insert(p.node, (p.rpc, p.probe));
+            current.insert(
+                p.node,
+                PeerReadings {
+                    rpc: p.rpc,
+                    probe: p.probe,
+                    bytes_sent: p.bytes_sent,
+                    bytes_received: p.bytes_received,
+                },
+            );
             summary
         })
         .collect();
@@ -682,6 +756,7 @@ mod tests {
                         probe: rpc.snapshot(),
                         probe_failures: 0,
                         slow_score: 1.0,
+                        ..PeerReplication::default()
                     })
                     .collect(),
             }

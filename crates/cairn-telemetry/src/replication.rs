@@ -65,6 +65,12 @@ pub struct PartitionReplication {
     /// Batches whose completing ack could not be told apart because
     /// several acks arrived between two observations.
     pub quorum_ambiguous: u64,
+    /// The replica set placement assigned (node ids), and the node that
+    /// should lead when all are up: what leader balance is judged against.
+    #[serde(default)]
+    pub replicas: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_leader: Option<u64>,
 }
 
 /// One follower, as its leader sees it.
@@ -116,6 +122,16 @@ pub struct PeerReplication {
     pub probe_failures: u64,
     /// The link's slow score from the probes (1 healthy … 100 unusable).
     pub slow_score: f64,
+    /// Transport bytes to and from this peer since start (all groups,
+    /// heartbeats and forwarded requests included).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Transport calls to this peer that got no answer by their deadline.
+    pub calls_timed_out: u64,
+    /// This node's failure detector's view of the peer (`up`, `suspect`,
+    /// `down`, …) and its phi, if the peer is known to it.
+    pub state: Option<String>,
+    pub phi: Option<f64>,
 }
 
 /// How many partitions of this node are in each role.
@@ -166,6 +182,18 @@ pub struct PeerSummary {
     pub probe: LatencySummary,
     pub probe_failures_total: u64,
     pub slow_score: f64,
+    /// Transport bytes per second to / from the peer over the interval.
+    #[serde(default)]
+    pub bytes_sent_per_second: f64,
+    #[serde(default)]
+    pub bytes_received_per_second: f64,
+    #[serde(default)]
+    pub calls_timed_out_total: u64,
+    /// This node's failure detector's view of the peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phi: Option<f64>,
 }
 
 /// The index a quorum of `voter_sets` has matched: for each set the

@@ -49,6 +49,8 @@ pub struct RawSample {
     pub at: Instant,
     pub process_cpu_ticks: u64,
     pub process_rss_bytes: u64,
+    /// `/proc/self/io`: this process's own I/O, cumulative.
+    pub process_io: Option<ProcessIoCounters>,
     pub host_cpu: CpuTicks,
     pub host_cores: usize,
     pub memory_total_bytes: u64,
@@ -98,13 +100,40 @@ pub struct NetRates {
     pub transmit_bytes_per_second: f64,
 }
 
-/// Resource use over the last interval.
+/// Cumulative I/O of this process (`/proc/self/io`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcessIoCounters {
+    /// Bytes this process caused to be fetched from storage.
+    pub read_bytes: u64,
+    /// Bytes this process caused to be sent to storage.
+    pub write_bytes: u64,
+    pub read_syscalls: u64,
+    pub write_syscalls: u64,
+}
+
+/// This process's own I/O over the last interval: unlike the per-device
+/// figures, these tell apart nodes that share a disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessIoRates {
+    pub read_bytes_per_second: f64,
+    pub write_bytes_per_second: f64,
+    pub read_syscalls_per_second: f64,
+    pub write_syscalls_per_second: f64,
+}
+
+/// Resource use over the last interval. Fields named `process_*` are this
+/// node's own; all others are host-wide (shared by every process on the
+/// host, so identical for nodes that share one).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceSnapshot {
     pub interval_seconds: f64,
     /// CPU cores this process used (1.0 = one full core).
     pub process_cpu_cores: f64,
     pub process_rss_bytes: u64,
+    /// This process's own disk I/O (absent where `/proc/self/io` is not
+    /// readable).
+    #[serde(default)]
+    pub process_io: Option<ProcessIoRates>,
     /// Busy share of all host cores, 0..=1.
     pub host_cpu_utilization: f64,
     /// Cores available to us: the cgroup quota if set, else the host's.
@@ -209,6 +238,12 @@ impl ResourceSampler {
             at: Instant::now(),
             process_cpu_ticks: stat.as_ref().map_or(0, |s| s.utime + s.stime),
             process_rss_bytes: stat.as_ref().map_or(0, |s| s.rss * page_size),
+            process_io: me.as_ref().and_then(|p| p.io().ok()).map(|io| ProcessIoCounters {
+                read_bytes: io.read_bytes,
+                write_bytes: io.write_bytes,
+                read_syscalls: io.syscr,
+                write_syscalls: io.syscw,
+            }),
             host_cpu,
             host_cores: kernel.as_ref().map_or(1, |k| k.cpu_time.len().max(1)),
             memory_total_bytes: meminfo.as_ref().map_or(0, |m| m.mem_total),
@@ -270,6 +305,15 @@ pub fn derive(prev: &RawSample, cur: &RawSample, ticks_per_second: f64) -> Resou
         interval_seconds: secs,
         process_cpu_cores: rate(prev.process_cpu_ticks, cur.process_cpu_ticks) / ticks_per_second,
         process_rss_bytes: cur.process_rss_bytes,
+        process_io: match (prev.process_io, cur.process_io) {
+            (Some(p), Some(c)) => Some(ProcessIoRates {
+                read_bytes_per_second: rate(p.read_bytes, c.read_bytes),
+                write_bytes_per_second: rate(p.write_bytes, c.write_bytes),
+                read_syscalls_per_second: rate(p.read_syscalls, c.read_syscalls),
+                write_syscalls_per_second: rate(p.write_syscalls, c.write_syscalls),
+            }),
+            _ => None,
+        },
         host_cpu_utilization: if host_total > 0 {
             host_busy as f64 / host_total as f64
         } else {
@@ -353,6 +397,7 @@ mod tests {
             at,
             process_cpu_ticks: cpu,
             process_rss_bytes: 1 << 20,
+            process_io: None,
             host_cpu: CpuTicks {
                 busy: cpu,
                 total: cpu * 4,

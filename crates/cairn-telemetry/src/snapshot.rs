@@ -32,6 +32,40 @@ pub struct TelemetrySnapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationSummary>,
     pub overhead: Overhead,
+    /// Per data directory: its filesystem's free space (statvfs), so the
+    /// monitor can see a disk filling and forecast when it is full.
+    #[serde(default)]
+    pub data_dirs: Vec<DataDirSpace>,
+    /// Faults injected into this node right now (the fault-injection API),
+    /// so the monitor can name an injected cause.
+    #[serde(default)]
+    pub faults: Vec<InjectedFault>,
+}
+
+/// Space on the filesystem that holds one data directory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataDirSpace {
+    pub path: String,
+    /// Bytes an unprivileged writer can still use.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    pub free_inodes: u64,
+    pub total_inodes: u64,
+}
+
+/// One fault injected into a node, as shown to the monitor and operators.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InjectedFault {
+    /// `disk`, `cpu` or `network`.
+    pub kind: String,
+    /// The peer a network fault applies to, if only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<u64>,
+    /// Human-readable settings, e.g. `fsync_delay_ms=50`.
+    pub detail: String,
+    /// When it lifts by itself, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

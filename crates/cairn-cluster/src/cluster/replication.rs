@@ -349,6 +349,8 @@ impl GroupReplication {
             followers,
             quorum_by_leader: s.quorum_by_leader,
             quorum_ambiguous: s.quorum_ambiguous,
+            replicas: Vec::new(),
+            preferred_leader: None,
         }
     }
 }
@@ -376,24 +378,49 @@ pub(crate) fn spawn_watcher(raft: &Raft<PartitionRaftConfig>, replication: &Arc<
 impl Inner {
     pub(super) fn replication_report(&self) -> ReplicationReport {
         let now = now_us();
-        let down: HashSet<NodeId> = self
-            .heartbeats
-            .view()
-            .into_iter()
+        let view = self.heartbeats.view();
+        let down: HashSet<NodeId> = view
+            .iter()
             .filter(|p| p.state == crate::membership::NodeState::Down)
             .map(|p| p.id)
             .collect();
         let reachable = |id: NodeId| !down.contains(&id);
         let groups: Vec<Arc<PartitionGroup>> = self.groups.read().values().cloned().collect();
+        let meta = self.controller_sm.meta();
         let mut partitions: Vec<_> = groups
             .iter()
-            .map(|g| g.replication_report(&reachable, now))
+            .map(|g| {
+                let mut r = g.replication_report(&reachable, now);
+                if let Some(p) = meta
+                    .streams
+                    .get(&g.stream)
+                    .and_then(|s| s.partitions.get(g.partition as usize))
+                {
+                    r.replicas = p.replicas.clone();
+                    r.preferred_leader = Some(p.preferred_leader);
+                }
+                r
+            })
             .collect();
         partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
         let quarantined = groups.iter().filter(|g| g.quarantined().is_some()).count();
+        // Transport counters and the failure detector's view, per peer.
+        let transport = self.transport.metrics();
+        let mut peers = self.replication_stats.report();
+        for p in &mut peers {
+            if let Some(t) = transport.get(&p.node) {
+                p.bytes_sent = t.bytes_sent;
+                p.bytes_received = t.bytes_received;
+                p.calls_timed_out = t.calls_timeout;
+            }
+            if let Some(v) = view.iter().find(|v| v.id == p.node) {
+                p.state = Some(v.state.to_string());
+                p.phi = Some(v.phi);
+            }
+        }
         ReplicationReport {
             partitions,
-            peers: self.replication_stats.report(),
+            peers,
             anti_entropy: self.anti_entropy.figures(quarantined as u64),
         }
     }

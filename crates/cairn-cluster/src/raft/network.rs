@@ -137,6 +137,7 @@ impl ReplicationStats {
                 probe: p.probe.snapshot(),
                 probe_failures: p.probe_failures.load(Ordering::Relaxed),
                 slow_score: p.slow.lock().value(),
+                ..PeerReplication::default()
             })
             .collect()
     }
