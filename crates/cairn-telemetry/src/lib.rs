@@ -618,6 +618,7 @@ fn summarize_replication(
             roles,
             partitions: report.partitions,
             peers,
+            quarantined_replicas: report.anti_entropy.quarantined_replicas,
         },
         current,
     )

@@ -170,6 +170,10 @@ pub struct ReplicationSummary {
     pub roles: RoleCounts,
     pub partitions: Vec<PartitionReplication>,
     pub peers: Vec<PeerSummary>,
+    /// Replicas on this node that anti-entropy quarantined (damage it
+    /// could not repair): they serve no reads.
+    #[serde(default)]
+    pub quarantined_replicas: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
