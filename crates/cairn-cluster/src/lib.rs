@@ -25,4 +25,4 @@ pub mod placement;
 pub mod raft;
 pub mod transport;
 
-pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use cluster::{Cluster, ClusterConfig, ClusterError, ServiceError, ServiceHandler};

@@ -345,6 +345,38 @@ impl Collector for Exporter {
         // levels from the last interval.
         let raw = t.last_raw.lock().clone();
         let snap = t.latest.lock().as_ref().and_then(|s| s.resources.clone());
+        let dirs = t
+            .latest
+            .lock()
+            .as_ref()
+            .map(|s| s.data_dirs.clone())
+            .unwrap_or_default();
+        let per_dir = |f: &dyn Fn(&crate::snapshot::DataDirSpace) -> u64| -> Vec<(Labels, u64)> {
+            dirs.iter()
+                .map(|d| (vec![("path", d.path.clone())], f(d)))
+                .collect()
+        };
+        family(
+            &mut enc,
+            "cairn_data_dir_free_bytes",
+            "Bytes still free for this node on the filesystem of each data directory (statvfs); alert before it reaches 0.",
+            g,
+            &per_dir(&|d| d.free_bytes),
+        )?;
+        family(
+            &mut enc,
+            "cairn_data_dir_size_bytes",
+            "Size of the filesystem holding each data directory.",
+            g,
+            &per_dir(&|d| d.total_bytes),
+        )?;
+        family(
+            &mut enc,
+            "cairn_data_dir_free_inodes",
+            "Inodes still free on the filesystem of each data directory.",
+            g,
+            &per_dir(&|d| d.free_inodes),
+        )?;
         if let Some(raw) = &raw {
             let ticks = procfs::ticks_per_second() as f64;
             family(
@@ -361,6 +393,32 @@ impl Collector for Exporter {
                 g,
                 &one(raw.process_rss_bytes),
             )?;
+            if let Some(io) = raw.process_io {
+                family(
+                    &mut enc,
+                    "cairn_process_read_bytes",
+                    "Bytes this process caused to be read from storage (/proc/self/io): tells apart nodes sharing a disk.",
+                    c,
+                    &one(io.read_bytes),
+                )?;
+                family(
+                    &mut enc,
+                    "cairn_process_write_bytes",
+                    "Bytes this process caused to be written to storage (/proc/self/io).",
+                    c,
+                    &one(io.write_bytes),
+                )?;
+                family(
+                    &mut enc,
+                    "cairn_process_io_syscalls",
+                    "Read and write system calls of this process (/proc/self/io).",
+                    c,
+                    &[
+                        (vec![("op", "read".to_string())], io.read_syscalls),
+                        (vec![("op", "write".to_string())], io.write_syscalls),
+                    ],
+                )?;
+            }
             family(
                 &mut enc,
                 "cairn_host_memory_total_bytes",
@@ -786,6 +844,30 @@ fn replication(
         "Slow score of the link to each peer from its ping probes: 1 healthy, 100 unusable (TiKV-style).",
         g,
         &scores,
+    )?;
+    let per_peer = |f: &dyn Fn(&crate::replication::PeerReplication) -> u64| -> Vec<(Labels, u64)> {
+        report.peers.iter().map(|p| (peer_label(p), f(p))).collect()
+    };
+    family(
+        enc,
+        "cairn_peer_bytes_sent",
+        "Bytes this node sent to each peer over the cluster transport (all groups, heartbeats and forwarded requests).",
+        c,
+        &per_peer(&|p| p.bytes_sent),
+    )?;
+    family(
+        enc,
+        "cairn_peer_bytes_received",
+        "Bytes this node received from each peer over the cluster transport.",
+        c,
+        &per_peer(&|p| p.bytes_received),
+    )?;
+    family(
+        enc,
+        "cairn_peer_calls_timed_out",
+        "Transport calls to each peer that got no answer by their deadline; rising for one peer: a slow or lossy link.",
+        c,
+        &per_peer(&|p| p.calls_timed_out),
     )?;
     Ok(())
 }

@@ -95,6 +95,29 @@ pub mod kinds {
     pub const COMMITTED_END: u16 = 25;
     /// One step of an anti-entropy scan (`anti_entropy::AeRequest`).
     pub const ANTI_ENTROPY: u16 = 26;
+    /// Kinds from here up belong to node-level services registered with
+    /// [`super::Cluster::register_service`] (e.g. the cluster monitor).
+    pub const SERVICE_MIN: u16 = 100;
+}
+
+/// A node-level service above the cluster runtime (the monitor, say) that
+/// answers requests from peers over the transport: given the sender and the
+/// payload, it returns the reply or an error message.
+pub type ServiceHandler =
+    Arc<dyn Fn(NodeId, Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+
+/// A service request's failure, as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The request was not delivered (no connection, node unknown).
+    #[error("node {node} is unreachable: {message}")]
+    Unreachable { node: NodeId, message: String },
+    /// No answer in time.
+    #[error("node {node} did not answer in time: {message}")]
+    Timeout { node: NodeId, message: String },
+    /// The service (or the node) answered with an error.
+    #[error("node {node} answered: {message}")]
+    Remote { node: NodeId, message: String },
 }
 
 /// Settings of a node's cluster runtime.
@@ -184,6 +207,8 @@ struct Inner {
     heartbeats: HeartbeatService,
     heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
     anti_entropy: anti_entropy::AntiEntropy,
+    /// Handlers of node-level service kinds (≥ [`kinds::SERVICE_MIN`]).
+    services: RwLock<HashMap<u16, ServiceHandler>>,
     shutdown: CancellationToken,
 }
 
@@ -301,6 +326,18 @@ impl Inner {
             kinds::JOIN => {
                 let (id, info): (NodeId, NodeInfo) = decode(&payload)?;
                 encode(&self.admit_locally(id, info).await)
+            }
+            service if service >= kinds::SERVICE_MIN => {
+                let handler = self.services.read().get(&service).cloned();
+                match handler {
+                    Some(h) => h(from, payload)
+                        .await
+                        .map_err(|m| RemoteError::new(RemoteError::UNSUPPORTED, m)),
+                    None => Err(RemoteError::new(
+                        RemoteError::UNSUPPORTED,
+                        format!("no service of kind {service} on this node"),
+                    )),
+                }
             }
             other => Err(RemoteError::new(
                 network::BAD_RPC,
@@ -499,6 +536,7 @@ impl Cluster {
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
             anti_entropy: anti_entropy::AntiEntropy::new(config.anti_entropy.clone()),
+            services: RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
@@ -601,6 +639,62 @@ impl Cluster {
 
     pub fn controller(&self) -> &Raft<ControllerRaftConfig> {
         &self.inner.controller
+    }
+
+    /// Answers requests of `kind` (≥ [`kinds::SERVICE_MIN`]) from peers with
+    /// `handler`, replacing any earlier handler of that kind.
+    pub fn register_service(&self, kind: u16, handler: ServiceHandler) {
+        assert!(kind >= kinds::SERVICE_MIN, "service kinds start at {}", kinds::SERVICE_MIN);
+        self.inner.services.write().insert(kind, handler);
+    }
+
+    /// Calls a service of `kind` on node `to` (this node included, without
+    /// the network) and returns its reply.
+    pub async fn call_service(
+        &self,
+        to: NodeId,
+        kind: u16,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, ServiceError> {
+        if to == self.node_id() {
+            let handler = self.inner.services.read().get(&kind).cloned();
+            let Some(h) = handler else {
+                return Err(ServiceError::Remote {
+                    node: to,
+                    message: format!("no service of kind {kind} on this node"),
+                });
+            };
+            return match tokio::time::timeout(deadline, h(to, payload)).await {
+                Ok(r) => r.map_err(|message| ServiceError::Remote { node: to, message }),
+                Err(_) => Err(ServiceError::Timeout {
+                    node: to,
+                    message: format!("no answer within {deadline:?}"),
+                }),
+            };
+        }
+        match self.inner.transport.call(to, 0, kind, payload, deadline).await {
+            Ok(reply) => Ok(reply),
+            Err(e @ (TransportError::Unreachable { .. } | TransportError::UnknownPeer { .. })) => {
+                Err(ServiceError::Unreachable {
+                    node: to,
+                    message: e.to_string(),
+                })
+            }
+            Err(TransportError::Remote { error, .. }) => Err(ServiceError::Remote {
+                node: to,
+                message: error.message,
+            }),
+            Err(e) => Err(ServiceError::Timeout {
+                node: to,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// The controller group's leader as this node knows it.
+    pub fn controller_leader(&self) -> Option<NodeId> {
+        self.inner.controller.metrics().borrow().current_leader
     }
 
     /// Liveness of the peers as this node's failure detector sees them.
