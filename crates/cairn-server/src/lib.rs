@@ -22,6 +22,10 @@
 //! - [`tcp`]: the binary ingest protocol's server (framed TCP, pipelined).
 //! - [`read`]: partition reads by offset and time-range queries merged
 //!   across partitions.
+//! - [`monitor`]: the cluster monitor as the node runs it — collecting
+//!   every member's telemetry each second over the transport, evaluating
+//!   it with `cairn-monitor`, delivering alerts (controller leader only)
+//!   and answering `/v1/health` and `/v1/monitor/*`.
 //! - [`api`]: the HTTP routes (streams, entries, cluster, anti-entropy,
 //!   faults, telemetry), their extractors and the one error type. A read
 //!   that finds this node's replica damaged or quarantined is answered by
@@ -32,6 +36,7 @@
 
 pub mod api;
 pub mod ingest;
+pub mod monitor;
 pub mod node;
 pub mod read;
 pub mod streams;

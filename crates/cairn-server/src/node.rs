@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub cluster: ClusterOptions,
     /// Scans for divergent replicas: interval, rate limit.
     pub anti_entropy: cairn_cluster::antientropy::AntiEntropyConfig,
+    /// The cluster monitor: collection period (zero turns it off),
+    /// thresholds and alert rules, alert receivers.
+    pub monitor: crate::monitor::MonitorOptions,
 }
 
 /// How this node finds and forms its cluster.
@@ -86,6 +89,7 @@ impl NodeConfig {
             telemetry: TelemetryOptions::default(),
             cluster: ClusterOptions::default(),
             anti_entropy: Default::default(),
+            monitor: Default::default(),
         }
     }
 
@@ -143,6 +147,10 @@ pub(crate) struct NodeInner {
     pub started: Instant,
     /// For requests forwarded to other nodes; marks them as forwarded.
     pub http: reqwest::Client,
+    /// The cluster monitor (absent when turned off).
+    pub monitor: Option<crate::monitor::MonitorService>,
+    /// Stops the node's background tasks (the monitor) at shutdown.
+    pub stop_tasks: CancellationToken,
 }
 
 impl Node {
@@ -194,6 +202,34 @@ impl Node {
         telemetry
             .start()
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .default_headers(
+                [(
+                    reqwest::header::HeaderName::from_static(crate::api::handlers::FORWARDED),
+                    reqwest::header::HeaderValue::from_static("1"),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .build()
+            .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
+        let stop_tasks = CancellationToken::new();
+        let monitor = if config.monitor.interval.is_zero() {
+            None
+        } else {
+            Some(
+                crate::monitor::MonitorService::start(
+                    config.monitor.clone(),
+                    cluster.clone(),
+                    telemetry.clone(),
+                    http.clone(),
+                    &http_advertise,
+                    stop_tasks.clone(),
+                )
+                .map_err(|e| ApiError::internal(format!("start the monitor: {e}")))?,
+            )
+        };
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -201,20 +237,9 @@ impl Node {
                 cluster,
                 telemetry,
                 started: Instant::now(),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .default_headers(
-                        [(
-                            reqwest::header::HeaderName::from_static(
-                                crate::api::handlers::FORWARDED,
-                            ),
-                            reqwest::header::HeaderValue::from_static("1"),
-                        )]
-                        .into_iter()
-                        .collect(),
-                    )
-                    .build()
-                    .map_err(|e| ApiError::internal(format!("http client: {e}")))?,
+                http,
+                monitor,
+                stop_tasks,
             }),
         };
         if let Some(seed) = node.config().cluster.join.clone() {
@@ -279,6 +304,11 @@ impl Node {
         &self.inner.telemetry
     }
 
+    /// The cluster monitor, unless it is turned off.
+    pub fn monitor(&self) -> Option<&crate::monitor::MonitorService> {
+        self.inner.monitor.as_ref()
+    }
+
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
@@ -339,6 +369,7 @@ impl Node {
     /// Stops the Raft groups and telemetry, syncs every log and stops the
     /// storage writer. Further appends fail.
     pub async fn shutdown_storage(&self) -> Result<(), ApiError> {
+        self.inner.stop_tasks.cancel();
         self.inner.cluster.shutdown().await;
         let data_dir = self.inner.data_dir.clone();
         let telemetry = self.inner.telemetry.clone();

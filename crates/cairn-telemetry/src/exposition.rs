@@ -47,19 +47,21 @@ const BUCKETS_SECONDS: [f64; 21] = [
     f64::INFINITY,
 ];
 
-type Labels = Vec<(&'static str, String)>;
+/// A sample's labels: names are fixed, values from bounded sets.
+pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Debug)]
 pub(crate) struct Exporter(pub Weak<Telemetry>);
 
 /// A metric family with a fixed type whose samples we write ourselves.
-struct Samples<'a, V> {
+#[derive(Debug)]
+pub struct Samples<'a, V> {
     metric_type: MetricType,
     samples: &'a [(Labels, V)],
 }
 
 /// Plain numbers: counters and gauges, integer or float.
-trait Scalar: EncodeCounterValue + EncodeGaugeValue {}
+pub trait Scalar: EncodeCounterValue + EncodeGaugeValue {}
 impl Scalar for u64 {}
 impl Scalar for f64 {}
 
@@ -122,7 +124,10 @@ impl EncodeMetric for Samples<'_, HistogramSnapshot> {
     }
 }
 
-fn family<V>(
+/// Writes one metric family of plain samples (counters, gauges or
+/// histograms); nothing when `samples` is empty. Other crates' collectors
+/// (the monitor's) use it too, so every family is encoded one way.
+pub fn family<V>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -34,6 +34,8 @@ pub mod snapshot;
 
 mod exposition;
 
+pub use exposition::{Labels, family as encode_family};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -50,6 +50,41 @@ pub enum Command {
     /// (`status`).
     #[command(subcommand, name = "anti-entropy")]
     AntiEntropy(AntiEntropyCommand),
+    /// The cluster's health verdict (green, yellow, red) with its reasons
+    /// and the nodes' key figures. Exit code 0 green, 1 yellow, 2 red,
+    /// 3 no node answered.
+    Status(StatusArgs),
+    /// Offline tools of the cluster monitor.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the verdict as JSON (the `/v1/health` answer).
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw every second until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Re-evaluate a recorded file of collection rounds (written by
+    /// `cairn node --monitor-record FILE`) and print every change of the
+    /// verdict and findings.
+    Replay {
+        file: PathBuf,
+        /// Thresholds and rules to evaluate with (TOML; default: built in).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print every round's assessment as NDJSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +191,25 @@ pub struct NodeArgs {
     /// 0: unlimited).
     #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "16M")]
     pub ae_rate: f64,
+    /// How often the cluster monitor collects every node's telemetry and
+    /// re-evaluates the health verdict, findings and alerts (0: off).
+    #[arg(long, env = "CAIRN_MONITOR_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub monitor_interval: Duration,
+    /// Monitor thresholds and alert rules (TOML); the built-in defaults
+    /// are in docs/OPERATIONS.md ("The cluster monitor").
+    #[arg(long, env = "CAIRN_MONITOR_CONFIG")]
+    pub monitor_config: Option<PathBuf>,
+    /// Post alerts to this Prometheus Alertmanager (base URL; the v2 API
+    /// `/api/v2/alerts` is used). Only the controller leader posts.
+    #[arg(long, env = "CAIRN_ALERTMANAGER")]
+    pub alertmanager: Option<String>,
+    /// Post alert changes as JSON to this URL (generic webhook).
+    #[arg(long, env = "CAIRN_ALERT_WEBHOOK")]
+    pub alert_webhook: Option<String>,
+    /// Append every monitor collection round to this file (NDJSON), for
+    /// `cairn monitor replay`.
+    #[arg(long, env = "CAIRN_MONITOR_RECORD")]
+    pub monitor_record: Option<PathBuf>,
     /// Shut down (gracefully) when the parent process goes away. `cairn
     /// demo` starts its nodes with this, so a demo killed with SIGKILL
     /// leaves no nodes behind.
@@ -179,6 +233,44 @@ pub struct DemoArgs {
     /// The API carrying the load.
     #[arg(long, value_enum, default_value_t = ProduceApi::Binary)]
     pub api: ProduceApi,
+}
+
+/// µs since the epoch from RFC 3339, a time ago (`30s`, `5m`, `2h`, `1d`)
+/// or a plain number of µs. A number that is not plausibly µs (before
+/// 2001 or after the year 5000) is refused with a hint: a Unix time in
+/// seconds or ms would otherwise silently mean January 1970.
+pub fn parse_time_us(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        const PLAUSIBLE: std::ops::RangeInclusive<i64> = 978_307_200_000_000..=95_617_584_000_000_000;
+        if PLAUSIBLE.contains(&n) {
+            return Ok(n);
+        }
+        let hint = match n {
+            1_000_000_000..=99_999_999_999 => format!(
+                " — it looks like seconds: use {}000000 or an RFC 3339 time",
+                n
+            ),
+            100_000_000_000..=99_999_999_999_999 => {
+                format!(" — it looks like milliseconds: use {n}000 or an RFC 3339 time")
+            }
+            _ => " — give µs since the epoch, an RFC 3339 time or a time ago like 10m".into(),
+        };
+        return Err(format!("{n} is not a plausible time in µs{hint}"));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_micros());
+    }
+    if let Ok(ago) = parse_duration(s.trim_end_matches(" ago")) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let at = now.saturating_sub(ago);
+        return i64::try_from(at.as_micros()).map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339 (2026-12-03T04:00:00Z), a time ago (10m, 2h) or µs since the epoch"
+    ))
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -269,6 +361,18 @@ pub struct ProduceArgs {
     /// The node's binary-protocol address (host:port), for `--api binary`.
     #[arg(long, env = "CAIRN_TCP_SERVER")]
     pub tcp: Option<String>,
+    /// How to read lines: `auto` (a line starting with `{` must be a JSON
+    /// entry, others are plain text), `json` (every line), `text` (every
+    /// line is a plain message).
+    #[arg(long, value_enum, default_value_t = ProduceFormat::Auto)]
+    pub format: ProduceFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProduceFormat {
+    Auto,
+    Json,
+    Text,
 }
 
 #[derive(Debug, Args)]
@@ -296,11 +400,13 @@ pub struct QueryArgs {
     /// Only entries newer than this long ago, e.g. 30s, 5m, 2h, 1d.
     #[arg(long, value_parser = parse_duration, conflicts_with = "start")]
     pub since: Option<Duration>,
-    /// Only entries at or after this time (µs since the epoch).
-    #[arg(long)]
+    /// Only entries at or after this time: RFC 3339
+    /// (`2026-12-03T04:00:00Z`), a time ago (`10m`, `2h`), or µs since the
+    /// epoch.
+    #[arg(long, value_parser = parse_time_us)]
     pub start: Option<i64>,
-    /// Only entries at or before this time (µs since the epoch); default now.
-    #[arg(long)]
+    /// Only entries at or before this time (same forms); default now.
+    #[arg(long, value_parser = parse_time_us)]
     pub end: Option<i64>,
     /// Only entries at or above this level.
     #[arg(long)]
@@ -581,6 +687,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_times_in_any_common_form_when_parsed_should_be_microseconds_or_a_hint() {
+        assert_eq!(
+            parse_time_us("2026-12-03T04:00:00Z"),
+            Ok(1_796_270_400_000_000)
+        );
+        assert_eq!(parse_time_us("1796270400000000"), Ok(1_796_270_400_000_000));
+        let secs = parse_time_us("1796184000").unwrap_err();
+        assert!(secs.contains("looks like seconds"), "{secs}");
+        let ms = parse_time_us("1796184000000").unwrap_err();
+        assert!(ms.contains("milliseconds"), "{ms}");
+        let ago = parse_time_us("10m").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        assert!((now - ago - 600_000_000).abs() < 5_000_000);
+        assert!(parse_time_us("10m ago").is_ok());
+        assert!(parse_time_us("yesterday").is_err());
+    }
     use clap::CommandFactory;
 
     #[test]

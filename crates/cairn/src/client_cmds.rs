@@ -13,7 +13,8 @@ use cairn_types::NewEntry;
 use serde_json::Value;
 
 use crate::cli::{
-    Command, ProduceApi, ProduceArgs, QueryArgs, ReadArgs, ServerArgs, StreamCommand,
+    Command, ProduceApi, ProduceArgs, ProduceFormat, QueryArgs, ReadArgs, ServerArgs,
+    StreamCommand,
 };
 
 /// Largest page the server serves for one partition read.
@@ -42,6 +43,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Bench(_) => unreachable!("handled by bench"),
             Command::Demo(_) => unreachable!("handled by demo"),
             Command::Inspect(_) => unreachable!("handled by inspect_cmd"),
+            Command::Status(_) | Command::Monitor(_) => unreachable!("handled by status_cmd"),
         }
     })
 }
@@ -50,10 +52,11 @@ pub fn run(command: Command) -> Result<()> {
 /// `/health` answers within a second.
 pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
     if args.cluster.is_empty() {
-        return Ok(Client::new(&args.server)?);
+        return Ok(Client::new(&normalize_url(&args.server))?);
     }
     let mut failures = Vec::new();
     for url in &args.cluster {
+        let url = &normalize_url(url);
         let probe = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(1))
             .build()?;
@@ -64,6 +67,24 @@ pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
         }
     }
     anyhow::bail!("no node of the cluster answered: {}", failures.join("; "))
+}
+
+/// A server given as `HOST:PORT` means `http://HOST:PORT` (the only scheme
+/// a node speaks); anything with a scheme is left for the client to judge.
+pub(crate) fn normalize_url(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    }
+}
+
+/// `unix_ms` as an RFC 3339 UTC time, for people.
+pub(crate) fn format_unix_ms(unix_ms: u64) -> String {
+    let secs = (unix_ms / 1000) as i64;
+    let nanos = ((unix_ms % 1000) * 1_000_000) as u32;
+    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, nanos)
+        .map_or_else(|| unix_ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 async fn stream(cmd: StreamCommand) -> Result<()> {
@@ -116,15 +137,39 @@ async fn stream(cmd: StreamCommand) -> Result<()> {
     Ok(())
 }
 
-/// Turns one input line into an entry: a JSON object is an entry (missing
-/// `source`/`level` filled from the flags); anything else is the message of
-/// a plain entry. Blank lines give `None`.
+/// Turns one input line into an entry. With `--format auto` (the default)
+/// a line that starts with `{` must be a JSON entry — a malformed one is an
+/// error, never silently stored as text with the default level — and any
+/// other line is the message of a plain entry; `--format json` requires
+/// every line to be JSON, `--format text` takes every line as plain text.
+/// Missing `source`/`level` of a JSON entry come from the flags. Blank
+/// lines give `None`.
 pub fn line_to_entry(line: &str, args: &ProduceArgs) -> Result<Option<NewEntry>, String> {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.trim().is_empty() {
         return Ok(None);
     }
-    if let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(line) {
+    let looks_json = line.trim_start().starts_with('{');
+    let as_json = match args.format {
+        ProduceFormat::Text => false,
+        ProduceFormat::Json => true,
+        ProduceFormat::Auto => looks_json,
+    };
+    if as_json {
+        let mut obj = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(_) => return Err("expected a JSON object (an entry)".into()),
+            Err(e) => {
+                return Err(format!(
+                    "not valid JSON: {e}{}",
+                    if args.format == ProduceFormat::Auto {
+                        " (use --format text to store such lines as plain text)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        };
         obj.entry("source")
             .or_insert_with(|| Value::String(args.source.clone()));
         obj.entry("level")
@@ -384,7 +429,23 @@ mod tests {
             batch_size: 10,
             api: ProduceApi::Http,
             tcp: None,
+            format: ProduceFormat::Auto,
         }
+    }
+
+    #[test]
+    fn given_a_malformed_json_line_when_producing_should_refuse_it_not_store_text() {
+        let mut a = args();
+        for bad in [r#"{"message":"m","level":"error""#, r#"{"message":"m",}"#] {
+            let e = line_to_entry(bad, &a).unwrap_err();
+            assert!(e.contains("not valid JSON"), "{e}");
+        }
+        assert!(line_to_entry("[1,2]", &a).unwrap().is_some(), "not JSON-looking: text");
+        a.format = ProduceFormat::Text;
+        let e = line_to_entry(r#"{"message":"m","#, &a).unwrap().unwrap();
+        assert_eq!(e.message, r#"{"message":"m","#);
+        a.format = ProduceFormat::Json;
+        assert!(line_to_entry("plain", &a).is_err());
     }
 
     #[test]

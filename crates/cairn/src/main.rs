@@ -18,6 +18,7 @@ mod client_cmds;
 mod demo;
 mod inspect_cmd;
 mod node_cmd;
+mod status_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ fn main() -> ExitCode {
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Inspect(args) => return inspect_cmd::run(args),
+        cli::Command::Status(args) => return status_cmd::run(args),
+        cli::Command::Monitor(cmd) => status_cmd::monitor(cmd),
         other => client_cmds::run(other),
     };
     match result {

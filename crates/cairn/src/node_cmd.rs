@@ -19,7 +19,9 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::NodeArgs;
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    init_logging("info");
+    // openraft's INFO is per-election chatter; an operator needs our own
+    // INFO and openraft's warnings (RUST_LOG overrides).
+    init_logging("info,openraft=warn");
     let config = NodeConfig {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,
@@ -40,6 +42,23 @@ pub fn run(args: NodeArgs) -> Result<()> {
             deep_interval: args.ae_deep_interval,
             rate_bytes_per_sec: args.ae_rate as u64,
             ..Default::default()
+        },
+        monitor: cairn_server::monitor::MonitorOptions {
+            interval: args.monitor_interval,
+            config: match &args.monitor_config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("read --monitor-config {}", path.display()))?;
+                    cairn_monitor::MonitorConfig::from_toml(&text)
+                        .with_context(|| format!("--monitor-config {}", path.display()))?
+                }
+                None => cairn_monitor::MonitorConfig::default(),
+            },
+            receivers: cairn_server::monitor::deliver::Receivers {
+                alertmanager: args.alertmanager,
+                webhook: args.alert_webhook,
+            },
+            record: args.monitor_record,
         },
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -63,7 +82,8 @@ async fn serve(
     writeln!(
         out,
         "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
-         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing}",
+         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing} \
+         monitor_interval_ms={} alertmanager={:?} alert_webhook={:?}",
         config.cluster.node_id,
         config.node_name,
         config.data_dir.display(),
@@ -74,6 +94,9 @@ async fn serve(
         config.max_body_bytes,
         config.retention_check.as_millis(),
         config.telemetry.disk_probe_timeout.as_millis(),
+        config.monitor.interval.as_millis(),
+        config.monitor.receivers.alertmanager,
+        config.monitor.receivers.webhook,
     )?;
     // Bind before opening the data directory: an open node must not be
     // dropped on an async thread without `serve` (storage shutdown blocks).

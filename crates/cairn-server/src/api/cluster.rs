@@ -47,7 +47,10 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 raft_addr: n.info.raft_addr.clone(),
                 http_addr: n.info.http_addr.clone(),
                 state,
-                phi: peer.map(|p| p.phi).filter(|p| p.is_finite()),
+                // Two decimals: phi near 0 is noise (2.02e-102 reads as a bug).
+                phi: peer
+                    .map(|p| (p.phi * 100.0).round() / 100.0)
+                    .filter(|p| p.is_finite()),
                 voter: voters.contains(&n.id),
             }
         })

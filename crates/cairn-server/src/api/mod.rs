@@ -15,6 +15,10 @@
 //! | `POST /v1/streams/{name}/entries` | `{appended, partitions}` |
 //! | `GET /v1/streams/{name}/partitions/{p}/entries?offset&limit` | `{entries, next_offset, start_offset, end_offset}` |
 //! | `GET /v1/streams/{name}/query?start&end&level&source&contains&limit` | `{entries, truncated}` |
+//! | `GET /v1/health?local` | the cluster verdict: `{status: green\|yellow\|red, reasons, nodes, partitions}` |
+//! | `GET /v1/monitor/findings?local` | active findings with evidence |
+//! | `GET /v1/monitor/alerts?local` | `{active, history}` |
+//! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}` |
 //! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
@@ -34,6 +38,7 @@ pub mod error;
 pub mod extract;
 pub mod faults;
 pub mod handlers;
+pub mod monitor;
 pub mod telemetry;
 
 use axum::Router;
@@ -65,6 +70,10 @@ pub fn router(node: Node) -> Router {
             get(handlers::read),
         )
         .route("/v1/streams/{name}/query", get(handlers::query))
+        .route("/v1/health", get(monitor::health))
+        .route("/v1/monitor/findings", get(monitor::findings))
+        .route("/v1/monitor/alerts", get(monitor::alerts))
+        .route("/v1/monitor/series", get(monitor::series))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))
         .route(

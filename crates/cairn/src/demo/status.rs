@@ -21,6 +21,9 @@ use cairn_telemetry::snapshot::TelemetrySnapshot;
 pub struct NodeSample {
     pub view: Option<ClusterView>,
     pub telemetry: Option<TelemetrySnapshot>,
+    /// The node's `/v1/health` answer (the controller leader's verdict,
+    /// forwarded, or its own when the leader did not answer).
+    pub health: Option<serde_json::Value>,
 }
 
 /// Fetches one node's view and telemetry, each bounded by `timeout`.
@@ -33,11 +36,16 @@ pub async fn sample(http: &reqwest::Client, url: &str, timeout: Duration) -> Nod
         let r = http.get(url).timeout(timeout).send().await.ok()?;
         r.error_for_status().ok()?.json().await.ok()
     }
-    let (view, telemetry) = tokio::join!(
+    let (view, telemetry, health) = tokio::join!(
         get(http, format!("{url}/v1/cluster"), timeout),
         get(http, format!("{url}/v1/telemetry/snapshot"), timeout),
+        get(http, format!("{url}/v1/health"), timeout),
     );
-    NodeSample { view, telemetry }
+    NodeSample {
+        view,
+        telemetry,
+        health,
+    }
 }
 
 /// One node's row.
@@ -94,6 +102,44 @@ pub struct Status {
     pub partitions: Vec<PartitionRow>,
     pub load: LoadRow,
     pub last_error: Option<String>,
+    /// The cluster verdict and its reasons, one line each (`None` while no
+    /// node has answered `/v1/health`).
+    pub health: Option<Verdict>,
+}
+
+/// The monitor's verdict as the demo shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// `GREEN`, `YELLOW` or `RED`.
+    pub status: String,
+    /// `SEVERITY code subject: summary`, most severe first.
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    fn of(health: &serde_json::Value) -> Option<Verdict> {
+        let status = health["status"].as_str()?.to_uppercase();
+        let reasons = health["reasons"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        let mut line = format!(
+                            "{} {} — {}",
+                            r["severity"].as_str().unwrap_or("").to_uppercase(),
+                            r["code"].as_str().unwrap_or(""),
+                            r["summary"].as_str().unwrap_or(""),
+                        );
+                        if let Some(cause) = r["injected"].as_str() {
+                            let _ = write!(line, " [injected: {cause}]");
+                        }
+                        line
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Verdict { status, reasons })
+    }
 }
 
 /// Per node: (id, HTTP URL, pid, `Some(why)` if its process is gone).
@@ -177,6 +223,13 @@ impl Status {
                 }
             })
             .collect();
+        // The controller leader's verdict if any node relayed it, else the
+        // first node's own.
+        let health = samples
+            .iter()
+            .filter_map(|s| s.health.as_ref())
+            .max_by_key(|h| h["authority"].as_str() == Some("leader"))
+            .and_then(Verdict::of);
         Status {
             elapsed,
             stream: stream.to_string(),
@@ -185,6 +238,7 @@ impl Status {
             partitions,
             load,
             last_error,
+            health,
         }
     }
 
@@ -199,6 +253,27 @@ impl Status {
                 .map_or_else(|| "none yet".to_string(), |c| format!("node {c}")),
             self.stream
         ));
+        match &self.health {
+            Some(v) => {
+                out.push(format!(
+                    "health: {}{}",
+                    v.status,
+                    v.reasons
+                        .first()
+                        .map_or_else(String::new, |r| format!(" — {r}"))
+                ));
+                for r in v.reasons.iter().skip(1).take(3) {
+                    out.push(format!("        {r}"));
+                }
+                if v.reasons.len() > 4 {
+                    out.push(format!(
+                        "        (+{} more: cairn status)",
+                        v.reasons.len() - 4
+                    ));
+                }
+            }
+            None => out.push("health: (no verdict yet)".into()),
+        }
         out.push(String::new());
         out.push(format!(
             "{:<5} {:<24} {:>5} {:>8} {:>6} {:>11} {:>12}",
@@ -270,7 +345,15 @@ impl Status {
 
     /// One plain line, for output that is not a terminal.
     pub fn line(&self) -> String {
-        let mut s = format!("[{}] nodes", clock(self.elapsed));
+        let mut s = format!(
+            "[{}] health {}",
+            clock(self.elapsed),
+            self.health.as_ref().map_or("-", |v| v.status.as_str())
+        );
+        if let Some(r) = self.health.as_ref().and_then(|v| v.reasons.first()) {
+            let _ = write!(s, " ({r})");
+        }
+        s.push_str(" | nodes");
         for n in &self.nodes {
             let _ = write!(s, " {}:{}", n.id, n.state.replace(' ', "-"));
         }
@@ -391,10 +474,12 @@ mod tests {
             NodeSample {
                 view: Some(view(1, vec![group(0, 1, 100), group(1, 2, 50)])),
                 telemetry: None,
+                health: None,
             },
             NodeSample {
                 view: Some(view(2, vec![group(0, 1, 90), group(1, 2, 50)])),
                 telemetry: None,
+                health: None,
             },
             // Node 3 did not answer.
             NodeSample::default(),
@@ -431,6 +516,7 @@ mod tests {
             NodeSample {
                 view: Some(view(1, vec![group(0, 1, 10)])),
                 telemetry: None,
+                health: None,
             },
             NodeSample::default(),
             NodeSample::default(),

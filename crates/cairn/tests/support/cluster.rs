@@ -20,8 +20,11 @@ pub fn free_port() -> Result<u16> {
 }
 
 pub struct TestCluster {
-    pub dir: tempfile::TempDir,
+    /// Declared before `dir`: fields drop in order, so the nodes are
+    /// killed before their data directory is removed (a node still running
+    /// would keep writing into the deleted tree and leak its space).
     pub nodes: Vec<Option<NodeProcess>>,
+    pub dir: tempfile::TempDir,
     raft_addrs: Vec<String>,
     peers: String,
     /// Flags every node is started with, beyond the cluster's own.
@@ -54,8 +57,8 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = TestCluster {
-            dir,
             nodes: (0..n).map(|_| None).collect(),
+            dir,
             raft_addrs,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),

@@ -1,0 +1,385 @@
+//! The cluster monitor as a node runs it: collection, evaluation, alert
+//! delivery and the answers behind `/v1/health` and `/v1/monitor/*`.
+//!
+//! # Collection
+//!
+//! Every node collects every member's telemetry snapshot once a second over
+//! the cluster transport (service kind [`SNAPSHOT`], answered from the
+//! node's latest snapshot; the node's own is read in place). A member that
+//! does not answer within [`COLLECT_TIMEOUT`] is recorded as missing for
+//! that round — which is itself evidence (a paused or cut-off node). The
+//! round becomes one `ClusterSample` fed to this node's
+//! [`cairn_monitor::Monitor`] (the pure core: rings, detectors, verdict,
+//! alert states).
+//!
+//! # Authority
+//!
+//! Every node evaluates the same samples, so any node can answer, but the
+//! controller leader's monitor is authoritative: API requests on another
+//! node are forwarded to it over the transport ([`QUERY`]), falling back to
+//! the local answer (marked `"authority": "local"`) when the leader cannot
+//! be reached — exactly when an operator needs an answer most. Only the
+//! controller leader delivers alerts, so a receiver hears each transition
+//! once.
+//!
+//! # Cost
+//!
+//! One round is N small requests (a few KB of JSON each) and one `observe`
+//! (microseconds). The CPU of evaluation is counted with the thread CPU
+//! clock and exported as `cairn_monitor_evaluation_cpu_seconds_total`; the
+//! whole monitor's cost (collection included) is measured by comparing a
+//! node's CPU with `--monitor-interval 0` (docs/PERFORMANCE.md).
+
+pub mod deliver;
+mod metrics;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cairn_cluster::Cluster;
+use cairn_monitor::{ClusterSample, Monitor, MonitorConfig, NodeSample};
+use cairn_telemetry::Telemetry;
+use cairn_telemetry::snapshot::TelemetrySnapshot;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use deliver::{Delivery, OutgoingAlert, Receivers};
+
+/// Service kind: "send me your latest telemetry snapshot" (JSON reply).
+pub const SNAPSHOT: u16 = 100;
+/// Service kind: a [`Query`] for the controller leader's monitor.
+pub const QUERY: u16 = 101;
+/// A member that has not answered by then is missing from the round.
+pub const COLLECT_TIMEOUT: Duration = Duration::from_millis(700);
+/// How long a forwarded query may take before the local answer is used.
+const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Firing alerts are sent again this often (Alertmanager resolves alerts
+/// it has not heard of for its `resolve_timeout`, 5 min by default).
+const RESEND: Duration = Duration::from_secs(30);
+
+/// How the node's monitor is set up.
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    /// Collection period (1 s by default).
+    pub interval: Duration,
+    pub config: MonitorConfig,
+    pub receivers: Receivers,
+    /// Append every collected round to this file as NDJSON (for `cairn
+    /// monitor replay`).
+    pub record: Option<std::path::PathBuf>,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        MonitorOptions {
+            interval: Duration::from_secs(1),
+            config: MonitorConfig::default(),
+            receivers: Receivers::default(),
+            record: None,
+        }
+    }
+}
+
+/// What the API may ask a monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum Query {
+    Health,
+    Findings,
+    Alerts,
+    Series {
+        metric: String,
+        node: Option<u64>,
+        since_ms: Option<u64>,
+    },
+}
+
+/// The node's monitor. Cheap to clone.
+#[derive(Clone)]
+pub struct MonitorService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: u64,
+    cluster: Cluster,
+    telemetry: Arc<Telemetry>,
+    interval: Duration,
+    monitor: Mutex<Monitor>,
+    delivery: Delivery,
+    generator_url: String,
+    record: Option<Mutex<std::fs::File>>,
+    cpu_ns: AtomicU64,
+    rounds: AtomicU64,
+}
+
+impl std::fmt::Debug for MonitorService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorService")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+impl MonitorService {
+    /// Registers the monitor's transport services and starts collecting
+    /// until `stop` is cancelled.
+    pub fn start(
+        options: MonitorOptions,
+        cluster: Cluster,
+        telemetry: Arc<Telemetry>,
+        http: reqwest::Client,
+        http_advertise: &str,
+        stop: CancellationToken,
+    ) -> std::io::Result<MonitorService> {
+        let record = match &options.record {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
+        let node = cluster.node_id();
+        let service = MonitorService {
+            inner: Arc::new(Inner {
+                node,
+                delivery: Delivery::start(options.receivers.clone(), node, http),
+                generator_url: format!("http://{http_advertise}/v1/monitor/alerts"),
+                cluster: cluster.clone(),
+                telemetry: telemetry.clone(),
+                interval: options.interval,
+                monitor: Mutex::new(Monitor::new(options.config)),
+                record,
+                cpu_ns: AtomicU64::new(0),
+                rounds: AtomicU64::new(0),
+            }),
+        };
+        let t = telemetry.clone();
+        cluster.register_service(
+            SNAPSHOT,
+            Arc::new(move |_from, _payload| {
+                let snapshot = t.snapshot();
+                Box::pin(async move {
+                    let s = snapshot.ok_or("no telemetry interval has completed yet")?;
+                    serde_json::to_vec(&s)
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        );
+        let me = Arc::downgrade(&service.inner);
+        cluster.register_service(
+            QUERY,
+            Arc::new(move |_from, payload| {
+                let me = me.upgrade();
+                Box::pin(async move {
+                    let inner = me.ok_or("the monitor is stopping")?;
+                    let q: Query = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    let answer = MonitorService { inner }.answer_locally(&q)?;
+                    serde_json::to_vec(&answer)
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        );
+        metrics::register(&telemetry, Arc::downgrade(&service.inner));
+        tokio::spawn(service.clone().run(stop));
+        Ok(service)
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.inner.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_resend = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let sample = self.collect().await;
+            let cpu_before = thread_cpu_ns();
+            self.observe(sample, &mut last_resend);
+            self.inner
+                .cpu_ns
+                .fetch_add(thread_cpu_ns().saturating_sub(cpu_before), Ordering::Relaxed);
+        }
+    }
+
+    /// One round: every member's snapshot, concurrently.
+    async fn collect(&self) -> ClusterSample {
+        let cluster = &self.inner.cluster;
+        let me = self.inner.node;
+        let mut members: Vec<u64> = cluster.meta().nodes.keys().copied().collect();
+        if !members.contains(&me) {
+            members.push(me);
+        }
+        let at = unix_ms();
+        let fetches = members.iter().map(|&id| async move {
+            if id == me {
+                return match self.inner.telemetry.snapshot() {
+                    Some(s) => NodeSample::from_snapshot(id, at, &s),
+                    None => NodeSample::missing(id, at, "no telemetry interval yet".into()),
+                };
+            }
+            match cluster
+                .call_service(id, SNAPSHOT, Bytes::new(), COLLECT_TIMEOUT)
+                .await
+            {
+                Ok(bytes) => match serde_json::from_slice::<TelemetrySnapshot>(&bytes) {
+                    Ok(s) => NodeSample::from_snapshot(id, at, &s),
+                    Err(e) => NodeSample::missing(id, at, format!("bad snapshot: {e}")),
+                },
+                Err(e) => NodeSample::missing(id, at, e.to_string()),
+            }
+        });
+        let nodes = futures::future::join_all(fetches).await;
+        ClusterSample { unix_ms: at, nodes }
+    }
+
+    fn observe(&self, sample: ClusterSample, last_resend: &mut tokio::time::Instant) {
+        if let Some(file) = &self.inner.record
+            && let Ok(line) = serde_json::to_string(&sample)
+        {
+            let _ = writeln!(file.lock(), "{line}");
+        }
+        self.inner.rounds.fetch_add(1, Ordering::Relaxed);
+        let leader = self.inner.cluster.controller_leader() == Some(self.inner.node);
+        let mut monitor = self.inner.monitor.lock();
+        let assessment = monitor.observe(sample);
+        for t in &assessment.transitions {
+            // One structured line per transition; every node logs its own
+            // view, the leader's is the one delivered.
+            tracing::info!(
+                target: "cairn::alert",
+                alertname = %t.alert.labels.get("alertname").map_or("", |s| s.as_str()),
+                state = %t.to,
+                severity = %t.alert.labels.get("severity").map_or("", |s| s.as_str()),
+                summary = %t.alert.annotations.get("summary").map_or("", |s| s.as_str()),
+                authoritative = leader,
+                "alert {}", t.to
+            );
+        }
+        if !leader || !self.inner.delivery.enabled() {
+            return;
+        }
+        let mut outgoing: Vec<OutgoingAlert> = assessment
+            .transitions
+            .iter()
+            .filter(|t| t.is_delivered())
+            .map(|t| self.outgoing(&t.alert))
+            .collect();
+        if last_resend.elapsed() >= RESEND {
+            *last_resend = tokio::time::Instant::now();
+            outgoing.extend(
+                monitor
+                    .alerts()
+                    .active()
+                    .iter()
+                    .filter(|a| a.is_firing())
+                    .map(|a| self.outgoing(a)),
+            );
+        }
+        drop(monitor);
+        self.inner.delivery.send(outgoing);
+    }
+
+    fn outgoing(&self, a: &cairn_monitor::Alert) -> OutgoingAlert {
+        OutgoingAlert {
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at: rfc3339(a.starts_at),
+            ends_at: a.ends_at.map(rfc3339),
+            generator_url: self.inner.generator_url.clone(),
+        }
+    }
+
+    /// The answer to `q` from this node's own monitor.
+    pub fn answer_locally(&self, q: &Query) -> Result<serde_json::Value, String> {
+        let monitor = self.inner.monitor.lock();
+        let value = match q {
+            Query::Health => serde_json::to_value(monitor.health()),
+            Query::Findings => serde_json::to_value(monitor.findings()),
+            Query::Alerts => serde_json::to_value(serde_json::json!({
+                "active": monitor.alerts().active(),
+                "history": monitor.alerts().history(),
+            })),
+            Query::Series {
+                metric,
+                node,
+                since_ms,
+            } => {
+                let since = since_ms.unwrap_or_else(|| unix_ms().saturating_sub(15 * 60_000));
+                let points = monitor
+                    .history()
+                    .series(metric, *node, since)
+                    .map_err(|e| e.to_string())?;
+                serde_json::to_value(serde_json::json!({ "metric": metric, "points": points }))
+            }
+        };
+        value.map_err(|e| e.to_string())
+    }
+
+    /// The answer to `q` from the controller leader's monitor, or this
+    /// node's own when the leader cannot answer (or `local` is asked for).
+    /// The reply says whose it is: `"authority": "leader"|"local"` and
+    /// `"answered_by": node`.
+    pub async fn answer(&self, q: &Query, local: bool) -> Result<serde_json::Value, String> {
+        let me = self.inner.node;
+        let leader = self.inner.cluster.controller_leader();
+        let (mut value, authority, by) = match leader {
+            Some(l) if l != me && !local => {
+                let payload = Bytes::from(serde_json::to_vec(q).map_err(|e| e.to_string())?);
+                match self
+                    .inner
+                    .cluster
+                    .call_service(l, QUERY, payload, FORWARD_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(v) => (v, "leader", l),
+                    Err(e) => {
+                        tracing::debug!(leader = l, error = %e, "monitor query answered locally");
+                        (self.answer_locally(q)?, "local", me)
+                    }
+                }
+            }
+            Some(l) if l == me => (self.answer_locally(q)?, "leader", me),
+            _ => (self.answer_locally(q)?, "local", me),
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("authority".into(), authority.into());
+            obj.insert("answered_by".into(), by.into());
+        }
+        Ok(value)
+    }
+
+    /// CPU seconds this node has spent collecting and evaluating.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.inner.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// `unix_ms` as an RFC 3339 UTC timestamp (what Alertmanager expects).
+pub fn rfc3339(unix_ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
