@@ -20,28 +20,43 @@ struct DiskMeasure {
     slow_fsync: bool,
 }
 
-fn measure(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<DiskMeasure> {
+/// A node's baselines, computed once per window.
+#[derive(Debug, Clone, Copy)]
+struct DiskBases {
+    load: Option<f64>,
+    probe: Option<f64>,
+    fsync: Option<f64>,
+}
+
+fn bases(w: &Window<'_>, cfg: &MonitorConfig, node: u64) -> DiskBases {
+    DiskBases {
+        load: baseline(w, cfg, node, |n| Some(n.entries_per_second)),
+        probe: baseline(w, cfg, node, |n| n.disk_probe_p99_ms),
+        fsync: baseline(w, cfg, node, |n| n.write.fsync_p99_ms),
+    }
+}
+
+fn measure(
+    w: &Window<'_>,
+    cfg: &MonitorConfig,
+    b: &DiskBases,
+    i: usize,
+    node: u64,
+) -> Option<DiskMeasure> {
     let c = &cfg.slow_disk;
     let n = w.present(i, node)?;
     // Normalised by load: against its own past only when the node is not
     // doing much more work than it was then (a burst slows every fsync a
     // little; the peers' comparison still applies).
-    let load_base = baseline(w, cfg, i, node, |n| Some(n.entries_per_second));
-    let same_load =
-        load_base.is_none_or(|b| n.entries_per_second <= cfg.overload.throughput_ratio * b + 10.0);
-    let base = |f: fn(&crate::sample::NodeSample) -> Option<f64>| {
-        if same_load {
-            baseline(w, cfg, i, node, f)
-        } else {
-            None
-        }
-    };
+    let same_load = b
+        .load
+        .is_none_or(|l| n.entries_per_second <= cfg.overload.throughput_ratio * l + 10.0);
     let probe = n.disk_probe_p99_ms;
     let probe_peers = peer_median(w, i, node, |p| p.disk_probe_p99_ms);
-    let probe_base = base(|p| p.disk_probe_p99_ms);
+    let probe_base = b.probe.filter(|_| same_load);
     let fsync = n.write.fsync_p99_ms;
     let fsync_peers = peer_median(w, i, node, |p| p.write.fsync_p99_ms);
-    let fsync_base = base(|p| p.write.fsync_p99_ms);
+    let fsync_base = b.fsync.filter(|_| same_load);
     Some(DiskMeasure {
         probe,
         probe_peers,
@@ -96,12 +111,13 @@ impl DiskMeasure {
 pub fn slow_disk(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     for node in w.node_ids() {
+        let b = bases(w, cfg, node);
         let Some(t) = track(w, cfg, |i| {
-            measure(w, cfg, i, node).and_then(|m| m.severity(cfg))
+            measure(w, cfg, &b, i, node).and_then(|m| m.severity(cfg))
         }) else {
             continue;
         };
-        let Some(m) = measure(w, cfg, t.at, node) else {
+        let Some(m) = measure(w, cfg, &b, t.at, node) else {
             continue;
         };
         out.push(slow_disk_finding(w, cfg, node, t, &m));
@@ -214,24 +230,21 @@ pub(crate) fn bytes(v: f64) -> String {
     format!("{} {}", num(v), UNITS[u])
 }
 
-/// Free bytes falling at `decline` bytes/s (least-squares slope over the
-/// last `forecast_samples` rounds up to `i`); `None` without enough points.
-fn decline_rate(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<f64> {
+/// Free bytes falling at this many bytes/s: the least-squares slope over
+/// the last `forecast_samples` rounds up to `i` of `free` (seconds, free
+/// bytes per round); `None` without 10 points.
+fn decline_rate(cfg: &MonitorConfig, free: &[Option<(f64, f64)>], i: usize) -> Option<f64> {
     let lo = (i + 1).saturating_sub(cfg.disk_full.forecast_samples);
-    let pts: Vec<(f64, f64)> = (lo..=i)
-        .filter_map(|j| {
-            let n = w.present(j, node)?;
-            (n.total_bytes > 0).then_some((n.unix_ms as f64 / 1000.0, n.free_bytes as f64))
-        })
-        .collect();
-    if pts.len() < 10 {
+    let pts = || free[lo..=i].iter().flatten();
+    let k = pts().count();
+    if k < 10 {
         return None;
     }
-    let k = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / k;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / k;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let k = k as f64;
+    let mx = pts().map(|p| p.0).sum::<f64>() / k;
+    let my = pts().map(|p| p.1).sum::<f64>() / k;
+    let sxx: f64 = pts().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = pts().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     if sxx <= 0.0 {
         return None;
     }
@@ -277,9 +290,21 @@ pub fn disk_full(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             ));
             continue;
         }
+        // Seconds relative to the window's start keep the fit well
+        // conditioned.
+        let t0 = w.get(0).unix_ms;
+        let free: Vec<Option<(f64, f64)>> = (0..w.len())
+            .map(|j| {
+                let n = w.present(j, node)?;
+                (n.total_bytes > 0).then_some((
+                    n.unix_ms.saturating_sub(t0) as f64 / 1000.0,
+                    n.free_bytes as f64,
+                ))
+            })
+            .collect();
         let hours_left = |i: usize| -> Option<(f64, f64, f64)> {
             let n = w.present(i, node)?;
-            let rate = decline_rate(w, cfg, i, node)?;
+            let rate = decline_rate(cfg, &free, i)?;
             (rate > 0.0).then(|| {
                 let hours = n.free_bytes as f64 / rate / 3600.0;
                 (hours, rate, n.free_bytes as f64)

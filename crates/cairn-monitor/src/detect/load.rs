@@ -43,12 +43,25 @@ struct Knee {
     base_rate: f64,
 }
 
-fn knee(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<Knee> {
+/// The node's write p99 and entries/s baselines.
+fn knee_bases(w: &Window<'_>, cfg: &MonitorConfig, node: u64) -> Option<(f64, f64)> {
+    Some((
+        baseline(w, cfg, node, |n| n.write.total_p99_ms)?,
+        baseline(w, cfg, node, |n| Some(n.entries_per_second))?,
+    ))
+}
+
+fn knee(
+    w: &Window<'_>,
+    cfg: &MonitorConfig,
+    bases: Option<(f64, f64)>,
+    i: usize,
+    node: u64,
+) -> Option<Knee> {
     let c = &cfg.overload;
     let n = w.present(i, node)?;
     let p99 = n.write.total_p99_ms?;
-    let base_p99 = baseline(w, cfg, i, node, |n| n.write.total_p99_ms)?;
-    let base_rate = baseline(w, cfg, i, node, |n| Some(n.entries_per_second))?;
+    let (base_p99, base_rate) = bases?;
     let rate = n.entries_per_second;
     (p99 >= c.floor_ms
         && p99 >= c.latency_ratio * base_p99
@@ -74,13 +87,14 @@ pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.overload;
     let mut out = Vec::new();
     for node in w.node_ids() {
+        let bases = knee_bases(w, cfg, node);
         let cond = |i: usize| {
             let n = w.present(i, node)?;
             let rejecting = rejections(cfg, n) > c.rejections_per_second;
             let growing = queue_growth(w, cfg, i, node).is_some();
             if rejecting && growing {
                 Some(Severity::Critical)
-            } else if rejecting || growing || knee(w, cfg, i, node).is_some() {
+            } else if rejecting || growing || knee(w, cfg, bases, i, node).is_some() {
                 Some(Severity::Warning)
             } else {
                 None
@@ -117,7 +131,7 @@ pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 c.queue_growth_samples - 1
             ));
         }
-        if let Some(k) = knee(w, cfg, t.at, node) {
+        if let Some(k) = knee(w, cfg, bases, t.at, node) {
             evidence.push(Evidence::new(
                 "write_p99_ms",
                 k.p99,

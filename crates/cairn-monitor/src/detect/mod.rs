@@ -8,7 +8,7 @@
 //!    [`Severity`]). Conditions compare a node with its **peers** (the
 //!    median of the other nodes at that round) and with its **own
 //!    baseline** (the median of the `baseline_samples` rounds before the
-//!    last `trigger_window`), and never fire below an **absolute floor**, so
+//!    evaluated ones), and never fire below an **absolute floor**, so
 //!    0.3 ms against 0.1 ms is not "3× slower".
 //! 2. [`hysteresis`] turns that run of yes/no into a finding: raised when
 //!    the condition held in `trigger_samples` of the last `trigger_window`
@@ -189,26 +189,26 @@ pub(crate) fn peer_median(
 /// Fewer baseline points than this and there is no baseline.
 const MIN_BASELINE: usize = 5;
 
-/// The median of `f` for `node` over the `baseline_samples` rounds that
-/// end `trigger_window` rounds before `i` (so a fault that is just rising
-/// is not part of its own baseline).
+/// The median of `f` for `node` over the `baseline_samples` rounds before
+/// the evaluated ones (so a fault that is just rising is not part of its
+/// own baseline). One baseline serves every evaluated round, so it is
+/// computed once per node and figure.
 pub(crate) fn baseline(
     w: &Window<'_>,
     cfg: &MonitorConfig,
-    i: usize,
     node: u64,
     f: impl Fn(&NodeSample) -> Option<f64>,
 ) -> Option<f64> {
-    baseline_by(cfg, i, |j| w.present(j, node).and_then(&f))
+    baseline_by(w, cfg, |j| w.present(j, node).and_then(&f))
 }
 
 /// [`baseline`] over any per-round figure `f(round)`.
 pub(crate) fn baseline_by(
+    w: &Window<'_>,
     cfg: &MonitorConfig,
-    i: usize,
     f: impl Fn(usize) -> Option<f64>,
 ) -> Option<f64> {
-    let end = (i + 1).saturating_sub(cfg.trigger_window);
+    let end = eval_range(w, cfg).start;
     let start = end.saturating_sub(cfg.baseline_samples);
     let mut v: Vec<f64> = (start..end).filter_map(f).collect();
     if v.len() < MIN_BASELINE {

@@ -67,6 +67,7 @@ fn link_round(w: &Window<'_>, cfg: &MonitorConfig, i: usize, a: u64, b: u64) -> 
 fn link_cond(
     cfg: &MonitorConfig,
     rounds: &[Vec<LinkRound>],
+    base: Option<f64>,
     i: usize,
     l: usize,
 ) -> (Option<Severity>, Option<f64>) {
@@ -78,7 +79,6 @@ fn link_cond(
         .filter(|(k, _)| *k != l)
         .filter_map(|(_, r)| r.rtt)
         .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
-    let base = baseline_by(cfg, i, |j| rounds[j][l].rtt);
     let reference = others.or(base);
     let slow = me.rtt.is_some_and(|v| {
         v >= c.floor_ms
@@ -117,15 +117,23 @@ pub fn slow_link(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         return Vec::new();
     }
     let eval = super::eval_range(w, cfg);
-    // Rounds needed: the evaluated ones and their baselines.
-    let first = eval
-        .start
-        .saturating_sub(cfg.baseline_samples + cfg.trigger_window);
+    // Rounds needed: the evaluated ones and their baseline.
+    let first = eval.start.saturating_sub(cfg.baseline_samples);
     let mut rounds: Vec<Vec<LinkRound>> = vec![Vec::new(); w.len()];
     for (i, r) in rounds.iter_mut().enumerate().skip(first) {
         *r = links
             .iter()
             .map(|(a, b)| link_round(w, cfg, i, *a, *b))
+            .collect();
+    }
+    let bases: Vec<Option<f64>> = (0..links.len())
+        .map(|l| baseline_by(w, cfg, |j| rounds[j][l].rtt))
+        .collect();
+    // conds[i][l]: link l's severity and reference at round i.
+    let mut conds: Vec<Vec<(Option<Severity>, Option<f64>)>> = vec![Vec::new(); w.len()];
+    for i in eval.clone() {
+        conds[i] = (0..links.len())
+            .map(|l| link_cond(cfg, &rounds, bases[l], i, l))
             .collect();
     }
     let mut out = Vec::new();
@@ -140,7 +148,7 @@ pub fn slow_link(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         let cond = |i: usize| {
             let mut worst = None;
             for l in &mine {
-                let (sev, _) = link_cond(cfg, &rounds, i, *l);
+                let sev = conds[i][*l].0;
                 if sev.is_none() || !(rounds[i][*l].both_slow || rounds[i][*l].failures > 0.0) {
                     return None;
                 }
@@ -150,17 +158,19 @@ pub fn slow_link(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         };
         if let Some(t) = track(w, cfg, cond) {
             node_level.push(*node);
-            out.push(node_finding(w, cfg, &rounds, &links, &mine, *node, t));
+            out.push(node_finding(
+                w, cfg, &rounds, &conds, &links, &mine, *node, t,
+            ));
         }
     }
     for (l, (a, b)) in links.iter().enumerate() {
         if node_level.contains(a) || node_level.contains(b) {
             continue;
         }
-        let Some(t) = track(w, cfg, |i| link_cond(cfg, &rounds, i, l).0) else {
+        let Some(t) = track(w, cfg, |i| conds[i][l].0) else {
             continue;
         };
-        let (_, reference) = link_cond(cfg, &rounds, t.at, l);
+        let reference = conds[t.at][l].1;
         let r = rounds[t.at][l];
         let mut evidence = Vec::new();
         if let Some(v) = r.rtt {
@@ -208,10 +218,12 @@ pub fn slow_link(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn node_finding(
     w: &Window<'_>,
     cfg: &MonitorConfig,
     rounds: &[Vec<LinkRound>],
+    conds: &[Vec<(Option<Severity>, Option<f64>)>],
     links: &[(u64, u64)],
     mine: &[usize],
     node: u64,
@@ -223,7 +235,7 @@ fn node_finding(
     for l in mine {
         let (a, b) = links[*l];
         let r = rounds[t.at][*l];
-        let (_, reference) = link_cond(cfg, rounds, t.at, *l);
+        let reference = conds[t.at][*l].1;
         if let Some(v) = r.rtt {
             worst = worst.max(v);
             refs.extend(reference);

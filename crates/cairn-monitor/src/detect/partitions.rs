@@ -49,9 +49,6 @@ fn partition_subject(key: PartKey<'_>, node: Option<u64>) -> Subject {
 /// (1 s).
 pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.replication_lag;
-    let Some(last) = w.last() else {
-        return Vec::new();
-    };
     let eval = super::eval_range(w, cfg);
     let mut subjects: BTreeSet<(String, u32, u64)> = BTreeSet::new();
     for i in eval.clone() {
@@ -61,16 +58,23 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             }
         }
     }
-    let lag_at =
-        |i: usize, key: PartKey<'_>, node: u64| follower(w.get(i), key, node).map(|f| f.seconds);
-    let growth = |i: usize, key: PartKey<'_>, node: u64| -> Option<(f64, f64)> {
+    // Each subject's lag over the evaluated rounds and the growth lookback.
+    let first = eval.start.saturating_sub(c.growth_samples);
+    let lag_series = |key: PartKey<'_>, node: u64| -> Vec<Option<f64>> {
+        (0..w.len())
+            .map(|i| {
+                (i >= first)
+                    .then(|| follower(w.get(i), key, node).map(|f| f.seconds))
+                    .flatten()
+            })
+            .collect()
+    };
+    let growth = |lags: &[Option<f64>], i: usize| -> Option<(f64, f64)> {
         let k = c.growth_samples.max(2);
         if i + 1 < k {
             return None;
         }
-        let v: Vec<f64> = (i + 1 - k..=i)
-            .filter_map(|j| lag_at(j, key, node))
-            .collect();
+        let v: Vec<f64> = lags[i + 1 - k..=i].iter().flatten().copied().collect();
         if v.len() < k {
             return None;
         }
@@ -81,11 +85,12 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let mut out = Vec::new();
     for (stream, p, node) in &subjects {
         let key = (stream.as_str(), *p);
+        let lags = lag_series(key, *node);
         let Some(t) = track(w, cfg, |i| {
-            let s = lag_at(i, key, *node)?;
+            let s = lags[i]?;
             if s >= c.critical_seconds {
                 Some(Severity::Critical)
-            } else if s >= c.seconds || growth(i, key, *node).is_some() {
+            } else if s >= c.seconds || growth(&lags, i).is_some() {
                 Some(Severity::Warning)
             } else {
                 None
@@ -112,7 +117,7 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 "count",
             ),
         ];
-        let summary = match growth(t.at, key, *node) {
+        let summary = match growth(&lags, t.at) {
             Some((first, end)) if f.seconds < c.seconds => {
                 evidence[0].baseline = Some(first);
                 format!(
@@ -128,7 +133,6 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 f.entries
             ),
         };
-        let _ = last;
         out.push(finding(
             codes::REPLICATION_LAG,
             t,
@@ -149,11 +153,11 @@ fn partition_rates<'a>(w: &Window<'a>, i: usize) -> BTreeMap<PartKey<'a>, f64> {
     if i == 0 {
         return out;
     }
-    let ends = |s: &'_ ClusterSample| {
-        let mut m: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let ends = |s: &'a ClusterSample| {
+        let mut m: BTreeMap<PartKey<'a>, u64> = BTreeMap::new();
         for n in s.nodes.iter().filter(|n| !n.is_missing()) {
             for r in &n.replicas {
-                let e = m.entry((r.stream.clone(), r.partition)).or_default();
+                let e = m.entry((r.stream.as_str(), r.partition)).or_default();
                 *e = (*e).max(r.committed_end_offset);
             }
         }
@@ -168,7 +172,7 @@ fn partition_rates<'a>(w: &Window<'a>, i: usize) -> BTreeMap<PartKey<'a>, f64> {
     for n in b.nodes.iter().filter(|n| !n.is_missing()) {
         for r in &n.replicas {
             let key = (r.stream.as_str(), r.partition);
-            let Some(prev) = before.get(&(r.stream.clone(), r.partition)) else {
+            let Some(prev) = before.get(&key) else {
                 continue;
             };
             let rate = r.committed_end_offset.saturating_sub(*prev) as f64 / secs;
@@ -265,9 +269,19 @@ fn leadership(s: &ClusterSample) -> BTreeMap<u64, (usize, usize)> {
 pub fn leader_imbalance(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let excess = cfg.leader_imbalance.excess;
     let mut out = Vec::new();
+    let eval = super::eval_range(w, cfg);
+    let per_round: Vec<BTreeMap<u64, (usize, usize)>> = (0..w.len())
+        .map(|i| {
+            if eval.contains(&i) {
+                leadership(w.get(i))
+            } else {
+                BTreeMap::new()
+            }
+        })
+        .collect();
     for node in w.node_ids() {
         let over = |i: usize| {
-            let (led, pref) = leadership(w.get(i)).get(&node).copied()?;
+            let (led, pref) = per_round[i].get(&node).copied()?;
             (led >= pref + excess).then_some((led, pref))
         };
         let Some(t) = track(w, cfg, |i| over(i).map(|_| Severity::Warning)) else {

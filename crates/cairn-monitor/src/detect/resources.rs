@@ -61,7 +61,7 @@ pub fn cpu_saturation(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             Evidence::new(
                 "host_cpu",
                 n.host_cpu,
-                baseline(w, cfg, t.at, node, |n| Some(n.host_cpu)),
+                baseline(w, cfg, node, |n| Some(n.host_cpu)),
                 threshold,
                 "ratio",
             ),
@@ -132,7 +132,7 @@ pub fn memory_pressure(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             Evidence::new(
                 "rss_share_of_limit",
                 rss,
-                baseline(w, cfg, t.at, node, rss_share),
+                baseline(w, cfg, node, rss_share),
                 threshold,
                 "ratio",
             ),
