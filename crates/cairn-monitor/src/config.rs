@@ -92,7 +92,9 @@ pub struct SlowLinkConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Consecutive rounds without a snapshot before the node is stalled
-    /// (warning). Default 3: a restart costs 1–2 rounds and is silent.
+    /// (warning). Default 4: a restart costs up to 3 rounds and is silent.
+    /// The peers' failure detectors must hold a suspect/down view one
+    /// round longer.
     pub missing_rounds: usize,
     /// Consecutive rounds without a snapshot before the node is down
     /// (critical). Default 10.
@@ -388,7 +390,7 @@ impl Default for SlowLinkConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            missing_rounds: 3,
+            missing_rounds: 4,
             down_rounds: 10,
             stale_rounds: 3,
             phi: 8.0,

@@ -230,11 +230,16 @@ pub(crate) fn bytes(v: f64) -> String {
     format!("{} {}", num(v), UNITS[u])
 }
 
+/// Rounds over which the disk must still be filling for a forecast to
+/// stand: so a finished bulk load clears within seconds, not when it has
+/// left the whole forecast span.
+const STILL_FILLING: usize = 10;
+
 /// Free bytes falling at this many bytes/s: the least-squares slope over
-/// the last `forecast_samples` rounds up to `i` of `free` (seconds, free
-/// bytes per round); `None` without 10 points.
-fn decline_rate(cfg: &MonitorConfig, free: &[Option<(f64, f64)>], i: usize) -> Option<f64> {
-    let lo = (i + 1).saturating_sub(cfg.disk_full.forecast_samples);
+/// the last `span` rounds up to `i` of `free` (seconds, free bytes per
+/// round); `None` without 10 points.
+fn decline_rate(free: &[Option<(f64, f64)>], span: usize, i: usize) -> Option<f64> {
+    let lo = (i + 1).saturating_sub(span);
     let pts = || free[lo..=i].iter().flatten();
     let k = pts().count();
     if k < 10 {
@@ -254,8 +259,9 @@ fn decline_rate(cfg: &MonitorConfig, free: &[Option<(f64, f64)>], i: usize) -> O
 /// Disk full now (`disk_full`, critical): free below `full_fraction` (1 %)
 /// of the data dir's filesystem or below `reserve_bytes` (256 MiB).
 /// Disk full soon (`disk_full_soon`): free bytes ÷ the net decline rate
-/// (fitted over `forecast_samples`, 60 rounds) under `warning_hours` (24 h),
-/// critical under `critical_hours` (1 h). Subject the node, resource `disk`.
+/// (fitted over `forecast_samples`, 60 rounds, and still falling over the
+/// last 10) under `warning_hours` (24 h), critical under `critical_hours`
+/// (1 h). Subject the node, resource `disk`.
 pub fn disk_full(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.disk_full;
     let mut out = Vec::new();
@@ -304,8 +310,9 @@ pub fn disk_full(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             .collect();
         let hours_left = |i: usize| -> Option<(f64, f64, f64)> {
             let n = w.present(i, node)?;
-            let rate = decline_rate(cfg, &free, i)?;
-            (rate > 0.0).then(|| {
+            let rate = decline_rate(&free, c.forecast_samples, i)?;
+            let recent = decline_rate(&free, STILL_FILLING, i)?;
+            (rate > 0.0 && recent > 0.0).then(|| {
                 let hours = n.free_bytes as f64 / rate / 3600.0;
                 (hours, rate, n.free_bytes as f64)
             })
@@ -446,6 +453,20 @@ mod tests {
             .unwrap();
         assert_eq!(full.severity, Severity::Critical);
         assert!(full.summary.contains("full"), "{}", full.summary);
+    }
+
+    #[test]
+    fn given_a_bulk_load_that_stops_when_forecast_should_clear_within_15_rounds() {
+        let samples = scenario(160, |r, n| {
+            if n.node == 3 {
+                let filling = r.clamp(80, 100) as u64 - 80;
+                n.free_bytes -= filling * 200_000_000;
+            }
+        });
+        let rounds = per_round(&samples, disk_full);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::DISK_FULL_SOON, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        assert_eq!(rounds[90][0].subject, Subject::Node { node: 3 });
     }
 
     #[test]

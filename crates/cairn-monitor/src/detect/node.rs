@@ -11,13 +11,9 @@ use crate::config::MonitorConfig;
 use crate::finding::{Evidence, Finding, Resource, Severity, Subject, codes};
 use crate::history::Window;
 
-/// Consecutive rounds, ending with the last, in which `node` gave no
-/// snapshot (missing or absent from the round).
-fn missing_run(w: &Window<'_>, node: u64) -> usize {
-    w.iter()
-        .rev()
-        .take_while(|s| s.present(node).is_none())
-        .count()
+/// Consecutive rounds, ending with the last, in which `holds(round)`.
+fn run_of(w: &Window<'_>, holds: impl Fn(usize) -> bool) -> usize {
+    (0..w.len()).rev().take_while(|i| holds(*i)).count()
 }
 
 /// The peers' view of `node` at round `i`: median phi, and how many of
@@ -69,13 +65,19 @@ fn stale(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<u64
 }
 
 /// Down (`node_down`, critical, resource `availability`): no snapshot for
-/// `down_rounds` (10) rounds, or most peers' failure detectors say down.
+/// `down_rounds` (10) rounds, or most peers' failure detectors saying down
+/// for `missing_rounds + 1` (5) rounds in a row.
 ///
 /// Stalled (`node_stalled`, warning, resource `process`): no snapshot for
-/// `missing_rounds` (3) rounds in a row (raised at once, cleared by the
-/// next snapshot); or its snapshot's time stood still for `stale_rounds`
-/// (3) while its peers' advanced; or the peers' median phi ≥ `phi` (8) or
-/// most of them say suspect.
+/// `missing_rounds` (4) rounds in a row; or the peers' median phi ≥ `phi`
+/// (8), or most of them saying suspect, for `missing_rounds + 1` (5)
+/// rounds in a row (both raised at once and cleared by the first round
+/// that breaks the run: a fresh snapshot is hard evidence); or its
+/// snapshot's time standing still for `stale_rounds` (3) while its peers'
+/// advance (with the usual hysteresis).
+///
+/// A restart misses a round or three and leaves the peers' phi high
+/// meanwhile: shorter than both runs, so it raises nothing.
 pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.node;
     let mut out = Vec::new();
@@ -83,13 +85,26 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         return out;
     };
     for node in w.node_ids() {
-        let run = missing_run(w, node);
+        let run = run_of(w, |i| w.present(i, node).is_none());
         let run_start = w.len() - run;
-        let missing_t = |sev| Tracked {
+        // A finding held by a run of `len` rounds that ends now.
+        let run_t = |sev, len: usize| Tracked {
             severity: sev,
             at: w.len() - 1,
-            since_ms: w.get(run_start.min(w.len() - 1)).unix_ms,
+            since_ms: w.get((w.len() - len).min(w.len() - 1)).unix_ms,
         };
+        let missing_t = |sev| run_t(sev, run);
+        // The peers' failure detectors count only once they have held
+        // their view for longer than a restart takes.
+        let peers_rounds = c.missing_rounds + 1;
+        let down_run = run_of(w, |i| {
+            let (_, _, down, reporting) = peers_view(w, i, node);
+            reporting > 0 && down * 2 > reporting
+        });
+        let suspect_run = run_of(w, |i| {
+            let (phi, suspect, down, reporting) = peers_view(w, i, node);
+            phi.is_some_and(|p| p >= c.phi) || (reporting > 0 && (suspect + down) * 2 > reporting)
+        });
         let secs = run_start
             .checked_sub(1)
             .map(|j| last.unix_ms.saturating_sub(w.get(j).unix_ms) as f64 / 1000.0)
@@ -98,10 +113,7 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             .node(node)
             .and_then(|n| n.error.clone())
             .unwrap_or_else(|| "not in the round".into());
-        let said_down = track(w, cfg, |i| {
-            let (_, _, down, reporting) = peers_view(w, i, node);
-            (reporting > 0 && down * 2 > reporting).then_some(Severity::Critical)
-        });
+        let said_down = (down_run >= peers_rounds).then(|| run_t(Severity::Critical, down_run));
         if run >= c.down_rounds || said_down.is_some() {
             let (phi, _, down, reporting) = peers_view(w, w.len() - 1, node);
             let t = said_down.unwrap_or_else(|| missing_t(Severity::Critical));
@@ -169,11 +181,8 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                     "seconds",
                 ),
             ))
-        } else if let Some(t) = track(w, cfg, |i| {
-            let (phi, suspect, down, reporting) = peers_view(w, i, node);
-            (phi.is_some_and(|p| p >= c.phi) || (reporting > 0 && (suspect + down) * 2 > reporting))
-                .then_some(Severity::Warning)
-        }) {
+        } else if suspect_run >= peers_rounds {
+            let t = run_t(Severity::Warning, suspect_run);
             let (phi, suspect, down, reporting) = peers_view(w, t.at, node);
             Some((
                 t,
@@ -216,7 +225,7 @@ mod tests {
         });
         let rounds = per_round(&samples, stalled_node);
         let (first, cleared) = raised_and_cleared(&rounds, codes::NODE_STALLED, 80, 85);
-        assert_eq!(first, 82, "third missing round");
+        assert_eq!(first, 83, "fourth missing round");
         assert_eq!(cleared, 89, "node_down replaces it");
         let stalled = &rounds[83][0];
         assert_eq!(stalled.subject, Subject::Node { node: 3 });
@@ -259,5 +268,26 @@ mod tests {
         let (first, cleared) = raised_and_cleared(&rounds, codes::NODE_DOWN, 80, 100);
         assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
         assert_eq!(rounds[90][0].evidence[1].observed, 20.0);
+    }
+
+    #[test]
+    fn given_peers_that_keep_suspecting_a_node_when_watched_should_call_it_stalled() {
+        let samples = scenario(130, |r, n| {
+            if n.node != 2 && (80..100).contains(&r) {
+                for p in &mut n.peers {
+                    if p.node == 2 {
+                        p.state = Some("suspect".into());
+                        p.phi = Some(11.0);
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, stalled_node);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::NODE_STALLED, 80, 100);
+        assert_eq!((first, cleared), (84, 100));
+        let f = &rounds[90][0];
+        assert_eq!(f.evidence[0].observed, 11.0);
+        assert!(f.summary.contains("phi 11 (2 of 2"), "{}", f.summary);
+        assert_eq!(f.since, samples[80].unix_ms);
     }
 }

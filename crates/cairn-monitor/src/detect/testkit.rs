@@ -236,17 +236,28 @@ fn given_a_burst_of_load_within_capacity_when_watched_should_find_nothing() {
 
 #[test]
 fn given_a_node_restart_when_watched_should_find_nothing() {
-    // Node 3 misses two rounds, then comes back with its uptime reset.
-    let samples = scenario(150, |r, n| {
-        if n.node == 3 {
-            if (100..102).contains(&r) {
-                make_missing(n);
-            } else if r >= 102 {
-                n.uptime_seconds = (r - 102) as f64;
+    // Node 3 misses two or three rounds, then comes back with its uptime
+    // reset; meanwhile (and one round after) its peers suspect it.
+    for missed in [2, 3] {
+        let back = 100 + missed;
+        let samples = scenario(150, |r, n| {
+            if n.node == 3 {
+                if (100..back).contains(&r) {
+                    make_missing(n);
+                } else if r >= back {
+                    n.uptime_seconds = (r - back) as f64;
+                }
+            } else if (100..=back).contains(&r) {
+                for p in &mut n.peers {
+                    if p.node == 3 {
+                        p.phi = Some(9.0 + r as f64 - 100.0);
+                        p.state = Some("suspect".into());
+                    }
+                }
             }
-        }
-    });
-    assert_quiet(&samples, "restart");
+        });
+        assert_quiet(&samples, &format!("restart missing {missed} rounds"));
+    }
 }
 
 #[test]
