@@ -533,7 +533,9 @@ impl MonitorConfig {
 }
 
 /// The built-in configuration as TOML: [`MonitorConfig::from_toml`] of
-/// this string equals [`MonitorConfig::default`].
+/// this string equals [`MonitorConfig::default`] (a test checks it).
+///
+#[doc = concat!("```toml\n", include_str!("default_config.toml"), "```")]
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
 
 #[cfg(test)]

@@ -329,6 +329,8 @@ mod tests {
         // Not a timing assertion: prints the cost per observe so a change
         // that makes it expensive is visible (`-- --nocapture`). The goal
         // is ≤ 1 % of a core at one round a second: ≤ 10 ms per observe.
+        // Measured December 2026: ~3 ms in a debug build, ~115 µs in a
+        // release build (0.01 % of a core).
         let samples = slow_disk_from(500, 980);
         let mut m = Monitor::new(MonitorConfig::default());
         let started = std::time::Instant::now();
