@@ -384,6 +384,30 @@ mod tests {
     }
 
     #[test]
+    fn given_peer_rtts_when_reading_the_link_series_should_name_both_ends() {
+        let mut h = History::new();
+        let mut r = round(1, 1.0);
+        r.nodes[0].peers = vec![crate::sample::PeerSample {
+            node: 3,
+            rtt_p99_ms: Some(0.4),
+            ..Default::default()
+        }];
+        h.push(r);
+        let s = h.series("peer_rtt_p99_ms", None, 0).unwrap();
+        assert_eq!(
+            s,
+            vec![SeriesPoint {
+                unix_ms: 1000,
+                node: 1,
+                peer: Some(3),
+                value: 0.4
+            }]
+        );
+        let json = serde_json::to_string(&s[0]).unwrap();
+        assert_eq!(json, r#"{"unix_ms":1000,"node":1,"peer":3,"value":0.4}"#);
+    }
+
+    #[test]
     fn given_an_unknown_metric_when_reading_should_list_the_valid_ones() {
         let h = History::new();
         let err = h.series("cpu", None, 0).unwrap_err().to_string();

@@ -417,6 +417,34 @@ mod tests {
     }
 
     #[test]
+    fn given_a_slow_probe_and_a_rising_score_when_detected_should_report_both() {
+        let samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.disk_probe_p99_ms = Some(30.0);
+                n.disk_slow_score = 2f64.powi((r - 79).min(7) as i32).min(100.0);
+            }
+        });
+        let rounds = per_round(&samples, slow_disk);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::SLOW_DISK, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        assert_eq!(rounds[85][0].severity, Severity::Warning, "score 64");
+        let f = &rounds[90][0];
+        assert_eq!(f.subject, Subject::Node { node: 1 });
+        assert_eq!(f.severity, Severity::Critical, "score 100");
+        let probe = f
+            .evidence
+            .iter()
+            .find(|e| e.metric == "disk_probe_p99_ms")
+            .unwrap();
+        assert_eq!((probe.observed, probe.baseline), (30.0, Some(0.8)));
+        assert!(
+            f.summary.contains("disk probe p99 30 ms vs 0.8 ms"),
+            "{}",
+            f.summary
+        );
+    }
+
+    #[test]
     fn given_tiny_fsync_times_when_tripled_should_not_be_slow() {
         let samples = scenario(100, |r, n| {
             if n.node == 1 && r >= 70 {
