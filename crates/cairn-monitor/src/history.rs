@@ -6,7 +6,8 @@
 //! bucket, except that its latency percentiles (write stages, read p99,
 //! disk probe, peer RTT and RPC) are the **max** over the bucket, so a slow
 //! second is never averaged or sampled away. Rates and gauges are the
-//! latest values.
+//! latest values. Long-ring points drop their per-replica detail (see
+//! [`NodeSample::compact`]): they keep what the charts need.
 
 use std::collections::VecDeque;
 
@@ -215,7 +216,8 @@ impl History {
                 *p = next;
             }
             _ => {
-                if let Some(done) = self.pending.replace(sample.clone()) {
+                if let Some(mut done) = self.pending.replace(sample.clone()) {
+                    done.nodes.iter_mut().for_each(NodeSample::compact);
                     if self.long.len() == LONG_RING {
                         self.long.pop_front();
                     }
@@ -366,6 +368,7 @@ mod tests {
         let n = first.node(1).unwrap();
         assert_eq!(n.cpu_cores, 9.0, "latest of the bucket");
         assert_eq!(n.write.total_p99_ms, Some(90.0), "max of the bucket");
+        assert!(n.replicas.is_empty() && n.rollup.is_some(), "compacted");
     }
 
     #[test]

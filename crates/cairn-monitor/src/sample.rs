@@ -101,6 +101,19 @@ pub struct NodeSample {
     pub quarantined_replicas: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultSample>,
+    /// Set when `replicas` was dropped to save memory (the 10 s ring):
+    /// what the charts still need of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<ReplicaRollup>,
+}
+
+/// A node's replicas, summed up: what is left of them in the 10 s ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicaRollup {
+    pub leaders: u32,
+    pub replicas: u32,
+    pub max_follower_lag_seconds: f64,
 }
 
 /// Write stage percentiles in ms.
@@ -412,12 +425,33 @@ impl NodeSample {
 
     /// How many partitions this node leads.
     pub fn leaders(&self) -> usize {
+        if let Some(r) = self.rollup {
+            return r.leaders as usize;
+        }
         self.replicas.iter().filter(|r| r.is_leader).count()
+    }
+
+    /// Drops the per-replica detail, keeping a [`ReplicaRollup`]: a node
+    /// with a hundred replicas holds ~20 KB of them per sample, too much
+    /// for 8,640 rounds.
+    pub fn compact(&mut self) {
+        if self.rollup.is_some() {
+            return;
+        }
+        self.rollup = Some(ReplicaRollup {
+            leaders: self.leaders() as u32,
+            replicas: self.replicas.len() as u32,
+            max_follower_lag_seconds: self.max_follower_lag_seconds(),
+        });
+        self.replicas = Vec::new();
     }
 
     /// The largest lag in seconds of any follower of a partition this
     /// node leads (0 when it leads none).
     pub fn max_follower_lag_seconds(&self) -> f64 {
+        if let Some(r) = self.rollup {
+            return r.max_follower_lag_seconds;
+        }
         self.replicas
             .iter()
             .flat_map(|r| &r.followers)
@@ -554,5 +588,19 @@ mod tests {
         );
         assert_eq!(parse_node_id("n12"), Some(12));
         assert_eq!(parse_node_id("node-1a"), None);
+    }
+
+    #[test]
+    fn given_a_sample_when_compacted_should_keep_what_the_charts_need() {
+        let mut n = crate::detect::testkit::healthy(5, 1);
+        n.replicas[0].followers[0].seconds = 2.5;
+        let (leaders, lag) = (n.leaders(), n.max_follower_lag_seconds());
+        let before = serde_json::to_string(&n).unwrap().len();
+        n.compact();
+        assert!(n.replicas.is_empty());
+        assert_eq!((n.leaders(), n.max_follower_lag_seconds()), (leaders, lag));
+        assert_eq!((leaders, lag), (1, 2.5));
+        let after = serde_json::to_string(&n).unwrap().len();
+        assert!(after < before, "{after} < {before}");
     }
 }

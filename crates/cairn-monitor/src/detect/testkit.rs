@@ -107,6 +107,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
             .collect(),
         quarantined_replicas: 0,
         faults: Vec::new(),
+        rollup: None,
     }
 }
 
