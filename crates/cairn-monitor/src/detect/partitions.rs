@@ -1,0 +1,600 @@
+//! Partition-level detectors: replication lag, hot partitions, leader
+//! imbalance, and availability (leaderless, under-replicated, quarantined).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{finding, injected, median, num, track};
+use crate::config::MonitorConfig;
+use crate::finding::{Evidence, Finding, Resource, Severity, Subject, codes};
+use crate::history::Window;
+use crate::sample::{ClusterSample, FollowerLag, ReplicaSample};
+
+type PartKey<'a> = (&'a str, u32);
+
+/// The leader's replica of each partition in a round (present nodes only).
+fn leaders(s: &ClusterSample) -> BTreeMap<PartKey<'_>, (u64, &ReplicaSample)> {
+    let mut out = BTreeMap::new();
+    for n in s.nodes.iter().filter(|n| !n.is_missing()) {
+        for r in n.replicas.iter().filter(|r| r.is_leader) {
+            out.insert((r.stream.as_str(), r.partition), (n.node, r));
+        }
+    }
+    out
+}
+
+fn follower<'a>(s: &'a ClusterSample, key: PartKey<'_>, node: u64) -> Option<&'a FollowerLag> {
+    s.nodes
+        .iter()
+        .filter(|n| !n.is_missing())
+        .flat_map(|n| n.replicas.iter())
+        .find(|r| r.is_leader && r.stream == key.0 && r.partition == key.1)?
+        .followers
+        .iter()
+        .find(|f| f.node == node)
+}
+
+fn partition_subject(key: PartKey<'_>, node: Option<u64>) -> Subject {
+    Subject::Partition {
+        stream: key.0.to_string(),
+        partition: key.1,
+        node,
+    }
+}
+
+/// Replication lag (`replication_lag`, subject `{stream, partition, node}`
+/// with the follower's node, resource `replication`): a follower more than
+/// `seconds` (5 s) behind (critical from `critical_seconds`, 30 s), or its
+/// lag in seconds growing in at least 80 % of the steps over
+/// `growth_samples` (10) rounds and ending above `growth_floor_seconds`
+/// (1 s).
+pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
+    let c = &cfg.replication_lag;
+    let eval = super::eval_range(w, cfg);
+    let mut subjects: BTreeSet<(String, u32, u64)> = BTreeSet::new();
+    for i in eval.clone() {
+        for ((stream, p), (_, r)) in leaders(w.get(i)) {
+            for f in &r.followers {
+                subjects.insert((stream.to_string(), p, f.node));
+            }
+        }
+    }
+    // Each subject's lag over the evaluated rounds and the growth lookback.
+    let first = eval.start.saturating_sub(c.growth_samples);
+    let lag_series = |key: PartKey<'_>, node: u64| -> Vec<Option<f64>> {
+        (0..w.len())
+            .map(|i| {
+                (i >= first)
+                    .then(|| follower(w.get(i), key, node).map(|f| f.seconds))
+                    .flatten()
+            })
+            .collect()
+    };
+    let growth = |lags: &[Option<f64>], i: usize| -> Option<(f64, f64)> {
+        let k = c.growth_samples.max(2);
+        if i + 1 < k {
+            return None;
+        }
+        let v: Vec<f64> = lags[i + 1 - k..=i].iter().flatten().copied().collect();
+        if v.len() < k {
+            return None;
+        }
+        let ups = v.windows(2).filter(|p| p[1] > p[0]).count();
+        let (first, end) = (v[0], v[k - 1]);
+        (ups * 5 >= (k - 1) * 4 && end >= c.growth_floor_seconds).then_some((first, end))
+    };
+    let mut out = Vec::new();
+    for (stream, p, node) in &subjects {
+        let key = (stream.as_str(), *p);
+        let lags = lag_series(key, *node);
+        let Some(t) = track(w, cfg, |i| {
+            let s = lags[i]?;
+            if s >= c.critical_seconds {
+                Some(Severity::Critical)
+            } else if s >= c.seconds || growth(&lags, i).is_some() {
+                Some(Severity::Warning)
+            } else {
+                None
+            }
+        }) else {
+            continue;
+        };
+        let f = follower(w.get(t.at), key, *node)
+            .cloned()
+            .unwrap_or_default();
+        let mut evidence = vec![
+            Evidence::new(
+                "replication_lag_seconds",
+                f.seconds,
+                None,
+                c.seconds,
+                "seconds",
+            ),
+            Evidence::new(
+                "replication_lag_entries",
+                f.entries as f64,
+                None,
+                0.0,
+                "count",
+            ),
+        ];
+        let summary = match growth(&lags, t.at) {
+            Some((first, end)) if f.seconds < c.seconds => {
+                evidence[0].baseline = Some(first);
+                format!(
+                    "node {node}'s replica of {stream}/{p} is falling behind: lag {} s, up from {} s {} s ago",
+                    num(end),
+                    num(first),
+                    c.growth_samples - 1
+                )
+            }
+            _ => format!(
+                "node {node}'s replica of {stream}/{p} lags {} s ({} entries) behind its leader",
+                num(f.seconds),
+                f.entries
+            ),
+        };
+        out.push(finding(
+            codes::REPLICATION_LAG,
+            t,
+            partition_subject(key, Some(*node)),
+            Resource::Replication,
+            summary,
+            evidence,
+            injected(w, *node, Resource::Replication, None),
+        ));
+    }
+    out
+}
+
+/// Append rate of each partition between rounds `i - 1` and `i`, from the
+/// highest committed end offset any present replica reports.
+fn partition_rates<'a>(w: &Window<'a>, i: usize) -> BTreeMap<PartKey<'a>, f64> {
+    let mut out = BTreeMap::new();
+    if i == 0 {
+        return out;
+    }
+    let ends = |s: &'a ClusterSample| {
+        let mut m: BTreeMap<PartKey<'a>, u64> = BTreeMap::new();
+        for n in s.nodes.iter().filter(|n| !n.is_missing()) {
+            for r in &n.replicas {
+                let e = m.entry((r.stream.as_str(), r.partition)).or_default();
+                *e = (*e).max(r.committed_end_offset);
+            }
+        }
+        m
+    };
+    let (a, b) = (w.get(i - 1), w.get(i));
+    let secs = b.unix_ms.saturating_sub(a.unix_ms) as f64 / 1000.0;
+    if secs <= 0.0 {
+        return out;
+    }
+    let before = ends(a);
+    for n in b.nodes.iter().filter(|n| !n.is_missing()) {
+        for r in &n.replicas {
+            let key = (r.stream.as_str(), r.partition);
+            let Some(prev) = before.get(&key) else {
+                continue;
+            };
+            let rate = r.committed_end_offset.saturating_sub(*prev) as f64 / secs;
+            let e = out.entry(key).or_insert(0.0f64);
+            *e = e.max(rate);
+        }
+    }
+    out
+}
+
+/// Hot partition (`hot_partition`, subject `{stream, partition}`, resource
+/// `load`): its append rate (committed end offset deltas) at least `ratio`
+/// (3×) the median of the stream's other partitions and at least
+/// `floor_entries_per_second` (100/s).
+pub fn hot_partition(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
+    let c = &cfg.hot_partition;
+    let eval = super::eval_range(w, cfg);
+    let rates: Vec<BTreeMap<PartKey<'_>, f64>> = (0..w.len())
+        .map(|i| {
+            if eval.contains(&i) {
+                partition_rates(w, i)
+            } else {
+                BTreeMap::new()
+            }
+        })
+        .collect();
+    let judge = |i: usize, key: PartKey<'_>| -> Option<(f64, f64)> {
+        let mine = *rates[i].get(&key)?;
+        let mut others: Vec<f64> = rates[i]
+            .iter()
+            .filter(|(k, _)| k.0 == key.0 && k.1 != key.1)
+            .map(|(_, v)| *v)
+            .collect();
+        let m = median(&mut others)?;
+        (mine >= c.floor_entries_per_second && mine >= c.ratio * m).then_some((mine, m))
+    };
+    let keys: BTreeSet<PartKey<'_>> = rates.iter().flat_map(|m| m.keys().copied()).collect();
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(t) = track(w, cfg, |i| judge(i, key).map(|_| Severity::Warning)) else {
+            continue;
+        };
+        let (rate, others) = judge(t.at, key).unwrap_or_default();
+        out.push(finding(
+            codes::HOT_PARTITION,
+            t,
+            partition_subject(key, None),
+            Resource::Load,
+            format!(
+                "{}/{} is hot: {} entries/s vs {} on the stream's other partitions",
+                key.0,
+                key.1,
+                num(rate),
+                num(others)
+            ),
+            vec![Evidence::new(
+                "partition_entries_per_second",
+                rate,
+                Some(others),
+                (c.ratio * others).max(c.floor_entries_per_second),
+                "per_second",
+            )],
+            None,
+        ));
+    }
+    out
+}
+
+/// Leaders and preferred-leader counts per node at round `i`.
+fn leadership(s: &ClusterSample) -> BTreeMap<u64, (usize, usize)> {
+    let mut out: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    let mut preferred: BTreeMap<PartKey<'_>, u64> = BTreeMap::new();
+    for n in s.nodes.iter().filter(|n| !n.is_missing()) {
+        out.entry(n.node).or_default();
+        for r in &n.replicas {
+            if r.is_leader {
+                out.entry(n.node).or_default().0 += 1;
+            }
+            if let Some(p) = r.preferred_leader {
+                preferred.insert((r.stream.as_str(), r.partition), p);
+            }
+        }
+    }
+    for p in preferred.values() {
+        out.entry(*p).or_default().1 += 1;
+    }
+    out
+}
+
+/// Leader imbalance (`leader_imbalance`, subject the node, resource
+/// `placement`): a node leading at least `excess` (2) more partitions than
+/// it is the preferred leader of. (Sustained: the default alert waits 5
+/// minutes.)
+pub fn leader_imbalance(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
+    let excess = cfg.leader_imbalance.excess;
+    let mut out = Vec::new();
+    let eval = super::eval_range(w, cfg);
+    let per_round: Vec<BTreeMap<u64, (usize, usize)>> = (0..w.len())
+        .map(|i| {
+            if eval.contains(&i) {
+                leadership(w.get(i))
+            } else {
+                BTreeMap::new()
+            }
+        })
+        .collect();
+    for node in w.node_ids() {
+        let over = |i: usize| {
+            let (led, pref) = per_round[i].get(&node).copied()?;
+            (led >= pref + excess).then_some((led, pref))
+        };
+        let Some(t) = track(w, cfg, |i| over(i).map(|_| Severity::Warning)) else {
+            continue;
+        };
+        let (led, pref) = over(t.at).unwrap_or_default();
+        out.push(finding(
+            codes::LEADER_IMBALANCE,
+            t,
+            Subject::Node { node },
+            Resource::Placement,
+            format!("node {node} leads {led} partitions but is the preferred leader of {pref}"),
+            vec![Evidence::new(
+                "leaders",
+                led as f64,
+                Some(pref as f64),
+                (pref + excess) as f64,
+                "count",
+            )],
+            None,
+        ));
+    }
+    out
+}
+
+/// Partitions visible in a round, and whether any present replica knows a
+/// leader; and per leader, the voters not in sync.
+fn partition_states(s: &ClusterSample) -> BTreeMap<PartKey<'_>, (bool, Vec<u64>)> {
+    let mut out: BTreeMap<PartKey<'_>, (bool, Vec<u64>)> = BTreeMap::new();
+    for n in s.nodes.iter().filter(|n| !n.is_missing()) {
+        for r in &n.replicas {
+            let e = out.entry((r.stream.as_str(), r.partition)).or_default();
+            e.0 |= r.is_leader || r.leader.is_some();
+            if r.is_leader {
+                e.1.extend(
+                    r.followers
+                        .iter()
+                        .filter(|f| f.voter && !f.in_sync)
+                        .map(|f| f.node),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Availability: leaderless partitions (`leaderless_partition`, critical:
+/// no present replica knows a leader), under-replicated partitions
+/// (`under_replicated`, warning: a voter follower not in sync), both with
+/// subject `{stream, partition}`; quarantined replicas
+/// (`quarantined_replica`, critical, subject the node: damage anti-entropy
+/// could not repair). Resource `availability`.
+pub fn availability(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
+    let eval = super::eval_range(w, cfg);
+    let states: Vec<BTreeMap<PartKey<'_>, (bool, Vec<u64>)>> = (0..w.len())
+        .map(|i| {
+            if eval.contains(&i) {
+                partition_states(w.get(i))
+            } else {
+                BTreeMap::new()
+            }
+        })
+        .collect();
+    let keys: BTreeSet<PartKey<'_>> = states.iter().flat_map(|m| m.keys().copied()).collect();
+    let mut out = Vec::new();
+    for key in keys {
+        if let Some(t) = track(w, cfg, |i| {
+            states[i]
+                .get(&key)
+                .is_some_and(|s| !s.0)
+                .then_some(Severity::Critical)
+        }) {
+            out.push(finding(
+                codes::LEADERLESS_PARTITION,
+                t,
+                partition_subject(key, None),
+                Resource::Availability,
+                format!("{}/{} has no leader: it cannot accept writes", key.0, key.1),
+                vec![Evidence::new(
+                    "leaderless_seconds",
+                    (w.get(t.at).unix_ms.saturating_sub(t.since_ms)) as f64 / 1000.0 + 1.0,
+                    None,
+                    cfg.trigger_samples as f64,
+                    "seconds",
+                )],
+                None,
+            ));
+            continue;
+        }
+        if let Some(t) = track(w, cfg, |i| {
+            states[i]
+                .get(&key)
+                .is_some_and(|s| s.0 && !s.1.is_empty())
+                .then_some(Severity::Warning)
+        }) {
+            let lagging = states[t.at]
+                .get(&key)
+                .map(|s| s.1.clone())
+                .unwrap_or_default();
+            let names: Vec<String> = lagging.iter().map(|n| n.to_string()).collect();
+            out.push(finding(
+                codes::UNDER_REPLICATED,
+                t,
+                partition_subject(key, None),
+                Resource::Availability,
+                format!(
+                    "{}/{} is under-replicated: node {} not in sync",
+                    key.0,
+                    key.1,
+                    names.join(", ")
+                ),
+                vec![Evidence::new(
+                    "voters_not_in_sync",
+                    lagging.len() as f64,
+                    None,
+                    0.0,
+                    "count",
+                )],
+                lagging
+                    .first()
+                    .and_then(|n| injected(w, *n, Resource::Availability, None)),
+            ));
+        }
+    }
+    for node in w.node_ids() {
+        let Some(t) = track(w, cfg, |i| {
+            w.present(i, node)
+                .is_some_and(|n| n.quarantined_replicas > 0)
+                .then_some(Severity::Critical)
+        }) else {
+            continue;
+        };
+        let q = w.present(t.at, node).map_or(0, |n| n.quarantined_replicas);
+        out.push(finding(
+            codes::QUARANTINED_REPLICA,
+            t,
+            Subject::Node { node },
+            Resource::Availability,
+            format!(
+                "node {node} has {q} quarantined replica(s): damage anti-entropy could not repair"
+            ),
+            vec![Evidence::new(
+                "quarantined_replicas",
+                q as f64,
+                None,
+                0.0,
+                "count",
+            )],
+            None,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn given_a_follower_falling_behind_when_detected_should_name_partition_and_node() {
+        let samples = scenario(140, |r, n| {
+            if n.node == 1 && (80..110).contains(&r) {
+                for rep in &mut n.replicas {
+                    for f in &mut rep.followers {
+                        if f.node == 3 {
+                            f.seconds = (r - 79) as f64 * 0.8;
+                            f.entries = (r as u64 - 79) * 240;
+                        }
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, replication_lag);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::REPLICATION_LAG, 80, 110);
+        // Steady growth is seen once lag passes the 1 s floor (round 81)
+        // and the growth window is full.
+        assert!(first <= 92, "raised at {first}");
+        assert!(cleared <= 125, "cleared at {cleared}");
+        let f = &rounds[100][0];
+        assert_eq!(
+            f.subject,
+            Subject::Partition {
+                stream: "app".into(),
+                partition: 0,
+                node: Some(3)
+            }
+        );
+        assert_eq!(f.resource, Resource::Replication);
+        assert!((f.evidence[0].observed - 16.8).abs() < 1e-9);
+        assert!(
+            f.summary.contains("lags 16.8 s (5040 entries)"),
+            "{}",
+            f.summary
+        );
+    }
+
+    #[test]
+    fn given_a_lag_over_the_threshold_when_detected_should_raise_within_5_rounds() {
+        let samples = scenario(130, |r, n| {
+            if n.node == 2 && (80..100).contains(&r) {
+                for rep in &mut n.replicas {
+                    for f in &mut rep.followers {
+                        if f.node == 1 {
+                            f.seconds = 6.0;
+                        }
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, replication_lag);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::REPLICATION_LAG, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+    }
+
+    #[test]
+    fn given_one_partition_taking_most_appends_when_detected_should_call_it_hot() {
+        let samples = scenario(130, |r, n| {
+            let extra = 2_700 * (r.clamp(80, 100) as u64 - 80);
+            for rep in &mut n.replicas {
+                if rep.partition == 1 {
+                    rep.committed_end_offset += extra;
+                }
+            }
+        });
+        let rounds = per_round(&samples, hot_partition);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::HOT_PARTITION, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        let f = &rounds[90][0];
+        assert_eq!(
+            f.subject,
+            Subject::Partition {
+                stream: "app".into(),
+                partition: 1,
+                node: None
+            }
+        );
+        assert_eq!(f.evidence[0].observed, 3_000.0);
+        assert_eq!(f.evidence[0].baseline, Some(300.0));
+    }
+
+    #[test]
+    fn given_leaders_piled_on_one_node_when_detected_should_report_imbalance() {
+        let samples = scenario(130, |r, n| {
+            if (80..100).contains(&r) {
+                for rep in &mut n.replicas {
+                    rep.leader = Some(1);
+                    rep.is_leader = n.node == 1;
+                    if n.node != 1 {
+                        rep.followers.clear();
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, leader_imbalance);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::LEADER_IMBALANCE, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        let f = &rounds[90][0];
+        assert_eq!(f.subject, Subject::Node { node: 1 });
+        assert_eq!(f.resource, Resource::Placement);
+        assert_eq!(
+            (f.evidence[0].observed, f.evidence[0].baseline),
+            (3.0, Some(1.0))
+        );
+    }
+
+    #[test]
+    fn given_a_leaderless_partition_and_a_lagging_voter_when_detected_should_report_both() {
+        let samples = scenario(130, |r, n| {
+            if (80..100).contains(&r) {
+                for rep in &mut n.replicas {
+                    if rep.partition == 2 {
+                        rep.leader = None;
+                        rep.is_leader = false;
+                        rep.followers.clear();
+                    }
+                    for f in &mut rep.followers {
+                        if rep.partition == 0 && f.node == 2 {
+                            f.in_sync = false;
+                        }
+                    }
+                }
+                if n.node == 3 {
+                    n.quarantined_replicas = 1;
+                }
+            }
+        });
+        let rounds = per_round(&samples, availability);
+        for code in [
+            codes::LEADERLESS_PARTITION,
+            codes::UNDER_REPLICATED,
+            codes::QUARANTINED_REPLICA,
+        ] {
+            let (first, cleared) = raised_and_cleared(&rounds, code, 80, 100);
+            assert!(first <= 84 && cleared <= 115, "{code}: {first} {cleared}");
+        }
+        let leaderless = rounds[90]
+            .iter()
+            .find(|f| f.code == codes::LEADERLESS_PARTITION)
+            .unwrap();
+        assert_eq!(leaderless.severity, Severity::Critical);
+        assert_eq!(
+            leaderless.subject,
+            Subject::Partition {
+                stream: "app".into(),
+                partition: 2,
+                node: None
+            }
+        );
+        let under = rounds[90]
+            .iter()
+            .find(|f| f.code == codes::UNDER_REPLICATED)
+            .unwrap();
+        assert!(under.summary.contains("app/0"), "{}", under.summary);
+    }
+}
