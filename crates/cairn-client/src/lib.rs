@@ -151,6 +151,59 @@ impl Client {
         send_json(self.request(Method::GET, &["v1", "anti-entropy", "status"])).await
     }
 
+    /// The cluster as this node sees it (`GET /v1/cluster`).
+    pub async fn cluster(&self) -> Result<ClusterView> {
+        send_json(self.request(Method::GET, &["v1", "cluster"])).await
+    }
+
+    /// Installs (replacing) this node's disk fault.
+    pub async fn set_disk_fault(&self, request: &DiskFaultRequest) -> Result<DiskFaultView> {
+        send_json(
+            self.request(Method::POST, &["v1", "faults", "disk"])
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn disk_fault(&self) -> Result<DiskFaultStatus> {
+        send_json(self.request(Method::GET, &["v1", "faults", "disk"])).await
+    }
+
+    /// Starts (replacing) this node's CPU burn.
+    pub async fn set_cpu_fault(&self, request: &CpuFaultRequest) -> Result<CpuFaultView> {
+        send_json(
+            self.request(Method::POST, &["v1", "faults", "cpu"])
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn cpu_fault(&self) -> Result<CpuFaultStatus> {
+        send_json(self.request(Method::GET, &["v1", "faults", "cpu"])).await
+    }
+
+    /// Adds one rule to this node's transport faults.
+    pub async fn add_network_fault(
+        &self,
+        request: &NetworkFaultRequest,
+    ) -> Result<NetworkFaultInstalled> {
+        send_json(
+            self.request(Method::POST, &["v1", "faults", "network"])
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn network_faults(&self) -> Result<NetworkFaultList> {
+        send_json(self.request(Method::GET, &["v1", "faults", "network"])).await
+    }
+
+    /// Lifts this node's faults of one kind: `disk`, `cpu` or `network`.
+    pub async fn clear_faults(&self, kind: &str) -> Result<()> {
+        send(self.request(Method::DELETE, &["v1", "faults", kind])).await?;
+        Ok(())
+    }
+
     pub async fn list_streams(&self) -> Result<Vec<StreamInfo>> {
         let list: StreamList = send_json(self.request(Method::GET, &["v1", "streams"])).await?;
         Ok(list.streams)

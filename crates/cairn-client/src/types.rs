@@ -314,6 +314,138 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// `POST /v1/faults/disk`: delay the node's storage writes and syncs, or
+/// refuse a fraction of its client appends. At least one effect is needed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskFaultRequest {
+    /// Slept before every `fdatasync` of the storage writer (and probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync_delay_ms: Option<u64>,
+    /// Slept before every write of the storage writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_delay_ms: Option<u64>,
+    /// Fraction (0..=1) of client appends refused before anything is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// Lifts by itself after this long (default 60 s, at most 1 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// A disk fault in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskFaultView {
+    pub fsync_delay_ms: u64,
+    pub write_delay_ms: u64,
+    pub error_rate: f64,
+    /// When it lifts by itself, ms since the Unix epoch.
+    pub expires_unix_ms: u64,
+    pub remaining_ms: u64,
+}
+
+/// `GET /v1/faults/disk`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskFaultStatus {
+    pub fault: Option<DiskFaultView>,
+}
+
+/// `POST /v1/faults/cpu`: burner threads in the node process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuFaultRequest {
+    /// Burner threads, 1..=64.
+    pub threads: u32,
+    /// Share of every 100 ms period each thread spins, 1..=100.
+    pub duty_percent: u32,
+    /// Stops by itself after this long (default 60 s, at most 1 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// A CPU burn in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuFaultView {
+    pub threads: u32,
+    pub duty_percent: u32,
+    /// When it stops by itself, ms since the Unix epoch.
+    pub expires_unix_ms: u64,
+    pub remaining_ms: u64,
+}
+
+/// `GET /v1/faults/cpu`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuFaultStatus {
+    pub fault: Option<CpuFaultView>,
+}
+
+/// `POST /v1/faults/network`: one rule on this node's cluster transport.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFaultRequest {
+    /// `partition` (block `peers`), `isolate` (block everyone), `delay`,
+    /// or `drop`.
+    pub action: String,
+    /// Peers the rule applies to; default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<u64>>,
+    /// `both` (default), `inbound` or `outbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// Drop probability, 0..=1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Remove the rule by itself after this long (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// The answer to `POST /v1/faults/network`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFaultInstalled {
+    pub id: u64,
+}
+
+/// One installed network rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRuleView {
+    pub id: u64,
+    /// `partition`, `isolate`, `delay` or `drop`.
+    pub action: String,
+    /// Peers it applies to; absent: every peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<u64>>,
+    /// `both`, `inbound` or `outbound`.
+    pub direction: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Raft group it applies to; absent: every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u64>,
+    /// Frame kind it applies to; absent: every kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_kind: Option<u16>,
+    /// When it lifts by itself, ms since the Unix epoch; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining_ms: Option<u64>,
+}
+
+/// `GET /v1/faults/network`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkFaultList {
+    pub rules: Vec<NetworkRuleView>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,11 +30,14 @@
 //!   faults, telemetry), their extractors and the one error type. A read
 //!   that finds this node's replica damaged or quarantined is answered by
 //!   another replica and triggers a repair.
+//! - [`faults`]: the CPU burner and the list of injected faults (disk,
+//!   CPU, network) shown in telemetry snapshots.
 //!
 //! The API's request and response types are defined in `cairn-client`, so
 //! the server and the client share them.
 
 pub mod api;
+pub mod faults;
 pub mod ingest;
 pub mod monitor;
 pub mod node;

@@ -7,6 +7,10 @@
 //! once committed), then stop the retention task and the Raft groups, and
 //! last shut the data directory down, which syncs every log whatever its
 //! durability policy.
+//!
+//! Injected faults (see [`crate::faults`]) are wired here: the data
+//! directory's disk fault also delays telemetry's disk probe, and the
+//! snapshot lists every fault in force (disk, CPU burn, network rules).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiError};
+use crate::faults::CpuBurner;
 use crate::tcp;
 
 /// Default cap on a request body.
@@ -144,6 +149,8 @@ pub(crate) struct NodeInner {
     pub data_dir: Arc<DataDir>,
     pub cluster: Cluster,
     pub telemetry: Arc<Telemetry>,
+    /// The CPU fault's burner threads (idle unless a burn is injected).
+    pub cpu: Arc<CpuBurner>,
     pub started: Instant,
     /// For requests forwarded to other nodes; marks them as forwarded.
     pub http: reqwest::Client,
@@ -171,6 +178,10 @@ impl Node {
             data_dirs: vec![config.data_dir.clone()],
             ..config.telemetry.clone()
         });
+        // The probe must feel an injected fsync delay as real writes do: the
+        // monitor's slow-disk detector reads the probe.
+        let disk_faults = data_dir.faults().clone();
+        telemetry.set_disk_probe_delay(Arc::new(move || disk_faults.fsync_delay()));
         let c = &config.cluster;
         let mut cluster_config =
             ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
@@ -236,12 +247,21 @@ impl Node {
                 data_dir,
                 cluster,
                 telemetry,
+                cpu: Arc::new(CpuBurner::default()),
                 started: Instant::now(),
                 http,
                 monitor,
                 stop_tasks,
             }),
         };
+        // Weak: telemetry is owned by the node and must not keep it alive.
+        let weak = Arc::downgrade(&node.inner);
+        node.telemetry().set_fault_lister(Arc::new(move || {
+            weak.upgrade().map_or_else(Vec::new, |n| {
+                let network = crate::faults::network_views(n.cluster.transport().faults());
+                crate::faults::list(n.data_dir.faults(), &n.cpu, &network)
+            })
+        }));
         if let Some(seed) = node.config().cluster.join.clone() {
             node.join(&seed, http_advertise).await?;
         }
@@ -309,6 +329,16 @@ impl Node {
         self.inner.monitor.as_ref()
     }
 
+    /// The disk fault injected into this node's data directory.
+    pub fn disk_faults(&self) -> &Arc<cairn_storage::DiskFaults> {
+        self.inner.data_dir.faults()
+    }
+
+    /// The CPU fault's burner.
+    pub fn cpu_burner(&self) -> &Arc<CpuBurner> {
+        &self.inner.cpu
+    }
+
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
@@ -373,7 +403,9 @@ impl Node {
         self.inner.cluster.shutdown().await;
         let data_dir = self.inner.data_dir.clone();
         let telemetry = self.inner.telemetry.clone();
+        let cpu = self.inner.cpu.clone();
         tokio::task::spawn_blocking(move || {
+            cpu.stop();
             telemetry.stop();
             data_dir.shutdown()
         })

@@ -8,6 +8,17 @@
 //! partition routing, the response, and the ingest counters — and the
 //! route to storage (one batch per partition, sent to that partition's
 //! Raft leader, here or on another node) lives in one place.
+//!
+//! # Injected append errors
+//! A disk fault's `error_rate` (see `cairn_storage::fault`) is applied here,
+//! at the entry point, and nowhere deeper: a storage error under a
+//! partition's Raft log is fatal to openraft's core (the group would stop
+//! for good) and poisons the log, so injecting it there would turn a test
+//! fault into lasting damage. Instead, that fraction of client appends
+//! received by this node is refused with 503 `unavailable` before anything
+//! is parsed into batches or written: a refused append stored nothing and
+//! may be retried. Appends forwarded by other nodes and replication to this
+//! node are not affected.
 
 use cairn_client::{AppendResponse, PartitionAppend};
 use cairn_telemetry::metrics::{Api, WriteStage};
@@ -48,6 +59,7 @@ impl Node {
         entries: Vec<NewEntry>,
         api: Api,
     ) -> Result<AppendResponse, ApiError> {
+        self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
         let stream = streams::lookup(self.cluster(), stream)?;
         if entries.is_empty() {
@@ -113,6 +125,18 @@ impl Node {
         Ok(response)
     }
 
+    /// Refuses this append if an injected disk fault's coin says so (see
+    /// the module docs); nothing has been stored at that point.
+    fn injected_append_error(&self) -> Result<(), ApiError> {
+        if self.disk_faults().roll_error() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "append refused by an injected disk fault (error_rate); nothing was stored",
+            ));
+        }
+        Ok(())
+    }
+
     /// Appends a producer's record batch, already checked with
     /// [`ingest::checked_batch`]. When all its entries belong to one
     /// partition (always for a one-entry batch) it is stored as sent:
@@ -130,6 +154,8 @@ impl Node {
             let entries = ingest::entries_from_batch(batch.as_bytes().clone())?;
             return self.append_entries(stream, entries, api).await;
         };
+        // Here, not first: the general path above tosses its own coin.
+        self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
         let bytes = batch.len() as u64;
         let group = streams::partition_group(&meta, partition)?;

@@ -47,6 +47,10 @@
 //! Whole segments are deleted from the start of the log by age (newest entry
 //! older than `retention_ms`) and by total size (`retention_bytes`).
 //!
+//! # Fault injection
+//! [`DataDir::faults`] holds an injected [`DiskFault`] (write and fsync
+//! delays, with a time to live) that the writer applies; see `fault`.
+//!
 //! # Inspection
 //! [`inspect_path`] verifies a data directory or one log read-only (no lock,
 //! no repair), for `cairn inspect`.
@@ -57,6 +61,7 @@
 mod config;
 mod digest;
 mod error;
+pub mod fault;
 pub mod fsutil;
 mod inspect;
 mod log;
@@ -66,6 +71,7 @@ mod writer;
 pub use config::{DataDirOptions, Durability, LogConfig};
 pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use error::{Result, StorageError};
+pub use fault::{ActiveDiskFault, DiskFault, DiskFaults};
 pub use fsutil::{atomic_write, create_dir_durable, fsync_dir};
 pub use inspect::{
     IndexFilesReport, InspectReport, LogReport, ProblemKind, RAFT_META_FILE, RaftMetaReport,

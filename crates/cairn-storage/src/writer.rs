@@ -24,6 +24,11 @@
 //! runs here too: it rolls the active segment if the range reaches it and
 //! rewrites sealed segments (see `digest`).
 //!
+//! Injected disk faults (see `fault`) are applied here: the writer sleeps
+//! before each group write and each `fdatasync` while a delay is in force,
+//! inside the timed regions, so appends and their reported timings slow
+//! down as on a slow device. It never injects failures.
+//!
 //! A failed write or sync *poisons* the log: after fsync fails the page
 //! cache cannot be trusted, so the log refuses appends until it is reopened
 //! and recovered from what is really on disk.
@@ -45,6 +50,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{DataDirOptions, Durability, LogConfig};
 use crate::error::{IoContext, Result, StorageError};
+use crate::fault::{DiskFaults, pause};
 use crate::fsutil::{atomic_write, create_dir_durable, fsync_dir};
 use crate::log::{
     ActiveState, AppendInfo, EntryId, LogInner, Notify, PURGED_FILE, PartitionLog,
@@ -120,6 +126,8 @@ pub struct DataDir {
     /// `DataDir` alive a little longer, and a restart in the same process
     /// must be able to take the lock as soon as shutdown returns.
     lock: Mutex<Option<File>>,
+    /// Injected faults the writer applies; shared with the node's API.
+    faults: Arc<DiskFaults>,
 }
 
 impl DataDir {
@@ -138,8 +146,10 @@ impl DataDir {
         rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| StorageError::Locked(path.clone()))?;
         let (tx, rx) = mpsc::channel();
+        let faults = Arc::new(DiskFaults::new());
         let writer = Writer {
             rx,
+            faults: faults.clone(),
             preallocate_bytes: options.preallocate_bytes,
             options,
             logs: Vec::new(),
@@ -158,11 +168,17 @@ impl DataDir {
             thread: Mutex::new(Some(thread)),
             open_logs: Mutex::new(HashSet::new()),
             lock: Mutex::new(Some(lock)),
+            faults,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The disk faults injected into this directory's writer.
+    pub fn faults(&self) -> &Arc<DiskFaults> {
+        &self.faults
     }
 
     /// Opens (creating and recovering as needed) the log in `relative_dir`
@@ -255,6 +271,7 @@ struct Staged {
 
 struct Writer {
     rx: mpsc::Receiver<Command>,
+    faults: Arc<DiskFaults>,
     options: DataDirOptions,
     /// Set to 0 if the file system cannot preallocate.
     preallocate_bytes: u64,
@@ -527,6 +544,7 @@ impl Writer {
             return;
         }
         let started = Instant::now();
+        pause(self.faults.write_delay());
         let end = st.end_pos();
         let written = self
             .ensure_allocated(st, end)
@@ -548,6 +566,7 @@ impl Writer {
                 return Ok((write, Duration::ZERO));
             }
             let sync_started = Instant::now();
+            pause(self.faults.fsync_delay());
             st.segment
                 .file
                 .sync_data()

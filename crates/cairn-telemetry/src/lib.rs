@@ -7,6 +7,9 @@
 //!   `/proc`, once a second, cgroup-aware.
 //! - [`probe`]: a timed small write + fdatasync per data directory every
 //!   100 ms (and, with a cluster, peer pings), feeding a TiKV-style slow score.
+//!   The node hooks injected disk delays into the disk probes
+//!   ([`Telemetry::set_disk_probe_delay`]) and lists injected faults in the
+//!   snapshot ([`Telemetry::set_fault_lister`]).
 //! - Exposition: [`Telemetry::encode_prometheus`] renders `/metrics` from an
 //!   explicit per-node registry; [`Telemetry::snapshot`] is the compact JSON
 //!   summary of the last interval.
@@ -48,7 +51,7 @@ use prometheus_client::registry::Registry;
 
 use crate::histogram::{HistogramSnapshot, LatencyHistogram, LatencySummary};
 use crate::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
-use crate::probe::{DiskProbe, Probe, SlowScore};
+use crate::probe::{DelayHook, DiskProbe, Probe, SlowScore};
 use crate::rate::counter_rate;
 use crate::replication::{PeerSummary, ReplicationReport, ReplicationSource, ReplicationSummary};
 use crate::resources::{RawSample, ResourceSampler, ResourceSnapshot};
@@ -130,6 +133,26 @@ impl std::fmt::Debug for FaultSlot {
     }
 }
 
+/// The hook disk probes ask for extra delay (see [`probe`]); settable at any
+/// time, so it is read through this shared slot on every probe.
+#[derive(Default)]
+struct DelaySlot(RwLock<Option<DelayHook>>);
+
+impl DelaySlot {
+    fn get(&self) -> Duration {
+        let hook = self.0.read().clone();
+        hook.map_or(Duration::ZERO, |h| h())
+    }
+}
+
+impl std::fmt::Debug for DelaySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskProbeDelay")
+            .field("set", &self.0.read().is_some())
+            .finish()
+    }
+}
+
 /// Free space of the filesystem holding `dir`.
 fn data_dir_space(dir: &std::path::Path) -> Option<DataDirSpace> {
     let st = rustix::fs::statvfs(dir).ok()?;
@@ -171,6 +194,7 @@ pub struct Telemetry {
     probes: RwLock<Vec<Arc<Mutex<ProbeState>>>>,
     replication: SourceSlot,
     faults: FaultSlot,
+    disk_probe_delay: Arc<DelaySlot>,
     latest: Mutex<Option<TelemetrySnapshot>>,
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
@@ -198,6 +222,7 @@ impl Telemetry {
                 probes: RwLock::new(Vec::new()),
                 replication: SourceSlot::default(),
                 faults: FaultSlot::default(),
+                disk_probe_delay: Arc::default(),
                 latest: Mutex::new(None),
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
@@ -216,7 +241,8 @@ impl Telemetry {
     /// Starts the sampler thread and one disk probe per data directory.
     pub fn start(self: &Arc<Self>) -> std::io::Result<()> {
         for dir in &self.options.data_dirs {
-            let probe = DiskProbe::open(dir)?;
+            let slot = self.disk_probe_delay.clone();
+            let probe = DiskProbe::open(dir)?.with_extra_delay(Arc::new(move || slot.get()));
             self.add_probe(Box::new(probe), self.options.disk_probe_timeout)?;
         }
         let me = Arc::downgrade(self);
@@ -333,6 +359,12 @@ impl Telemetry {
     /// Makes `lister` the source of the injected faults shown in snapshots.
     pub fn set_fault_lister(&self, lister: FaultLister) {
         *self.faults.0.write() = Some(lister);
+    }
+
+    /// Makes the disk probes sleep what `hook` answers before each sync, so
+    /// they feel an injected disk delay as the node's writes do.
+    pub fn set_disk_probe_delay(&self, hook: DelayHook) {
+        *self.disk_probe_delay.0.write() = Some(hook);
     }
 
     /// The faults injected into this node now.
@@ -467,8 +499,7 @@ impl Telemetry {
         let (probes, probe_hists) = self.probe_summaries(&prev.probes, now);
         let (replication, replication_rpc) = match self.replication_report() {
             Some(report) => {
-                let (summary, rpc) =
-                    summarize_replication(report, &prev.replication_rpc, secs);
+                let (summary, rpc) = summarize_replication(report, &prev.replication_rpc, secs);
                 (Some(summary), rpc)
             }
             None => (None, BTreeMap::new()),

@@ -6,12 +6,21 @@
 //! write + `fdatasync` in a data directory, or (with a cluster) a ping to a
 //! peer — and times it. A probe slower than its timeout counts against the
 //! resource's [`SlowScore`].
+//!
+//! A disk probe can be given an *extra delay* hook, asked before each sync
+//! and slept inside the timed region: the node connects it to its injected
+//! disk faults so the probe feels an injected fsync delay exactly as the
+//! storage writer does (telemetry does not depend on storage, hence a hook).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Extra time a disk probe waits before its sync (an injected fault).
+pub type DelayHook = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// One kind of timed check against one target.
 pub trait Probe: Send {
@@ -24,12 +33,22 @@ pub trait Probe: Send {
 }
 
 /// Times a small write + `fdatasync` in a data directory.
-#[derive(Debug)]
 pub struct DiskProbe {
     dir: PathBuf,
     file: File,
     buf: Vec<u8>,
     counter: u64,
+    extra_delay: Option<DelayHook>,
+}
+
+impl std::fmt::Debug for DiskProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskProbe")
+            .field("dir", &self.dir)
+            .field("counter", &self.counter)
+            .field("extra_delay", &self.extra_delay.is_some())
+            .finish()
+    }
 }
 
 impl DiskProbe {
@@ -51,7 +70,14 @@ impl DiskProbe {
             file,
             buf: vec![0u8; 512],
             counter: 0,
+            extra_delay: None,
         })
+    }
+
+    /// Sleeps what `hook` answers before every sync, inside the timing.
+    pub fn with_extra_delay(mut self, hook: DelayHook) -> DiskProbe {
+        self.extra_delay = Some(hook);
+        self
     }
 }
 
@@ -69,6 +95,11 @@ impl Probe for DiskProbe {
         self.buf[..8].copy_from_slice(&self.counter.to_le_bytes());
         let started = Instant::now();
         self.file.write_all_at(&self.buf, 0)?;
+        if let Some(extra) = self.extra_delay.as_ref().map(|h| h())
+            && !extra.is_zero()
+        {
+            std::thread::sleep(extra);
+        }
         self.file.sync_data()?;
         Ok(started.elapsed())
     }
@@ -210,5 +241,14 @@ mod tests {
         assert!(took > Duration::ZERO);
         assert_eq!(p.kind(), "disk");
         assert!(dir.path().join(DiskProbe::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn disk_probe_feels_the_extra_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = DiskProbe::open(dir.path())
+            .unwrap()
+            .with_extra_delay(Arc::new(|| Duration::from_millis(20)));
+        assert!(p.run().unwrap() >= Duration::from_millis(20));
     }
 }

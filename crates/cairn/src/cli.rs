@@ -50,6 +50,12 @@ pub enum Command {
     /// (`status`).
     #[command(subcommand, name = "anti-entropy")]
     AntiEntropy(AntiEntropyCommand),
+    /// Inject faults into a node, for testing: disk delays, CPU burn,
+    /// network delay/loss/partition. Every fault lifts by itself after its
+    /// TTL. `--node N` picks the node by id (found through the node given
+    /// by --server/--cluster); without it, that node itself.
+    #[command(subcommand)]
+    Fault(FaultCommand),
     /// The cluster's health verdict (green, yellow, red) with its reasons
     /// and the nodes' key figures. Exit code 0 green, 1 yellow, 2 red,
     /// 3 no node answered.
@@ -85,6 +91,135 @@ pub enum MonitorCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Slow the node's storage writes and fsyncs (and its disk probe),
+    /// and/or refuse a fraction of its client appends. Replaces the node's
+    /// current disk fault.
+    Disk(FaultDiskArgs),
+    /// Burn CPU in the node process: THREADS threads spinning
+    /// DUTY_PERCENT of every 100 ms. Replaces the node's current burn.
+    Cpu(FaultCpuArgs),
+    /// Add a network rule on the node's cluster transport: delay, drop,
+    /// partition (from --peers) or isolate (from everyone).
+    Network(FaultNetworkArgs),
+    /// Lift the node's faults of one kind, or all.
+    Clear(FaultClearArgs),
+    /// Show the faults in force on the node.
+    List(FaultListArgs),
+}
+
+/// The node a fault command acts on.
+#[derive(Debug, Clone, Args)]
+pub struct FaultTarget {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Id of the node to act on (default: the node given by --server).
+    #[arg(long)]
+    pub node: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultDiskArgs {
+    #[command(flatten)]
+    pub target: FaultTarget,
+    /// Sleep this long before every fdatasync (at most 10000).
+    #[arg(long)]
+    pub fsync_delay_ms: Option<u64>,
+    /// Sleep this long before every write (at most 10000).
+    #[arg(long)]
+    pub write_delay_ms: Option<u64>,
+    /// Refuse this fraction (0..=1) of client appends, storing nothing.
+    #[arg(long)]
+    pub error_rate: Option<f64>,
+    /// Lift the fault after this long (at most 3600000).
+    #[arg(long, default_value_t = 60_000)]
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultCpuArgs {
+    #[command(flatten)]
+    pub target: FaultTarget,
+    /// Burner threads (1..=64).
+    #[arg(long)]
+    pub threads: u32,
+    /// Share of every 100 ms each thread spins (1..=100).
+    #[arg(long)]
+    pub duty_percent: u32,
+    /// Stop burning after this long (at most 3600000).
+    #[arg(long, default_value_t = 60_000)]
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkAction {
+    /// Hold frames for --delay-ms (+ up to --jitter-ms).
+    Delay,
+    /// Drop frames with --probability.
+    Drop,
+    /// Block all frames to and from --peers.
+    Partition,
+    /// Block all frames to and from every peer.
+    Isolate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkDirection {
+    Both,
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultNetworkArgs {
+    #[command(flatten)]
+    pub target: FaultTarget,
+    #[arg(long, value_enum)]
+    pub action: NetworkAction,
+    /// Peers (node ids) the rule applies to, comma-separated; default all
+    /// (required for partition).
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<u64>,
+    #[arg(long, value_enum, default_value_t = NetworkDirection::Both)]
+    pub direction: NetworkDirection,
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    #[arg(long)]
+    pub jitter_ms: Option<u64>,
+    /// Drop probability (0..=1).
+    #[arg(long)]
+    pub probability: Option<f64>,
+    /// Remove the rule after this long.
+    #[arg(long, default_value_t = 60_000)]
+    pub ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FaultKind {
+    Disk,
+    Cpu,
+    Network,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultClearArgs {
+    #[command(flatten)]
+    pub target: FaultTarget,
+    #[arg(long, value_enum, default_value_t = FaultKind::All)]
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Args)]
+pub struct FaultListArgs {
+    #[command(flatten)]
+    pub target: FaultTarget,
+    /// Print one JSON document `{disk, cpu, network}` instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ mod bench;
 mod cli;
 mod client_cmds;
 mod demo;
+mod fault_cmd;
 mod inspect_cmd;
 mod node_cmd;
 mod status_cmd;

@@ -23,6 +23,8 @@
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
 //! | `POST`/`GET`/`DELETE /v1/faults/network` | install / list / clear transport faults |
+//! | `POST`/`GET`/`DELETE /v1/faults/disk` | set / show / clear write and fsync delays, append error rate |
+//! | `POST`/`GET`/`DELETE /v1/faults/cpu` | start / show / stop CPU burner threads |
 //! | `POST /v1/anti-entropy/scan` | `{stream?, partition?, deep?}` → `{reports, failed}` (runs on each partition's leader) |
 //! | `GET /v1/anti-entropy/status?local` | last scan per partition, quarantined replicas |
 //! | `GET /metrics` | Prometheus text format |
@@ -83,6 +85,18 @@ pub fn router(node: Node) -> Router {
         .route(
             "/v1/faults/network",
             post(faults::add).get(faults::list).delete(faults::clear),
+        )
+        .route(
+            "/v1/faults/disk",
+            post(faults::set_disk)
+                .get(faults::get_disk)
+                .delete(faults::clear_disk),
+        )
+        .route(
+            "/v1/faults/cpu",
+            post(faults::set_cpu)
+                .get(faults::get_cpu)
+                .delete(faults::clear_cpu),
         )
         .route("/v1/anti-entropy/scan", post(anti_entropy::scan))
         .route("/v1/anti-entropy/status", get(anti_entropy::status))
