@@ -262,7 +262,7 @@ impl Inner {
                     Some(g) => serve_rpc(&g.raft, kind, &payload).await,
                     None => Err(RemoteError::new(
                         network::NO_SUCH_GROUP,
-                        format!("group {group} is not running here"),
+                        format!("{} is not running here", self.group_name(group)),
                     )),
                 }
             }
@@ -283,11 +283,11 @@ impl Inner {
                 let answer = match g {
                     Some(g) if g.is_leader() => Ok(g.state.applied_end_offset()),
                     Some(g) => Err(ClusterError::NotLeader {
-                        group,
+                        group: g.name(),
                         leader: g.leader(),
                     }),
                     None => Err(ClusterError::NoSuchGroup {
-                        group,
+                        group: self.group_name(group),
                         node: self.me(),
                     }),
                 };
@@ -313,13 +313,33 @@ impl Inner {
         self.config.node_id
     }
 
+    /// How errors and logs name `group` (see [`error::GroupName`]).
+    fn group_name(&self, group: u64) -> error::GroupName {
+        if group == 0 {
+            return error::GroupName::CONTROLLER;
+        }
+        if let Some(g) = self.groups.read().get(&group) {
+            return g.name();
+        }
+        let (stream_id, partition) = crate::controller::meta::split_group(group);
+        error::GroupName {
+            group,
+            stream: self
+                .controller_sm
+                .meta()
+                .stream_by_id(stream_id)
+                .map(|s| s.name.clone()),
+            partition,
+        }
+    }
+
     async fn propose_locally(
         &self,
         cmd: ControllerCommand,
     ) -> Result<ControllerResponse, ClusterError> {
         if self.controller.metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
-                group: 0,
+                group: error::GroupName::CONTROLLER,
                 leader: self.controller.metrics().borrow().current_leader,
             });
         }
@@ -344,7 +364,7 @@ impl Inner {
         match g {
             Some(g) => g.append_as_leader(batch).await,
             None => Err(ClusterError::NoSuchGroup {
-                group,
+                group: self.group_name(group),
                 node: self.me(),
             }),
         }
@@ -359,7 +379,7 @@ impl Inner {
     ) -> Result<ControllerResponse, ClusterError> {
         if self.controller.metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
-                group: 0,
+                group: error::GroupName::CONTROLLER,
                 leader: self.controller.metrics().borrow().current_leader,
             });
         }
@@ -421,7 +441,10 @@ impl Inner {
                 Err(ClusterError::Unavailable(e.to_string()))
             }
             Err(TransportError::Remote { error, .. }) if error.code == network::NO_SUCH_GROUP => {
-                Err(ClusterError::NoSuchGroup { group, node: to })
+                Err(ClusterError::NoSuchGroup {
+                    group: self.group_name(group),
+                    node: to,
+                })
             }
             Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
         }
@@ -790,7 +813,8 @@ impl Cluster {
                     {
                         Ok(r) => r,
                         Err(_) => Err(ClusterError::Indeterminate(format!(
-                            "group {group} did not commit within {:?} (no quorum?)",
+                            "{} did not commit within {:?} (no quorum?)",
+                            self.inner.group_name(group),
                             self.inner.config.request_timeout
                         ))),
                     }
@@ -807,7 +831,8 @@ impl Cluster {
                         .await
                 }
                 None => Err(ClusterError::Unavailable(format!(
-                    "group {group} has no known replica"
+                    "{} has no known replica",
+                    self.inner.group_name(group)
                 ))),
             };
             match result {
@@ -819,7 +844,8 @@ impl Cluster {
                 Err(e) if e.is_retryable() && Instant::now() < deadline => backoff(false).await,
                 Err(e) if e.is_retryable() => {
                     return Err(ClusterError::Unavailable(format!(
-                        "no leader of group {group} reachable in {:?}: {e}",
+                        "no leader of {} reachable in {:?}: {e}",
+                        self.inner.group_name(group),
                         self.inner.config.request_timeout
                     )));
                 }
@@ -1047,7 +1073,10 @@ impl Cluster {
         .await
         .map_err(|e| {
             self.inner.stalled.lock().insert(p.group, log.clone());
-            ClusterError::Storage(format!("start group {}: {e}", p.group))
+            ClusterError::Storage(format!(
+                "start {}: {e}",
+                error::GroupName::partition(p.group, &stream.name, partition)
+            ))
         })?;
         if p.initial_members.contains_key(&me) {
             // The preferred leader initializes at once and, being first to
