@@ -114,8 +114,9 @@ pub struct ClusterConfig {
     /// alone (if it has no cluster state yet). Without it, the node waits
     /// to be added to a cluster.
     pub solo: bool,
-    pub heartbeat_interval: Duration,
-    pub election_timeout: (Duration, Duration),
+    /// Heartbeat, election and RPC timeouts of every Raft group of this
+    /// node; all nodes of a cluster should use the same values.
+    pub raft: crate::raft::RaftTimings,
     /// Largest batch one partition leader proposes as one Raft entry.
     pub max_batch_bytes: usize,
     /// How long a request may look for a leader before giving up.
@@ -145,11 +146,7 @@ impl ClusterConfig {
             http_advertise,
             bootstrap: Vec::new(),
             solo: false,
-            // Failover takes one to two election timeouts; on loopback with
-            // fsync'd appends, 75 ms heartbeats and 300–600 ms elections
-            // fail over in about a second without spurious elections.
-            heartbeat_interval: Duration::from_millis(75),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            raft: crate::raft::RaftTimings::default(),
             max_batch_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             on_append: None,
@@ -172,6 +169,7 @@ struct Inner {
     raft_config: Arc<openraft::Config>,
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
+    timings: Arc<crate::raft::RaftTimings>,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
     /// Logs of replicas whose Raft could not start (e.g. damaged batches
     /// where openraft reads at startup), kept open so anti-entropy can
@@ -469,21 +467,25 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| transport.local_addr().to_string());
 
-        let raft_config = Arc::new(
-            openraft::Config {
-                cluster_name: "cairn".into(),
-                heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-                election_timeout_min: config.election_timeout.0.as_millis() as u64,
-                election_timeout_max: config.election_timeout.1.as_millis() as u64,
-                // The log is the data: never snapshot to purge it.
-                snapshot_policy: openraft::SnapshotPolicy::Never,
-                max_in_snapshot_log_to_keep: u64::MAX,
-                max_payload_entries: 64,
-                ..Default::default()
-            }
+        config
+            .raft
             .validate()
-            .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
+            .map_err(|e| ClusterError::Unavailable(format!("raft timings: {e}")))?;
+        let mut openraft_config = openraft::Config {
+            cluster_name: "cairn".into(),
+            // The log is the data: never snapshot to purge it.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            max_payload_entries: 64,
+            ..Default::default()
+        };
+        config.raft.apply(&mut openraft_config);
+        let raft_config = Arc::new(
+            openraft_config
+                .validate()
+                .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
         );
+        let timings = Arc::new(config.raft.clone());
 
         let controller_dir = data_dir.path().join("controller");
         std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
@@ -500,7 +502,8 @@ impl Cluster {
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
-            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone()),
+            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
+                .with_timings(timings.clone()),
             controller_log,
             controller_sm.clone(),
         )
@@ -513,8 +516,9 @@ impl Cluster {
             transport: transport.clone(),
             data_dir,
             raft_config,
-            controller,
+            controller: controller.clone(),
             controller_sm,
+            timings: timings.clone(),
             groups: RwLock::new(HashMap::new()),
             stalled: parking_lot::Mutex::new(HashMap::new()),
             edges: parking_lot::Mutex::new(HashMap::new()),
@@ -1066,7 +1070,8 @@ impl Cluster {
                 self.inner.transport.clone(),
                 p.group,
                 self.inner.replication_stats.clone(),
-            ),
+            )
+            .with_timings(self.inner.timings.clone()),
             log_store,
             sm,
         )

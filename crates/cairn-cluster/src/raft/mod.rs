@@ -12,9 +12,11 @@ pub mod log_store;
 pub mod meta;
 pub mod network;
 pub mod state_machine;
+pub mod timing;
 pub mod types;
 
 pub use log_store::{LogReader, LogStore, LogStoreConfig, LogStoreError, LogStoreOptions};
 pub use meta::{MetaError, MetaFile, RaftMeta};
 pub use state_machine::{PartitionStateMachine, ReplicaState};
+pub use timing::RaftTimings;
 pub use types::{Appended, BatchPayload, NodeInfo, PartitionRaftConfig, RaftPayload};
