@@ -70,6 +70,7 @@ use crate::controller::{
     ControllerStateMachine,
 };
 use crate::membership::{self, HeartbeatConfig, HeartbeatService, HeartbeatTask, PeerStatus};
+use crate::raft::leadership;
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
 use crate::raft::{LogStore, LogStoreOptions, PartitionStateMachine};
@@ -529,6 +530,12 @@ impl Cluster {
             shutdown: CancellationToken::new(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
+        leadership::spawn(
+            controller,
+            timings,
+            error::GroupName::CONTROLLER.to_string(),
+            inner.shutdown.clone(),
+        );
         let cluster = Cluster { inner };
 
         for (id, addr) in &config.bootstrap {
@@ -1119,6 +1126,12 @@ impl Cluster {
             state,
             raft_meta,
             self.inner.config.max_batch_bytes,
+        );
+        leadership::spawn(
+            group.raft.clone(),
+            self.inner.timings.clone(),
+            group.name().to_string(),
+            self.inner.shutdown.clone(),
         );
         self.inner.groups.write().insert(p.group, group);
         Ok(())

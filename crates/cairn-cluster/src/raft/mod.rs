@@ -8,6 +8,7 @@
 //! - Every partition replica is its own group whose log **is** the
 //!   partition's data log: one Raft entry carries one record batch
 //!   ([`log_store`]); applying an entry is bookkeeping ([`state_machine`]).
+pub mod leadership;
 pub mod log_store;
 pub mod meta;
 pub mod network;
