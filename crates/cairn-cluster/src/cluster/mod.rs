@@ -34,6 +34,17 @@
 //! request is forwarded, the target must look reachable (the failure
 //! detector, then a short ping), so a dead leader costs a retry, not a
 //! deadline.
+//!
+//! # Timings and leadership
+//!
+//! Every group (the controller too) runs with the node's
+//! [`crate::raft::RaftTimings`] (see `raft::timing` for how they map onto
+//! openraft 0.9, whose heartbeat interval is also its RPC deadline), RPC
+//! deadlines follow each peer's measured round trips (`raft::network`),
+//! and a per-group task heartbeats and makes a leader that has not heard
+//! from a quorum for an election timeout step down (`raft::leadership`).
+//! Errors name groups as `stream app partition 4` or `the controller`
+//! ([`error::GroupName`]), never by their numeric id.
 mod anti_entropy;
 mod coalesce;
 pub mod error;
