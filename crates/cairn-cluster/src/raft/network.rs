@@ -494,4 +494,55 @@ mod tests {
         peer.shutdown().await;
         leader.shutdown().await;
     }
+
+    #[test]
+    fn recent_rtt_p99_is_the_slowest_of_a_full_window() {
+        let r = RecentRtt::default();
+        assert_eq!(r.p99(), None);
+        for ms in 1..=200u64 {
+            r.record(Duration::from_millis(ms));
+        }
+        // Only the last 64 (137..=200 ms) are kept.
+        assert_eq!(r.p99(), Some(Duration::from_millis(200)));
+        r.record(Duration::from_millis(1));
+        assert_eq!(r.p99(), Some(Duration::from_millis(200)));
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_rpc_lengthens_the_next_deadline_until_calls_succeed() {
+        let peer = follower(2).await;
+        let leader = follower(1).await;
+        // A floor far below the follower's 20 ms: the first call times out.
+        let timings = Arc::new(RaftTimings {
+            rpc_timeout_floor: Duration::from_millis(5),
+            ..RaftTimings::default()
+        });
+        let mut factory = GroupNetworkFactory::<PartitionRaftConfig>::new(
+            leader.clone(),
+            7,
+            Arc::new(ReplicationStats::default()),
+        )
+        .with_timings(timings);
+        let info = NodeInfo {
+            raft_addr: peer.local_addr().to_string(),
+            http_addr: String::new(),
+        };
+        let mut to_peer = factory.new_client(2, &info).await;
+        let option = RPCOption::new(Duration::from_millis(350));
+        let mut outcomes = Vec::new();
+        for _ in 0..6 {
+            let r = to_peer.append_entries(request(1), option.clone()).await;
+            let ok = r.is_ok();
+            outcomes.push(ok);
+            if ok {
+                break;
+            }
+            assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        }
+        // 5 ms, then 15, 45, ... (3 × the timed-out deadline).
+        assert_eq!(outcomes.first(), Some(&false), "{outcomes:?}");
+        assert_eq!(outcomes.last(), Some(&true), "{outcomes:?}");
+        peer.shutdown().await;
+        leader.shutdown().await;
+    }
 }
