@@ -48,4 +48,5 @@ pub mod write;
 
 pub use api::ApiError;
 pub use cairn_cluster::antientropy::AntiEntropyConfig;
+pub use cairn_cluster::raft::RaftTimings;
 pub use node::{Node, NodeConfig};

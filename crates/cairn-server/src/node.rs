@@ -71,6 +71,9 @@ pub struct ClusterOptions {
     pub peers: Vec<(u64, String)>,
     /// HTTP URL of a node of an existing cluster to join.
     pub join: Option<String>,
+    /// Raft heartbeat, election and RPC timeouts; the same on every node
+    /// of a cluster.
+    pub raft: cairn_cluster::raft::RaftTimings,
 }
 
 impl Default for ClusterOptions {
@@ -80,6 +83,7 @@ impl Default for ClusterOptions {
             raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: Vec::new(),
             join: None,
+            raft: cairn_cluster::raft::RaftTimings::default(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl NodeConfig {
         if c.node_id == 0 {
             return Err("node id must be at least 1".into());
         }
+        c.raft.validate()?;
         if !c.peers.is_empty() && !c.peers.iter().any(|(id, _)| *id == c.node_id) {
             return Err(format!(
                 "peers must include this node (id {}) with its transport address",
@@ -186,6 +191,7 @@ impl Node {
         let mut cluster_config =
             ClusterConfig::new(c.node_id, c.raft_listen, http_advertise.clone());
         cluster_config.bootstrap = c.peers.clone();
+        cluster_config.raft = c.raft.clone();
         cluster_config.solo = c.peers.is_empty() && c.join.is_none();
         cluster_config.anti_entropy = config.anti_entropy.clone();
         let observed = telemetry.clone();

@@ -345,6 +345,24 @@ pub struct NodeArgs {
     /// `cairn monitor replay`.
     #[arg(long, env = "CAIRN_MONITOR_RECORD")]
     pub monitor_record: Option<PathBuf>,
+    /// How often a Raft leader sends heartbeats, in milliseconds. All nodes
+    /// of a cluster should use the same Raft timings.
+    #[arg(long, env = "CAIRN_RAFT_HEARTBEAT_MS", default_value_t = 100)]
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout range `MIN..MAX`, in milliseconds. A follower
+    /// that hears no leader campaigns after MAX + random[MIN, MAX); a
+    /// leader that hears no quorum for MAX steps down. Same on all nodes.
+    #[arg(long, env = "CAIRN_RAFT_ELECTION_TIMEOUT_MS", value_parser = parse_ms_range, default_value = "400..800")]
+    pub raft_election_timeout_ms: (u64, u64),
+    /// Deadline range `FLOOR..MAX` of one Raft replication or vote RPC, in
+    /// milliseconds: 3 × the peer's recent round-trip p99, within these
+    /// bounds. MAX must exceed the slowest link's round trip (plus a
+    /// follower's fsync) and stay below the minimum election timeout.
+    #[arg(long, env = "CAIRN_RAFT_RPC_TIMEOUT_MS", value_parser = parse_ms_range, default_value = "100..350")]
+    pub raft_rpc_timeout_ms: (u64, u64),
+    /// Deadline of one Raft install-snapshot RPC, in milliseconds.
+    #[arg(long, env = "CAIRN_RAFT_SNAPSHOT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub raft_snapshot_timeout_ms: u64,
     /// Shut down (gracefully) when the parent process goes away. `cairn
     /// demo` starts its nodes with this, so a demo killed with SIGKILL
     /// leaves no nodes behind.
@@ -406,6 +424,23 @@ pub fn parse_time_us(s: &str) -> Result<i64, String> {
     Err(format!(
         "{s:?} is not a time: use RFC 3339 (2026-12-03T04:00:00Z), a time ago (10m, 2h) or µs since the epoch"
     ))
+}
+
+/// `MIN..MAX` in milliseconds, e.g. `400..800`.
+fn parse_ms_range(s: &str) -> Result<(u64, u64), String> {
+    let (min, max) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} must look like MIN..MAX (milliseconds)"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{v:?} is not a number of milliseconds"))
+    };
+    let (min, max) = (num(min)?, num(max)?);
+    if min > max {
+        return Err(format!("{s:?}: MIN must not exceed MAX"));
+    }
+    Ok((min, max))
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {

@@ -36,6 +36,16 @@ pub fn run(args: NodeArgs) -> Result<()> {
             raft_listen: args.raft,
             peers: args.peers,
             join: args.join,
+            raft: cairn_server::RaftTimings {
+                heartbeat: Duration::from_millis(args.raft_heartbeat_ms),
+                election_timeout: (
+                    Duration::from_millis(args.raft_election_timeout_ms.0),
+                    Duration::from_millis(args.raft_election_timeout_ms.1),
+                ),
+                rpc_timeout_floor: Duration::from_millis(args.raft_rpc_timeout_ms.0),
+                rpc_timeout_max: Duration::from_millis(args.raft_rpc_timeout_ms.1),
+                install_snapshot_timeout: Duration::from_millis(args.raft_snapshot_timeout_ms),
+            },
         },
         anti_entropy: cairn_server::AntiEntropyConfig {
             interval: args.ae_interval,
@@ -82,7 +92,7 @@ async fn serve(
     writeln!(
         out,
         "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
-         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing} \
+         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
          monitor_interval_ms={} alertmanager={:?} alert_webhook={:?}",
         config.cluster.node_id,
         config.node_name,
@@ -94,6 +104,7 @@ async fn serve(
         config.max_body_bytes,
         config.retention_check.as_millis(),
         config.telemetry.disk_probe_timeout.as_millis(),
+        config.cluster.raft,
         config.monitor.interval.as_millis(),
         config.monitor.receivers.alertmanager,
         config.monitor.receivers.webhook,

@@ -2,11 +2,14 @@
 //! any node are readable through every node with identical replicas; no
 //! acknowledged write is lost while leaders (or random nodes) are killed
 //! with SIGKILL and restarted; an isolated leader cannot commit and its
-//! uncommitted tail is discarded after healing. Failover times are printed.
+//! uncommitted tail is discarded after healing; a leader without a quorum
+//! steps down; a slow node does not stop writes. Failover times are printed.
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -351,5 +354,252 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
         );
     }
     println!("join+decommission: {ok} acknowledged batches, {failed} failed requests");
+    Ok(())
+}
+
+/// Installs a network fault on node index `i` (see `POST /v1/faults/network`).
+async fn inject(c: &TestCluster, i: usize, fault: serde_json::Value) -> Result<()> {
+    let url = c.url(i).context("node is down")?;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1/faults/network"))
+        .json(&fault)
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "install fault: {}", r.text().await?);
+    Ok(())
+}
+
+async fn clear_faults(c: &TestCluster, i: usize) -> Result<()> {
+    let url = c.url(i).context("node is down")?;
+    let r = reqwest::Client::new()
+        .delete(format!("{url}/v1/faults/network"))
+        .send()
+        .await?;
+    ensure!(r.status() == 204, "clear faults: {}", r.status());
+    Ok(())
+}
+
+/// One writer per partition, through the nodes in turn, each batch of a
+/// source that lands in its partition: (partition, offset) → message, and
+/// the instant of every acknowledgement.
+type PartitionAcks = Arc<parking_lot::Mutex<(BTreeMap<(u32, u64), String>, Vec<(u32, Instant)>)>>;
+
+fn write_every_partition(
+    c: &TestCluster,
+    stream: &'static str,
+    partitions: u32,
+    stop: Arc<AtomicBool>,
+) -> (PartitionAcks, Vec<tokio::task::JoinHandle<()>>) {
+    let acks: PartitionAcks = Arc::default();
+    let urls: Vec<String> = (0..c.nodes.len()).filter_map(|i| c.url(i)).collect();
+    let tasks = (0..partitions)
+        .map(|p| {
+            let (acks, urls, stop) = (acks.clone(), urls.clone(), stop.clone());
+            let source = source_for(p, partitions);
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                let mut seq = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = &urls[seq % urls.len()];
+                    let e = entry(&source, format!("p{p}-w{seq}"));
+                    seq += 1;
+                    let client =
+                        cairn_client::Client::with_http_client(url, http.clone()).expect("url");
+                    match client.append(stream, std::slice::from_ref(&e)).await {
+                        Ok(r) => {
+                            let offset = r.partitions[0].base_offset;
+                            let mut a = acks.lock();
+                            a.0.insert((p, offset), e.message);
+                            a.1.push((p, Instant::now()));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    (acks, tasks)
+}
+
+/// Under steady writes to every partition, `delay_ms` ± 5 ms is injected on
+/// every link of node 3 (both directions, so round trips to it grow by
+/// twice that) for 10 s. Every partition keeps acknowledging writes —
+/// those node 3 led commit slower or move — and everything acknowledged is
+/// readable afterwards.
+async fn slow_node_keeps_writes_flowing(delay_ms: u64) -> Result<()> {
+    const STREAM: &str = "slow";
+    const PARTITIONS: u32 = 3;
+    const FAULT: Duration = Duration::from_secs(10);
+    let c = TestCluster::start(3).await?;
+    create_stream(&c, STREAM, PARTITIONS).await?;
+    let mut led_by_3 = Vec::new();
+    for p in 0..PARTITIONS {
+        if c.leader_of(STREAM, p).await == Some(3) {
+            led_by_3.push(p);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acks, writers) = write_every_partition(&c, STREAM, PARTITIONS, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    inject(
+        &c,
+        2,
+        serde_json::json!({"action": "delay", "delay_ms": delay_ms, "jitter_ms": 5,
+                           "ttl_ms": FAULT.as_millis() as u64 + 5_000}),
+    )
+    .await?;
+    tokio::time::sleep(FAULT).await;
+    let ended = Instant::now();
+    clear_faults(&c, 2).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+
+    let (acked, times) = acks.lock().clone();
+    // Per partition: the longest stretch of the fault window without an
+    // acknowledgement, and acknowledgements per second of the window.
+    for p in 0..PARTITIONS {
+        let mut at: Vec<Instant> = times
+            .iter()
+            .filter(|(q, t)| *q == p && *t >= started && *t <= ended)
+            .map(|(_, t)| *t)
+            .collect();
+        at.sort();
+        let mut edges = vec![started];
+        edges.extend(at.iter().copied());
+        edges.push(ended);
+        let longest = edges
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        let per_sec: Vec<usize> = (0..FAULT.as_secs())
+            .map(|s| {
+                let from = started + Duration::from_secs(s);
+                let to = from + Duration::from_secs(1);
+                at.iter().filter(|t| **t >= from && **t < to).count()
+            })
+            .collect();
+        println!(
+            "delay {delay_ms} ms on node 3: partition {p} (led by node 3 before: {}): \
+             acks/s {per_sec:?}, longest gap {} ms",
+            led_by_3.contains(&p),
+            longest.as_millis()
+        );
+        // "A couple of seconds": room for one failover, never the outage.
+        ensure!(
+            longest < Duration::from_secs(3),
+            "partition {p} acknowledged nothing for {} ms under {delay_ms} ms delay",
+            longest.as_millis()
+        );
+    }
+    ensure!(
+        acked.len() > 30,
+        "too few acknowledged writes: {}",
+        acked.len()
+    );
+    verify_acknowledged(&c, STREAM, PARTITIONS, &acked).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_keep_flowing_with_50ms_delay_on_one_node() -> Result<()> {
+    slow_node_keeps_writes_flowing(50).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_keep_flowing_with_150ms_delay_on_one_node() -> Result<()> {
+    slow_node_keeps_writes_flowing(150).await
+}
+
+/// A leader cut off from both followers stops claiming leadership within
+/// two election timeouts (default 400..800 ms), as seen through its own
+/// `GET /v1/cluster`, while the other two elect a leader and take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_quorum_steps_down() -> Result<()> {
+    const STREAM: &str = "stepdown";
+    const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(800);
+    let c = TestCluster::start(3).await?;
+    create_stream(&c, STREAM, 1).await?;
+    let before: Vec<NewEntry> = (0..5)
+        .map(|i| entry("svc", format!("before-{i}")))
+        .collect();
+    c.client(0)?.append(STREAM, &before).await?;
+    let old = c.leader_of(STREAM, 0).await.context("no leader")?;
+    let old_i = (old - 1) as usize;
+    let led_controller = c.view(old_i).await?.controller_leader == Some(old);
+
+    let isolated = Instant::now();
+    inject(
+        &c,
+        old_i,
+        serde_json::json!({"action": "isolate", "ttl_ms": 60_000}),
+    )
+    .await?;
+    let stepped_down = loop {
+        let v = c.view(old_i).await?;
+        let leads_partition = v
+            .groups
+            .iter()
+            .any(|g| g.stream == STREAM && g.leader == Some(old));
+        let leads_controller = led_controller && v.controller_leader == Some(old);
+        if !leads_partition && !leads_controller {
+            break isolated.elapsed();
+        }
+        ensure!(
+            isolated.elapsed() < Duration::from_secs(10),
+            "node {old} still leads after 10 s without a quorum"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "step-down: node {old} (controller leader: {led_controller}) let go {} ms after isolation",
+        stepped_down.as_millis()
+    );
+    ensure!(
+        stepped_down <= 2 * ELECTION_TIMEOUT_MAX,
+        "step-down took {} ms, more than two election timeouts",
+        stepped_down.as_millis()
+    );
+
+    // The other two elect a leader among themselves and accept writes.
+    let others: Vec<usize> = (0..3).filter(|i| *i != old_i).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new = loop {
+        let v = c.view(others[0]).await?;
+        if let Some(l) = v
+            .groups
+            .iter()
+            .find(|g| g.stream == STREAM)
+            .and_then(|g| g.leader)
+            && l != old
+        {
+            break l;
+        }
+        ensure!(Instant::now() < deadline, "majority elected no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let after: Vec<NewEntry> = (0..5).map(|i| entry("svc", format!("after-{i}"))).collect();
+    c.client((new - 1) as usize)?.append(STREAM, &after).await?;
+    // Still isolated, the old leader does not take leadership back.
+    let v = c.view(old_i).await?;
+    ensure!(
+        !v.groups.iter().any(|g| g.leader == Some(old)),
+        "isolated node {old} leads again: {:?}",
+        v.groups
+    );
+
+    clear_faults(&c, old_i).await?;
+    let log = c.converged(STREAM, 0).await?;
+    let messages: Vec<String> = log.into_iter().map(|e| e.entry.message).collect();
+    let expected: Vec<String> = before.into_iter().chain(after).map(|e| e.message).collect();
+    ensure!(messages == expected, "{messages:?}");
     Ok(())
 }

@@ -247,8 +247,8 @@ impl Inner {
             .read()
             .get(&group)
             .cloned()
-            .ok_or(ClusterError::NoSuchGroup {
-                group,
+            .ok_or_else(|| ClusterError::NoSuchGroup {
+                group: self.group_name(group),
                 node: self.me(),
             })
     }
@@ -427,7 +427,7 @@ impl Inner {
         let o = Observation::of(&g.raft.metrics().borrow());
         if !o.is_leader {
             return Err(ClusterError::NotLeader {
-                group,
+                group: g.name(),
                 leader: o.leader,
             });
         }
@@ -930,7 +930,7 @@ impl Inner {
                     })
                 }
                 None => Err(ClusterError::NoSuchGroup {
-                    group,
+                    group: self.group_name(group),
                     node: self.me(),
                 }),
             };

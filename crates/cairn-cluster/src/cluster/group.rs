@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::coalesce::Coalescer;
-use super::error::ClusterError;
+use super::error::{ClusterError, GroupName};
 use crate::raft::ReplicaState;
 use crate::raft::types::{Appended, BatchPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
@@ -64,10 +64,11 @@ impl PartitionGroup {
         let replication = super::replication::GroupReplication::new(node_id);
         super::replication::spawn_watcher(&raft, &replication);
         let proposals = {
-            let (raft, replication, group) = (raft.clone(), replication.clone(), id.group);
+            let (raft, replication) = (raft.clone(), replication.clone());
+            let name = GroupName::partition(id.group, &id.stream, id.partition);
             Coalescer::spawn(MAX_PROPOSALS_IN_FLIGHT, max_batch_bytes, move |batch| {
-                let (raft, replication) = (raft.clone(), replication.clone());
-                async move { propose(&raft, group, batch, &replication).await }
+                let (raft, replication, name) = (raft.clone(), replication.clone(), name.clone());
+                async move { propose(&raft, &name, batch, &replication).await }
             })
         };
         Arc::new(Self {
@@ -83,6 +84,11 @@ impl PartitionGroup {
             replication,
             quarantine: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// How errors and logs name this group: `stream app partition 4`.
+    pub fn name(&self) -> GroupName {
+        GroupName::partition(self.group, &self.stream, self.partition)
     }
 
     /// The leader of this group as this replica knows it.
@@ -129,7 +135,7 @@ impl PartitionGroup {
     pub async fn append_as_leader(&self, batch: RecordBatch) -> Result<Appended, ClusterError> {
         if !self.is_leader() {
             return Err(ClusterError::NotLeader {
-                group: self.group,
+                group: self.name(),
                 leader: self.leader(),
             });
         }
@@ -150,7 +156,7 @@ impl std::fmt::Debug for PartitionGroup {
 /// Proposes one (merged) batch through Raft on the leader.
 async fn propose(
     raft: &Raft<PartitionRaftConfig>,
-    group: u64,
+    name: &GroupName,
     batch: RecordBatch,
     replication: &super::replication::GroupReplication,
 ) -> Result<Appended, ClusterError> {
@@ -172,7 +178,7 @@ async fn propose(
         // it may still commit under a new leader.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(ClusterError::Indeterminate(format!(
-                "leadership of group {group} moved to {:?} during the write",
+                "leadership of {name} moved to {:?} during the write",
                 f.leader_id
             )))
         }

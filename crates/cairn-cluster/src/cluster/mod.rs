@@ -34,6 +34,17 @@
 //! request is forwarded, the target must look reachable (the failure
 //! detector, then a short ping), so a dead leader costs a retry, not a
 //! deadline.
+//!
+//! # Timings and leadership
+//!
+//! Every group (the controller too) runs with the node's
+//! [`crate::raft::RaftTimings`] (see `raft::timing` for how they map onto
+//! openraft 0.9, whose heartbeat interval is also its RPC deadline), RPC
+//! deadlines follow each peer's measured round trips (`raft::network`),
+//! and a per-group task heartbeats and makes a leader that has not heard
+//! from a quorum for an election timeout step down (`raft::leadership`).
+//! Errors name groups as `stream app partition 4` or `the controller`
+//! ([`error::GroupName`]), never by their numeric id.
 mod anti_entropy;
 mod coalesce;
 pub mod error;
@@ -70,6 +81,7 @@ use crate::controller::{
     ControllerStateMachine,
 };
 use crate::membership::{self, HeartbeatConfig, HeartbeatService, HeartbeatTask, PeerStatus};
+use crate::raft::leadership;
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
 use crate::raft::{LogStore, LogStoreOptions, PartitionStateMachine};
@@ -137,8 +149,9 @@ pub struct ClusterConfig {
     /// alone (if it has no cluster state yet). Without it, the node waits
     /// to be added to a cluster.
     pub solo: bool,
-    pub heartbeat_interval: Duration,
-    pub election_timeout: (Duration, Duration),
+    /// Heartbeat, election and RPC timeouts of every Raft group of this
+    /// node; all nodes of a cluster should use the same values.
+    pub raft: crate::raft::RaftTimings,
     /// Largest batch one partition leader proposes as one Raft entry.
     pub max_batch_bytes: usize,
     /// How long a request may look for a leader before giving up.
@@ -168,11 +181,7 @@ impl ClusterConfig {
             http_advertise,
             bootstrap: Vec::new(),
             solo: false,
-            // Failover takes one to two election timeouts; on loopback with
-            // fsync'd appends, 75 ms heartbeats and 300–600 ms elections
-            // fail over in about a second without spurious elections.
-            heartbeat_interval: Duration::from_millis(75),
-            election_timeout: (Duration::from_millis(300), Duration::from_millis(600)),
+            raft: crate::raft::RaftTimings::default(),
             max_batch_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             on_append: None,
@@ -195,6 +204,7 @@ struct Inner {
     raft_config: Arc<openraft::Config>,
     controller: Raft<ControllerRaftConfig>,
     controller_sm: ControllerStateMachine,
+    timings: Arc<crate::raft::RaftTimings>,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
     /// Logs of replicas whose Raft could not start (e.g. damaged batches
     /// where openraft reads at startup), kept open so anti-entropy can
@@ -287,7 +297,7 @@ impl Inner {
                     Some(g) => serve_rpc(&g.raft, kind, &payload).await,
                     None => Err(RemoteError::new(
                         network::NO_SUCH_GROUP,
-                        format!("group {group} is not running here"),
+                        format!("{} is not running here", self.group_name(group)),
                     )),
                 }
             }
@@ -308,11 +318,11 @@ impl Inner {
                 let answer = match g {
                     Some(g) if g.is_leader() => Ok(g.state.applied_end_offset()),
                     Some(g) => Err(ClusterError::NotLeader {
-                        group,
+                        group: g.name(),
                         leader: g.leader(),
                     }),
                     None => Err(ClusterError::NoSuchGroup {
-                        group,
+                        group: self.group_name(group),
                         node: self.me(),
                     }),
                 };
@@ -350,13 +360,33 @@ impl Inner {
         self.config.node_id
     }
 
+    /// How errors and logs name `group` (see [`error::GroupName`]).
+    fn group_name(&self, group: u64) -> error::GroupName {
+        if group == 0 {
+            return error::GroupName::CONTROLLER;
+        }
+        if let Some(g) = self.groups.read().get(&group) {
+            return g.name();
+        }
+        let (stream_id, partition) = crate::controller::meta::split_group(group);
+        error::GroupName {
+            group,
+            stream: self
+                .controller_sm
+                .meta()
+                .stream_by_id(stream_id)
+                .map(|s| s.name.clone()),
+            partition,
+        }
+    }
+
     async fn propose_locally(
         &self,
         cmd: ControllerCommand,
     ) -> Result<ControllerResponse, ClusterError> {
         if self.controller.metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
-                group: 0,
+                group: error::GroupName::CONTROLLER,
                 leader: self.controller.metrics().borrow().current_leader,
             });
         }
@@ -381,7 +411,7 @@ impl Inner {
         match g {
             Some(g) => g.append_as_leader(batch).await,
             None => Err(ClusterError::NoSuchGroup {
-                group,
+                group: self.group_name(group),
                 node: self.me(),
             }),
         }
@@ -396,7 +426,7 @@ impl Inner {
     ) -> Result<ControllerResponse, ClusterError> {
         if self.controller.metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
-                group: 0,
+                group: error::GroupName::CONTROLLER,
                 leader: self.controller.metrics().borrow().current_leader,
             });
         }
@@ -458,7 +488,10 @@ impl Inner {
                 Err(ClusterError::Unavailable(e.to_string()))
             }
             Err(TransportError::Remote { error, .. }) if error.code == network::NO_SUCH_GROUP => {
-                Err(ClusterError::NoSuchGroup { group, node: to })
+                Err(ClusterError::NoSuchGroup {
+                    group: self.group_name(group),
+                    node: to,
+                })
             }
             Err(e) => Err(ClusterError::Indeterminate(e.to_string())),
         }
@@ -483,21 +516,25 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| transport.local_addr().to_string());
 
-        let raft_config = Arc::new(
-            openraft::Config {
-                cluster_name: "cairn".into(),
-                heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-                election_timeout_min: config.election_timeout.0.as_millis() as u64,
-                election_timeout_max: config.election_timeout.1.as_millis() as u64,
-                // The log is the data: never snapshot to purge it.
-                snapshot_policy: openraft::SnapshotPolicy::Never,
-                max_in_snapshot_log_to_keep: u64::MAX,
-                max_payload_entries: 64,
-                ..Default::default()
-            }
+        config
+            .raft
             .validate()
-            .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
+            .map_err(|e| ClusterError::Unavailable(format!("raft timings: {e}")))?;
+        let mut openraft_config = openraft::Config {
+            cluster_name: "cairn".into(),
+            // The log is the data: never snapshot to purge it.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            max_payload_entries: 64,
+            ..Default::default()
+        };
+        config.raft.apply(&mut openraft_config);
+        let raft_config = Arc::new(
+            openraft_config
+                .validate()
+                .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
         );
+        let timings = Arc::new(config.raft.clone());
 
         let controller_dir = data_dir.path().join("controller");
         std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
@@ -514,7 +551,8 @@ impl Cluster {
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
-            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone()),
+            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
+                .with_timings(timings.clone()),
             controller_log,
             controller_sm.clone(),
         )
@@ -527,8 +565,9 @@ impl Cluster {
             transport: transport.clone(),
             data_dir,
             raft_config,
-            controller,
+            controller: controller.clone(),
             controller_sm,
+            timings: timings.clone(),
             groups: RwLock::new(HashMap::new()),
             stalled: parking_lot::Mutex::new(HashMap::new()),
             edges: parking_lot::Mutex::new(HashMap::new()),
@@ -540,6 +579,12 @@ impl Cluster {
             shutdown: CancellationToken::new(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
+        leadership::spawn(
+            controller,
+            timings,
+            error::GroupName::CONTROLLER.to_string(),
+            inner.shutdown.clone(),
+        );
         let cluster = Cluster { inner };
 
         for (id, addr) in &config.bootstrap {
@@ -884,7 +929,8 @@ impl Cluster {
                     {
                         Ok(r) => r,
                         Err(_) => Err(ClusterError::Indeterminate(format!(
-                            "group {group} did not commit within {:?} (no quorum?)",
+                            "{} did not commit within {:?} (no quorum?)",
+                            self.inner.group_name(group),
                             self.inner.config.request_timeout
                         ))),
                     }
@@ -901,7 +947,8 @@ impl Cluster {
                         .await
                 }
                 None => Err(ClusterError::Unavailable(format!(
-                    "group {group} has no known replica"
+                    "{} has no known replica",
+                    self.inner.group_name(group)
                 ))),
             };
             match result {
@@ -913,7 +960,8 @@ impl Cluster {
                 Err(e) if e.is_retryable() && Instant::now() < deadline => backoff(false).await,
                 Err(e) if e.is_retryable() => {
                     return Err(ClusterError::Unavailable(format!(
-                        "no leader of group {group} reachable in {:?}: {e}",
+                        "no leader of {} reachable in {:?}: {e}",
+                        self.inner.group_name(group),
                         self.inner.config.request_timeout
                     )));
                 }
@@ -1134,14 +1182,18 @@ impl Cluster {
                 self.inner.transport.clone(),
                 p.group,
                 self.inner.replication_stats.clone(),
-            ),
+            )
+            .with_timings(self.inner.timings.clone()),
             log_store,
             sm,
         )
         .await
         .map_err(|e| {
             self.inner.stalled.lock().insert(p.group, log.clone());
-            ClusterError::Storage(format!("start group {}: {e}", p.group))
+            ClusterError::Storage(format!(
+                "start {}: {e}",
+                error::GroupName::partition(p.group, &stream.name, partition)
+            ))
         })?;
         if p.initial_members.contains_key(&me) {
             // The preferred leader initializes at once and, being first to
@@ -1179,6 +1231,12 @@ impl Cluster {
             state,
             raft_meta,
             self.inner.config.max_batch_bytes,
+        );
+        leadership::spawn(
+            group.raft.clone(),
+            self.inner.timings.clone(),
+            group.name().to_string(),
+            self.inner.shutdown.clone(),
         );
         self.inner.groups.write().insert(p.group, group);
         Ok(())

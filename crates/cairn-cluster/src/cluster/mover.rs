@@ -51,7 +51,7 @@ impl Inner {
         let g = self.group_or_err(group)?;
         if !g.is_leader() {
             return Err(ClusterError::NotLeader {
-                group,
+                group: g.name(),
                 leader: g.leader(),
             });
         }

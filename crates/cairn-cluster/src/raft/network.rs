@@ -15,6 +15,19 @@
 //! into the node's [`ReplicationStats`] (send, follower append and fsync,
 //! ack): heartbeats are left out so the histogram shows what writes wait
 //! for, not idle round trips.
+//!
+//! # RPC deadlines
+//!
+//! openraft hands each call an [`RPCOption`] whose `hard_ttl` is the most
+//! it will wait (the RPC ceiling for AppendEntries, the minimum election
+//! timeout for votes; see [`super::timing`]). Within that, the deadline of
+//! a replication or vote RPC follows the target's recent round trips:
+//! every answered call and every ping probe of the link goes into a small
+//! window per peer ([`RecentRtt`]); a call that timed out counts as a round
+//! trip of its whole deadline, so after a timeout the next deadline is
+//! larger (×[`super::timing::RTT_MULTIPLIER`]) until it reaches the
+//! ceiling. [`super::timing::RaftTimings::rpc_timeout`] has the formula and
+//! a worked example.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -41,6 +54,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::raft::timing::RaftTimings;
 use crate::raft::types::NodeInfo;
 use crate::transport::{NodeId, RemoteError, Transport, TransportError};
 
@@ -70,6 +84,40 @@ pub struct PeerRpcStats {
     pub probe_failures: AtomicU64,
     /// The link's slow score from the probes.
     pub slow: parking_lot::Mutex<SlowScore>,
+    /// Recent round trips (probes and Raft RPCs), for RPC deadlines.
+    pub recent: RecentRtt,
+}
+
+/// The last [`RecentRtt::WINDOW`] round trips to one peer. At one probe per
+/// 100 ms plus the Raft RPCs, the window covers the last few seconds, so a
+/// link that slows down (or heals) shows within about a second.
+#[derive(Debug, Default)]
+pub struct RecentRtt {
+    samples: parking_lot::Mutex<std::collections::VecDeque<Duration>>,
+}
+
+impl RecentRtt {
+    pub const WINDOW: usize = 64;
+
+    pub fn record(&self, rtt: Duration) {
+        let mut s = self.samples.lock();
+        if s.len() == Self::WINDOW {
+            s.pop_front();
+        }
+        s.push_back(rtt);
+    }
+
+    /// The 99th percentile (nearest rank) of the window; `None` when empty.
+    /// Over 64 samples that is the slowest one: deadlines err long.
+    pub fn p99(&self) -> Option<Duration> {
+        let mut v: Vec<Duration> = self.samples.lock().iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let rank = (v.len() * 99).div_ceil(100);
+        Some(v[rank.saturating_sub(1)])
+    }
 }
 
 /// A probe slower than this counts against the link's slow score. Loopback
@@ -92,6 +140,7 @@ impl Default for PeerRpcStats {
                 Duration::from_secs(1),
                 Duration::from_secs(30),
             )),
+            recent: RecentRtt::default(),
         }
     }
 }
@@ -100,7 +149,10 @@ impl PeerRpcStats {
     /// Records one ping probe: its round trip, or `None` if it got no answer.
     pub fn record_probe(&self, took: Option<Duration>) {
         match took {
-            Some(d) => self.probe.record(d),
+            Some(d) => {
+                self.probe.record(d);
+                self.recent.record(d);
+            }
             None => {
                 self.probe_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -149,6 +201,7 @@ pub struct GroupNetworkFactory<C> {
     transport: Transport,
     group: u64,
     stats: Arc<ReplicationStats>,
+    timings: Arc<RaftTimings>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -158,8 +211,15 @@ impl<C> GroupNetworkFactory<C> {
             transport,
             group,
             stats,
+            timings: Arc::default(),
             _config: PhantomData,
         }
+    }
+
+    /// Deadlines from these timings instead of the defaults.
+    pub fn with_timings(mut self, timings: Arc<RaftTimings>) -> Self {
+        self.timings = timings;
+        self
     }
 }
 
@@ -183,6 +243,7 @@ where
             group: self.group,
             target,
             stats: self.stats.peer(target),
+            timings: self.timings.clone(),
             _config: PhantomData,
         }
     }
@@ -195,6 +256,7 @@ pub struct GroupNetwork<C> {
     group: u64,
     target: NodeId,
     stats: Arc<PeerRpcStats>,
+    timings: Arc<RaftTimings>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -202,6 +264,30 @@ impl<C> GroupNetwork<C>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
+    /// The deadline of a replication or vote RPC to this target: from its
+    /// recent round trips, within what openraft allows (`option`).
+    fn deadline(&self, option: &RPCOption) -> Duration {
+        self.timings
+            .rpc_timeout(self.stats.recent.p99(), option.hard_ttl())
+    }
+
+    /// Feeds one call's outcome into the target's recent round trips.
+    fn observe<T, E>(
+        &self,
+        started: Instant,
+        ttl: Duration,
+        result: &Result<T, RPCError<NodeId, NodeInfo, E>>,
+    ) where
+        E: std::error::Error,
+    {
+        match result {
+            Ok(_) | Err(RPCError::RemoteError(_)) => self.stats.recent.record(started.elapsed()),
+            // At least this slow: the next deadline grows.
+            Err(RPCError::Timeout(_)) => self.stats.recent.record(ttl),
+            Err(_) => {}
+        }
+    }
+
     async fn rpc<Req, Resp, E>(
         &self,
         kind: u16,
@@ -247,14 +333,11 @@ where
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let carries_entries = !rpc.entries.is_empty();
         let started = Instant::now();
+        let ttl = self.deadline(&option);
         let result = self
-            .rpc(
-                kinds::APPEND_ENTRIES,
-                RPCTypes::AppendEntries,
-                &rpc,
-                option.hard_ttl(),
-            )
+            .rpc(kinds::APPEND_ENTRIES, RPCTypes::AppendEntries, &rpc, ttl)
             .await;
+        self.observe(started, ttl, &result);
         if carries_entries {
             match &result {
                 // Any answer (also a conflict or a higher vote) is a
@@ -292,8 +375,11 @@ where
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.rpc(kinds::VOTE, RPCTypes::Vote, &rpc, option.hard_ttl())
-            .await
+        let started = Instant::now();
+        let ttl = self.deadline(&option);
+        let result = self.rpc(kinds::VOTE, RPCTypes::Vote, &rpc, ttl).await;
+        self.observe(started, ttl, &result);
+        result
     }
 }
 
@@ -405,6 +491,57 @@ mod tests {
             (three.node, three.rpc.count(), three.rpc_failures),
             (3, 0, 1)
         );
+        peer.shutdown().await;
+        leader.shutdown().await;
+    }
+
+    #[test]
+    fn recent_rtt_p99_is_the_slowest_of_a_full_window() {
+        let r = RecentRtt::default();
+        assert_eq!(r.p99(), None);
+        for ms in 1..=200u64 {
+            r.record(Duration::from_millis(ms));
+        }
+        // Only the last 64 (137..=200 ms) are kept.
+        assert_eq!(r.p99(), Some(Duration::from_millis(200)));
+        r.record(Duration::from_millis(1));
+        assert_eq!(r.p99(), Some(Duration::from_millis(200)));
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_rpc_lengthens_the_next_deadline_until_calls_succeed() {
+        let peer = follower(2).await;
+        let leader = follower(1).await;
+        // A floor far below the follower's 20 ms: the first call times out.
+        let timings = Arc::new(RaftTimings {
+            rpc_timeout_floor: Duration::from_millis(5),
+            ..RaftTimings::default()
+        });
+        let mut factory = GroupNetworkFactory::<PartitionRaftConfig>::new(
+            leader.clone(),
+            7,
+            Arc::new(ReplicationStats::default()),
+        )
+        .with_timings(timings);
+        let info = NodeInfo {
+            raft_addr: peer.local_addr().to_string(),
+            http_addr: String::new(),
+        };
+        let mut to_peer = factory.new_client(2, &info).await;
+        let option = RPCOption::new(Duration::from_millis(350));
+        let mut outcomes = Vec::new();
+        for _ in 0..6 {
+            let r = to_peer.append_entries(request(1), option.clone()).await;
+            let ok = r.is_ok();
+            outcomes.push(ok);
+            if ok {
+                break;
+            }
+            assert!(matches!(r, Err(RPCError::Timeout(_))), "{r:?}");
+        }
+        // 5 ms, then 15, 45, ... (3 × the timed-out deadline).
+        assert_eq!(outcomes.first(), Some(&false), "{outcomes:?}");
+        assert_eq!(outcomes.last(), Some(&true), "{outcomes:?}");
         peer.shutdown().await;
         leader.shutdown().await;
     }
