@@ -187,21 +187,22 @@ pub fn render(url: &str, h: &Value) -> String {
     if !nodes.is_empty() {
         let _ = writeln!(
             out,
-            "NODE  STATE     PHI    CPU    RSS       FSYNC_P99  FREE_DISK  LEADERS"
+            "NODE  STATE     PHI    CPU    RSS       FSYNC_P99  FREE_DISK  LEADERS  REPLICAS"
         );
         for n in &nodes {
             let num = |k: &str| n[k].as_f64();
             let _ = writeln!(
                 out,
-                "{:<5} {:<9} {:>5}  {:>5}  {:>8}  {:>9}  {:>9}  {:>7}",
+                "{:<5} {:<9} {:>5}  {:>5}  {:>8}  {:>9}  {:>9}  {:>7}  {:>8}",
                 n["node"],
                 n["state"].as_str().unwrap_or("?"),
                 num("phi").map_or("-".into(), |v| format!("{:.1}", v.min(99.9))),
-                num("cpu_cores").map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
-                num("rss_bytes").map_or("-".into(), bytes),
+                num("cpu").map_or("-".into(), |v| format!("{:.0}%", v * 100.0)),
+                num("rss").map_or("-".into(), bytes),
                 num("fsync_p99_ms").map_or("-".into(), |v| format!("{v:.1}ms")),
                 num("free_bytes").map_or("-".into(), bytes),
                 n["leaders"].as_u64().map_or("-".into(), |v| v.to_string()),
+                n["partitions"].as_u64().map_or("-".into(), |v| v.to_string()),
             );
         }
     }

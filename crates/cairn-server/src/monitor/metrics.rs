@@ -11,6 +11,7 @@
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
+use cairn_monitor::{AlertState, Status, Subject};
 use cairn_telemetry::{Labels, Telemetry, encode_family};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -21,23 +22,38 @@ use super::Inner;
 #[derive(Debug)]
 struct MonitorCollector(Weak<Inner>);
 
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Monitor").field("node", &self.node).finish_non_exhaustive()
-    }
-}
-
 pub(super) fn register(telemetry: &Telemetry, inner: Weak<Inner>) {
     telemetry.with_registry(|r| r.register_collector(Box::new(MonitorCollector(inner))));
 }
 
-/// The labels of a finding's or alert's subject, always all present so
-/// every series of a family has the same label names.
-fn subject_labels(labels: &std::collections::BTreeMap<String, String>) -> Labels {
-    ["node", "stream", "partition", "link"]
-        .into_iter()
-        .map(|k| (k, labels.get(k).cloned().unwrap_or_default()))
-        .collect()
+/// The labels of a finding's subject, always all present so every series
+/// of the family has the same label names.
+fn subject_labels(subject: &Subject) -> Labels {
+    let (node, stream, partition, link) = match subject {
+        Subject::Node { node } => (node.to_string(), String::new(), String::new(), String::new()),
+        Subject::Link { link } => (
+            String::new(),
+            String::new(),
+            String::new(),
+            format!("{}-{}", link[0], link[1]),
+        ),
+        Subject::Partition {
+            stream,
+            partition,
+            node,
+        } => (
+            node.map(|n| n.to_string()).unwrap_or_default(),
+            stream.clone(),
+            partition.to_string(),
+            String::new(),
+        ),
+    };
+    vec![
+        ("node", node),
+        ("stream", stream),
+        ("partition", partition),
+        ("link", link),
+    ]
 }
 
 impl Collector for MonitorCollector {
@@ -48,24 +64,28 @@ impl Collector for MonitorCollector {
         let (c, g) = (MetricType::Counter, MetricType::Gauge);
         let (status, findings, firing) = {
             let m = inner.monitor.lock();
-            let status = m.health().status.as_number();
+            let status: u64 = match m.last().health.status {
+                Status::Green => 0,
+                Status::Yellow => 1,
+                Status::Red => 2,
+            };
             let findings: Vec<(Labels, u64)> = m
-                .findings()
+                .last()
+                .findings
                 .iter()
                 .map(|f| {
                     let mut l: Labels = vec![
                         ("detector", f.code.to_string()),
-                        ("severity", f.severity.to_string()),
+                        ("severity", f.severity.as_str().to_string()),
                     ];
-                    l.extend(subject_labels(&f.subject.labels()));
+                    l.extend(subject_labels(&f.subject));
                     (l, 1)
                 })
                 .collect();
             let firing: Vec<(Labels, u64)> = m
                 .alerts()
                 .active()
-                .iter()
-                .filter(|a| a.is_firing())
+                .filter(|a| a.state == AlertState::Firing)
                 .map(|a| {
                     let get = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
                     (

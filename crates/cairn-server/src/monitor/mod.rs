@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_cluster::Cluster;
-use cairn_monitor::{ClusterSample, Monitor, MonitorConfig, NodeSample};
+use cairn_monitor::{AlertState, ClusterSample, Monitor, MonitorConfig, NodeSample};
 use cairn_telemetry::Telemetry;
 use cairn_telemetry::snapshot::TelemetrySnapshot;
 use parking_lot::Mutex;
@@ -115,6 +115,14 @@ struct Inner {
     record: Option<Mutex<std::fs::File>>,
     cpu_ns: AtomicU64,
     rounds: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for MonitorService {
@@ -234,8 +242,8 @@ impl MonitorService {
         let fetches = members.iter().map(|&id| async move {
             if id == me {
                 return match self.inner.telemetry.snapshot() {
-                    Some(s) => NodeSample::from_snapshot(id, at, &s),
-                    None => NodeSample::missing(id, at, "no telemetry interval yet".into()),
+                    Some(s) => sample_of(id, at, &s),
+                    None => NodeSample::missing(id, at, "no telemetry interval yet"),
                 };
             }
             match cluster
@@ -243,7 +251,7 @@ impl MonitorService {
                 .await
             {
                 Ok(bytes) => match serde_json::from_slice::<TelemetrySnapshot>(&bytes) {
-                    Ok(s) => NodeSample::from_snapshot(id, at, &s),
+                    Ok(s) => sample_of(id, at, &s),
                     Err(e) => NodeSample::missing(id, at, format!("bad snapshot: {e}")),
                 },
                 Err(e) => NodeSample::missing(id, at, e.to_string()),
@@ -269,11 +277,11 @@ impl MonitorService {
             tracing::info!(
                 target: "cairn::alert",
                 alertname = %t.alert.labels.get("alertname").map_or("", |s| s.as_str()),
-                state = %t.to,
+                state = ?t.alert.state,
                 severity = %t.alert.labels.get("severity").map_or("", |s| s.as_str()),
                 summary = %t.alert.annotations.get("summary").map_or("", |s| s.as_str()),
                 authoritative = leader,
-                "alert {}", t.to
+                "alert {:?}", t.alert.state
             );
         }
         if !leader || !self.inner.delivery.enabled() {
@@ -282,7 +290,7 @@ impl MonitorService {
         let mut outgoing: Vec<OutgoingAlert> = assessment
             .transitions
             .iter()
-            .filter(|t| t.is_delivered())
+            .filter(|t| t.alert.state != AlertState::Pending)
             .map(|t| self.outgoing(&t.alert))
             .collect();
         if last_resend.elapsed() >= RESEND {
@@ -291,8 +299,7 @@ impl MonitorService {
                 monitor
                     .alerts()
                     .active()
-                    .iter()
-                    .filter(|a| a.is_firing())
+                    .filter(|a| a.state == AlertState::Firing)
                     .map(|a| self.outgoing(a)),
             );
         }
@@ -314,10 +321,10 @@ impl MonitorService {
     pub fn answer_locally(&self, q: &Query) -> Result<serde_json::Value, String> {
         let monitor = self.inner.monitor.lock();
         let value = match q {
-            Query::Health => serde_json::to_value(monitor.health()),
-            Query::Findings => serde_json::to_value(monitor.findings()),
+            Query::Health => serde_json::to_value(&monitor.last().health),
+            Query::Findings => serde_json::to_value(&monitor.last().findings),
             Query::Alerts => serde_json::to_value(serde_json::json!({
-                "active": monitor.alerts().active(),
+                "active": monitor.alerts().active().collect::<Vec<_>>(),
                 "history": monitor.alerts().history(),
             })),
             Query::Series {
@@ -375,6 +382,13 @@ impl MonitorService {
     pub fn cpu_seconds(&self) -> f64 {
         self.inner.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
+}
+
+/// The monitor's sample of node `id`'s snapshot; a snapshot it cannot
+/// read counts as missing, with the reason.
+fn sample_of(id: u64, at: u64, s: &TelemetrySnapshot) -> NodeSample {
+    NodeSample::from_snapshot(s, Some(id), at)
+        .unwrap_or_else(|e| NodeSample::missing(id, at, e.to_string()))
 }
 
 /// `unix_ms` as an RFC 3339 UTC timestamp (what Alertmanager expects).
