@@ -314,6 +314,10 @@ pub struct QueryArgs {
     /// Most entries to print (at most 100,000).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Print the latest matches, newest first (default: the oldest, oldest
+    /// first). Reads each partition's whole time range: pair with --since.
+    #[arg(long)]
+    pub newest: bool,
 }
 
 #[derive(Debug, Args)]

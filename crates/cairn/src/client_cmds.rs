@@ -338,6 +338,7 @@ async fn query(args: QueryArgs) -> Result<()> {
         limit: args.limit,
         consistency: None,
         partitions: None,
+        order: args.newest.then_some(cairn_client::Order::Newest),
     };
     let r = client.query(&args.stream, &params).await?;
     let mut out = std::io::stdout().lock();

@@ -280,6 +280,13 @@ async fn produce_read_query_restart_and_delete() -> Result<()> {
     );
     assert!(out.stderr.contains("more match"), "{}", out.stderr);
 
+    // `--newest`: the latest matches, newest first.
+    let newest = query(&url, &[&window[..], &["--limit", "3", "--newest"]].concat())?;
+    assert_eq!(timestamps(&newest), [1_000_110, 1_000_100, 1_000_090]);
+    let mut all_newest = query(&url, &[&window[..], &["--newest"]].concat())?;
+    all_newest.reverse();
+    assert_eq!(all_newest, all, "newest first is oldest first reversed");
+
     let recent = query(&url, &["--since", "10m"])?;
     assert_eq!(
         recent.len(),
