@@ -465,8 +465,7 @@ impl Telemetry {
         let (probes, probe_hists) = self.probe_summaries(&prev.probes, now);
         let (replication, replication_rpc) = match self.replication_report() {
             Some(report) => {
-                let (summary, rpc) =
-                    summarize_replication(report, &prev.replication_rpc, secs);
+                let (summary, rpc) = summarize_replication(report, &prev.replication_rpc, secs);
                 (Some(summary), rpc)
             }
             None => (None, BTreeMap::new()),

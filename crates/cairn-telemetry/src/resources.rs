@@ -238,12 +238,15 @@ impl ResourceSampler {
             at: Instant::now(),
             process_cpu_ticks: stat.as_ref().map_or(0, |s| s.utime + s.stime),
             process_rss_bytes: stat.as_ref().map_or(0, |s| s.rss * page_size),
-            process_io: me.as_ref().and_then(|p| p.io().ok()).map(|io| ProcessIoCounters {
-                read_bytes: io.read_bytes,
-                write_bytes: io.write_bytes,
-                read_syscalls: io.syscr,
-                write_syscalls: io.syscw,
-            }),
+            process_io: me
+                .as_ref()
+                .and_then(|p| p.io().ok())
+                .map(|io| ProcessIoCounters {
+                    read_bytes: io.read_bytes,
+                    write_bytes: io.write_bytes,
+                    read_syscalls: io.syscr,
+                    write_syscalls: io.syscw,
+                }),
             host_cpu,
             host_cores: kernel.as_ref().map_or(1, |k| k.cpu_time.len().max(1)),
             memory_total_bytes: meminfo.as_ref().map_or(0, |m| m.mem_total),
