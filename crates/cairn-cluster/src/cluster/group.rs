@@ -41,8 +41,11 @@ pub(crate) struct GroupId {
     pub partition: u32,
 }
 
-/// What a group needs to time its writes' cluster-side stages.
-pub(crate) struct Stages {
+/// How a group's leader takes writes: batch size, and what it needs to
+/// time their cluster-side stages.
+pub(crate) struct Proposals {
+    /// Largest batch proposed as one Raft entry.
+    pub max_batch_bytes: usize,
     /// Filled by the group's log store as indexes become durable.
     pub durable: Arc<crate::raft::log_store::DurableMarks>,
     pub observer: Option<super::StageObserver>,
@@ -74,8 +77,7 @@ impl PartitionGroup {
         log: PartitionLog,
         state: Arc<ReplicaState>,
         meta: Arc<crate::raft::MetaFile>,
-        max_batch_bytes: usize,
-        stages: Stages,
+        stages: Proposals,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
         super::replication::spawn_watcher(&raft, &replication);
@@ -84,7 +86,7 @@ impl PartitionGroup {
             let durable = stages.durable;
             Coalescer::spawn(
                 MAX_PROPOSALS_IN_FLIGHT,
-                max_batch_bytes,
+                stages.max_batch_bytes,
                 stages.observer,
                 move |batch| {
                     let (raft, replication, durable) =

@@ -1200,8 +1200,8 @@ impl Cluster {
             log,
             state,
             raft_meta,
-            self.inner.config.max_batch_bytes,
-            group::Stages {
+            group::Proposals {
+                max_batch_bytes: self.inner.config.max_batch_bytes,
                 durable,
                 observer: self.inner.config.on_stage.clone(),
             },
