@@ -50,6 +50,9 @@ pub enum Command {
     /// (`status`).
     #[command(subcommand, name = "anti-entropy")]
     AntiEntropy(AntiEntropyCommand),
+    /// Print a stream's last entries across all partitions in timestamp
+    /// order as NDJSON; with --follow, keep printing new ones until Ctrl-C.
+    Tail(TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -580,6 +583,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(ms)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long, env = "CAIRN_STREAM")]
+    pub stream: String,
+    /// How many of the last entries to print first.
+    #[arg(long, default_value_t = 10)]
+    pub lines: usize,
+    /// Keep polling every partition and print new entries as they commit.
+    #[arg(long)]
+    pub follow: bool,
+    /// How often --follow polls, e.g. 500ms, 2s.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub interval: Duration,
 }
 
 #[cfg(test)]

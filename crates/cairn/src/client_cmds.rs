@@ -38,6 +38,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Read(args) => read(args).await,
             Command::Query(args) => query(args).await,
             Command::AntiEntropy(cmd) => crate::anti_entropy_cmd::run(cmd).await,
+            Command::Tail(args) => crate::tail_cmd::run(args).await,
             Command::Node(_) => unreachable!("handled by node_cmd"),
             Command::Bench(_) => unreachable!("handled by bench"),
             Command::Demo(_) => unreachable!("handled by demo"),

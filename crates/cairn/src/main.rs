@@ -18,6 +18,7 @@ mod client_cmds;
 mod demo;
 mod inspect_cmd;
 mod node_cmd;
+mod tail_cmd;
 
 use std::process::ExitCode;
 
