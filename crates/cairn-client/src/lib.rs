@@ -297,6 +297,9 @@ impl Client {
             if let Some(partitions) = &params.partitions {
                 q.append_pair("partitions", partitions);
             }
+            if let Some(order) = params.order {
+                q.append_pair("order", order.as_str());
+            }
         }
         send_json(self.http.get(without_empty_query(url))).await
     }

@@ -177,7 +177,8 @@ pub struct QueryEntry {
 /// `GET /v1/streams/{name}/query`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryResponse {
-    /// Matches in timestamp order (ties by partition, then offset).
+    /// Matches in timestamp order (ties by partition, then offset), or in
+    /// exactly the reverse order for `order=newest`.
     pub entries: Vec<QueryEntry>,
     /// True when more matching entries may exist than were returned.
     pub truncated: bool,
@@ -207,6 +208,29 @@ pub struct QueryParams {
     /// Only these partitions, comma-separated (used when a node fans a
     /// query out to its peers); default all.
     pub partitions: Option<String>,
+    /// Which end of the matches to return: `oldest` (default) or `newest`.
+    pub order: Option<Order>,
+}
+
+/// Which matches a query keeps when more than `limit` match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// The earliest `limit` matches, oldest first.
+    #[default]
+    Oldest,
+    /// The latest `limit` matches, newest first: the exact reverse of the
+    /// `oldest` order (timestamp, partition, offset).
+    Newest,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Oldest => "oldest",
+            Order::Newest => "newest",
+        }
+    }
 }
 
 /// Which replica may answer a read.

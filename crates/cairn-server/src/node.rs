@@ -203,6 +203,10 @@ impl Node {
                 m.record_write(WriteStage::Fsync, t.sync);
             }
         }));
+        let observed = telemetry.clone();
+        cluster_config.on_stage = Some(Arc::new(move |stage, d| {
+            observed.metrics.record_write(stage, d);
+        }));
         let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
             Ok(c) => c,
             Err(e) => {

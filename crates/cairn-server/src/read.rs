@@ -6,26 +6,31 @@
 //! # Query plan
 //! Each partition is scanned with the log's time index (`scan_time`), and
 //! entries are filtered in place without allocating ([`Filter::matches`]
-//! works on borrowed entries). A partition keeps its `limit` earliest
-//! matches in a bounded max-heap keyed by (timestamp, offset); the partial
-//! results are then merged by (timestamp, partition, offset) and cut at
+//! works on borrowed entries). A partition keeps its `limit` best matches
+//! in a bounded max-heap keyed by rank: (timestamp, offset) for
+//! `order=oldest` (the earliest matches), the same key reversed for
+//! `order=newest` (the latest ones). The partial results are then merged by
+//! (timestamp, partition, offset), newest first for `newest`, and cut at
 //! `limit`.
 //!
-//! Work per partition is capped by an early stop: once the heap is full, the
-//! scan ends at the first batch whose smallest timestamp is not earlier than
-//! the latest kept match, since offset order is nearly time order within a
-//! partition. This is exact when a partition's timestamps do not go
+//! For `oldest`, work per partition is capped by an early stop: once the
+//! heap is full, the scan ends at the first batch whose smallest timestamp
+//! is not earlier than the latest kept match, since offset order is nearly
+//! time order within a partition. This is exact when a partition's timestamps do not go
 //! backwards across batches; entries stamped earlier but stored after the
 //! stop point (a producer replaying old logs) can be missed, and the
-//! response then still says `truncated: true`. Kept entries are also capped
-//! in bytes ([`QUERY_MAX_BYTES`]), so a query cannot hold gigabytes of
+//! response then still says `truncated: true`. For `newest` no early stop
+//! is possible: the scan runs forward in offset order, and any later batch
+//! may hold a later match, so the whole time range of every partition is
+//! read (narrow it with `start` to bound the work). Kept entries are also
+//! capped in bytes ([`QUERY_MAX_BYTES`]), so a query cannot hold gigabytes of
 //! 256 KiB messages in memory.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::ControlFlow;
 
-use cairn_client::{OffsetEntry, QueryEntry, QueryResponse, ReadResponse};
+use cairn_client::{OffsetEntry, Order, QueryEntry, QueryResponse, ReadResponse};
 use cairn_storage::{PartitionLog, ScanStats};
 use cairn_types::{BatchError, Entry, EntryRef, ErrorCode, Level, RecordBatch};
 
@@ -158,9 +163,21 @@ impl Filter {
     }
 }
 
-/// A match kept by a partition scan; the heap orders by (timestamp, offset).
+/// Where a match sorts in a query's order, smallest first: (timestamp,
+/// partition, offset), bitwise-negated for `newest` (`!x` reverses the
+/// order of integers without overflowing, unlike `-x`).
+fn rank(order: Order, ts: i64, partition: u32, offset: u64) -> (i64, u32, u64) {
+    match order {
+        Order::Oldest => (ts, partition, offset),
+        Order::Newest => (!ts, !partition, !offset),
+    }
+}
+
+/// A match kept by a partition scan; the heap orders by rank (see [`rank`]),
+/// so its top is the worst match kept.
 #[derive(Debug)]
 struct Kept {
+    rank: (i64, u32, u64),
     ts: i64,
     offset: u64,
     size: usize,
@@ -168,8 +185,8 @@ struct Kept {
 }
 
 impl Kept {
-    fn key(&self) -> (i64, u64) {
-        (self.ts, self.offset)
+    fn key(&self) -> (i64, u32, u64) {
+        self.rank
     }
 }
 
@@ -193,11 +210,11 @@ impl Ord for Kept {
     }
 }
 
-/// The earliest matches of one partition.
+/// The best matches of one partition in the query's order.
 #[derive(Debug)]
 pub struct PartitionMatches {
     pub partition: u32,
-    /// In (timestamp, offset) order.
+    /// Best first: (timestamp, offset) order, reversed for `newest`.
     entries: Vec<Kept>,
     /// More matches may exist than `entries` holds.
     pub more: bool,
@@ -215,14 +232,15 @@ impl PartitionMatches {
     }
 }
 
-/// Finds the (up to) `limit` earliest matches of one partition; see the
-/// module docs for where the scan stops.
+/// Finds the (up to) `limit` earliest (or, for `newest`, latest) matches of
+/// one partition; see the module docs for where the scan stops.
 pub fn query_partition(
     log: &PartitionLog,
     partition: u32,
     filter: &Filter,
     limit: usize,
     committed_end: u64,
+    order: Order,
 ) -> Result<PartitionMatches, ApiError> {
     let mut heap: BinaryHeap<Kept> = BinaryHeap::new();
     let mut cap = limit;
@@ -238,7 +256,7 @@ pub fn query_partition(
         });
     }
     let stats = log.scan_time_timed(filter.start, filter.end, |batch| {
-        if heap.len() >= cap {
+        if order == Order::Oldest && heap.len() >= cap {
             let latest = heap.peek().expect("cap > 0, heap is full").ts;
             if batch.header().min_ts >= latest {
                 more = true;
@@ -259,10 +277,11 @@ pub fn query_partition(
             if !filter.matches(&e) {
                 continue;
             }
+            let rank = rank(order, e.timestamp_us, partition, offset);
             if heap.len() >= cap {
                 more = true;
                 let worst = heap.peek().expect("heap is full").key();
-                if (e.timestamp_us, offset) >= worst {
+                if rank >= worst {
                     continue;
                 }
                 if let Some(evicted) = heap.pop() {
@@ -272,13 +291,14 @@ pub fn query_partition(
             let size = entry_size(&e);
             bytes += size;
             heap.push(Kept {
+                rank,
                 ts: e.timestamp_us,
                 offset,
                 size,
                 entry: e.to_owned(),
             });
-            // Over the byte budget: drop the latest matches and keep fewer
-            // from now on, so the kept set stays the earliest one.
+            // Over the byte budget: drop the worst matches and keep fewer
+            // from now on, so the kept set stays the best one.
             while bytes > QUERY_MAX_BYTES && heap.len() > 1 {
                 let evicted = heap.pop().expect("non-empty");
                 bytes -= evicted.size;
@@ -300,8 +320,8 @@ pub fn query_partition(
 }
 
 /// Merges answers that each cover some partitions (local scans and peers'
-/// answers) into the earliest `limit` matches overall.
-pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize) -> QueryResponse {
+/// answers) into the best `limit` matches overall, in `order`.
+pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize, order: Order) -> QueryResponse {
     let mut truncated = parts.iter().any(|p| p.truncated);
     let mut failed_partitions = Vec::new();
     let mut entries = Vec::new();
@@ -309,7 +329,7 @@ pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize) -> QueryResponse
         entries.extend(p.entries);
         failed_partitions.extend(p.failed_partitions);
     }
-    entries.sort_unstable_by_key(|e| (e.entry.timestamp_us, e.partition, e.offset));
+    entries.sort_unstable_by_key(|e| rank(order, e.entry.timestamp_us, e.partition, e.offset));
     if entries.len() > limit {
         entries.truncate(limit);
         truncated = true;
@@ -322,8 +342,8 @@ pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize) -> QueryResponse
     }
 }
 
-/// Merges per-partition matches by (timestamp, partition, offset) and keeps
-/// the earliest `limit` (and at most [`QUERY_MAX_BYTES`] of them).
+/// Merges per-partition matches in the order they were queried with (see
+/// [`rank`]) and keeps the best `limit` (and at most [`QUERY_MAX_BYTES`]).
 pub fn merge(parts: Vec<PartitionMatches>, limit: usize) -> QueryResponse {
     let mut truncated = parts.iter().any(|p| p.more);
     let mut all: Vec<(u32, Kept)> = parts
@@ -333,7 +353,8 @@ pub fn merge(parts: Vec<PartitionMatches>, limit: usize) -> QueryResponse {
             p.entries.into_iter().map(move |k| (partition, k))
         })
         .collect();
-    all.sort_unstable_by_key(|(p, k)| (k.ts, *p, k.offset));
+    // Every kept rank already carries its partition.
+    all.sort_unstable_by_key(|(_, k)| k.key());
     if all.len() > limit {
         truncated = true;
         all.truncate(limit);
@@ -488,7 +509,17 @@ mod tests {
         };
         let parts = |limit| {
             (0..3)
-                .map(|p| query_partition(&f.logs[p as usize], p, &filter, limit, u64::MAX).unwrap())
+                .map(|p| {
+                    query_partition(
+                        &f.logs[p as usize],
+                        p,
+                        &filter,
+                        limit,
+                        u64::MAX,
+                        Order::Oldest,
+                    )
+                    .unwrap()
+                })
                 .collect::<Vec<_>>()
         };
         let all = merge(parts(1000), 1000);
@@ -509,7 +540,17 @@ mod tests {
         };
         let r = merge(
             (0..3)
-                .map(|p| query_partition(&f.logs[p as usize], p, &window, 100, u64::MAX).unwrap())
+                .map(|p| {
+                    query_partition(
+                        &f.logs[p as usize],
+                        p,
+                        &window,
+                        100,
+                        u64::MAX,
+                        Order::Oldest,
+                    )
+                    .unwrap()
+                })
                 .collect(),
             100,
         );
@@ -536,10 +577,74 @@ mod tests {
             },
             2,
             u64::MAX,
+            Order::Oldest,
         )
         .unwrap();
         assert!(m.more);
         let ts: Vec<i64> = m.entries.iter().map(|k| k.ts).collect();
         assert_eq!(ts, [10, 20]);
+    }
+
+    #[test]
+    fn newest_keeps_each_partitions_latest_matches_and_merges_newest_first() {
+        let f = fixture(3);
+        // Interleaved timestamps, several batches per partition, one batch
+        // out of order inside: the latest matches sit in the last batches,
+        // past where an `oldest` scan would stop.
+        for p in 0..3u32 {
+            let entries: Vec<Entry> = (0..10)
+                .map(|i| entry(i64::from(i * 3 + p as i32), Level::Info, "s", "m"))
+                .collect();
+            append(&f.logs[p as usize], &entries[..4]);
+            append(&f.logs[p as usize], &entries[4..8]);
+            let mut last = entries[8..].to_vec();
+            last.reverse();
+            append(&f.logs[p as usize], &last);
+        }
+        let filter = Filter {
+            start: 0,
+            end: i64::MAX,
+            ..Filter::default()
+        };
+        let parts = |limit, order| {
+            (0..3)
+                .map(|p| {
+                    query_partition(&f.logs[p as usize], p, &filter, limit, u64::MAX, order)
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = query_partition(&f.logs[0], 0, &filter, 2, u64::MAX, Order::Newest).unwrap();
+        assert!(one.more);
+        let ts: Vec<i64> = one.entries.iter().map(|k| k.ts).collect();
+        assert_eq!(ts, [27, 24]);
+
+        let some = merge(parts(4, Order::Newest), 4);
+        assert!(some.truncated);
+        let ts: Vec<i64> = some.entries.iter().map(|e| e.entry.timestamp_us).collect();
+        assert_eq!(ts, [29, 28, 27, 26]);
+
+        // With everything returned, `newest` is exactly `oldest` reversed.
+        let key = |e: &QueryEntry| (e.entry.timestamp_us, e.partition, e.offset);
+        let newest = merge(parts(100, Order::Newest), 100);
+        let mut oldest: Vec<_> = merge(parts(100, Order::Oldest), 100)
+            .entries
+            .iter()
+            .map(key)
+            .collect();
+        oldest.reverse();
+        assert!(!newest.truncated);
+        assert_eq!(newest.entries.iter().map(key).collect::<Vec<_>>(), oldest);
+
+        // Answers from peers merge the same way.
+        let mut first = parts(3, Order::Newest);
+        let rest = first.split_off(1);
+        let halves = vec![merge(first, 3), merge(rest, 3)];
+        let ts: Vec<i64> = merge_responses(halves, 3, Order::Newest)
+            .entries
+            .iter()
+            .map(|e| e.entry.timestamp_us)
+            .collect();
+        assert_eq!(ts, [29, 28, 27]);
     }
 }

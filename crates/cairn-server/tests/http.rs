@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use cairn_client::{Client, Durability, QueryParams, ReadParams, StreamConfig};
+use cairn_client::{Client, Durability, Order, QueryParams, ReadParams, StreamConfig};
 use cairn_server::{Node, NodeConfig};
 use cairn_types::{ErrorCode, Level, NewEntry};
 use serde_json::Value;
@@ -304,6 +304,24 @@ async fn append_read_and_query() -> Result<()> {
     assert!(q.truncated);
     let ts: Vec<i64> = q.entries.iter().map(|e| e.entry.timestamp_us).collect();
     assert_eq!(ts, [1000, 1003, 1006, 1009]);
+
+    // `order=newest`: the latest matches, newest first.
+    let q = c
+        .query(
+            "app",
+            &QueryParams {
+                start: Some(1000),
+                end: Some(1029),
+                level: Some(Level::Warn),
+                limit: Some(4),
+                order: Some(Order::Newest),
+                ..QueryParams::default()
+            },
+        )
+        .await?;
+    assert!(q.truncated);
+    let ts: Vec<i64> = q.entries.iter().map(|e| e.entry.timestamp_us).collect();
+    assert_eq!(ts, [1027, 1024, 1021, 1018]);
 
     let q = c
         .query(

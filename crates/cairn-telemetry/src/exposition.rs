@@ -177,7 +177,11 @@ impl Collector for Exporter {
         family(
             &mut enc,
             "cairn_write_stage_seconds",
-            "Time spent per write stage; alert on the total p99 and read the stages to see where it goes.",
+            "Time spent per write stage; alert on the total p99 and read the stages to see where it goes. \
+             One sample per write request for decode, commit, respond and total (on the node that received it); \
+             per batch for the others: linger and replicate once per request batch for one partition \
+             proposed by this node as leader (batches merged at a forwarding node count once), \
+             queue, append and fsync once per Raft batch appended on this node, as leader or follower.",
             h,
             &writes,
         )?;

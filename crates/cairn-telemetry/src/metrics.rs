@@ -30,7 +30,10 @@ macro_rules! label_enum {
 
 label_enum!(
     /// Where a write's time goes, in order. `Total` is request arrival to
-    /// response; the others are its parts.
+    /// response; the others are its parts. Decode, commit, respond and
+    /// total are recorded per request; linger and replicate per batch the
+    /// partition leader proposes for a request (cairn-cluster's
+    /// coalescer); queue, append and fsync per Raft batch appended.
     WriteStage {
         Decode => "decode",
         Queue => "queue",

@@ -50,6 +50,9 @@ pub enum Command {
     /// (`status`).
     #[command(subcommand, name = "anti-entropy")]
     AntiEntropy(AntiEntropyCommand),
+    /// Print a stream's last entries across all partitions in timestamp
+    /// order as NDJSON; with --follow, keep printing new ones until Ctrl-C.
+    Tail(TailArgs),
     /// Inject faults into a node, for testing: disk delays, CPU burn,
     /// network delay/loss/partition. Every fault lifts by itself after its
     /// TTL. `--node N` picks the node by id (found through the node given
@@ -395,7 +398,8 @@ pub struct DemoArgs {
 pub fn parse_time_us(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
-        const PLAUSIBLE: std::ops::RangeInclusive<i64> = 978_307_200_000_000..=95_617_584_000_000_000;
+        const PLAUSIBLE: std::ops::RangeInclusive<i64> =
+            978_307_200_000_000..=95_617_584_000_000_000;
         if PLAUSIBLE.contains(&n) {
             return Ok(n);
         }
@@ -590,6 +594,10 @@ pub struct QueryArgs {
     /// Most entries to print (at most 100,000).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Print the latest matches, newest first (default: the oldest, oldest
+    /// first). Reads each partition's whole time range: pair with --since.
+    #[arg(long)]
+    pub newest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -852,6 +860,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     n.checked_mul(ms)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[arg(long, env = "CAIRN_STREAM")]
+    pub stream: String,
+    /// How many of the last entries to print first.
+    #[arg(long, default_value_t = 10)]
+    pub lines: usize,
+    /// Keep polling every partition and print new entries as they commit.
+    #[arg(long)]
+    pub follow: bool,
+    /// How often --follow polls, e.g. 500ms, 2s.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub interval: Duration,
 }
 
 #[cfg(test)]

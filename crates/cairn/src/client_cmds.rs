@@ -13,8 +13,7 @@ use cairn_types::NewEntry;
 use serde_json::Value;
 
 use crate::cli::{
-    Command, ProduceApi, ProduceArgs, ProduceFormat, QueryArgs, ReadArgs, ServerArgs,
-    StreamCommand,
+    Command, ProduceApi, ProduceArgs, ProduceFormat, QueryArgs, ReadArgs, ServerArgs, StreamCommand,
 };
 
 /// Largest page the server serves for one partition read.
@@ -40,6 +39,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Query(args) => query(args).await,
             Command::AntiEntropy(cmd) => crate::anti_entropy_cmd::run(cmd).await,
             Command::Fault(cmd) => crate::fault_cmd::run(cmd).await,
+            Command::Tail(args) => crate::tail_cmd::run(args).await,
             Command::Node(_) => unreachable!("handled by node_cmd"),
             Command::Bench(_) => unreachable!("handled by bench"),
             Command::Demo(_) => unreachable!("handled by demo"),
@@ -84,8 +84,10 @@ pub(crate) fn normalize_url(url: &str) -> String {
 pub(crate) fn format_unix_ms(unix_ms: u64) -> String {
     let secs = (unix_ms / 1000) as i64;
     let nanos = ((unix_ms % 1000) * 1_000_000) as u32;
-    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, nanos)
-        .map_or_else(|| unix_ms.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, nanos).map_or_else(
+        || unix_ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    )
 }
 
 async fn stream(cmd: StreamCommand) -> Result<()> {
@@ -384,6 +386,7 @@ async fn query(args: QueryArgs) -> Result<()> {
         limit: args.limit,
         consistency: None,
         partitions: None,
+        order: args.newest.then_some(cairn_client::Order::Newest),
     };
     let r = client.query(&args.stream, &params).await?;
     let mut out = std::io::stdout().lock();
@@ -441,7 +444,10 @@ mod tests {
             let e = line_to_entry(bad, &a).unwrap_err();
             assert!(e.contains("not valid JSON"), "{e}");
         }
-        assert!(line_to_entry("[1,2]", &a).unwrap().is_some(), "not JSON-looking: text");
+        assert!(
+            line_to_entry("[1,2]", &a).unwrap().is_some(),
+            "not JSON-looking: text"
+        );
         a.format = ProduceFormat::Text;
         let e = line_to_entry(r#"{"message":"m","#, &a).unwrap().unwrap();
         assert_eq!(e.message, r#"{"message":"m","#);

@@ -20,6 +20,7 @@ mod fault_cmd;
 mod inspect_cmd;
 mod node_cmd;
 mod status_cmd;
+mod tail_cmd;
 
 use std::process::ExitCode;
 

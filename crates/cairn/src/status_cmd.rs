@@ -202,7 +202,9 @@ pub fn render(url: &str, h: &Value) -> String {
                 num("fsync_p99_ms").map_or("-".into(), |v| format!("{v:.1}ms")),
                 num("free_bytes").map_or("-".into(), bytes),
                 n["leaders"].as_u64().map_or("-".into(), |v| v.to_string()),
-                n["partitions"].as_u64().map_or("-".into(), |v| v.to_string()),
+                n["partitions"]
+                    .as_u64()
+                    .map_or("-".into(), |v| v.to_string()),
             );
         }
     }
@@ -250,7 +252,13 @@ pub fn monitor(cmd: MonitorCommand) -> Result<()> {
                     .as_array()
                     .map(|f| {
                         f.iter()
-                            .map(|f| format!("{} {}", f["code"].as_str().unwrap_or(""), subject(&f["subject"])))
+                            .map(|f| {
+                                format!(
+                                    "{} {}",
+                                    f["code"].as_str().unwrap_or(""),
+                                    subject(&f["subject"])
+                                )
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -259,7 +267,11 @@ pub fn monitor(cmd: MonitorCommand) -> Result<()> {
                         "{}  {:<6}  {}",
                         crate::client_cmds::format_unix_ms(v["at"].as_u64().unwrap_or(0)),
                         status,
-                        if codes.is_empty() { "no findings".into() } else { codes.join("; ") }
+                        if codes.is_empty() {
+                            "no findings".into()
+                        } else {
+                            codes.join("; ")
+                        }
                     );
                     last = Some((status, codes));
                 }

@@ -104,6 +104,26 @@ async fn writes_through_any_node_are_readable_through_every_node() -> Result<()>
             r.entries.len(),
             r.failed_partitions
         );
+        // `order=newest` reaches the partitions other nodes lead too: the
+        // latest five are the oldest-first answer's last five, reversed.
+        let newest = c
+            .client(node)?
+            .query(
+                "app",
+                &cairn_client::QueryParams {
+                    limit: Some(5),
+                    order: Some(cairn_client::Order::Newest),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let key = |e: &cairn_client::QueryEntry| (e.partition, e.offset);
+        let want: Vec<_> = r.entries[85..].iter().rev().map(key).collect();
+        let got: Vec<_> = newest.entries.iter().map(key).collect();
+        ensure!(
+            got == want && newest.truncated,
+            "node {node}: newest {got:?} != {want:?}"
+        );
     }
     Ok(())
 }

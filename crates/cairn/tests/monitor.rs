@@ -68,7 +68,10 @@ async fn wait_health(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!("{what}: not within {limit:?}; last verdict: {}", brief(&last))
+    bail!(
+        "{what}: not within {limit:?}; last verdict: {}",
+        brief(&last)
+    )
 }
 
 fn names(h: &Value, code: &str, subject: &Value) -> bool {
@@ -136,7 +139,10 @@ impl Alertmanager {
         let cluster_port = free_port()?;
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg(format!("--cluster.listen-address=127.0.0.1:{cluster_port}"))
             .stdout(Stdio::null())
@@ -225,7 +231,14 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
 
     // Steady state: green on every node, `cairn status` exits 0.
     for i in 0..3 {
-        wait_health(&http, &url(&c, i), Duration::from_secs(30), "green at start", green).await?;
+        wait_health(
+            &http,
+            &url(&c, i),
+            Duration::from_secs(30),
+            "green at start",
+            green,
+        )
+        .await?;
     }
     ensure!(status_code(&url(&c, 0))? == 0);
     let runs: usize = std::env::var("CAIRN_MONITOR_RUNS")
@@ -297,13 +310,9 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                 }
                 other => bail!("no way to inject {other}"),
             }
-            let (took, h) = wait_health(
-                &http,
-                &observer,
-                DETECT_WITHIN + SLACK,
-                fault.name,
-                |h| names(h, fault.code, &fault.subject),
-            )
+            let (took, h) = wait_health(&http, &observer, DETECT_WITHIN + SLACK, fault.name, |h| {
+                names(h, fault.code, &fault.subject)
+            })
             .await?;
             eprintln!("{}: named after {took:?}: {}", fault.name, brief(&h));
             ensure!(h["status"] != "green", "{}", brief(&h));
@@ -315,7 +324,9 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     .find(|r| r["code"] == "slow_disk")
                     .expect("named above");
                 ensure!(
-                    r["injected"].as_str().is_some_and(|s| s.contains("fsync_delay_ms")),
+                    r["injected"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("fsync_delay_ms")),
                     "the injected fault is named as the cause: {r}"
                 );
                 ensure!(!r["evidence"].as_array().is_none_or(Vec::is_empty), "{r}");
@@ -326,9 +337,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             match fault.code {
                 "slow_disk" => delete(&http, format!("{}/v1/faults/disk", url(&c, 1))).await?,
                 "slow_link" => delete(&http, format!("{}/v1/faults/network", url(&c, 0))).await?,
-                "cpu_saturation" => {
-                    delete(&http, format!("{}/v1/faults/cpu", url(&c, 2))).await?
-                }
+                "cpu_saturation" => delete(&http, format!("{}/v1/faults/cpu", url(&c, 2))).await?,
                 "node_paused" => {
                     let pid = c.nodes[1].as_ref().expect("node 2 runs").pid();
                     rustix::process::kill_process(
@@ -380,7 +389,9 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                 ensure!(a["labels"]["severity"].is_string(), "{a}");
                 // Resolved: its end is in the past (Alertmanager keeps a
                 // resolved alert for a while with status "resolved").
-                if a["status"]["state"] != "active" || a["endsAt"].as_str() < a["updatedAt"].as_str() {
+                if a["status"]["state"] != "active"
+                    || a["endsAt"].as_str() < a["updatedAt"].as_str()
+                {
                     break;
                 }
             }
@@ -398,9 +409,13 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     let survivor = url(&c, 0);
     c.kill(1);
     c.kill(2);
-    wait_health(&http, &survivor, Duration::from_secs(20), "red with 2 nodes gone", |h| {
-        h["status"] == "red"
-    })
+    wait_health(
+        &http,
+        &survivor,
+        Duration::from_secs(20),
+        "red with 2 nodes gone",
+        |h| h["status"] == "red",
+    )
     .await?;
     ensure!(status_code(&survivor)? == 2);
     c.kill(0);

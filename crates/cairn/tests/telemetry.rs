@@ -362,3 +362,41 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate_on_every_node() -> Result
     ensure!(lag_series == 4, "replication lag series: {lag_series}");
     Ok(())
 }
+
+/// In a 3-node cluster every write stage is recorded somewhere: `linger`
+/// and `replicate` on the partition leaders, which are the nodes that
+/// propose, whichever node the writes came in through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_records_linger_and_replicate_stages() -> Result<()> {
+    let cluster = support::cluster::TestCluster::start(3).await?;
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i).expect("up")).collect();
+    create_stream(&urls[0], "app", 2).await?;
+    cluster.wait_groups("app", 2).await?;
+    for (i, url) in urls.iter().enumerate() {
+        for round in 0..4 {
+            ensure!(append(url, "app", (i * 4 + round) * 20, 20).await? == 200);
+        }
+    }
+    let mut totals: HashMap<&str, f64> = HashMap::new();
+    for url in &urls {
+        let m = parse_metrics(&scrape(url).await?)?;
+        for stage in ["linger", "replicate", "commit", "total"] {
+            let n = metric(
+                &m,
+                &format!("cairn_write_stage_seconds_count{{stage=\"{stage}\"}}"),
+            )?;
+            *totals.entry(stage).or_default() += n;
+        }
+    }
+    // 12 requests of entries for both partitions: each request's batch for
+    // a partition lingers and replicates once on that partition's leader
+    // (batches merged at a forwarding node count once).
+    ensure!(totals["total"] == 12.0, "{totals:?}");
+    ensure!(totals["commit"] == 12.0, "{totals:?}");
+    for stage in ["linger", "replicate"] {
+        let n = totals[stage];
+        ensure!((1.0..=24.0).contains(&n), "{stage}: {totals:?}");
+    }
+    ensure!(totals["linger"] == totals["replicate"], "{totals:?}");
+    Ok(())
+}

@@ -14,19 +14,34 @@
 //! (entries are delta-encoded, so payloads cannot be concatenated). Each
 //! write learns its own offsets from the merged batch's base offset and its
 //! position in it; a failure of the merged batch is every write's failure.
+//!
+//! With a stage observer (the leader's proposal coalescer), each write's
+//! wait from `submit` until its merged batch is handed to the sink is
+//! recorded as the `linger` write stage, and the sink's replication time
+//! (if it reports one) as `replicate`: one sample of each per write, i.e.
+//! per request's batch for this partition.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_telemetry::metrics::WriteStage;
 
 use cairn_types::batch::{BatchBuilder, RecordBatch};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::StageObserver;
 use super::error::ClusterError;
 use crate::raft::types::Appended;
+
+/// What a sink answers: where the batch landed and, for a leader's
+/// proposal, how long it took from durable here to committed.
+pub(crate) type Delivered = (Appended, Option<Duration>);
 
 /// A write waiting for its batch's outcome.
 struct Pending {
     batch: RecordBatch,
+    queued: Instant,
     reply: oneshot::Sender<Result<Appended, ClusterError>>,
 }
 
@@ -37,14 +52,26 @@ pub(crate) struct Coalescer {
 }
 
 impl Coalescer {
-    /// Starts a coalescer whose merged batches go to `sink`.
-    pub(crate) fn spawn<S, F>(max_in_flight: usize, max_batch_bytes: usize, sink: S) -> Self
+    /// Starts a coalescer whose merged batches go to `sink`; `stages`
+    /// is told each write's `linger` and `replicate` times.
+    pub(crate) fn spawn<S, F>(
+        max_in_flight: usize,
+        max_batch_bytes: usize,
+        stages: Option<StageObserver>,
+        sink: S,
+    ) -> Self
     where
         S: Fn(RecordBatch) -> F + Send + Sync + 'static,
-        F: Future<Output = Result<Appended, ClusterError>> + Send + 'static,
+        F: Future<Output = Result<Delivered, ClusterError>> + Send + 'static,
     {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, max_in_flight, max_batch_bytes, Arc::new(sink)));
+        tokio::spawn(run(
+            rx,
+            max_in_flight,
+            max_batch_bytes,
+            stages,
+            Arc::new(sink),
+        ));
         Coalescer { queue }
     }
 
@@ -52,7 +79,11 @@ impl Coalescer {
     pub(crate) async fn submit(&self, batch: RecordBatch) -> Result<Appended, ClusterError> {
         let (reply, rx) = oneshot::channel();
         self.queue
-            .send(Pending { batch, reply })
+            .send(Pending {
+                batch,
+                queued: Instant::now(),
+                reply,
+            })
             .map_err(|_| ClusterError::ShuttingDown)?;
         rx.await.map_err(|_| ClusterError::ShuttingDown)?
     }
@@ -62,10 +93,11 @@ async fn run<S, F>(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     max_in_flight: usize,
     max_batch_bytes: usize,
+    stages: Option<StageObserver>,
     sink: Arc<S>,
 ) where
     S: Fn(RecordBatch) -> F + Send + Sync + 'static,
-    F: Future<Output = Result<Appended, ClusterError>> + Send + 'static,
+    F: Future<Output = Result<Delivered, ClusterError>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut carry: Option<Pending> = None;
@@ -95,30 +127,44 @@ async fn run<S, F>(
                 Err(_) => break,
             }
         }
-        let sink = sink.clone();
+        let (sink, stages) = (sink.clone(), stages.clone());
         tokio::spawn(async move {
-            deliver(sink.as_ref(), writes).await;
+            deliver(sink.as_ref(), stages.as_deref(), writes).await;
             drop(slot);
         });
     }
 }
 
-async fn deliver<S, F>(sink: &S, writes: Vec<Pending>)
-where
+async fn deliver<S, F>(
+    sink: &S,
+    stages: Option<&(dyn Fn(WriteStage, Duration) + Send + Sync)>,
+    writes: Vec<Pending>,
+) where
     S: Fn(RecordBatch) -> F,
-    F: Future<Output = Result<Appended, ClusterError>>,
+    F: Future<Output = Result<Delivered, ClusterError>>,
 {
     let merged = if writes.len() == 1 {
         Ok(writes[0].batch.clone())
     } else {
         merge(writes.iter().map(|w| &w.batch))
     };
+    if let Some(record) = stages {
+        let now = Instant::now();
+        for w in &writes {
+            record(WriteStage::Linger, now.saturating_duration_since(w.queued));
+        }
+    }
     let result = match merged {
         Ok(batch) => sink(batch).await,
         Err(e) => Err(ClusterError::Storage(e)),
     };
     match result {
-        Ok(appended) => {
+        Ok((appended, replicate)) => {
+            if let (Some(record), Some(d)) = (stages, replicate) {
+                for _ in &writes {
+                    record(WriteStage::Replicate, d);
+                }
+            }
             let mut offset = appended.base_offset;
             for w in writes {
                 let count = w.batch.count();
@@ -178,17 +224,26 @@ mod tests {
         let next = Arc::new(AtomicU64::new(0));
         let calls = Arc::new(AtomicU64::new(0));
         let (n, c) = (next.clone(), calls.clone());
-        let coalescer = Coalescer::spawn(1, 1 << 20, move |b: RecordBatch| {
+        let lingered = Arc::new(AtomicU64::new(0));
+        let l = lingered.clone();
+        let stages: StageObserver = Arc::new(move |stage, _| {
+            assert_eq!(stage, WriteStage::Linger);
+            l.fetch_add(1, Ordering::Relaxed);
+        });
+        let coalescer = Coalescer::spawn(1, 1 << 20, Some(stages), move |b: RecordBatch| {
             let (n, c) = (n.clone(), c.clone());
             async move {
                 c.fetch_add(1, Ordering::Relaxed);
                 // A slow sink, so writes pile up behind the first.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 let base = n.fetch_add(u64::from(b.count()), Ordering::Relaxed);
-                Ok(Appended {
-                    base_offset: base,
-                    count: b.count(),
-                })
+                Ok((
+                    Appended {
+                        base_offset: base,
+                        count: b.count(),
+                    },
+                    None,
+                ))
             }
         });
         let tasks: Vec<_> = (0..50)
@@ -206,11 +261,13 @@ mod tests {
         offsets.sort_unstable();
         assert_eq!(offsets, (0..50).map(|i| i * 2).collect::<Vec<_>>());
         assert!(calls.load(Ordering::Relaxed) < 50, "nothing was merged");
+        // One linger sample per write, not per merged batch.
+        assert_eq!(lingered.load(Ordering::Relaxed), 50);
     }
 
     #[tokio::test]
     async fn a_failed_batch_fails_every_write_in_it() {
-        let coalescer = Coalescer::spawn(1, 1 << 20, |_b: RecordBatch| async {
+        let coalescer = Coalescer::spawn(1, 1 << 20, None, |_b: RecordBatch| async {
             Err(ClusterError::Indeterminate("boom".into()))
         });
         let r = coalescer.submit(batch(1, "x")).await;

@@ -9,10 +9,18 @@
 //! tells it which Raft index and offsets every committed batch got (for lag
 //! lookups), and a task follows openraft's metrics channel for leader
 //! changes and quorum attribution.
+//!
+//! # Write stages
+//! The proposal coalescer records each write's `linger` (waiting to be
+//! proposed) and `replicate`: from this leader's own append of the batch
+//! being durable until `client_write` returns, i.e. until a quorum has it
+//! and the leader has applied it (applying only advances an offset). It is
+//! 0 when the followers' acks arrived before the leader's own fsync.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::coalesce::Coalescer;
+use super::coalesce::{Coalescer, Delivered};
 use super::error::{ClusterError, GroupName};
 use crate::raft::ReplicaState;
 use crate::raft::types::{Appended, BatchPayload, PartitionRaftConfig};
@@ -31,6 +39,16 @@ pub(crate) struct GroupId {
     pub group: u64,
     pub stream: String,
     pub partition: u32,
+}
+
+/// How a group's leader takes writes: batch size, and what it needs to
+/// time their cluster-side stages.
+pub(crate) struct Proposals {
+    /// Largest batch proposed as one Raft entry.
+    pub max_batch_bytes: usize,
+    /// Filled by the group's log store as indexes become durable.
+    pub durable: Arc<crate::raft::log_store::DurableMarks>,
+    pub observer: Option<super::StageObserver>,
 }
 
 /// A running partition replica.
@@ -59,17 +77,28 @@ impl PartitionGroup {
         log: PartitionLog,
         state: Arc<ReplicaState>,
         meta: Arc<crate::raft::MetaFile>,
-        max_batch_bytes: usize,
+        stages: Proposals,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
         super::replication::spawn_watcher(&raft, &replication);
         let proposals = {
             let (raft, replication) = (raft.clone(), replication.clone());
             let name = GroupName::partition(id.group, &id.stream, id.partition);
-            Coalescer::spawn(MAX_PROPOSALS_IN_FLIGHT, max_batch_bytes, move |batch| {
-                let (raft, replication, name) = (raft.clone(), replication.clone(), name.clone());
-                async move { propose(&raft, &name, batch, &replication).await }
-            })
+            let durable = stages.durable;
+            Coalescer::spawn(
+                MAX_PROPOSALS_IN_FLIGHT,
+                stages.max_batch_bytes,
+                stages.observer,
+                move |batch| {
+                    let (raft, replication, durable, name) = (
+                        raft.clone(),
+                        replication.clone(),
+                        durable.clone(),
+                        name.clone(),
+                    );
+                    async move { propose(&raft, &name, batch, &replication, &durable).await }
+                },
+            )
         };
         Arc::new(Self {
             group: id.group,
@@ -159,7 +188,8 @@ async fn propose(
     name: &GroupName,
     batch: RecordBatch,
     replication: &super::replication::GroupReplication,
-) -> Result<Appended, ClusterError> {
+    durable: &crate::raft::log_store::DurableMarks,
+) -> Result<Delivered, ClusterError> {
     let proposed_us = super::replication::now_us();
     match raft
         .client_write(BatchPayload(batch.as_bytes().clone()))
@@ -172,7 +202,10 @@ async fn propose(
                 resp.data.count,
                 proposed_us,
             );
-            Ok(resp.data)
+            let replicate = durable.take(resp.log_id.index).map_or(Duration::ZERO, |t| {
+                Instant::now().saturating_duration_since(t)
+            });
+            Ok((resp.data, Some(replicate)))
         }
         // The entry was handed to Raft: unless Raft says it never took it,
         // it may still commit under a new leader.

@@ -132,6 +132,9 @@ pub enum ServiceError {
     Remote { node: NodeId, message: String },
 }
 
+/// Told a write stage's time (cluster-side stages; see `coalesce`).
+pub type StageObserver = Arc<dyn Fn(cairn_telemetry::metrics::WriteStage, Duration) + Send + Sync>;
+
 /// Settings of a node's cluster runtime.
 #[derive(Clone)]
 pub struct ClusterConfig {
@@ -158,6 +161,9 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Told the storage stages of every durable partition append.
     pub on_append: Option<crate::raft::log_store::AppendObserver>,
+    /// Told the `linger` and `replicate` stages of every write this node
+    /// proposes as a partition leader (see `coalesce`).
+    pub on_stage: Option<StageObserver>,
     pub anti_entropy: crate::antientropy::AntiEntropyConfig,
 }
 
@@ -185,6 +191,7 @@ impl ClusterConfig {
             max_batch_bytes: 1 << 20,
             request_timeout: Duration::from_secs(5),
             on_append: None,
+            on_stage: None,
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
         }
     }
@@ -689,7 +696,11 @@ impl Cluster {
     /// Answers requests of `kind` (≥ [`kinds::SERVICE_MIN`]) from peers with
     /// `handler`, replacing any earlier handler of that kind.
     pub fn register_service(&self, kind: u16, handler: ServiceHandler) {
-        assert!(kind >= kinds::SERVICE_MIN, "service kinds start at {}", kinds::SERVICE_MIN);
+        assert!(
+            kind >= kinds::SERVICE_MIN,
+            "service kinds start at {}",
+            kinds::SERVICE_MIN
+        );
         self.inner.services.write().insert(kind, handler);
     }
 
@@ -718,7 +729,12 @@ impl Cluster {
                 }),
             };
         }
-        match self.inner.transport.call(to, 0, kind, payload, deadline).await {
+        match self
+            .inner
+            .transport
+            .call(to, 0, kind, payload, deadline)
+            .await
+        {
             Ok(reply) => Ok(reply),
             Err(e @ (TransportError::Unreachable { .. } | TransportError::UnknownPeer { .. })) => {
                 Err(ServiceError::Unreachable {
@@ -885,16 +901,20 @@ impl Cluster {
                 .entry(group)
                 .or_insert_with(|| {
                     let inner = Arc::downgrade(&self.inner);
+                    // Stages are recorded by the leader's coalescer only, so
+                    // each write lingers once in the metrics.
                     Coalescer::spawn(
                         MAX_ROUTED_IN_FLIGHT,
                         self.inner.config.max_batch_bytes,
+                        None,
                         move |batch| {
                             let inner = inner.clone();
                             async move {
                                 match inner.upgrade() {
-                                    Some(inner) => {
-                                        Cluster { inner }.append_routed(group, batch).await
-                                    }
+                                    Some(inner) => Cluster { inner }
+                                        .append_routed(group, batch)
+                                        .await
+                                        .map(|a| (a, None)),
                                     None => Err(ClusterError::ShuttingDown),
                                 }
                             }
@@ -1161,12 +1181,14 @@ impl Cluster {
         let me = self.node_id();
         let dir = format!("groups/{:016x}", p.group);
         self.close_stalled(p.group, false).await;
+        let durable = Arc::new(crate::raft::log_store::DurableMarks::default());
         let log_store = LogStore::<PartitionRaftConfig>::open(
             &self.inner.data_dir,
             &dir,
             stream.log.clone(),
             LogStoreOptions {
                 on_append: self.inner.config.on_append.clone(),
+                durable: Some(durable.clone()),
                 ..LogStoreOptions::default()
             },
         )
@@ -1230,7 +1252,11 @@ impl Cluster {
             log,
             state,
             raft_meta,
-            self.inner.config.max_batch_bytes,
+            group::Proposals {
+                max_batch_bytes: self.inner.config.max_batch_bytes,
+                durable,
+                observer: self.inner.config.on_stage.clone(),
+            },
         );
         leadership::spawn(
             group.raft.clone(),

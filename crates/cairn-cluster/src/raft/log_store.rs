@@ -25,6 +25,9 @@
 //! thread itself calls openraft's `LogFlushed` once the last batch of the
 //! call is durable per the log's durability policy; no tokio task waits on
 //! it, and all partitions of the data directory still share its syncs.
+//! When [`LogStoreOptions::durable`] is set, the writer also notes when
+//! each index became durable, so the leader can time replication from its
+//! own durable append to the commit.
 //!
 //! # Tail cache
 //! The most recently appended entries are kept in memory (`Bytes` clones of
@@ -58,6 +61,34 @@ use super::types::{NodeInfo, RaftPayload};
 /// the storage writer thread: must be quick (telemetry records it).
 pub type AppendObserver = Arc<dyn Fn(&cairn_storage::AppendTimings) + Send + Sync>;
 
+/// When each recently appended Raft index became durable on this replica,
+/// for the `replicate` write stage. Bounded: marks nobody takes (follower
+/// appends, control entries) are dropped oldest first.
+#[derive(Debug, Default)]
+pub struct DurableMarks {
+    marks: Mutex<VecDeque<(u64, std::time::Instant)>>,
+}
+
+impl DurableMarks {
+    /// Marks kept; far more than the proposals a leader has in flight.
+    const MAX: usize = 1024;
+
+    fn mark(&self, index: u64) {
+        let mut marks = self.marks.lock();
+        if marks.len() >= Self::MAX {
+            marks.pop_front();
+        }
+        marks.push_back((index, std::time::Instant::now()));
+    }
+
+    /// When `index` became durable here, if it has (and was not taken yet).
+    pub fn take(&self, index: u64) -> Option<std::time::Instant> {
+        let mut marks = self.marks.lock();
+        let at = marks.iter().rposition(|(i, _)| *i == index)?;
+        marks.remove(at).map(|(_, t)| t)
+    }
+}
+
 /// Settings of a partition's Raft log store.
 #[derive(Clone)]
 pub struct LogStoreOptions {
@@ -67,6 +98,8 @@ pub struct LogStoreOptions {
     /// applied state) are written.
     pub meta_flush_interval: Duration,
     pub on_append: Option<AppendObserver>,
+    /// Noted with each index once it is durable.
+    pub durable: Option<Arc<DurableMarks>>,
 }
 
 impl Debug for LogStoreOptions {
@@ -85,6 +118,7 @@ impl Default for LogStoreOptions {
             tail_cache_bytes: 32 << 20,
             meta_flush_interval: Duration::from_secs(1),
             on_append: None,
+            durable: None,
         }
     }
 }
@@ -339,6 +373,7 @@ pub struct LogStore<C: LogStoreConfig> {
     /// The last appended entry's id, durable or not.
     last_log_id: Option<LogId<u64>>,
     on_append: Option<AppendObserver>,
+    durable: Option<Arc<DurableMarks>>,
 }
 
 impl<C: LogStoreConfig> Debug for LogStore<C> {
@@ -374,6 +409,7 @@ impl<C: LogStoreConfig> LogStore<C> {
             meta,
             last_log_id,
             on_append: options.on_append,
+            durable: options.durable,
         })
     }
 
@@ -482,6 +518,7 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
         let observe = self.on_append.clone();
         while let Some(entry) = entries.next() {
             let id = entry_id(&entry.log_id);
+            let (index, durable) = (id.index, self.durable.clone());
             let batch = encode_entry(&entry).map_err(write_err)?;
             let failed = failed.clone();
             let stamped = if entries.peek().is_none() {
@@ -492,6 +529,9 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
                     .append_entry_then(batch, id, move |result| {
                         if let (Some(observe), Ok(info)) = (&observe, &result) {
                             observe(&info.timings);
+                        }
+                        if let (Some(durable), Ok(_)) = (&durable, &result) {
+                            durable.mark(index);
                         }
                         let earlier = failed.lock().take();
                         let outcome = match (earlier, result) {
@@ -511,6 +551,9 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
                             Ok(info) => {
                                 if let Some(observe) = &observe {
                                     observe(&info.timings);
+                                }
+                                if let Some(durable) = &durable {
+                                    durable.mark(index);
                                 }
                             }
                             Err(e) => {

@@ -458,6 +458,8 @@ pub async fn query(
         )));
     }
     let consistency = params.consistency.unwrap_or_default();
+    // Peers get `params` as is, so they keep the same end of the matches.
+    let order = params.order.unwrap_or_default();
     let forwarded = headers.contains_key(FORWARDED);
     let mut local = Vec::new();
     let mut remote: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
@@ -496,7 +498,8 @@ pub async fn query(
                         return Err(quarantined(p, &reason));
                     }
                     let queued = submitted.elapsed();
-                    read::query_partition(&log, p, &filter, limit, committed).map(|m| (m, queued))
+                    read::query_partition(&log, p, &filter, limit, committed, order)
+                        .map(|m| (m, queued))
                 }),
             )
         })
@@ -576,7 +579,7 @@ pub async fn query(
         truncated: false,
         failed_partitions: failed,
     });
-    let response = read::merge_responses(answers, limit);
+    let response = read::merge_responses(answers, limit, order);
     metrics.record_read(ReadStage::Total, started.elapsed());
     Ok(Json(response))
 }

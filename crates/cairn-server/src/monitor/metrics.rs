@@ -30,7 +30,12 @@ pub(super) fn register(telemetry: &Telemetry, inner: Weak<Inner>) {
 /// of the family has the same label names.
 fn subject_labels(subject: &Subject) -> Labels {
     let (node, stream, partition, link) = match subject {
-        Subject::Node { node } => (node.to_string(), String::new(), String::new(), String::new()),
+        Subject::Node { node } => (
+            node.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
         Subject::Link { link } => (
             String::new(),
             String::new(),
@@ -135,7 +140,10 @@ impl Collector for MonitorCollector {
             "cairn_monitor_evaluation_cpu_seconds",
             "CPU time this node's monitor spent evaluating rounds (detectors, verdict, alerts).",
             c,
-            &[(Vec::new(), inner.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9)],
+            &[(
+                Vec::new(),
+                inner.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            )],
         )?;
         let d = &inner.delivery.counters;
         let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -224,9 +224,10 @@ impl MonitorService {
             let sample = self.collect().await;
             let cpu_before = thread_cpu_ns();
             self.observe(sample, &mut last_resend);
-            self.inner
-                .cpu_ns
-                .fetch_add(thread_cpu_ns().saturating_sub(cpu_before), Ordering::Relaxed);
+            self.inner.cpu_ns.fetch_add(
+                thread_cpu_ns().saturating_sub(cpu_before),
+                Ordering::Relaxed,
+            );
         }
     }
 

@@ -4,20 +4,24 @@
 //! WARN, ERROR and the odd FATAL.
 //!
 //! The source is `service-instance` (e.g. `checkout-2`) rather than the bare
-//! service: the source picks the partition, and six services alone could
-//! hash onto fewer than six partitions, leaving some of the demo stream
-//! idle. A unit test checks that the sources cover every partition of the
-//! demo stream.
+//! service, and the source picks the partition (a hash of it). Instance
+//! numbers are therefore chosen by their hash, not counted 1, 2, 3: a fixed
+//! set of names hashed about 6× more entries onto the busiest partition than
+//! onto the idlest. [`source_table`] gives every partition of the demo
+//! stream the same number of sources, each service the same number of
+//! instances, and entries pick a source uniformly, so every partition gets
+//! an even share of the load (unit-tested).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use cairn_types::{Level, NewEntry};
+use cairn_types::{Level, NewEntry, partition_for_source};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const SERVICES: [&str; 6] = ["web", "checkout", "payments", "search", "auth", "inventory"];
-const INSTANCES: u32 = 3;
+/// Sources per partition of the demo stream.
+const SOURCES_PER_PARTITION: usize = 3;
 const REGIONS: [&str; 2] = ["eu-west-1", "us-east-1"];
 const PATHS: [&str; 6] = [
     "/",
@@ -39,25 +43,57 @@ const TERMS: [&str; 8] = [
     "headphones",
 ];
 
+/// The (service, instance) sources of a stream of `partitions`
+/// partitions: [`SOURCES_PER_PARTITION`] hashing onto each partition,
+/// services taking turns so each has as many instances as the others
+/// (when `partitions * SOURCES_PER_PARTITION` is a multiple of their
+/// number, as for the demo stream). Each slot takes the service's lowest
+/// instance number that hashes onto the slot's partition.
+pub fn source_table(partitions: u32) -> Vec<(&'static str, u32)> {
+    let mut table = Vec::new();
+    let mut next_instance = [1u32; SERVICES.len()];
+    for p in 0..partitions {
+        for k in 0..SOURCES_PER_PARTITION {
+            let s = (p as usize * SOURCES_PER_PARTITION + k) % SERVICES.len();
+            let service = SERVICES[s];
+            // Expected `partitions` tries; instances skipped here are used
+            // by no one, and every instance number is used at most once.
+            let instance = (next_instance[s]..)
+                .find(|i| {
+                    !table.contains(&(service, *i))
+                        && partition_for_source(&format!("{service}-{i}"), partitions) == p
+                })
+                .expect("some instance number hashes onto every partition");
+            if instance == next_instance[s] {
+                next_instance[s] += 1;
+            }
+            table.push((service, instance));
+        }
+    }
+    table
+}
+
 /// Makes entries; deterministic for a given seed.
 #[derive(Debug)]
 pub struct EntryGenerator {
     rng: StdRng,
+    sources: Vec<(&'static str, u32)>,
 }
 
 impl EntryGenerator {
     pub fn new(seed: u64) -> EntryGenerator {
         EntryGenerator {
             rng: StdRng::seed_from_u64(seed),
+            sources: source_table(super::PARTITIONS),
         }
     }
 
     /// Every source the generator uses.
     #[cfg(test)]
     pub fn sources() -> Vec<String> {
-        SERVICES
+        source_table(super::PARTITIONS)
             .iter()
-            .flat_map(|s| (1..=INSTANCES).map(move |i| format!("{s}-{i}")))
+            .map(|(s, i)| format!("{s}-{i}"))
             .collect()
     }
 
@@ -78,8 +114,7 @@ impl EntryGenerator {
     }
 
     pub fn entry(&mut self, timestamp_us: i64) -> NewEntry {
-        let service = SERVICES[self.rng.random_range(0..SERVICES.len())];
-        let instance = self.rng.random_range(1..=INSTANCES);
+        let (service, instance) = self.sources[self.rng.random_range(0..self.sources.len())];
         let level = self.level();
         let mut attributes = BTreeMap::new();
         let region = REGIONS[(instance % 2) as usize];
@@ -220,13 +255,35 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn sources_cover_every_partition_of_the_demo_stream() {
+    fn every_partition_gets_the_same_sources_and_an_even_share_of_entries() {
+        let partitions = super::super::PARTITIONS;
         let sources = EntryGenerator::sources();
-        let partitions: BTreeSet<u32> = sources
-            .iter()
-            .map(|s| partition_for_source(s, super::super::PARTITIONS))
-            .collect();
-        assert_eq!(partitions.len(), super::super::PARTITIONS as usize);
+        let unique: BTreeSet<&String> = sources.iter().collect();
+        assert_eq!(unique.len(), sources.len(), "{sources:?}");
+        let mut per_partition = vec![0usize; partitions as usize];
+        for s in &sources {
+            per_partition[partition_for_source(s, partitions) as usize] += 1;
+        }
+        assert!(
+            per_partition.iter().all(|n| *n == SOURCES_PER_PARTITION),
+            "{per_partition:?}"
+        );
+        for service in SERVICES {
+            let n = sources
+                .iter()
+                .filter(|s| s.rsplit_once('-').unwrap().0 == service)
+                .count();
+            assert_eq!(n, sources.len() / SERVICES.len(), "{service}");
+        }
+
+        let mut entries = vec![0u32; partitions as usize];
+        for e in EntryGenerator::new(11).batch(60_000, 1) {
+            entries[partition_for_source(&e.source, partitions) as usize] += 1;
+        }
+        let (min, max) = (entries.iter().min().unwrap(), entries.iter().max().unwrap());
+        // 10,000 expected each; the old fixed names gave about 6× between
+        // the busiest and the idlest.
+        assert!(f64::from(*max) / f64::from(*min) < 1.1, "{entries:?}");
     }
 
     #[test]

@@ -395,6 +395,8 @@ async fn run_load(
     let end = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut previous = (Instant::now(), 0u64, 0u64);
+    // The previous status, for per-partition rates.
+    let mut last_status: Option<Status> = None;
     let reason = loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -443,7 +445,8 @@ async fn run_load(
             &samples,
             load_row,
             stats.last_error.lock().take(),
-        );
+        )
+        .with_rates(last_status.as_ref());
         let mut out = std::io::stdout().lock();
         if tty {
             // Redraw the whole screen: robust to lines the terminal wraps.
@@ -456,6 +459,7 @@ async fn run_load(
             let _ = writeln!(out, "{}", status.line());
         }
         let _ = out.flush();
+        last_status = Some(status);
     };
 
     println!("\n{reason}: stopping the load...");

@@ -7,7 +7,9 @@
 //! replicates, with its own committed end offset; a partition's lag is the
 //! spread between its most and least advanced replica among the nodes that
 //! answered, so it covers followers that are behind on replication or on
-//! learning the commit index.
+//! learning the commit index. A partition's rate is the growth of its
+//! committed end offset between two statuses ([`Status::with_rates`]), so
+//! load skewed across partitions shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -80,6 +82,8 @@ pub struct PartitionRow {
     /// Replicas that answered, of those placed.
     pub reporting: usize,
     pub replicas: usize,
+    /// Entries committed per second since the previous status.
+    pub rate_per_s: Option<f64>,
 }
 
 /// The load's figures for the last interval.
@@ -191,6 +195,7 @@ impl Status {
                         .map(|(_, g)| g.replicas.len())
                         .max()
                         .unwrap_or(0),
+                    rate_per_s: None,
                 }
             })
             .collect();
@@ -240,6 +245,26 @@ impl Status {
             last_error,
             health,
         }
+    }
+
+    /// Fills each partition's rate from how far its committed end moved
+    /// since `previous` (no rate for a partition it did not have).
+    pub fn with_rates(mut self, previous: Option<&Status>) -> Status {
+        let Some(previous) = previous else {
+            return self;
+        };
+        let dt = self.elapsed.saturating_sub(previous.elapsed).as_secs_f64();
+        if dt <= 0.0 {
+            return self;
+        }
+        for p in &mut self.partitions {
+            p.rate_per_s = previous
+                .partitions
+                .iter()
+                .find(|q| q.partition == p.partition)
+                .map(|q| p.committed.saturating_sub(q.committed) as f64 / dt);
+        }
+        self
     }
 
     /// The table drawn on a terminal.
@@ -298,12 +323,12 @@ impl Status {
         }
         out.push(String::new());
         out.push(format!(
-            "{:<10} {:>7} {:>6} {:>12} {:>8} {:>9}",
-            "PARTITION", "LEADER", "TERM", "COMMITTED", "LAG", "REPLICAS"
+            "{:<10} {:>7} {:>6} {:>12} {:>8} {:>9} {:>9}",
+            "PARTITION", "LEADER", "TERM", "COMMITTED", "LAG", "REPLICAS", "RATE/s"
         ));
         for p in &self.partitions {
             out.push(format!(
-                "{:<10} {:>7} {:>6} {:>12} {:>8} {:>9}",
+                "{:<10} {:>7} {:>6} {:>12} {:>8} {:>9} {:>9}",
                 p.partition,
                 p.leader
                     .map_or_else(|| "none".to_string(), |l| l.to_string()),
@@ -311,6 +336,7 @@ impl Status {
                 count(p.committed as f64),
                 count(p.lag as f64),
                 format!("{}/{}", p.reporting, p.replicas),
+                p.rate_per_s.map_or_else(|| "-".to_string(), count),
             ));
         }
         out.push(String::new());
@@ -534,6 +560,34 @@ mod tests {
         assert!(table.contains("!! node 3 exited unexpectedly"), "{table}");
         assert!(table.contains("running 00:01:05"), "{table}");
         assert!(s.line().contains("NODE 3 exited unexpectedly"));
+    }
+
+    #[test]
+    fn partition_rates_come_from_committed_ends_between_two_statuses() {
+        let status = |secs, ends: [u64; 2]| {
+            let samples = vec![NodeSample {
+                view: Some(view(1, vec![group(0, 1, ends[0]), group(1, 1, ends[1])])),
+                telemetry: None,
+                health: None,
+            }];
+            Status::build(
+                Duration::from_secs(secs),
+                "demo",
+                &processes()[..1],
+                &samples,
+                LoadRow::default(),
+                None,
+            )
+        };
+        let first = status(10, [100, 100]).with_rates(None);
+        assert_eq!(first.partitions[0].rate_per_s, None);
+        let second = status(12, [700, 160]).with_rates(Some(&first));
+        let rates: Vec<Option<f64>> = second.partitions.iter().map(|p| p.rate_per_s).collect();
+        assert_eq!(rates, [Some(300.0), Some(30.0)]);
+        let table = second.table().join("\n");
+        assert!(table.contains("RATE/s"), "{table}");
+        let row = table.lines().find(|l| l.starts_with("0 ")).unwrap();
+        assert!(row.trim_end().ends_with("300"), "{row}");
     }
 
     #[test]
