@@ -190,8 +190,15 @@ pub struct DiskFullConfig {
     pub full_fraction: f64,
     /// …or below this many bytes free. Default 256 MiB.
     pub reserve_bytes: u64,
-    /// Samples the decline rate is fitted over (at least 10). Default 60.
+    /// Samples the decline rate is fitted over (at least 10). Default 600
+    /// (10 minutes at 1 s).
     pub forecast_samples: usize,
+    /// A forecast is trusted only this many times as far ahead as the span
+    /// it was fitted over (default 60: a 1-minute fit speaks for the next
+    /// hour, 10 minutes for the next 10 h). A short fit on a disk shared
+    /// with other writers is noise at a one-day horizon; slower filling is
+    /// for `predict_linear` over 30 m in `deploy/prometheus/rules.yml`.
+    pub horizon_factor: f64,
 }
 
 /// Latency SLOs on each node's p99.
@@ -463,7 +470,8 @@ impl Default for DiskFullConfig {
             critical_hours: 1.0,
             full_fraction: 0.01,
             reserve_bytes: 256 << 20,
-            forecast_samples: 60,
+            forecast_samples: 600,
+            horizon_factor: 60.0,
         }
     }
 }
@@ -501,6 +509,9 @@ impl MonitorConfig {
         }
         if self.cpu.warning > self.cpu.critical || self.memory.warning > self.memory.critical {
             return bad("cpu/memory: warning must not exceed critical".into());
+        }
+        if !(self.disk_full.horizon_factor > 0.0) {
+            return bad("disk_full.horizon_factor must be positive".into());
         }
         if self.disk_full.forecast_samples < 10 {
             return bad("disk_full.forecast_samples must be at least 10".into());

@@ -47,6 +47,11 @@ pub struct NodeSample {
     /// Why the snapshot could not be collected; `None` when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Missing because the request went out on an open connection and no
+    /// answer came in time (see [`NodeSample::unanswered`]), as opposed to
+    /// a node that refused or could not be reached.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
     /// When the snapshot's interval ended (the node's clock): a paused or
     /// stuck node keeps serving the same, stale snapshot.
     pub snapshot_unix_ms: u64,
@@ -255,6 +260,17 @@ impl NodeSample {
             unix_ms,
             error: Some(error.into()),
             ..NodeSample::default()
+        }
+    }
+
+    /// A node that was reached but did not answer in time: its connection
+    /// is open yet nothing comes back — a paused (SIGSTOP), hung or
+    /// swamped process rather than a dead one (a dead process's port
+    /// refuses connections).
+    pub fn unanswered(node: u64, unix_ms: u64, error: impl Into<String>) -> NodeSample {
+        NodeSample {
+            unanswered: true,
+            ..NodeSample::missing(node, unix_ms, error)
         }
     }
 

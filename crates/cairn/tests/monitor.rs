@@ -184,6 +184,31 @@ impl Drop for Alertmanager {
     }
 }
 
+/// Waits (up to 20 s) until Alertmanager holds `CairnSlowDisk` as active
+/// (`firing`) or no longer active (resolved: its `endsAt` has passed);
+/// the alert as Alertmanager shows it (`Null` once resolved and gone).
+async fn wait_alert(http: &reqwest::Client, am: &Alertmanager, firing: bool) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let alerts = am.alerts(http).await?;
+        let disk = alerts
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "CairnSlowDisk");
+        let active = disk
+            .as_ref()
+            .is_some_and(|a| a["status"]["state"] == "active");
+        if active == firing {
+            return Ok(disk.unwrap_or(Value::Null));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "Alertmanager never saw CairnSlowDisk {}: {disk:?}",
+            if firing { "firing" } else { "resolved" }
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// `cairn status --server URL`'s exit code.
 fn status_code(url: &str) -> Result<i32> {
     let out = Command::new(support::BIN)
@@ -205,7 +230,22 @@ struct Fault {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     let am = Alertmanager::start().await?;
-    let mut flags: Vec<String> = vec!["--ae-interval".into(), "0".into()];
+    // A rules file of our own: the slow-disk alert fires after 2 s instead
+    // of 30, so it reaches Alertmanager while the fault lasts (and the
+    // config file path is exercised).
+    let config_dir = tempfile::tempdir()?;
+    let config = config_dir.path().join("monitor.toml");
+    std::fs::write(
+        &config,
+        "[[rules]]\nname = \"CairnSlowDisk\"\nfinding = \"slow_disk\"\nfor_seconds = 2\n\
+         severity = \"warning\"\nsummary = \"{summary}\"\n",
+    )?;
+    let mut flags: Vec<String> = vec![
+        "--ae-interval".into(),
+        "0".into(),
+        "--monitor-config".into(),
+        config.display().to_string(),
+    ];
     if let Some(am) = &am {
         flags.push("--alertmanager".into());
         flags.push(am.url.clone());
@@ -264,7 +304,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
         },
         Fault {
             name: "node 2 paused (SIGSTOP)",
-            code: "node_paused",
+            code: "node_stalled",
             subject: json!({"node": 2}),
         },
     ];
@@ -275,13 +315,12 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
         for _ in 0..runs {
             // Ask a node that is not the fault's subject.
             let observer = url(&c, 0);
-            let started = Instant::now();
             match fault.code {
                 "slow_disk" => {
                     post(
                         &http,
                         format!("{}/v1/faults/disk", url(&c, 1)),
-                        json!({"fsync_delay_ms": 40, "ttl_ms": 8000}),
+                        json!({"fsync_delay_ms": 40, "ttl_ms": 30000}),
                     )
                     .await?;
                 }
@@ -289,7 +328,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     post(
                         &http,
                         format!("{}/v1/faults/network", url(&c, 0)),
-                        json!({"action": "delay", "peers": [3], "delay_ms": 60, "ttl_ms": 8000}),
+                        json!({"action": "delay", "peers": [3], "delay_ms": 60, "ttl_ms": 30000}),
                     )
                     .await?;
                 }
@@ -297,11 +336,11 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     post(
                         &http,
                         format!("{}/v1/faults/cpu", url(&c, 2)),
-                        json!({"threads": 2, "duty_percent": 100, "ttl_ms": 8000}),
+                        json!({"threads": 2, "duty_percent": 100, "ttl_ms": 30000}),
                     )
                     .await?;
                 }
-                "node_paused" => {
+                "node_stalled" => {
                     let pid = c.nodes[1].as_ref().expect("node 2 runs").pid();
                     rustix::process::kill_process(
                         rustix::process::Pid::from_raw(pid as i32).expect("pid"),
@@ -330,6 +369,18 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     "the injected fault is named as the cause: {r}"
                 );
                 ensure!(!r["evidence"].as_array().is_none_or(Vec::is_empty), "{r}");
+                // The alert reaches Alertmanager, labelled, while it fires.
+                if let Some(am) = &am {
+                    let a = wait_alert(&http, am, true).await?;
+                    ensure!(a["labels"]["node"] == "2", "{a}");
+                    ensure!(a["labels"]["severity"] == "warning", "{a}");
+                    ensure!(
+                        a["annotations"]["summary"]
+                            .as_str()
+                            .is_some_and(|s| s.contains("node 2")),
+                        "{a}"
+                    );
+                }
             }
             detect.push(took);
             // End the fault (TTLs would too, later) and time the return to
@@ -338,7 +389,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                 "slow_disk" => delete(&http, format!("{}/v1/faults/disk", url(&c, 1))).await?,
                 "slow_link" => delete(&http, format!("{}/v1/faults/network", url(&c, 0))).await?,
                 "cpu_saturation" => delete(&http, format!("{}/v1/faults/cpu", url(&c, 2))).await?,
-                "node_paused" => {
+                "node_stalled" => {
                     let pid = c.nodes[1].as_ref().expect("node 2 runs").pid();
                     rustix::process::kill_process(
                         rustix::process::Pid::from_raw(pid as i32).expect("pid"),
@@ -347,7 +398,6 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                 }
                 _ => {}
             }
-            let _ = started;
             let (back, _) = wait_health(
                 &http,
                 &observer,
@@ -357,6 +407,12 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             )
             .await?;
             eprintln!("{}: green again {back:?} after the fault ended", fault.name);
+            if fault.code == "slow_disk"
+                && let Some(am) = &am
+            {
+                // Its resolution reached Alertmanager too.
+                wait_alert(&http, am, false).await?;
+            }
             recover.push(back);
         }
         detect.sort();
@@ -374,33 +430,6 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     }
     for line in &table {
         eprintln!("{line}");
-    }
-
-    // Alertmanager got the slow-disk alert with its labels, and its end.
-    if let Some(am) = &am {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let alerts = am.alerts(&http).await?;
-            let disk = alerts
-                .iter()
-                .find(|a| a["labels"]["alertname"] == "CairnSlowDisk");
-            if let Some(a) = disk {
-                ensure!(a["labels"]["node"] == "2", "{a}");
-                ensure!(a["labels"]["severity"].is_string(), "{a}");
-                // Resolved: its end is in the past (Alertmanager keeps a
-                // resolved alert for a while with status "resolved").
-                if a["status"]["state"] != "active"
-                    || a["endsAt"].as_str() < a["updatedAt"].as_str()
-                {
-                    break;
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "Alertmanager never saw CairnSlowDisk resolved: {alerts:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 
     // Red: with two of three nodes gone no partition can take writes.

@@ -235,16 +235,21 @@ pub(crate) fn bytes(v: f64) -> String {
 /// left the whole forecast span.
 const STILL_FILLING: usize = 10;
 
+/// The short fit, beside the configured long one: a minute of rounds.
+const SHORT_FIT: usize = 60;
+
 /// Free bytes falling at this many bytes/s: the least-squares slope over
 /// the last `span` rounds up to `i` of `free` (seconds, free bytes per
-/// round); `None` without 10 points.
-fn decline_rate(free: &[Option<(f64, f64)>], span: usize, i: usize) -> Option<f64> {
+/// round), and the seconds the fit covers; `None` without 10 points.
+fn decline_rate(free: &[Option<(f64, f64)>], span: usize, i: usize) -> Option<(f64, f64)> {
     let lo = (i + 1).saturating_sub(span);
     let pts = || free[lo..=i].iter().flatten();
     let k = pts().count();
     if k < 10 {
         return None;
     }
+    let first = pts().next()?.0;
+    let last = pts().last()?.0;
     let k = k as f64;
     let mx = pts().map(|p| p.0).sum::<f64>() / k;
     let my = pts().map(|p| p.1).sum::<f64>() / k;
@@ -253,15 +258,16 @@ fn decline_rate(free: &[Option<(f64, f64)>], span: usize, i: usize) -> Option<f6
     if sxx <= 0.0 {
         return None;
     }
-    Some(-sxy / sxx)
+    Some((-sxy / sxx, last - first))
 }
 
 /// Disk full now (`disk_full`, critical): free below `full_fraction` (1 %)
 /// of the data dir's filesystem or below `reserve_bytes` (256 MiB).
 /// Disk full soon (`disk_full_soon`): free bytes ÷ the net decline rate
-/// (fitted over `forecast_samples`, 60 rounds, and still falling over the
-/// last 10) under `warning_hours` (24 h), critical under `critical_hours`
-/// (1 h). Subject the node, resource `disk`.
+/// (fitted over the last minute and over `forecast_samples`, 600 rounds,
+/// the sooner trusted forecast winning, and still falling over the last 10) under `warning_hours` (24 h), critical under `critical_hours`
+/// (1 h) — and no further ahead than `horizon_factor` (60) × the span the
+/// fit covers, so a minute of data never forecasts a day. Subject the node, resource `disk`.
 pub fn disk_full(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.disk_full;
     let mut out = Vec::new();
@@ -310,12 +316,24 @@ pub fn disk_full(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             .collect();
         let hours_left = |i: usize| -> Option<(f64, f64, f64)> {
             let n = w.present(i, node)?;
-            let rate = decline_rate(&free, c.forecast_samples, i)?;
-            let recent = decline_rate(&free, STILL_FILLING, i)?;
-            (rate > 0.0 && recent > 0.0).then(|| {
-                let hours = n.free_bytes as f64 / rate / 3600.0;
-                (hours, rate, n.free_bytes as f64)
-            })
+            let (recent, _) = decline_rate(&free, STILL_FILLING, i)?;
+            if recent <= 0.0 {
+                return None;
+            }
+            // A short fit sees a fast fill at once, a long one a slow fill
+            // reliably; each speaks only within its own horizon.
+            [STILL_FILLING, SHORT_FIT, c.forecast_samples]
+                .into_iter()
+                .filter_map(|span| {
+                    let (rate, span_secs) = decline_rate(&free, span, i)?;
+                    let hours = n.free_bytes as f64 / rate / 3600.0;
+                    (rate > 0.0 && hours * 3600.0 <= c.horizon_factor * span_secs).then_some((
+                        hours,
+                        rate,
+                        n.free_bytes as f64,
+                    ))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0))
         };
         let soon = |i: usize| {
             let (h, _, _) = hours_left(i)?;
@@ -493,23 +511,27 @@ mod tests {
         });
         let rounds = per_round(&samples, disk_full);
         let (first, cleared) = raised_and_cleared(&rounds, codes::DISK_FULL_SOON, 80, 100);
-        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        // The shortest fit (10 rounds) needs about half its span declining
+        // before it sees the rate, then the usual 3 of 4.
+        assert!(first <= 88 && cleared <= 115, "{first} {cleared}");
         assert_eq!(rounds[90][0].subject, Subject::Node { node: 3 });
     }
 
     #[test]
-    fn given_a_slowly_filling_disk_when_forecast_should_warn_within_a_day_only() {
-        // 50 GB free losing 1 MB/s: ~14 h left → warning.
-        let samples = scenario(100, |r, n| {
+    fn given_a_slowly_filling_disk_when_forecast_should_warn_only_once_the_fit_spans_enough() {
+        // 50 GB free losing 2 MB/s: ~6.9 h left. A 100 s fit may speak for
+        // 100 min only; 10 minutes of decline speak for 10 h → warning.
+        let samples = scenario(700, |r, n| {
             if n.node == 2 {
-                n.free_bytes -= r as u64 * 1_000_000;
+                n.free_bytes -= r as u64 * 2_000_000;
             }
         });
         let rounds = per_round(&samples, disk_full);
-        let f = &rounds[99][0];
+        assert!(rounds[100].is_empty(), "{:#?}", rounds[100]);
+        let f = &rounds[699][0];
         assert_eq!(f.code, codes::DISK_FULL_SOON);
         assert_eq!(f.severity, Severity::Warning);
         let hours = f.evidence[0].observed;
-        assert!((13.0..15.0).contains(&hours), "{hours}");
+        assert!((6.0..8.0).contains(&hours), "{hours}");
     }
 }

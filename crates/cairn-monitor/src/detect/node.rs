@@ -114,6 +114,37 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             .and_then(|n| n.error.clone())
             .unwrap_or_else(|| "not in the round".into());
         let said_down = (down_run >= peers_rounds).then(|| run_t(Severity::Critical, down_run));
+        // Reached but silent for the whole run: a paused or hung process,
+        // not a dead one, whatever the peers' heartbeats conclude.
+        let unanswered = run > 0
+            && (run_start..w.len()).all(|i| w.get(i).node(node).is_some_and(|n| n.unanswered));
+        if unanswered && run >= c.missing_rounds {
+            let severity = if run >= c.down_rounds {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            out.push(finding(
+                codes::NODE_STALLED,
+                missing_t(severity),
+                Subject::Node { node },
+                Resource::Process,
+                format!(
+                    "node {node} is not responding: connected but no answer for {} s — \
+                     paused (SIGSTOP), hung or swamped ({error})",
+                    num(secs)
+                ),
+                vec![Evidence::new(
+                    "missing_rounds",
+                    run as f64,
+                    None,
+                    c.missing_rounds as f64,
+                    "count",
+                )],
+                injected(w, node, Resource::Process, None),
+            ));
+            continue;
+        }
         if run >= c.down_rounds || said_down.is_some() {
             let (phi, _, down, reporting) = peers_view(w, w.len() - 1, node);
             let t = said_down.unwrap_or_else(|| missing_t(Severity::Critical));
@@ -237,6 +268,39 @@ mod tests {
         assert_eq!(down.resource, Resource::Availability);
         assert_eq!(down.since, samples[80].unix_ms);
         assert!(rounds[110].is_empty(), "back: {:#?}", rounds[110]);
+    }
+
+    #[test]
+    fn given_a_node_that_is_reached_but_silent_when_watched_should_call_it_stalled_not_down() {
+        let samples = scenario(140, |r, n| {
+            if n.node == 2 && (80..110).contains(&r) {
+                *n = crate::sample::NodeSample::unanswered(
+                    n.node,
+                    n.unix_ms,
+                    "did not answer in time",
+                );
+            }
+            // Its peers' failure detectors give up on it meanwhile.
+            if n.node != 2 && (82..110).contains(&r) {
+                for p in &mut n.peers {
+                    if p.node == 2 {
+                        p.state = Some("down".into());
+                        p.phi = Some(30.0);
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, stalled_node);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::NODE_STALLED, 80, 110);
+        assert_eq!(first, 83, "fourth silent round");
+        assert!(cleared <= 111, "{cleared}");
+        for r in &rounds[83..110] {
+            assert!(r.iter().all(|f| f.code != codes::NODE_DOWN), "{r:#?}");
+        }
+        let f = &rounds[100][0];
+        assert_eq!(f.resource, Resource::Process);
+        assert_eq!(f.severity, Severity::Critical, "silent past down_rounds");
+        assert!(f.summary.contains("paused"), "{}", f.summary);
     }
 
     #[test]

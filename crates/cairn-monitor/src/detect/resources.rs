@@ -25,21 +25,33 @@ fn cpu_share(n: &NodeSample) -> Option<f64> {
     (n.cpu_limit_cores > 0.0).then(|| n.cpu_cores / n.cpu_limit_cores)
 }
 
-fn cpu_used(n: &NodeSample) -> Option<f64> {
-    let own = cpu_share(n);
-    Some(own.unwrap_or(0.0).max(n.host_cpu))
+/// How saturated a node's CPU is: its own share of its limit, or the
+/// host's utilisation when the host is past `critical` and this node is a
+/// substantial consumer (at least half the warning share). Nodes that
+/// share a host all see the same host figure, so a busy host alone (a
+/// compile, another tenant, a neighbour node burning CPU) must not flag
+/// every node on it: the one causing it is flagged by its own share.
+fn cpu_used(n: &NodeSample, c: &crate::config::CpuConfig) -> Option<f64> {
+    let own = cpu_share(n).unwrap_or(0.0);
+    let host = if n.host_cpu >= c.critical && own >= c.warning / 2.0 {
+        n.host_cpu
+    } else {
+        0.0
+    };
+    Some(own.max(host))
 }
 
 /// CPU saturation (`cpu_saturation`, subject the node, resource `cpu`):
-/// the process's CPU as a share of its limit, or the host's CPU
-/// utilisation, whichever is higher, at or above `warning` (0.7) /
-/// `critical` (0.9). PSI cpu "some" is evidence.
+/// the process's CPU as a share of its limit at or above `warning` (0.7) /
+/// `critical` (0.9), or a host past `critical` on which this node is a
+/// substantial consumer (see `cpu_used`). PSI cpu "some" and the host's
+/// utilisation are evidence.
 pub fn cpu_saturation(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.cpu;
     let mut out = Vec::new();
     for node in w.node_ids() {
         let Some(t) = track(w, cfg, |i| {
-            level(cpu_used(w.present(i, node)?)?, c.warning, c.critical)
+            level(cpu_used(w.present(i, node)?, c)?, c.warning, c.critical)
         }) else {
             continue;
         };

@@ -21,6 +21,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
         node,
         unix_ms,
         error: None,
+        unanswered: false,
         snapshot_unix_ms: unix_ms - 200,
         uptime_seconds: 1_000.0 + r as f64,
         cpu_cores: 0.4,

@@ -255,6 +255,9 @@ impl MonitorService {
                     Ok(s) => sample_of(id, at, &s),
                     Err(e) => NodeSample::missing(id, at, format!("bad snapshot: {e}")),
                 },
+                Err(e @ cairn_cluster::ServiceError::Timeout { .. }) => {
+                    NodeSample::unanswered(id, at, e.to_string())
+                }
                 Err(e) => NodeSample::missing(id, at, e.to_string()),
             }
         });
