@@ -49,6 +49,12 @@ fn failures_per_second(w: &Window<'_>, i: usize, from: u64, to: u64) -> f64 {
 }
 
 fn link_round(w: &Window<'_>, cfg: &MonitorConfig, i: usize, a: u64, b: u64) -> LinkRound {
+    // A link to a node that is not answering says nothing about the
+    // network: the node detector names that node, and its peers' failed
+    // pings would only repeat it as "loss".
+    if w.present(i, a).is_none() || w.present(i, b).is_none() {
+        return LinkRound::default();
+    }
     let ab = rtt(w, i, a, b);
     let ba = rtt(w, i, b, a);
     let floor = cfg.slow_link.floor_ms;
@@ -80,9 +86,16 @@ fn link_cond(
         .filter_map(|(_, r)| r.rtt)
         .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
     let reference = others.or(base);
+    // Against the healthiest other link when there is one: when every link
+    // is slow alike (a saturated host, a loaded machine) no link is out of
+    // line, and the cause is named by the CPU or load detectors. Only a
+    // link with nothing to compare to is judged against its own past.
     let slow = me.rtt.is_some_and(|v| {
         v >= c.floor_ms
-            && (others.is_some_and(|o| v >= c.ratio * o) || base.is_some_and(|b| v >= c.ratio * b))
+            && match others {
+                Some(o) => v >= c.ratio * o,
+                None => base.is_some_and(|b| v >= c.ratio * b),
+            }
     });
     let lossy = me.failures >= c.failures_per_second;
     let sev = if (slow && me.rtt.is_some_and(|v| v >= c.critical_ms))
@@ -99,7 +112,8 @@ fn link_cond(
 
 /// Slow or lossy link (`slow_link`, subject `{link: [a, b]}`, resource
 /// `network`): the link's probe RTT p99 at least `ratio` (4×) the
-/// healthiest other link or its own baseline and above `floor_ms` (5 ms),
+/// healthiest other link (its own baseline when it is the only link) and
+/// above `floor_ms` (5 ms),
 /// or probe failures at `failures_per_second` (1/s) or more. Critical from
 /// `critical_ms` (200 ms) or 10× the failure rate (every probe lost).
 ///
@@ -284,6 +298,39 @@ mod tests {
             if p.node == peer {
                 p.rtt_p99_ms = Some(ms);
             }
+        }
+    }
+
+    #[test]
+    fn given_every_link_slow_alike_or_a_silent_node_when_detected_should_name_no_link() {
+        // A saturated host: every round trip 20 ms from round 80.
+        let samples = scenario(130, |r, n| {
+            if r >= 80 {
+                for peer in 1..=3 {
+                    set_rtt(n, peer, 20.0);
+                }
+            }
+        });
+        let rounds = per_round(&samples, slow_link);
+        for (r, found) in rounds.iter().enumerate().skip(80) {
+            assert!(found.is_empty(), "slow alike, round {r}: {found:#?}");
+        }
+        // Node 2 stops answering from round 80; its peers' pings fail.
+        let samples = scenario(130, |r, n| {
+            if n.node == 2 && r >= 80 {
+                make_missing(n);
+            }
+            if n.node != 2 && r >= 80 {
+                for p in &mut n.peers {
+                    if p.node == 2 {
+                        p.probe_failures_total += (r as u64 - 79) * 10;
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, slow_link);
+        for (r, found) in rounds.iter().enumerate().skip(80) {
+            assert!(found.is_empty(), "silent node, round {r}: {found:#?}");
         }
     }
 
