@@ -219,6 +219,46 @@ fn status_code(url: &str) -> Result<i32> {
         .with_context(|| format!("cairn status died: {out:?}"))
 }
 
+/// The source whose entries the hot writer floods one partition with.
+const HOT_SOURCE: &str = "hot-service";
+
+/// Writers that flood one partition (one source) through one node: 4
+/// requests of 200 entries in flight at a time.
+struct HotWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl HotWriter {
+    fn start(url: String) -> HotWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..4)
+            .map(|_| {
+                let (url, stop) = (url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = cairn_client::Client::new(&url).expect("url");
+                    let entries: Vec<_> = (0..200)
+                        .map(|i| support::load::entry(HOT_SOURCE, format!("hot {i}")))
+                        .collect();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if client.append(STREAM, &entries).await.is_err() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        HotWriter { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 /// One injected fault: how to start and end it, and what the verdict must
 /// say while it lasts.
 struct Fault {
@@ -303,12 +343,18 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             subject: json!({"node": 3}),
         },
         Fault {
+            name: "hot partition (one source flooding)",
+            code: "hot_partition",
+            subject: json!({"stream": STREAM, "partition": cairn_types::partition_for_source(HOT_SOURCE, PARTITIONS)}),
+        },
+        Fault {
             name: "node 2 paused (SIGSTOP)",
             code: "node_stalled",
             subject: json!({"node": 2}),
         },
     ];
     let mut table = Vec::new();
+    let mut hot: Option<HotWriter> = None;
     for fault in &faults {
         let mut detect = Vec::new();
         let mut recover = Vec::new();
@@ -347,6 +393,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                         rustix::process::Signal::STOP,
                     )?;
                 }
+                "hot_partition" => hot = Some(HotWriter::start(url(&c, 0))),
                 other => bail!("no way to inject {other}"),
             }
             let (took, h) = wait_health(&http, &observer, DETECT_WITHIN + SLACK, fault.name, |h| {
@@ -395,6 +442,11 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                         rustix::process::Pid::from_raw(pid as i32).expect("pid"),
                         rustix::process::Signal::CONT,
                     )?;
+                }
+                "hot_partition" => {
+                    if let Some(h) = hot.take() {
+                        h.stop().await;
+                    }
                 }
                 _ => {}
             }
