@@ -115,12 +115,36 @@ const RED: &[&str] = &[
     codes::DISK_FULL,
 ];
 
-/// Sorts findings worst first, then oldest first (then by code and
-/// subject, so the order is stable).
+/// Findings that are consequences rather than causes: a slow disk, link
+/// or node shows up as missed latency objectives and lagging followers
+/// too, and the operator should read the cause first.
+const SYMPTOMS: &[&str] = &[
+    codes::WRITE_LATENCY_SLO,
+    codes::READ_LATENCY_SLO,
+    codes::UNDER_REPLICATED,
+    codes::REPLICATION_LAG,
+];
+
+/// What to read first: what makes the cluster red (and a node down, the
+/// usual reason), then causes, then symptoms.
+fn rank(f: &Finding) -> u8 {
+    if RED.contains(&f.code.as_str()) || f.code == codes::NODE_DOWN {
+        0
+    } else if SYMPTOMS.contains(&f.code.as_str()) {
+        2
+    } else {
+        1
+    }
+}
+
+/// Sorts findings red first, then causes before symptoms, each worst
+/// first, then oldest first (then by code and subject, so the order is
+/// stable).
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
-        b.severity
-            .cmp(&a.severity)
+        rank(a)
+            .cmp(&rank(b))
+            .then(b.severity.cmp(&a.severity))
             .then(a.since.cmp(&b.since))
             .then_with(|| a.code.cmp(&b.code))
             .then_with(|| a.subject.cmp(&b.subject))
@@ -214,5 +238,45 @@ pub fn assess(w: &Window<'_>, findings: &[Finding]) -> Health {
                 .map(|n| n.quarantined_replicas)
                 .sum(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finding::Resource;
+
+    fn f(code: &str, severity: Severity, since: u64) -> Finding {
+        Finding {
+            code: code.into(),
+            severity,
+            subject: Subject::Node { node: 1 },
+            resource: Resource::Latency,
+            summary: String::new(),
+            evidence: Vec::new(),
+            since,
+            injected: None,
+        }
+    }
+
+    #[test]
+    fn given_a_critical_symptom_and_a_warning_cause_when_sorted_should_put_the_cause_first() {
+        let mut fs = vec![
+            f(codes::WRITE_LATENCY_SLO, Severity::Critical, 1),
+            f(codes::UNDER_REPLICATED, Severity::Warning, 1),
+            f(codes::SLOW_LINK, Severity::Warning, 5),
+            f(codes::LEADERLESS_PARTITION, Severity::Critical, 9),
+        ];
+        sort_findings(&mut fs);
+        let order: Vec<&str> = fs.iter().map(|f| f.code.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                codes::LEADERLESS_PARTITION,
+                codes::SLOW_LINK,
+                codes::WRITE_LATENCY_SLO,
+                codes::UNDER_REPLICATED
+            ]
+        );
     }
 }

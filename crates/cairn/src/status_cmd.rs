@@ -178,9 +178,6 @@ pub fn render(url: &str, h: &Value) -> String {
                 r["summary"].as_str().unwrap_or(""),
                 ago(r["since"].as_u64()),
             );
-            if let Some(cause) = r["injected"].as_str() {
-                let _ = writeln!(out, "  {:<8} caused by an injected fault: {cause}", "");
-            }
         }
     }
     let nodes = h["nodes"].as_array().cloned().unwrap_or_default();

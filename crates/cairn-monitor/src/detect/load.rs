@@ -44,26 +44,42 @@ struct Knee {
 }
 
 /// The node's write p99 and entries/s baselines.
-fn knee_bases(w: &Window<'_>, cfg: &MonitorConfig, node: u64) -> Option<(f64, f64)> {
+fn knee_bases(w: &Window<'_>, cfg: &MonitorConfig, node: u64) -> Option<(f64, f64, f64)> {
     Some((
         baseline(w, cfg, node, |n| n.write.total_p99_ms)?,
         baseline(w, cfg, node, |n| Some(n.entries_per_second))?,
+        baseline(w, cfg, node, |n| n.write.queue_p99_ms).unwrap_or(0.0),
     ))
+}
+
+/// Whether the node's own resources are what the time is spent on: its
+/// CPU at half the warning share or more, or its write queue's p99 up 3×
+/// from its baseline (and ≥ 1 ms). Without this, slower
+/// writes at flat throughput could be any cause — a slow link or a slow
+/// peer's disk stretches the same p99 — and those have their own findings.
+fn busy(cfg: &MonitorConfig, n: &crate::sample::NodeSample, base_queue: f64) -> bool {
+    let cpu = n.cpu_limit_cores > 0.0 && n.cpu_cores / n.cpu_limit_cores >= cfg.cpu.warning / 2.0;
+    let queue = n
+        .write
+        .queue_p99_ms
+        .is_some_and(|q| q >= 1.0 && q >= 3.0 * base_queue);
+    cpu || queue
 }
 
 fn knee(
     w: &Window<'_>,
     cfg: &MonitorConfig,
-    bases: Option<(f64, f64)>,
+    bases: Option<(f64, f64, f64)>,
     i: usize,
     node: u64,
 ) -> Option<Knee> {
     let c = &cfg.overload;
     let n = w.present(i, node)?;
     let p99 = n.write.total_p99_ms?;
-    let (base_p99, base_rate) = bases?;
+    let (base_p99, base_rate, base_queue) = bases?;
     let rate = n.entries_per_second;
-    (p99 >= c.floor_ms
+    (busy(cfg, n, base_queue)
+        && p99 >= c.floor_ms
         && p99 >= c.latency_ratio * base_p99
         && rate <= c.throughput_ratio * base_rate
         && rate > 0.0)
@@ -81,7 +97,8 @@ fn knee(
 /// p99 growing over `queue_growth_samples` (8) rounds to above
 /// `queue_floor_ms` (20 ms); or "beyond the knee": write p99
 /// `latency_ratio` (5×) its baseline and above `floor_ms` (20 ms) while
-/// entries/s is at most `throughput_ratio` (1.5×) its baseline. Critical
+/// entries/s is at most `throughput_ratio` (1.5×) its baseline and the node
+/// itself is busy (CPU or its write queue, see `busy`). Critical
 /// when rejecting and the queue grows at once.
 pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.overload;

@@ -128,16 +128,12 @@ impl Verdict {
             .map(|rs| {
                 rs.iter()
                     .map(|r| {
-                        let mut line = format!(
+                        format!(
                             "{} {} — {}",
                             r["severity"].as_str().unwrap_or("").to_uppercase(),
                             r["code"].as_str().unwrap_or(""),
                             r["summary"].as_str().unwrap_or(""),
-                        );
-                        if let Some(cause) = r["injected"].as_str() {
-                            let _ = write!(line, " [injected: {cause}]");
-                        }
-                        line
+                        )
                     })
                     .collect()
             })
