@@ -512,7 +512,7 @@ impl MonitorConfig {
         if self.cpu.warning > self.cpu.critical || self.memory.warning > self.memory.critical {
             return bad("cpu/memory: warning must not exceed critical".into());
         }
-        if !(self.disk_full.horizon_factor > 0.0) {
+        if self.disk_full.horizon_factor.is_nan() || self.disk_full.horizon_factor <= 0.0 {
             return bad("disk_full.horizon_factor must be positive".into());
         }
         if self.disk_full.forecast_samples < 10 {
