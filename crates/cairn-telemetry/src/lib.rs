@@ -872,7 +872,13 @@ mod tests {
             Ok(c) => c,
             Err(e) if std::env::var_os("CI").is_some() => panic!("promtool is required in CI: {e}"),
             Err(e) => {
-                eprintln!("skipping promtool check (apt-get install prometheus): {e}");
+                {
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "SKIPPED: the promtool check (apt-get install prometheus; required when CI=true): {e}"
+                    );
+                }
                 return;
             }
         };

@@ -392,28 +392,26 @@ pub struct DemoArgs {
 }
 
 /// µs since the epoch from RFC 3339, a time ago (`30s`, `5m`, `2h`, `1d`)
-/// or a plain number of µs. A number that is not plausibly µs (before
-/// 2001 or after the year 5000) is refused with a hint: a Unix time in
-/// seconds or ms would otherwise silently mean January 1970.
+/// or a plain number of µs. A number that reads as a recent Unix time in
+/// seconds or milliseconds (what `date +%s` prints) is refused with a hint:
+/// taken as µs it would silently mean January 1970.
 pub fn parse_time_us(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
-        const PLAUSIBLE: std::ops::RangeInclusive<i64> =
-            978_307_200_000_000..=95_617_584_000_000_000;
-        if PLAUSIBLE.contains(&n) {
-            return Ok(n);
+        // 1990 to 2200, in seconds and in milliseconds.
+        const SECONDS: std::ops::RangeInclusive<i64> = 631_152_000..=7_258_118_400;
+        const MILLIS: std::ops::RangeInclusive<i64> = 631_152_000_000..=7_258_118_400_000;
+        if SECONDS.contains(&n) {
+            return Err(format!(
+                "{n} looks like a Unix time in seconds; times are µs: use {n}000000 or an RFC 3339 time"
+            ));
         }
-        let hint = match n {
-            1_000_000_000..=99_999_999_999 => format!(
-                " — it looks like seconds: use {}000000 or an RFC 3339 time",
-                n
-            ),
-            100_000_000_000..=99_999_999_999_999 => {
-                format!(" — it looks like milliseconds: use {n}000 or an RFC 3339 time")
-            }
-            _ => " — give µs since the epoch, an RFC 3339 time or a time ago like 10m".into(),
-        };
-        return Err(format!("{n} is not a plausible time in µs{hint}"));
+        if MILLIS.contains(&n) {
+            return Err(format!(
+                "{n} looks like a Unix time in milliseconds; times are µs: use {n}000 or an RFC 3339 time"
+            ));
+        }
+        return Ok(n);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
@@ -891,9 +889,11 @@ mod tests {
         );
         assert_eq!(parse_time_us("1796270400000000"), Ok(1_796_270_400_000_000));
         let secs = parse_time_us("1796184000").unwrap_err();
-        assert!(secs.contains("looks like seconds"), "{secs}");
+        assert!(secs.contains("in seconds"), "{secs}");
         let ms = parse_time_us("1796184000000").unwrap_err();
         assert!(ms.contains("milliseconds"), "{ms}");
+        // Small numbers are µs of synthetic timestamps, taken as given.
+        assert_eq!(parse_time_us("1000000"), Ok(1_000_000));
         let ago = parse_time_us("10m").unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

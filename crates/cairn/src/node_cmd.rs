@@ -19,9 +19,13 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::NodeArgs;
 
 pub fn run(args: NodeArgs) -> Result<()> {
-    // openraft's INFO is per-election chatter; an operator needs our own
-    // INFO and openraft's warnings (RUST_LOG overrides).
-    init_logging("info,openraft=warn");
+    // openraft's INFO is per-election chatter, and its replication module
+    // logs every failed AppendEntries as an ERROR — at every restart, while
+    // peers reopen their groups. Replication failures are counted
+    // (`cairn_replication_rpc_failures_total`) and judged by the monitor
+    // (lag, under-replicated, slow link), so the per-RPC lines are off by
+    // default; RUST_LOG overrides.
+    init_logging("info,openraft=warn,openraft::replication=off");
     let config = NodeConfig {
         data_dir: args.data_dir,
         max_body_bytes: args.max_body_bytes,

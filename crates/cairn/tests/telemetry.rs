@@ -187,7 +187,13 @@ async fn metrics_count_exactly_what_was_written_and_promtool_accepts_them() -> R
             );
         }
         Err(e) if std::env::var_os("CI").is_some() => bail!("promtool is required in CI: {e}"),
-        Err(e) => eprintln!("skipping promtool check (apt-get install prometheus): {e}"),
+        Err(e) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: the promtool check (apt-get install prometheus; required when CI=true): {e}"
+            );
+        }
     }
 
     // The JSON snapshot summarises an interval once one has passed.
@@ -259,7 +265,13 @@ async fn a_real_prometheus_sees_a_positive_ingest_rate_on_every_node() -> Result
         if std::env::var_os("CI").is_some() {
             bail!("prometheus is required in CI (apt-get install prometheus)");
         }
-        eprintln!("skipping: prometheus is not installed");
+        {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: the real-Prometheus test (apt-get install prometheus; required when CI=true)"
+            );
+        }
         return Ok(());
     }
     let dir = tempfile::tempdir()?;

@@ -616,7 +616,21 @@ impl Cluster {
                     )
                 })
                 .collect();
-            match cluster.inner.controller.initialize(voters).await {
+            // On a restart the log already holds the membership: asking
+            // again is refused, and openraft logs the refusal as an ERROR
+            // that would alarm an operator for nothing.
+            let initialized = cluster
+                .inner
+                .controller
+                .is_initialized()
+                .await
+                .unwrap_or(false);
+            let result = if initialized {
+                Ok(())
+            } else {
+                cluster.inner.controller.initialize(voters).await
+            };
+            match result {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => {
                     return Err(ClusterError::Unavailable(format!(
@@ -1233,6 +1247,10 @@ impl Cluster {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 if !delay.is_zero() && raft.current_leader().await.is_some() {
+                    return;
+                }
+                // Already initialized (a restart): see the controller's case.
+                if raft.is_initialized().await.unwrap_or(false) {
                     return;
                 }
                 match raft.initialize(members).await {
