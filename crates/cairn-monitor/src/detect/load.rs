@@ -53,12 +53,14 @@ fn knee_bases(w: &Window<'_>, cfg: &MonitorConfig, node: u64) -> Option<(f64, f6
 }
 
 /// Whether the node's own resources are what the time is spent on: its
-/// CPU at half the warning share or more, or its write queue's p99 up 3×
-/// from its baseline (and ≥ 1 ms). Without this, slower
+/// CPU at half the warning share or more, its host's CPU past `critical`
+/// (nodes sharing a saturated host are all beyond their knee), or its
+/// write queue's p99 up 3× from its baseline (and ≥ 1 ms). Without this, slower
 /// writes at flat throughput could be any cause — a slow link or a slow
 /// peer's disk stretches the same p99 — and those have their own findings.
 fn busy(cfg: &MonitorConfig, n: &crate::sample::NodeSample, base_queue: f64) -> bool {
-    let cpu = n.cpu_limit_cores > 0.0 && n.cpu_cores / n.cpu_limit_cores >= cfg.cpu.warning / 2.0;
+    let cpu = (n.cpu_limit_cores > 0.0 && n.cpu_cores / n.cpu_limit_cores >= cfg.cpu.warning / 2.0)
+        || n.host_cpu >= cfg.cpu.critical;
     let queue = n
         .write
         .queue_p99_ms

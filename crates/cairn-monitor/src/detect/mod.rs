@@ -116,6 +116,13 @@ pub fn hysteresis(conds: &[Option<Severity>], cfg: &MonitorConfig) -> Option<Act
         .max()
         .copied()
         .or(conds[last_true])?;
+    // Evidence comes from the latest round at that severity, so a critical
+    // finding never quotes a warning-level number beside a critical
+    // objective.
+    let last_true = (lo..conds.len())
+        .rev()
+        .find(|j| conds[*j] == Some(severity))
+        .unwrap_or(last_true);
     Some(Active {
         since,
         severity,
@@ -347,7 +354,7 @@ mod tests {
         let cfg = MonitorConfig::default();
         let a = hysteresis(&conds("xxCx"), &cfg).unwrap();
         assert_eq!(a.severity, Severity::Critical);
-        assert_eq!(a.last_true, 3);
+        assert_eq!(a.last_true, 2, "evidence from the critical round");
         let a = hysteresis(&conds("CCCxxxx"), &cfg).unwrap();
         assert_eq!(a.severity, Severity::Warning);
     }
