@@ -345,7 +345,9 @@ pub struct NodeArgs {
     #[arg(long, env = "CAIRN_ALERT_WEBHOOK")]
     pub alert_webhook: Option<String>,
     /// Append every monitor collection round to this file (NDJSON), for
-    /// `cairn monitor replay`.
+    /// `cairn monitor replay`; a relative path is inside the data directory.
+    /// About 3 KB per round for 3 nodes: 250 MB a day — for incidents and
+    /// tests, not for always.
     #[arg(long, env = "CAIRN_MONITOR_RECORD")]
     pub monitor_record: Option<PathBuf>,
     /// How often a Raft leader sends heartbeats, in milliseconds. All nodes

@@ -27,7 +27,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     // default; RUST_LOG overrides.
     init_logging("info,openraft=warn,openraft::replication=off");
     let config = NodeConfig {
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone(),
         max_body_bytes: args.max_body_bytes,
         retention_check: Duration::from_millis(args.retention_check_ms),
         node_name: args.name,
@@ -72,7 +72,15 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 alertmanager: args.alertmanager,
                 webhook: args.alert_webhook,
             },
-            record: args.monitor_record,
+            // A relative path lives in the data directory, so nodes that
+            // share flags (the demo, tests) never share a file.
+            record: args.monitor_record.map(|p| {
+                if p.is_relative() {
+                    args.data_dir.join(p)
+                } else {
+                    p
+                }
+            }),
         },
     };
     config.validate().map_err(anyhow::Error::msg)?;

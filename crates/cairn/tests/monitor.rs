@@ -283,11 +283,15 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
         "[[rules]]\nname = \"CairnSlowDisk\"\nfinding = \"slow_disk\"\nfor_seconds = 2\n\
          severity = \"warning\"\nsummary = \"{summary}\"\n",
     )?;
+    // Every node records its rounds (each its own file, under the node's
+    // data directory); node 1's is replayed offline at the end.
     let mut flags: Vec<String> = vec![
         "--ae-interval".into(),
         "0".into(),
         "--monitor-config".into(),
         config.display().to_string(),
+        "--monitor-record".into(),
+        "monitor-rounds.ndjson".into(),
     ];
     if let Some(am) = &am {
         flags.push("--alertmanager".into());
@@ -419,6 +423,22 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     "the injected fault is named as the cause: {r}"
                 );
                 ensure!(!r["evidence"].as_array().is_none_or(Vec::is_empty), "{r}");
+                // Prometheus sees the verdict and the finding.
+                let metrics = http
+                    .get(format!("{observer}/metrics"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                ensure!(
+                    metrics.contains("cairn_finding_active{detector=\"slow_disk\",severity=\"warning\",node=\"2\"")
+                        || metrics.contains("cairn_finding_active{detector=\"slow_disk\",severity=\"critical\",node=\"2\""),
+                    "no slow_disk finding in /metrics"
+                );
+                ensure!(
+                    !metrics.contains("cairn_health_status 0"),
+                    "health status in /metrics"
+                );
                 // The alert reaches Alertmanager, labelled, while it fires.
                 if let Some(am) = &am {
                     let a = wait_alert(&http, am, true).await?;
@@ -485,6 +505,22 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     }
     for line in &table {
         eprintln!("{line}");
+    }
+
+    // The recorded rounds replay offline to the same story.
+    let recorded = c.dir.path().join("node-1").join("monitor-rounds.ndjson");
+    let out = Command::new(support::BIN)
+        .args(["monitor", "replay"])
+        .arg(&recorded)
+        .output()?;
+    let replayed = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "replay failed: {out:?}");
+    for code in [
+        "slow_disk node 2",
+        "slow_link link 1↔3",
+        "node_stalled node 2",
+    ] {
+        ensure!(replayed.contains(code), "replay lacks {code}:\n{replayed}");
     }
 
     // Red: with two of three nodes gone no partition can take writes.
