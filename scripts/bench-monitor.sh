@@ -59,6 +59,7 @@ PY
 cost)
   secs=${secs:-60}
   for interval in 0 1s; do
+    mkdir -p "$scratch/$interval"
     start_cluster "$scratch/$interval" --monitor-interval "$interval"
     sleep 10
     before=($(cpu_of 1) $(cpu_of 2) $(cpu_of 3))

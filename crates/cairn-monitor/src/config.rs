@@ -147,6 +147,12 @@ pub struct OverloadConfig {
     pub queue_growth_samples: usize,
     /// The queue p99 must end above this. Default 20 ms.
     pub queue_floor_ms: f64,
+    /// Writes piling up: client writes in flight at least this many times
+    /// their baseline… Default 8.
+    pub in_flight_ratio: f64,
+    /// …and at least this many, while write p99 is `latency_ratio` its
+    /// baseline and above `floor_ms`. Default 200.
+    pub in_flight_floor: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -435,6 +441,8 @@ impl Default for OverloadConfig {
             throughput_ratio: 1.5,
             queue_growth_samples: 8,
             queue_floor_ms: 20.0,
+            in_flight_ratio: 8.0,
+            in_flight_floor: 200,
         }
     }
 }

@@ -85,6 +85,8 @@ pub struct NodeSample {
     /// Failed requests per second by error code; only non-zero codes.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub errors_per_second: BTreeMap<String, f64>,
+    /// Client writes accepted and not yet answered at the snapshot.
+    pub writes_in_flight: u64,
 
     /// Disk probe (512-byte write + fdatasync) over all data dirs: the
     /// worst p99, max, slow score and in-flight time.
@@ -316,6 +318,7 @@ impl NodeSample {
                 commit_p99_ms,
             },
             read_p99_ms: snap.read_stages.get("total").and_then(|s| ms(s.p99_us)),
+            writes_in_flight: snap.writes_in_flight,
             errors_per_second: snap
                 .throughput
                 .errors_per_second

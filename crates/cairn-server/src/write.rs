@@ -61,6 +61,7 @@ impl Node {
     ) -> Result<AppendResponse, ApiError> {
         self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
+        let _in_flight = metrics.write_in_flight();
         let stream = streams::lookup(self.cluster(), stream)?;
         if entries.is_empty() {
             return Err(ApiError::bad_request("the request holds no entries"));
@@ -154,9 +155,11 @@ impl Node {
             let entries = ingest::entries_from_batch(batch.as_bytes().clone())?;
             return self.append_entries(stream, entries, api).await;
         };
-        // Here, not first: the general path above tosses its own coin.
+        // Here, not first: the general path above tosses its own coin (and
+        // counts itself in flight).
         self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
+        let _in_flight = metrics.write_in_flight();
         let bytes = batch.len() as u64;
         let group = streams::partition_group(&meta, partition)?;
         let committing = metrics.start_timer();

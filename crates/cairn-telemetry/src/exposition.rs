@@ -353,6 +353,13 @@ impl Collector for Exporter {
         // Resources: cumulative counters from the last raw sample, rates and
         // levels from the last interval.
         let raw = t.last_raw.lock().clone();
+        family(
+            &mut enc,
+            "cairn_writes_in_flight",
+            "Client writes (HTTP and binary) accepted and not yet answered; growing while latency rises: offered load is past the node's knee.",
+            g,
+            &one(m.writes_in_flight()),
+        )?;
         let snap = t.latest.lock().as_ref().and_then(|s| s.resources.clone());
         let dirs = t
             .latest

@@ -579,6 +579,7 @@ impl Telemetry {
                 .filter_map(|d| data_dir_space(d))
                 .collect(),
             faults: self.injected_faults(),
+            writes_in_flight: m.writes_in_flight(),
         };
         *prev = Readings {
             at: Some(now),

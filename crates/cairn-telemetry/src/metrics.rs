@@ -97,6 +97,19 @@ pub struct NodeMetrics {
     bytes: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
     streams: RwLock<BTreeMap<String, Arc<StreamCounters>>>,
+    /// Client writes (HTTP or binary) this node has accepted and not yet
+    /// answered: what piles up when offered load passes the node's knee.
+    writes_in_flight: AtomicU64,
+}
+
+/// Counts one client write as in flight until dropped.
+#[derive(Debug)]
+pub struct InFlightWrite<'a>(&'a AtomicU64);
+
+impl Drop for InFlightWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for NodeMetrics {
@@ -117,6 +130,7 @@ impl Default for NodeMetrics {
             bytes: counters(Api::ALL.len()),
             errors: counters(MAX_ERROR_CODE),
             streams: RwLock::new(BTreeMap::new()),
+            writes_in_flight: AtomicU64::new(0),
         }
     }
 }
@@ -126,6 +140,17 @@ impl NodeMetrics {
     /// Counters keep counting either way.
     pub fn set_stage_timing(&self, on: bool) {
         self.stage_timing.store(on, Ordering::Relaxed);
+    }
+
+    /// Marks a client write in flight until the guard is dropped.
+    pub fn write_in_flight(&self) -> InFlightWrite<'_> {
+        self.writes_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightWrite(&self.writes_in_flight)
+    }
+
+    /// Client writes accepted and not yet answered.
+    pub fn writes_in_flight(&self) -> u64 {
+        self.writes_in_flight.load(Ordering::Relaxed)
     }
 
     pub fn stage_timing(&self) -> bool {

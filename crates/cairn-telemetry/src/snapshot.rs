@@ -40,6 +40,9 @@ pub struct TelemetrySnapshot {
     /// so the monitor can name an injected cause.
     #[serde(default)]
     pub faults: Vec<InjectedFault>,
+    /// Client writes accepted and not yet answered when the interval ended.
+    #[serde(default)]
+    pub writes_in_flight: u64,
 }
 
 /// Space on the filesystem that holds one data directory.

@@ -84,6 +84,14 @@ fn green(h: &Value) -> bool {
     h["status"] == "green"
 }
 
+/// Green, or yellow only because leadership has not moved back after a
+/// failover: true, but nothing moves leaders back yet (leader transfer and
+/// rebalancing are the optimize issue's), so it outlives the fault.
+fn green_but_leaders(h: &Value) -> bool {
+    green(h)
+        || (h["status"] == "yellow" && reasons(h).iter().all(|r| r["code"] == "leader_imbalance"))
+}
+
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Result<Value> {
     let r = http.post(&url).json(&body).send().await?;
     let status = r.status();
@@ -355,6 +363,11 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             subject: json!({"stream": STREAM, "partition": cairn_types::partition_for_source(HOT_SOURCE, PARTITIONS)}),
         },
         Fault {
+            name: "overload beyond the knee on node 1",
+            code: "overload",
+            subject: json!({"node": 1}),
+        },
+        Fault {
             name: "node 2 paused (SIGSTOP)",
             code: "node_stalled",
             subject: json!({"node": 2}),
@@ -362,6 +375,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     ];
     let mut table = Vec::new();
     let mut hot: Option<HotWriter> = None;
+    let mut flood: Option<support::ChildGuard> = None;
     for fault in &faults {
         let mut detect = Vec::new();
         let mut recover = Vec::new();
@@ -401,6 +415,30 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     )?;
                 }
                 "hot_partition" => hot = Some(HotWriter::start(url(&c, 0))),
+                // An open-loop load far past what the cluster completes,
+                // all through node 1: 64 connections with up to 64 requests
+                // outstanding each pile up unanswered writes there.
+                "overload" => {
+                    flood = Some(support::ChildGuard::spawn(&[
+                        "bench",
+                        "steady",
+                        "--server",
+                        &url(&c, 0),
+                        "--api",
+                        "http",
+                        "--rate",
+                        "400000",
+                        "--batch-size",
+                        "20",
+                        "--connections",
+                        "64",
+                        "--max-in-flight",
+                        "64",
+                        "--duration",
+                        "60s",
+                        "--no-verify",
+                    ])?)
+                }
                 other => bail!("no way to inject {other}"),
             }
             let (took, h) = wait_health(&http, &observer, DETECT_WITHIN + SLACK, fault.name, |h| {
@@ -471,6 +509,8 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                         h.stop().await;
                     }
                 }
+                // Dropping the guard kills the load generator.
+                "overload" => drop(flood.take()),
                 _ => {}
             }
             let (back, _) = wait_health(
@@ -478,7 +518,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                 &observer,
                 RECOVER_WITHIN + SLACK,
                 &format!("green after {}", fault.name),
-                green,
+                green_but_leaders,
             )
             .await?;
             eprintln!("{}: green again {back:?} after the fault ended", fault.name);

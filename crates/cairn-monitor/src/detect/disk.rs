@@ -64,7 +64,12 @@ fn measure(
         fsync,
         fsync_peers,
         fsync_base,
-        score: n.disk_slow_score,
+        // The slow score is absolute (probes over 50 ms): it speaks for
+        // this node only when its peers' scores are not just as high.
+        score: match peer_median(w, i, node, |p| Some(p.disk_slow_score)) {
+            Some(peers) if peers >= c.slow_score => 1.0,
+            _ => n.disk_slow_score,
+        },
         in_flight: n.disk_probe_in_flight_ms,
         slow_probe: probe
             .is_some_and(|v| out_of_line(v, probe_peers, probe_base, c.ratio, c.floor_ms)),
@@ -104,8 +109,9 @@ impl DiskMeasure {
 
 /// Slow disk (`slow_disk`, resource `disk`, subject the node): the disk
 /// probe p99 or the write path's fsync p99 at least `ratio` (4×) the
-/// peers' median or the node's baseline and above `floor_ms` (5 ms); or
-/// the probe's slow score ≥ `slow_score` (20); or a probe in flight for
+/// peers' median (the node's baseline when it has no peers) and above
+/// `floor_ms` (5 ms); or the probe's slow score ≥ `slow_score` (20) while
+/// its peers' is not; or a probe in flight for
 /// `in_flight_ms` (1 s). Critical from `critical_ms` (200 ms), a stuck
 /// probe, or a score ≥ 80.
 pub fn slow_disk(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
@@ -470,6 +476,23 @@ mod tests {
             }
         });
         assert!(per_round(&samples, slow_disk).iter().all(|f| f.is_empty()));
+    }
+
+    #[test]
+    fn given_every_disk_slow_alike_when_detected_should_name_no_node() {
+        // Nodes sharing one disk that slows down for 20 s: probe and fsync
+        // 40 ms everywhere, slow scores high everywhere.
+        let samples = scenario(130, |r, n| {
+            if (80..100).contains(&r) {
+                n.disk_probe_p99_ms = Some(40.0);
+                n.write.fsync_p99_ms = Some(40.0);
+                n.disk_slow_score = 60.0;
+            }
+        });
+        let rounds = per_round(&samples, slow_disk);
+        for (r, found) in rounds.iter().enumerate().skip(80) {
+            assert!(found.is_empty(), "round {r}: {found:#?}");
+        }
     }
 
     #[test]

@@ -93,6 +93,42 @@ fn knee(
         })
 }
 
+/// Writes piling up at round `i`: (in flight, its baseline, write p99, its
+/// baseline) when the node holds `in_flight_ratio` (8×) its usual number
+/// of unanswered client writes, at least `in_flight_floor` (200), while
+/// its write p99 is `latency_ratio` (5×) its baseline and ≥ `floor_ms`
+/// or the pile grew in each of the last 3 rounds: offered load past what
+/// the node completes.
+fn piling_up(
+    w: &Window<'_>,
+    cfg: &MonitorConfig,
+    bases: Option<(f64, f64, f64)>,
+    base_in_flight: Option<f64>,
+    i: usize,
+    node: u64,
+) -> Option<(f64, f64, f64, f64)> {
+    let c = &cfg.overload;
+    let n = w.present(i, node)?;
+    let p99 = n.write.total_p99_ms?;
+    let (base_p99, _, _) = bases?;
+    let base = base_in_flight.unwrap_or(0.0);
+    let in_flight = n.writes_in_flight as f64;
+    // Answers lag the pile: the p99 of completed writes rises only as the
+    // first queued ones complete, so a pile that grew in each of the last
+    // 3 rounds counts too.
+    let rising = i >= 3
+        && (i - 3..i).all(|j| {
+            let now = w.present(j + 1, node).map(|n| n.writes_in_flight);
+            let before = w.present(j, node).map(|n| n.writes_in_flight);
+            matches!((before, now), (Some(b), Some(a)) if a > b)
+        });
+    let slow = p99 >= c.floor_ms && p99 >= c.latency_ratio * base_p99;
+    (in_flight >= c.in_flight_floor as f64
+        && in_flight >= c.in_flight_ratio * base
+        && (slow || rising))
+        .then_some((in_flight, base, p99, base_p99))
+}
+
 /// Overload (`overload`, subject the node, resource `load`): requests
 /// rejected for load (`rejection_codes`, default `overloaded` and
 /// `unavailable`, above `rejections_per_second`, 0/s); or the write queue's
@@ -100,20 +136,27 @@ fn knee(
 /// `queue_floor_ms` (20 ms); or "beyond the knee": write p99
 /// `latency_ratio` (5×) its baseline and above `floor_ms` (20 ms) while
 /// entries/s is at most `throughput_ratio` (1.5×) its baseline and the node
-/// itself is busy (CPU or its write queue, see `busy`). Critical
-/// when rejecting and the queue grows at once.
+/// itself is busy (CPU or its write queue, see `busy`); or client writes
+/// piling up (see `piling_up`). Critical when rejecting and the queue grows
+/// at once.
 pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     let c = &cfg.overload;
     let mut out = Vec::new();
     for node in w.node_ids() {
         let bases = knee_bases(w, cfg, node);
+        let base_in_flight = baseline(w, cfg, node, |n| Some(n.writes_in_flight as f64));
+        let piling = |i: usize| piling_up(w, cfg, bases, base_in_flight, i, node);
         let cond = |i: usize| {
             let n = w.present(i, node)?;
             let rejecting = rejections(cfg, n) > c.rejections_per_second;
             let growing = queue_growth(w, cfg, i, node).is_some();
             if rejecting && growing {
                 Some(Severity::Critical)
-            } else if rejecting || growing || knee(w, cfg, bases, i, node).is_some() {
+            } else if rejecting
+                || growing
+                || knee(w, cfg, bases, i, node).is_some()
+                || piling(i).is_some()
+            {
                 Some(Severity::Warning)
             } else {
                 None
@@ -171,6 +214,22 @@ pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 num(k.base_p99),
                 num(k.rate),
                 num(k.base_rate)
+            ));
+        }
+        if let Some((in_flight, base, p99, base_p99)) = piling(t.at) {
+            evidence.push(Evidence::new(
+                "writes_in_flight",
+                in_flight,
+                Some(base),
+                (c.in_flight_ratio * base).max(c.in_flight_floor as f64),
+                "count",
+            ));
+            parts.push(format!(
+                "writes piling up, {} in flight vs {} usually, write p99 {} ms vs {} ms",
+                num(in_flight),
+                num(base),
+                num(p99),
+                num(base_p99)
             ));
         }
         if parts.is_empty() {
@@ -283,6 +342,27 @@ mod tests {
         assert_eq!(f.evidence[0].observed, 12.0);
         assert!(
             f.summary.contains("rejecting 12 requests/s"),
+            "{}",
+            f.summary
+        );
+    }
+
+    #[test]
+    fn given_writes_piling_up_with_slow_answers_when_detected_should_call_it_overload() {
+        let samples = scenario(130, |r, n| {
+            if n.node == 3 && (80..100).contains(&r) {
+                n.writes_in_flight = 1_500;
+                n.write.total_p99_ms = Some(400.0);
+                n.entries_per_second *= 4.0;
+            }
+        });
+        let rounds = per_round(&samples, overload);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+        let f = &rounds[90][0];
+        assert_eq!(f.subject, Subject::Node { node: 3 });
+        assert!(
+            f.summary.contains("piling up, 1500 in flight"),
             "{}",
             f.summary
         );

@@ -226,6 +226,11 @@ pub(crate) fn baseline_by(
 
 /// Whether `value` is out of line: at or above the floor, and at least
 /// `ratio` times the peers' median or the baseline.
+///
+/// With peers to compare to, only the peers count: a figure that is slow
+/// on every node alike (nodes sharing a disk, a machine under load) is not
+/// one node's problem, and the symptoms (latency objectives) still show.
+/// A node with no peer figure is judged against its own past.
 pub(crate) fn out_of_line(
     value: f64,
     peers: Option<f64>,
@@ -234,8 +239,10 @@ pub(crate) fn out_of_line(
     floor: f64,
 ) -> bool {
     value >= floor
-        && (peers.is_some_and(|p| value >= ratio * p)
-            || baseline.is_some_and(|b| value >= ratio * b))
+        && match peers {
+            Some(p) => value >= ratio * p,
+            None => baseline.is_some_and(|b| value >= ratio * b),
+        }
 }
 
 /// The injected fault on `node` (as its latest sample in the window lists

@@ -22,6 +22,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
         unix_ms,
         error: None,
         unanswered: false,
+        writes_in_flight: 2,
         snapshot_unix_ms: unix_ms - 200,
         uptime_seconds: 1_000.0 + r as f64,
         cpu_cores: 0.4,
