@@ -503,7 +503,15 @@ async fn retention_runs_in_the_background() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::OffsetOutOfRange));
+    // A later pass may have deleted more since `start` was read (a flake
+    // of this test before): reads begin at the log's start, wherever
+    // retention has moved it by then.
     let r = c.read("small", 0, ReadParams::default()).await?;
-    assert_eq!(r.entries[0].offset, start);
+    assert!(
+        r.entries[0].offset >= start,
+        "{} < {start}",
+        r.entries[0].offset
+    );
+    assert_eq!(r.entries[0].offset, r.start_offset);
     s.stop().await
 }
