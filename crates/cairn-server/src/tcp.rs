@@ -225,6 +225,8 @@ async fn handle(
     let metrics = &node.telemetry().metrics;
     let started = metrics.start_timer();
     let op = request.body.op();
+    let _in_flight =
+        matches!(request.body, RequestBody::Append { .. }).then(|| metrics.write_in_flight());
     let id = request.correlation_id;
     let result = process(&node, request.body).await;
     let encoding = metrics.start_timer();

@@ -61,7 +61,6 @@ impl Node {
     ) -> Result<AppendResponse, ApiError> {
         self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
-        let _in_flight = metrics.write_in_flight();
         let stream = streams::lookup(self.cluster(), stream)?;
         if entries.is_empty() {
             return Err(ApiError::bad_request("the request holds no entries"));
@@ -155,11 +154,9 @@ impl Node {
             let entries = ingest::entries_from_batch(batch.as_bytes().clone())?;
             return self.append_entries(stream, entries, api).await;
         };
-        // Here, not first: the general path above tosses its own coin (and
-        // counts itself in flight).
+        // Here, not first: the general path above tosses its own coin.
         self.injected_append_error()?;
         let metrics = &self.telemetry().metrics;
-        let _in_flight = metrics.write_in_flight();
         let bytes = batch.len() as u64;
         let group = streams::partition_group(&meta, partition)?;
         let committing = metrics.start_timer();

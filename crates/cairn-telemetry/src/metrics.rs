@@ -97,8 +97,9 @@ pub struct NodeMetrics {
     bytes: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
     streams: RwLock<BTreeMap<String, Arc<StreamCounters>>>,
-    /// Client writes (HTTP or binary) this node has accepted and not yet
-    /// answered: what piles up when offered load passes the node's knee.
+    /// Client writes (HTTP or binary) this node has received and not yet
+    /// answered, counted from arrival (before the body is read): what piles
+    /// up when offered load passes the node's knee.
     writes_in_flight: AtomicU64,
 }
 

@@ -113,9 +113,15 @@ pub fn router(node: Node) -> Router {
         .with_state(node)
 }
 
-/// Counts failed requests by the code their [`ApiError`] left behind.
+/// Counts failed requests by the code their [`ApiError`] left behind, and
+/// appends as in flight from the moment they arrive (before their body is
+/// read and parsed: under overload that is where they wait).
 async fn count_failures(State(node): State<Node>, request: Request, next: Next) -> Response {
+    let is_append =
+        request.method() == axum::http::Method::POST && request.uri().path().ends_with("/entries");
+    let in_flight = is_append.then(|| node.telemetry().metrics.write_in_flight());
     let response = next.run(request).await;
+    drop(in_flight);
     if let Some(code) = response.extensions().get::<ErrorCode>() {
         node.telemetry().metrics.count_error(*code);
     }
