@@ -476,13 +476,22 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     "the injected fault is named as the cause: {r}"
                 );
                 ensure!(!r["evidence"].as_array().is_none_or(Vec::is_empty), "{r}");
-                // Prometheus sees the verdict and the finding.
-                let metrics = http
-                    .get(format!("{observer}/metrics"))
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
+                // Prometheus sees the verdict and the finding: on the
+                // observer's own monitor, which may be a round behind the
+                // controller leader's that answered /v1/health.
+                let mut metrics = String::new();
+                for _ in 0..20 {
+                    metrics = http
+                        .get(format!("{observer}/metrics"))
+                        .send()
+                        .await?
+                        .text()
+                        .await?;
+                    if metrics.contains("cairn_finding_active{detector=\"slow_disk\"") {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
                 ensure!(
                     metrics.contains("cairn_finding_active{detector=\"slow_disk\",severity=\"warning\",node=\"2\"")
                         || metrics.contains("cairn_finding_active{detector=\"slow_disk\",severity=\"critical\",node=\"2\""),

@@ -110,7 +110,8 @@ fn piling_up(
     let c = &cfg.overload;
     let n = w.present(i, node)?;
     let p99 = n.write.total_p99_ms?;
-    let (base_p99, _, _) = bases?;
+    // A young node has no baseline yet; a pile is news all the same.
+    let base_p99 = bases.map_or(0.0, |b| b.0);
     let base = base_in_flight.unwrap_or(0.0);
     let in_flight = n.writes_in_flight as f64;
     // Answers lag the pile: the p99 of completed writes rises only as the
