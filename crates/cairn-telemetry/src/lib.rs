@@ -204,8 +204,8 @@ pub struct Telemetry {
     started: Instant,
 }
 
-/// CPU time this thread has used, from the per-thread CPU clock.
-fn thread_cpu_ns() -> u64 {
+/// CPU time this thread has used, from the per-thread CPU clock, in ns.
+pub fn thread_cpu_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }

@@ -41,8 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cairn_cluster::Cluster;
 use cairn_monitor::{AlertState, ClusterSample, Monitor, MonitorConfig, NodeSample};
-use cairn_telemetry::Telemetry;
 use cairn_telemetry::snapshot::TelemetrySnapshot;
+use cairn_telemetry::{Telemetry, thread_cpu_ns};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -137,11 +137,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn thread_cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 impl MonitorService {
