@@ -555,11 +555,14 @@ impl Cluster {
         )
         .map_err(storage_err)?;
         let replication_stats = Arc::new(network::ReplicationStats::default());
+        let controller_network =
+            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
+                .with_timings(timings.clone());
+        let controller_hints = controller_network.election_hints();
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
-            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
-                .with_timings(timings.clone()),
+            controller_network,
             controller_log,
             controller_sm.clone(),
         )
@@ -589,6 +592,7 @@ impl Cluster {
         leadership::spawn(
             controller,
             timings,
+            controller_hints,
             error::GroupName::CONTROLLER.to_string(),
             inner.shutdown.clone(),
         );
@@ -1211,26 +1215,22 @@ impl Cluster {
         let raft_meta = log_store.meta().clone();
         let sm = PartitionStateMachine::new(&log_store);
         let state = sm.replica_state();
-        let raft = Raft::new(
-            me,
-            self.inner.raft_config.clone(),
-            GroupNetworkFactory::new(
-                self.inner.transport.clone(),
-                p.group,
-                self.inner.replication_stats.clone(),
-            )
-            .with_timings(self.inner.timings.clone()),
-            log_store,
-            sm,
+        let network = GroupNetworkFactory::new(
+            self.inner.transport.clone(),
+            p.group,
+            self.inner.replication_stats.clone(),
         )
-        .await
-        .map_err(|e| {
-            self.inner.stalled.lock().insert(p.group, log.clone());
-            ClusterError::Storage(format!(
-                "start {}: {e}",
-                error::GroupName::partition(p.group, &stream.name, partition)
-            ))
-        })?;
+        .with_timings(self.inner.timings.clone());
+        let hints = network.election_hints();
+        let raft = Raft::new(me, self.inner.raft_config.clone(), network, log_store, sm)
+            .await
+            .map_err(|e| {
+                self.inner.stalled.lock().insert(p.group, log.clone());
+                ClusterError::Storage(format!(
+                    "start {}: {e}",
+                    error::GroupName::partition(p.group, &stream.name, partition)
+                ))
+            })?;
         if p.initial_members.contains_key(&me) {
             // The preferred leader initializes at once and, being first to
             // stand, wins the first election: leadership starts out spread
@@ -1279,6 +1279,7 @@ impl Cluster {
         leadership::spawn(
             group.raft.clone(),
             self.inner.timings.clone(),
+            hints,
             group.name().to_string(),
             self.inner.shutdown.clone(),
         );

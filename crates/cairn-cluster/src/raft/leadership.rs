@@ -1,5 +1,6 @@
-//! Per-group leader duties openraft 0.9 does not do for us: heartbeats at
-//! the configured period, and stepping down when the quorum is gone.
+//! Per-group duties openraft 0.9 does not do for us: heartbeats at the
+//! configured period, stepping down when the quorum is gone, and breaking
+//! split votes.
 //!
 //! # Heartbeats
 //!
@@ -62,12 +63,42 @@
 //! lease + election timeout before campaigning, so the old leader has let
 //! go before a new one can exist. Groups with a single voter never step
 //! down (they are their own quorum).
+//!
+//! # Breaking split votes
+//!
+//! openraft 0.9 draws its random election timeout *once* per `Raft`, and
+//! only checks it on its tick, every 1.5 × `heartbeat_interval` (525 ms with
+//! Cairn's defaults). The draw in 400..800 ms therefore rounds to "one tick"
+//! or "two ticks", and the ticks of one group's replicas are in phase when
+//! the group was created on every node at once (a new stream). Seen in the
+//! kill -9 test: after the leader died, both survivors campaigned at the same
+//! instant every 1.05 s, each voting for itself and refusing the other, for
+//! 22 s, until scheduling drift let one of them go first.
+//!
+//! So while a voter sees no leader, this task campaigns too, at a time
+//! drawn afresh each round from the election timeout range and measured
+//! from when the node lost its leader (the first drawn after openraft's own
+//! first attempt at lease + timeout, so a healthy failover is unchanged).
+//! Two survivors now meet in the same instant only by chance, and never
+//! twice in a row for long. An extra campaign is an ordinary Raft election
+//! (`Raft::trigger().elect()`, refused by openraft on a leader or learner):
+//! it costs a term, never safety.
+//!
+//! A node whose log is behind cannot win, and each campaign of its own makes
+//! it refuse the up-to-date candidate's request for that term. openraft backs
+//! such a node off by 2 × the maximum election timeout once a vote reply
+//! shows a greater log; the group's network reports the same sighting in
+//! [`ElectionHints`], and the extra campaigns hold off just as long (seen
+//! before this: a freshly restarted, lagging survivor kept a failover going
+//! for 7 s).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::raft::VoteRequest;
 use openraft::{CommittedLeaderId, LogId, Raft, RaftTypeConfig, ServerState, Vote};
+use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -77,19 +108,24 @@ use crate::transport::NodeId;
 
 /// Starts the leader duties of `raft` (named `name` in logs, e.g. "stream
 /// app partition 4"); they end when the Raft stops or `shutdown` fires.
-pub fn spawn<C>(raft: Raft<C>, timings: Arc<RaftTimings>, name: String, shutdown: CancellationToken)
-where
+pub fn spawn<C>(
+    raft: Raft<C>,
+    timings: Arc<RaftTimings>,
+    hints: Arc<ElectionHints>,
+    name: String,
+    shutdown: CancellationToken,
+) where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = run(raft, timings, name) => {}
+            _ = run(raft, timings, hints, name) => {}
         }
     });
 }
 
-async fn run<C>(raft: Raft<C>, timings: Arc<RaftTimings>, name: String)
+async fn run<C>(raft: Raft<C>, timings: Arc<RaftTimings>, hints: Arc<ElectionHints>, name: String)
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
@@ -98,21 +134,55 @@ where
     // (term, when this task first saw this node lead it): the quorum age
     // before the first ack of a new term.
     let mut leading_since: Option<(u64, Instant)> = None;
+    let mut campaign = Campaign::default();
     loop {
-        tick.tick().await;
-        let (me, term, silent_ms, voters) = {
+        // The campaign wakes the task at its own drawn instant, not on a
+        // heartbeat tick: replicas' ticks are in phase, which is the problem.
+        let campaign_at = campaign.next;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sleep_until_some(campaign_at) => {}
+        }
+        let view = {
             let m = raft.metrics();
             let m = m.borrow();
             if m.running_state.is_err() {
                 return;
             }
-            if m.state != ServerState::Leader {
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            match m.state {
+                ServerState::Leader => Role::Leader {
+                    me: m.id,
+                    term: m.current_term,
+                    silent_ms: m.millis_since_quorum_ack,
+                    voters,
+                },
+                _ => Role::Other {
+                    leaderless: m.current_leader.is_none()
+                        && voters.len() > 1
+                        && voters.contains(&m.id),
+                },
+            }
+        };
+        let (me, term, silent_ms, voters) = match view {
+            Role::Leader {
+                me,
+                term,
+                silent_ms,
+                voters,
+            } => (me, term, silent_ms, voters),
+            Role::Other { leaderless } => {
                 leading_since = None;
+                let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
+                if campaign.due(leaderless, behind, &timings)
+                    && raft.trigger().elect().await.is_err()
+                {
+                    return;
+                }
                 continue;
             }
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            (m.id, m.current_term, m.millis_since_quorum_ack, voters)
         };
+        campaign = Campaign::default();
         let since = match leading_since {
             Some((t, at)) if t == term => at,
             _ => leading_since.insert((term, Instant::now())).1,
@@ -142,5 +212,150 @@ where
             Ok(r) => tracing::debug!(group = %name, vote = %r.vote, "step-down refused"),
             Err(_) => return,
         }
+    }
+}
+
+/// What a group's Raft network learned that bears on elections.
+#[derive(Debug)]
+pub struct ElectionHints {
+    born: std::time::Instant,
+    /// Milliseconds after `born` (+1, 0 = never) when a vote reply last
+    /// carried a longer log than this node's.
+    greater_log_seen: AtomicU64,
+}
+
+impl Default for ElectionHints {
+    fn default() -> Self {
+        ElectionHints {
+            born: std::time::Instant::now(),
+            greater_log_seen: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ElectionHints {
+    /// A vote reply showed a peer's log is ahead of this node's.
+    pub fn saw_greater_log(&self) {
+        let ms = self.born.elapsed().as_millis() as u64 + 1;
+        self.greater_log_seen.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::saw_greater_log`] happened within `window`.
+    pub fn greater_log_seen_within(&self, window: Duration) -> bool {
+        match self.greater_log_seen.load(Ordering::Relaxed) {
+            0 => false,
+            seen => {
+                let now = self.born.elapsed().as_millis() as u64 + 1;
+                now.saturating_sub(seen) < window.as_millis() as u64
+            }
+        }
+    }
+}
+
+/// What the task reads from the Raft's metrics each round.
+enum Role {
+    Leader {
+        me: NodeId,
+        term: u64,
+        silent_ms: Option<u64>,
+        voters: Vec<NodeId>,
+    },
+    Other {
+        leaderless: bool,
+    },
+}
+
+/// When a voter without a leader campaigns next (see "Breaking split
+/// votes" in the module docs).
+#[derive(Default)]
+struct Campaign {
+    next: Option<Instant>,
+}
+
+impl Campaign {
+    /// Whether to campaign now, given whether the node currently knows no
+    /// leader and whether a peer recently showed a longer log; draws the
+    /// next campaign's time whenever one falls due.
+    fn due(&mut self, leaderless: bool, behind: bool, timings: &RaftTimings) -> bool {
+        if !leaderless {
+            self.next = None;
+            return false;
+        }
+        let now = Instant::now();
+        let (min, max) = timings.election_timeout;
+        let draw = || rand::rng().random_range(min..max);
+        match self.next {
+            // The node knows no leader once openraft's own first campaign
+            // began (lease + timeout after the last heartbeat); ours start
+            // one drawn timeout later.
+            None => {
+                self.next = Some(now + draw());
+                false
+            }
+            Some(at) if now >= at => {
+                self.next = Some(now + draw());
+                !behind
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leaderless_voter_campaigns_at_fresh_random_times() {
+        let timings = RaftTimings::default();
+        let (min, max) = timings.election_timeout;
+        let mut campaign = Campaign::default();
+        assert!(!campaign.due(false, false, &timings));
+        assert!(campaign.next.is_none());
+
+        // Losing the leader only schedules the first campaign.
+        let lost = Instant::now();
+        assert!(!campaign.due(true, false, &timings));
+        let first = campaign.next.expect("scheduled");
+        assert!(first >= lost + min && first < lost + max);
+
+        let mut gaps = std::collections::BTreeSet::new();
+        let mut at = first;
+        for _ in 0..20 {
+            tokio::time::advance(at - Instant::now()).await;
+            assert!(campaign.due(true, false, &timings));
+            let next = campaign.next.expect("rescheduled");
+            assert!(next >= at + min && next < at + max);
+            gaps.insert(next - at);
+            at = next;
+        }
+        // Drawn afresh each round, not once: that is what breaks the tie.
+        assert!(gaps.len() > 10, "{gaps:?}");
+
+        // A node shown a longer log holds off, but keeps its schedule.
+        tokio::time::advance(at - Instant::now()).await;
+        assert!(!campaign.due(true, true, &timings));
+        assert!(campaign.next.expect("rescheduled") > at);
+
+        // A leader heard of cancels the schedule.
+        assert!(!campaign.due(false, false, &timings));
+        assert!(campaign.next.is_none());
+    }
+
+    #[test]
+    fn a_greater_log_is_remembered_for_a_while() {
+        let hints = ElectionHints::default();
+        assert!(!hints.greater_log_seen_within(Duration::from_secs(10)));
+        hints.saw_greater_log();
+        assert!(hints.greater_log_seen_within(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!hints.greater_log_seen_within(Duration::from_millis(2)));
     }
 }

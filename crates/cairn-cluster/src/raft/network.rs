@@ -54,6 +54,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::raft::leadership::ElectionHints;
 use crate::raft::timing::RaftTimings;
 use crate::raft::types::NodeInfo;
 use crate::transport::{NodeId, RemoteError, Transport, TransportError};
@@ -202,6 +203,7 @@ pub struct GroupNetworkFactory<C> {
     group: u64,
     stats: Arc<ReplicationStats>,
     timings: Arc<RaftTimings>,
+    hints: Arc<ElectionHints>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -212,8 +214,14 @@ impl<C> GroupNetworkFactory<C> {
             group,
             stats,
             timings: Arc::default(),
+            hints: Arc::default(),
             _config: PhantomData,
         }
+    }
+
+    /// What this group's vote replies show, for its leadership task.
+    pub fn election_hints(&self) -> Arc<ElectionHints> {
+        self.hints.clone()
     }
 
     /// Deadlines from these timings instead of the defaults.
@@ -244,6 +252,7 @@ where
             target,
             stats: self.stats.peer(target),
             timings: self.timings.clone(),
+            hints: self.hints.clone(),
             _config: PhantomData,
         }
     }
@@ -257,6 +266,7 @@ pub struct GroupNetwork<C> {
     target: NodeId,
     stats: Arc<PeerRpcStats>,
     timings: Arc<RaftTimings>,
+    hints: Arc<ElectionHints>,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -377,8 +387,14 @@ where
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         let started = Instant::now();
         let ttl = self.deadline(&option);
-        let result = self.rpc(kinds::VOTE, RPCTypes::Vote, &rpc, ttl).await;
+        let result: Result<VoteResponse<NodeId>, _> =
+            self.rpc(kinds::VOTE, RPCTypes::Vote, &rpc, ttl).await;
         self.observe(started, ttl, &result);
+        if let Ok(reply) = &result
+            && reply.last_log_id > rpc.last_log_id
+        {
+            self.hints.saw_greater_log();
+        }
         result
     }
 }

@@ -31,7 +31,8 @@ impl NodeProcess {
     /// Starts a node on 127.0.0.1:0 and waits for its announcement line
     /// (and the binary protocol's, when `extra` has `--tcp`).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<NodeProcess> {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("node")
             .arg("--data-dir")
             .arg(data_dir)
@@ -40,14 +41,33 @@ impl NodeProcess {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn cairn node")?;
+            .stderr(Stdio::piped());
+        // For chasing a failure: every node's log kept in a directory that
+        // outlives the test (and a chattier filter via CAIRN_TEST_RUST_LOG).
+        let log_dir = std::env::var_os("CAIRN_TEST_LOG_DIR");
+        if let Some(dir) = &log_dir {
+            std::fs::create_dir_all(dir)?;
+            let name = format!(
+                "{}-{}.log",
+                data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                unique_suffix()
+            );
+            command.stderr(std::fs::File::create(Path::new(dir).join(name))?);
+            if let Ok(filter) = std::env::var("CAIRN_TEST_RUST_LOG") {
+                command.env("RUST_LOG", filter);
+            }
+        }
+        let mut child = command.spawn().context("spawn cairn node")?;
         let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take();
         let stderr = thread::spawn(move || {
             let mut s = String::new();
-            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            if let Some(stderr) = stderr {
+                let _ = BufReader::new(stderr).read_to_string(&mut s);
+            }
             s
         });
         let mut node = NodeProcess {
@@ -118,6 +138,14 @@ impl Drop for NodeProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Time-ordered suffix so restarts of one node get separate log files.
+fn unique_suffix() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 /// A child process killed on drop.
