@@ -33,6 +33,10 @@ pub const NDJSON: &str = "application/x-ndjson";
 pub enum Error {
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// A token that cannot travel in an HTTP header (e.g. a control
+    /// character).
+    #[error("the token contains characters an HTTP header cannot carry")]
+    InvalidToken,
     /// The server answered with a JSON error.
     #[error("{code}: {message}")]
     Api {
@@ -70,6 +74,19 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Default headers that present `token` as `Authorization: Bearer` (none
+/// without one), for callers that build their own `reqwest::Client`.
+pub fn bearer_headers(token: Option<&str>) -> Result<reqwest::header::HeaderMap> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::InvalidToken)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
 /// A handle to one Cairn server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -83,6 +100,16 @@ impl Client {
     pub fn new(base_url: &str) -> Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .build()?;
+        Client::with_http_client(base_url, http)
+    }
+
+    /// A client that presents `token` (`Authorization: Bearer`) on every
+    /// request when given, with a 60 s per-request timeout.
+    pub fn with_token(base_url: &str, token: Option<&str>) -> Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .default_headers(bearer_headers(token)?)
             .build()?;
         Client::with_http_client(base_url, http)
     }

@@ -89,6 +89,9 @@ pub struct TcpOptions {
     /// How long a call waits for its answer; `None`: forever.
     pub request_timeout: Option<Duration>,
     pub connect_timeout: Duration,
+    /// Sent in an AUTH frame before anything else when set (a node with a
+    /// token file answers nothing else first).
+    pub token: Option<String>,
 }
 
 impl Default for TcpOptions {
@@ -97,6 +100,7 @@ impl Default for TcpOptions {
             max_frame_bytes: protocol::DEFAULT_MAX_FRAME_BYTES,
             request_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -193,13 +197,21 @@ impl TcpProducer {
             options.max_frame_bytes,
         ));
         tokio::spawn(read_responses(read_half, shared.clone()));
-        Ok(TcpProducer {
+        let token = options.token.clone();
+        let producer = TcpProducer {
             frames,
             shared,
             next_id: Arc::new(AtomicU64::new(1)),
             options: Arc::new(options),
             peer,
-        })
+        };
+        if let Some(token) = token {
+            match producer.call(Op::Auth, "", token.as_bytes()).await? {
+                ResponseBody::Authenticated => {}
+                other => return Err(TcpError::Unexpected(format!("{other:?} for an AUTH"))),
+            }
+        }
+        Ok(producer)
     }
 
     pub fn peer_addr(&self) -> SocketAddr {

@@ -30,6 +30,8 @@
 //!   faults, telemetry), their extractors and the one error type. A read
 //!   that finds this node's replica damaged or quarantined is answered by
 //!   another replica and triggers a repair.
+//! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
+//!   rule deciding what each request needs.
 //! - [`faults`]: the CPU burner and the list of injected faults (disk,
 //!   CPU, network) shown in telemetry snapshots.
 //!
@@ -37,6 +39,7 @@
 //! the server and the client share them.
 
 pub mod api;
+pub mod auth;
 pub mod faults;
 pub mod ingest;
 pub mod monitor;

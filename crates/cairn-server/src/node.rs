@@ -57,6 +57,8 @@ pub struct NodeConfig {
     /// The cluster monitor: collection period (zero turns it off),
     /// thresholds and alert rules, alert receivers.
     pub monitor: crate::monitor::MonitorOptions,
+    /// Who may do what (see [`crate::auth`]); the default allows everything.
+    pub access: crate::auth::Access,
 }
 
 /// How this node finds and forms its cluster.
@@ -99,6 +101,7 @@ impl NodeConfig {
             cluster: ClusterOptions::default(),
             anti_entropy: Default::default(),
             monitor: Default::default(),
+            access: Default::default(),
         }
     }
 
@@ -223,16 +226,30 @@ impl Node {
         telemetry
             .start()
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
+        let mut forwarding_headers = reqwest::header::HeaderMap::new();
+        forwarding_headers.insert(
+            reqwest::header::HeaderName::from_static(crate::api::handlers::FORWARDED),
+            reqwest::header::HeaderValue::from_static("1"),
+        );
+        if let Some(token) = config.access.forwarding_token() {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    ApiError::new(
+                        cairn_types::ErrorCode::BadRequest,
+                        "a token in the token file is not a valid HTTP header value",
+                    )
+                })?;
+            value.set_sensitive(true);
+            forwarding_headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .default_headers(
-                [(
-                    reqwest::header::HeaderName::from_static(crate::api::handlers::FORWARDED),
-                    reqwest::header::HeaderValue::from_static("1"),
-                )]
-                .into_iter()
-                .collect(),
-            )
+            .default_headers(forwarding_headers)
+            .build()
+            .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
+        // Alert receivers are outside the cluster: they never see a token.
+        let receivers_http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
         let stop_tasks = CancellationToken::new();
@@ -244,7 +261,7 @@ impl Node {
                     config.monitor.clone(),
                     cluster.clone(),
                     telemetry.clone(),
-                    http.clone(),
+                    receivers_http,
                     &http_advertise,
                     stop_tasks.clone(),
                 )

@@ -15,6 +15,10 @@
 //! - the **writer** sends responses in completion order (clients match
 //!   them by correlation id), gathering whatever is queued into one flush.
 //!
+//! An AUTH frame is answered by the reader itself, before it reads on, so
+//! the requests after it are judged by its outcome (see
+//! `cairn_types::protocol` and [`crate::auth`]).
+//!
 //! A malformed frame with a readable correlation id is answered with an
 //! error and the connection goes on. Anything that leaves the byte stream
 //! out of step — a frame over the size limit, one too short to carry an
@@ -47,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ApiError;
+use crate::auth::{Role, Verdict};
 use crate::ingest;
 use crate::node::Node;
 
@@ -108,6 +113,42 @@ enum Close {
     Quiet,
     /// The stream is out of step: answer with a connection-level error.
     Error(ErrorCode, String),
+    /// Credentials were refused (the refusal is already answered).
+    Refused(String),
+}
+
+/// Answers an AUTH; on success `accepted` holds the token for the
+/// connection's later requests. A refusal closes the connection.
+fn authenticate(
+    node: &Node,
+    id: u64,
+    token: &[u8],
+    accepted: &mut Option<Vec<u8>>,
+) -> (Response, Option<Close>) {
+    let access = &node.config().access;
+    match access.check(Some(token), Some(Role::Read)) {
+        Verdict::Allowed => {
+            *accepted = Some(token.to_vec());
+            (
+                Response {
+                    correlation_id: id,
+                    body: ResponseBody::Authenticated,
+                },
+                None,
+            )
+        }
+        // Every known token has at least `read`: only an unknown one is here.
+        Verdict::Unauthenticated | Verdict::Forbidden { .. } => {
+            node.telemetry()
+                .metrics
+                .count_error(ErrorCode::Unauthorized);
+            let message = "unknown token".to_string();
+            (
+                Response::error(id, Some(Op::Auth), ErrorCode::Unauthorized, message.clone()),
+                Some(Close::Refused(message)),
+            )
+        }
+    }
 }
 
 async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: CancellationToken) {
@@ -121,6 +162,8 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     let handlers = TaskTracker::new();
     let metrics = &node.telemetry().metrics;
+    // The token an AUTH on this connection presented, once accepted.
+    let mut accepted_token: Option<Vec<u8>> = None;
     tracing::debug!(%peer, "binary-protocol connection opened");
 
     let close = loop {
@@ -153,8 +196,56 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         match Request::decode(frame) {
+            Ok(Request {
+                correlation_id: id,
+                body: RequestBody::Auth { token },
+            }) => {
+                // Inline, not in a handler: the requests read after it must
+                // see its outcome.
+                let (response, verdict) = authenticate(&node, id, &token, &mut accepted_token);
+                let _ = responses.send(response.encode()).await;
+                drop(permit);
+                if let Some(close) = verdict {
+                    break close;
+                }
+            }
             Ok(request) => {
-                handlers.spawn(handle(node.clone(), request, responses.clone(), permit));
+                let access = &node.config().access;
+                let needed = match request.body.op() {
+                    Op::Append => Role::Write,
+                    _ => Role::Read,
+                };
+                match access.check(accepted_token.as_deref(), Some(needed)) {
+                    Verdict::Allowed => {
+                        handlers.spawn(handle(node.clone(), request, responses.clone(), permit));
+                    }
+                    Verdict::Unauthenticated => {
+                        let message = "send an AUTH frame with a valid token first".to_string();
+                        metrics.count_error(ErrorCode::Unauthorized);
+                        let response = Response::error(
+                            request.correlation_id,
+                            Some(request.body.op()),
+                            ErrorCode::Unauthorized,
+                            message.clone(),
+                        );
+                        let _ = responses.send(response.encode()).await;
+                        break Close::Refused(message);
+                    }
+                    Verdict::Forbidden { role, needed } => {
+                        metrics.count_error(ErrorCode::Forbidden);
+                        let op = request.body.op();
+                        let response = Response::error(
+                            request.correlation_id,
+                            Some(op),
+                            ErrorCode::Forbidden,
+                            format!(
+                                "{} needs the {needed} role; this token has {role}",
+                                op.as_str()
+                            ),
+                        );
+                        let _ = responses.send(response.encode()).await;
+                    }
+                }
             }
             Err(MalformedFrame {
                 correlation_id: Some(id),
@@ -174,11 +265,17 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
     drop(frames);
     handlers.close();
     handlers.wait().await;
-    if let Close::Error(code, reason) = close {
-        metrics.count_error(code);
-        tracing::warn!(%peer, code = %code, %reason, "closing binary-protocol connection");
-        let response = Response::error(0, None, code, reason);
-        let _ = responses.send(response.encode()).await;
+    match close {
+        Close::Error(code, reason) => {
+            metrics.count_error(code);
+            tracing::warn!(%peer, code = %code, %reason, "closing binary-protocol connection");
+            let response = Response::error(0, None, code, reason);
+            let _ = responses.send(response.encode()).await;
+        }
+        Close::Refused(reason) => {
+            tracing::warn!(%peer, %reason, "binary-protocol credentials refused; closing");
+        }
+        Close::Quiet => {}
     }
     drop(responses);
     let _ = writer.await;
@@ -279,6 +376,9 @@ async fn process(node: &Node, body: RequestBody) -> Result<ResponseBody, ApiErro
                 .len() as u32;
             Ok(ResponseBody::Metadata { partitions })
         }
+        RequestBody::Auth { .. } => Err(ApiError::internal(
+            "AUTH is answered by the connection's reader, never by a handler",
+        )),
         RequestBody::Append { stream, batch } => {
             metrics.count_request(Api::Tcp, Operation::Append);
             let started = metrics.start_timer();

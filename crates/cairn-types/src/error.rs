@@ -56,6 +56,8 @@ error_codes! {
     Timeout = 15, "timeout", 504;
     MethodNotAllowed = 16, "method_not_allowed", 405;
     Conflict = 17, "conflict", 409;
+    Unauthorized = 18, "unauthorized", 401;
+    Forbidden = 19, "forbidden", 403;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -70,7 +72,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_names_match_serde() {
-        for n in 1..=17 {
+        for n in 1..=19 {
             let code = ErrorCode::from_number(n).unwrap();
             assert_eq!(code.number(), n);
             let json = serde_json::to_string(&code).unwrap();

@@ -21,13 +21,20 @@
 //! ```text
 //! offset size field
 //!  0     1    version         VERSION (1)
-//!  1     1    op              1 = APPEND, 2 = PING, 3 = METADATA
+//!  1     1    op              1 = APPEND, 2 = PING, 3 = METADATA, 4 = AUTH
 //!  2     2    reserved        0
 //!  4     8    correlation id  chosen by the client, non-zero, echoed in the response
 //! 12     2    name length     n; 0 for PING
 //! 14     n    stream name     UTF-8
-//! 14+n   ..   payload         APPEND: one record batch; otherwise empty
+//! 14+n   ..   payload         APPEND: one record batch; AUTH: the token; otherwise empty
 //! ```
+//!
+//! A node started with a token file answers nothing but AUTH until an AUTH
+//! succeeds on the connection (see `cairn-server`'s `auth` module): a
+//! request before it, or an AUTH with an unknown token, gets `unauthorized`
+//! and the connection closes; an APPEND on a connection whose token lacks the
+//! `write` role gets `forbidden`. A node without a token file accepts AUTH
+//! with any token, so a producer can always send it.
 //!
 //! The first 12 bytes keep this layout in every version, so a server can
 //! always answer a frame it cannot otherwise understand (a newer version,
@@ -57,6 +64,7 @@
 //! | OK, APPEND | `u32` n, then n × (`u32` partition, `u64` base offset, `u32` count), in partition order |
 //! | OK, PING | empty |
 //! | OK, METADATA | `u32` partition count |
+//! | OK, AUTH | empty |
 //! | ERROR, any | `u16` [`ErrorCode`] number (the same codes HTTP uses), then a UTF-8 message filling the rest |
 //!
 //! # Pipelining
@@ -98,6 +106,8 @@ pub const REQUEST_OVERHEAD: usize = HEADER_LEN + 2 + MAX_STREAM_NAME_LEN;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 << 20;
 /// The default maximum frame length of a request.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = DEFAULT_MAX_PAYLOAD_BYTES + REQUEST_OVERHEAD;
+/// Longest token an AUTH frame may carry.
+pub const MAX_TOKEN_LEN: usize = 4096;
 /// Largest response a client accepts: an APPEND answer for 1024 partitions
 /// is 16 KiB, and error messages are short.
 pub const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
@@ -109,6 +119,7 @@ pub enum Op {
     Append = 1,
     Ping = 2,
     Metadata = 3,
+    Auth = 4,
 }
 
 impl Op {
@@ -117,6 +128,7 @@ impl Op {
             1 => Some(Op::Append),
             2 => Some(Op::Ping),
             3 => Some(Op::Metadata),
+            4 => Some(Op::Auth),
             _ => None,
         }
     }
@@ -126,6 +138,7 @@ impl Op {
             Op::Append => "append",
             Op::Ping => "ping",
             Op::Metadata => "metadata",
+            Op::Auth => "auth",
         }
     }
 }
@@ -167,6 +180,8 @@ pub enum RequestBody {
     Ping,
     /// Answered with the stream's partition count.
     Metadata { stream: String },
+    /// Presents a bearer token for the rest of the connection.
+    Auth { token: Bytes },
 }
 
 impl RequestBody {
@@ -175,6 +190,7 @@ impl RequestBody {
             RequestBody::Append { .. } => Op::Append,
             RequestBody::Ping => Op::Ping,
             RequestBody::Metadata { .. } => Op::Metadata,
+            RequestBody::Auth { .. } => Op::Auth,
         }
     }
 }
@@ -219,6 +235,7 @@ impl Request {
             RequestBody::Append { stream, batch } => (stream, batch),
             RequestBody::Ping => ("", &[]),
             RequestBody::Metadata { stream } => (stream, &[]),
+            RequestBody::Auth { token } => ("", token),
         };
         encode_request(
             self.correlation_id,
@@ -303,6 +320,18 @@ impl Request {
                 }
                 RequestBody::Metadata { stream }
             }
+            Op::Auth => {
+                if !stream.is_empty() {
+                    return Err(malformed(id, "AUTH carries no stream name"));
+                }
+                if payload.is_empty() || payload.len() > MAX_TOKEN_LEN {
+                    return Err(malformed(
+                        id,
+                        format!("AUTH needs a token of 1 to {MAX_TOKEN_LEN} bytes"),
+                    ));
+                }
+                RequestBody::Auth { token: payload }
+            }
         };
         Ok(Request {
             correlation_id,
@@ -338,6 +367,7 @@ pub enum ResponseBody {
     Metadata {
         partitions: u32,
     },
+    Authenticated,
     /// `op` is the failed request's op, `None` when it was unreadable.
     Error {
         op: Option<Op>,
@@ -370,6 +400,7 @@ impl Response {
                 }
             }
             ResponseBody::Pong => put_header(&mut out, STATUS_OK, Op::Ping as u8, 0, id),
+            ResponseBody::Authenticated => put_header(&mut out, STATUS_OK, Op::Auth as u8, 0, id),
             ResponseBody::Metadata { partitions } => {
                 put_header(&mut out, STATUS_OK, Op::Metadata as u8, 0, id);
                 out.put_u32_le(*partitions);
@@ -430,6 +461,7 @@ impl Response {
                     ResponseBody::Appended(parts)
                 }
                 Some(Op::Ping) if frame.is_empty() => ResponseBody::Pong,
+                Some(Op::Auth) if frame.is_empty() => ResponseBody::Authenticated,
                 Some(Op::Metadata) if frame.len() == 4 => ResponseBody::Metadata {
                     partitions: frame.get_u32_le(),
                 },
@@ -499,6 +531,9 @@ mod tests {
                 }),
             Just(RequestBody::Ping),
             "[a-z0-9._-]{1,40}".prop_map(|stream| RequestBody::Metadata { stream }),
+            proptest::collection::vec(any::<u8>(), 1..100).prop_map(|token| RequestBody::Auth {
+                token: Bytes::from(token)
+            }),
         ];
         (1u64.., body).prop_map(|(correlation_id, body)| Request {
             correlation_id,
@@ -516,8 +551,9 @@ mod tests {
         let body = prop_oneof![
             proptest::collection::vec(part, 0..20).prop_map(ResponseBody::Appended),
             Just(ResponseBody::Pong),
+            Just(ResponseBody::Authenticated),
             any::<u32>().prop_map(|partitions| ResponseBody::Metadata { partitions }),
-            (1u16..=16, ".{0,80}", prop::option::of(1u8..=3)).prop_map(|(n, message, op)| {
+            (1u16..=19, ".{0,80}", prop::option::of(1u8..=4)).prop_map(|(n, message, op)| {
                 ResponseBody::Error {
                     op: op.and_then(Op::from_u8),
                     code: ErrorCode::from_number(n).unwrap(),

@@ -350,6 +350,18 @@ pub struct NodeArgs {
     /// tests, not for always.
     #[arg(long, env = "CAIRN_MONITOR_RECORD")]
     pub monitor_record: Option<PathBuf>,
+    /// Tokens and their roles, one `ROLE TOKEN` per line (roles: read,
+    /// write, admin; `#` comments). Every request but `GET /health` then
+    /// needs `Authorization: Bearer TOKEN`. Give every node the same file.
+    /// Without it, anyone who reaches the node may do anything, so the
+    /// node listens on loopback only unless --insecure.
+    #[arg(long, env = "CAIRN_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Listen beyond loopback without a token file (HTTP, binary protocol)
+    /// and with the node-to-node transport unauthenticated. For trusted
+    /// networks only; logged as a warning.
+    #[arg(long, env = "CAIRN_INSECURE")]
+    pub insecure: bool,
     /// How often a Raft leader sends heartbeats, in milliseconds. All nodes
     /// of a cluster should use the same Raft timings.
     #[arg(long, env = "CAIRN_RAFT_HEARTBEAT_MS", default_value_t = 100)]
@@ -471,6 +483,10 @@ pub struct ServerArgs {
     /// so the command works while some nodes are down. Overrides --server.
     #[arg(long, env = "CAIRN_CLUSTER", value_delimiter = ',')]
     pub cluster: Vec<String>,
+    /// Bearer token, for nodes started with --auth-token-file (the
+    /// environment is the safer place: a flag shows in `ps`).
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -743,6 +759,10 @@ pub struct BenchOptions {
         value_delimiter = ','
     )]
     pub server: Vec<String>,
+    /// Bearer token, for nodes started with --auth-token-file (needs the
+    /// admin role: the bench creates and deletes its streams).
+    #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
     pub api: ProduceApi,
     /// Binary-protocol addresses (host:port) of the nodes, for `--api

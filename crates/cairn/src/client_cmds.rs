@@ -52,8 +52,9 @@ pub fn run(command: Command) -> Result<()> {
 /// The node to talk to: `--server`, or the first of `--cluster` whose
 /// `/health` answers within a second.
 pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
+    let token = args.token.as_deref();
     if args.cluster.is_empty() {
-        return Ok(Client::new(&normalize_url(&args.server))?);
+        return Ok(Client::with_token(&normalize_url(&args.server), token)?);
     }
     let mut failures = Vec::new();
     for url in &args.cluster {
@@ -63,7 +64,7 @@ pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
             .build()?;
         let client = Client::with_http_client(url, probe)?;
         match client.health().await {
-            Ok(_) => return Ok(Client::new(url)?),
+            Ok(_) => return Ok(Client::with_token(url, token)?),
             Err(e) => failures.push(format!("{url}: {e}")),
         }
     }
@@ -221,7 +222,11 @@ impl Sink {
                 let Some(addr) = &args.tcp else {
                     bail!("--api binary needs --tcp: the node's binary protocol address");
                 };
-                let producer = TcpProducer::connect(addr.as_str()).await?;
+                let options = cairn_client::TcpOptions {
+                    token: args.server.token.clone(),
+                    ..Default::default()
+                };
+                let producer = TcpProducer::connect_with(addr.as_str(), options).await?;
                 producer.partitions(&args.stream).await?;
                 Ok(Sink::Binary {
                     producer,
@@ -426,6 +431,7 @@ mod tests {
             server: ServerArgs {
                 server: "http://127.0.0.1:1".into(),
                 cluster: Vec::new(),
+                token: None,
             },
             stream: "s".into(),
             source: "cli".into(),

@@ -57,7 +57,10 @@ async fn target(t: &FaultTarget) -> Result<(Client, String)> {
     } else {
         format!("http://{}", node.http_addr)
     };
-    Ok((Client::new(&url)?, format!("node {id}")))
+    Ok((
+        Client::with_token(&url, t.server.token.as_deref())?,
+        format!("node {id}"),
+    ))
 }
 
 fn disk_line(d: &DiskFaultView) -> String {

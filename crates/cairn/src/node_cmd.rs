@@ -6,6 +6,11 @@
 //! stdout (and flushed) only once the socket is bound, with the real port,
 //! so scripts and tests can start a node on port 0 and read where it is.
 //! With `--tcp`, the line `cairn node tcp listening on IP:PORT` follows it.
+//!
+//! Authentication (see `cairn_server::auth`): with `--auth-token-file`
+//! every request needs a token; without it the node refuses to listen
+//! beyond loopback unless `--insecure`, and says which at start (`cairn
+//! node auth: …`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -26,6 +31,25 @@ pub fn run(args: NodeArgs) -> Result<()> {
     // (lag, under-replicated, slow link), so the per-RPC lines are off by
     // default; RUST_LOG overrides.
     init_logging("info,openraft=warn,openraft::replication=off");
+    let tokens = match &args.auth_token_file {
+        Some(path) => Some(
+            cairn_server::auth::Tokens::load(path)
+                .with_context(|| format!("--auth-token-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    check_exposure(&args, tokens.is_some())?;
+    println!(
+        "cairn node auth: {}",
+        match (&args.auth_token_file, args.insecure) {
+            (Some(path), _) => format!("tokens from {}", path.display()),
+            (None, false) => "off: anyone who reaches the node may do anything, so it \
+                              listens on loopback only (give --auth-token-file to expose it)"
+                .to_string(),
+            (None, true) =>
+                "off, and --insecure: listening beyond loopback unauthenticated".to_string(),
+        }
+    );
     let config = NodeConfig {
         data_dir: args.data_dir.clone(),
         max_body_bytes: args.max_body_bytes,
@@ -82,6 +106,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 }
             }),
         },
+        access: cairn_server::auth::Access::new(tokens),
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
@@ -91,6 +116,49 @@ pub fn run(args: NodeArgs) -> Result<()> {
         .then(rustix::process::getppid)
         .flatten();
     runtime.block_on(serve(config, args.http, args.tcp, stage_timing, parent))
+}
+
+/// Refuses to expose an unauthenticated listener beyond loopback unless
+/// `--insecure`, and warns when it does.
+fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
+    let mut exposed: Vec<String> = Vec::new();
+    if !tokens {
+        exposed.extend(
+            [
+                Some(("HTTP", args.http)),
+                args.tcp.map(|a| ("binary protocol", a)),
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|(_, a)| !a.ip().is_loopback())
+            .map(|(what, a)| format!("{what} on {a} (no --auth-token-file)")),
+        );
+    }
+    // Tokens do not cover the node-to-node transport yet: a process that
+    // reaches it can take part in Raft and forward requests.
+    if !args.raft.ip().is_loopback() {
+        exposed.push(format!(
+            "the node-to-node transport on {} (not authenticated)",
+            args.raft
+        ));
+    }
+    if exposed.is_empty() {
+        return Ok(());
+    }
+    if !args.insecure {
+        anyhow::bail!(
+            "refusing to listen beyond loopback without authentication: {}. Anyone who \
+             reaches these could delete streams, inject faults or join the cluster. \
+             Give --auth-token-file FILE, listen on 127.0.0.1, or pass --insecure on a \
+             trusted network",
+            exposed.join("; ")
+        );
+    }
+    tracing::warn!(
+        exposed = %exposed.join("; "),
+        "--insecure: listening beyond loopback without authentication"
+    );
+    Ok(())
 }
 
 async fn serve(

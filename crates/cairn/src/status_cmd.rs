@@ -32,8 +32,16 @@ pub fn run(args: StatusArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let headers = match cairn_client::bearer_headers(args.server.token.as_deref()) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(UNREACHABLE);
+            }
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
+            .default_headers(headers)
             .build()
             .expect("a plain reqwest client builds");
         let urls: Vec<String> = if args.server.cluster.is_empty() {

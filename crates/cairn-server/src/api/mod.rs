@@ -32,7 +32,11 @@
 //! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
 //!
 //! A middleware counts every failed request by its error code
-//! (`cairn_errors_total` / `cairn_rejections_total`).
+//! (`cairn_errors_total` / `cairn_rejections_total`); inside it, another
+//! checks the request's bearer token against the role it needs
+//! ([`crate::auth`]): 401 `unauthorized` without a valid token, 403
+//! `forbidden` with one whose role is too low. Nothing runs before that
+//! check, so a refused request changes nothing.
 
 pub mod anti_entropy;
 pub mod cluster;
@@ -46,13 +50,14 @@ pub mod telemetry;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cairn_types::ErrorCode;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+use crate::auth::Verdict;
 use crate::node::Node;
 
 pub fn router(node: Node) -> Router {
@@ -108,6 +113,7 @@ pub fn router(node: Node) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), authorize))
         .layer(middleware::from_fn_with_state(node.clone(), count_failures))
         .layer(TraceLayer::new_for_http())
         .with_state(node)
@@ -126,6 +132,42 @@ async fn count_failures(State(node): State<Node>, request: Request, next: Next) 
         node.telemetry().metrics.count_error(*code);
     }
     response
+}
+
+/// Refuses a request whose token does not grant the role it needs.
+async fn authorize(State(node): State<Node>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let verdict =
+        node.config()
+            .access
+            .check_http(request.method(), request.uri().path(), authorization);
+    match verdict {
+        Verdict::Allowed => next.run(request).await,
+        Verdict::Unauthenticated => {
+            let mut response = ApiError::new(
+                ErrorCode::Unauthorized,
+                "a valid token is required: send `Authorization: Bearer TOKEN` (cairn --token or CAIRN_TOKEN)",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+        Verdict::Forbidden { role, needed } => ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} {} needs the {needed} role; this token has {role}",
+                request.method(),
+                request.uri().path()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -82,6 +82,8 @@ pub struct DriverConfig {
     pub grace: Duration,
     /// Keep every ack for verification.
     pub keep_acks: bool,
+    /// Bearer token for nodes with a token file.
+    pub token: Option<String>,
 }
 
 /// Reads beside the writes.
@@ -250,8 +252,10 @@ impl Driver {
         live: Live,
         interrupt: Arc<Interrupt>,
     ) -> Result<Driver> {
+        let auth = cairn_client::bearer_headers(cfg.token.as_deref())?;
         let http = |pool: usize| {
             reqwest::Client::builder()
+                .default_headers(auth.clone())
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.timeout)
                 .pool_max_idle_per_host(pool)
@@ -274,6 +278,7 @@ impl Driver {
                     let options = TcpOptions {
                         request_timeout: Some(cfg.timeout),
                         connect_timeout: cfg.timeout,
+                        token: cfg.token.clone(),
                         ..TcpOptions::default()
                     };
                     let producer = TcpProducer::connect_with(addr.as_str(), options)
@@ -720,6 +725,7 @@ fn error_kind(e: &cairn_client::Error) -> String {
         Error::Transport(e) if e.is_connect() => "connect".into(),
         Error::Transport(_) => "transport".into(),
         Error::InvalidUrl { .. } => "invalid_url".into(),
+        Error::InvalidToken => "invalid_token".into(),
     }
 }
 

@@ -159,7 +159,7 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
         .unwrap_or_default()
         .as_millis() as u64;
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let admin = Client::new(&opts.server[0])?;
+    let admin = Client::with_token(&opts.server[0], opts.token.as_deref())?;
     admin
         .health()
         .await
@@ -270,6 +270,7 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
             timeout: opts.timeout,
             grace: opts.grace,
             keep_acks: !opts.no_verify,
+            token: opts.token.clone(),
         },
         Payload::new(&run_id, opts.sources, opts.entry_size),
         Live::new(bench_start, opts.interval_log.as_deref())?,

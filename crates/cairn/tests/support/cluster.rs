@@ -29,6 +29,8 @@ pub struct TestCluster {
     peers: String,
     /// Flags every node is started with, beyond the cluster's own.
     extra: Vec<String>,
+    /// Presented by the cluster's own clients (nodes with a token file).
+    token: Option<String>,
 }
 
 impl TestCluster {
@@ -46,6 +48,16 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`], with `extra` flags for every node.
     pub async fn start_with(n: usize, extra: &[&str]) -> Result<TestCluster> {
+        TestCluster::start_with_token(n, extra, None).await
+    }
+
+    /// Like [`TestCluster::start_with`], the cluster's own clients
+    /// presenting `token` (for nodes given `--auth-token-file` in `extra`).
+    pub async fn start_with_token(
+        n: usize,
+        extra: &[&str],
+        token: Option<&str>,
+    ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let raft_addrs: Vec<String> = (0..n)
             .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
@@ -62,6 +74,7 @@ impl TestCluster {
             raft_addrs,
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            token: token.map(str::to_string),
         };
         for i in 0..n {
             cluster.start_node(i)?;
@@ -138,12 +151,14 @@ impl TestCluster {
 
     pub fn client(&self, i: usize) -> Result<Client> {
         let url = self.url(i).context("node is down")?;
-        Ok(Client::new(&url)?)
+        Ok(Client::with_token(&url, self.token.as_deref())?)
     }
 
     pub async fn view(&self, i: usize) -> Result<ClusterView> {
         let url = self.url(i).context("node is down")?;
-        let view = reqwest::Client::new()
+        let view = reqwest::Client::builder()
+            .default_headers(cairn_client::bearer_headers(self.token.as_deref())?)
+            .build()?
             .get(format!("{url}/v1/cluster"))
             .timeout(Duration::from_secs(5))
             .send()

@@ -28,15 +28,15 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    /// Starts a node on 127.0.0.1:0 and waits for its announcement line
+    /// Starts a node on 127.0.0.1:0 (unless `extra` has `--http`) and waits for its announcement line
     /// (and the binary protocol's, when `extra` has `--tcp`).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<NodeProcess> {
         let mut command = Command::new(BIN);
+        command.arg("node").arg("--data-dir").arg(data_dir);
+        if !extra.contains(&"--http") {
+            command.args(["--http", "127.0.0.1:0"]);
+        }
         command
-            .arg("node")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--http", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
