@@ -320,6 +320,10 @@ pub struct JoinRequest {
     pub id: u64,
     pub raft_addr: String,
     pub http_addr: String,
+    /// Take over the id of a member that is down (a replacement machine);
+    /// without it, a join with a member's id and other addresses is 409.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// `GET /health`.

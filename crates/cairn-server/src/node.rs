@@ -73,6 +73,8 @@ pub struct ClusterOptions {
     pub peers: Vec<(u64, String)>,
     /// HTTP URL of a node of an existing cluster to join.
     pub join: Option<String>,
+    /// With `join`: take over the id of a member that is down.
+    pub replace: bool,
     /// Raft heartbeat, election and RPC timeouts; the same on every node
     /// of a cluster.
     pub raft: cairn_cluster::raft::RaftTimings,
@@ -85,6 +87,7 @@ impl Default for ClusterOptions {
             raft_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             peers: Vec::new(),
             join: None,
+            replace: false,
             raft: cairn_cluster::raft::RaftTimings::default(),
         }
     }
@@ -289,8 +292,21 @@ impl Node {
                 crate::faults::list(n.data_dir.faults(), &n.cpu, &network)
             })
         }));
-        if let Some(seed) = node.config().cluster.join.clone() {
-            node.join(&seed, http_advertise).await?;
+        // A restarted member has the metadata on disk and re-registers its
+        // (possibly new) addresses over the transport by itself; joining
+        // again through HTTP would be refused as a different process
+        // claiming its id.
+        let member = node
+            .cluster()
+            .meta()
+            .nodes
+            .contains_key(&node.cluster().node_id());
+        match node.config().cluster.join.clone() {
+            Some(_) if member => {
+                tracing::info!("already a member of the cluster; not joining again")
+            }
+            Some(seed) => node.join(&seed, http_advertise).await?,
+            None => {}
         }
         // A node on its own can serve at once: wait (briefly) until it has
         // registered, so a stream created right away has a node to live on.
@@ -315,6 +331,7 @@ impl Node {
             id: self.cluster().node_id(),
             raft_addr: self.cluster().raft_addr().to_owned(),
             http_addr,
+            replace: self.config().cluster.replace,
         };
         let url = format!("{}/v1/cluster/join", seed.trim_end_matches('/'));
         let mut last = String::new();
@@ -323,6 +340,16 @@ impl Node {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(seed, "joined the cluster");
                     return Ok(());
+                }
+                // Refused for good (e.g. the id is a live member's).
+                Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {
+                    return Err(ApiError::new(
+                        cairn_types::ErrorCode::Conflict,
+                        format!(
+                            "the cluster refused to admit this node: {}",
+                            r.text().await.unwrap_or_default()
+                        ),
+                    ));
                 }
                 Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
                 Err(e) => last = e.to_string(),

@@ -317,6 +317,11 @@ pub struct NodeArgs {
     /// Join the cluster of the node at this HTTP URL (as a non-voter).
     #[arg(long, env = "CAIRN_JOIN", conflicts_with = "peers")]
     pub join: Option<String>,
+    /// With --join: take over the id of a member that is down (a
+    /// replacement machine with an empty data directory). Without it, a
+    /// join with a member's id from other addresses is refused.
+    #[arg(long, env = "CAIRN_REPLACE", requires = "join")]
+    pub replace: bool,
     /// How often each partition leader compares its replicas (anti-entropy);
     /// 0 turns periodic scans off.
     #[arg(long, env = "CAIRN_AE_INTERVAL", value_parser = parse_duration, default_value = "60s")]

@@ -64,6 +64,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             raft_listen: args.raft,
             peers: args.peers,
             join: args.join,
+            replace: args.replace,
             raft: cairn_server::RaftTimings {
                 heartbeat: Duration::from_millis(args.raft_heartbeat_ms),
                 election_timeout: (

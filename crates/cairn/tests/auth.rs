@@ -250,7 +250,10 @@ async fn tokens_guard_every_api_and_refusals_change_nothing() -> Result<()> {
     let tcp = c.tcp(0).context("tcp")?;
     let anonymous = TcpProducer::connect(tcp.as_str()).await?;
     match anonymous.append("guarded", &[entry("anonymous")]).await {
-        Err(cairn_client::TcpError::Api { code: ErrorCode::Unauthorized, .. }) => {}
+        Err(cairn_client::TcpError::Api {
+            code: ErrorCode::Unauthorized,
+            ..
+        }) => {}
         other => anyhow::bail!("binary append without AUTH: {other:?}"),
     }
     let with = |token: &str| TcpOptions {
@@ -258,13 +261,19 @@ async fn tokens_guard_every_api_and_refusals_change_nothing() -> Result<()> {
         ..TcpOptions::default()
     };
     match TcpProducer::connect_with(tcp.as_str(), with("wrong-token-0123456789")).await {
-        Err(cairn_client::TcpError::Api { code: ErrorCode::Unauthorized, .. }) => {}
+        Err(cairn_client::TcpError::Api {
+            code: ErrorCode::Unauthorized,
+            ..
+        }) => {}
         other => anyhow::bail!("binary AUTH with an unknown token: {:?}", other.map(|_| ())),
     }
     let reader = TcpProducer::connect_with(tcp.as_str(), with(READ)).await?;
     ensure!(reader.partitions("guarded").await? == 2);
     match reader.append("guarded", &[entry("as reader")]).await {
-        Err(cairn_client::TcpError::Api { code: ErrorCode::Forbidden, .. }) => {}
+        Err(cairn_client::TcpError::Api {
+            code: ErrorCode::Forbidden,
+            ..
+        }) => {}
         other => anyhow::bail!("binary append as read: {other:?}"),
     }
     let writer = TcpProducer::connect_with(tcp.as_str(), with(WRITE)).await?;

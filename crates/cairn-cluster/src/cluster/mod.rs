@@ -341,8 +341,8 @@ impl Inner {
                 encode(&self.change_replicas_locally(group, change).await)
             }
             kinds::JOIN => {
-                let (id, info): (NodeId, NodeInfo) = decode(&payload)?;
-                encode(&self.admit_locally(id, info).await)
+                let (id, info, replace): (NodeId, NodeInfo, bool) = decode(&payload)?;
+                encode(&self.admit_locally(id, info, replace).await)
             }
             service if service >= kinds::SERVICE_MIN => {
                 let handler = self.services.read().get(&service).cloned();
@@ -425,17 +425,60 @@ impl Inner {
     }
 
     /// On the controller leader: adds a node as a learner of group 0 (so it
-    /// receives the metadata) and registers it.
+    /// receives the metadata) and registers it. An id already registered
+    /// with other addresses is refused — another process claiming a live
+    /// member's id would otherwise take its traffic — unless `replace` asks
+    /// to take over a member this node's failure detector sees down.
     async fn admit_locally(
         &self,
         id: NodeId,
         info: NodeInfo,
+        replace: bool,
     ) -> Result<ControllerResponse, ClusterError> {
         if self.controller.metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
                 group: error::GroupName::CONTROLLER,
                 leader: self.controller.metrics().borrow().current_leader,
             });
+        }
+        if let Some(member) = self.controller_sm.meta().nodes.get(&id)
+            && member.info != info
+        {
+            let down = id != self.config.node_id
+                && self.heartbeats.state(id) == Some(membership::NodeState::Down);
+            if !(replace && down) {
+                let why = if replace {
+                    "it is not down (a replacement may take over only a member that is down)"
+                } else {
+                    "to take over a member that is down, join with replace (cairn node --replace)"
+                };
+                return Ok(ControllerResponse::Refused {
+                    code: cairn_types::ErrorCode::Conflict.number(),
+                    message: format!(
+                        "node id {id} is already a member at raft {} / http {}; refused a join \
+                         from raft {} / http {}: {why}",
+                        member.info.raft_addr,
+                        member.info.http_addr,
+                        info.raft_addr,
+                        info.http_addr
+                    ),
+                });
+            }
+            tracing::warn!(
+                node = id,
+                old_raft = %member.info.raft_addr,
+                new_raft = %info.raft_addr,
+                "a replacement takes over a member that is down"
+            );
+            // Raft must reach the replacement at its own address. The old
+            // process is down, so pointing the id elsewhere splits nothing.
+            if member.info.raft_addr != info.raft_addr {
+                let nodes = BTreeMap::from([(id, info.clone())]);
+                self.controller
+                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+                    .await
+                    .map_err(|e| ClusterError::Indeterminate(e.to_string()))?;
+            }
         }
         let known = self
             .controller
@@ -1040,14 +1083,17 @@ impl Cluster {
         &self,
         id: NodeId,
         info: NodeInfo,
+        replace: bool,
     ) -> Result<ControllerResponse, ClusterError> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         loop {
             let leader = self.inner.controller.metrics().borrow().current_leader;
             let result = match leader {
-                Some(l) if l == self.node_id() => self.inner.admit_locally(id, info.clone()).await,
+                Some(l) if l == self.node_id() => {
+                    self.inner.admit_locally(id, info.clone(), replace).await
+                }
                 Some(l) => {
-                    let payload = encode(&(id, info.clone()))
+                    let payload = encode(&(id, info.clone(), replace))
                         .map_err(|e| ClusterError::Storage(e.message))?;
                     self.inner
                         .call(l, 0, kinds::JOIN, payload, remaining(deadline))

@@ -92,8 +92,10 @@ pub async fn join(State(node): State<Node>, body: Body) -> Result<StatusCode, Ap
         raft_addr: request.raft_addr,
         http_addr: request.http_addr,
     };
-    if let ControllerResponse::Refused { code, message } =
-        node.cluster().admit(request.id, info).await?
+    if let ControllerResponse::Refused { code, message } = node
+        .cluster()
+        .admit(request.id, info, request.replace)
+        .await?
     {
         return Err(cairn_cluster::ClusterError::Refused { code, message }.into());
     }
