@@ -113,9 +113,11 @@ fn invalid_batch(why: String) -> ApiError {
 pub fn checked_batch(batch: bytes::Bytes) -> Result<RecordBatch, ApiError> {
     let batch = RecordBatch::from_bytes(batch).map_err(|e| invalid_batch(e.to_string()))?;
     let h = batch.header();
-    if h.base_offset != 0 || h.epoch != 0 || h.flags != 0 {
+    // `requests` is the server's count of merged requests (telemetry): a
+    // producer's batch is one request, so it may not claim more.
+    if h.base_offset != 0 || h.epoch != 0 || h.flags != 0 || h.requests != 0 {
         return Err(invalid_batch(
-            "a producer's batch has base offset 0, epoch 0 and no flags".into(),
+            "a producer's batch has base offset 0, epoch 0, no flags and requests 0".into(),
         ));
     }
     let count = h.count as usize;
@@ -447,6 +449,14 @@ mod tests {
 
         let e = entries_from_batch(good.restamped(10, 0, 0).as_bytes().clone()).unwrap_err();
         assert!(e.message.contains("base offset 0"), "{}", e.message);
+
+        // A producer cannot claim to be many requests (it would inflate the
+        // per-request write-stage counts).
+        let mut claims = BatchBuilder::new();
+        claims.push(&entry("a", 1)).unwrap();
+        claims.set_requests(50);
+        let e = entries_from_batch(claims.finish().as_bytes().clone()).unwrap_err();
+        assert!(e.message.contains("requests 0"), "{}", e.message);
 
         let e = entries_from_batch(batch(&[entry("a", 1), entry("", 2)]).as_bytes().clone())
             .unwrap_err();

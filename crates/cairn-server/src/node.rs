@@ -201,17 +201,24 @@ impl Node {
         cluster_config.solo = c.peers.is_empty() && c.join.is_none();
         cluster_config.anti_entropy = config.anti_entropy.clone();
         let observed = telemetry.clone();
-        cluster_config.on_append = Some(Arc::new(move |t: &cairn_storage::AppendTimings| {
-            let m = &observed.metrics;
-            m.record_write(WriteStage::Queue, t.queued);
-            m.record_write(WriteStage::Append, t.write);
-            if !t.sync.is_zero() {
-                m.record_write(WriteStage::Fsync, t.sync);
-            }
-        }));
+        // Storage stages count once per client request the Raft batch
+        // carries (control entries carry none), as every other stage does.
+        cluster_config.on_append = Some(Arc::new(
+            move |t: &cairn_storage::AppendTimings, requests: u32| {
+                if requests == 0 {
+                    return;
+                }
+                let m = &observed.metrics;
+                m.record_write_n(WriteStage::Queue, t.queued, requests);
+                m.record_write_n(WriteStage::Append, t.write, requests);
+                if !t.sync.is_zero() {
+                    m.record_write_n(WriteStage::Fsync, t.sync, requests);
+                }
+            },
+        ));
         let observed = telemetry.clone();
-        cluster_config.on_stage = Some(Arc::new(move |stage, d| {
-            observed.metrics.record_write(stage, d);
+        cluster_config.on_stage = Some(Arc::new(move |stage, d, requests| {
+            observed.metrics.record_write_n(stage, d, requests);
         }));
         let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
             Ok(c) => c,

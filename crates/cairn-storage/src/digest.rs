@@ -1166,6 +1166,7 @@ mod tests {
                 crc: i * 7,
                 magic: 2,
                 flags: 0,
+                requests: 0,
                 count: 1,
                 base_offset: u64::from(i),
                 min_ts: 0,

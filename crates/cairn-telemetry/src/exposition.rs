@@ -178,10 +178,12 @@ impl Collector for Exporter {
             &mut enc,
             "cairn_write_stage_seconds",
             "Time spent per write stage; alert on the total p99 and read the stages to see where it goes. \
-             One sample per write request for decode, commit, respond and total (on the node that received it); \
-             per batch for the others: linger and replicate once per request batch for one partition \
-             proposed by this node as leader (batches merged at a forwarding node count once), \
-             queue, append and fsync once per Raft batch appended on this node, as leader or follower.",
+             Every stage counts one sample per write request, with that request's time in the stage, \
+             recorded on the node where the stage ran: decode, commit, respond and total on the node \
+             that received the request; linger and replicate on the partition leader that proposed it; \
+             queue, append and fsync on each replica that appended it (leader and followers), \
+             a Raft batch's time once per request it carries. A request spanning several partitions \
+             counts once per partition in linger, queue, append, fsync and replicate.",
             h,
             &writes,
         )?;

@@ -706,8 +706,11 @@ mod tests {
         for _ in 0..10 {
             t.metrics.count_request(Api::Http, Operation::Append);
             t.metrics.count_ingest(Api::Http, &stream, 100, 10_000);
+        }
+        // Five Raft batches of two requests each: ten requests' fsyncs.
+        for _ in 0..5 {
             t.metrics
-                .record_write(WriteStage::Fsync, Duration::from_micros(120));
+                .record_write_n(WriteStage::Fsync, Duration::from_micros(120), 2);
         }
         t.metrics
             .count_error(cairn_types::ErrorCode::PayloadTooLarge);

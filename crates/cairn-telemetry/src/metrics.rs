@@ -30,10 +30,17 @@ macro_rules! label_enum {
 
 label_enum!(
     /// Where a write's time goes, in order. `Total` is request arrival to
-    /// response; the others are its parts. Decode, commit, respond and
-    /// total are recorded per request; linger and replicate per batch the
-    /// partition leader proposes for a request (cairn-cluster's
-    /// coalescer); queue, append and fsync per Raft batch appended.
+    /// response; the others are its parts. Every stage counts one sample
+    /// per write request that went through it, with that request's time
+    /// there, so stage percentiles compare side by side. Each is recorded
+    /// on the node where it ran: decode, commit, respond and total on the
+    /// node that received the request; linger and replicate on the
+    /// partition leader that proposed it (cairn-cluster's coalescer);
+    /// queue, append and fsync on every replica that appended it, leader
+    /// and followers alike, a Raft batch's time once per request it
+    /// carries (the count travels in the batch header). A request whose
+    /// entries span several partitions goes through linger..replicate once
+    /// per partition, and counts once per partition there.
     WriteStage {
         Decode => "decode",
         Queue => "queue",
@@ -164,10 +171,20 @@ impl NodeMetrics {
         self.stage_timing().then(Instant::now)
     }
 
+    /// Records one request's time in `stage`.
     #[inline]
     pub fn record_write(&self, stage: WriteStage, d: Duration) {
         if self.stage_timing() {
             self.write_stages[stage as usize].record(d);
+        }
+    }
+
+    /// Records `d` once for each of `requests` requests that spent it in
+    /// `stage` together (a batch's time, counted per request it carries).
+    #[inline]
+    pub fn record_write_n(&self, stage: WriteStage, d: Duration, requests: u32) {
+        if self.stage_timing() {
+            self.write_stages[stage as usize].record_n(d, u64::from(requests));
         }
     }
 
@@ -281,6 +298,7 @@ mod tests {
         m.set_stage_timing(false);
         assert!(m.start_timer().is_none());
         m.record_write(WriteStage::Fsync, Duration::from_micros(90));
+        m.record_write_n(WriteStage::Fsync, Duration::from_micros(90), 3);
         assert_eq!(m.write_stage(WriteStage::Fsync).snapshot().count(), 0);
         let s = m.stream("app");
         m.count_ingest(Api::Http, &s, 10, 1000);
@@ -288,6 +306,8 @@ mod tests {
         m.set_stage_timing(true);
         m.record_write(WriteStage::Fsync, Duration::from_micros(90));
         assert_eq!(m.write_stage(WriteStage::Fsync).snapshot().count(), 1);
+        m.record_write_n(WriteStage::Fsync, Duration::from_micros(90), 3);
+        assert_eq!(m.write_stage(WriteStage::Fsync).snapshot().count(), 4);
     }
 
     #[test]

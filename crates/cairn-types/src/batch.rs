@@ -6,7 +6,7 @@
 //!  4     4    crc          CRC-32C (Castagnoli) over bytes [8, batch_len)
 //!  8     1    magic        format version, currently 2
 //!  9     1    flags        bit 0: CONTROL (see below); other bits 0
-//! 10     2    reserved     0
+//! 10     2    requests     client write requests this batch carries (u16 LE)
 //! 12     4    count        number of entries
 //! 16     8    base_offset  offset of the first entry; entry i has base_offset + i
 //! 24     8    min_ts       smallest entry timestamp (µs)
@@ -24,6 +24,16 @@
 //!
 //! Version 1 (48-byte header, no `log_index`) predates replication and is
 //! refused with [`BatchError::BadMagic`].
+//!
+//! `requests` is telemetry only: how many client write requests were merged
+//! into this batch (by the coalescers on the way to Raft), so every replica
+//! that appends the batch can count its write stages per request
+//! (`cairn_write_stage_seconds`). It travels inside the batch, so followers
+//! and re-reads from disk see the leader's figure with no side channel.
+//! 0 (what [`BatchBuilder`] writes, what producers must send, and what
+//! batches written before the field existed hold) means one; it saturates at
+//! `u16::MAX`. The bytes were a reserved 0 before, so older data reads the
+//! same.
 //!
 //! Each entry in the payload of a data batch is: timestamp as a zigzag varint delta from the
 //! previous entry (the first from 0), level as one byte, then source and
@@ -78,6 +88,8 @@ pub struct BatchHeader {
     pub crc: u32,
     pub magic: u8,
     pub flags: u8,
+    /// Raw `requests` field; read it with [`BatchHeader::requests`].
+    pub requests: u16,
     pub count: u32,
     pub base_offset: u64,
     pub min_ts: i64,
@@ -97,6 +109,7 @@ impl BatchHeader {
                 available: buf.len(),
             });
         }
+        let u16_at = |i: usize| u16::from_le_bytes(buf[i..i + 2].try_into().expect("2 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(buf[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
         let header = BatchHeader {
@@ -104,6 +117,7 @@ impl BatchHeader {
             crc: u32_at(4),
             magic: buf[8],
             flags: buf[9],
+            requests: u16_at(10),
             count: u32_at(12),
             base_offset: u64_at(16),
             min_ts: u64_at(24) as i64,
@@ -137,12 +151,23 @@ impl BatchHeader {
         self.flags & FLAG_CONTROL != 0
     }
 
+    /// Client write requests this batch carries: 0 for a control batch,
+    /// at least 1 for a data batch (a raw 0 means one).
+    pub fn requests(&self) -> u32 {
+        if self.is_control() {
+            0
+        } else {
+            u32::from(self.requests.max(1))
+        }
+    }
+
     fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..4].copy_from_slice(&self.batch_len.to_le_bytes());
         h[4..8].copy_from_slice(&self.crc.to_le_bytes());
         h[8] = self.magic;
         h[9] = self.flags;
+        h[10..12].copy_from_slice(&self.requests.to_le_bytes());
         h[12..16].copy_from_slice(&self.count.to_le_bytes());
         h[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         h[24..32].copy_from_slice(&self.min_ts.to_le_bytes());
@@ -162,6 +187,7 @@ fn checksum(header_tail: &[u8], payload: &[u8]) -> u32 {
 #[derive(Debug)]
 pub struct BatchBuilder {
     buf: Vec<u8>,
+    requests: u16,
     count: u32,
     min_ts: i64,
     max_ts: i64,
@@ -184,6 +210,7 @@ impl BatchBuilder {
         buf.resize(HEADER_LEN, 0);
         BatchBuilder {
             buf,
+            requests: 0,
             count: 0,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
@@ -197,6 +224,12 @@ impl BatchBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// Records that the batch carries `n` client write requests (when
+    /// several are merged into one); saturates at `u16::MAX`.
+    pub fn set_requests(&mut self, n: u32) {
+        self.requests = u16::try_from(n).unwrap_or(u16::MAX);
     }
 
     /// Encoded size so far, header included.
@@ -245,6 +278,7 @@ impl BatchBuilder {
             crc: 0,
             magic: MAGIC,
             flags: 0,
+            requests: self.requests,
             count: self.count,
             base_offset: 0,
             min_ts,
@@ -322,6 +356,7 @@ impl RecordBatch {
             crc: 0,
             magic: MAGIC,
             flags: FLAG_CONTROL,
+            requests: 0,
             count: 0,
             base_offset: 0,
             min_ts: 0,
@@ -641,6 +676,35 @@ mod tests {
         let (offset, entry) = batches[1].entries().nth(1).unwrap().unwrap();
         assert_eq!(offset, 2);
         assert_eq!(entry.attributes.get("host"), Some("a1"));
+    }
+
+    #[test]
+    fn the_request_count_survives_stamping_and_defaults_to_one() {
+        let e = Entry {
+            timestamp_us: 5,
+            level: Level::Info,
+            source: "db".into(),
+            message: "m".into(),
+            attributes: BTreeMap::new(),
+        };
+        // A producer's batch (raw 0) counts as one request.
+        let single = build(std::slice::from_ref(&e));
+        assert_eq!(single.header().requests, 0);
+        assert_eq!(single.header().requests(), 1);
+        let mut b = BatchBuilder::new();
+        b.push(&e).unwrap();
+        b.set_requests(7);
+        let merged = b.finish();
+        // Stamped by the log (as on disk and on a follower): still 7, CRC valid.
+        let stamped = merged.restamped(10, 2, 3);
+        assert_eq!(stamped.header().requests(), 7);
+        let reread = RecordBatch::from_bytes(stamped.as_bytes().clone()).unwrap();
+        assert_eq!(reread.header().requests(), 7);
+        let mut huge = BatchBuilder::new();
+        huge.push(&e).unwrap();
+        huge.set_requests(1 << 20);
+        assert_eq!(huge.finish().header().requests(), u32::from(u16::MAX));
+        assert_eq!(RecordBatch::control(b"x").unwrap().header().requests(), 0);
     }
 
     #[test]

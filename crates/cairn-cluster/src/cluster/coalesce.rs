@@ -15,11 +15,17 @@
 //! write learns its own offsets from the merged batch's base offset and its
 //! position in it; a failure of the merged batch is every write's failure.
 //!
+//! A merged batch's header counts the client requests it carries (the sum
+//! of its parts' counts; see `cairn_types::batch`), so a batch merged at a
+//! forwarding node still stands for each of its requests at the leader and
+//! in every replica's log.
+//!
 //! With a stage observer (the leader's proposal coalescer), each write's
 //! wait from `submit` until its merged batch is handed to the sink is
 //! recorded as the `linger` write stage, and the sink's replication time
-//! (if it reports one) as `replicate`: one sample of each per write, i.e.
-//! per request's batch for this partition.
+//! (if it reports one) as `replicate`, each weighted by the requests the
+//! write carries: one sample per client request, whether it came alone or
+//! merged with others by a forwarding node.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -137,7 +143,7 @@ async fn run<S, F>(
 
 async fn deliver<S, F>(
     sink: &S,
-    stages: Option<&(dyn Fn(WriteStage, Duration) + Send + Sync)>,
+    stages: Option<&(dyn Fn(WriteStage, Duration, u32) + Send + Sync)>,
     writes: Vec<Pending>,
 ) where
     S: Fn(RecordBatch) -> F,
@@ -151,7 +157,8 @@ async fn deliver<S, F>(
     if let Some(record) = stages {
         let now = Instant::now();
         for w in &writes {
-            record(WriteStage::Linger, now.saturating_duration_since(w.queued));
+            let waited = now.saturating_duration_since(w.queued);
+            record(WriteStage::Linger, waited, w.batch.header().requests());
         }
     }
     let result = match merged {
@@ -161,9 +168,8 @@ async fn deliver<S, F>(
     match result {
         Ok((appended, replicate)) => {
             if let (Some(record), Some(d)) = (stages, replicate) {
-                for _ in &writes {
-                    record(WriteStage::Replicate, d);
-                }
+                let requests = writes.iter().map(|w| w.batch.header().requests()).sum();
+                record(WriteStage::Replicate, d, requests);
             }
             let mut offset = appended.base_offset;
             for w in writes {
@@ -183,15 +189,19 @@ async fn deliver<S, F>(
     }
 }
 
-/// Re-encodes several batches' entries into one.
+/// Re-encodes several batches' entries into one, which carries all their
+/// requests.
 fn merge<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> Result<RecordBatch, String> {
     let mut builder = BatchBuilder::new();
+    let mut requests = 0u32;
     for batch in batches {
+        requests = requests.saturating_add(batch.header().requests());
         for entry in batch.entries() {
             let (_, entry) = entry.map_err(|e| e.to_string())?;
             builder.push_ref(&entry).map_err(|e| e.to_string())?;
         }
     }
+    builder.set_requests(requests);
     Ok(builder.finish())
 }
 
@@ -226,9 +236,9 @@ mod tests {
         let (n, c) = (next.clone(), calls.clone());
         let lingered = Arc::new(AtomicU64::new(0));
         let l = lingered.clone();
-        let stages: StageObserver = Arc::new(move |stage, _| {
+        let stages: StageObserver = Arc::new(move |stage, _, requests| {
             assert_eq!(stage, WriteStage::Linger);
-            l.fetch_add(1, Ordering::Relaxed);
+            l.fetch_add(u64::from(requests), Ordering::Relaxed);
         });
         let coalescer = Coalescer::spawn(1, 1 << 20, Some(stages), move |b: RecordBatch| {
             let (n, c) = (n.clone(), c.clone());
@@ -263,6 +273,58 @@ mod tests {
         assert!(calls.load(Ordering::Relaxed) < 50, "nothing was merged");
         // One linger sample per write, not per merged batch.
         assert_eq!(lingered.load(Ordering::Relaxed), 50);
+    }
+
+    /// Writes that are already merges (from a forwarding node's coalescer)
+    /// count once per request they carry, in the stages and in the merged
+    /// batch the sink gets.
+    #[tokio::test]
+    async fn stages_and_merged_batches_count_every_request_carried() {
+        let linger = Arc::new(AtomicU64::new(0));
+        let replicate = Arc::new(AtomicU64::new(0));
+        let proposed = Arc::new(AtomicU64::new(0));
+        let (l, r, p) = (linger.clone(), replicate.clone(), proposed.clone());
+        let stages: StageObserver = Arc::new(move |stage, _, requests| {
+            let counter = match stage {
+                WriteStage::Linger => &l,
+                WriteStage::Replicate => &r,
+                other => panic!("unexpected stage {other:?}"),
+            };
+            counter.fetch_add(u64::from(requests), Ordering::Relaxed);
+        });
+        let coalescer = Coalescer::spawn(1, 1 << 20, Some(stages), move |b: RecordBatch| {
+            p.fetch_add(u64::from(b.header().requests()), Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                Ok((
+                    Appended {
+                        base_offset: 0,
+                        count: b.count(),
+                    },
+                    Some(std::time::Duration::from_micros(300)),
+                ))
+            }
+        });
+        let tasks: Vec<_> = (0..30u32)
+            .map(|i| {
+                let c = coalescer.clone();
+                let mut b = BatchBuilder::new();
+                for e in batch(1, &format!("w{i}")).entries() {
+                    b.push_ref(&e.unwrap().1).unwrap();
+                }
+                // 1, 2 or 3 requests; 1 is also what a raw 0 means.
+                b.set_requests(i % 3 + 1);
+                let b = b.finish();
+                tokio::spawn(async move { c.submit(b).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let requests: u64 = (0..30u64).map(|i| i % 3 + 1).sum();
+        assert_eq!(linger.load(Ordering::Relaxed), requests);
+        assert_eq!(replicate.load(Ordering::Relaxed), requests);
+        assert_eq!(proposed.load(Ordering::Relaxed), requests);
     }
 
     #[tokio::test]

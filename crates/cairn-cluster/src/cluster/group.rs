@@ -15,7 +15,8 @@
 //! proposed) and `replicate`: from this leader's own append of the batch
 //! being durable until `client_write` returns, i.e. until a quorum has it
 //! and the leader has applied it (applying only advances an offset). It is
-//! 0 when the followers' acks arrived before the leader's own fsync.
+//! 0 when the followers' acks arrived before the leader's own fsync. Both
+//! count once per client request the write carries (see `coalesce`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -132,8 +132,10 @@ pub enum ServiceError {
     Remote { node: NodeId, message: String },
 }
 
-/// Told a write stage's time (cluster-side stages; see `coalesce`).
-pub type StageObserver = Arc<dyn Fn(cairn_telemetry::metrics::WriteStage, Duration) + Send + Sync>;
+/// Told a write stage's time and how many client requests spent it
+/// (cluster-side stages; see `coalesce`).
+pub type StageObserver =
+    Arc<dyn Fn(cairn_telemetry::metrics::WriteStage, Duration, u32) + Send + Sync>;
 
 /// Settings of a node's cluster runtime.
 #[derive(Clone)]
@@ -963,7 +965,8 @@ impl Cluster {
                 .or_insert_with(|| {
                     let inner = Arc::downgrade(&self.inner);
                     // Stages are recorded by the leader's coalescer only, so
-                    // each write lingers once in the metrics.
+                    // each write lingers once in the metrics; batches merged
+                    // here carry their request count to it.
                     Coalescer::spawn(
                         MAX_ROUTED_IN_FLIGHT,
                         self.inner.config.max_batch_bytes,

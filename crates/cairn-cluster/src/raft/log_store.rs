@@ -57,9 +57,11 @@ use parking_lot::Mutex;
 use super::meta::{MetaError, MetaFile};
 use super::types::{NodeInfo, RaftPayload};
 
-/// Told where each durable append's time went (queue, write, sync), on
-/// the storage writer thread: must be quick (telemetry records it).
-pub type AppendObserver = Arc<dyn Fn(&cairn_storage::AppendTimings) + Send + Sync>;
+/// Told where each durable append's time went (queue, write, sync) and
+/// how many client requests the batch carries (its header's `requests`:
+/// 0 for control entries), on the storage writer thread: must be quick
+/// (telemetry records it).
+pub type AppendObserver = Arc<dyn Fn(&cairn_storage::AppendTimings, u32) + Send + Sync>;
 
 /// When each recently appended Raft index became durable on this replica,
 /// for the `replicate` write stage. Bounded: marks nobody takes (follower
@@ -520,6 +522,9 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
             let id = entry_id(&entry.log_id);
             let (index, durable) = (id.index, self.durable.clone());
             let batch = encode_entry(&entry).map_err(write_err)?;
+            // Read here, not in the callback: a follower learns it from the
+            // leader's batch, so both count the same requests.
+            let requests = batch.header().requests();
             let failed = failed.clone();
             let stamped = if entries.peek().is_none() {
                 let callback = callback.take().expect("one last entry");
@@ -528,7 +533,7 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
                     .log
                     .append_entry_then(batch, id, move |result| {
                         if let (Some(observe), Ok(info)) = (&observe, &result) {
-                            observe(&info.timings);
+                            observe(&info.timings, requests);
                         }
                         if let (Some(durable), Ok(_)) = (&durable, &result) {
                             durable.mark(index);
@@ -550,7 +555,7 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
                         move |result| match result {
                             Ok(info) => {
                                 if let Some(observe) = &observe {
-                                    observe(&info.timings);
+                                    observe(&info.timings, requests);
                                 }
                                 if let Some(durable) = &durable {
                                     durable.mark(index);
