@@ -266,7 +266,29 @@ impl Cluster {
     }
 
     /// Marks node `id` draining: its replicas move away, then it leaves.
-    pub async fn decommission(&self, id: NodeId) -> Result<(), ClusterError> {
+    /// Refused (`Refused`, 409) when that would leave a stream below its
+    /// replication factor or the controller without a majority, unless
+    /// `force`.
+    pub async fn decommission(&self, id: NodeId, force: bool) -> Result<(), ClusterError> {
+        if !force {
+            let voters: Vec<NodeId> = self
+                .inner
+                .controller
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if let Some(reason) = self.meta().decommission_refusal(id, &voters) {
+                return Err(ClusterError::Refused {
+                    code: cairn_types::ErrorCode::Conflict.number(),
+                    message: format!(
+                        "decommissioning node {id} refused: {reason} (force to override)"
+                    ),
+                });
+            }
+        }
         self.command(ControllerCommand::SetNodeState {
             id,
             state: NodeAdminState::Draining,

@@ -138,6 +138,43 @@ impl ClusterMeta {
             .collect()
     }
 
+    /// Why draining node `id` would be unsafe, if it would: a stream whose
+    /// replication factor the remaining active nodes cannot hold, or a
+    /// controller (voters `voters`) left without a majority of its voters.
+    pub fn decommission_refusal(&self, id: NodeId, voters: &[NodeId]) -> Option<String> {
+        let remaining: Vec<NodeId> = self
+            .active_nodes()
+            .into_iter()
+            .filter(|n| *n != id)
+            .collect();
+        if let Some(s) = self
+            .streams
+            .values()
+            .filter(|s| s.replication_factor as usize > remaining.len())
+            .min_by_key(|s| &s.name)
+        {
+            return Some(format!(
+                "stream {:?} has replication factor {}, and only {} active node(s) would remain \
+                 to hold its replicas: add a node first",
+                s.name,
+                s.replication_factor,
+                remaining.len()
+            ));
+        }
+        if voters.contains(&id) {
+            let staying = voters.iter().filter(|v| remaining.contains(v)).count();
+            let majority = voters.len() / 2 + 1;
+            if staying < majority {
+                return Some(format!(
+                    "the controller has {} voters; without node {id} only {staying} active \
+                     voter(s) would remain, short of the majority of {majority} it needs",
+                    voters.len()
+                ));
+            }
+        }
+        None
+    }
+
     pub fn stream_by_id(&self, id: u32) -> Option<&StreamMeta> {
         self.streams.values().find(|s| s.id == id)
     }
@@ -275,5 +312,70 @@ impl ClusterMeta {
                 ControllerResponse::Ok
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(nodes: u64, rf: Option<u32>) -> ClusterMeta {
+        let mut meta = ClusterMeta::default();
+        for id in 1..=nodes {
+            let info = NodeInfo {
+                raft_addr: format!("127.0.0.1:{}", 7100 + id),
+                http_addr: format!("127.0.0.1:{}", 7000 + id),
+            };
+            assert_eq!(
+                meta.apply(ControllerCommand::RegisterNode { id, info }),
+                ControllerResponse::Ok
+            );
+        }
+        let created = meta.apply(ControllerCommand::CreateStream {
+            name: "app".into(),
+            partitions: 2,
+            replication_factor: rf,
+            log: Default::default(),
+            created_us: 0,
+        });
+        assert!(matches!(created, ControllerResponse::StreamCreated(_)));
+        meta
+    }
+
+    #[test]
+    fn decommission_below_the_replication_factor_or_the_controller_majority_is_refused() {
+        // Three nodes, RF 3: no node can go.
+        let meta = cluster(3, Some(3));
+        let why = meta.decommission_refusal(3, &[1, 2, 3]).expect("refused");
+        assert!(
+            why.contains("replication factor 3") && why.contains("2 active"),
+            "{why}"
+        );
+
+        // Four nodes, RF 3: one may go; then no other can.
+        let mut meta = cluster(4, Some(3));
+        assert_eq!(meta.decommission_refusal(4, &[1, 2, 3]), None);
+        meta.apply(ControllerCommand::SetNodeState {
+            id: 4,
+            state: NodeAdminState::Draining,
+        });
+        assert!(meta.decommission_refusal(3, &[1, 2, 3]).is_some());
+
+        // RF 1 streams do not hold anyone back, but the controller does:
+        // two of three voters cannot both go.
+        let mut meta = cluster(3, Some(1));
+        assert_eq!(meta.decommission_refusal(3, &[1, 2, 3]), None);
+        meta.apply(ControllerCommand::SetNodeState {
+            id: 3,
+            state: NodeAdminState::Draining,
+        });
+        let why = meta.decommission_refusal(2, &[1, 2, 3]).expect("refused");
+        assert!(
+            why.contains("controller") && why.contains("majority of 2"),
+            "{why}"
+        );
+        // A learner (not a voter) is free to go as far as the controller is
+        // concerned.
+        assert_eq!(cluster(3, Some(1)).decommission_refusal(3, &[1, 2]), None);
     }
 }

@@ -9,7 +9,7 @@ use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
 
 use super::ApiError;
-use super::extract::{ApiPath, read_body};
+use super::extract::{ApiPath, ApiQuery, read_body};
 use crate::node::Node;
 
 pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
@@ -102,12 +102,22 @@ pub async fn join(State(node): State<Node>, body: Body) -> Result<StatusCode, Ap
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `?force=true` drains a node even below a stream's replication factor
+/// or the controller's majority.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionParams {
+    #[serde(default)]
+    force: bool,
+}
+
 /// Starts decommissioning a node: its replicas move to the other nodes,
 /// then it is removed from the cluster (watch `GET /v1/cluster`).
 pub async fn decommission(
     State(node): State<Node>,
     ApiPath(id): ApiPath<u64>,
+    ApiQuery(params): ApiQuery<DecommissionParams>,
 ) -> Result<StatusCode, ApiError> {
-    node.cluster().decommission(id).await?;
+    node.cluster().decommission(id, params.force).await?;
     Ok(StatusCode::ACCEPTED)
 }
