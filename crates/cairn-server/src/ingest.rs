@@ -132,8 +132,13 @@ pub fn checked_batch(batch: bytes::Bytes) -> Result<RecordBatch, ApiError> {
         .map_err(|e| invalid_batch(e.to_string()))?;
     for (i, item) in batch.entries().enumerate() {
         let (_, e) = item.map_err(|e| invalid_batch(e.to_string()))?;
-        validate_limits(e.source, e.message, e.attributes.len())
-            .map_err(|why| invalid("entry", i + 1, why))?;
+        validate_limits(
+            Some(e.timestamp_us),
+            e.source,
+            e.message,
+            e.attributes.len(),
+        )
+        .map_err(|why| invalid("entry", i + 1, why))?;
     }
     Ok(batch)
 }
@@ -209,10 +214,24 @@ fn parse_ndjson(body: &[u8]) -> Result<Vec<NewEntry>, ApiError> {
 
 /// Checks one entry against the limits.
 pub fn validate(e: &NewEntry) -> Result<(), String> {
-    validate_limits(&e.source, &e.message, e.attributes.len())
+    validate_limits(e.timestamp, &e.source, &e.message, e.attributes.len())
 }
 
-fn validate_limits(source: &str, message: &str, attributes: usize) -> Result<(), String> {
+fn validate_limits(
+    timestamp_us: Option<i64>,
+    source: &str,
+    message: &str,
+    attributes: usize,
+) -> Result<(), String> {
+    // Microseconds since the Unix epoch: a negative one is a client bug
+    // (e.g. -1 as "unset"), and would sort before every real entry.
+    if let Some(ts) = timestamp_us
+        && ts < 0
+    {
+        return Err(format!(
+            "timestamp {ts} is before 1970: give microseconds since the Unix epoch, or omit it for the arrival time"
+        ));
+    }
     if source.is_empty() {
         return Err("source must not be empty".into());
     }
@@ -305,6 +324,19 @@ mod tests {
                 .map(|e| e.source.as_str())
                 .collect::<Vec<_>>(),
             ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn a_negative_timestamp_is_refused_naming_the_entry() {
+        let body =
+            br#"[{"source":"a","message":"ok"},{"timestamp":-1,"source":"a","message":"b"}]"#;
+        let e = parse_entries(body, Some("application/json"), 1).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidEntry);
+        assert!(
+            e.message.contains("entry 2") && e.message.contains("before 1970"),
+            "{}",
+            e.message
         );
     }
 

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub monitor: crate::monitor::MonitorOptions,
     /// Who may do what (see [`crate::auth`]); the default allows everything.
     pub access: crate::auth::Access,
+    /// Client writes and stream creation are refused (507) while the data
+    /// directory's filesystem has less free space than this.
+    pub min_free_bytes: u64,
 }
 
 /// How this node finds and forms its cluster.
@@ -105,6 +108,7 @@ impl NodeConfig {
             anti_entropy: Default::default(),
             monitor: Default::default(),
             access: Default::default(),
+            min_free_bytes: cairn_storage::DEFAULT_MIN_FREE_BYTES,
         }
     }
 
@@ -180,8 +184,16 @@ impl Node {
             .validate()
             .map_err(|m| ApiError::new(cairn_types::ErrorCode::BadRequest, m))?;
         let path = config.data_dir.clone();
+        let min_free_bytes = config.min_free_bytes;
         let data_dir = tokio::task::spawn_blocking(move || {
-            DataDir::open(&path, DataDirOptions::default()).map(Arc::new)
+            DataDir::open(
+                &path,
+                DataDirOptions {
+                    min_free_bytes,
+                    ..DataDirOptions::default()
+                },
+            )
+            .map(Arc::new)
         })
         .await??;
         let telemetry = Telemetry::new(TelemetryOptions {
@@ -371,6 +383,10 @@ impl Node {
 
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.inner.data_dir
     }
 
     pub fn http(&self) -> &reqwest::Client {

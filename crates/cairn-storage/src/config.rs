@@ -65,6 +65,10 @@ impl LogConfig {
     }
 }
 
+/// The default free-space reserve: room for compaction, metadata and
+/// repair after client writes stop.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
 /// Settings of a data directory and its group-commit writer.
 #[derive(Debug, Clone)]
 pub struct DataDirOptions {
@@ -76,6 +80,9 @@ pub struct DataDirOptions {
     pub preallocate_bytes: u64,
     /// A commit group stops taking new appends past this many bytes.
     pub max_group_bytes: usize,
+    /// Client writes are refused while the filesystem has less free space
+    /// than this (see [`crate::space`]); 0 turns the reserve off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for DataDirOptions {
@@ -84,6 +91,7 @@ impl Default for DataDirOptions {
             sync_interval: Duration::from_millis(100),
             preallocate_bytes: 4 << 20,
             max_group_bytes: 16 << 20,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }

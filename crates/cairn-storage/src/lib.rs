@@ -66,9 +66,10 @@ pub mod fsutil;
 mod inspect;
 mod log;
 mod segment;
+pub mod space;
 mod writer;
 
-pub use config::{DataDirOptions, Durability, LogConfig};
+pub use config::{DEFAULT_MIN_FREE_BYTES, DataDirOptions, Durability, LogConfig};
 pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use error::{Result, StorageError};
 pub use fault::{ActiveDiskFault, DiskFault, DiskFaults};
@@ -81,4 +82,5 @@ pub use log::{
     AppendCallback, AppendInfo, AppendTimings, EntryId, LogStats, PartitionLog, Pending,
     RetentionOutcome, ScanStats,
 };
+pub use space::{InsufficientStorage, SpaceGuard};
 pub use writer::DataDir;

@@ -59,6 +59,7 @@ use crate::log::{
 use crate::segment::{
     BatchCursor, IndexPoint, Segment, remove_index_files, scan_segment, write_index_files,
 };
+use crate::space::SpaceGuard;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -128,6 +129,7 @@ pub struct DataDir {
     lock: Mutex<Option<File>>,
     /// Injected faults the writer applies; shared with the node's API.
     faults: Arc<DiskFaults>,
+    space: Arc<SpaceGuard>,
 }
 
 impl DataDir {
@@ -147,6 +149,7 @@ impl DataDir {
             .map_err(|_| StorageError::Locked(path.clone()))?;
         let (tx, rx) = mpsc::channel();
         let faults = Arc::new(DiskFaults::new());
+        let space = Arc::new(SpaceGuard::new(path.clone(), options.min_free_bytes));
         let writer = Writer {
             rx,
             faults: faults.clone(),
@@ -169,6 +172,7 @@ impl DataDir {
             open_logs: Mutex::new(HashSet::new()),
             lock: Mutex::new(Some(lock)),
             faults,
+            space,
         })
     }
 
@@ -179,6 +183,11 @@ impl DataDir {
     /// The disk faults injected into this directory's writer.
     pub fn faults(&self) -> &Arc<DiskFaults> {
         &self.faults
+    }
+
+    /// The free-space reserve client writes are checked against.
+    pub fn space(&self) -> &SpaceGuard {
+        &self.space
     }
 
     /// Opens (creating and recovering as needed) the log in `relative_dir`

@@ -367,6 +367,12 @@ pub struct NodeArgs {
     /// networks only; logged as a warning.
     #[arg(long, env = "CAIRN_INSECURE")]
     pub insecure: bool,
+    /// Free space to keep on the data directory's filesystem, in bytes
+    /// (k, M, G suffixes, powers of 1024): below it, writes and stream
+    /// creation are refused with 507 until space is freed, so compaction,
+    /// metadata and repair can still write. 0 turns the reserve off.
+    #[arg(long, env = "CAIRN_MIN_FREE_BYTES", value_parser = parse_bytes, default_value = "64M")]
+    pub min_free_bytes: u64,
     /// How often a Raft leader sends heartbeats, in milliseconds. All nodes
     /// of a cluster should use the same Raft timings.
     #[arg(long, env = "CAIRN_RAFT_HEARTBEAT_MS", default_value_t = 100)]
@@ -841,6 +847,21 @@ pub struct BenchOptions {
     /// Skip reading back what was acknowledged.
     #[arg(long)]
     pub no_verify: bool,
+}
+
+/// Parses a byte count: `4096`, `64k`, `64M`, `2G` (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'M')) => (&t[..i], 20),
+        Some((i, 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("invalid size {s:?}: expected e.g. 4096, 64k, 64M, 2G"))
 }
 
 /// Parses a rate: `2500`, `0.5`, `50k`, `1.5M`.

@@ -108,6 +108,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             }),
         },
         access: cairn_server::auth::Access::new(tokens),
+        min_free_bytes: args.min_free_bytes,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;

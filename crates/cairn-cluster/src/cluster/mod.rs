@@ -417,6 +417,15 @@ impl Inner {
         batch: RecordBatch,
     ) -> Result<Appended, ClusterError> {
         let g = self.groups.read().get(&group).cloned();
+        // The leader's disk takes the write first: below its reserve the
+        // write is refused before anything is proposed (followers append
+        // inside the reserve; see cairn_storage::space).
+        if let Err(full) = self.data_dir.space().check() {
+            return Err(ClusterError::Refused {
+                code: cairn_types::ErrorCode::InsufficientStorage.number(),
+                message: format!("node {}: {full}", self.me()),
+            });
+        }
         match g {
             Some(g) => g.append_as_leader(batch).await,
             None => Err(ClusterError::NoSuchGroup {

@@ -68,6 +68,11 @@ pub async fn create_stream(
     })?;
     streams::validate_name(&request.name)?;
     let log = streams::log_config(&request.config)?;
+    // A stream created on a full disk could not take a single write.
+    node.data_dir()
+        .space()
+        .check()
+        .map_err(|full| ApiError::new(ErrorCode::InsufficientStorage, full.to_string()))?;
     let response = node
         .cluster()
         .command(ControllerCommand::CreateStream {
