@@ -9,10 +9,15 @@
 //!
 //! When the connection ends — the server closed it, a read or write
 //! failed, the server sent a connection-level error — every waiting call
-//! fails with [`TcpError::Closed`] carrying the reason, and so does every
-//! later call: a producer does not reconnect by itself, because whether a
-//! failed append was stored is unknown and only the caller can decide
-//! whether to retry it.
+//! fails with [`TcpError::Closed`] carrying the reason: whether such an
+//! append was stored is unknown, and only the caller can decide whether to
+//! retry it. The producer itself never resends anything. With
+//! [`TcpOptions::reconnect`] (the default) the next call opens a new
+//! connection, trying the producer's addresses in turn from the one after
+//! the address that failed (any node routes writes, so this re-routes
+//! around a dead node) and presenting the token again; a failed attempt
+//! backs off (50 ms doubling to 2 s), and calls made during the back-off
+//! fail at once instead of queueing behind it.
 //!
 //! Must be used inside a tokio runtime. Dropping the last clone closes the
 //! connection once the server has answered what it already took.
@@ -92,6 +97,8 @@ pub struct TcpOptions {
     /// Sent in an AUTH frame before anything else when set (a node with a
     /// token file answers nothing else first).
     pub token: Option<String>,
+    /// Open a new connection for the next call once this one ended.
+    pub reconnect: bool,
 }
 
 impl Default for TcpOptions {
@@ -101,6 +108,7 @@ impl Default for TcpOptions {
             request_timeout: Some(Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(10),
             token: None,
+            reconnect: true,
         }
     }
 }
@@ -140,14 +148,43 @@ impl Shared {
     }
 }
 
-/// A pipelined binary-protocol producer on one connection. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct TcpProducer {
+/// One connection: its writer's queue and the calls waiting on it.
+#[derive(Debug)]
+struct Connection {
     frames: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// Index of the address it was opened to.
+    addr: usize,
+}
+
+impl Connection {
+    fn closed(&self) -> Option<String> {
+        self.shared.state().closed.clone()
+    }
+}
+
+/// When the next reconnection may be tried, after failed ones.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<tokio::time::Instant>,
+    last_error: String,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A pipelined binary-protocol producer on one connection at a time.
+/// Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct TcpProducer {
+    conn: Arc<Mutex<Arc<Connection>>>,
+    /// Held by the one caller that reconnects.
+    reconnecting: Arc<tokio::sync::Mutex<Backoff>>,
+    addrs: Arc<Vec<String>>,
     next_id: Arc<AtomicU64>,
     options: Arc<TcpOptions>,
-    peer: SocketAddr,
 }
 
 fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
@@ -174,48 +211,96 @@ impl TcpProducer {
         addr: impl ToSocketAddrs + std::fmt::Display,
         options: TcpOptions,
     ) -> Result<Self, TcpError> {
-        let failed = |source| TcpError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let socket = tokio::time::timeout(options.connect_timeout, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(failed)?;
-        // Requests are latency-bound and already batched by the writer.
-        socket.set_nodelay(true).map_err(failed)?;
-        let peer = socket.peer_addr().map_err(failed)?;
-        let (read_half, write_half) = socket.into_split();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-        });
-        let (frames, queued) = mpsc::channel(QUEUED_FRAMES);
-        tokio::spawn(write_requests(
-            write_half,
-            queued,
-            shared.clone(),
-            options.max_frame_bytes,
-        ));
-        tokio::spawn(read_responses(read_half, shared.clone()));
-        let token = options.token.clone();
-        let producer = TcpProducer {
-            frames,
-            shared,
-            next_id: Arc::new(AtomicU64::new(1)),
-            options: Arc::new(options),
-            peer,
-        };
-        if let Some(token) = token {
-            match producer.call(Op::Auth, "", token.as_bytes()).await? {
-                ResponseBody::Authenticated => {}
-                other => return Err(TcpError::Unexpected(format!("{other:?} for an AUTH"))),
+        Self::connect_any(vec![addr.to_string()], options).await
+    }
+
+    /// Connects to the first of `addrs` (`host:port` of the nodes' binary
+    /// protocol) that answers; reconnections go round the others.
+    pub async fn connect_any(addrs: Vec<String>, options: TcpOptions) -> Result<Self, TcpError> {
+        if addrs.is_empty() {
+            return Err(TcpError::Invalid("no address to connect to".into()));
+        }
+        let mut last = None;
+        for i in 0..addrs.len() {
+            match open(&addrs[i], i, &options, &AtomicU64::new(1)).await {
+                Ok(conn) => {
+                    return Ok(TcpProducer {
+                        conn: Arc::new(Mutex::new(Arc::new(conn))),
+                        reconnecting: Arc::default(),
+                        addrs: Arc::new(addrs),
+                        // Ids restart per connection is fine, but one
+                        // sequence for the producer keeps logs readable.
+                        next_id: Arc::new(AtomicU64::new(2)),
+                        options: Arc::new(options),
+                    });
+                }
+                // A refusal (bad token) is the same on every node.
+                Err(e @ TcpError::Api { .. }) => return Err(e),
+                Err(e) => last = Some(e),
             }
         }
-        Ok(producer)
+        Err(last.expect("at least one address was tried"))
     }
 
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.current().peer
+    }
+
+    fn current(&self) -> Arc<Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The open connection, reconnecting first if it has ended (see the
+    /// module docs).
+    async fn connection(&self) -> Result<Arc<Connection>, TcpError> {
+        let conn = self.current();
+        let Some(reason) = conn.closed() else {
+            return Ok(conn);
+        };
+        if !self.options.reconnect {
+            return Err(TcpError::Closed(reason));
+        }
+        let mut backoff = self.reconnecting.lock().await;
+        // Someone else may have reconnected while this call waited.
+        let conn = self.current();
+        if conn.closed().is_none() {
+            return Ok(conn);
+        }
+        if let Some(at) = backoff.not_before
+            && tokio::time::Instant::now() < at
+        {
+            return Err(TcpError::Closed(format!(
+                "{reason}; reconnecting: {}",
+                backoff.last_error
+            )));
+        }
+        let n = self.addrs.len();
+        let mut last = String::new();
+        for k in 1..=n {
+            let i = (conn.addr + k) % n;
+            match open(&self.addrs[i], i, &self.options, &self.next_id).await {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
+                    *backoff = Backoff::default();
+                    return Ok(fresh);
+                }
+                Err(e @ TcpError::Api { .. }) => return Err(e),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        backoff.failures += 1;
+        let delay = BACKOFF_MIN
+            .saturating_mul(1 << backoff.failures.min(6))
+            .min(BACKOFF_MAX);
+        backoff.not_before = Some(tokio::time::Instant::now() + delay);
+        backoff.last_error = last.clone();
+        Err(TcpError::Closed(format!(
+            "{reason}; reconnecting failed: {last}"
+        )))
     }
 
     /// Appends entries as one record batch. Missing timestamps are filled
@@ -272,49 +357,109 @@ impl TcpProducer {
     /// Sends one request and waits for its answer; an ERROR answer
     /// becomes [`TcpError::Api`].
     async fn call(&self, op: Op, stream: &str, payload: &[u8]) -> Result<ResponseBody, TcpError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = BytesMut::new();
-        protocol::encode_request(id, op, stream, payload, &mut frame)
-            .map_err(|e| TcpError::Invalid(e.reason))?;
-        let max = self.options.max_frame_bytes;
-        if frame.len() > max {
-            return Err(TcpError::TooLarge {
-                size: frame.len(),
-                max,
-            });
+        let conn = self.connection().await?;
+        call_on(&conn, &self.next_id, &self.options, op, stream, payload).await
+    }
+}
+
+/// Opens one connection to `addr` (number `index` of the producer's) and
+/// authenticates it when a token is set.
+async fn open(
+    addr: &str,
+    index: usize,
+    options: &TcpOptions,
+    next_id: &AtomicU64,
+) -> Result<Connection, TcpError> {
+    let failed = |source| TcpError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let socket = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(failed)?;
+    // Requests are latency-bound and already batched by the writer.
+    socket.set_nodelay(true).map_err(failed)?;
+    let peer = socket.peer_addr().map_err(failed)?;
+    let (read_half, write_half) = socket.into_split();
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+    });
+    let (frames, queued) = mpsc::channel(QUEUED_FRAMES);
+    tokio::spawn(write_requests(
+        write_half,
+        queued,
+        shared.clone(),
+        options.max_frame_bytes,
+    ));
+    tokio::spawn(read_responses(read_half, shared.clone()));
+    let conn = Connection {
+        frames,
+        shared,
+        peer,
+        addr: index,
+    };
+    if let Some(token) = &options.token {
+        match call_on(&conn, next_id, options, Op::Auth, "", token.as_bytes()).await? {
+            ResponseBody::Authenticated => {}
+            other => return Err(TcpError::Unexpected(format!("{other:?} for an AUTH"))),
         }
-        let (reply, answer) = oneshot::channel();
-        {
-            let mut st = self.shared.state();
-            if let Some(reason) = &st.closed {
-                return Err(TcpError::Closed(reason.clone()));
-            }
-            st.pending.insert(id, reply);
+    }
+    Ok(conn)
+}
+
+/// Sends one request on `conn` and waits for its answer; an ERROR answer
+/// becomes [`TcpError::Api`].
+async fn call_on(
+    conn: &Connection,
+    next_id: &AtomicU64,
+    options: &TcpOptions,
+    op: Op,
+    stream: &str,
+    payload: &[u8],
+) -> Result<ResponseBody, TcpError> {
+    let id = next_id.fetch_add(1, Ordering::Relaxed);
+    let mut frame = BytesMut::new();
+    protocol::encode_request(id, op, stream, payload, &mut frame)
+        .map_err(|e| TcpError::Invalid(e.reason))?;
+    let max = options.max_frame_bytes;
+    if frame.len() > max {
+        return Err(TcpError::TooLarge {
+            size: frame.len(),
+            max,
+        });
+    }
+    let (reply, answer) = oneshot::channel();
+    {
+        let mut st = conn.shared.state();
+        if let Some(reason) = &st.closed {
+            return Err(TcpError::Closed(reason.clone()));
         }
-        // Whatever ends this call early (timeout, the caller dropping the
-        // future) must not leave its entry behind.
-        let guard = PendingGuard {
-            shared: &self.shared,
-            id,
-        };
-        if self.frames.send(frame.freeze()).await.is_err() {
-            let reason = self.shared.state().closed.clone();
-            return Err(TcpError::Closed(
-                reason.unwrap_or_else(|| "the writer stopped".into()),
-            ));
-        }
-        let answer = match self.options.request_timeout {
-            Some(t) => tokio::time::timeout(t, answer)
-                .await
-                .map_err(|_| TcpError::Timeout(t))?,
-            None => answer.await,
-        };
-        drop(guard);
-        let body = answer.map_err(|_| TcpError::Closed("the reader stopped".into()))??;
-        match body {
-            ResponseBody::Error { code, message, .. } => Err(TcpError::Api { code, message }),
-            body => Ok(body),
-        }
+        st.pending.insert(id, reply);
+    }
+    // Whatever ends this call early (timeout, the caller dropping the
+    // future) must not leave its entry behind.
+    let guard = PendingGuard {
+        shared: &conn.shared,
+        id,
+    };
+    if conn.frames.send(frame.freeze()).await.is_err() {
+        let reason = conn.shared.state().closed.clone();
+        return Err(TcpError::Closed(
+            reason.unwrap_or_else(|| "the writer stopped".into()),
+        ));
+    }
+    let answer = match options.request_timeout {
+        Some(t) => tokio::time::timeout(t, answer)
+            .await
+            .map_err(|_| TcpError::Timeout(t))?,
+        None => answer.await,
+    };
+    drop(guard);
+    let body = answer.map_err(|_| TcpError::Closed("the reader stopped".into()))??;
+    match body {
+        ResponseBody::Error { code, message, .. } => Err(TcpError::Api { code, message }),
+        body => Ok(body),
     }
 }
 

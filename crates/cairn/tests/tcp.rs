@@ -479,3 +479,73 @@ fn shutdown_answers_what_it_took_and_keeps_every_acknowledged_append() -> Result
     node.terminate()?;
     Ok(())
 }
+
+/// A producer given every node's address: when its node dies, the call in
+/// flight fails (its outcome is the caller's to judge), and a later call
+/// reconnects to another node and is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_reconnects_to_another_node_when_its_own_dies() -> Result<()> {
+    let mut c = support::cluster::TestCluster::start_with_tcp(3).await?;
+    c.client(0)?
+        .create_stream(
+            "re",
+            StreamConfig {
+                partitions: 2,
+                replication_factor: Some(3),
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    let addrs: Vec<String> = (0..3).map(|i| c.tcp(i).expect("up")).collect();
+    let producer =
+        TcpProducer::connect_any(addrs.clone(), cairn_client::TcpOptions::default()).await?;
+    let entry = |m: &str| NewEntry {
+        timestamp: None,
+        level: None,
+        source: "r".into(),
+        message: m.into(),
+        attributes: Default::default(),
+    };
+    producer.append("re", &[entry("first")]).await?;
+    let first_peer = producer.peer_addr().to_string();
+    ensure!(first_peer == addrs[0], "connected to {first_peer}");
+    c.kill(0);
+
+    // Calls may fail while the death is noticed; the caller retries (each
+    // message is distinct, so what is stored is checked below).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut failures = Vec::new();
+    loop {
+        match producer.append("re", &[entry("after")]).await {
+            Ok(_) => break,
+            Err(e) => failures.push(e.to_string()),
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "never reconnected: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peer = producer.peer_addr().to_string();
+    ensure!(
+        peer != first_peer && addrs.contains(&peer),
+        "reconnected to {peer}"
+    );
+    let stored = c
+        .client(1)?
+        .query("re", &Default::default())
+        .await?
+        .entries
+        .into_iter()
+        .map(|e| e.entry.message)
+        .collect::<Vec<_>>();
+    ensure!(
+        stored.contains(&"first".to_string()) && stored.contains(&"after".to_string()),
+        "stored: {stored:?}"
+    );
+    println!(
+        "reconnected from {first_peer} to {peer} after {} failed call(s): {failures:?}",
+        failures.len()
+    );
+    Ok(())
+}

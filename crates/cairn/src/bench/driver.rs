@@ -42,7 +42,7 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -99,7 +99,14 @@ pub struct ReadLoad {
 /// How a writer sends its appends.
 #[derive(Debug)]
 enum Sender {
-    Http(Client),
+    /// Clients for every target, starting with this writer's own; `current`
+    /// moves on when a target cannot be connected to (nothing was sent, so
+    /// the request is safely sent to the next).
+    Http {
+        clients: Vec<Client>,
+        current: AtomicUsize,
+    },
+    /// Reconnects by itself, to the next target when its own is down.
     Binary(TcpProducer),
 }
 
@@ -119,7 +126,7 @@ impl Sender {
         size: usize,
     ) -> Body {
         match self {
-            Sender::Http(_) => {
+            Sender::Http { .. } => {
                 let mut body = Vec::with_capacity(count as usize * (size + 8));
                 payload.build(worker, seq_start, count, &mut body);
                 Body::Ndjson(body)
@@ -133,8 +140,27 @@ impl Sender {
     /// Sends one append; a failure is reported as a short stable label.
     async fn append(&self, stream: &str, body: Body) -> Result<AppendResponse, String> {
         match (self, body) {
-            (Sender::Http(c), Body::Ndjson(b)) => {
-                c.append_ndjson(stream, b).await.map_err(|e| error_kind(&e))
+            (Sender::Http { clients, current }, Body::Ndjson(b)) => {
+                // Cheap to clone for a second target.
+                let b = bytes::Bytes::from(b);
+                let mut attempt = 0;
+                loop {
+                    let i = current.load(Ordering::Relaxed) % clients.len();
+                    match clients[i].append_ndjson(stream, b.clone()).await {
+                        Err(cairn_client::Error::Transport(e))
+                            if e.is_connect() && attempt + 1 < clients.len() =>
+                        {
+                            attempt += 1;
+                            let _ = current.compare_exchange(
+                                i,
+                                (i + 1) % clients.len(),
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        other => return other.map_err(|e| error_kind(&e)),
+                    }
+                }
             }
             (Sender::Binary(p), Body::Batch(b)) => p
                 .append_batch(stream, &b)
@@ -267,21 +293,34 @@ impl Driver {
         for k in 0..cfg.connections as usize {
             let sender = match cfg.api {
                 ProduceApi::Http => {
-                    let url = &cfg.targets[k % cfg.targets.len()];
-                    Sender::Http(Client::with_http_client(
-                        url,
-                        http(cfg.max_in_flight as usize)?,
-                    )?)
+                    let n = cfg.targets.len();
+                    let clients = (0..n)
+                        .map(|j| {
+                            let url = &cfg.targets[(k + j) % n];
+                            Ok(Client::with_http_client(
+                                url,
+                                http(cfg.max_in_flight as usize)?,
+                            )?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Sender::Http {
+                        clients,
+                        current: AtomicUsize::new(0),
+                    }
                 }
                 ProduceApi::Binary => {
-                    let addr = &cfg.tcp_targets[k % cfg.tcp_targets.len()];
+                    let n = cfg.tcp_targets.len();
+                    let addrs: Vec<String> = (0..n)
+                        .map(|j| cfg.tcp_targets[(k + j) % n].clone())
+                        .collect();
+                    let addr = addrs[0].clone();
                     let options = TcpOptions {
                         request_timeout: Some(cfg.timeout),
                         connect_timeout: cfg.timeout,
                         token: cfg.token.clone(),
                         ..TcpOptions::default()
                     };
-                    let producer = TcpProducer::connect_with(addr.as_str(), options)
+                    let producer = TcpProducer::connect_any(addrs, options)
                         .await
                         .with_context(|| format!("connect to the binary protocol at {addr}"))?;
                     Sender::Binary(producer)
