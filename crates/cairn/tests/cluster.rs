@@ -623,3 +623,61 @@ async fn a_leader_without_quorum_steps_down() -> Result<()> {
     ensure!(messages == expected, "{messages:?}");
     Ok(())
 }
+
+/// A follower cut off for several election timeouts does not raise its
+/// term (its pre-votes reach no one), so once healed it follows the leader
+/// instead of deposing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_follower_does_not_depose_the_leader() -> Result<()> {
+    const STREAM: &str = "heal";
+    let c = TestCluster::start(3).await?;
+    create_stream(&c, STREAM, 1).await?;
+    c.client(0)?
+        .append(STREAM, &[entry("svc", "before".to_string())])
+        .await?;
+    let leader = c.leader_of(STREAM, 0).await.context("no leader")?;
+    let term_of = |v: &cairn_client::ClusterView| {
+        v.groups
+            .iter()
+            .find(|g| g.stream == STREAM)
+            .map(|g| (g.leader, g.term))
+    };
+    let (_, term) = term_of(&c.view((leader - 1) as usize).await?).context("group")?;
+    let follower = (0..3)
+        .find(|i| *i as u64 + 1 != leader)
+        .expect("a follower");
+    let url = c.url(follower).expect("up");
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url}/v1/faults/network"))
+        .json(&serde_json::json!({"action": "isolate", "ttl_ms": 60_000}))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "install fault: {}", r.text().await?);
+    // Many election timeouts (400–800 ms) without a leader's heartbeat.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, cut_off_term) = term_of(&c.view(follower).await?).context("group")?;
+    let r = http
+        .delete(format!("{url}/v1/faults/network"))
+        .send()
+        .await?;
+    ensure!(r.status() == 204);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.client(follower)?
+        .append(STREAM, &[entry("svc", "after".to_string())])
+        .await?;
+    for i in 0..3 {
+        let (l, t) = term_of(&c.view(i).await?).context("group")?;
+        ensure!(
+            l == Some(leader) && t == term,
+            "node {}: leader {l:?} term {t}; before the isolation leader {leader} term {term} \
+             (the cut-off follower reached term {cut_off_term})",
+            i + 1
+        );
+    }
+    ensure!(
+        cut_off_term == term,
+        "the cut-off follower raised its term to {cut_off_term} (was {term})"
+    );
+    Ok(())
+}

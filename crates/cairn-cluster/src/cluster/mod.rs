@@ -295,6 +295,23 @@ impl Inner {
             return Ok(Bytes::new());
         }
         match kind {
+            leadership::PRE_VOTE => {
+                let granted = if group == 0 {
+                    leadership::answer_pre_vote(&self.controller, &self.timings).await
+                } else {
+                    let g = self.groups.read().get(&group).cloned();
+                    match g {
+                        Some(g) => leadership::answer_pre_vote(&g.raft, &self.timings).await,
+                        None => {
+                            return Err(RemoteError::new(
+                                network::NO_SUCH_GROUP,
+                                format!("{} is not running here", self.group_name(group)),
+                            ));
+                        }
+                    }
+                };
+                encode(&granted)
+            }
             network::kinds::APPEND_ENTRIES
             | network::kinds::VOTE
             | network::kinds::INSTALL_SNAPSHOT => {
@@ -645,9 +662,13 @@ impl Cluster {
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
         leadership::spawn(
             controller,
-            timings,
-            controller_hints,
-            error::GroupName::CONTROLLER.to_string(),
+            leadership::Duties {
+                timings,
+                hints: controller_hints,
+                transport: inner.transport.clone(),
+                group: 0,
+                name: error::GroupName::CONTROLLER.to_string(),
+            },
             inner.shutdown.clone(),
         );
         let cluster = Cluster { inner };
@@ -1336,9 +1357,13 @@ impl Cluster {
         );
         leadership::spawn(
             group.raft.clone(),
-            self.inner.timings.clone(),
-            hints,
-            group.name().to_string(),
+            leadership::Duties {
+                timings: self.inner.timings.clone(),
+                hints,
+                transport: self.inner.transport.clone(),
+                group: p.group,
+                name: group.name().to_string(),
+            },
             self.inner.shutdown.clone(),
         );
         self.inner.groups.write().insert(p.group, group);

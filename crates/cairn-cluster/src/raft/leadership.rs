@@ -64,38 +64,52 @@
 //! go before a new one can exist. Groups with a single voter never step
 //! down (they are their own quorum).
 //!
-//! # Breaking split votes
+//! # Elections: this task campaigns, after a pre-vote
 //!
-//! openraft 0.9 draws its random election timeout *once* per `Raft`, and
-//! only checks it on its tick, every 1.5 × `heartbeat_interval` (525 ms with
-//! Cairn's defaults). The draw in 400..800 ms therefore rounds to "one tick"
-//! or "two ticks", and the ticks of one group's replicas are in phase when
-//! the group was created on every node at once (a new stream). Seen in the
-//! kill -9 test: after the leader died, both survivors campaigned at the same
-//! instant every 1.05 s, each voting for itself and refusing the other, for
-//! 22 s, until scheduling drift let one of them go first.
+//! openraft 0.9 draws its random election timeout *once* per `Raft`, only
+//! checks it on its tick (every 1.5 × `heartbeat_interval`, 525 ms with
+//! Cairn's defaults), and has no pre-vote. Two things went wrong with that:
 //!
-//! So while a voter sees no leader, this task campaigns too, at a time
-//! drawn afresh each round from the election timeout range and measured
-//! from when the node lost its leader (the first drawn after openraft's own
-//! first attempt at lease + timeout, so a healthy failover is unchanged).
-//! Two survivors now meet in the same instant only by chance, and never
-//! twice in a row for long. An extra campaign is an ordinary Raft election
-//! (`Raft::trigger().elect()`, refused by openraft on a leader or learner):
-//! it costs a term, never safety.
+//! - the draw in 400..800 ms rounds to "one tick" or "two ticks", and the
+//!   ticks of one group's replicas are in phase when the group was created
+//!   on every node at once (a new stream): after the leader died, both
+//!   survivors campaigned in the same millisecond every 1.05 s, each voting
+//!   for itself, for up to 27 s (the kill -9 test);
+//! - a node cut off from the others kept campaigning, raising its term, and
+//!   on healing its higher term deposed a healthy leader.
 //!
-//! A node whose log is behind cannot win, and each campaign of its own makes
-//! it refuse the up-to-date candidate's request for that term. openraft backs
-//! such a node off by 2 × the maximum election timeout once a vote reply
-//! shows a greater log; the group's network reports the same sighting in
-//! [`ElectionHints`], and the extra campaigns hold off just as long (seen
-//! before this: a freshly restarted, lagging survivor kept a failover going
-//! for 7 s).
+//! So openraft's own election timer is off (`runtime_config().elect(false)`)
+//! and this task decides when a voter campaigns:
+//!
+//! 1. *When*: once the node's vote has been quiet — not refreshed by a
+//!    leader's heartbeat, nor changed — for the lease (the maximum election
+//!    timeout, when it follows a leader) plus a timeout drawn afresh each
+//!    round from the election timeout range. The task sleeps until exactly
+//!    that instant, not to a shared tick.
+//! 2. *Pre-vote*: it asks the other voters ([`PRE_VOTE`]) whether they too
+//!    have heard no leader for at least the minimum election timeout
+//!    ([`answer_pre_vote`]); a leader, or a follower its leader reached
+//!    lately, says no. Only with a majority's yes (its own included) does
+//!    it campaign (`Raft::trigger().elect()`, an ordinary Raft election). A
+//!    node cut off from the majority therefore never raises its term.
+//! 3. *Behind*: a node whose vote requests were answered with a longer log
+//!    cannot win, and each campaign of its own makes it refuse the
+//!    up-to-date candidate's request for that term. openraft backs such a
+//!    node off by 2 × the maximum election timeout; the group's network
+//!    reports the sighting in [`ElectionHints`] and this task holds off as
+//!    long (before this: a freshly restarted, lagging survivor kept a
+//!    failover going for 7 s).
+//!
+//! The pre-vote does not compare logs (openraft 0.9 does not expose a
+//! replica's last log id outside its core); the real vote still does, and
+//! point 3 covers the lagging candidate. A group with a single voter elects
+//! itself at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::raft::VoteRequest;
 use openraft::{CommittedLeaderId, LogId, Raft, RaftTypeConfig, ServerState, Vote};
 use rand::Rng;
@@ -104,31 +118,85 @@ use tokio_util::sync::CancellationToken;
 
 use super::timing::RaftTimings;
 use super::types::NodeInfo;
-use crate::transport::NodeId;
+use crate::transport::{NodeId, Transport};
 
 /// Starts the leader duties of `raft` (named `name` in logs, e.g. "stream
 /// app partition 4"); they end when the Raft stops or `shutdown` fires.
-pub fn spawn<C>(
-    raft: Raft<C>,
-    timings: Arc<RaftTimings>,
-    hints: Arc<ElectionHints>,
-    name: String,
-    shutdown: CancellationToken,
-) where
+pub fn spawn<C>(raft: Raft<C>, duties: Duties, shutdown: CancellationToken)
+where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
+    // Elections are this task's (see the module docs).
+    raft.runtime_config().elect(false);
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = run(raft, timings, hints, name) => {}
+            _ = run(raft, duties) => {}
         }
     });
 }
 
-async fn run<C>(raft: Raft<C>, timings: Arc<RaftTimings>, hints: Arc<ElectionHints>, name: String)
+/// What a group's leadership task needs besides its Raft.
+#[derive(Debug)]
+pub struct Duties {
+    pub timings: Arc<RaftTimings>,
+    pub hints: Arc<ElectionHints>,
+    /// For pre-votes: the transport and the group's id on it.
+    pub transport: Transport,
+    pub group: u64,
+    /// The group's name in logs, e.g. "stream app partition 4".
+    pub name: String,
+}
+
+/// Frame kind of a pre-vote request (beside `network::kinds`' Raft RPCs);
+/// the reply is a postcard `bool`.
+pub const PRE_VOTE: u16 = 13;
+
+/// A voter's answer to another's pre-vote: yes unless this node leads, or
+/// follows a leader whose heartbeat refreshed its vote within the minimum
+/// election timeout.
+pub async fn answer_pre_vote<C>(raft: &Raft<C>, timings: &RaftTimings) -> bool
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
+    if raft.metrics().borrow().state == ServerState::Leader {
+        return false;
+    }
+    match vote_quiet(raft).await {
+        Some((true, quiet)) => quiet >= timings.election_timeout.0,
+        Some((false, _)) => true,
+        None => false,
+    }
+}
+
+/// Whether the node's vote is committed (it follows or is a leader), and
+/// how long ago a heartbeat or a change last touched it. `None` once the
+/// Raft has stopped.
+async fn vote_quiet<C>(raft: &Raft<C>) -> Option<(bool, Duration)>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
+{
+    raft.with_raft_state(|st| {
+        let now =
+            <<C::AsyncRuntime as openraft::AsyncRuntime>::Instant as openraft::Instant>::now();
+        let quiet = st.vote_last_modified().map_or(Duration::MAX, |t| now - t);
+        (st.vote_ref().is_committed(), quiet)
+    })
+    .await
+    .ok()
+}
+
+async fn run<C>(raft: Raft<C>, duties: Duties)
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
+{
+    let Duties {
+        timings,
+        hints,
+        transport,
+        group,
+        name,
+    } = duties;
     let mut tick = tokio::time::interval(timings.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // (term, when this task first saw this node lead it): the quorum age
@@ -157,11 +225,7 @@ where
                     silent_ms: m.millis_since_quorum_ack,
                     voters,
                 },
-                _ => Role::Other {
-                    leaderless: m.current_leader.is_none()
-                        && voters.len() > 1
-                        && voters.contains(&m.id),
-                },
+                _ => Role::Other { me: m.id, voters },
             }
         };
         let (me, term, silent_ms, voters) = match view {
@@ -171,13 +235,30 @@ where
                 silent_ms,
                 voters,
             } => (me, term, silent_ms, voters),
-            Role::Other { leaderless } => {
+            Role::Other { me, voters } => {
                 leading_since = None;
-                let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
-                if campaign.due(leaderless, behind, &timings)
-                    && raft.trigger().elect().await.is_err()
-                {
+                if !voters.contains(&me) {
+                    campaign = Campaign::default();
+                    continue;
+                }
+                if voters.len() == 1 {
+                    // Its own quorum: nothing to wait for.
+                    if raft.trigger().elect().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                let Some((following, quiet)) = vote_quiet(&raft).await else {
                     return;
+                };
+                let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
+                if campaign.due(following, quiet, behind, &timings)
+                    && pre_vote(&transport, group, me, &voters, &timings).await
+                {
+                    tracing::debug!(group = %name, "pre-vote won: campaigning");
+                    if raft.trigger().elect().await.is_err() {
+                        return;
+                    }
                 }
                 continue;
             }
@@ -261,43 +342,76 @@ enum Role {
         voters: Vec<NodeId>,
     },
     Other {
-        leaderless: bool,
+        me: NodeId,
+        voters: Vec<NodeId>,
     },
 }
 
-/// When a voter without a leader campaigns next (see "Breaking split
-/// votes" in the module docs).
+/// Asks the other voters whether they would let this node campaign; true
+/// with a majority's yes, its own included.
+async fn pre_vote(
+    transport: &Transport,
+    group: u64,
+    me: NodeId,
+    voters: &[NodeId],
+    timings: &RaftTimings,
+) -> bool {
+    let asks = voters.iter().filter(|v| **v != me).map(|v| async move {
+        match transport
+            .call(*v, group, PRE_VOTE, Bytes::new(), timings.rpc_timeout_max)
+            .await
+        {
+            Ok(reply) => postcard::from_bytes::<bool>(&reply).unwrap_or(false),
+            Err(_) => false,
+        }
+    });
+    let yes = 1 + futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter(|granted| *granted)
+        .count();
+    yes > voters.len() / 2
+}
+
+/// When a voter campaigns next (see "Elections" in the module docs).
 #[derive(Default)]
 struct Campaign {
+    /// This round's drawn timeout, past the lease when following.
+    draw: Option<Duration>,
+    /// The instant the task next looks (sleeps until then).
     next: Option<Instant>,
 }
 
 impl Campaign {
-    /// Whether to campaign now, given whether the node currently knows no
-    /// leader and whether a peer recently showed a longer log; draws the
-    /// next campaign's time whenever one falls due.
-    fn due(&mut self, leaderless: bool, behind: bool, timings: &RaftTimings) -> bool {
-        if !leaderless {
-            self.next = None;
+    /// Whether to try a campaign now (pre-vote first), given whether the
+    /// node follows a leader, how long its vote has been quiet, and whether
+    /// a peer recently showed a longer log. Draws a new timeout whenever a
+    /// round falls due, and sets when to look next.
+    fn due(
+        &mut self,
+        following: bool,
+        quiet: Duration,
+        behind: bool,
+        timings: &RaftTimings,
+    ) -> bool {
+        let (min, max) = timings.election_timeout;
+        let draw = *self
+            .draw
+            .get_or_insert_with(|| rand::rng().random_range(min..max));
+        let threshold = if following { max + draw } else { draw };
+        let now = Instant::now();
+        if quiet < threshold {
+            self.next = Some(now + (threshold - quiet));
             return false;
         }
-        let now = Instant::now();
-        let (min, max) = timings.election_timeout;
-        let draw = || rand::rng().random_range(min..max);
-        match self.next {
-            // The node knows no leader once openraft's own first campaign
-            // began (lease + timeout after the last heartbeat); ours start
-            // one drawn timeout later.
-            None => {
-                self.next = Some(now + draw());
-                false
-            }
-            Some(at) if now >= at => {
-                self.next = Some(now + draw());
-                !behind
-            }
-            Some(_) => false,
+        if self.next.is_some_and(|at| now < at) {
+            return false;
         }
+        // A round: whatever comes of it, the next one is a fresh draw away.
+        let next = rand::rng().random_range(min..max);
+        self.draw = Some(next);
+        self.next = Some(now + next);
+        !behind
     }
 }
 
@@ -313,40 +427,42 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_leaderless_voter_campaigns_at_fresh_random_times() {
+    async fn a_voter_campaigns_after_the_lease_and_a_fresh_random_timeout() {
         let timings = RaftTimings::default();
         let (min, max) = timings.election_timeout;
         let mut campaign = Campaign::default();
-        assert!(!campaign.due(false, false, &timings));
-        assert!(campaign.next.is_none());
 
-        // Losing the leader only schedules the first campaign.
-        let lost = Instant::now();
-        assert!(!campaign.due(true, false, &timings));
-        let first = campaign.next.expect("scheduled");
-        assert!(first >= lost + min && first < lost + max);
+        // Following a leader heard from just now: wait at least the lease
+        // plus the minimum timeout, at most the lease plus the maximum.
+        assert!(!campaign.due(true, Duration::ZERO, false, &timings));
+        let wait = campaign.next.expect("scheduled") - Instant::now();
+        assert!(wait >= max + min && wait < max + max, "{wait:?}");
 
+        // Without a leader (a candidate that lost), only the drawn timeout.
+        let mut campaign = Campaign::default();
+        assert!(!campaign.due(false, Duration::ZERO, false, &timings));
+        let wait = campaign.next.expect("scheduled") - Instant::now();
+        assert!(wait >= min && wait < max, "{wait:?}");
+
+        // Once quiet long enough it is due, and each round draws afresh.
         let mut gaps = std::collections::BTreeSet::new();
-        let mut at = first;
         for _ in 0..20 {
+            let at = campaign.next.expect("scheduled");
             tokio::time::advance(at - Instant::now()).await;
-            assert!(campaign.due(true, false, &timings));
+            assert!(campaign.due(false, max, false, &timings));
             let next = campaign.next.expect("rescheduled");
             assert!(next >= at + min && next < at + max);
             gaps.insert(next - at);
-            at = next;
+            // Not again before the next round, however quiet.
+            assert!(!campaign.due(false, max * 10, false, &timings));
         }
-        // Drawn afresh each round, not once: that is what breaks the tie.
         assert!(gaps.len() > 10, "{gaps:?}");
 
-        // A node shown a longer log holds off, but keeps its schedule.
+        // A node shown a longer log holds off when a round falls due.
+        let at = campaign.next.expect("scheduled");
         tokio::time::advance(at - Instant::now()).await;
-        assert!(!campaign.due(true, true, &timings));
+        assert!(!campaign.due(false, max, true, &timings));
         assert!(campaign.next.expect("rescheduled") > at);
-
-        // A leader heard of cancels the schedule.
-        assert!(!campaign.due(false, false, &timings));
-        assert!(campaign.next.is_none());
     }
 
     #[test]
