@@ -178,3 +178,72 @@ async fn a_joined_node_restarts_with_a_new_http_port() -> Result<()> {
     );
     Ok(())
 }
+
+/// A node that joins from an address nobody answers at never takes a real
+/// voter's place: every partition keeps its three real replicas, so it
+/// still commits with one of them killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_that_joins_never_replaces_a_real_voter() -> Result<()> {
+    let mut c = TestCluster::start(3).await?;
+    let client = c.client(0)?;
+    client
+        .create_stream(
+            "d",
+            StreamConfig {
+                partitions: 4,
+                replication_factor: Some(3),
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    let url = c.url(0).context("up")?;
+    let dead = support::cluster::free_port()?;
+    let (status, body) = post(
+        &format!("{url}/v1/cluster/join"),
+        Some(
+            json!({"id": 4, "raft_addr": format!("127.0.0.1:{dead}"), "http_addr": "127.0.0.1:9"}),
+        ),
+    )
+    .await?;
+    ensure!(status == 204, "join: {status} {body}");
+    // Long enough for the mover to try (it moves within a second or two).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for i in 0..3 {
+        for g in c.view(i).await?.groups.iter().filter(|g| g.stream == "d") {
+            ensure!(
+                g.replicas.len() == 3 && !g.replicas.contains(&4),
+                "node {}: partition {} has voters {:?}",
+                i + 1,
+                g.partition,
+                g.replicas
+            );
+        }
+    }
+    // Every partition still has a majority of real replicas without node 3.
+    c.kill(2);
+    for p in 0..4u32 {
+        let source = (0..)
+            .map(|k| format!("src-{k}"))
+            .find(|s| cairn_types::partition_for_source(s, 4) == p)
+            .expect("a source for every partition");
+        let entry = NewEntry {
+            timestamp: None,
+            level: None,
+            source,
+            message: format!("p{p}"),
+            attributes: Default::default(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.append("d", std::slice::from_ref(&entry)).await {
+                Ok(_) => break,
+                // Elections after the kill: retry for a while.
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => bail!("partition {p} cannot commit with node 3 down: {e}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -9,8 +9,11 @@
 //! 1. record the union of old and new replicas (`SetReplicas`), so the
 //!    added nodes start the (uninitialized) group and can receive entries;
 //! 2. on the partition leader: add each new node as a learner and wait until
-//!    it has caught up, then change the voter set to the new replicas
-//!    (openraft's joint consensus keeps a majority of both sets in charge);
+//!    it has caught up — its matched index (the leader's replication
+//!    metrics) at the leader's committed index; a node that never answers
+//!    never gets there and the move fails, to be planned again — then change
+//!    the voter set to the new replicas (openraft's joint consensus keeps a
+//!    majority of both sets in charge);
 //! 3. record the new replicas; nodes no longer listed stop the group and
 //!    delete its data.
 //!
@@ -40,6 +43,49 @@ pub(crate) struct ChangeReplicas {
 
 /// How long step 2 may take (a learner catching up with a large log).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a new replica may take to catch up before a move gives up
+/// (and is planned again a second later).
+const CAUGHT_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until every node of `newcomers` has matched the leader's
+/// committed index (as the leader's replication metrics say); the ones
+/// still behind at `timeout`, if any.
+async fn wait_caught_up<C>(
+    raft: &openraft::Raft<C>,
+    newcomers: &[NodeId],
+    timeout: Duration,
+) -> Result<(), Vec<NodeId>>
+where
+    C: openraft::RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut metrics = raft.metrics();
+    loop {
+        let behind: Vec<NodeId> = {
+            let m = metrics.borrow_and_update();
+            let committed = m.last_applied.map(|l| l.index);
+            newcomers
+                .iter()
+                .copied()
+                .filter(|n| {
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(n).copied().flatten())
+                        .map(|l| l.index);
+                    matched < committed || matched.is_none()
+                })
+                .collect()
+        };
+        if behind.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return Err(behind) },
+            _ = tokio::time::sleep_until(deadline) => return Err(behind),
+        }
+    }
+}
 
 impl Inner {
     /// Step 2, on the partition leader.
@@ -73,6 +119,31 @@ impl Inner {
             }
         }
         let voters: BTreeSet<NodeId> = change.target.keys().copied().collect();
+        // A new replica counts only once it holds what the group has
+        // committed: a node that never answers (a dead address that joined)
+        // must not take a real voter's place.
+        let newcomers: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| {
+                !g.raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|x| x == *v)
+            })
+            .collect();
+        wait_caught_up(&g.raft, &newcomers, CAUGHT_UP_TIMEOUT)
+            .await
+            .map_err(|behind| {
+                ClusterError::Unavailable(format!(
+                    "{}: new replica(s) {behind:?} have not caught up within {CAUGHT_UP_TIMEOUT:?}; \
+                     the voters stay as they are",
+                    g.name()
+                ))
+            })?;
         g.raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
             .await
