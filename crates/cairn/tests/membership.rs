@@ -247,3 +247,39 @@ async fn a_dead_node_that_joins_never_replaces_a_real_voter() -> Result<()> {
     }
     Ok(())
 }
+
+/// Two nodes joining a 3-node cluster become controller voters together
+/// (five voters survive two failures); one alone stays a learner, which
+/// keeps the voter set odd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_nodes_become_controller_voters_in_pairs() -> Result<()> {
+    let mut c = TestCluster::start(3).await?;
+    c.join_node(0)?;
+    c.wait_ready(4).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let voters = |v: &cairn_client::ClusterView| {
+        v.nodes
+            .iter()
+            .filter(|n| n.voter)
+            .map(|n| n.id)
+            .collect::<Vec<_>>()
+    };
+    let v = c.view(0).await?;
+    ensure!(
+        voters(&v) == vec![1, 2, 3],
+        "one joined node: {:?}",
+        v.nodes
+    );
+    c.join_node(0)?;
+    c.wait_ready(5).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = c.view(0).await?;
+        if voters(&v) == vec![1, 2, 3, 4, 5] {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "voters stayed {:?}", voters(&v));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -17,6 +17,10 @@
 //! 3. record the new replicas; nodes no longer listed stop the group and
 //!    delete its data.
 //!
+//! Joined nodes receive the metadata as learners of the controller group;
+//! two caught-up learners at a time are promoted to voters, up to five, so
+//! the voter set stays odd.
+//!
 //! A draining node is not in the active set, so its replicas move away;
 //! once it holds none, it is removed from the metadata and from the
 //! controller group. A move interrupted by a crash is simply planned again:
@@ -43,6 +47,9 @@ pub(crate) struct ChangeReplicas {
 
 /// How long step 2 may take (a learner catching up with a large log).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The controller grows to this many voters at most (5 tolerate two
+/// failures; more would only slow every metadata change).
+pub const MAX_CONTROLLER_VOTERS: usize = 5;
 /// How long a new replica may take to catch up before a move gives up
 /// (and is planned again a second later).
 const CAUGHT_UP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -208,6 +215,50 @@ impl Cluster {
                 self.forget_node(node.id).await?;
             }
         }
+        self.grow_controller(&active).await
+    }
+
+    /// Promotes caught-up learners of the controller group to voters, two
+    /// at a time, while that keeps the voter set odd and at most
+    /// [`MAX_CONTROLLER_VOTERS`]: a cluster grown from 3 to 5 nodes then
+    /// survives two failures instead of one. An even set tolerates no more
+    /// failures than the odd one below it, so a lone learner waits for a
+    /// second.
+    async fn grow_controller(&self, active: &[NodeId]) -> Result<(), ClusterError> {
+        let controller = &self.inner.controller;
+        let (voters, learners) = {
+            let m = controller.metrics();
+            let m = m.borrow();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let learners: Vec<NodeId> = membership
+                .learner_ids()
+                .filter(|l| active.contains(l))
+                .collect();
+            (voters, learners)
+        };
+        if voters.len() + 2 > MAX_CONTROLLER_VOTERS || learners.len() < 2 {
+            return Ok(());
+        }
+        let up: Vec<NodeId> = learners
+            .into_iter()
+            .filter(|l| self.inner.heartbeats.state(*l) == Some(crate::membership::NodeState::Up))
+            .take(2)
+            .collect();
+        if up.len() < 2 {
+            return Ok(());
+        }
+        if wait_caught_up(controller, &up, Duration::from_secs(5))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+        tracing::info!(promoted = ?up, voters = voters.len() + 2, "controller: learners become voters");
+        controller
+            .change_membership(ChangeMembers::AddVoterIds(up.into_iter().collect()), false)
+            .await
+            .map_err(|e| ClusterError::Indeterminate(format!("promote controller voters: {e}")))?;
         Ok(())
     }
 
