@@ -82,6 +82,7 @@ use crate::controller::{
 };
 use crate::membership::{self, HeartbeatConfig, HeartbeatService, HeartbeatTask, PeerStatus};
 use crate::raft::leadership;
+use crate::raft::log_store::log_id as raft_log_id;
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
 use crate::raft::{LogStore, LogStoreOptions, PartitionStateMachine};
@@ -212,6 +213,8 @@ struct Inner {
     data_dir: Arc<DataDir>,
     raft_config: Arc<openraft::Config>,
     controller: Raft<ControllerRaftConfig>,
+    /// The controller's log on disk (its last log id, for pre-votes).
+    controller_log: cairn_storage::PartitionLog,
     controller_sm: ControllerStateMachine,
     timings: Arc<crate::raft::RaftTimings>,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
@@ -296,12 +299,19 @@ impl Inner {
         }
         match kind {
             leadership::PRE_VOTE => {
+                let candidate: Option<openraft::LogId<NodeId>> = decode(&payload)?;
                 let granted = if group == 0 {
-                    leadership::answer_pre_vote(&self.controller, &self.timings).await
+                    let mine = self.controller_log.last_entry().map(raft_log_id);
+                    leadership::answer_pre_vote(&self.controller, &self.timings, candidate, mine)
+                        .await
                 } else {
                     let g = self.groups.read().get(&group).cloned();
                     match g {
-                        Some(g) => leadership::answer_pre_vote(&g.raft, &self.timings).await,
+                        Some(g) => {
+                            let mine = g.log.last_entry().map(raft_log_id);
+                            leadership::answer_pre_vote(&g.raft, &self.timings, candidate, mine)
+                                .await
+                        }
                         None => {
                             return Err(RemoteError::new(
                                 network::NO_SUCH_GROUP,
@@ -630,6 +640,7 @@ impl Cluster {
             GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
                 .with_timings(timings.clone());
         let controller_hints = controller_network.election_hints();
+        let controller_plog = controller_log.log().clone();
         let controller = Raft::new(
             config.node_id,
             raft_config.clone(),
@@ -647,6 +658,7 @@ impl Cluster {
             data_dir,
             raft_config,
             controller: controller.clone(),
+            controller_log: controller_plog,
             controller_sm,
             timings: timings.clone(),
             groups: RwLock::new(HashMap::new()),
@@ -665,6 +677,10 @@ impl Cluster {
             leadership::Duties {
                 timings,
                 hints: controller_hints,
+                last_log: {
+                    let log = inner.controller_log.clone();
+                    leadership::LastLog::new(move || log.last_entry().map(raft_log_id))
+                },
                 transport: inner.transport.clone(),
                 group: 0,
                 name: error::GroupName::CONTROLLER.to_string(),
@@ -1360,6 +1376,10 @@ impl Cluster {
             leadership::Duties {
                 timings: self.inner.timings.clone(),
                 hints,
+                last_log: {
+                    let log = group.log.clone();
+                    leadership::LastLog::new(move || log.last_entry().map(raft_log_id))
+                },
                 transport: self.inner.transport.clone(),
                 group: p.group,
                 name: group.name().to_string(),

@@ -86,12 +86,15 @@
 //!    timeout, when it follows a leader) plus a timeout drawn afresh each
 //!    round from the election timeout range. The task sleeps until exactly
 //!    that instant, not to a shared tick.
-//! 2. *Pre-vote*: it asks the other voters ([`PRE_VOTE`]) whether they too
-//!    have heard no leader for at least the minimum election timeout
-//!    ([`answer_pre_vote`]); a leader, or a follower its leader reached
-//!    lately, says no. Only with a majority's yes (its own included) does
-//!    it campaign (`Raft::trigger().elect()`, an ordinary Raft election). A
-//!    node cut off from the majority therefore never raises its term.
+//! 2. *Pre-vote*: it asks the other voters ([`PRE_VOTE`], carrying its
+//!    last log id) whether they would vote for it ([`answer_pre_vote`]): a
+//!    leader, a follower its leader reached within the minimum election
+//!    timeout, or a voter whose log is ahead of the candidate's (Raft's own
+//!    vote rule: last term, then last index) says no. Only with a
+//!    majority's yes (its own included) does it campaign
+//!    (`Raft::trigger().elect()`, an ordinary Raft election). A node cut off
+//!    from the majority therefore never raises its term, and one whose log
+//!    is behind does not keep the up-to-date one from winning.
 //! 3. *Behind*: a node whose vote requests were answered with a longer log
 //!    cannot win, and each campaign of its own makes it refuse the
 //!    up-to-date candidate's request for that term. openraft backs such a
@@ -100,10 +103,9 @@
 //!    long (before this: a freshly restarted, lagging survivor kept a
 //!    failover going for 7 s).
 //!
-//! The pre-vote does not compare logs (openraft 0.9 does not expose a
-//! replica's last log id outside its core); the real vote still does, and
-//! point 3 covers the lagging candidate. A group with a single voter elects
-//! itself at once.
+//! Last log ids come from the group's log on disk ([`LastLog`]; openraft
+//! 0.9 does not expose its own outside the core). A group with a single
+//! voter elects itself at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,6 +143,8 @@ where
 pub struct Duties {
     pub timings: Arc<RaftTimings>,
     pub hints: Arc<ElectionHints>,
+    /// This replica's last log id, for pre-votes.
+    pub last_log: LastLog,
     /// For pre-votes: the transport and the group's id on it.
     pub transport: Transport,
     pub group: u64,
@@ -148,18 +152,48 @@ pub struct Duties {
     pub name: String,
 }
 
-/// Frame kind of a pre-vote request (beside `network::kinds`' Raft RPCs);
-/// the reply is a postcard `bool`.
+/// The last log id of a group's replica, read from its log.
+#[derive(Clone)]
+pub struct LastLog(Arc<dyn Fn() -> Option<LogId<NodeId>> + Send + Sync>);
+
+impl LastLog {
+    pub fn new(f: impl Fn() -> Option<LogId<NodeId>> + Send + Sync + 'static) -> LastLog {
+        LastLog(Arc::new(f))
+    }
+
+    pub fn get(&self) -> Option<LogId<NodeId>> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LastLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LastLog({:?})", self.get())
+    }
+}
+
+/// Frame kind of a pre-vote request (beside `network::kinds`' Raft RPCs):
+/// the candidate's last log id (postcard `Option<LogId>`); the reply is a
+/// postcard `bool`.
 pub const PRE_VOTE: u16 = 13;
 
-/// A voter's answer to another's pre-vote: yes unless this node leads, or
+/// A voter's answer to another's pre-vote: yes unless this node leads,
 /// follows a leader whose heartbeat refreshed its vote within the minimum
-/// election timeout.
-pub async fn answer_pre_vote<C>(raft: &Raft<C>, timings: &RaftTimings) -> bool
+/// election timeout, or holds a log ahead of the candidate's.
+pub async fn answer_pre_vote<C>(
+    raft: &Raft<C>,
+    timings: &RaftTimings,
+    candidate_last: Option<LogId<NodeId>>,
+    my_last: Option<LogId<NodeId>>,
+) -> bool
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {
     if raft.metrics().borrow().state == ServerState::Leader {
+        return false;
+    }
+    // LogId orders by (term, leader, index) — Raft's "at least as up to date".
+    if candidate_last < my_last {
         return false;
     }
     match vote_quiet(raft).await {
@@ -193,6 +227,7 @@ where
     let Duties {
         timings,
         hints,
+        last_log,
         transport,
         group,
         name,
@@ -253,7 +288,10 @@ where
                 };
                 let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
                 if campaign.due(following, quiet, behind, &timings)
-                    && pre_vote(&transport, group, me, &voters, &timings).await
+                    && pre_vote(&transport, group, me, &voters, &timings, last_log.get()).await
+                    // A reply that showed a longer log may have come in
+                    // while the pre-vote was out.
+                    && !hints.greater_log_seen_within(2 * timings.election_timeout.1)
                 {
                     tracing::debug!(group = %name, "pre-vote won: campaigning");
                     if raft.trigger().elect().await.is_err() {
@@ -355,14 +393,22 @@ async fn pre_vote(
     me: NodeId,
     voters: &[NodeId],
     timings: &RaftTimings,
+    last: Option<LogId<NodeId>>,
 ) -> bool {
-    let asks = voters.iter().filter(|v| **v != me).map(|v| async move {
-        match transport
-            .call(*v, group, PRE_VOTE, Bytes::new(), timings.rpc_timeout_max)
-            .await
-        {
-            Ok(reply) => postcard::from_bytes::<bool>(&reply).unwrap_or(false),
-            Err(_) => false,
+    let Ok(payload) = postcard::to_allocvec(&last) else {
+        return false;
+    };
+    let payload = Bytes::from(payload);
+    let asks = voters.iter().filter(|v| **v != me).map(|v| {
+        let payload = payload.clone();
+        async move {
+            match transport
+                .call(*v, group, PRE_VOTE, payload, timings.rpc_timeout_max)
+                .await
+            {
+                Ok(reply) => postcard::from_bytes::<bool>(&reply).unwrap_or(false),
+                Err(_) => false,
+            }
         }
     });
     let yes = 1 + futures::future::join_all(asks)
