@@ -289,9 +289,10 @@ where
                 let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
                 if campaign.due(following, quiet, behind, &timings)
                     && pre_vote(&transport, group, me, &voters, &timings, last_log.get()).await
-                    // A reply that showed a longer log may have come in
-                    // while the pre-vote was out.
+                    // While the pre-vote was out, a reply may have shown a
+                    // longer log, or a new leader may have been elected.
                     && !hints.greater_log_seen_within(2 * timings.election_timeout.1)
+                    && still_leaderless(&raft, &timings).await
                 {
                     tracing::debug!(group = %name, "pre-vote won: campaigning");
                     if raft.trigger().elect().await.is_err() {
@@ -383,6 +384,16 @@ enum Role {
         me: NodeId,
         voters: Vec<NodeId>,
     },
+}
+
+/// Whether this node's vote is still quiet after a pre-vote: while it was
+/// out, a new leader may have reached the node or it may have voted for
+/// another candidate, and either deserves an election timeout's peace.
+async fn still_leaderless<C>(raft: &Raft<C>, timings: &RaftTimings) -> bool
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
+{
+    matches!(vote_quiet(raft).await, Some((_, quiet)) if quiet >= timings.election_timeout.0)
 }
 
 /// Asks the other voters whether they would let this node campaign; true
