@@ -58,6 +58,7 @@ error_codes! {
     Conflict = 17, "conflict", 409;
     Unauthorized = 18, "unauthorized", 401;
     Forbidden = 19, "forbidden", 403;
+    RequestTimeout = 20, "request_timeout", 408;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -72,7 +73,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_names_match_serde() {
-        for n in 1..=19 {
+        for n in 1..=20 {
             let code = ErrorCode::from_number(n).unwrap();
             assert_eq!(code.number(), n);
             let json = serde_json::to_string(&code).unwrap();
