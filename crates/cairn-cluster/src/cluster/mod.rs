@@ -22,6 +22,16 @@
 //! controller leader also moves replicas when nodes join or drain
 //! (`mover`).
 //!
+//! openraft stops a group's core for good on any storage error (a failed
+//! append, vote or metadata write). Storage first retries the errors that
+//! only mean "short of descriptors or space for a moment" (see
+//! `cairn_storage::fsutil`); if one still reaches Raft, reconciling
+//! notices the stopped core (within a second) and restarts the group from
+//! its log on disk, as a node restart would: the log is closed, reopened
+//! and recovered (which also lifts the refusal a failed write leaves on
+//! it), and a new Raft core joins the group again. A restart that fails
+//! is retried every second, like a group that could not start.
+//!
 //! # Requests
 //!
 //! Controller commands and partition writes go to the group's leader: run
@@ -1229,6 +1239,12 @@ impl Cluster {
                 self.stop_group(group, true).await;
             }
         }
+        for group in self.failed_groups() {
+            if self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            self.stop_group(group, false).await;
+        }
         for (group, (stream, partition, p)) in wanted {
             if self.inner.groups.read().contains_key(&group) {
                 continue;
@@ -1237,6 +1253,30 @@ impl Cluster {
                 tracing::warn!(group, stream = %stream.name, partition, error = %e, "could not start partition group; will retry");
             }
         }
+    }
+
+    /// Groups whose Raft core stopped on an error (not a shutdown): to be
+    /// restarted from disk (see the module docs).
+    fn failed_groups(&self) -> Vec<u64> {
+        let groups = self.inner.groups.read();
+        groups
+            .values()
+            .filter_map(|g| {
+                let metrics = g.raft.metrics();
+                let state = &metrics.borrow().running_state;
+                match state {
+                    Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                    Err(e) => {
+                        tracing::error!(
+                            group = %g.name(),
+                            error = %e,
+                            "the partition group's Raft stopped on an error; restarting it from its log on disk"
+                        );
+                        Some(g.group)
+                    }
+                }
+            })
+            .collect()
     }
 
     async fn start_group(
