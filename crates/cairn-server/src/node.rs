@@ -8,6 +8,10 @@
 //! last shut the data directory down, which syncs every log whatever its
 //! durability policy.
 //!
+//! Both client APIs are served within the node's bounds — connection caps,
+//! timeouts, a receive-memory budget ([`crate::limits`]); the guards are
+//! made here, shared by both, and their metrics registered.
+//!
 //! Injected faults (see [`crate::faults`]) are wired here: the data
 //! directory's disk fault also delays telemetry's disk probe, and the
 //! snapshot lists every fault in force (disk, CPU burn, network rules).
@@ -59,6 +63,8 @@ pub struct NodeConfig {
     pub monitor: crate::monitor::MonitorOptions,
     /// Who may do what (see [`crate::auth`]); the default allows everything.
     pub access: crate::auth::Access,
+    /// Connection caps, timeouts and the receive budget of the client APIs.
+    pub limits: crate::limits::Limits,
 }
 
 /// How this node finds and forms its cluster.
@@ -105,6 +111,7 @@ impl NodeConfig {
             anti_entropy: Default::default(),
             monitor: Default::default(),
             access: Default::default(),
+            limits: Default::default(),
         }
     }
 
@@ -115,6 +122,8 @@ impl NodeConfig {
                 self.max_body_bytes
             ));
         }
+        self.limits
+            .validate(self.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD)?;
         if self.retention_check.is_zero() {
             return Err("retention_check must be positive".into());
         }
@@ -169,6 +178,8 @@ pub(crate) struct NodeInner {
     pub monitor: Option<crate::monitor::MonitorService>,
     /// Stops the node's background tasks (the monitor) at shutdown.
     pub stop_tasks: CancellationToken,
+    /// Connection caps, receive budget, descriptor headroom.
+    pub guards: Arc<crate::limits::Guards>,
 }
 
 impl Node {
@@ -278,6 +289,15 @@ impl Node {
                 .map_err(|e| ApiError::internal(format!("start the monitor: {e}")))?,
             )
         };
+        // Two client listeners at most (HTTP, binary protocol) share the
+        // descriptors left for connections.
+        let guards = Arc::new(crate::limits::Guards::new(
+            &config.limits,
+            config.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD,
+            2,
+        ));
+        crate::limits::register_metrics(&telemetry, Arc::downgrade(&guards));
+        crate::limits::spawn_sampler(Arc::downgrade(&guards));
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -289,6 +309,7 @@ impl Node {
                 http,
                 monitor,
                 stop_tasks,
+                guards,
             }),
         };
         // Weak: telemetry is owned by the node and must not keep it alive.
@@ -385,6 +406,11 @@ impl Node {
         &self.inner.telemetry
     }
 
+    /// Connection caps, receive budget and descriptor headroom.
+    pub fn guards(&self) -> &Arc<crate::limits::Guards> {
+        &self.inner.guards
+    }
+
     /// The cluster monitor, unless it is turned off.
     pub fn monitor(&self) -> Option<&crate::monitor::MonitorService> {
         self.inner.monitor.as_ref()
@@ -436,13 +462,17 @@ impl Node {
         let addr: Option<SocketAddr> = http.local_addr().ok();
         tracing::info!(?addr, "serving HTTP");
         let stop = stop_apis.clone();
-        let served = axum::serve(http, self.router())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .await;
-        // Also when HTTP failed: the binary side must not outlive storage.
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+        crate::http_server::serve(
+            http,
+            self.router(),
+            self.guards().clone(),
+            stop_apis.clone(),
+        )
+        .await;
         stop_apis.cancel();
         if let Some(server) = tcp_server
             && let Err(e) = server.await
@@ -452,9 +482,7 @@ impl Node {
         tracing::info!("API servers stopped; shutting the data directory down");
         let _ = stop_tx.send(true);
         let _ = retention.await;
-        let closed = self.shutdown_storage().await;
-        served.map_err(|e| ApiError::internal(format!("HTTP server failed: {e}")))?;
-        closed
+        self.shutdown_storage().await
     }
 
     /// Stops the Raft groups and telemetry, syncs every log and stops the

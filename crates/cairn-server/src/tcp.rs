@@ -30,6 +30,16 @@
 //! requests finish and their responses are written, then the sockets
 //! close. Requests still unread in a socket's buffer are not answered;
 //! the producer sees the connection close and knows they were not taken.
+//!
+//! Bounds (see [`crate::limits`]): a connection over the listener's caps
+//! gets an ERROR `unavailable` (correlation id 0) and is closed, without
+//! a task of its own. Frames are read by [`crate::frames`], which holds
+//! only what has arrived and charges it to the node's receive budget; a
+//! request keeps its charge until it is answered. A frame that does not
+//! arrive whole within the frame timeout, or cannot get budget, closes the
+//! connection with an ERROR `request_timeout` or `unavailable`; a
+//! connection with nothing in flight and no frame for the idle timeout is
+//! closed without one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,18 +51,20 @@ use cairn_types::ErrorCode;
 use cairn_types::protocol::{
     self, AppendedPartition, MalformedFrame, Op, Request, RequestBody, Response, ResponseBody,
 };
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ApiError;
 use crate::auth::{Role, Verdict};
+use crate::frames::{FrameReader, ReadError};
 use crate::ingest;
+use crate::limits::{Charge, Closed, ConnectionPermit, Refusal};
 use crate::node::Node;
 
 /// Requests of one connection handled at once; beyond it the reader
@@ -87,9 +99,21 @@ pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((socket, peer)) => {
-                connections.spawn(connection(node.clone(), socket, peer, stop.clone()));
-            }
+            Ok((socket, peer)) => match node.guards().tcp.admit(peer.ip()) {
+                Ok(permit) => {
+                    connections.spawn(connection(
+                        node.clone(),
+                        socket,
+                        peer,
+                        stop.clone(),
+                        permit,
+                    ));
+                }
+                Err(reason) => {
+                    let gate = &node.guards().tcp;
+                    gate.refuse(socket, reason, refusal_frame(reason, gate.max(), gate.max_per_ip()));
+                }
+            },
             Err(e) => {
                 // Usually out of file descriptors: wait for some to close
                 // rather than spin on the error.
@@ -107,6 +131,29 @@ pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
     connections.wait().await;
 }
 
+/// The ERROR frame (correlation id 0, length prefix included) that
+/// answers a connection refused for `reason`.
+pub fn refusal_frame(reason: Refusal, max: usize, max_per_ip: usize) -> Vec<u8> {
+    let message = match reason {
+        Refusal::Connections => format!(
+            "the node holds its maximum of {max} binary-protocol connections \
+             (--max-connections); retry later or use another node"
+        ),
+        Refusal::PerIp => format!(
+            "this address holds the maximum of {max_per_ip} binary-protocol connections \
+             (--max-connections-per-ip); close some or retry later"
+        ),
+        Refusal::Descriptors => {
+            "the node is short of file descriptors; retry later or use another node".to_string()
+        }
+    };
+    let frame = Response::error(0, None, ErrorCode::Unavailable, message).encode();
+    let mut out = Vec::with_capacity(protocol::LENGTH_PREFIX_LEN + frame.len());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(&frame);
+    out
+}
+
 /// Why a connection stops reading.
 enum Close {
     /// The producer closed its side, or the node is shutting down.
@@ -115,6 +162,8 @@ enum Close {
     Error(ErrorCode, String),
     /// Credentials were refused (the refusal is already answered).
     Refused(String),
+    /// A limit closes it (counted), with a connection-level error or not.
+    Limit(Closed, Option<(ErrorCode, String)>),
 }
 
 /// Answers an AUTH; on success `accepted` holds the token for the
@@ -151,12 +200,25 @@ fn authenticate(
     }
 }
 
-async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+async fn connection(
+    node: Node,
+    socket: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+    permit: ConnectionPermit,
+) {
     // Responses are small and latency-bound: never wait for Nagle.
     let _ = socket.set_nodelay(true);
     let max_frame = node.config().max_body_bytes + protocol::REQUEST_OVERHEAD;
     let (read_half, write_half) = socket.into_split();
-    let mut frames = FramedRead::new(read_half, codec(max_frame));
+    let guards = node.guards().clone();
+    let idle_timeout = guards.limits.tcp_idle_timeout;
+    let mut frames = FrameReader::new(
+        read_half,
+        max_frame,
+        guards.limits.tcp_frame_timeout,
+        guards.clone(),
+    );
     let (responses, queued) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer = tokio::spawn(write_responses(write_half, queued, peer));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
@@ -166,26 +228,48 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
     let mut accepted_token: Option<Vec<u8>> = None;
     tracing::debug!(%peer, "binary-protocol connection opened");
 
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     let close = loop {
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + idle_timeout);
         let frame = tokio::select! {
             // Shutdown wins over reading more: what is read gets answered.
             biased;
             _ = stop.cancelled() => break Close::Quiet,
             frame = frames.next() => frame,
-        };
-        let frame = match frame {
-            None => break Close::Quiet,
-            Some(Ok(frame)) => frame.freeze(),
-            Some(Err(e)) => {
-                let oversized = e
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
-                if oversized {
-                    break Close::Error(
-                        ErrorCode::PayloadTooLarge,
-                        format!("a frame exceeds the {max_frame}-byte limit"),
-                    );
+            _ = &mut idle => {
+                if frames.between_frames()
+                    && permits.available_permits() == MAX_IN_FLIGHT_PER_CONNECTION
+                {
+                    break Close::Limit(Closed::IdleTimeout, None);
                 }
+                // Busy: judge again after another idle period.
+                continue;
+            }
+        };
+        let (frame, charge) = match frame {
+            Ok(None) => break Close::Quiet,
+            Ok(Some(f)) => (f.bytes, f.charge),
+            Err(ReadError::TooLarge { .. }) => {
+                break Close::Error(
+                    ErrorCode::PayloadTooLarge,
+                    format!("a frame exceeds the {max_frame}-byte limit"),
+                );
+            }
+            Err(e @ ReadError::Timeout(_)) => {
+                break Close::Limit(
+                    Closed::FrameTimeout,
+                    Some((ErrorCode::RequestTimeout, format!("{e} (--tcp-frame-timeout)"))),
+                );
+            }
+            Err(ReadError::Budget(e)) => {
+                break Close::Limit(
+                    Closed::Budget,
+                    Some((ErrorCode::Unavailable, format!("{e}; retry later"))),
+                );
+            }
+            Err(ReadError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "binary-protocol connection failed");
                 break Close::Quiet;
             }
@@ -217,7 +301,13 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
                 };
                 match access.check(accepted_token.as_deref(), Some(needed)) {
                     Verdict::Allowed => {
-                        handlers.spawn(handle(node.clone(), request, responses.clone(), permit));
+                        handlers.spawn(handle(
+                            node.clone(),
+                            request,
+                            responses.clone(),
+                            permit,
+                            charge,
+                        ));
                     }
                     Verdict::Unauthenticated => {
                         let message = "send an AUTH frame with a valid token first".to_string();
@@ -275,10 +365,20 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
         Close::Refused(reason) => {
             tracing::warn!(%peer, %reason, "binary-protocol credentials refused; closing");
         }
+        Close::Limit(reason, answer) => {
+            permit.gate().count_closed(reason);
+            tracing::debug!(%peer, reason = reason.as_str(), "closing binary-protocol connection for a limit");
+            if let Some((code, message)) = answer {
+                metrics.count_error(code);
+                let response = Response::error(0, None, code, message);
+                let _ = responses.send(response.encode()).await;
+            }
+        }
         Close::Quiet => {}
     }
     drop(responses);
     let _ = writer.await;
+    drop(permit);
     tracing::debug!(%peer, "binary-protocol connection closed");
 }
 
@@ -313,11 +413,14 @@ async fn write_responses(
     let _ = out.into_inner().shutdown().await;
 }
 
+/// Answers one request; `charge` (the frame's receive budget) is held
+/// until the answer is queued.
 async fn handle(
     node: Node,
     request: Request,
     responses: mpsc::Sender<Bytes>,
     permit: OwnedSemaphorePermit,
+    charge: Charge,
 ) {
     let metrics = &node.telemetry().metrics;
     let started = metrics.start_timer();
@@ -348,6 +451,7 @@ async fn handle(
         metrics.record_write(WriteStage::Respond, encoding.elapsed());
         metrics.record_write(WriteStage::Total, started.elapsed());
     }
+    drop(charge);
     drop(permit);
 }
 
