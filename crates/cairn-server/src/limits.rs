@@ -14,9 +14,10 @@
 //!   reserve. A refused connection is answered, not just dropped: HTTP
 //!   gets `503 {code: "unavailable", message}`, the binary protocol an
 //!   ERROR frame `unavailable` with correlation id 0; then it is closed.
-//!   The refusal is written without reading the request, at most
-//!   [`MAX_REFUSALS_IN_PROGRESS`] at a time (beyond that the socket is just
-//!   closed), each done within [`REFUSAL_TIME`].
+//!   The refusal is written at once, without reading the request; the
+//!   node then waits (at most [`REFUSAL_TIME`], for at most
+//!   [`MAX_REFUSALS_IN_PROGRESS`] connections at a time) for the client to
+//!   close, so the answer is not lost to a reset.
 //! - **Time**: nothing a client starts may stay half done. HTTP: a request
 //!   head must be complete within the header timeout (counted from the
 //!   connection's accept, or the first byte of a later request), a body
@@ -58,7 +59,7 @@ use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -162,7 +163,8 @@ impl Limits {
     pub fn effective_budget(&self, max_request: usize) -> usize {
         self.receive_budget_bytes.unwrap_or_else(|| {
             let memory = memory_bytes().unwrap_or(4 << 30);
-            let fraction = (memory / BUDGET_MEMORY_FRACTION).clamp(MIN_DEFAULT_BUDGET, MAX_DEFAULT_BUDGET);
+            let fraction =
+                (memory / BUDGET_MEMORY_FRACTION).clamp(MIN_DEFAULT_BUDGET, MAX_DEFAULT_BUDGET);
             (fraction as usize).max(2 * max_request)
         })
     }
@@ -325,7 +327,11 @@ impl Closed {
     /// The reasons that can close a connection of `api`.
     pub fn of(api: Api) -> &'static [Closed] {
         match api {
-            Api::Http => &[Closed::HeaderTimeout, Closed::IdleTimeout, Closed::WriteStalled],
+            Api::Http => &[
+                Closed::HeaderTimeout,
+                Closed::IdleTimeout,
+                Closed::WriteStalled,
+            ],
             Api::Tcp => &[Closed::IdleTimeout, Closed::FrameTimeout, Closed::Budget],
         }
     }
@@ -345,7 +351,11 @@ impl Closed {
 struct GateState {
     open: usize,
     per_ip: HashMap<IpAddr, usize>,
+    /// Refusals are logged at most once per [`REFUSAL_LOG_INTERVAL`].
+    last_logged: Option<std::time::Instant>,
 }
+
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Admits a listener's connections within its caps.
 #[derive(Debug)]
@@ -407,7 +417,7 @@ impl ConnectionGate {
         let refusal = {
             let mut st = self.state.lock();
             let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
-            if st.open >= self.max {
+            let refusal = if st.open >= self.max {
                 Some(Refusal::Connections)
             } else if from_ip >= self.max_per_ip {
                 Some(Refusal::PerIp)
@@ -417,10 +427,31 @@ impl ConnectionGate {
                 st.open += 1;
                 *st.per_ip.entry(ip).or_default() += 1;
                 None
+            };
+            let log = refusal.is_some()
+                && st
+                    .last_logged
+                    .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL);
+            if log {
+                st.last_logged = Some(std::time::Instant::now());
             }
+            refusal.map(|r| (r, log, st.open))
         };
-        if let Some(r) = refusal {
+        if let Some((r, log, open)) = refusal {
             self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+            if log {
+                tracing::warn!(
+                    api = self.api.as_str(),
+                    reason = r.as_str(),
+                    %ip,
+                    open,
+                    max = self.max,
+                    max_per_ip = self.max_per_ip,
+                    open_fds = self.fds.open_estimate(),
+                    fd_limit = self.fds.limit,
+                    "refusing connections (logged at most every 10 s; see cairn_connections_refused_total)"
+                );
+            }
             return Err(r);
         }
         self.fds.connections.fetch_add(1, Ordering::Relaxed);
@@ -443,26 +474,37 @@ impl ConnectionGate {
     }
 
     /// Answers a refused connection with `answer` and closes it (see the
-    /// module docs), in a task of its own.
-    pub fn refuse(&self, mut socket: TcpStream, reason: Refusal, answer: Vec<u8>) {
-        let Ok(permit) = self.refusing.clone().try_acquire_owned() else {
-            return; // dropped: closed without an answer
+    /// module docs). The answer is written at once (it fits an empty send
+    /// buffer); what follows, in a task, is reading until the client closes:
+    /// closing with unread bytes would reset the connection, and a reset
+    /// can destroy the answer before the client reads it. Without a free
+    /// slot for that, the socket is closed right away.
+    pub fn refuse(&self, socket: TcpStream, reason: Refusal, answer: Vec<u8>) {
+        use std::io::Write;
+        tracing::debug!(
+            api = self.api.as_str(),
+            reason = reason.as_str(),
+            "refusing a connection"
+        );
+        let Ok(mut socket) = socket.into_std() else {
+            return;
         };
-        let api = self.api;
+        let _ = socket.write(&answer);
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+        let Ok(permit) = self.refusing.clone().try_acquire_owned() else {
+            return;
+        };
+        let Ok(mut socket) = TcpStream::from_std(socket) else {
+            return;
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let answered = tokio::time::timeout(REFUSAL_TIME, async {
-                socket.write_all(&answer).await?;
-                socket.shutdown().await?;
-                // Read what the client sends until it closes: closing with
-                // unread data would reset the connection and could discard
-                // the answer before the client reads it.
+            let _ = tokio::time::timeout(REFUSAL_TIME, async {
                 let mut sink = [0u8; 1024];
                 while socket.read(&mut sink).await? > 0 {}
                 Ok::<_, std::io::Error>(())
             })
             .await;
-            tracing::debug!(api = api.as_str(), reason = reason.as_str(), ?answered, "connection refused");
         });
     }
 }
@@ -543,8 +585,7 @@ impl ReceiveBudget {
     }
 
     pub fn in_use(&self) -> usize {
-        self.capacity
-            .saturating_sub(self.bytes.available_permits())
+        self.capacity.saturating_sub(self.bytes.available_permits())
     }
 
     /// Adds `bytes` to `charge`, waiting for them until `deadline` (at most
@@ -644,7 +685,10 @@ pub fn spawn_sampler(guards: Weak<Guards>) {
             let Some(g) = guards.upgrade() else { return };
             let fds = g.fds.clone();
             drop(g);
-            if tokio::task::spawn_blocking(move || fds.sample()).await.is_err() {
+            if tokio::task::spawn_blocking(move || fds.sample())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -840,6 +884,11 @@ mod tests {
         budget.charge(&mut charge, 20, deadline).await.unwrap();
         drop(charge);
         assert_eq!(budget.in_use(), 0);
-        assert!(budget.charge(&mut Charge::default(), 101, deadline).await.is_err());
+        assert!(
+            budget
+                .charge(&mut Charge::default(), 101, deadline)
+                .await
+                .is_err()
+        );
     }
 }

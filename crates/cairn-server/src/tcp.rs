@@ -101,17 +101,15 @@ pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
         match accepted {
             Ok((socket, peer)) => match node.guards().tcp.admit(peer.ip()) {
                 Ok(permit) => {
-                    connections.spawn(connection(
-                        node.clone(),
-                        socket,
-                        peer,
-                        stop.clone(),
-                        permit,
-                    ));
+                    connections.spawn(connection(node.clone(), socket, peer, stop.clone(), permit));
                 }
                 Err(reason) => {
                     let gate = &node.guards().tcp;
-                    gate.refuse(socket, reason, refusal_frame(reason, gate.max(), gate.max_per_ip()));
+                    gate.refuse(
+                        socket,
+                        reason,
+                        refusal_frame(reason, gate.max(), gate.max_per_ip()),
+                    );
                 }
             },
             Err(e) => {
@@ -260,7 +258,10 @@ async fn connection(
             Err(e @ ReadError::Timeout(_)) => {
                 break Close::Limit(
                     Closed::FrameTimeout,
-                    Some((ErrorCode::RequestTimeout, format!("{e} (--tcp-frame-timeout)"))),
+                    Some((
+                        ErrorCode::RequestTimeout,
+                        format!("{e} (--tcp-frame-timeout)"),
+                    )),
                 );
             }
             Err(ReadError::Budget(e)) => {

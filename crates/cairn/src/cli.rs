@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-node cluster on loopback with a steady load of realistic
     /// log entries and a live status; Ctrl-C stops it all.
     Demo(DemoArgs),

@@ -57,7 +57,9 @@ where
 /// `payload_too_large` JSON error (axum's own limit answers in plain text).
 /// See [`read_body_charged`] for the other bounds.
 pub async fn read_body(node: &Node, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    read_body_charged(node, body, limit).await.map(|(bytes, _)| bytes)
+    read_body_charged(node, body, limit)
+        .await
+        .map(|(bytes, _)| bytes)
 }
 
 /// [`read_body`], also returning the body's charge against the node's
@@ -95,7 +97,9 @@ pub async fn read_body_charged(
             Ok(Some(Ok(frame))) => frame,
         };
         // Trailers carry nothing we read.
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         total += data.len();
         if total > limit {
             return Err(ApiError::new(
@@ -103,7 +107,11 @@ pub async fn read_body_charged(
                 format!("the request body exceeds {limit} bytes"),
             ));
         }
-        if let Err(e) = guards.budget.charge(&mut charge, data.len(), deadline).await {
+        if let Err(e) = guards
+            .budget
+            .charge(&mut charge, data.len(), deadline)
+            .await
+        {
             if Instant::now() >= deadline {
                 return Err(timed_out());
             }
