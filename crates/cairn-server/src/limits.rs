@@ -696,16 +696,30 @@ pub fn spawn_sampler(guards: Weak<Guards>) {
 }
 
 #[derive(Debug)]
-struct LimitsCollector(Weak<Guards>);
+struct LimitsCollector {
+    guards: Weak<Guards>,
+    group_restarts: Arc<AtomicU64>,
+}
 
-/// Registers the guards' metrics in the node's registry.
-pub fn register_metrics(telemetry: &Telemetry, guards: Weak<Guards>) {
-    telemetry.with_registry(|r| r.register_collector(Box::new(LimitsCollector(guards))));
+/// Registers the guards' metrics in the node's registry, with the count of
+/// partition groups restarted after a storage error (the last line of
+/// defence when descriptors or space run out).
+pub fn register_metrics(
+    telemetry: &Telemetry,
+    guards: Weak<Guards>,
+    group_restarts: Arc<AtomicU64>,
+) {
+    telemetry.with_registry(|r| {
+        r.register_collector(Box::new(LimitsCollector {
+            guards,
+            group_restarts,
+        }))
+    });
 }
 
 impl Collector for LimitsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(g) = self.0.upgrade() else {
+        let Some(g) = self.guards.upgrade() else {
             return Ok(());
         };
         let (c, gauge) = (MetricType::Counter, MetricType::Gauge);
@@ -813,6 +827,13 @@ impl Collector for LimitsCollector {
             "File operations retried after running out of descriptors or space (EMFILE, ENFILE, ENOSPC).",
             c,
             &one(cairn_storage::fsutil::transient_retries()),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_raft_group_restarts",
+            "Partition groups restarted from disk after their Raft core stopped on a storage error; alert on any increase.",
+            c,
+            &one(self.group_restarts.load(Ordering::Relaxed)),
         )?;
         Ok(())
     }

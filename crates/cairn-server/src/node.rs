@@ -296,7 +296,11 @@ impl Node {
             config.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD,
             2,
         ));
-        crate::limits::register_metrics(&telemetry, Arc::downgrade(&guards));
+        crate::limits::register_metrics(
+            &telemetry,
+            Arc::downgrade(&guards),
+            cluster.group_restarts(),
+        );
         crate::limits::spawn_sampler(Arc::downgrade(&guards));
         let node = Node {
             inner: Arc::new(NodeInner {
