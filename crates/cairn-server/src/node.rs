@@ -265,6 +265,9 @@ impl Node {
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // Below peers' HTTP idle timeout: never reuse a connection a
+            // peer is closing.
+            .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
             .default_headers(forwarding_headers)
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
