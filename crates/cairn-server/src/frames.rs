@@ -349,6 +349,56 @@ mod tests {
         assert_eq!(guards.budget.in_use(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn random_sizes_and_splits_never_lose_step() {
+        let (mut reader, mut client, guards, _w) = pair(Duration::from_secs(10), 64 << 20).await;
+        // xorshift: deterministic, no dependency.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut frames = Vec::new();
+        let mut stream = Vec::new();
+        for i in 0..400u32 {
+            let len = match next(4) {
+                0 => next(16),
+                1 => next(10_000),
+                2 => 60_000 + next(10_000),
+                _ => next(300_000),
+            } as usize;
+            let payload: Vec<u8> = (0..len).map(|k| (k as u32 ^ i) as u8).collect();
+            stream.extend(frame(&payload));
+            frames.push(payload);
+        }
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let n = (1 + next(150_000) as usize).min(stream.len() - at);
+            pieces.push(stream[at..at + n].to_vec());
+            at += n;
+        }
+        let writer = tokio::spawn(async move {
+            for p in pieces {
+                client.write_all(&p).await.unwrap();
+            }
+            client
+        });
+        for (i, want) in frames.iter().enumerate() {
+            let got = reader.next().await.unwrap().unwrap();
+            assert!(
+                got.bytes[..] == want[..],
+                "frame {i} ({} bytes) differs",
+                want.len()
+            );
+        }
+        drop(writer.await.unwrap());
+        assert!(reader.next().await.unwrap().is_none());
+        assert_eq!(guards.budget.in_use(), 0);
+    }
+
     #[tokio::test]
     async fn a_partial_frame_holds_what_arrived_and_times_out() {
         let (mut reader, mut client, guards, _w) = pair(Duration::from_millis(300), 64 << 20).await;
