@@ -25,9 +25,10 @@
 //!   request in progress and no bytes moving is closed after the idle
 //!   timeout, and so is one whose response the client has not read for
 //!   that long. Binary protocol: a frame begun must arrive whole within the
-//!   frame timeout (ERROR `request_timeout`, then close), and a connection
+//!   frame timeout (ERROR `request_timeout`, then close), a connection
 //!   with nothing in flight that sends no frame for the idle timeout is
-//!   closed.
+//!   closed, and so is one that does not read its answers for the frame
+//!   timeout.
 //! - **Memory** ([`ReceiveBudget`]): bytes of request bodies and frames
 //!   being received are charged, as they arrive, against one node-wide
 //!   budget (a byte semaphore); a binary request keeps its charge until it
@@ -332,7 +333,12 @@ impl Closed {
                 Closed::IdleTimeout,
                 Closed::WriteStalled,
             ],
-            Api::Tcp => &[Closed::IdleTimeout, Closed::FrameTimeout, Closed::Budget],
+            Api::Tcp => &[
+                Closed::IdleTimeout,
+                Closed::FrameTimeout,
+                Closed::Budget,
+                Closed::WriteStalled,
+            ],
         }
     }
 

@@ -39,7 +39,8 @@
 //! arrive whole within the frame timeout, or cannot get budget, closes the
 //! connection with an ERROR `request_timeout` or `unavailable`; a
 //! connection with nothing in flight and no frame for the idle timeout is
-//! closed without one.
+//! closed without one, and so is one whose client has not read its
+//! answers for the frame timeout (its requests would hold their budget).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -218,7 +219,15 @@ async fn connection(
         guards.clone(),
     );
     let (responses, queued) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = tokio::spawn(write_responses(write_half, queued, peer));
+    // Cancelled by the writer when the client stops reading its answers.
+    let stalled = CancellationToken::new();
+    let writer = tokio::spawn(write_responses(
+        write_half,
+        queued,
+        peer,
+        node.guards().limits.tcp_frame_timeout,
+        stalled.clone(),
+    ));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     let handlers = TaskTracker::new();
     let metrics = &node.telemetry().metrics;
@@ -235,6 +244,7 @@ async fn connection(
             // Shutdown wins over reading more: what is read gets answered.
             biased;
             _ = stop.cancelled() => break Close::Quiet,
+            _ = stalled.cancelled() => break Close::Limit(Closed::WriteStalled, None),
             frame = frames.next() => frame,
             _ = &mut idle => {
                 if frames.between_frames()
@@ -389,26 +399,42 @@ async fn write_responses(
     socket: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Bytes>,
     peer: SocketAddr,
+    stall: Duration,
+    stalled: CancellationToken,
 ) {
     let mut out = FramedWrite::new(socket, codec(protocol::MAX_RESPONSE_FRAME_BYTES));
     while let Some(frame) = queued.recv().await {
-        let mut result = out.feed(frame).await;
-        // Gather what else is ready: one flush (one syscall) for many
-        // pipelined answers.
-        for _ in 1..MAX_RESPONSES_PER_FLUSH {
-            let Ok(frame) = queued.try_recv() else { break };
-            if result.is_err() {
-                break;
+        let written = tokio::time::timeout(stall, async {
+            let mut result = out.feed(frame).await;
+            // Gather what else is ready: one flush (one syscall) for many
+            // pipelined answers.
+            for _ in 1..MAX_RESPONSES_PER_FLUSH {
+                let Ok(frame) = queued.try_recv() else { break };
+                if result.is_err() {
+                    break;
+                }
+                result = out.feed(frame).await;
             }
-            result = out.feed(frame).await;
-        }
-        if result.is_ok() {
-            result = SinkExt::<Bytes>::flush(&mut out).await;
-        }
-        if let Err(e) = result {
-            // The producer is gone; handlers' sends now fail and they stop.
-            tracing::debug!(%peer, error = %e, "writing binary-protocol responses failed");
-            return;
+            if result.is_ok() {
+                result = SinkExt::<Bytes>::flush(&mut out).await;
+            }
+            result
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The producer is gone; handlers' sends now fail and they stop.
+                tracing::debug!(%peer, error = %e, "writing binary-protocol responses failed");
+                return;
+            }
+            Err(_) => {
+                // A client that does not read its answers would hold its
+                // requests (and their receive budget) for ever.
+                tracing::debug!(%peer, ?stall, "binary-protocol client stopped reading; closing");
+                stalled.cancel();
+                return;
+            }
         }
     }
     let _ = out.into_inner().shutdown().await;
