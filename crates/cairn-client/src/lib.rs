@@ -94,12 +94,18 @@ pub struct Client {
     base: Url,
 }
 
+/// Idle pooled connections are dropped after this: before a node's
+/// default idle timeout (60 s) closes them, so a request never races a
+/// server closing its connection.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7070`),
     /// with a 60 s per-request timeout.
     pub fn new(base_url: &str) -> Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Client::with_http_client(base_url, http)
     }
@@ -109,6 +115,7 @@ impl Client {
     pub fn with_token(base_url: &str, token: Option<&str>) -> Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .default_headers(bearer_headers(token)?)
             .build()?;
         Client::with_http_client(base_url, http)

@@ -41,7 +41,10 @@
 pub mod api;
 pub mod auth;
 pub mod faults;
+pub mod frames;
+pub mod http_server;
 pub mod ingest;
+pub mod limits;
 pub mod monitor;
 pub mod node;
 pub mod read;
@@ -52,4 +55,5 @@ pub mod write;
 pub use api::ApiError;
 pub use cairn_cluster::antientropy::AntiEntropyConfig;
 pub use cairn_cluster::raft::RaftTimings;
+pub use limits::Limits;
 pub use node::{Node, NodeConfig};

@@ -8,6 +8,10 @@
 //! last shut the data directory down, which syncs every log whatever its
 //! durability policy.
 //!
+//! Both client APIs are served within the node's bounds — connection caps,
+//! timeouts, a receive-memory budget ([`crate::limits`]); the guards are
+//! made here, shared by both, and their metrics registered.
+//!
 //! Injected faults (see [`crate::faults`]) are wired here: the data
 //! directory's disk fault also delays telemetry's disk probe, and the
 //! snapshot lists every fault in force (disk, CPU burn, network rules).
@@ -62,6 +66,8 @@ pub struct NodeConfig {
     /// Client writes and stream creation are refused (507) while the data
     /// directory's filesystem has less free space than this.
     pub min_free_bytes: u64,
+    /// Connection caps, timeouts and the receive budget of the client APIs.
+    pub limits: crate::limits::Limits,
 }
 
 /// How this node finds and forms its cluster.
@@ -109,6 +115,7 @@ impl NodeConfig {
             monitor: Default::default(),
             access: Default::default(),
             min_free_bytes: cairn_storage::DEFAULT_MIN_FREE_BYTES,
+            limits: Default::default(),
         }
     }
 
@@ -119,6 +126,8 @@ impl NodeConfig {
                 self.max_body_bytes
             ));
         }
+        self.limits
+            .validate(self.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD)?;
         if self.retention_check.is_zero() {
             return Err("retention_check must be positive".into());
         }
@@ -173,6 +182,8 @@ pub(crate) struct NodeInner {
     pub monitor: Option<crate::monitor::MonitorService>,
     /// Stops the node's background tasks (the monitor) at shutdown.
     pub stop_tasks: CancellationToken,
+    /// Connection caps, receive budget, descriptor headroom.
+    pub guards: Arc<crate::limits::Guards>,
 }
 
 impl Node {
@@ -266,6 +277,9 @@ impl Node {
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            // Below peers' HTTP idle timeout: never reuse a connection a
+            // peer is closing.
+            .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
             .default_headers(forwarding_headers)
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
@@ -290,6 +304,19 @@ impl Node {
                 .map_err(|e| ApiError::internal(format!("start the monitor: {e}")))?,
             )
         };
+        // Two client listeners at most (HTTP, binary protocol) share the
+        // descriptors left for connections.
+        let guards = Arc::new(crate::limits::Guards::new(
+            &config.limits,
+            config.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD,
+            2,
+        ));
+        crate::limits::register_metrics(
+            &telemetry,
+            Arc::downgrade(&guards),
+            cluster.group_restarts(),
+        );
+        crate::limits::spawn_sampler(Arc::downgrade(&guards));
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -301,6 +328,7 @@ impl Node {
                 http,
                 monitor,
                 stop_tasks,
+                guards,
             }),
         };
         // Weak: telemetry is owned by the node and must not keep it alive.
@@ -401,6 +429,11 @@ impl Node {
         &self.inner.telemetry
     }
 
+    /// Connection caps, receive budget and descriptor headroom.
+    pub fn guards(&self) -> &Arc<crate::limits::Guards> {
+        &self.inner.guards
+    }
+
     /// The cluster monitor, unless it is turned off.
     pub fn monitor(&self) -> Option<&crate::monitor::MonitorService> {
         self.inner.monitor.as_ref()
@@ -452,13 +485,17 @@ impl Node {
         let addr: Option<SocketAddr> = http.local_addr().ok();
         tracing::info!(?addr, "serving HTTP");
         let stop = stop_apis.clone();
-        let served = axum::serve(http, self.router())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .await;
-        // Also when HTTP failed: the binary side must not outlive storage.
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+        crate::http_server::serve(
+            http,
+            self.router(),
+            self.guards().clone(),
+            stop_apis.clone(),
+        )
+        .await;
         stop_apis.cancel();
         if let Some(server) = tcp_server
             && let Err(e) = server.await
@@ -468,9 +505,7 @@ impl Node {
         tracing::info!("API servers stopped; shutting the data directory down");
         let _ = stop_tx.send(true);
         let _ = retention.await;
-        let closed = self.shutdown_storage().await;
-        served.map_err(|e| ApiError::internal(format!("HTTP server failed: {e}")))?;
-        closed
+        self.shutdown_storage().await
     }
 
     /// Stops the Raft groups and telemetry, syncs every log and stops the

@@ -30,6 +30,17 @@
 //! requests finish and their responses are written, then the sockets
 //! close. Requests still unread in a socket's buffer are not answered;
 //! the producer sees the connection close and knows they were not taken.
+//!
+//! Bounds (see [`crate::limits`]): a connection over the listener's caps
+//! gets an ERROR `unavailable` (correlation id 0) and is closed, without
+//! a task of its own. Frames are read by [`crate::frames`], which holds
+//! only what has arrived and charges it to the node's receive budget; a
+//! request keeps its charge until it is answered. A frame that does not
+//! arrive whole within the frame timeout, or cannot get budget, closes the
+//! connection with an ERROR `request_timeout` or `unavailable`; a
+//! connection with nothing in flight and no frame for the idle timeout is
+//! closed without one, and so is one whose client has not read its
+//! answers for the frame timeout (its requests would hold their budget).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,18 +52,20 @@ use cairn_types::ErrorCode;
 use cairn_types::protocol::{
     self, AppendedPartition, MalformedFrame, Op, Request, RequestBody, Response, ResponseBody,
 };
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::ApiError;
 use crate::auth::{Role, Verdict};
+use crate::frames::{FrameReader, ReadError};
 use crate::ingest;
+use crate::limits::{Charge, Closed, ConnectionPermit, Refusal};
 use crate::node::Node;
 
 /// Requests of one connection handled at once; beyond it the reader
@@ -87,9 +100,19 @@ pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((socket, peer)) => {
-                connections.spawn(connection(node.clone(), socket, peer, stop.clone()));
-            }
+            Ok((socket, peer)) => match node.guards().tcp.admit(peer.ip()) {
+                Ok(permit) => {
+                    connections.spawn(connection(node.clone(), socket, peer, stop.clone(), permit));
+                }
+                Err(reason) => {
+                    let gate = &node.guards().tcp;
+                    gate.refuse(
+                        socket,
+                        reason,
+                        refusal_frame(reason, gate.max(), gate.max_per_ip()),
+                    );
+                }
+            },
             Err(e) => {
                 // Usually out of file descriptors: wait for some to close
                 // rather than spin on the error.
@@ -107,6 +130,29 @@ pub async fn serve(node: Node, listener: TcpListener, stop: CancellationToken) {
     connections.wait().await;
 }
 
+/// The ERROR frame (correlation id 0, length prefix included) that
+/// answers a connection refused for `reason`.
+pub fn refusal_frame(reason: Refusal, max: usize, max_per_ip: usize) -> Vec<u8> {
+    let message = match reason {
+        Refusal::Connections => format!(
+            "the node holds its maximum of {max} binary-protocol connections \
+             (--max-connections); retry later or use another node"
+        ),
+        Refusal::PerIp => format!(
+            "this address holds the maximum of {max_per_ip} binary-protocol connections \
+             (--max-connections-per-ip); close some or retry later"
+        ),
+        Refusal::Descriptors => {
+            "the node is short of file descriptors; retry later or use another node".to_string()
+        }
+    };
+    let frame = Response::error(0, None, ErrorCode::Unavailable, message).encode();
+    let mut out = Vec::with_capacity(protocol::LENGTH_PREFIX_LEN + frame.len());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(&frame);
+    out
+}
+
 /// Why a connection stops reading.
 enum Close {
     /// The producer closed its side, or the node is shutting down.
@@ -115,6 +161,8 @@ enum Close {
     Error(ErrorCode, String),
     /// Credentials were refused (the refusal is already answered).
     Refused(String),
+    /// A limit closes it (counted), with a connection-level error or not.
+    Limit(Closed, Option<(ErrorCode, String)>),
 }
 
 /// Answers an AUTH; on success `accepted` holds the token for the
@@ -151,14 +199,35 @@ fn authenticate(
     }
 }
 
-async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+async fn connection(
+    node: Node,
+    socket: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+    permit: ConnectionPermit,
+) {
     // Responses are small and latency-bound: never wait for Nagle.
     let _ = socket.set_nodelay(true);
     let max_frame = node.config().max_body_bytes + protocol::REQUEST_OVERHEAD;
     let (read_half, write_half) = socket.into_split();
-    let mut frames = FramedRead::new(read_half, codec(max_frame));
+    let guards = node.guards().clone();
+    let idle_timeout = guards.limits.tcp_idle_timeout;
+    let mut frames = FrameReader::new(
+        read_half,
+        max_frame,
+        guards.limits.tcp_frame_timeout,
+        guards.clone(),
+    );
     let (responses, queued) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer = tokio::spawn(write_responses(write_half, queued, peer));
+    // Cancelled by the writer when the client stops reading its answers.
+    let stalled = CancellationToken::new();
+    let writer = tokio::spawn(write_responses(
+        write_half,
+        queued,
+        peer,
+        node.guards().limits.tcp_frame_timeout,
+        stalled.clone(),
+    ));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
     let handlers = TaskTracker::new();
     let metrics = &node.telemetry().metrics;
@@ -166,26 +235,52 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
     let mut accepted_token: Option<Vec<u8>> = None;
     tracing::debug!(%peer, "binary-protocol connection opened");
 
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
     let close = loop {
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + idle_timeout);
         let frame = tokio::select! {
             // Shutdown wins over reading more: what is read gets answered.
             biased;
             _ = stop.cancelled() => break Close::Quiet,
+            _ = stalled.cancelled() => break Close::Limit(Closed::WriteStalled, None),
             frame = frames.next() => frame,
-        };
-        let frame = match frame {
-            None => break Close::Quiet,
-            Some(Ok(frame)) => frame.freeze(),
-            Some(Err(e)) => {
-                let oversized = e
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
-                if oversized {
-                    break Close::Error(
-                        ErrorCode::PayloadTooLarge,
-                        format!("a frame exceeds the {max_frame}-byte limit"),
-                    );
+            _ = &mut idle => {
+                if frames.between_frames()
+                    && permits.available_permits() == MAX_IN_FLIGHT_PER_CONNECTION
+                {
+                    break Close::Limit(Closed::IdleTimeout, None);
                 }
+                // Busy: judge again after another idle period.
+                continue;
+            }
+        };
+        let (frame, charge) = match frame {
+            Ok(None) => break Close::Quiet,
+            Ok(Some(f)) => (f.bytes, f.charge),
+            Err(ReadError::TooLarge { .. }) => {
+                break Close::Error(
+                    ErrorCode::PayloadTooLarge,
+                    format!("a frame exceeds the {max_frame}-byte limit"),
+                );
+            }
+            Err(e @ ReadError::Timeout(_)) => {
+                break Close::Limit(
+                    Closed::FrameTimeout,
+                    Some((
+                        ErrorCode::RequestTimeout,
+                        format!("{e} (--tcp-frame-timeout)"),
+                    )),
+                );
+            }
+            Err(ReadError::Budget(e)) => {
+                break Close::Limit(
+                    Closed::Budget,
+                    Some((ErrorCode::Unavailable, format!("{e}; retry later"))),
+                );
+            }
+            Err(ReadError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "binary-protocol connection failed");
                 break Close::Quiet;
             }
@@ -217,7 +312,13 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
                 };
                 match access.check(accepted_token.as_deref(), Some(needed)) {
                     Verdict::Allowed => {
-                        handlers.spawn(handle(node.clone(), request, responses.clone(), permit));
+                        handlers.spawn(handle(
+                            node.clone(),
+                            request,
+                            responses.clone(),
+                            permit,
+                            charge,
+                        ));
                     }
                     Verdict::Unauthenticated => {
                         let message = "send an AUTH frame with a valid token first".to_string();
@@ -275,10 +376,20 @@ async fn connection(node: Node, socket: TcpStream, peer: SocketAddr, stop: Cance
         Close::Refused(reason) => {
             tracing::warn!(%peer, %reason, "binary-protocol credentials refused; closing");
         }
+        Close::Limit(reason, answer) => {
+            permit.gate().count_closed(reason);
+            tracing::debug!(%peer, reason = reason.as_str(), "closing binary-protocol connection for a limit");
+            if let Some((code, message)) = answer {
+                metrics.count_error(code);
+                let response = Response::error(0, None, code, message);
+                let _ = responses.send(response.encode()).await;
+            }
+        }
         Close::Quiet => {}
     }
     drop(responses);
     let _ = writer.await;
+    drop(permit);
     tracing::debug!(%peer, "binary-protocol connection closed");
 }
 
@@ -288,36 +399,55 @@ async fn write_responses(
     socket: OwnedWriteHalf,
     mut queued: mpsc::Receiver<Bytes>,
     peer: SocketAddr,
+    stall: Duration,
+    stalled: CancellationToken,
 ) {
     let mut out = FramedWrite::new(socket, codec(protocol::MAX_RESPONSE_FRAME_BYTES));
     while let Some(frame) = queued.recv().await {
-        let mut result = out.feed(frame).await;
-        // Gather what else is ready: one flush (one syscall) for many
-        // pipelined answers.
-        for _ in 1..MAX_RESPONSES_PER_FLUSH {
-            let Ok(frame) = queued.try_recv() else { break };
-            if result.is_err() {
-                break;
+        let written = tokio::time::timeout(stall, async {
+            let mut result = out.feed(frame).await;
+            // Gather what else is ready: one flush (one syscall) for many
+            // pipelined answers.
+            for _ in 1..MAX_RESPONSES_PER_FLUSH {
+                let Ok(frame) = queued.try_recv() else { break };
+                if result.is_err() {
+                    break;
+                }
+                result = out.feed(frame).await;
             }
-            result = out.feed(frame).await;
-        }
-        if result.is_ok() {
-            result = SinkExt::<Bytes>::flush(&mut out).await;
-        }
-        if let Err(e) = result {
-            // The producer is gone; handlers' sends now fail and they stop.
-            tracing::debug!(%peer, error = %e, "writing binary-protocol responses failed");
-            return;
+            if result.is_ok() {
+                result = SinkExt::<Bytes>::flush(&mut out).await;
+            }
+            result
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The producer is gone; handlers' sends now fail and they stop.
+                tracing::debug!(%peer, error = %e, "writing binary-protocol responses failed");
+                return;
+            }
+            Err(_) => {
+                // A client that does not read its answers would hold its
+                // requests (and their receive budget) for ever.
+                tracing::debug!(%peer, ?stall, "binary-protocol client stopped reading; closing");
+                stalled.cancel();
+                return;
+            }
         }
     }
     let _ = out.into_inner().shutdown().await;
 }
 
+/// Answers one request; `charge` (the frame's receive budget) is held
+/// until the answer is queued.
 async fn handle(
     node: Node,
     request: Request,
     responses: mpsc::Sender<Bytes>,
     permit: OwnedSemaphorePermit,
+    charge: Charge,
 ) {
     let metrics = &node.telemetry().metrics;
     let started = metrics.start_timer();
@@ -348,6 +478,7 @@ async fn handle(
         metrics.record_write(WriteStage::Respond, encoding.elapsed());
         metrics.record_write(WriteStage::Total, started.elapsed());
     }
+    drop(charge);
     drop(permit);
 }
 

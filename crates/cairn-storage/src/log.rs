@@ -324,13 +324,20 @@ impl std::fmt::Debug for PartitionLog {
     }
 }
 
+/// Opens a segment file; out of descriptors or space, retries for a while
+/// (see `fsutil`): a failed open when a segment rolls would stop the
+/// partition's Raft group. An open that failed that way created nothing,
+/// so `create_new` is safe to repeat.
 pub(crate) fn open_segment_file(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(create)
-        .open(path)
-        .ctx(|| format!("open segment {}", path.display()))
+    let what = || format!("open segment {}", path.display());
+    crate::fsutil::retry_transient(what, || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create)
+            .open(path)
+    })
+    .ctx(what)
 }
 
 impl PartitionLog {

@@ -59,6 +59,7 @@ error_codes! {
     Unauthorized = 18, "unauthorized", 401;
     Forbidden = 19, "forbidden", 403;
     InsufficientStorage = 20, "insufficient_storage", 507;
+    RequestTimeout = 21, "request_timeout", 408;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -73,7 +74,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_names_match_serde() {
-        for n in 1..=20 {
+        for n in 1..=21 {
             let code = ErrorCode::from_number(n).unwrap();
             assert_eq!(code.number(), n);
             let json = serde_json::to_string(&code).unwrap();

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Start a 3-node cluster on loopback with a steady load of realistic
     /// log entries and a live status; Ctrl-C stops it all.
     Demo(DemoArgs),
@@ -293,6 +293,38 @@ pub struct NodeArgs {
     /// How often retention runs on every partition, in milliseconds.
     #[arg(long, env = "CAIRN_RETENTION_CHECK_MS", default_value_t = 10_000)]
     pub retention_check_ms: u64,
+    /// Open connections per listener (HTTP and binary protocol each), at
+    /// most; lowered at start to fit the open-file limit. Connections over
+    /// it are refused (HTTP 503, binary ERROR `unavailable`).
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS", default_value_t = cairn_server::limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Open connections per listener from one client address, at most.
+    #[arg(long, env = "CAIRN_MAX_CONNECTIONS_PER_IP", default_value_t = cairn_server::limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// HTTP: a request's head (request line and headers) must arrive within
+    /// this, counted from the connection's accept or the request's first byte.
+    #[arg(long, env = "CAIRN_HTTP_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub http_header_timeout: Duration,
+    /// HTTP: a request's body must arrive within this (408 otherwise).
+    #[arg(long, env = "CAIRN_HTTP_BODY_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub http_body_timeout: Duration,
+    /// HTTP: a keep-alive connection with no request in progress and no
+    /// bytes moving (or whose response is not being read) is closed after this.
+    #[arg(long, env = "CAIRN_HTTP_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub http_idle_timeout: Duration,
+    /// Binary protocol: a connection with nothing in flight that sends no
+    /// frame for this long is closed.
+    #[arg(long, env = "CAIRN_TCP_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "5m")]
+    pub tcp_idle_timeout: Duration,
+    /// Binary protocol: a frame begun must arrive whole within this, or the
+    /// connection is closed (ERROR `request_timeout`).
+    #[arg(long, env = "CAIRN_TCP_FRAME_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub tcp_frame_timeout: Duration,
+    /// Bytes of request bodies and frames being received, node-wide
+    /// (`512M`, `2G`; binary units). Default: a sixteenth of the memory
+    /// (cgroup limit or RAM) within 64 MiB..1 GiB.
+    #[arg(long, env = "CAIRN_RECEIVE_BUDGET", value_parser = parse_bytes)]
+    pub receive_budget: Option<usize>,
     /// This node's name in telemetry.
     #[arg(long, env = "CAIRN_NODE_NAME", default_value = "node-1")]
     pub name: String,
@@ -372,7 +404,7 @@ pub struct NodeArgs {
     /// creation are refused with 507 until space is freed, so compaction,
     /// metadata and repair can still write. 0 turns the reserve off.
     #[arg(long, env = "CAIRN_MIN_FREE_BYTES", value_parser = parse_bytes, default_value = "64M")]
-    pub min_free_bytes: u64,
+    pub min_free_bytes: usize,
     /// How often a Raft leader sends heartbeats, in milliseconds. All nodes
     /// of a cluster should use the same Raft timings.
     #[arg(long, env = "CAIRN_RAFT_HEARTBEAT_MS", default_value_t = 100)]
@@ -849,21 +881,6 @@ pub struct BenchOptions {
     pub no_verify: bool,
 }
 
-/// Parses a byte count: `4096`, `64k`, `64M`, `2G` (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&t[..i], 10),
-        Some((i, 'M')) => (&t[..i], 20),
-        Some((i, 'G')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| format!("invalid size {s:?}: expected e.g. 4096, 64k, 64M, 2G"))
-}
-
 /// Parses a rate: `2500`, `0.5`, `50k`, `1.5M`.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -881,6 +898,23 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("invalid rate {s:?}: must be a non-negative number"))
     }
+}
+
+/// Parses a byte size: a number with an optional binary unit `k`, `M`,
+/// `G` (KiB, MiB, GiB), e.g. `512M`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'M')) => (&t[..i], 20),
+        Some((i, 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    num.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("invalid size {s:?}: expected e.g. 65536, 512M, 2G"))
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` (a bare number is seconds).

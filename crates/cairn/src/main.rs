@@ -35,7 +35,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Node(args) => node_cmd::run(args),
+        cli::Command::Node(args) => node_cmd::run(*args),
         cli::Command::Bench(args) => bench::run(args),
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Inspect(args) => return inspect_cmd::run(args),

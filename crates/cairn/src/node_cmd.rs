@@ -7,6 +7,10 @@
 //! so scripts and tests can start a node on port 0 and read where it is.
 //! With `--tcp`, the line `cairn node tcp listening on IP:PORT` follows it.
 //!
+//! Limits (see `cairn_server::limits`): the soft open-file limit is raised
+//! to the hard one first, and the caps, timeouts and receive budget in
+//! force are printed once the node is open (`cairn node limits: …`).
+//!
 //! Authentication (see `cairn_server::auth`): with `--auth-token-file`
 //! every request needs a token; without it the node refuses to listen
 //! beyond loopback unless `--insecure`, and says which at start (`cairn
@@ -31,6 +35,9 @@ pub fn run(args: NodeArgs) -> Result<()> {
     // (lag, under-replicated, slow link), so the per-RPC lines are off by
     // default; RUST_LOG overrides.
     init_logging("info,openraft=warn,openraft::replication=off");
+    // Before anything opens files: the caps are sized from this limit.
+    let fd_limit = cairn_server::limits::raise_fd_limit();
+    tracing::debug!(fd_limit, "open-file limit");
     let tokens = match &args.auth_token_file {
         Some(path) => Some(
             cairn_server::auth::Tokens::load(path)
@@ -108,7 +115,17 @@ pub fn run(args: NodeArgs) -> Result<()> {
             }),
         },
         access: cairn_server::auth::Access::new(tokens),
-        min_free_bytes: args.min_free_bytes,
+        min_free_bytes: args.min_free_bytes as u64,
+        limits: cairn_server::Limits {
+            max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
+            http_header_timeout: args.http_header_timeout,
+            http_body_timeout: args.http_body_timeout,
+            http_idle_timeout: args.http_idle_timeout,
+            tcp_idle_timeout: args.tcp_idle_timeout,
+            tcp_frame_timeout: args.tcp_frame_timeout,
+            receive_budget_bytes: args.receive_budget,
+        },
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
@@ -210,6 +227,24 @@ async fn serve(
         .await
         .with_context(|| format!("start node with data directory {}", data_dir.display()))?;
     node.telemetry().metrics.set_stage_timing(stage_timing);
+    let g = node.guards();
+    let l = &g.limits;
+    writeln!(
+        out,
+        "cairn node limits: max_connections={} max_connections_per_ip={} (per listener; \
+         fd_limit={} of which {} reserved) http_header_timeout={:?} http_body_timeout={:?} \
+         http_idle_timeout={:?} tcp_idle_timeout={:?} tcp_frame_timeout={:?} receive_budget_bytes={}",
+        g.http.max(),
+        g.http.max_per_ip(),
+        g.fds.limit(),
+        g.fds.reserve(),
+        l.http_header_timeout,
+        l.http_body_timeout,
+        l.http_idle_timeout,
+        l.tcp_idle_timeout,
+        l.tcp_frame_timeout,
+        g.budget.capacity(),
+    )?;
     writeln!(out, "cairn node listening on http://{addr}")?;
     if let Some(l) = &tcp_listener {
         writeln!(out, "cairn node tcp listening on {}", l.local_addr()?)?;

@@ -41,6 +41,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
+            .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
             .default_headers(headers)
             .build()
             .expect("a plain reqwest client builds");

@@ -22,6 +22,17 @@
 //! controller leader also moves replicas when nodes join or drain
 //! (`mover`).
 //!
+//! openraft stops a group's core for good on any storage error (a failed
+//! append, vote or metadata write). Storage first retries the errors that
+//! only mean "short of descriptors or space for a moment" (see
+//! `cairn_storage::fsutil`); if one still reaches Raft, reconciling
+//! notices the stopped core (within a second) and restarts the group from
+//! its log on disk, as a node restart would: the log is closed, reopened
+//! and recovered (which also lifts the refusal a failed write leaves on
+//! it), and a new Raft core joins the group again. A restart that fails
+//! is retried every second, like a group that could not start; a group
+//! that keeps stopping is restarted after pauses doubling up to a minute.
+//!
 //! # Requests
 //!
 //! Controller commands and partition writes go to the group's leader: run
@@ -232,6 +243,10 @@ struct Inner {
     /// Handlers of node-level service kinds (≥ [`kinds::SERVICE_MIN`]).
     services: RwLock<HashMap<u16, ServiceHandler>>,
     shutdown: CancellationToken,
+    /// Partition groups restarted after their Raft core stopped on an error.
+    group_restarts: Arc<std::sync::atomic::AtomicU64>,
+    /// Per group restarted: when, and the pause before it may be again.
+    restart_backoff: parking_lot::Mutex<HashMap<u64, (Instant, Duration)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -670,6 +685,8 @@ impl Cluster {
             anti_entropy: anti_entropy::AntiEntropy::new(config.anti_entropy.clone()),
             services: RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            group_restarts: Arc::default(),
+            restart_backoff: Default::default(),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
         leadership::spawn(
@@ -752,6 +769,12 @@ impl Cluster {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.me()
+    }
+
+    /// Counts partition groups restarted after their Raft core stopped on
+    /// an error (see the module docs); shared, for metrics.
+    pub fn group_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.group_restarts.clone()
     }
 
     /// Waits until this node's applied metadata satisfies `ready` (e.g. a
@@ -1275,6 +1298,20 @@ impl Cluster {
                 self.stop_group(group, true).await;
             }
         }
+        for (group, name, error) in self.failed_groups() {
+            if self.inner.shutdown.is_cancelled() || !self.may_restart(group) {
+                continue;
+            }
+            tracing::error!(
+                group = %name,
+                %error,
+                "the partition group's Raft stopped on an error; restarting it from its log on disk"
+            );
+            self.stop_group(group, false).await;
+            self.inner
+                .group_restarts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         for (group, (stream, partition, p)) in wanted {
             if self.inner.groups.read().contains_key(&group) {
                 continue;
@@ -1283,6 +1320,45 @@ impl Cluster {
                 tracing::warn!(group, stream = %stream.name, partition, error = %e, "could not start partition group; will retry");
             }
         }
+    }
+
+    /// Groups whose Raft core stopped on an error (not a shutdown): to be
+    /// restarted from disk (see the module docs), with their names and
+    /// the error.
+    fn failed_groups(&self) -> Vec<(u64, error::GroupName, String)> {
+        let groups = self.inner.groups.read();
+        groups
+            .values()
+            .filter_map(|g| {
+                let metrics = g.raft.metrics();
+                let state = &metrics.borrow().running_state;
+                match state {
+                    Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+                    Err(e) => Some((g.group, g.name(), e.to_string())),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `group` may be restarted now: at once the first time, then
+    /// after a pause that doubles with each restart (1 s up to
+    /// [`MAX_RESTART_PAUSE`]) while it keeps failing, so a disk that stays
+    /// broken is not hammered; a group that ran for
+    /// [`RESTART_BACKOFF_RESET`] starts over.
+    fn may_restart(&self, group: u64) -> bool {
+        let now = Instant::now();
+        let mut backoff = self.inner.restart_backoff.lock();
+        let pause = match backoff.get(&group) {
+            Some(&(last, pause)) if now.duration_since(last) < RESTART_BACKOFF_RESET => {
+                if now < last + pause {
+                    return false;
+                }
+                (pause * 2).clamp(Duration::from_secs(1), MAX_RESTART_PAUSE)
+            }
+            _ => Duration::from_secs(1),
+        };
+        backoff.insert(group, (now, pause));
+        true
     }
 
     async fn start_group(
@@ -1449,6 +1525,11 @@ impl Cluster {
         self.inner.transport.shutdown().await;
     }
 }
+
+/// The longest pause between restarts of a group that keeps failing.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(60);
+/// A group restarted longer ago than this starts its backoff over.
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(600);
 
 /// How long an initial replica other than the preferred leader waits for a
 /// leader before initializing a new partition group itself.

@@ -30,7 +30,7 @@ fn to_wire(report: cairn_cluster::antientropy::ScanReport) -> Result<ScanReport,
 }
 
 pub async fn scan(State(node): State<Node>, body: Body) -> Result<Json<ScanResponse>, ApiError> {
-    let body = read_body(body, 4096).await?;
+    let body = read_body(&node, body, 4096).await?;
     let request: ScanRequest = if body.is_empty() {
         ScanRequest::default()
     } else {

@@ -82,7 +82,7 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
 }
 
 pub async fn join(State(node): State<Node>, body: Body) -> Result<StatusCode, ApiError> {
-    let body = read_body(body, 64 * 1024).await?;
+    let body = read_body(&node, body, 64 * 1024).await?;
     let request: JoinRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid join request: {e}")))?;
     if request.id == 0 {

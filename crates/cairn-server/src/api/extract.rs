@@ -1,14 +1,19 @@
 //! Extractors that answer bad input with [`ApiError`] JSON instead of
-//! axum's plain-text rejections.
+//! axum's plain-text rejections, and the one way handlers read a body
+//! ([`read_body`]): bounded in size, time and memory.
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cairn_types::ErrorCode;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use super::ApiError;
+use crate::limits::Charge;
+use crate::node::Node;
 
 /// Like [`Path`], with JSON errors.
 #[derive(Debug)]
@@ -50,17 +55,83 @@ where
 
 /// Buffers a request body of at most `limit` bytes; a larger one is a
 /// `payload_too_large` JSON error (axum's own limit answers in plain text).
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
+/// See [`read_body_charged`] for the other bounds.
+pub async fn read_body(node: &Node, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    read_body_charged(node, body, limit)
+        .await
+        .map(|(bytes, _)| bytes)
+}
+
+/// [`read_body`], also returning the body's charge against the node's
+/// receive budget (hold it while the bytes are in use). Each chunk is
+/// charged as it arrives, so a body sent slowly holds what has come; the
+/// whole body must arrive within the body timeout (`408
+/// request_timeout`), and a chunk that finds the budget spent waits (see
+/// [`crate::limits::BUDGET_WAIT`]) and then fails with `503 unavailable`.
+pub async fn read_body_charged(
+    node: &Node,
+    mut body: Body,
+    limit: usize,
+) -> Result<(Bytes, Charge), ApiError> {
+    let guards = node.guards();
+    let timeout = guards.limits.http_body_timeout;
+    let deadline = Instant::now() + timeout;
+    let timed_out = || {
+        ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!("the request body did not arrive within {timeout:?} (--http-body-timeout)"),
+        )
+    };
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let mut charge = Charge::default();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!(
+                    "could not read the request body: {e}"
+                )));
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry nothing we read.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > limit {
+            return Err(ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("the request body exceeds {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {e}"))
+            ));
         }
-    })
+        if let Err(e) = guards
+            .budget
+            .charge(&mut charge, data.len(), deadline)
+            .await
+        {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!("{e}; retry later"),
+            ));
+        }
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = BytesMut::with_capacity(total);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    };
+    Ok((bytes, charge))
 }

@@ -37,8 +37,8 @@ use crate::faults::{CpuBurner, DEFAULT_FAULT_TTL, MAX_FAULT_TTL, disk_view, netw
 use crate::node::Node;
 
 /// Reads and parses a fault body; any problem is a 400.
-async fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let body = read_body(body, 64 * 1024).await?;
+async fn parse<T: DeserializeOwned>(node: &Node, body: Body) -> Result<T, ApiError> {
+    let body = read_body(node, body, 64 * 1024).await?;
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid fault: {e}")))
 }
 
@@ -114,7 +114,7 @@ pub async fn add(
     State(node): State<Node>,
     body: Body,
 ) -> Result<(StatusCode, Json<NetworkFaultInstalled>), ApiError> {
-    let rule = rule(parse(body).await?)?;
+    let rule = rule(parse(&node, body).await?)?;
     tracing::warn!(?rule, "network fault installed");
     let id = node.cluster().transport().faults().add(rule);
     Ok((StatusCode::CREATED, Json(NetworkFaultInstalled { id })))
@@ -136,7 +136,7 @@ pub async fn set_disk(
     State(node): State<Node>,
     body: Body,
 ) -> Result<(StatusCode, Json<DiskFaultView>), ApiError> {
-    let req: DiskFaultRequest = parse(body).await?;
+    let req: DiskFaultRequest = parse(&node, body).await?;
     let ttl = ttl(req.ttl_ms)?;
     let fault = DiskFault {
         fsync_delay: Duration::from_millis(req.fsync_delay_ms.unwrap_or(0)),
@@ -167,7 +167,7 @@ pub async fn set_cpu(
     State(node): State<Node>,
     body: Body,
 ) -> Result<(StatusCode, Json<CpuFaultView>), ApiError> {
-    let req: CpuFaultRequest = parse(body).await?;
+    let req: CpuFaultRequest = parse(&node, body).await?;
     let ttl = ttl(req.ttl_ms)?;
     CpuBurner::validate(req.threads, req.duty_percent).map_err(ApiError::bad_request)?;
     // Starting joins the previous burn's threads: off the async workers.

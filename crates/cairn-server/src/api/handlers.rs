@@ -19,7 +19,7 @@ use cairn_telemetry::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStag
 use cairn_types::ErrorCode;
 
 use super::ApiError;
-use super::extract::{ApiPath, ApiQuery, read_body};
+use super::extract::{ApiPath, ApiQuery, read_body, read_body_charged};
 use crate::node::{Node, now_us};
 use crate::read::{self, Filter};
 use crate::{ingest, streams};
@@ -55,7 +55,7 @@ pub async fn create_stream(
     node.telemetry()
         .metrics
         .count_request(Api::Http, Operation::Admin);
-    let body = read_body(body, MAX_ADMIN_BODY_BYTES).await?;
+    let body = read_body(&node, body, MAX_ADMIN_BODY_BYTES).await?;
     let request: CreateStream = serde_json::from_slice(&body).map_err(|e| {
         // Well-formed JSON with wrong fields is a config problem; anything
         // else is a malformed request.
@@ -155,7 +155,8 @@ pub async fn append(
     let started = metrics.start_timer();
     // Look the stream up first: a missing stream is a 404 whatever the body.
     streams::lookup(node.cluster(), &name)?;
-    let body = read_body(body, node.config().max_body_bytes).await?;
+    // The charge stays until the entries are stored: they are the body's bytes.
+    let (body, _charge) = read_body_charged(&node, body, node.config().max_body_bytes).await?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -47,7 +47,7 @@ pub async fn set_stage_timing(
     State(node): State<Node>,
     body: axum::body::Body,
 ) -> Result<Json<StageTiming>, ApiError> {
-    let body = super::extract::read_body(body, 1024).await?;
+    let body = super::extract::read_body(&node, body, 1024).await?;
     let request: StageTiming = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"enabled\": true|false}}: {e}")))?;
     node.telemetry().metrics.set_stage_timing(request.enabled);

@@ -285,6 +285,7 @@ impl Driver {
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.timeout)
                 .pool_max_idle_per_host(pool)
+                .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
                 .tcp_nodelay(true)
                 .build()
                 .context("build the HTTP client")

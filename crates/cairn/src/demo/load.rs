@@ -180,6 +180,7 @@ fn now_us() -> i64 {
 pub async fn run(config: LoadConfig, stats: Arc<LoadStats>, mut stop: watch::Receiver<bool>) {
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
         .build()
         .expect("an HTTP client without TLS builds");
     let sinks: Arc<Vec<Sink>> = Arc::new(

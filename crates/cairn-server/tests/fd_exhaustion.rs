@@ -1,0 +1,203 @@
+//! A node that runs out of file descriptors keeps its partitions: for a
+//! moment shorter than storage's retry budget, writes just wait; for
+//! longer, a partition's Raft core stops on the storage error and is
+//! restarted from disk once descriptors are back, and writes commit again.
+//! Before, the first `EMFILE` under a `raft.json` write stopped the
+//! partition's Raft for good.
+//!
+//! One test in this file on purpose: it lowers the process's descriptor
+//! limit and exhausts it, which would disturb other tests in the process.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cairn_client::{Client, StreamConfig};
+use cairn_server::{Node, NodeConfig};
+use cairn_telemetry::metrics::Api;
+use cairn_types::{NewEntry, partition_for_source};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+
+const PARTITIONS: u32 = 2;
+
+/// Keeps the process out of descriptors until dropped: a thread opens
+/// `/dev/null` until it fails, and takes every descriptor another part of
+/// the process gives back (the node's own reads of `/proc`, a closed
+/// connection), so the outage lasts as long as the test says.
+struct Outage {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Outage {
+    fn start() -> Outage {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (full_tx, full) = std::sync::mpsc::channel();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut hoard = Vec::new();
+                let mut full_tx = Some(full_tx);
+                while !stop.load(Ordering::Relaxed) {
+                    match File::open("/dev/null") {
+                        Ok(f) => hoard.push(f),
+                        Err(_) => {
+                            if let Some(tx) = full_tx.take() {
+                                let _ = tx.send(());
+                            }
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                }
+            })
+        };
+        let _ = full.recv();
+        Outage {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn entries(partition: u32, message: &str) -> Vec<NewEntry> {
+    let source = (0..)
+        .map(|i| format!("svc-{i}"))
+        .find(|s| partition_for_source(s, PARTITIONS) == partition)
+        .expect("some source hashes to every partition");
+    vec![NewEntry {
+        timestamp: None,
+        level: None,
+        source,
+        message: message.into(),
+        attributes: Default::default(),
+    }]
+}
+
+/// Appends to every partition, retrying each until `deadline`.
+async fn append_everywhere(node: &Node, message: &str, deadline: Instant) -> Result<()> {
+    for p in 0..PARTITIONS {
+        loop {
+            match node
+                .append_entries("app", entries(p, message), Api::Http)
+                .await
+            {
+                Ok(r) if r.appended == 1 => break,
+                Ok(r) => bail!("{r:?}"),
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => bail!("partition {p} takes no writes: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(1024),
+            maximum: limit.maximum,
+        },
+    )?;
+    let dir = tempfile::tempdir()?;
+    let mut config = NodeConfig::new(dir.path());
+    // Nothing but the partitions writes files meanwhile.
+    config.monitor.interval = Duration::ZERO;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let node = Node::open(config, listener.local_addr()?.to_string()).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(node.clone().serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Client::new(&url)?
+        .create_stream(
+            "app",
+            StreamConfig {
+                partitions: PARTITIONS,
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    append_everywhere(&node, "before", Instant::now() + Duration::from_secs(20)).await?;
+    let restarts = node.cluster().group_restarts();
+
+    // A moment without descriptors, shorter than the retry budget: the
+    // lazy raft.json write waits for them, the writes go through.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a raft.json write is due
+    let retries_before = cairn_storage::fsutil::transient_retries();
+    let outage = Outage::start();
+    let writes = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            append_everywhere(&node, "short", Instant::now() + Duration::from_secs(20)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    drop(outage);
+    writes.await??;
+    let retried = cairn_storage::fsutil::transient_retries() - retries_before;
+    println!("short outage: {retried} file operations retried, no restart");
+    assert!(retried > 0, "nothing needed a descriptor during the outage");
+    assert_eq!(restarts.load(Ordering::Relaxed), 0);
+
+    // Longer than the retry budget: the partitions' Raft cores stop on the
+    // failed write; they are restarted once descriptors are back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retries_before = cairn_storage::fsutil::transient_retries();
+    let outage = Outage::start();
+    let writes = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            for p in 0..PARTITIONS {
+                // Fails (or waits): the group's core stops under it.
+                let r = node
+                    .append_entries("app", entries(p, "lost?"), Api::Http)
+                    .await;
+                println!(
+                    "during the outage, partition {p}: {:?}",
+                    r.map(|r| r.appended)
+                );
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    drop(outage);
+    let released = Instant::now();
+    let _ = writes.await;
+    println!(
+        "retries during the long outage: {}",
+        cairn_storage::fsutil::transient_retries() - retries_before
+    );
+    append_everywhere(&node, "after", Instant::now() + Duration::from_secs(20))
+        .await
+        .context("writes after the outage")?;
+    let restarted = restarts.load(Ordering::Relaxed);
+    println!(
+        "long outage: {restarted} partition groups restarted; writes commit again {:?} after descriptors were back",
+        released.elapsed()
+    );
+    assert!(
+        restarted >= 1,
+        "no Raft core stopped: the outage was too short to test"
+    );
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), served).await???;
+    Ok(())
+}
