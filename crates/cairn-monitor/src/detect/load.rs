@@ -15,20 +15,12 @@ fn rejections(cfg: &MonitorConfig, n: &NodeSample) -> f64 {
 }
 
 /// Whether the queue-stage p99 grew in at least 3/4 of the steps over the
-/// last `queue_growth_samples` rounds up to `i`, ending above the floor and
-/// at least twice where it started. Returns (first, last).
+/// node's last `queue_growth_samples` answers up to round `i`, ending above
+/// the floor and at least twice where it started. Returns (first, last).
 fn queue_growth(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<(f64, f64)> {
     let c = &cfg.overload;
     let k = c.queue_growth_samples.max(2);
-    if i + 1 < k {
-        return None;
-    }
-    let v: Vec<f64> = (i + 1 - k..=i)
-        .filter_map(|j| w.present(j, node)?.write.queue_p99_ms)
-        .collect();
-    if v.len() < k {
-        return None;
-    }
+    let v = w.readings(i, node, k, |n| n.write.queue_p99_ms)?;
     let ups = v.windows(2).filter(|p| p[1] > p[0]).count();
     let (first, last) = (v[0], v[v.len() - 1]);
     (ups * 4 >= (k - 1) * 3 && last >= c.queue_floor_ms && last >= 2.0 * first)
@@ -115,14 +107,11 @@ fn piling_up(
     let base = base_in_flight.unwrap_or(0.0);
     let in_flight = n.writes_in_flight as f64;
     // Answers lag the pile: the p99 of completed writes rises only as the
-    // first queued ones complete, so a pile that grew in each of the last
-    // 3 rounds counts too.
-    let rising = i >= 3
-        && (i - 3..i).all(|j| {
-            let now = w.present(j + 1, node).map(|n| n.writes_in_flight);
-            let before = w.present(j, node).map(|n| n.writes_in_flight);
-            matches!((before, now), (Some(b), Some(a)) if a > b)
-        });
+    // first queued ones complete, so a pile that grew in each of the
+    // node's last 3 answers counts too.
+    let rising = w
+        .readings(i, node, 4, |n| Some(n.writes_in_flight as f64))
+        .is_some_and(|v| v.windows(2).all(|p| p[1] > p[0]));
     let slow = p99 >= c.floor_ms && p99 >= c.latency_ratio * base_p99;
     (in_flight >= c.in_flight_floor as f64
         && in_flight >= c.in_flight_ratio * base
@@ -367,6 +356,55 @@ mod tests {
             "{}",
             f.summary
         );
+    }
+
+    #[test]
+    fn given_a_busy_node_that_answers_every_other_round_when_detected_should_still_call_it_overload()
+     {
+        // Its answers come late, so every other round repeats the last one;
+        // a pile that keeps growing between answers counts as rising.
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 300 + 100 * (r as u64 - 80);
+                n.write.total_p99_ms = Some(15.0);
+            }
+        });
+        answer_every(&mut samples, 1, 80..100, 2);
+        let rounds = per_round(&samples, overload);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert!(first <= 87 && cleared <= 115, "{first} {cleared}");
+        assert!(
+            rounds[92][0].summary.contains("piling up"),
+            "{:?}",
+            rounds[92]
+        );
+        // Named at once when the answers are slow as well.
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 1_500;
+                n.write.total_p99_ms = Some(400.0);
+            }
+        });
+        answer_every(&mut samples, 1, 80..100, 3);
+        let rounds = per_round(&samples, overload);
+        let (first, _) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert_eq!(first, 82, "third round of the pile");
+    }
+
+    #[test]
+    fn given_a_growing_queue_with_repeated_rounds_when_detected_should_see_the_growth() {
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..110).contains(&r) {
+                let k = (r - 79) as f64;
+                n.write.queue_p99_ms = Some(0.5 * 1.3f64.powf(k));
+            }
+        });
+        answer_every(&mut samples, 1, 80..110, 2);
+        let rounds = per_round(&samples, overload);
+        let (first, _) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 110);
+        assert!(first <= 100, "{first}");
+        let f = &rounds[105][0];
+        assert!(f.summary.contains("queue p99 growing"), "{}", f.summary);
     }
 
     #[test]
