@@ -150,7 +150,7 @@ pub fn answer_every(
     every: usize,
 ) {
     for r in rounds.clone() {
-        if (r - rounds.start) % every == 0 {
+        if (r - rounds.start).is_multiple_of(every) {
             continue;
         }
         let mut last = samples[r - 1].node(node).expect("in the round").clone();
