@@ -196,6 +196,10 @@ pub struct Telemetry {
     faults: FaultSlot,
     disk_probe_delay: Arc<DelaySlot>,
     latest: Mutex<Option<TelemetrySnapshot>>,
+    /// `latest` as JSON, encoded once per interval on the sampler thread:
+    /// what the cluster monitor's peers ask for every second, served
+    /// without work on the (possibly swamped) async runtime.
+    latest_json: Mutex<Option<Arc<[u8]>>>,
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
     overhead_cpu_ns: AtomicU64,
@@ -224,6 +228,7 @@ impl Telemetry {
                 faults: FaultSlot::default(),
                 disk_probe_delay: Arc::default(),
                 latest: Mutex::new(None),
+                latest_json: Mutex::new(None),
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
                 overhead_cpu_ns: AtomicU64::new(0),
@@ -348,6 +353,11 @@ impl Telemetry {
     /// The summary of the last completed interval.
     pub fn snapshot(&self) -> Option<TelemetrySnapshot> {
         self.latest.lock().clone()
+    }
+
+    /// [`Telemetry::snapshot`] as JSON, already encoded: cheap to serve.
+    pub fn snapshot_json(&self) -> Option<Arc<[u8]>> {
+        self.latest_json.lock().clone()
     }
 
     /// Makes `source` the provider of replication figures for `/metrics`
@@ -596,7 +606,9 @@ impl Telemetry {
         };
         drop(prev);
         *self.last_raw.lock() = Some(raw);
+        let json = serde_json::to_vec(&snapshot).ok().map(Arc::from);
         *self.latest.lock() = Some(snapshot);
+        *self.latest_json.lock() = json;
     }
 }
 
@@ -734,6 +746,9 @@ mod tests {
         assert_eq!(snap.probes.len(), 1);
         assert!(snap.probes[0].slow_score >= 1.0);
         assert!(snap.overhead.cpu_seconds_total > 0.0);
+        let json = t.snapshot_json().expect("encoded with the snapshot");
+        let decoded: TelemetrySnapshot = serde_json::from_slice(&json).unwrap();
+        assert_eq!(decoded.node, "n1");
         t.stop();
     }
 
