@@ -85,12 +85,13 @@ fn knee(
         })
 }
 
-/// Writes piling up at round `i`: (in flight, its baseline, write p99, its
-/// baseline) when the node holds `in_flight_ratio` (8×) its usual number
-/// of unanswered client writes, at least `in_flight_floor` (200), while
-/// its write p99 is `latency_ratio` (5×) its baseline and ≥ `floor_ms`
-/// or the pile grew in each of the last 3 rounds: offered load past what
-/// the node completes.
+/// Writes piling up at round `i`: (in flight, its baseline, write p99 or
+/// `None` when no write completed at all, its baseline) when the node
+/// holds `in_flight_ratio` (8×) its usual number of unanswered client
+/// writes, at least `in_flight_floor` (200), while its write p99 is
+/// `latency_ratio` (5×) its baseline and ≥ `floor_ms`, or no write
+/// completed in the interval, or the pile grew in each of the last 3
+/// answers: offered load past what the node completes.
 fn piling_up(
     w: &Window<'_>,
     cfg: &MonitorConfig,
@@ -98,10 +99,10 @@ fn piling_up(
     base_in_flight: Option<f64>,
     i: usize,
     node: u64,
-) -> Option<(f64, f64, f64, f64)> {
+) -> Option<(f64, f64, Option<f64>, f64)> {
     let c = &cfg.overload;
     let n = w.present(i, node)?;
-    let p99 = n.write.total_p99_ms?;
+    let p99 = n.write.total_p99_ms;
     // A young node has no baseline yet; a pile is news all the same.
     let base_p99 = bases.map_or(0.0, |b| b.0);
     let base = base_in_flight.unwrap_or(0.0);
@@ -112,7 +113,9 @@ fn piling_up(
     let rising = w
         .readings(i, node, 4, |n| Some(n.writes_in_flight as f64))
         .is_some_and(|v| v.windows(2).all(|p| p[1] > p[0]));
-    let slow = p99 >= c.floor_ms && p99 >= c.latency_ratio * base_p99;
+    // No write completed in the whole interval under such a pile: slower
+    // than any p99 (there is none to compare).
+    let slow = p99.is_none_or(|p| p >= c.floor_ms && p >= c.latency_ratio * base_p99);
     (in_flight >= c.in_flight_floor as f64
         && in_flight >= c.in_flight_ratio * base
         && (slow || rising))
@@ -214,13 +217,20 @@ pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 (c.in_flight_ratio * base).max(c.in_flight_floor as f64),
                 "count",
             ));
-            parts.push(format!(
-                "writes piling up, {} in flight vs {} usually, write p99 {} ms vs {} ms",
-                num(in_flight),
-                num(base),
-                num(p99),
-                num(base_p99)
-            ));
+            parts.push(match p99 {
+                Some(p99) => format!(
+                    "writes piling up, {} in flight vs {} usually, write p99 {} ms vs {} ms",
+                    num(in_flight),
+                    num(base),
+                    num(p99),
+                    num(base_p99)
+                ),
+                None => format!(
+                    "writes piling up, {} in flight vs {} usually, none completed in the last interval",
+                    num(in_flight),
+                    num(base)
+                ),
+            });
         }
         if parts.is_empty() {
             parts.push("was overloaded moments ago".into());
@@ -389,6 +399,23 @@ mod tests {
         let rounds = per_round(&samples, overload);
         let (first, _) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
         assert_eq!(first, 82, "third round of the pile");
+    }
+
+    #[test]
+    fn given_a_pile_of_writes_none_of_which_complete_when_detected_should_call_it_overload() {
+        // Swamped so badly that no write completes: no p99 at all.
+        let samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 3_000;
+                n.write = Default::default();
+                n.entries_per_second = 0.0;
+            }
+        });
+        let rounds = per_round(&samples, overload);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert!(first <= 83 && cleared <= 115, "{first} {cleared}");
+        let f = &rounds[90][0];
+        assert!(f.summary.contains("none completed"), "{}", f.summary);
     }
 
     #[test]
