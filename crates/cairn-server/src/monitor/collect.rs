@@ -178,8 +178,10 @@ impl Collector {
                         p.failed = Some(format!("bad snapshot: {e}"));
                     }
                 },
-                // No news: the silence goes on, measured from the last answer.
-                Err(ServiceError::Timeout { .. }) => {}
+                // Sent on an open connection, no answer: the silence goes on,
+                // measured from the last answer, and an older refusal no
+                // longer describes the node.
+                Err(ServiceError::Timeout { .. }) => p.failed = None,
                 Err(e) => {
                     p.heard_ms = now;
                     p.failed = Some(e.to_string());
