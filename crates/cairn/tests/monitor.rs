@@ -7,7 +7,8 @@
 //!
 //! Detection times are printed; `CAIRN_MONITOR_RUNS=5` repeats every fault
 //! five times and prints median and max (docs/PERFORMANCE.md);
-//! `CAIRN_MONITOR_ONLY=code,…` runs only those faults.
+//! `CAIRN_MONITOR_ONLY=code,…` runs only those faults;
+//! `CAIRN_MONITOR_KEEP=DIR` keeps every node's recorded rounds.
 
 mod support;
 
@@ -253,6 +254,29 @@ fn status_code(url: &str) -> Result<i32> {
         .with_context(|| format!("cairn status died: {out:?}"))
 }
 
+/// With `CAIRN_MONITOR_KEEP=DIR`, copies every node's recorded rounds to
+/// `DIR/node-N.ndjson` when the test ends, failed or not, for `cairn
+/// monitor replay`.
+struct KeepRecordings {
+    nodes: Vec<std::path::PathBuf>,
+}
+
+impl Drop for KeepRecordings {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("CAIRN_MONITOR_KEEP") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        for (i, node) in self.nodes.iter().enumerate() {
+            let _ = std::fs::copy(
+                node.join("monitor-rounds.ndjson"),
+                dir.join(format!("node-{}.ndjson", i + 1)),
+            );
+        }
+    }
+}
+
 /// The source whose entries the hot writer floods one partition with.
 const HOT_SOURCE: &str = "hot-service";
 
@@ -333,6 +357,11 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
     }
     let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut c = TestCluster::start_with(3, &flag_refs).await?;
+    let _keep = KeepRecordings {
+        nodes: (1..=3)
+            .map(|i| c.dir.path().join(format!("node-{i}")))
+            .collect(),
+    };
     c.client(0)?
         .create_stream(
             STREAM,
