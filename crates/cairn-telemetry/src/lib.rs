@@ -257,6 +257,7 @@ impl Telemetry {
             .name("cairn-telemetry".into())
             .spawn(move || {
                 let mut sampler = ResourceSampler::new();
+                let mut next = Instant::now();
                 loop {
                     let Some(t) = me.upgrade() else { return };
                     let cpu_before = thread_cpu_ns();
@@ -265,7 +266,18 @@ impl Telemetry {
                     t.overhead_cpu_ns
                         .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
                     drop(t);
-                    if stop.wait(interval) {
+                    // A fixed rate, not a fixed pause: on a starved machine
+                    // the sampling itself takes a good part of a second, and
+                    // snapshots every 2 s would hide exactly that node's
+                    // state from the monitor. Sampling slower than the
+                    // interval still pauses half of one, so the sampler
+                    // never takes a whole core.
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now + interval / 2;
+                    }
+                    if stop.wait(next - now) {
                         return;
                     }
                 }
