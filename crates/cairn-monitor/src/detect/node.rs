@@ -72,7 +72,10 @@ fn stale(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<u64
 /// for `missing_rounds + 1` (5) rounds in a row.
 ///
 /// Stalled (`node_stalled`, warning, resource `process`): no snapshot for
-/// `missing_rounds` (4) rounds in a row; or the peers' median phi ≥ `phi`
+/// `missing_rounds` (4) rounds in a row — for a node reached but silent,
+/// no new answer for that many rounds, its last one
+/// [repeated](crate::sample::NodeSample::repeated) at first and then
+/// missing as unanswered; or the peers' median phi ≥ `phi`
 /// (8), or most of them saying suspect, for `missing_rounds + 1` (5)
 /// rounds in a row (both raised at once and cleared by the first round
 /// that breaks the run: a fresh snapshot is hard evidence); or its
