@@ -541,8 +541,9 @@ impl MonitorConfig {
     pub fn window_samples(&self) -> usize {
         self.baseline_samples
             .max(self.disk_full.forecast_samples)
-            .max(self.overload.queue_growth_samples)
-            .max(self.replication_lag.growth_samples)
+            // Trends look back up to twice as far past repeated rounds.
+            .max(2 * self.overload.queue_growth_samples)
+            .max(2 * self.replication_lag.growth_samples)
             + self.eval_samples()
     }
 

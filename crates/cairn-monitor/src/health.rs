@@ -76,6 +76,11 @@ pub struct NodeHealth {
     pub leaders: usize,
     /// Partition replicas it holds.
     pub partitions: usize,
+    /// How old these figures are at the round, in ms: the time since the
+    /// node's last answer arrived (a busy node answers late; its last
+    /// answer is used while recent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +218,7 @@ pub fn assess(w: &Window<'_>, findings: &[Finding]) -> Health {
                 free_bytes: known.and_then(|n| (n.total_bytes > 0).then_some(n.free_bytes)),
                 leaders: known.map_or(0, |n| n.leaders()),
                 partitions: known.map_or(0, |n| n.replicas.len()),
+                age_ms: known.map(|n| last.unix_ms.saturating_sub(n.unix_ms)),
             }
         })
         .collect();

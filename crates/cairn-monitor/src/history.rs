@@ -325,9 +325,37 @@ impl<'a> Window<'a> {
         ids
     }
 
-    /// `node`'s sample at round `i` if its snapshot was collected.
+    /// `node`'s sample at round `i` if its snapshot was collected (a
+    /// [repeated](NodeSample::repeated) one included).
     pub fn present(&self, i: usize, node: u64) -> Option<&'a NodeSample> {
         self.samples[i].present(node)
+    }
+
+    /// `node`'s last `k` new readings of `f` up to round `i`, oldest
+    /// first, looking back at most `2 * k` rounds: a repeated sample is
+    /// skipped (it is no new point, and counted as flat it would hide a
+    /// rise), a round without the node or without the figure ends the
+    /// search. `None` when fewer than `k` are found.
+    pub fn readings(
+        &self,
+        i: usize,
+        node: u64,
+        k: usize,
+        f: impl Fn(&NodeSample) -> Option<f64>,
+    ) -> Option<Vec<f64>> {
+        let mut out = Vec::with_capacity(k);
+        for j in (i.saturating_sub((2 * k).saturating_sub(1))..=i).rev() {
+            let n = self.present(j, node)?;
+            if n.repeated {
+                continue;
+            }
+            out.push(f(n)?);
+            if out.len() == k {
+                out.reverse();
+                return Some(out);
+            }
+        }
+        None
     }
 }
 

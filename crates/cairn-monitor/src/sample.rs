@@ -42,16 +42,25 @@ impl ClusterSample {
 #[serde(default)]
 pub struct NodeSample {
     pub node: u64,
-    /// When the monitor collected it, ms since the Unix epoch.
+    /// When the monitor received the snapshot, ms since the Unix epoch
+    /// (for a missing node: the round's time). A late answer keeps the
+    /// time it arrived, so a round can tell how old its figures are.
     pub unix_ms: u64,
     /// Why the snapshot could not be collected; `None` when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Missing because the request went out on an open connection and no
-    /// answer came in time (see [`NodeSample::unanswered`]), as opposed to
-    /// a node that refused or could not be reached.
+    /// Missing because the requests went out on an open connection and no
+    /// answer came for too long (see [`NodeSample::unanswered`]), as
+    /// opposed to a node that refused or could not be reached.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unanswered: bool,
+    /// No new answer came for this round: these are the figures of the
+    /// node's last answer (received at `unix_ms`), used again while they
+    /// are recent. A busy node answers late rather than not at all, and
+    /// its figures are what says why. Trends skip repeated rounds (a
+    /// repeat is no new point).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
     /// When the snapshot's interval ended (the node's clock): a paused or
     /// stuck node keeps serving the same, stale snapshot.
     pub snapshot_unix_ms: u64,
@@ -255,6 +264,12 @@ impl NodeSample {
         self.error.is_some()
     }
 
+    /// Whether the node answered for this round: present and not
+    /// [repeated](NodeSample::repeated).
+    pub fn answered(&self) -> bool {
+        !self.is_missing() && !self.repeated
+    }
+
     /// A node whose snapshot could not be collected at `unix_ms`.
     pub fn missing(node: u64, unix_ms: u64, error: impl Into<String>) -> NodeSample {
         NodeSample {
@@ -265,10 +280,10 @@ impl NodeSample {
         }
     }
 
-    /// A node that was reached but did not answer in time: its connection
-    /// is open yet nothing comes back — a paused (SIGSTOP), hung or
-    /// swamped process rather than a dead one (a dead process's port
-    /// refuses connections).
+    /// A node that was reached but has not answered for too long: its
+    /// connection is open yet nothing comes back — a paused (SIGSTOP),
+    /// hung or swamped process rather than a dead one (a dead process's
+    /// port refuses connections).
     pub fn unanswered(node: u64, unix_ms: u64, error: impl Into<String>) -> NodeSample {
         NodeSample {
             unanswered: true,

@@ -196,6 +196,10 @@ pub struct Telemetry {
     faults: FaultSlot,
     disk_probe_delay: Arc<DelaySlot>,
     latest: Mutex<Option<TelemetrySnapshot>>,
+    /// `latest` as JSON, encoded once per interval on the sampler thread:
+    /// what the cluster monitor's peers ask for every second, served
+    /// without work on the (possibly swamped) async runtime.
+    latest_json: Mutex<Option<Arc<[u8]>>>,
     last_raw: Mutex<Option<RawSample>>,
     previous: Mutex<Readings>,
     overhead_cpu_ns: AtomicU64,
@@ -224,6 +228,7 @@ impl Telemetry {
                 faults: FaultSlot::default(),
                 disk_probe_delay: Arc::default(),
                 latest: Mutex::new(None),
+                latest_json: Mutex::new(None),
                 last_raw: Mutex::new(None),
                 previous: Mutex::new(Readings::default()),
                 overhead_cpu_ns: AtomicU64::new(0),
@@ -252,6 +257,7 @@ impl Telemetry {
             .name("cairn-telemetry".into())
             .spawn(move || {
                 let mut sampler = ResourceSampler::new();
+                let mut next = Instant::now();
                 loop {
                     let Some(t) = me.upgrade() else { return };
                     let cpu_before = thread_cpu_ns();
@@ -260,7 +266,18 @@ impl Telemetry {
                     t.overhead_cpu_ns
                         .fetch_add(thread_cpu_ns() - cpu_before, Ordering::Relaxed);
                     drop(t);
-                    if stop.wait(interval) {
+                    // A fixed rate, not a fixed pause: on a starved machine
+                    // the sampling itself takes a good part of a second, and
+                    // snapshots every 2 s would hide exactly that node's
+                    // state from the monitor. Sampling slower than the
+                    // interval still pauses half of one, so the sampler
+                    // never takes a whole core.
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now + interval / 2;
+                    }
+                    if stop.wait(next - now) {
                         return;
                     }
                 }
@@ -348,6 +365,11 @@ impl Telemetry {
     /// The summary of the last completed interval.
     pub fn snapshot(&self) -> Option<TelemetrySnapshot> {
         self.latest.lock().clone()
+    }
+
+    /// [`Telemetry::snapshot`] as JSON, already encoded: cheap to serve.
+    pub fn snapshot_json(&self) -> Option<Arc<[u8]>> {
+        self.latest_json.lock().clone()
     }
 
     /// Makes `source` the provider of replication figures for `/metrics`
@@ -596,7 +618,9 @@ impl Telemetry {
         };
         drop(prev);
         *self.last_raw.lock() = Some(raw);
+        let json = serde_json::to_vec(&snapshot).ok().map(Arc::from);
         *self.latest.lock() = Some(snapshot);
+        *self.latest_json.lock() = json;
     }
 }
 
@@ -737,6 +761,9 @@ mod tests {
         assert_eq!(snap.probes.len(), 1);
         assert!(snap.probes[0].slow_score >= 1.0);
         assert!(snap.overhead.cpu_seconds_total > 0.0);
+        let json = t.snapshot_json().expect("encoded with the snapshot");
+        let decoded: TelemetrySnapshot = serde_json::from_slice(&json).unwrap();
+        assert_eq!(decoded.node, "n1");
         t.stop();
     }
 

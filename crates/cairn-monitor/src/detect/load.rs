@@ -15,20 +15,12 @@ fn rejections(cfg: &MonitorConfig, n: &NodeSample) -> f64 {
 }
 
 /// Whether the queue-stage p99 grew in at least 3/4 of the steps over the
-/// last `queue_growth_samples` rounds up to `i`, ending above the floor and
-/// at least twice where it started. Returns (first, last).
+/// node's last `queue_growth_samples` answers up to round `i`, ending above
+/// the floor and at least twice where it started. Returns (first, last).
 fn queue_growth(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<(f64, f64)> {
     let c = &cfg.overload;
     let k = c.queue_growth_samples.max(2);
-    if i + 1 < k {
-        return None;
-    }
-    let v: Vec<f64> = (i + 1 - k..=i)
-        .filter_map(|j| w.present(j, node)?.write.queue_p99_ms)
-        .collect();
-    if v.len() < k {
-        return None;
-    }
+    let v = w.readings(i, node, k, |n| n.write.queue_p99_ms)?;
     let ups = v.windows(2).filter(|p| p[1] > p[0]).count();
     let (first, last) = (v[0], v[v.len() - 1]);
     (ups * 4 >= (k - 1) * 3 && last >= c.queue_floor_ms && last >= 2.0 * first)
@@ -93,12 +85,13 @@ fn knee(
         })
 }
 
-/// Writes piling up at round `i`: (in flight, its baseline, write p99, its
-/// baseline) when the node holds `in_flight_ratio` (8×) its usual number
-/// of unanswered client writes, at least `in_flight_floor` (200), while
-/// its write p99 is `latency_ratio` (5×) its baseline and ≥ `floor_ms`
-/// or the pile grew in each of the last 3 rounds: offered load past what
-/// the node completes.
+/// Writes piling up at round `i`: (in flight, its baseline, write p99 or
+/// `None` when no write completed at all, its baseline) when the node
+/// holds `in_flight_ratio` (8×) its usual number of unanswered client
+/// writes, at least `in_flight_floor` (200), while its write p99 is
+/// `latency_ratio` (5×) its baseline and ≥ `floor_ms`, or no write
+/// completed in the interval, or the pile grew in each of the last 3
+/// answers: offered load past what the node completes.
 fn piling_up(
     w: &Window<'_>,
     cfg: &MonitorConfig,
@@ -106,24 +99,23 @@ fn piling_up(
     base_in_flight: Option<f64>,
     i: usize,
     node: u64,
-) -> Option<(f64, f64, f64, f64)> {
+) -> Option<(f64, f64, Option<f64>, f64)> {
     let c = &cfg.overload;
     let n = w.present(i, node)?;
-    let p99 = n.write.total_p99_ms?;
+    let p99 = n.write.total_p99_ms;
     // A young node has no baseline yet; a pile is news all the same.
     let base_p99 = bases.map_or(0.0, |b| b.0);
     let base = base_in_flight.unwrap_or(0.0);
     let in_flight = n.writes_in_flight as f64;
     // Answers lag the pile: the p99 of completed writes rises only as the
-    // first queued ones complete, so a pile that grew in each of the last
-    // 3 rounds counts too.
-    let rising = i >= 3
-        && (i - 3..i).all(|j| {
-            let now = w.present(j + 1, node).map(|n| n.writes_in_flight);
-            let before = w.present(j, node).map(|n| n.writes_in_flight);
-            matches!((before, now), (Some(b), Some(a)) if a > b)
-        });
-    let slow = p99 >= c.floor_ms && p99 >= c.latency_ratio * base_p99;
+    // first queued ones complete, so a pile that grew in each of the
+    // node's last 3 answers counts too.
+    let rising = w
+        .readings(i, node, 4, |n| Some(n.writes_in_flight as f64))
+        .is_some_and(|v| v.windows(2).all(|p| p[1] > p[0]));
+    // No write completed in the whole interval under such a pile: slower
+    // than any p99 (there is none to compare).
+    let slow = p99.is_none_or(|p| p >= c.floor_ms && p >= c.latency_ratio * base_p99);
     (in_flight >= c.in_flight_floor as f64
         && in_flight >= c.in_flight_ratio * base
         && (slow || rising))
@@ -225,13 +217,20 @@ pub fn overload(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
                 (c.in_flight_ratio * base).max(c.in_flight_floor as f64),
                 "count",
             ));
-            parts.push(format!(
-                "writes piling up, {} in flight vs {} usually, write p99 {} ms vs {} ms",
-                num(in_flight),
-                num(base),
-                num(p99),
-                num(base_p99)
-            ));
+            parts.push(match p99 {
+                Some(p99) => format!(
+                    "writes piling up, {} in flight vs {} usually, write p99 {} ms vs {} ms",
+                    num(in_flight),
+                    num(base),
+                    num(p99),
+                    num(base_p99)
+                ),
+                None => format!(
+                    "writes piling up, {} in flight vs {} usually, none completed in the last interval",
+                    num(in_flight),
+                    num(base)
+                ),
+            });
         }
         if parts.is_empty() {
             parts.push("was overloaded moments ago".into());
@@ -367,6 +366,72 @@ mod tests {
             "{}",
             f.summary
         );
+    }
+
+    #[test]
+    fn given_a_busy_node_that_answers_every_other_round_when_detected_should_still_call_it_overload()
+     {
+        // Its answers come late, so every other round repeats the last one;
+        // a pile that keeps growing between answers counts as rising.
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 300 + 100 * (r as u64 - 80);
+                n.write.total_p99_ms = Some(15.0);
+            }
+        });
+        answer_every(&mut samples, 1, 80..100, 2);
+        let rounds = per_round(&samples, overload);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert!(first <= 87 && cleared <= 115, "{first} {cleared}");
+        assert!(
+            rounds[92][0].summary.contains("piling up"),
+            "{:?}",
+            rounds[92]
+        );
+        // Named at once when the answers are slow as well.
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 1_500;
+                n.write.total_p99_ms = Some(400.0);
+            }
+        });
+        answer_every(&mut samples, 1, 80..100, 3);
+        let rounds = per_round(&samples, overload);
+        let (first, _) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert_eq!(first, 82, "third round of the pile");
+    }
+
+    #[test]
+    fn given_a_pile_of_writes_none_of_which_complete_when_detected_should_call_it_overload() {
+        // Swamped so badly that no write completes: no p99 at all.
+        let samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..100).contains(&r) {
+                n.writes_in_flight = 3_000;
+                n.write = Default::default();
+                n.entries_per_second = 0.0;
+            }
+        });
+        let rounds = per_round(&samples, overload);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 100);
+        assert!(first <= 83 && cleared <= 115, "{first} {cleared}");
+        let f = &rounds[90][0];
+        assert!(f.summary.contains("none completed"), "{}", f.summary);
+    }
+
+    #[test]
+    fn given_a_growing_queue_with_repeated_rounds_when_detected_should_see_the_growth() {
+        let mut samples = scenario(130, |r, n| {
+            if n.node == 1 && (80..110).contains(&r) {
+                let k = (r - 79) as f64;
+                n.write.queue_p99_ms = Some(0.5 * 1.3f64.powf(k));
+            }
+        });
+        answer_every(&mut samples, 1, 80..110, 2);
+        let rounds = per_round(&samples, overload);
+        let (first, _) = raised_and_cleared(&rounds, codes::OVERLOAD, 80, 110);
+        assert!(first <= 100, "{first}");
+        let f = &rounds[105][0];
+        assert!(f.summary.contains("queue p99 growing"), "{}", f.summary);
     }
 
     #[test]

@@ -43,13 +43,16 @@ fn peers_view(w: &Window<'_>, i: usize, node: u64) -> (Option<f64>, usize, usize
 }
 
 /// Whether `node`'s snapshot time stood still over the last `stale_rounds`
-/// rounds while another node's advanced.
+/// rounds while another node's advanced: the node answered at both ends
+/// (a repeated round in between repeats the same snapshot and proves
+/// nothing by itself).
 fn stale(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<u64> {
     let k = cfg.node.stale_rounds;
     if i < k {
         return None;
     }
-    let now = w.present(i, node)?;
+    let now = w.present(i, node).filter(|n| !n.repeated)?;
+    w.present(i - k, node).filter(|n| !n.repeated)?;
     for j in i - k..i {
         if w.present(j, node)?.snapshot_unix_ms != now.snapshot_unix_ms {
             return None;
@@ -69,7 +72,10 @@ fn stale(w: &Window<'_>, cfg: &MonitorConfig, i: usize, node: u64) -> Option<u64
 /// for `missing_rounds + 1` (5) rounds in a row.
 ///
 /// Stalled (`node_stalled`, warning, resource `process`): no snapshot for
-/// `missing_rounds` (4) rounds in a row; or the peers' median phi ≥ `phi`
+/// `missing_rounds` (4) rounds in a row — for a node reached but silent,
+/// no new answer for that many rounds, its last one
+/// [repeated](crate::sample::NodeSample::repeated) at first and then
+/// missing as unanswered; or the peers' median phi ≥ `phi`
 /// (8), or most of them saying suspect, for `missing_rounds + 1` (5)
 /// rounds in a row (both raised at once and cleared by the first round
 /// that breaks the run: a fresh snapshot is hard evidence); or its
@@ -87,6 +93,9 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     for node in w.node_ids() {
         let run = run_of(w, |i| w.present(i, node).is_none());
         let run_start = w.len() - run;
+        // Rounds without a new answer: missing, or the last answer repeated.
+        let silent = run_of(w, |i| w.get(i).node(node).is_none_or(|n| !n.answered()));
+        let silent_start = w.len() - silent;
         // A finding held by a run of `len` rounds that ends now.
         let run_t = |sev, len: usize| Tracked {
             severity: sev,
@@ -114,29 +123,41 @@ pub fn stalled_node(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
             .and_then(|n| n.error.clone())
             .unwrap_or_else(|| "not in the round".into());
         let said_down = (down_run >= peers_rounds).then(|| run_t(Severity::Critical, down_run));
-        // Reached but silent for the whole run: a paused or hung process,
-        // not a dead one, whatever the peers' heartbeats conclude.
+        // Reached but silent for the whole run — its last answer repeated
+        // while recent, then unanswered: a paused or hung process, not a
+        // dead one, whatever the peers' heartbeats conclude. Counted from
+        // the last answer, so repeating it costs no detection time.
         let unanswered = run > 0
-            && (run_start..w.len()).all(|i| w.get(i).node(node).is_some_and(|n| n.unanswered));
-        if unanswered && run >= c.missing_rounds {
-            let severity = if run >= c.down_rounds {
+            && (silent_start..w.len()).all(|i| {
+                w.get(i)
+                    .node(node)
+                    .is_some_and(|n| n.unanswered || n.repeated)
+            });
+        if unanswered && silent >= c.missing_rounds {
+            let severity = if silent >= c.down_rounds {
                 Severity::Critical
             } else {
                 Severity::Warning
             };
+            // Since the last answer arrived (a repeated sample keeps its time).
+            let quiet = silent_start
+                .checked_sub(1)
+                .and_then(|j| w.get(j).node(node))
+                .map(|n| last.unix_ms.saturating_sub(n.unix_ms) as f64 / 1000.0)
+                .unwrap_or(silent as f64);
             out.push(finding(
                 codes::NODE_STALLED,
-                missing_t(severity),
+                run_t(severity, silent),
                 Subject::Node { node },
                 Resource::Process,
                 format!(
                     "node {node} is not responding: connected but no answer for {} s — \
                      paused (SIGSTOP), hung or swamped ({error})",
-                    num(secs)
+                    num(quiet)
                 ),
                 vec![Evidence::new(
                     "missing_rounds",
-                    run as f64,
+                    silent as f64,
                     None,
                     c.missing_rounds as f64,
                     "count",
@@ -301,6 +322,39 @@ mod tests {
         assert_eq!(f.resource, Resource::Process);
         assert_eq!(f.severity, Severity::Critical, "silent past down_rounds");
         assert!(f.summary.contains("paused"), "{}", f.summary);
+    }
+
+    #[test]
+    fn given_a_paused_node_whose_last_answer_is_repeated_when_watched_should_stall_as_fast() {
+        // The collector repeats the last answer for up to 3 rounds, then
+        // calls the node unanswered: stalled at the fourth silent round,
+        // as if it had been missing from the first.
+        let mut samples = scenario(140, |r, n| {
+            if n.node == 2 && (83..110).contains(&r) {
+                *n = crate::sample::NodeSample::unanswered(n.node, n.unix_ms, "no answer for 3 s");
+            }
+        });
+        answer_every(&mut samples, 2, 79..83, 100);
+        let rounds = per_round(&samples, stalled_node);
+        let (first, cleared) = raised_and_cleared(&rounds, codes::NODE_STALLED, 80, 110);
+        assert_eq!(first, 83, "fourth round without an answer");
+        assert!(cleared <= 111, "{cleared}");
+        let f = &rounds[83][0];
+        assert_eq!(f.since, samples[80].unix_ms);
+        assert!(f.summary.contains("no answer for 4 s"), "{}", f.summary);
+    }
+
+    #[test]
+    fn given_a_busy_node_that_answers_late_when_watched_should_find_nothing() {
+        // Every third round brings an answer; the others repeat it, with
+        // the same snapshot time.
+        let mut samples = scenario(140, |_, _| {});
+        answer_every(&mut samples, 3, 80..120, 3);
+        // Nor anything else: a repeat is not a flat or frozen figure.
+        let rounds = all_findings(&samples);
+        for (r, f) in rounds.iter().enumerate() {
+            assert!(f.is_empty(), "round {r}: {f:#?}");
+        }
     }
 
     #[test]

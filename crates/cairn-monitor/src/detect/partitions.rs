@@ -23,14 +23,23 @@ fn leaders(s: &ClusterSample) -> BTreeMap<PartKey<'_>, (u64, &ReplicaSample)> {
 }
 
 fn follower<'a>(s: &'a ClusterSample, key: PartKey<'_>, node: u64) -> Option<&'a FollowerLag> {
-    s.nodes
-        .iter()
-        .filter(|n| !n.is_missing())
-        .flat_map(|n| n.replicas.iter())
-        .find(|r| r.is_leader && r.stream == key.0 && r.partition == key.1)?
-        .followers
-        .iter()
-        .find(|f| f.node == node)
+    leader_view(s, key, node).map(|(f, _)| f)
+}
+
+/// The follower's lag as its leader reported it, and whether that report
+/// is [repeated](crate::sample::NodeSample::repeated) from an earlier round.
+fn leader_view<'a>(
+    s: &'a ClusterSample,
+    key: PartKey<'_>,
+    node: u64,
+) -> Option<(&'a FollowerLag, bool)> {
+    s.nodes.iter().filter(|n| !n.is_missing()).find_map(|n| {
+        let r = n
+            .replicas
+            .iter()
+            .find(|r| r.is_leader && r.stream == key.0 && r.partition == key.1)?;
+        Some((r.followers.iter().find(|f| f.node == node)?, n.repeated))
+    })
 }
 
 fn partition_subject(key: PartKey<'_>, node: Option<u64>) -> Subject {
@@ -59,25 +68,35 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         }
     }
     // Each subject's lag over the evaluated rounds and the growth lookback.
-    let first = eval.start.saturating_sub(c.growth_samples);
-    let lag_series = |key: PartKey<'_>, node: u64| -> Vec<Option<f64>> {
+    let first = eval.start.saturating_sub(2 * c.growth_samples);
+    // (seconds, repeated) per round.
+    let lag_series = |key: PartKey<'_>, node: u64| -> Vec<Option<(f64, bool)>> {
         (0..w.len())
             .map(|i| {
                 (i >= first)
-                    .then(|| follower(w.get(i), key, node).map(|f| f.seconds))
+                    .then(|| leader_view(w.get(i), key, node).map(|(f, rep)| (f.seconds, rep)))
                     .flatten()
             })
             .collect()
     };
-    let growth = |lags: &[Option<f64>], i: usize| -> Option<(f64, f64)> {
+    // Over the leader's last `growth_samples` reports: a repeated one is
+    // no new point (see `Window::readings`).
+    let growth = |lags: &[Option<(f64, bool)>], i: usize| -> Option<(f64, f64)> {
         let k = c.growth_samples.max(2);
-        if i + 1 < k {
-            return None;
+        let mut v = Vec::with_capacity(k);
+        for j in (i.saturating_sub(2 * k - 1)..=i).rev() {
+            let (s, repeated) = lags[j]?;
+            if !repeated {
+                v.push(s);
+            }
+            if v.len() == k {
+                break;
+            }
         }
-        let v: Vec<f64> = lags[i + 1 - k..=i].iter().flatten().copied().collect();
         if v.len() < k {
             return None;
         }
+        v.reverse();
         let ups = v.windows(2).filter(|p| p[1] > p[0]).count();
         let (first, end) = (v[0], v[k - 1]);
         (ups * 5 >= (k - 1) * 4 && end >= c.growth_floor_seconds).then_some((first, end))
@@ -87,7 +106,7 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         let key = (stream.as_str(), *p);
         let lags = lag_series(key, *node);
         let Some(t) = track(w, cfg, |i| {
-            let s = lags[i]?;
+            let (s, _) = lags[i]?;
             if s >= c.critical_seconds {
                 Some(Severity::Critical)
             } else if s >= c.seconds || growth(&lags, i).is_some() {

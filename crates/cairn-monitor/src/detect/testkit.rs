@@ -22,6 +22,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
         unix_ms,
         error: None,
         unanswered: false,
+        repeated: false,
         writes_in_flight: 2,
         snapshot_unix_ms: unix_ms - 200,
         uptime_seconds: 1_000.0 + r as f64,
@@ -137,6 +138,30 @@ pub fn scenario(
 /// Marks a node missing at a round (inside a `scenario` tweak).
 pub fn make_missing(n: &mut NodeSample) {
     *n = NodeSample::missing(n.node, n.unix_ms, "connection refused");
+}
+
+/// Makes `node` answer only every `every`-th round of `rounds` (the first
+/// included): in the others the collector repeats its last answer, as for
+/// a busy node whose answers come late.
+pub fn answer_every(
+    samples: &mut [ClusterSample],
+    node: u64,
+    rounds: std::ops::Range<usize>,
+    every: usize,
+) {
+    for r in rounds.clone() {
+        if (r - rounds.start).is_multiple_of(every) {
+            continue;
+        }
+        let mut last = samples[r - 1].node(node).expect("in the round").clone();
+        last.repeated = true;
+        let n = samples[r]
+            .nodes
+            .iter_mut()
+            .find(|n| n.node == node)
+            .expect("in the round");
+        *n = last;
+    }
 }
 
 /// What `detector` finds after each round, over the window a monitor with

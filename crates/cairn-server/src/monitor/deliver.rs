@@ -3,13 +3,14 @@
 //! generic JSON webhook.
 //!
 //! Delivery must never slow the monitor down, so the monitor only hands a
-//! batch to a bounded queue ([`Delivery::send`] never waits); one task per
-//! node drains it, posting to each receiver with a per-request timeout and a
-//! few retries with backoff. When a receiver is dead the queue fills and
-//! further batches are dropped and counted — the monitor re-sends every
-//! firing alert periodically anyway (Alertmanager resolves an alert it has
-//! not heard of for its `resolve_timeout`), so a receiver that comes back
-//! catches up within one re-send period.
+//! batch to a bounded queue per receiver ([`Delivery::send`] never waits);
+//! one task per receiver drains its queue, posting with a per-request
+//! timeout and a few retries with backoff, so a dead receiver holds up
+//! neither the monitor nor the other receiver. When a receiver is dead its
+//! queue fills and further batches for it are dropped and counted — the
+//! monitor re-sends every firing alert periodically anyway (Alertmanager
+//! resolves an alert it has not heard of for its `resolve_timeout`), so a
+//! receiver that comes back catches up within one re-send period.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-/// How many batches may wait for delivery before new ones are dropped.
+/// How many batches may wait for one receiver before new ones are dropped.
 const QUEUE: usize = 64;
 /// One POST's budget.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,74 +78,94 @@ pub struct DeliveryCounters {
     pub dropped: AtomicU64,
 }
 
+/// The kinds of receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Alertmanager,
+    Webhook,
+}
+
 /// The sending side; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    tx: Option<mpsc::Sender<Vec<OutgoingAlert>>>,
+    /// One queue per receiver.
+    queues: Vec<(Kind, mpsc::Sender<Vec<OutgoingAlert>>)>,
     pub counters: Arc<DeliveryCounters>,
 }
 
 impl Delivery {
-    /// Starts the delivery task (none when there are no receivers).
+    /// Starts one delivery task per receiver (none without receivers).
     pub fn start(receivers: Receivers, node: u64, http: reqwest::Client) -> Delivery {
         let counters = Arc::new(DeliveryCounters::default());
-        if receivers.is_empty() {
-            return Delivery { tx: None, counters };
-        }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(receivers, node, http, rx, counters.clone()));
-        Delivery {
-            tx: Some(tx),
-            counters,
-        }
+        let targets = [
+            (
+                Kind::Alertmanager,
+                receivers
+                    .alertmanager
+                    .map(|base| format!("{}/api/v2/alerts", base.trim_end_matches('/'))),
+            ),
+            (Kind::Webhook, receivers.webhook),
+        ];
+        let queues = targets
+            .into_iter()
+            .filter_map(|(kind, url)| {
+                let url = url?;
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(kind, url, node, http.clone(), rx, counters.clone()));
+                Some((kind, tx))
+            })
+            .collect();
+        Delivery { queues, counters }
     }
 
-    /// Queues `alerts` for delivery without waiting.
+    /// Queues `alerts` for every receiver without waiting.
     pub fn send(&self, alerts: Vec<OutgoingAlert>) {
-        let Some(tx) = &self.tx else { return };
         if alerts.is_empty() {
             return;
         }
-        if tx.try_send(alerts).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("alert receivers are not keeping up; an alert batch was dropped");
+        for (kind, tx) in &self.queues {
+            if tx.try_send(alerts.clone()).is_err() {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    receiver = ?kind,
+                    "an alert receiver is not keeping up; an alert batch for it was dropped"
+                );
+            }
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        !self.queues.is_empty()
     }
 }
 
 async fn run(
-    receivers: Receivers,
+    kind: Kind,
+    url: String,
     node: u64,
     http: reqwest::Client,
     mut rx: mpsc::Receiver<Vec<OutgoingAlert>>,
     counters: Arc<DeliveryCounters>,
 ) {
     while let Some(alerts) = rx.recv().await {
-        if let Some(base) = &receivers.alertmanager {
-            let url = format!("{}/api/v2/alerts", base.trim_end_matches('/'));
-            let body = serde_json::to_value(&alerts).unwrap_or_default();
-            let ok = post_with_retries(&http, &url, &body).await;
-            let c = if ok {
-                &counters.alertmanager_ok
-            } else {
-                &counters.alertmanager_failed
-            };
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(url) = &receivers.webhook {
-            let body = webhook_body(node, &alerts);
-            let ok = post_with_retries(&http, url, &body).await;
-            let c = if ok {
-                &counters.webhook_ok
-            } else {
-                &counters.webhook_failed
-            };
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        let (body, ok, failed) = match kind {
+            Kind::Alertmanager => (
+                serde_json::to_value(&alerts).unwrap_or_default(),
+                &counters.alertmanager_ok,
+                &counters.alertmanager_failed,
+            ),
+            Kind::Webhook => (
+                webhook_body(node, &alerts),
+                &counters.webhook_ok,
+                &counters.webhook_failed,
+            ),
+        };
+        let c = if post_with_retries(&http, &url, &body).await {
+            ok
+        } else {
+            failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -194,6 +215,68 @@ async fn post_with_retries(http: &reqwest::Client, url: &str, body: &serde_json:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn alert() -> OutgoingAlert {
+        OutgoingAlert {
+            labels: [("alertname".to_string(), "CairnSlowDisk".to_string())].into(),
+            annotations: BTreeMap::new(),
+            starts_at: "2026-12-03T05:00:00Z".into(),
+            ends_at: None,
+            generator_url: "http://127.0.0.1:7070/v1/monitor/alerts".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn given_a_hung_receiver_when_alerts_are_sent_should_hold_up_neither_the_sender_nor_the_other_receiver()
+     {
+        // Bound but never accepting: connections complete in the kernel's
+        // backlog and the request is never answered, the worst receiver.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let got = Arc::new(parking_lot::Mutex::new(Vec::<serde_json::Value>::new()));
+        let app = {
+            let got = got.clone();
+            axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                    got.lock().push(v);
+                    async { axum::http::StatusCode::OK }
+                }),
+            )
+        };
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live_addr = live.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(live, app).await });
+        let d = Delivery::start(
+            Receivers {
+                alertmanager: Some(format!("http://{}", hung.local_addr().unwrap())),
+                webhook: Some(format!("http://{live_addr}/hook")),
+            },
+            1,
+            reqwest::Client::new(),
+        );
+        let start = std::time::Instant::now();
+        for _ in 0..QUEUE + 10 {
+            d.send(vec![alert()]);
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "send never waits"
+        );
+        assert!(
+            d.counters.dropped.load(Ordering::Relaxed) >= 9,
+            "full queues drop"
+        );
+        // The webhook is served while the hung receiver's first POST has
+        // not even timed out yet (2 s).
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        while got.lock().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "webhook starved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.lock()[0]["alerts"][0]["status"], "firing");
+        assert_eq!(d.counters.alertmanager_ok.load(Ordering::Relaxed), 0);
+        server.abort();
+    }
 
     #[test]
     fn resolved_alerts_say_so_in_the_webhook_and_carry_ends_at_for_alertmanager() {

@@ -4,11 +4,15 @@
 //! # Collection
 //!
 //! Every node collects every member's telemetry snapshot once a second over
-//! the cluster transport (service kind [`SNAPSHOT`], answered from the
-//! node's latest snapshot; the node's own is read in place). A member that
-//! does not answer within [`COLLECT_TIMEOUT`] is recorded as missing for
-//! that round — which is itself evidence (a paused or cut-off node). The
-//! round becomes one `ClusterSample` fed to this node's
+//! the cluster transport (service kind [`SNAPSHOT`]; the node's own is read
+//! in place). The answer is the snapshot as the node's telemetry thread
+//! last encoded it, so serving it costs no encoding on the async runtime
+//! that a swamped node's writes are queued on. Requests outlive their
+//! round: a late answer is used, stamped with when it arrived, and a
+//! member's last answer is repeated while recent; only a member silent for
+//! longer than [`collect::UNANSWERED_AFTER`] is `unanswered` — which is
+//! itself evidence (a paused or hung node). See [`collect`]. The round
+//! becomes one `ClusterSample` fed to this node's
 //! [`cairn_monitor::Monitor`] (the pure core: rings, detectors, verdict,
 //! alert states).
 //!
@@ -30,6 +34,7 @@
 //! whole monitor's cost (collection included) is measured by comparing a
 //! node's CPU with `--monitor-interval 0` (docs/PERFORMANCE.md).
 
+pub mod collect;
 pub mod deliver;
 mod metrics;
 
@@ -43,6 +48,7 @@ use cairn_cluster::Cluster;
 use cairn_monitor::{AlertState, ClusterSample, Monitor, MonitorConfig, NodeSample};
 use cairn_telemetry::snapshot::TelemetrySnapshot;
 use cairn_telemetry::{Telemetry, thread_cpu_ns};
+use collect::Collector;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -53,8 +59,6 @@ use deliver::{Delivery, OutgoingAlert, Receivers};
 pub const SNAPSHOT: u16 = 100;
 /// Service kind: a [`Query`] for the controller leader's monitor.
 pub const QUERY: u16 = 101;
-/// A member that has not answered by then is missing from the round.
-pub const COLLECT_TIMEOUT: Duration = Duration::from_millis(700);
 /// How long a forwarded query may take before the local answer is used.
 const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Firing alerts are sent again this often (Alertmanager resolves alerts
@@ -107,7 +111,7 @@ pub struct MonitorService {
 struct Inner {
     node: u64,
     cluster: Cluster,
-    telemetry: Arc<Telemetry>,
+    collector: Arc<Collector>,
     interval: Duration,
     monitor: Mutex<Monitor>,
     delivery: Delivery,
@@ -166,7 +170,7 @@ impl MonitorService {
                 delivery: Delivery::start(options.receivers.clone(), node, http),
                 generator_url: format!("http://{http_advertise}/v1/monitor/alerts"),
                 cluster: cluster.clone(),
-                telemetry: telemetry.clone(),
+                collector: Arc::new(Collector::new(cluster.clone(), telemetry.clone())),
                 interval: options.interval,
                 monitor: Mutex::new(Monitor::new(options.config)),
                 record,
@@ -178,12 +182,11 @@ impl MonitorService {
         cluster.register_service(
             SNAPSHOT,
             Arc::new(move |_from, _payload| {
-                let snapshot = t.snapshot();
+                // Already encoded: no work here but a reference count.
+                let json = t.snapshot_json();
                 Box::pin(async move {
-                    let s = snapshot.ok_or("no telemetry interval has completed yet")?;
-                    serde_json::to_vec(&s)
-                        .map(Bytes::from)
-                        .map_err(|e| e.to_string())
+                    json.map(Bytes::from_owner)
+                        .ok_or_else(|| "no telemetry interval has completed yet".to_owned())
                 })
             }),
         );
@@ -216,7 +219,7 @@ impl MonitorService {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let sample = self.collect().await;
+            let sample = self.inner.collector.round().await;
             let cpu_before = thread_cpu_ns();
             self.observe(sample, &mut last_resend);
             self.inner.cpu_ns.fetch_add(
@@ -224,40 +227,6 @@ impl MonitorService {
                 Ordering::Relaxed,
             );
         }
-    }
-
-    /// One round: every member's snapshot, concurrently.
-    async fn collect(&self) -> ClusterSample {
-        let cluster = &self.inner.cluster;
-        let me = self.inner.node;
-        let mut members: Vec<u64> = cluster.meta().nodes.keys().copied().collect();
-        if !members.contains(&me) {
-            members.push(me);
-        }
-        let at = unix_ms();
-        let fetches = members.iter().map(|&id| async move {
-            if id == me {
-                return match self.inner.telemetry.snapshot() {
-                    Some(s) => sample_of(id, at, &s),
-                    None => NodeSample::missing(id, at, "no telemetry interval yet"),
-                };
-            }
-            match cluster
-                .call_service(id, SNAPSHOT, Bytes::new(), COLLECT_TIMEOUT)
-                .await
-            {
-                Ok(bytes) => match serde_json::from_slice::<TelemetrySnapshot>(&bytes) {
-                    Ok(s) => sample_of(id, at, &s),
-                    Err(e) => NodeSample::missing(id, at, format!("bad snapshot: {e}")),
-                },
-                Err(e @ cairn_cluster::ServiceError::Timeout { .. }) => {
-                    NodeSample::unanswered(id, at, e.to_string())
-                }
-                Err(e) => NodeSample::missing(id, at, e.to_string()),
-            }
-        });
-        let nodes = futures::future::join_all(fetches).await;
-        ClusterSample { unix_ms: at, nodes }
     }
 
     fn observe(&self, sample: ClusterSample, last_resend: &mut tokio::time::Instant) {
@@ -383,8 +352,8 @@ impl MonitorService {
     }
 }
 
-/// The monitor's sample of node `id`'s snapshot; a snapshot it cannot
-/// read counts as missing, with the reason.
+/// The monitor's sample of node `id`'s snapshot, received at `at`; a
+/// snapshot it cannot read counts as missing, with the reason.
 fn sample_of(id: u64, at: u64, s: &TelemetrySnapshot) -> NodeSample {
     NodeSample::from_snapshot(s, Some(id), at)
         .unwrap_or_else(|e| NodeSample::missing(id, at, e.to_string()))
