@@ -10,12 +10,13 @@
 //! leaving the bytes in the kernel and the sender to TCP flow control.
 //!
 //! - Small frames (up to [`READ_CHUNK`]) are read into one buffer, several
-//!   at a time when pipelined.
+//!   at a time when pipelined: 8 KiB until a frame's length is known, then
+//!   up to [`READ_CHUNK`] at a time.
 //! - A larger frame is gathered in chunks, each filled before the next is
 //!   allocated and sized like what has arrived so far (8 KiB, 8 KiB,
 //!   16 KiB, … up to [`READ_CHUNK`]), then joined once complete. A partial
-//!   frame therefore holds at most twice what has arrived plus 8 KiB, and
-//!   growing it never reallocates.
+//!   frame therefore holds at most twice what has arrived plus 64 KiB (a
+//!   small frame's read), and growing it never reallocates.
 //! - A connection waiting for its next frame holds no buffer and no
 //!   budget at all.
 //!
@@ -129,18 +130,19 @@ impl FrameReader {
             }
             let started = *self.started.get_or_insert_with(Instant::now);
             let deadline = started + self.frame_timeout;
-            // Grow with what has arrived: a frame that announced much and
-            // sent little gets small reads (and a small buffer).
+            // A large frame grows with what has arrived: one that
+            // announced much and sent little gets small reads (and a small
+            // buffer).
             let to_read = match &self.large {
                 Some(l) => (l.current.capacity() - l.current.len()).max(
                     (l.declared - l.received)
                         .min(l.received.max(MIN_READ))
                         .min(READ_CHUNK),
                 ),
-                None => self
-                    .missing()
-                    .min(self.buf.len().max(MIN_READ))
-                    .clamp(MIN_READ, READ_CHUNK),
+                // The front frame is small (a large one is gathered
+                // above): read it, and what follows it, in one go.
+                None if self.buf.len() >= PREFIX => READ_CHUNK,
+                None => MIN_READ,
             };
             let uncharged = (self.held() + to_read).saturating_sub(self.charge.bytes());
             if let Err(e) = self
@@ -191,14 +193,6 @@ impl FrameReader {
                 l.received += n;
             }
         }
-    }
-
-    /// Bytes still missing for the frame at the front of the buffer.
-    fn missing(&self) -> usize {
-        if self.buf.len() < PREFIX {
-            return PREFIX - self.buf.len();
-        }
-        (PREFIX + self.declared()).saturating_sub(self.buf.len())
     }
 
     fn declared(&self) -> usize {
