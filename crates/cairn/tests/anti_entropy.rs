@@ -74,7 +74,8 @@ async fn wait_for_segments(
     groups: &BTreeMap<u32, (u64, u64)>,
     n: usize,
 ) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: on a loaded 2-core machine the load fills segments slowly.
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let mut fewest = usize::MAX;
         for (group, _) in groups.values() {
