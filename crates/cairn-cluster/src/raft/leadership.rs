@@ -283,6 +283,12 @@ where
                     }
                     continue;
                 }
+                // Nothing to decide before the scheduled look (asking the
+                // Raft core costs a message; a heartbeat meanwhile only
+                // pushes the schedule later, which the look will see).
+                if campaign.next.is_some_and(|at| Instant::now() < at) {
+                    continue;
+                }
                 let Some((following, quiet)) = vote_quiet(&raft).await else {
                     return;
                 };
