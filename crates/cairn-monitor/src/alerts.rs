@@ -300,6 +300,7 @@ mod tests {
             evidence: vec![Evidence::new("fsync_p99_ms", 48.0, Some(1.0), 5.0, "ms")],
             since: 0,
             injected: None,
+            explained_by: None,
         }
     }
 

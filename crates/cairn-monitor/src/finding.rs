@@ -144,6 +144,11 @@ pub struct Finding {
     /// `disk fsync_delay_ms=50`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injected: Option<String>,
+    /// Another active finding that accounts for this one, e.g.
+    /// `overload on node 1` for that node's slow probe round trips: a
+    /// busy node answers pings late. Such a finding is read as a symptom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explained_by: Option<String>,
 }
 
 impl Finding {

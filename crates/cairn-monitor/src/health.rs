@@ -131,11 +131,12 @@ const SYMPTOMS: &[&str] = &[
 ];
 
 /// What to read first: what makes the cluster red (and a node down, the
-/// usual reason), then causes, then symptoms.
+/// usual reason), then causes, then symptoms (and findings another one
+/// explains).
 fn rank(f: &Finding) -> u8 {
     if RED.contains(&f.code.as_str()) || f.code == codes::NODE_DOWN {
         0
-    } else if SYMPTOMS.contains(&f.code.as_str()) {
+    } else if SYMPTOMS.contains(&f.code.as_str()) || f.explained_by.is_some() {
         2
     } else {
         1
@@ -262,6 +263,7 @@ mod tests {
             evidence: Vec::new(),
             since,
             injected: None,
+            explained_by: None,
         }
     }
 

@@ -299,7 +299,7 @@ mod tests {
             receive_budget_bytes: Some(budget),
             ..Limits::default()
         };
-        let guards = Arc::new(Guards::new(&limits, 1 << 20, 2));
+        let guards = Arc::new(Guards::new(&limits, 1 << 20, 2, None));
         let (read, write) = server.into_split();
         let reader = FrameReader::new(read, 4 << 20, frame_timeout, guards.clone());
         (reader, client, guards, write)

@@ -47,6 +47,9 @@
 //! Every refusal and every connection closed for a limit is counted
 //! (`cairn_connections_refused_total{api,reason}`,
 //! `cairn_connections_closed_total{api,reason}`; see [`register_metrics`]).
+//! A refusal also counts as the error the client sees, `unavailable`
+//! (`cairn_errors_total`, and the snapshot's errors per second), so the
+//! monitor sees load shed at the door as the overload it is.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -56,6 +59,7 @@ use std::time::Duration;
 
 use cairn_telemetry::metrics::Api;
 use cairn_telemetry::{Labels, Telemetry, encode_family};
+use cairn_types::ErrorCode;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -375,10 +379,20 @@ pub struct ConnectionGate {
     closed: [AtomicU64; Closed::ALL.len()],
     /// Refusals being written now.
     refusing: Arc<Semaphore>,
+    /// Where a refusal is also counted as the client sees it, a 503
+    /// `unavailable`: load shed at the door is load shed all the same,
+    /// and the monitor's overload detector reads these counts.
+    errors: Option<Weak<Telemetry>>,
 }
 
 impl ConnectionGate {
-    pub fn new(api: Api, max: usize, max_per_ip: usize, fds: Arc<Descriptors>) -> Arc<Self> {
+    pub fn new(
+        api: Api,
+        max: usize,
+        max_per_ip: usize,
+        fds: Arc<Descriptors>,
+        errors: Option<Weak<Telemetry>>,
+    ) -> Arc<Self> {
         Arc::new(ConnectionGate {
             api,
             max,
@@ -388,6 +402,7 @@ impl ConnectionGate {
             refused: Default::default(),
             closed: Default::default(),
             refusing: Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS)),
+            errors,
         })
     }
 
@@ -445,6 +460,9 @@ impl ConnectionGate {
         };
         if let Some((r, log, open)) = refusal {
             self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = self.errors.as_ref().and_then(Weak::upgrade) {
+                t.metrics.count_error(ErrorCode::Unavailable);
+            }
             if log {
                 tracing::warn!(
                     api = self.api.as_str(),
@@ -649,7 +667,13 @@ pub struct Guards {
 impl Guards {
     /// `listeners`: how many client listeners share the descriptors (1 for
     /// HTTP alone, 2 with the binary protocol). Logs caps it lowered.
-    pub fn new(limits: &Limits, max_request: usize, listeners: usize) -> Guards {
+    /// Refused connections are also counted in `errors`' error counters.
+    pub fn new(
+        limits: &Limits,
+        max_request: usize,
+        listeners: usize,
+        errors: Option<Weak<Telemetry>>,
+    ) -> Guards {
         let fds = Arc::new(Descriptors::new(fd_limit()));
         fds.sample();
         let share = fds.share(listeners);
@@ -666,8 +690,8 @@ impl Guards {
         let per_ip = limits.max_connections_per_ip.min(max);
         Guards {
             limits: limits.clone(),
-            http: ConnectionGate::new(Api::Http, max, per_ip, fds.clone()),
-            tcp: ConnectionGate::new(Api::Tcp, max, per_ip, fds.clone()),
+            http: ConnectionGate::new(Api::Http, max, per_ip, fds.clone(), errors.clone()),
+            tcp: ConnectionGate::new(Api::Tcp, max, per_ip, fds.clone(), errors),
             budget: ReceiveBudget::new(limits.effective_budget(max_request)),
             fds,
         }
@@ -850,7 +874,13 @@ mod tests {
     use super::*;
 
     fn gate(max: usize, per_ip: usize) -> Arc<ConnectionGate> {
-        ConnectionGate::new(Api::Tcp, max, per_ip, Arc::new(Descriptors::new(1 << 20)))
+        ConnectionGate::new(
+            Api::Tcp,
+            max,
+            per_ip,
+            Arc::new(Descriptors::new(1 << 20)),
+            None,
+        )
     }
 
     #[test]
@@ -882,7 +912,7 @@ mod tests {
     fn connections_are_refused_while_descriptors_are_short() {
         let fds = Arc::new(Descriptors::new(1000));
         fds.open_sampled.store(900, Ordering::Relaxed);
-        let g = ConnectionGate::new(Api::Http, 100, 100, fds.clone());
+        let g = ConnectionGate::new(Api::Http, 100, 100, fds.clone(), None);
         // 900 open + half the 256 reserve >= 1000.
         assert_eq!(
             g.admit("10.0.0.1".parse().unwrap()).unwrap_err(),

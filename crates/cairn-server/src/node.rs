@@ -310,6 +310,7 @@ impl Node {
             &config.limits,
             config.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD,
             2,
+            Some(Arc::downgrade(&telemetry)),
         ));
         crate::limits::register_metrics(
             &telemetry,

@@ -281,6 +281,9 @@ async fn idle_connections_over_the_caps_are_refused_and_every_partition_still_co
     ensure!(metric(&url, &refused("tcp", "max_connections")).await? == 200.0);
     ensure!(metric(&url, &refused("http", "max_connections_per_ip")).await? == 200.0);
     ensure!(metric(&url, "cairn_connections_open{api=\"tcp\"}").await? == MAX as f64);
+    // A refusal is what the client sees, a 503 `unavailable`, and is
+    // counted as one: the monitor's overload detector reads these counts.
+    ensure!(metric(&url, "cairn_errors_total{reason=\"unavailable\"}").await? >= 800.0);
     let open_fds = metric(&url, "cairn_process_open_fds").await?;
     let max_fds = metric(&url, "cairn_process_max_fds").await?;
     ensure!(

@@ -37,7 +37,7 @@ pub use partitions::{availability, hot_partition, leader_imbalance, replication_
 pub use resources::{cpu_saturation, memory_pressure};
 
 use crate::config::MonitorConfig;
-use crate::finding::{Evidence, Finding, Resource, Severity, Subject};
+use crate::finding::{Evidence, Finding, Resource, Severity, Subject, codes};
 use crate::history::Window;
 use crate::sample::NodeSample;
 
@@ -59,7 +59,46 @@ pub fn run_all(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     out.extend(disk_full(w, cfg));
     out.extend(latency_slo(w, cfg));
     out.extend(availability(w, cfg));
+    explain(&mut out);
     out
+}
+
+/// Findings about a node's own load that make its probes look slow.
+const BUSY: &[&str] = &[codes::OVERLOAD, codes::CPU_SATURATION, codes::NODE_STALLED];
+
+/// Marks the findings that another one accounts for. Round trips are
+/// measured by pinging a peer's process, so a node busy with a flood or
+/// starved of CPU answers late and its links look slow from both ends —
+/// the same picture as a slow network. Unless a network fault is injected
+/// there, such a `slow_network` or `slow_link` is a consequence of the
+/// busy node's own finding, and is shown as one rather than sending the
+/// operator to look at cables.
+fn explain(findings: &mut [Finding]) {
+    let busy: Vec<(u64, String)> = findings
+        .iter()
+        .filter(|f| BUSY.contains(&f.code.as_str()))
+        .filter_map(|f| match f.subject {
+            Subject::Node { node } => Some((node, format!("{} on node {node}", f.code))),
+            _ => None,
+        })
+        .collect();
+    for f in findings.iter_mut() {
+        if f.injected.is_some() {
+            continue;
+        }
+        let nodes: Vec<u64> = match (&f.subject, f.code.as_str()) {
+            (Subject::Node { node }, codes::SLOW_NETWORK) => vec![*node],
+            (Subject::Link { link }, codes::SLOW_LINK) => link.to_vec(),
+            _ => continue,
+        };
+        if let Some((_, cause)) = busy.iter().find(|(n, _)| nodes.contains(n)) {
+            f.summary = format!(
+                "{} — likely a consequence of {cause}: a busy node answers probes late",
+                f.summary
+            );
+            f.explained_by = Some(cause.clone());
+        }
+    }
 }
 
 /// A condition that is active at the end of the evaluated rounds.
@@ -300,6 +339,7 @@ pub(crate) fn finding(
         evidence,
         since: t.since_ms,
         injected,
+        explained_by: None,
     }
 }
 
@@ -323,6 +363,53 @@ pub(crate) fn num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node_finding(code: &str, node: u64, injected: Option<&str>) -> Finding {
+        Finding {
+            code: code.into(),
+            severity: Severity::Warning,
+            subject: Subject::Node { node },
+            resource: Resource::Network,
+            summary: format!("{code} on {node}"),
+            evidence: Vec::new(),
+            since: 0,
+            injected: injected.map(str::to_owned),
+            explained_by: None,
+        }
+    }
+
+    #[test]
+    fn given_an_overloaded_node_when_its_network_looks_slow_should_explain_it_by_the_overload() {
+        let mut fs = vec![
+            node_finding(codes::SLOW_NETWORK, 1, None),
+            node_finding(codes::OVERLOAD, 1, None),
+            node_finding(codes::SLOW_NETWORK, 2, None),
+            Finding {
+                subject: Subject::link(1, 3),
+                ..node_finding(codes::SLOW_LINK, 0, None)
+            },
+        ];
+        explain(&mut fs);
+        assert_eq!(fs[0].explained_by.as_deref(), Some("overload on node 1"));
+        assert!(
+            fs[0]
+                .summary
+                .contains("likely a consequence of overload on node 1")
+        );
+        assert_eq!(fs[1].explained_by, None, "the cause stays a cause");
+        assert_eq!(fs[2].explained_by, None, "node 2 is not busy");
+        assert_eq!(fs[3].explained_by.as_deref(), Some("overload on node 1"));
+    }
+
+    #[test]
+    fn given_an_injected_network_fault_on_a_busy_node_should_not_explain_it_away() {
+        let mut fs = vec![
+            node_finding(codes::SLOW_NETWORK, 3, Some("network delay_ms=50")),
+            node_finding(codes::CPU_SATURATION, 3, None),
+        ];
+        explain(&mut fs);
+        assert_eq!(fs[0].explained_by, None);
+    }
 
     fn conds(s: &str) -> Vec<Option<Severity>> {
         s.chars()
