@@ -248,12 +248,12 @@ impl BatchBuilder {
             varint::zigzag(e.timestamp_us.wrapping_sub(self.prev_ts)),
         );
         self.buf.push(e.level as u8);
-        put_str(&mut self.buf, e.source);
-        put_str(&mut self.buf, e.message);
+        varint::put_str(&mut self.buf, e.source);
+        varint::put_str(&mut self.buf, e.message);
         varint::put_u64(&mut self.buf, e.attributes.len() as u64);
         for (k, v) in e.attributes.iter() {
-            put_str(&mut self.buf, k);
-            put_str(&mut self.buf, v);
+            varint::put_str(&mut self.buf, k);
+            varint::put_str(&mut self.buf, v);
         }
         if self.buf.len() > MAX_BATCH_LEN || self.count == u32::MAX {
             self.buf.truncate(start);
@@ -296,19 +296,8 @@ impl BatchBuilder {
     }
 }
 
-fn put_str(buf: &mut Vec<u8>, s: &str) {
-    varint::put_u64(buf, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
-}
-
-pub(crate) fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, BatchError> {
-    let len = varint::get_u64(buf, pos).ok_or(BatchError::Malformed("bad string length"))? as usize;
-    let end = pos.checked_add(len).filter(|&e| e <= buf.len());
-    let end = end.ok_or(BatchError::Malformed("string runs past the payload"))?;
-    let s = std::str::from_utf8(&buf[*pos..end])
-        .map_err(|_| BatchError::Malformed("string is not UTF-8"))?;
-    *pos = end;
-    Ok(s)
+fn read_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, BatchError> {
+    varint::get_str(buf, pos).map_err(BatchError::Malformed)
 }
 
 /// A complete, checksum-verified batch held in shared bytes.

@@ -209,8 +209,8 @@ impl<'a> Iterator for EncodedAttrs<'a> {
         self.left -= 1;
         // The bytes were validated when the batch was decoded; a failure here
         // would be a bug, so stop rather than invent data.
-        let key = crate::batch::read_str(self.raw, &mut self.pos).ok()?;
-        let value = crate::batch::read_str(self.raw, &mut self.pos).ok()?;
+        let key = crate::varint::get_str(self.raw, &mut self.pos).ok()?;
+        let value = crate::varint::get_str(self.raw, &mut self.pos).ok()?;
         Some((key, value))
     }
 }

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::driver::{IntervalRow, PhaseResult, RunResult, rate};
+use super::format::{count, ms};
 use super::recorder::{Bucket, Percentiles};
 use super::scenario::StepFigures;
 use super::verify::VerifyReport;
@@ -448,31 +449,6 @@ pub fn burst_recovery(
         .find(|r| r.backlogged == 0 && r.unsent == 0 && r.response_p99_ms <= bound)
         // The row ends at t_s and covers the second before it.
         .map(|r| (r.t_s - 1.0 - burst_end_s).max(0.0))
-}
-
-/// A whole number with thousands separators: 1234567.8 → "1,234,568".
-pub fn count(x: f64) -> String {
-    let n = x.round().max(0.0) as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-/// Milliseconds with a precision that suits the size.
-pub fn ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}ms")
-    } else if x >= 10.0 {
-        format!("{x:.1}ms")
-    } else {
-        format!("{x:.2}ms")
-    }
 }
 
 #[cfg(test)]
