@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cairn_types::protocol::{self, Op, Response, ResponseBody};
@@ -476,9 +476,7 @@ impl Drop for PendingGuard<'_> {
 
 /// Encodes entries into one batch, filling in what the producer left out.
 pub fn encode_entries(entries: &[NewEntry]) -> Result<RecordBatch, TcpError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let now = cairn_types::clock::unix_us();
     let size: usize = entries
         .iter()
         .map(|e| 16 + e.source.len() + e.message.len())

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cairn_client::{CpuFaultView, NetworkRuleView};
 use cairn_cluster::transport::{Directions, FaultAction, FaultFilter};
@@ -35,13 +35,7 @@ pub const DEFAULT_FAULT_TTL: Duration = Duration::from_secs(60);
 /// The longest time to live accepted.
 pub const MAX_FAULT_TTL: Duration = cairn_storage::fault::MAX_FAULT_TTL;
 
-/// Milliseconds since the Unix epoch, `after` from now.
-pub fn unix_ms_in(after: Duration) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from((now + after).as_millis()).unwrap_or(u64::MAX)
-}
+pub use cairn_types::clock::unix_ms_in;
 
 /// The stop signal the burner threads share: a flag checked while
 /// spinning, and a condition variable that wakes them from their sleep.

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_storage::{DataDir, DataDirOptions};
@@ -149,12 +149,7 @@ impl NodeConfig {
     }
 }
 
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+pub use cairn_types::clock::unix_us as now_us;
 
 /// Shared state of a running node. Cheap to clone.
 ///

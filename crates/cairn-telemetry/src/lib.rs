@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
@@ -530,9 +530,7 @@ impl Telemetry {
 
         let snapshot = TelemetrySnapshot {
             node: self.options.node.clone(),
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            unix_ms: cairn_types::clock::unix_ms(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             interval_seconds: secs,
             stage_timing: m.stage_timing(),

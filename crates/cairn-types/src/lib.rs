@@ -7,6 +7,7 @@
 //!   self-checking: a fixed header carries offsets, counts and the time range,
 //!   and a CRC-32C covers everything after the CRC field, so any flipped byte
 //!   in the header or the payload is detected before data is served.
+//! - [`clock`]: wall-clock time since the Unix epoch, in µs and ms.
 //! - [`error`]: stable, numeric error codes shared by every crate and the wire.
 //! - [`protocol`]: the binary TCP ingest protocol's requests and responses,
 //!   encoded and decoded without I/O, shared by the server and the client.
@@ -14,6 +15,7 @@
 //! This crate depends on nothing else in Cairn; everything else depends on it.
 
 pub mod batch;
+pub mod clock;
 pub mod durability;
 pub mod entry;
 pub mod error;

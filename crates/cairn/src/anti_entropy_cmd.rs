@@ -165,9 +165,7 @@ async fn status(args: AntiEntropyStatusArgs) -> Result<()> {
         println!("no scans yet");
     } else {
         println!("{HEADER}  AGO");
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = cairn_types::clock::unix_ms();
         for r in &status.partitions {
             println!(
                 "{}  {:.0}s ({})",

@@ -138,9 +138,7 @@ pub fn subject(s: &Value) -> String {
 }
 
 fn ago(since_ms: Option<u64>) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = cairn_types::clock::unix_ms();
     match since_ms {
         Some(s) if s > 0 && now >= s => {
             let secs = (now - s) / 1000;

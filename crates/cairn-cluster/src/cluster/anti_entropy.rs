@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cairn_storage::{Digest, DigestMode, LEAF_SPAN, LeafDigests, PartitionLog};
@@ -221,11 +221,7 @@ fn sorted(reports: &HashMap<u64, ScanReport>) -> Vec<ScanReport> {
     all
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cairn_types::clock::unix_ms;
 
 fn leaf_range(first_leaf: u64, pos: u64, range: &Range<u64>) -> Range<u64> {
     let start = (first_leaf + pos) * LEAF_SPAN;

@@ -35,7 +35,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use cairn_telemetry::rate::{Lag, replication_lag};
 use cairn_telemetry::replication::{
@@ -56,12 +55,8 @@ use crate::transport::NodeId;
 /// estimate.
 pub const MAX_TRACKED_BATCHES: usize = 4096;
 
-/// Microseconds since the Unix epoch (lag ages are wall-clock ages).
-pub(crate) fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+/// Lag ages are wall-clock ages.
+pub(crate) use cairn_types::clock::unix_us as now_us;
 
 /// One reading of a group's Raft metrics, without openraft types, so the
 /// bookkeeping can be tested with plain values.

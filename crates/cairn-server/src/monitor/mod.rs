@@ -41,7 +41,7 @@ mod metrics;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_cluster::Cluster;
@@ -137,11 +137,7 @@ impl std::fmt::Debug for MonitorService {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use cairn_types::clock::unix_ms;
 
 impl MonitorService {
     /// Registers the monitor's transport services and starts collecting

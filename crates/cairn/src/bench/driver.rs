@@ -43,7 +43,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use cairn_client::{
@@ -748,12 +748,7 @@ fn read_worker(
     pacer.drain();
 }
 
-fn now_us() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
-}
+use cairn_types::clock::unix_us as now_us;
 
 /// A short stable label for a failed request.
 fn error_kind(e: &cairn_client::Error) -> String {

@@ -39,7 +39,7 @@ mod schedule;
 mod verify;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, StreamConfig};
@@ -155,10 +155,7 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
     validate(&scenario)?;
     let opts = options(&scenario).clone();
     let bench_start = Instant::now();
-    let started_at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let started_at_unix_ms = cairn_types::clock::unix_ms();
     let run_id = format!("{:08x}", rand::random::<u32>());
     let admin = Client::with_token(&opts.server[0], opts.token.as_deref())?;
     admin

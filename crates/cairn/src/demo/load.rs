@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cairn_client::{Client, TcpOptions, TcpProducer};
 use cairn_types::NewEntry;
@@ -169,11 +169,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
+use cairn_types::clock::unix_us as now_us;
 
 /// Runs the load until `stop` turns true, then waits (bounded) for the
 /// requests in flight.
