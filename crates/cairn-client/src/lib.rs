@@ -15,7 +15,7 @@
 //! requests in flight on one connection.
 
 pub mod tcp;
-pub mod types;
+pub use cairn_types::api as types;
 
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use cairn_types::{ErrorCode, NewEntry};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
+pub use cairn_types::api::*;
 pub use tcp::{TcpError, TcpOptions, TcpProducer};
-pub use types::*;
 
 /// The content type of newline-delimited JSON bodies.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -93,11 +93,6 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
 }
-
-/// Idle pooled connections are dropped after this: before a node's
-/// default idle timeout (60 s) closes them, so a request never races a
-/// server closing its connection.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7070`),

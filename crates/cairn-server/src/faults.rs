@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_client::{CpuFaultView, NetworkRuleView};
 use cairn_cluster::transport::{Directions, FaultAction, FaultFilter};
 use cairn_storage::DiskFaults;
 use cairn_telemetry::snapshot::InjectedFault;
+use cairn_types::api::{CpuFaultView, NetworkRuleView};
 use parking_lot::{Condvar, Mutex};
 
 /// Most burner threads.
@@ -213,8 +213,8 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// The disk fault in force, as shown to operators.
-pub fn disk_view(faults: &DiskFaults) -> Option<cairn_client::DiskFaultView> {
-    faults.current().map(|f| cairn_client::DiskFaultView {
+pub fn disk_view(faults: &DiskFaults) -> Option<cairn_types::api::DiskFaultView> {
+    faults.current().map(|f| cairn_types::api::DiskFaultView {
         fsync_delay_ms: ms(f.fault.fsync_delay),
         write_delay_ms: ms(f.fault.write_delay),
         error_rate: f.fault.error_rate,

@@ -274,7 +274,7 @@ impl Node {
             .timeout(Duration::from_secs(10))
             // Below peers' HTTP idle timeout: never reuse a connection a
             // peer is closing.
-            .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(cairn_types::api::POOL_IDLE_TIMEOUT)
             .default_headers(forwarding_headers)
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
@@ -370,7 +370,7 @@ impl Node {
     /// Asks the cluster behind `seed` (an HTTP URL) to add this node,
     /// retrying for a while: the seed may be starting too.
     async fn join(&self, seed: &str, http_addr: String) -> Result<(), ApiError> {
-        let request = cairn_client::JoinRequest {
+        let request = cairn_types::api::JoinRequest {
             id: self.cluster().node_id(),
             raft_addr: self.cluster().raft_addr().to_owned(),
             http_addr,

@@ -30,8 +30,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::ControlFlow;
 
-use cairn_client::{OffsetEntry, Order, QueryEntry, QueryResponse, ReadResponse};
 use cairn_storage::{PartitionLog, ScanStats};
+use cairn_types::api::{OffsetEntry, Order, QueryEntry, QueryResponse, ReadResponse};
 use cairn_types::{BatchError, Entry, EntryRef, ErrorCode, Level, RecordBatch};
 
 use crate::api::ApiError;
@@ -334,7 +334,7 @@ pub fn merge_responses(parts: Vec<QueryResponse>, limit: usize, order: Order) ->
         entries.truncate(limit);
         truncated = true;
     }
-    failed_partitions.sort_unstable_by_key(|f: &cairn_client::PartitionFailure| f.partition);
+    failed_partitions.sort_unstable_by_key(|f: &cairn_types::api::PartitionFailure| f.partition);
     QueryResponse {
         entries,
         truncated,

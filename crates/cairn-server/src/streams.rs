@@ -6,8 +6,8 @@
 //! module maps between the API's `StreamConfig` and the metadata, and
 //! checks names and settings before anything is proposed.
 
-use cairn_client::{PartitionInfo, StreamConfig, StreamInfo};
 use cairn_cluster::Cluster;
+use cairn_types::api::{PartitionInfo, StreamConfig, StreamInfo};
 use std::sync::Arc;
 
 use cairn_cluster::controller::ClusterMeta;

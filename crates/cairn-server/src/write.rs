@@ -20,8 +20,8 @@
 //! may be retried. Appends forwarded by other nodes and replication to this
 //! node are not affected.
 
-use cairn_client::{AppendResponse, PartitionAppend};
 use cairn_telemetry::metrics::{Api, WriteStage};
+use cairn_types::api::{AppendResponse, PartitionAppend};
 use cairn_types::batch::RecordBatch;
 use cairn_types::{Entry, ErrorCode, NewEntry};
 

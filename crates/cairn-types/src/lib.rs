@@ -2,6 +2,7 @@
 //!
 //! - [`entry`]: the log entry model (timestamp in µs, level, source, message,
 //!   attributes) and its JSON form at the API edge.
+//! - [`api`]: the JSON shapes of the HTTP API, for server, cluster and client.
 //! - [`batch`]: the compact binary record batch that is stored on disk and
 //!   (later) replicated as one Raft entry. A batch is self-describing and
 //!   self-checking: a fixed header carries offsets, counts and the time range,
@@ -14,6 +15,7 @@
 //!
 //! This crate depends on nothing else in Cairn; everything else depends on it.
 
+pub mod api;
 pub mod batch;
 pub mod clock;
 pub mod durability;

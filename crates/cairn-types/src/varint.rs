@@ -39,6 +39,23 @@ pub(crate) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// Appends `s` as its length (a varint) and its UTF-8 bytes.
+pub(crate) fn put_str(buf: &mut Vec<u8>, s: &str) {
+    put_u64(buf, s.len() as u64);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a string written by [`put_str`] at `*pos`, advancing it; the error
+/// says what is wrong with the bytes.
+pub(crate) fn get_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, &'static str> {
+    let len = get_u64(buf, pos).ok_or("bad string length")? as usize;
+    let end = pos.checked_add(len).filter(|&e| e <= buf.len());
+    let end = end.ok_or("string runs past the payload")?;
+    let s = std::str::from_utf8(&buf[*pos..end]).map_err(|_| "string is not UTF-8")?;
+    *pos = end;
+    Ok(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,21 +82,4 @@ mod tests {
         let mut pos = 0;
         assert_eq!(get_u64(&[0x80, 0x80], &mut pos), None);
     }
-}
-
-/// Appends `s` as its length (a varint) and its UTF-8 bytes.
-pub(crate) fn put_str(buf: &mut Vec<u8>, s: &str) {
-    put_u64(buf, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
-}
-
-/// Reads a string written by [`put_str`] at `*pos`, advancing it; the error
-/// says what is wrong with the bytes.
-pub(crate) fn get_str<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a str, &'static str> {
-    let len = get_u64(buf, pos).ok_or("bad string length")? as usize;
-    let end = pos.checked_add(len).filter(|&e| e <= buf.len());
-    let end = end.ok_or("string runs past the payload")?;
-    let s = std::str::from_utf8(&buf[*pos..end]).map_err(|_| "string is not UTF-8")?;
-    *pos = end;
-    Ok(s)
 }

@@ -45,7 +45,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn_storage::Digest;
-use serde::{Deserialize, Serialize};
 
 use crate::transport::NodeId;
 
@@ -76,103 +75,10 @@ impl Default for AntiEntropyConfig {
     }
 }
 
-/// Why a scan ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScanTrigger {
-    Periodic,
-    LeaderChange,
-    Requested,
-    ReadError,
-}
-
-impl ScanTrigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScanTrigger::Periodic => "periodic",
-            ScanTrigger::LeaderChange => "leader_change",
-            ScanTrigger::Requested => "requested",
-            ScanTrigger::ReadError => "read_error",
-        }
-    }
-}
-
-/// How a scan ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScanOutcome {
-    /// Every replica compared agreed.
-    Clean,
-    /// Replicas differed and every difference was repaired.
-    Repaired,
-    /// Something could not be compared or repaired; see `failures`.
-    Failed,
-}
-
-impl ScanOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScanOutcome::Clean => "clean",
-            ScanOutcome::Repaired => "repaired",
-            ScanOutcome::Failed => "failed",
-        }
-    }
-}
-
-/// One range of log indexes on which replicas disagreed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DivergentRange {
-    pub from_index: u64,
-    /// Exclusive.
-    pub to_index: u64,
-    /// Replicas whose batches here differ from the majority's.
-    pub bad_replicas: Vec<NodeId>,
-    /// The replica the batches were copied from.
-    pub source: Option<NodeId>,
-    pub repaired: bool,
-    pub bytes_repaired: u64,
-    pub error: Option<String>,
-}
-
-/// A replica a scan could not compare.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkippedReplica {
-    pub node: NodeId,
-    pub reason: String,
-}
-
-/// The result of one scan of one partition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScanReport {
-    pub stream: String,
-    pub partition: u32,
-    pub group: u64,
-    /// The node that ran the scan (the partition's leader then).
-    pub leader: NodeId,
-    pub trigger: ScanTrigger,
-    pub deep: bool,
-    pub started_at_unix_ms: u64,
-    pub duration_ms: f64,
-    /// The log index range compared, `[from_index, to_index)`.
-    pub from_index: u64,
-    pub to_index: u64,
-    /// Replicas compared, the leader included.
-    pub replicas: Vec<NodeId>,
-    pub skipped: Vec<SkippedReplica>,
-    /// Merkle tree nodes compared with followers (roots included).
-    pub ranges_compared: u64,
-    /// Leaves on which some replica differed from the majority.
-    pub divergent_leaves: u64,
-    pub divergent: Vec<DivergentRange>,
-    pub repaired_ranges: u64,
-    pub bytes_repaired: u64,
-    /// Bytes of segment files the replicas read to build their digests.
-    pub bytes_read: u64,
-    pub failures: Vec<String>,
-    /// Replicas taken out of service for reads by this scan.
-    pub quarantined: Vec<NodeId>,
-    pub outcome: ScanOutcome,
-}
+// The reports are the HTTP API's own types: one definition for the
+// cluster that makes them, the server that serves them and the client
+// that reads them.
+pub use cairn_types::api::{DivergentRange, ScanOutcome, ScanReport, ScanTrigger, SkippedReplica};
 
 /// One replica's version of one Merkle leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use cairn_client::{
+use cairn_types::api::{
     AntiEntropySettings, AntiEntropyStatus, QuarantinedReplica, ScanFailure, ScanReport,
     ScanRequest, ScanResponse,
 };
@@ -20,14 +20,6 @@ use super::ApiError;
 use super::extract::{ApiQuery, read_body};
 use crate::node::Node;
 use crate::streams;
-
-/// The cluster's report in the API's JSON shape (the same fields; the
-/// cluster crate does not depend on the client's types).
-fn to_wire(report: cairn_cluster::antientropy::ScanReport) -> Result<ScanReport, ApiError> {
-    serde_json::to_value(report)
-        .and_then(serde_json::from_value)
-        .map_err(|e| ApiError::internal(format!("scan report: {e}")))
-}
 
 pub async fn scan(State(node): State<Node>, body: Body) -> Result<Json<ScanResponse>, ApiError> {
     let body = read_body(&node, body, 4096).await?;
@@ -77,7 +69,7 @@ pub async fn scan(State(node): State<Node>, body: Body) -> Result<Json<ScanRespo
     };
     for (stream, partition, group) in targets {
         match node.cluster().scan(group, request.deep).await {
-            Ok(report) => response.reports.push(to_wire(report)?),
+            Ok(report) => response.reports.push(report),
             Err(e) => {
                 let e = ApiError::from(e);
                 response.failed.push(ScanFailure {
@@ -103,11 +95,8 @@ pub struct StatusParams {
 fn local_status(node: &Node) -> Result<AntiEntropyStatus, ApiError> {
     let cluster = node.cluster();
     let config = cluster.anti_entropy_config();
-    let wire = |reports: Vec<cairn_cluster::antientropy::ScanReport>| {
-        reports.into_iter().map(to_wire).collect::<Result<_, _>>()
-    };
-    let partitions = wire(cluster.anti_entropy_reports())?;
-    let last_divergent = wire(cluster.anti_entropy_divergent_reports())?;
+    let partitions = cluster.anti_entropy_reports();
+    let last_divergent = cluster.anti_entropy_divergent_reports();
     let quarantined = cluster
         .groups()
         .into_iter()

@@ -4,9 +4,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use cairn_client::{ClusterView, GroupView, JoinRequest, NodeView};
 use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
+use cairn_types::api::{ClusterView, GroupView, JoinRequest, NodeView};
 
 use super::ApiError;
 use super::extract::{ApiPath, ApiQuery, read_body};

@@ -10,9 +10,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cairn_client::ErrorBody;
 use cairn_storage::StorageError;
 use cairn_types::ErrorCode;
+use cairn_types::api::ErrorBody;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]

@@ -23,12 +23,12 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
-use cairn_client::{
+use cairn_cluster::transport::FaultRule;
+use cairn_storage::DiskFault;
+use cairn_types::api::{
     CpuFaultRequest, CpuFaultStatus, CpuFaultView, DiskFaultRequest, DiskFaultStatus,
     DiskFaultView, NetworkFaultInstalled, NetworkFaultList, NetworkFaultRequest,
 };
-use cairn_cluster::transport::FaultRule;
-use cairn_storage::DiskFault;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;

@@ -7,12 +7,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use cairn_client::{
+use cairn_cluster::controller::meta::StreamMeta;
+use cairn_cluster::controller::{ControllerCommand, ControllerResponse};
+use cairn_types::api::{
     Consistency, CreateStream, Health, PartitionFailure, QueryParams, QueryResponse, ReadParams,
     StreamInfo, StreamList,
 };
-use cairn_cluster::controller::meta::StreamMeta;
-use cairn_cluster::controller::{ControllerCommand, ControllerResponse};
 use std::time::Instant;
 
 use cairn_telemetry::metrics::{Api, NodeMetrics, Operation, ReadStage, WriteStage};
@@ -606,6 +606,8 @@ async fn query_peer(
     params: &QueryParams,
 ) -> ApiResult<QueryResponse> {
     let http_addr = http_addr_of(node, to)?;
+    // Reads still cross to peers over HTTP (issue 13 moves them to the
+    // cluster transport); this is the server's only use of the client.
     let client =
         cairn_client::Client::with_http_client(&format!("http://{http_addr}"), node.http().clone())
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("node {to}: {e}")))?;

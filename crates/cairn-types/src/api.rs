@@ -1,19 +1,27 @@
 //! The JSON shapes of Cairn's HTTP API, shared by the server (which produces
-//! them) and the client (which consumes them), so the two cannot drift apart.
+//! them), the cluster (whose reports some of them are) and the client (which
+//! consumes them), so they cannot drift apart.
 //!
 //! Entries themselves ([`Entry`], [`NewEntry`]) come from `cairn-types`; the
 //! structs here wrap them with offsets and partitions. Timestamps are always
 //! microseconds since the Unix epoch.
 
-use cairn_types::{Entry, Level};
+use crate::{Entry, Level};
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// Idle pooled HTTP connections are dropped after this: before a node's
+/// default idle timeout (60 s) closes them, so a request never races a
+/// server closing its connection.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default partition count of a new stream.
 pub const DEFAULT_PARTITIONS: u32 = 4;
 /// Default size at which a partition rolls to a new segment (64 MiB).
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
-pub use cairn_types::Durability;
+pub use crate::Durability;
 
 /// The settings of a stream. Every field has a default, so `{}` is valid.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,6 +545,69 @@ pub struct ScanRequest {
     pub deep: bool,
 }
 
+/// Why a scan ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanTrigger {
+    Periodic,
+    LeaderChange,
+    Requested,
+    ReadError,
+}
+
+impl ScanTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanTrigger::Periodic => "periodic",
+            ScanTrigger::LeaderChange => "leader_change",
+            ScanTrigger::Requested => "requested",
+            ScanTrigger::ReadError => "read_error",
+        }
+    }
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanOutcome {
+    /// Every replica compared agreed.
+    Clean,
+    /// Replicas differed and every difference was repaired.
+    Repaired,
+    /// Something could not be compared or repaired; see `failures`.
+    Failed,
+}
+
+impl ScanOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanOutcome::Clean => "clean",
+            ScanOutcome::Repaired => "repaired",
+            ScanOutcome::Failed => "failed",
+        }
+    }
+}
+
+// Both read as their JSON names: printed, and compared with a name
+// (`report.outcome == "clean"`), as they were when they were strings.
+macro_rules! named {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+    };
+}
+named!(ScanTrigger);
+named!(ScanOutcome);
+
 /// One range of log indexes on which a partition's replicas disagreed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DivergentRange {
@@ -567,8 +638,7 @@ pub struct ScanReport {
     pub group: u64,
     /// The node that ran the scan (the partition's leader then).
     pub leader: u64,
-    /// `periodic`, `leader_change`, `requested` or `read_error`.
-    pub trigger: String,
+    pub trigger: ScanTrigger,
     pub deep: bool,
     pub started_at_unix_ms: u64,
     pub duration_ms: f64,
@@ -589,8 +659,7 @@ pub struct ScanReport {
     pub failures: Vec<String>,
     /// Replicas taken out of service for reads by this scan.
     pub quarantined: Vec<u64>,
-    /// `clean`, `repaired` or `failed`.
-    pub outcome: String,
+    pub outcome: ScanOutcome,
 }
 
 /// A partition that could not be scanned at all.
