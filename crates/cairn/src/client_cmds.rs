@@ -26,27 +26,26 @@ const MAX_PRODUCE_BODY: usize = 4 << 20;
 const PRODUCE_LINGER: Duration = Duration::from_secs(1);
 
 pub fn run(command: Command) -> Result<()> {
-    crate::node_cmd::init_logging("warn");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    runtime.block_on(async move {
+    block_on(async move {
         match command {
             Command::Stream(cmd) => stream(cmd).await,
             Command::Produce(args) => produce(args).await,
             Command::Read(args) => read(args).await,
             Command::Query(args) => query(args).await,
-            Command::AntiEntropy(cmd) => crate::anti_entropy_cmd::run(cmd).await,
-            Command::Fault(cmd) => crate::fault_cmd::run(cmd).await,
-            Command::Tail(args) => crate::tail_cmd::run(args).await,
-            Command::Node(_) => unreachable!("handled by node_cmd"),
-            Command::Bench(_) => unreachable!("handled by bench"),
-            Command::Demo(_) => unreachable!("handled by demo"),
-            Command::Inspect(_) => unreachable!("handled by inspect_cmd"),
-            Command::Status(_) | Command::Monitor(_) => unreachable!("handled by status_cmd"),
+            other => unreachable!("not a data command: {other:?}"),
         }
     })
+}
+
+/// Runs one client command to its end on a single-threaded runtime, with
+/// warnings (and worse) logged to stderr.
+pub(crate) fn block_on(command: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    crate::node_cmd::init_logging("warn");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(command)
 }
 
 /// The node to talk to: `--server`, or the first of `--cluster` whose

@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => return inspect_cmd::run(args),
         cli::Command::Status(args) => return status_cmd::run(args),
         cli::Command::Monitor(cmd) => status_cmd::monitor(cmd),
+        cli::Command::AntiEntropy(cmd) => client_cmds::block_on(anti_entropy_cmd::run(cmd)),
+        cli::Command::Fault(cmd) => client_cmds::block_on(fault_cmd::run(cmd)),
+        cli::Command::Tail(args) => client_cmds::block_on(tail_cmd::run(args)),
         other => client_cmds::run(other),
     };
     match result {
