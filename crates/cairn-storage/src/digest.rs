@@ -104,7 +104,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::{ControlFlow, Range};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -115,22 +114,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::fsync_dir;
-use crate::log::{ActiveState, LogInner, PartitionLog, Pending, open_segment_file};
+use crate::leaf::{CacheEntry, FileIdentity, LeafSum, Resume, absorb};
+pub use crate::leaf::{Digest, LEAF_SPAN};
+use crate::log::{PartitionLog, Pending};
 use crate::segment::{
     READ_CHUNK, Segment, read_up_to, remove_index_files, scan_segment, segment_path,
     write_index_files,
 };
-use crate::writer::Command;
-
-/// Log indexes per Merkle leaf: leaf `k` covers `[k * LEAF_SPAN, (k + 1) * LEAF_SPAN)`.
-pub const LEAF_SPAN: u64 = 256;
+pub use crate::state::RepairOutcome;
+use crate::state::{ActiveState, Command, LogInner, open_segment_file};
 
 /// Most leaves one digest request answers (32 MiB of digests), so a range
 /// like `0..u64::MAX` is refused instead of allocating without bound.
 const MAX_LEAVES: u64 = 1 << 20;
-
-/// A blake3 hash.
-pub type Digest = [u8; 32];
 
 /// How much of the log a digest request re-reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -156,18 +152,6 @@ pub struct LeafDigests {
     pub damaged: Vec<Range<u64>>,
     /// Bytes read from segment files to answer.
     pub bytes_read: u64,
-}
-
-/// What a repair wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RepairOutcome {
-    /// Provided batches written.
-    pub batches: u64,
-    /// Bytes of segment files written (rebuilt segments include the local
-    /// batches they kept).
-    pub bytes_written: u64,
-    /// Segment files written (rebuilt ones and new ones).
-    pub segments_rewritten: u32,
 }
 
 impl PartitionLog {
@@ -303,173 +287,6 @@ struct Slot {
     len: u64,
     next_index: u64,
     next_offset: u64,
-}
-
-/// Wrapping sums of batch hashes, and how many went in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct LeafSum {
-    lanes: [u64; 4],
-    count: u64,
-}
-
-impl LeafSum {
-    fn add(&mut self, header: &BatchHeader) {
-        let mut h = blake3::Hasher::new();
-        h.update(&header.log_index.to_le_bytes());
-        h.update(&header.epoch.to_le_bytes());
-        h.update(&header.crc.to_le_bytes());
-        h.update(&header.batch_len.to_le_bytes());
-        let hash = h.finalize();
-        for (lane, chunk) in self.lanes.iter_mut().zip(hash.as_bytes().chunks_exact(8)) {
-            *lane = lane.wrapping_add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        }
-        self.count += 1;
-    }
-
-    fn merge(&mut self, other: &LeafSum) {
-        for (lane, o) in self.lanes.iter_mut().zip(other.lanes) {
-            *lane = lane.wrapping_add(o);
-        }
-        self.count += other.count;
-    }
-
-    fn digest(&self, leaf: u64) -> Digest {
-        let mut h = blake3::Hasher::new();
-        h.update(b"cairn-leaf");
-        h.update(&leaf.to_le_bytes());
-        h.update(&self.count.to_le_bytes());
-        for lane in self.lanes {
-            h.update(&lane.to_le_bytes());
-        }
-        *h.finalize().as_bytes()
-    }
-}
-
-/// One segment's share of one leaf, with the lowest and highest index in
-/// it (to tell whether a range that cuts the leaf can use it whole).
-#[derive(Debug, Clone, Copy)]
-struct PartialLeaf {
-    sum: LeafSum,
-    first: u64,
-    last: u64,
-}
-
-/// What identifies a file's contents cheaply: a change to any of these
-/// means it may have been written, cut or replaced since.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileIdentity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileIdentity {
-    fn of(m: &fs::Metadata) -> FileIdentity {
-        FileIdentity {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-
-    fn same_file(&self, other: &FileIdentity) -> bool {
-        (self.dev, self.ino) == (other.dev, other.ino)
-    }
-}
-
-/// Where a scan of a segment continues: a byte position and the log index
-/// and offset the batch there must have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Resume {
-    pos: u64,
-    index: u64,
-    offset: u64,
-}
-
-/// What a segment scan found. See the module docs.
-#[derive(Debug, Clone)]
-struct CacheEntry {
-    /// Seen before the scan read the file.
-    identity: FileIdentity,
-    /// Bytes `[0, covered)` were examined.
-    covered: u64,
-    /// Where to continue once the segment grows; `None` when the scan
-    /// stopped at damage it cannot get past.
-    resume: Option<Resume>,
-    /// Indexes of the verified batches: merged, ascending.
-    verified: Vec<Range<u64>>,
-    leaves: BTreeMap<u64, PartialLeaf>,
-}
-
-impl CacheEntry {
-    fn new(identity: FileIdentity, seg: &Segment) -> CacheEntry {
-        CacheEntry {
-            identity,
-            covered: 0,
-            resume: Some(Resume {
-                pos: 0,
-                index: seg.base_index,
-                offset: seg.base_offset,
-            }),
-            verified: Vec::new(),
-            leaves: BTreeMap::new(),
-        }
-    }
-}
-
-/// Adds a verified batch to a segment's partial leaves and verified set.
-fn absorb(
-    leaves: &mut BTreeMap<u64, PartialLeaf>,
-    verified: &mut Vec<Range<u64>>,
-    header: &BatchHeader,
-) {
-    let i = header.log_index;
-    let leaf = leaves.entry(i / LEAF_SPAN).or_insert(PartialLeaf {
-        sum: LeafSum::default(),
-        first: i,
-        last: i,
-    });
-    leaf.sum.add(header);
-    leaf.first = leaf.first.min(i);
-    leaf.last = leaf.last.max(i);
-    match verified.last_mut() {
-        Some(r) if r.end == i => r.end = i + 1,
-        _ => verified.push(i..i + 1),
-    }
-}
-
-/// A segment's digest state, shared by every request. `epoch` counts
-/// invalidations: a scan stores its result only if none happened since it
-/// looked, so a truncate or repair racing with it cannot be undone.
-#[derive(Debug, Default)]
-pub(crate) struct DigestCache {
-    epoch: u64,
-    entry: Option<CacheEntry>,
-}
-
-impl DigestCache {
-    /// Forgets what was cached (the segment's bytes changed under the log's
-    /// own hand: truncated, repaired, deleted).
-    pub fn invalidate(&mut self) {
-        self.entry = None;
-        self.epoch += 1;
-    }
-
-    /// Re-records the file's identity after the writer changed it without
-    /// changing the batches (sealing trims the preallocated tail and
-    /// fsyncs), so the sealed segment is not read again for that.
-    pub fn refresh_identity(&mut self, file: &File) {
-        if let Some(entry) = &mut self.entry {
-            match file.metadata() {
-                Ok(m) => entry.identity = FileIdentity::of(&m),
-                Err(_) => self.invalidate(),
-            }
-        }
-    }
 }
 
 /// Counts what a request read and lets the caller throttle it.
@@ -659,7 +476,8 @@ fn segment_digest(
                 e.identity == on_path
             }
     });
-    let mut entry = reusable.unwrap_or_else(|| CacheEntry::new(on_path, seg));
+    let mut entry =
+        reusable.unwrap_or_else(|| CacheEntry::new(on_path, seg.base_index, seg.base_offset));
     entry.identity = on_path;
     let mut failed = None;
     if entry.covered < len {
@@ -953,7 +771,7 @@ pub(crate) fn repair(
 
     // Only sealed segments are rewritten.
     if b > st.segment.base_index && st.end_pos() > 0 {
-        crate::writer::roll(log, st)?;
+        crate::state::roll(log, st)?;
     }
     let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
     let active_base = st.segment.base_index;

@@ -25,11 +25,11 @@ use cairn_types::batch::{BatchHeader, HEADER_LEN};
 use serde::Serialize;
 
 use crate::error::{IoContext, Result, StorageError};
-use crate::log::{EntryId, read_purged};
 use crate::segment::{
     BatchCursor, CursorError, index_paths, is_v1_segment_name, load_index_files,
     parse_segment_name, tail_is_zero,
 };
+use crate::state::{EntryId, read_purged};
 
 /// The Raft metadata file kept beside a replica's log.
 pub const RAFT_META_FILE: &str = "raft.json";

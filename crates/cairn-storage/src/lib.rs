@@ -57,6 +57,14 @@
 //!
 //! Small metadata files (such as stream configs) are written with
 //! [`atomic_write`]: temp file, fsync, rename, fsync directory.
+//!
+//! # Modules, bottom up
+//! `segment` (one segment file and its indexes) holds a `leaf`
+//! digest cache; `state` is a log's shared state and the steps that change
+//! it on disk (roll, create, delete, drop purged) and the requests sent to
+//! the writer; above it `log` (the [`PartitionLog`] handle), `digest`
+//! (leaf digests and repair) and `writer` (the [`DataDir`] and its thread),
+//! none of which imports another except through `log`'s handle.
 
 mod config;
 mod digest;
@@ -64,9 +72,11 @@ mod error;
 pub mod fault;
 pub mod fsutil;
 mod inspect;
+mod leaf;
 mod log;
 mod segment;
 pub mod space;
+mod state;
 mod writer;
 
 pub use config::{DEFAULT_MIN_FREE_BYTES, DataDirOptions, Durability, LogConfig};

@@ -32,9 +32,9 @@ use cairn_types::batch::{BatchHeader, HEADER_LEN};
 use cairn_types::{BatchError, RecordBatch};
 use parking_lot::{Mutex, RwLock};
 
-use crate::digest::DigestCache;
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::atomic_write;
+use crate::leaf::DigestCache;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IndexPoint {

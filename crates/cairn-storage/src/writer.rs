@@ -46,75 +46,18 @@ use cairn_types::RecordBatch;
 use cairn_types::batch::HEADER_LEN;
 use parking_lot::Mutex;
 use rustix::fs::{FallocateFlags, FlockOperation};
-use tokio::sync::oneshot;
 
 use crate::config::{DataDirOptions, Durability, LogConfig};
 use crate::error::{IoContext, Result, StorageError};
 use crate::fault::{DiskFaults, pause};
 use crate::fsutil::{atomic_write, create_dir_durable, fsync_dir};
-use crate::log::{
-    ActiveState, AppendInfo, EntryId, LogInner, Notify, PURGED_FILE, PartitionLog,
-    RetentionOutcome, create_segment,
-};
-use crate::segment::{
-    BatchCursor, IndexPoint, Segment, remove_index_files, scan_segment, write_index_files,
-};
+use crate::log::PartitionLog;
+use crate::segment::{BatchCursor, IndexPoint, Segment, remove_index_files, scan_segment};
 use crate::space::SpaceGuard;
-
-type Reply<T> = oneshot::Sender<Result<T>>;
-
-pub(crate) enum Command {
-    /// `header` is the batch's header as stamped at submission; the writer
-    /// checks `index`/`base_offset` continue the log before writing it.
-    Append {
-        log: Arc<LogInner>,
-        batch: RecordBatch,
-        header: [u8; HEADER_LEN],
-        index: u64,
-        base_offset: u64,
-        notify: Notify,
-        enqueued: Instant,
-    },
-    Truncate {
-        log: Arc<LogInner>,
-        from: u64,
-        reply: Reply<()>,
-    },
-    Purge {
-        log: Arc<LogInner>,
-        upto: EntryId,
-        reply: Reply<()>,
-    },
-    Register {
-        log: Arc<LogInner>,
-    },
-    Retention {
-        log: Arc<LogInner>,
-        now_us: i64,
-        reply: Reply<RetentionOutcome>,
-    },
-    Sync {
-        log: Arc<LogInner>,
-        reply: Reply<()>,
-    },
-    /// Replace a damaged range with batches from another replica.
-    Repair {
-        log: Arc<LogInner>,
-        batches: Vec<RecordBatch>,
-        reply: Reply<crate::digest::RepairOutcome>,
-    },
-    // Close and Shutdown answer on a std channel: they are awaited by
-    // blocking callers, possibly on an async runtime's thread (a Drop), where
-    // a tokio oneshot's blocking_recv would panic.
-    Close {
-        log: Arc<LogInner>,
-        delete: bool,
-        reply: mpsc::Sender<Result<()>>,
-    },
-    Shutdown {
-        reply: mpsc::Sender<Result<()>>,
-    },
-}
+use crate::state::{
+    ActiveState, AppendInfo, Command, EntryId, LogInner, Notify, PURGED_FILE, RetentionOutcome,
+    create_segment, delete_segment, drop_purged, roll,
+};
 
 /// One data directory: a lock file, the logs below it, and their writer.
 #[derive(Debug)]
@@ -514,7 +457,7 @@ impl Writer {
             st.min_ts = st.min_ts.min(batch.header().min_ts);
             st.max_ts = st.max_ts.max(batch.header().max_ts);
         }
-        st.waiters.push(crate::log::Waiter {
+        st.waiters.push(crate::state::Waiter {
             notify,
             info: AppendInfo {
                 base_offset,
@@ -723,42 +666,6 @@ fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
         .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
 }
 
-pub(crate) fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
-    debug_assert!(st.staged.is_empty(), "roll with staged bytes");
-    let old = st.segment.clone();
-    if st.allocated > st.write_pos {
-        old.file
-            .set_len(st.write_pos)
-            .ctx(|| format!("trim {}", old.path.display()))?;
-    }
-    // sync_all, not sync_data: the trimmed size must be durable too.
-    old.file
-        .sync_all()
-        .ctx(|| format!("fsync {}", old.path.display()))?;
-    // Trimming and syncing changed the file's size and mtime, not its
-    // batches: keep its digest cache valid.
-    old.digest.lock().refresh_identity(&old.file);
-    write_index_files(&old.path, &old.meta.read())?;
-    let segment = create_segment(&log.dir, st.next_index, st.next_offset)?;
-    fsync_dir(&log.dir)?;
-    log.segments
-        .write()
-        .insert(segment.base_index, segment.clone());
-    let in_group = st.in_group;
-    *st = ActiveState::fresh(segment);
-    st.in_group = in_group;
-    Ok(())
-}
-
-/// Removes a segment from the map and deletes its files (the caller fsyncs
-/// the directory). Readers holding it keep reading through their handle.
-fn delete_segment(log: &LogInner, seg: &Segment) -> Result<()> {
-    log.segments.write().remove(&seg.base_index);
-    seg.digest.lock().invalidate();
-    fs::remove_file(&seg.path).ctx(|| format!("delete {}", seg.path.display()))?;
-    remove_index_files(&seg.path)
-}
-
 /// True when the log may continue at `index` instead of its next index:
 /// it holds no batch at all, or only purged ones and `index` is after the
 /// purge point.
@@ -831,7 +738,7 @@ fn truncate(log: &LogInner, st: &mut ActiveState, from: u64) -> Result<()> {
             let mut cursor = BatchCursor::new(&target.file, start, meta.len);
             let mut cut = None;
             while let Some(item) = cursor.next_batch() {
-                let batch = item.map_err(|e| crate::log::cursor_error(&target.path, e))?;
+                let batch = item.map_err(|e| crate::state::cursor_error(&target.path, e))?;
                 if batch.log_index() >= from {
                     cut = Some(cursor.position() - batch.len() as u64);
                     break;
@@ -881,39 +788,6 @@ fn purge(log: &LogInner, st: &mut ActiveState, upto: EntryId) -> Result<()> {
     atomic_write(&path, &json)?;
     *log.purged.write() = Some(upto);
     drop_purged(log, st, upto.index)
-}
-
-/// Deletes the segments holding only entries at or below `upto`; if that is
-/// every entry, first starts an empty segment at `upto + 1` so the log can
-/// continue there. Also run on open, to finish a purge a crash interrupted.
-pub(crate) fn drop_purged(log: &LogInner, st: &mut ActiveState, upto: u64) -> Result<()> {
-    debug_assert!(st.staged.is_empty(), "purge with staged bytes");
-    let fresh = st.end_pos() == 0 && st.segment.base_index == upto + 1;
-    if st.next_index <= upto + 1 && !fresh {
-        let segment = create_segment(&log.dir, upto + 1, st.next_offset)?;
-        log.segments
-            .write()
-            .insert(segment.base_index, segment.clone());
-        fsync_dir(&log.dir)?;
-        st.replace(
-            segment.clone(),
-            &crate::segment::SegmentMeta::empty(segment.base_index, segment.base_offset),
-            0,
-        );
-    }
-    let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
-    let mut deleted = false;
-    for seg in segments {
-        if seg.base_index == st.segment.base_index || seg.meta.read().next_index > upto + 1 {
-            break;
-        }
-        delete_segment(log, &seg)?;
-        deleted = true;
-    }
-    if deleted {
-        fsync_dir(&log.dir)?;
-    }
-    Ok(())
 }
 
 fn sync_if_dirty(log: &LogInner, st: &mut ActiveState) {
