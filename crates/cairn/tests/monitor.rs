@@ -523,27 +523,31 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                     }
                     let prefix = format!("flood{run}");
                     let (_, refused_before) = flood_signals(&http, &url(&c, 0)).await?;
-                    flood = Some(support::ChildGuard::spawn(&[
-                        "bench",
-                        "steady",
-                        "--server",
-                        &url(&c, 0),
-                        "--api",
-                        "http",
-                        "--rate",
-                        "400000",
-                        "--batch-size",
-                        "20",
-                        "--connections",
-                        "64",
-                        "--max-in-flight",
-                        "64",
-                        "--duration",
-                        "60s",
-                        "--stream-prefix",
-                        &prefix,
-                        "--no-verify",
-                    ])?);
+                    let flood_log = c.dir.path().join(format!("{prefix}.log"));
+                    flood = Some(support::ChildGuard::spawn_logged(
+                        &[
+                            "bench",
+                            "steady",
+                            "--server",
+                            &url(&c, 0),
+                            "--api",
+                            "http",
+                            "--rate",
+                            "400000",
+                            "--batch-size",
+                            "20",
+                            "--connections",
+                            "64",
+                            "--max-in-flight",
+                            "64",
+                            "--duration",
+                            "60s",
+                            "--stream-prefix",
+                            &prefix,
+                            "--no-verify",
+                        ],
+                        &flood_log,
+                    )?);
                     // The bench starts (a process, a runtime, 64 clients),
                     // creates its stream and floods once the stream's
                     // partitions have leaders: seconds on a busy machine.
@@ -556,7 +560,18 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
                         if in_flight >= 100.0 || refused > refused_before {
                             break;
                         }
-                        ensure!(Instant::now() < deadline, "the flood never started");
+                        if Instant::now() >= deadline {
+                            let log = std::fs::read_to_string(&flood_log).unwrap_or_default();
+                            let tail: String = log
+                                .chars()
+                                .rev()
+                                .take(3000)
+                                .collect::<Vec<_>>()
+                                .into_iter()
+                                .rev()
+                                .collect();
+                            bail!("the flood never started; the load generator said:\n{tail}");
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     started = Some(Instant::now());

@@ -163,6 +163,25 @@ impl ChildGuard {
         Ok(ChildGuard(Some(child)))
     }
 
+    /// Like [`ChildGuard::spawn`], with stdout and stderr appended to the
+    /// file `log` instead of pipes nobody reads (a long-running, chatty
+    /// child would block once a pipe filled).
+    pub fn spawn_logged(args: &[&str], log: &std::path::Path) -> Result<ChildGuard> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn cairn")?;
+        Ok(ChildGuard(Some(child)))
+    }
+
     pub fn child(&mut self) -> &mut Child {
         self.0.as_mut().expect("running")
     }
