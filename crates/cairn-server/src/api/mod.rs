@@ -27,6 +27,8 @@
 //! | `POST`/`GET`/`DELETE /v1/faults/cpu` | start / show / stop CPU burner threads |
 //! | `POST /v1/anti-entropy/scan` | `{stream?, partition?, deep?}` → `{reports, failed}` (runs on each partition's leader) |
 //! | `GET /v1/anti-entropy/status?local` | last scan per partition, quarantined replicas |
+//! | `GET /`, `GET /ui` | redirect to the dashboard |
+//! | `GET /ui/…` | the dashboard's embedded files ([`crate::ui`]; open, no token) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/telemetry/snapshot` | JSON summary of the last interval |
 //! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
@@ -105,6 +107,10 @@ pub fn router(node: Node) -> Router {
         )
         .route("/v1/anti-entropy/scan", post(anti_entropy::scan))
         .route("/v1/anti-entropy/status", get(anti_entropy::status))
+        .route("/", get(crate::ui::redirect))
+        .route("/ui", get(crate::ui::redirect))
+        .route("/ui/", get(crate::ui::serve))
+        .route("/ui/{*path}", get(crate::ui::serve))
         .route("/metrics", get(telemetry::metrics))
         .route("/v1/telemetry/snapshot", get(telemetry::snapshot))
         .route(
