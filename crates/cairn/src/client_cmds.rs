@@ -45,6 +45,7 @@ pub fn run(command: Command) -> Result<()> {
             Command::Demo(_) => unreachable!("handled by demo"),
             Command::Inspect(_) => unreachable!("handled by inspect_cmd"),
             Command::Status(_) | Command::Monitor(_) => unreachable!("handled by status_cmd"),
+            Command::Top(_) => unreachable!("handled by top_cmd"),
         }
     })
 }

@@ -21,6 +21,7 @@ mod inspect_cmd;
 mod node_cmd;
 mod status_cmd;
 mod tail_cmd;
+mod top_cmd;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
         cli::Command::Inspect(args) => return inspect_cmd::run(args),
         cli::Command::Status(args) => return status_cmd::run(args),
         cli::Command::Monitor(cmd) => status_cmd::monitor(cmd),
+        cli::Command::Top(args) => top_cmd::run(args),
         other => client_cmds::run(other),
     };
     match result {
