@@ -126,6 +126,12 @@ function chart(id, labels) {
     legend: { live: false },
   };
   const plot = new uPlot(opts, [[]].concat(labels.map(() => [])), target);
+  // The number of points on show, for people and for the browser test.
+  const setData = plot.setData.bind(plot);
+  plot.setData = (data) => {
+    target.dataset.points = data[0].length;
+    setData(data);
+  };
   state.charts[id] = { key, plot };
   return plot;
 }
@@ -170,7 +176,8 @@ function drawOverviewCharts() {
   tp.setData(align([reduceNodes("entries_per_second", "sum")]));
   chart("chart-write", ["p50 (median node)", "p99 (worst node)"]).setData(
     align([reduceNodes("write_p50_ms", "median"), reduceNodes("write_p99_ms", "max")]));
-  chart("chart-read", ["p99 (worst node)"]).setData(align([reduceNodes("read_p99_ms", "max")]));
+  const reads = reduceNodes("read_p99_ms", "max");
+  chart("chart-read", ["p99 (worst node)" + (reads.length ? "" : ": no reads in the last 15 minutes")]).setData(align([reads]));
 }
 
 function drawNodeCharts(id) {
@@ -309,10 +316,11 @@ function renderVerdict() {
   if (!h.reasons || !h.reasons.length)
     ul.append(el("li", {}, "All nodes up, every partition has a leader and its replicas, no performance finding."));
   for (const r of h.reasons || []) {
-    const li = el("li", { class: "reason", "data-code": r.code },
+    const li = el("li", { class: "reason", "data-code": r.code, "data-subject": JSON.stringify(r.subject || null) },
       el("span", { class: "sev " + r.severity }, r.severity), " ",
       el("strong", {}, subject(r.subject)), ": ", r.summary,
-      r.injected ? el("em", {}, " (injected: " + r.injected + ")") : "",
+      // Summaries of injected causes already say so; others get the note.
+      r.injected && !/injected/.test(r.summary) ? el("em", {}, " (injected: " + r.injected + ")") : "",
       " ", el("time", {}, "since " + clock(r.since)));
     for (const ev of r.evidence || []) li.append(el("div", { class: "evidence" }, evidence(ev)));
     ul.append(li);
