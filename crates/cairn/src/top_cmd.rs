@@ -419,7 +419,12 @@ fn draw_nodes(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
                     .unwrap_or_else(|| "-".into()),
             ),
             Cell::from(bytes(&n["rss"])),
-            Cell::from(opt(&n["fsync_p99_ms"], 2) + " ms"),
+            Cell::from(
+                n["fsync_p99_ms"]
+                    .as_f64()
+                    .map(|v| format!("{v:.2} ms"))
+                    .unwrap_or_else(|| "-".into()),
+            ),
             Cell::from(bytes(&n["free_bytes"])),
             Cell::from(n["leaders"].to_string()),
             Cell::from(n["partitions"].to_string()),
