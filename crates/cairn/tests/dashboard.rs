@@ -181,6 +181,8 @@ async fn page_state(client: &Client) -> Result<Value> {
         return {
             status: v.dataset.status, reasons,
             nodes: document.querySelectorAll('#nodes tbody tr').length,
+            states: Object.fromEntries([...document.querySelectorAll('#nodes tbody tr')].map(tr =>
+                [tr.dataset.node, tr.children[1].textContent])),
             throughput: points('chart-throughput'), write: points('chart-write'),
             conn: document.getElementById('conn').textContent,
         };
@@ -247,7 +249,7 @@ async fn given_a_loaded_cluster_when_a_disk_slows_the_dashboard_should_name_the_
     let Some((browser, chromium)) = Browser::start()? else {
         return Ok(());
     };
-    let c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
+    let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
     c.client(0)?
         .create_stream(
             STREAM,
@@ -270,6 +272,9 @@ async fn given_a_loaded_cluster_when_a_disk_slows_the_dashboard_should_name_the_
     println!("load: {ok} batches acknowledged, {failed} failed");
     if result.is_ok() && std::env::var_os("CAIRN_DASHBOARD_CPU").is_some() {
         result = measure_cpu(&client, &c, &url(0)).await;
+    }
+    if result.is_ok() {
+        result = survive_death(&client, &mut c).await;
     }
     if result.is_err() {
         // What the page showed when it failed.
@@ -420,6 +425,40 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         .collect();
     ensure!(errors.is_empty(), "console errors: {errors:#?}");
     Ok(())
+}
+
+/// The node that served the page dies: the page moves to another member
+/// and shows the dead one as not up.
+async fn survive_death(client: &Client, c: &mut TestCluster) -> Result<()> {
+    let dead = c.url(0).expect("running");
+    client.goto(&format!("{dead}/ui/")).await?;
+    wait_page(client, Duration::from_secs(10), "the page on node 1", |s| {
+        s["nodes"] == 3
+    })
+    .await?;
+    c.kill(0);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(30);
+    loop {
+        let here = client.current_url().await?;
+        let moved = !dead.contains(&format!(":{}", here.port().unwrap_or(0)));
+        if moved && let Ok(s) = page_state(client).await {
+            if s["states"]["1"].as_str().is_some_and(|st| st != "up") {
+                println!(
+                    "node 1 killed: the page moved to {here} and shows node 1 {} after {:?}",
+                    s["states"]["1"],
+                    killed.elapsed()
+                );
+                return Ok(());
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after node 1 died the page is at {here}, showing {:#}",
+            page_state(client).await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The nodes' CPU over 60 s with one dashboard open on node 1, then 60 s
