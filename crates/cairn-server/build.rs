@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FILES: [(&str, &str); 2] = [
-    ("uPlot.iife.min.js", "node_modules/uplot/dist/uPlot.iife.min.js"),
+    (
+        "uPlot.iife.min.js",
+        "node_modules/uplot/dist/uPlot.iife.min.js",
+    ),
     ("uPlot.min.css", "node_modules/uplot/dist/uPlot.min.css"),
 ];
 
@@ -79,7 +82,13 @@ fn fetch(ui: &Path, work: &Path) -> Result<(), String> {
     }
     let npm = std::env::var("CAIRN_NPM").unwrap_or_else(|_| "npm".into());
     let output = Command::new(&npm)
-        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
         .current_dir(work)
         .output()
         .map_err(|e| format!("`{npm} ci` could not start ({e}): is npm installed?"))?;

@@ -1,6 +1,7 @@
 // Cairn dashboard. Plain JS, no build step: it polls the node that served
-// it once a second (/v1/health every tick, /v1/monitor/series for what came
-// since the last point, /v1/cluster every few ticks) and redraws. The
+// it once a second (/v1/health, and one /v1/monitor/series request for
+// every chart's points since the last one; /v1/cluster every 5 s) and
+// redraws. The
 // server keeps no per-page state, so an open page costs a node only these
 // small JSON answers.
 //
@@ -99,6 +100,12 @@ function subject(s) {
   if (s.node != null) return "node " + s.node;
   return JSON.stringify(s);
 }
+// A node's (or a link's first node's) name links to its view.
+function subjectLink(s) {
+  const node = s && (s.node != null ? s.node : s.link ? s.link[0] : null);
+  const strong = el("strong", {}, subject(s));
+  return node == null ? strong : el("a", { href: "#/node/" + node }, strong);
+}
 function evidence(ev) {
   const base = ev.baseline != null ? ", baseline " + num(ev.baseline, 2) : "";
   return ev.metric + " = " + num(ev.observed, 2) + " " + (ev.unit || "") + base + ", threshold " + num(ev.threshold, 2);
@@ -195,22 +202,35 @@ function drawNodeCharts(id) {
 const OVERVIEW_METRICS = ["entries_per_second", "write_p50_ms", "write_p99_ms", "read_p99_ms", "peer_rtt_p99_ms"];
 const NODE_METRICS = ["cpu_cores", "rss_bytes", "queue_p99_ms", "fsync_p99_ms", "disk_probe_p99_ms"];
 
-async function pullSeries(metric) {
+// Every metric of `metrics` since the oldest point any of them lacks, in
+// one request (`metric=a,b,...`); points a metric already has are skipped.
+async function pullSeries(metrics) {
   const now = Date.now();
-  const since = state.lastMs[metric] != null ? state.lastMs[metric] + 1 : now - HISTORY_MS;
-  const r = await api("/v1/monitor/series?metric=" + metric + "&since=" + since);
-  const m = state.series[metric] || (state.series[metric] = new Map());
-  let last = state.lastMs[metric] ?? 0;
-  for (const p of r.points || []) {
-    const key = p.peer != null ? p.node + ">" + p.peer : String(p.node);
-    if (!m.has(key)) m.set(key, []);
-    m.get(key).push([p.unix_ms, p.value]);
-    if (p.unix_ms > last) last = p.unix_ms;
+  let since = Infinity;
+  for (const m of metrics) since = Math.min(since, state.lastMs[m] != null ? state.lastMs[m] + 1 : now - HISTORY_MS);
+  const r = await api("/v1/monitor/series?metric=" + metrics.join(",") + "&since=" + since);
+  // The newest round in the answer: a metric without points in it (no
+  // reads, say) is as up to date as the others, and must not drag every
+  // next request back to 15 minutes ago.
+  let newest = 0;
+  for (const metric of metrics)
+    for (const p of (r.metrics && r.metrics[metric]) || []) if (p.unix_ms > newest) newest = p.unix_ms;
+  for (const metric of metrics) {
+    const m = state.series[metric] || (state.series[metric] = new Map());
+    const have = state.lastMs[metric] ?? 0;
+    let last = have;
+    for (const p of (r.metrics && r.metrics[metric]) || []) {
+      if (p.unix_ms <= have) continue;
+      const key = p.peer != null ? p.node + ">" + p.peer : String(p.node);
+      if (!m.has(key)) m.set(key, []);
+      m.get(key).push([p.unix_ms, p.value]);
+      if (p.unix_ms > last) last = p.unix_ms;
+    }
+    state.lastMs[metric] = Math.max(last, newest) || null;
+    // Keep 15 minutes behind the newest point (the server's clock, not ours).
+    const cutoff = last - HISTORY_MS;
+    for (const pts of m.values()) while (pts.length && pts[0][0] < cutoff) pts.shift();
   }
-  state.lastMs[metric] = last || null;
-  // Keep 15 minutes behind the newest point (the server's clock, not ours).
-  const cutoff = last - HISTORY_MS;
-  for (const pts of m.values()) while (pts.length && pts[0][0] < cutoff) pts.shift();
 }
 
 async function pullCluster() {
@@ -234,9 +254,8 @@ async function tick() {
   state.tick++;
   try {
     state.health = await api("/v1/health");
-    const metrics = state.view === "node" ? OVERVIEW_METRICS.concat(NODE_METRICS) : OVERVIEW_METRICS;
-    await Promise.all(metrics.map(pullSeries));
-    if (state.tick % 2 === 1 || !state.cluster) await pullCluster();
+    await pullSeries(state.view === "node" ? OVERVIEW_METRICS.concat(NODE_METRICS) : OVERVIEW_METRICS);
+    if (state.tick % 5 === 1 || !state.cluster) await pullCluster();
     if (state.view === "events" && state.tick % 3 === 1) await pullEvents();
     state.failures = 0;
     document.getElementById("conn").textContent =
@@ -318,7 +337,7 @@ function renderVerdict() {
   for (const r of h.reasons || []) {
     const li = el("li", { class: "reason", "data-code": r.code, "data-subject": JSON.stringify(r.subject || null) },
       el("span", { class: "sev " + r.severity }, r.severity), " ",
-      el("strong", {}, subject(r.subject)), ": ", r.summary,
+      subjectLink(r.subject), ": ", r.summary,
       // Summaries of injected causes already say so; others get the note.
       r.injected && !/injected/.test(r.summary) ? el("em", {}, " (injected: " + r.injected + ")") : "",
       " ", el("time", {}, "since " + clock(r.since)));
@@ -409,7 +428,7 @@ function renderEvents(findings, alerts) {
   if (!findings.length) ul.append(el("li", {}, "none"));
   for (const f of findings)
     ul.append(el("li", {}, el("span", { class: "sev " + f.severity }, f.severity), " ",
-      el("strong", {}, subject(f.subject)), ": ", f.summary, " ", el("time", {}, "since " + clock(f.since))));
+      subjectLink(f.subject), ": ", f.summary, " ", el("time", {}, "since " + clock(f.since))));
   const tl = document.getElementById("alerts");
   tl.replaceChildren();
   const items = [];

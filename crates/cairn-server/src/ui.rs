@@ -69,7 +69,12 @@ mod tests {
 
     #[test]
     fn given_the_page_when_listing_its_files_should_serve_every_one_it_references() {
-        for name in ["app.js", "style.css", "vendor/uPlot.iife.min.js", "vendor/uPlot.min.css"] {
+        for name in [
+            "app.js",
+            "style.css",
+            "vendor/uPlot.iife.min.js",
+            "vendor/uPlot.min.css",
+        ] {
             assert!(INDEX_HTML.contains(name), "index.html does not load {name}");
             assert!(asset(name).is_some(), "{name} is not served");
         }

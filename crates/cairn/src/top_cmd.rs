@@ -3,7 +3,7 @@
 //!
 //! Two halves that never wait for each other: a background task polls the
 //! cluster (`/v1/health`, `/v1/cluster`, `/v1/monitor/findings`, and the
-//! latest points of two series) into a shared [`Model`]; the main thread
+//! latest points of two series in one request) into a shared [`Model`]; the main thread
 //! redraws from the model and reads keys. A slow or dead node therefore
 //! never freezes the screen or the `q` key.
 //!
@@ -182,20 +182,15 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
     let cluster = get(http, url, "/v1/cluster").await?;
     let findings = get(http, url, "/v1/monitor/findings").await.ok();
     let since = chrono::Utc::now().timestamp_millis() - 3_000;
-    let rate = get(
+    let series = get(
         http,
         url,
-        &format!("/v1/monitor/series?metric=entries_per_second&since={since}"),
+        &format!("/v1/monitor/series?metric=entries_per_second,peer_rtt_p99_ms&since={since}"),
     )
     .await
     .ok();
-    let rtt = get(
-        http,
-        url,
-        &format!("/v1/monitor/series?metric=peer_rtt_p99_ms&since={since}"),
-    )
-    .await
-    .ok();
+    let rate = series.as_ref().map(|s| &s["metrics"]["entries_per_second"]);
+    let rtt = series.as_ref().map(|s| &s["metrics"]["peer_rtt_p99_ms"]);
 
     let members: Vec<String> = cluster["nodes"]
         .as_array()
@@ -220,7 +215,7 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
         }
         m.commits.insert(key, (end, now));
     }
-    if let Some(points) = rate.as_ref().and_then(|r| r["points"].as_array()) {
+    if let Some(points) = rate.and_then(|r| r.as_array()) {
         // The latest round's points, summed over nodes.
         let latest = points.iter().filter_map(|p| p["unix_ms"].as_u64()).max();
         let total: f64 = points
@@ -235,7 +230,7 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
             }
         }
     }
-    if let Some(points) = rtt.as_ref().and_then(|r| r["points"].as_array()) {
+    if let Some(points) = rtt.and_then(|r| r.as_array()) {
         m.rtt.clear();
         for p in points {
             if let (Some(a), Some(b), Some(v)) =

@@ -299,12 +299,17 @@ async fn screenshot(client: &Client, what: &str) -> Result<PathBuf> {
 async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> Result<()> {
     // `/` redirects to `/ui/`.
     client.goto(&format!("{node1}/")).await?;
-    let (t, s) = wait_page(client, Duration::from_secs(30), "green, 3 nodes, charts", |s| {
-        s["status"] == "green"
-            && s["nodes"] == 3
-            && s["throughput"].as_u64() >= Some(3)
-            && s["write"].as_u64() >= Some(3)
-    })
+    let (t, s) = wait_page(
+        client,
+        Duration::from_secs(30),
+        "green, 3 nodes, charts",
+        |s| {
+            s["status"] == "green"
+                && s["nodes"] == 3
+                && s["throughput"].as_u64() >= Some(3)
+                && s["write"].as_u64() >= Some(3)
+        },
+    )
     .await?;
     println!(
         "page ready in {t:?}: {} nodes, throughput chart {} points, write chart {} points",
@@ -334,7 +339,9 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         cold["bytes"].as_f64().unwrap_or(0.0) / 1024.0,
         cold["files"],
         cold["first_paint_ms"].as_f64().unwrap_or(f64::NAN),
-        cold["first_contentful_paint_ms"].as_f64().unwrap_or(f64::NAN),
+        cold["first_contentful_paint_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
         cold["load_ms"].as_f64().unwrap_or(f64::NAN),
     );
     ensure!(
@@ -486,4 +493,64 @@ async fn measure_cpu(client: &Client, c: &TestCluster, node1: &str) -> Result<()
         sum(&with) - sum(&without)
     );
     Ok(())
+}
+
+/// With `--auth-token-file`, the page loads without a token, asks for one
+/// when the API says 401, and works with a read token, which it keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_tokens_when_opening_the_dashboard_should_ask_for_one_and_work_with_it() -> Result<()>
+{
+    const ADMIN: &str = "admin-token-0123456789abcdef";
+    const READ: &str = "read-token-0123456789abcdef";
+    let Some((browser, chromium)) = Browser::start()? else {
+        return Ok(());
+    };
+    let files = tempfile::tempdir()?;
+    let tokens = files.path().join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN}\nread {READ}\n"))?;
+    let tokens = tokens.to_str().context("utf-8 path")?;
+    let c = TestCluster::start_with_token(1, &["--auth-token-file", tokens], Some(ADMIN)).await?;
+    let url = c.url(0).context("running")?;
+    let client = browser.connect(&chromium).await?;
+    let result = async {
+        client.goto(&format!("{url}/ui/")).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while js(
+            &client,
+            "return !document.getElementById('token-form').hidden;",
+        )
+        .await?
+            != true
+        {
+            ensure!(
+                Instant::now() < deadline,
+                "the page did not ask for a token"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        client
+            .find(fantoccini::Locator::Id("token-input"))
+            .await?
+            .send_keys(READ)
+            .await?;
+        client
+            .find(fantoccini::Locator::Css("#token-form button"))
+            .await?
+            .click()
+            .await?;
+        wait_page(
+            &client,
+            Duration::from_secs(15),
+            "the verdict with a token",
+            |s| s["nodes"] == 1 && s["status"] != "unknown",
+        )
+        .await?;
+        let kept = js(&client, "return localStorage.getItem('cairn-token');").await?;
+        ensure!(kept == READ, "the token was not kept: {kept}");
+        Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    drop(browser);
+    result
 }

@@ -180,8 +180,8 @@ async fn given_three_nodes_when_running_top_should_show_them_switch_views_surviv
         Duration::from_secs(30),
         "another node answering, node 1 not up",
         |s| {
-            let moved = s.contains(&format!("via {}", urls[1]))
-                || s.contains(&format!("via {}", urls[2]));
+            let moved =
+                s.contains(&format!("via {}", urls[1])) || s.contains(&format!("via {}", urls[2]));
             moved && node_line(s, 1).is_some_and(|l| !l.contains(" up "))
         },
     )?;

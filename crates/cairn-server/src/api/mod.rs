@@ -18,7 +18,7 @@
 //! | `GET /v1/health?local` | the cluster verdict: `{status: green\|yellow\|red, reasons, nodes, partitions}` |
 //! | `GET /v1/monitor/findings?local` | active findings with evidence |
 //! | `GET /v1/monitor/alerts?local` | `{active, history}` |
-//! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}` |
+//! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}`; `metric=a,b,…` → `{metrics: {a: [points], b: …}}` |
 //! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
