@@ -449,15 +449,16 @@ async fn survive_death(client: &Client, c: &mut TestCluster) -> Result<()> {
     loop {
         let here = client.current_url().await?;
         let moved = !dead.contains(&format!(":{}", here.port().unwrap_or(0)));
-        if moved && let Ok(s) = page_state(client).await {
-            if s["states"]["1"].as_str().is_some_and(|st| st != "up") {
-                println!(
-                    "node 1 killed: the page moved to {here} and shows node 1 {} after {:?}",
-                    s["states"]["1"],
-                    killed.elapsed()
-                );
-                return Ok(());
-            }
+        if moved
+            && let Ok(s) = page_state(client).await
+            && s["states"]["1"].as_str().is_some_and(|st| st != "up")
+        {
+            println!(
+                "node 1 killed: the page moved to {here} and shows node 1 {} after {:?}",
+                s["states"]["1"],
+                killed.elapsed()
+            );
+            return Ok(());
         }
         ensure!(
             Instant::now() < deadline,
