@@ -4,9 +4,14 @@
 # from /proc/PID/stat (utime + stime) over SECONDS (default 60) without a
 # page, then with one headless Chromium (fresh profile) showing node 1's
 # /ui/, alternated ROUNDS times (default 2) so drift shows. Idle, because
-# under load the difference drowns in the load's noise.
+# under load the difference drowns in the load's noise. One page's cost is
+# near the noise of a 60 s window, so a last window runs PAGES (default
+# 20) simulated pages — each making the page's requests: every second
+# /v1/health and one /v1/monitor/series for the five overview charts since
+# its last point, every 5 s /v1/cluster — and divides the difference by
+# PAGES.
 #
-#   scripts/bench-dashboard.sh [SECONDS] [ROUNDS]
+#   scripts/bench-dashboard.sh [SECONDS] [ROUNDS] [PAGES]
 #
 # Page weight and time to first paint are printed by the browser test:
 #   cargo nextest run -p cairn --test dashboard --no-capture
@@ -16,6 +21,7 @@ source scripts/cluster-lib.sh
 
 secs=${1:-60}
 rounds=${2:-2}
+pages=${3:-20}
 chromium=$(command -v chromium || command -v chromium-browser || true)
 [ -n "$chromium" ] || { echo "needs chromium (apt-get install chromium)" >&2; exit 1; }
 scratch=$(mktemp -d /tmp/cairn-bench-dashboard.XXXXXX)
@@ -54,3 +60,35 @@ for r in $(seq "$rounds"); do
   measure "page open"
   kill "$browser"; wait "$browser" 2>/dev/null || true; browser=
 done
+
+measure "no page"
+python3 - "$url" "$pages" "$((secs + 5))" <<'PY' &
+import json, sys, threading, time, urllib.request
+url, pages, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+metrics = "entries_per_second,write_p50_ms,write_p99_ms,read_p99_ms,peer_rtt_p99_ms"
+def get(path):
+    with urllib.request.urlopen(url + path, timeout=5) as r:
+        return json.load(r)
+def page(i):
+    last = None
+    end = time.time() + secs
+    tick = 0
+    while time.time() < end:
+        t0 = time.time()
+        get("/v1/health")
+        since = last + 1 if last else int(t0 * 1000) - 15 * 60 * 1000
+        r = get(f"/v1/monitor/series?metric={metrics}&since={since}")
+        newest = max((p["unix_ms"] for pts in r["metrics"].values() for p in pts), default=0)
+        last = max(last or 0, newest) or last
+        if tick % 5 == 0:
+            get("/v1/cluster")
+        tick += 1
+        time.sleep(max(0, 1 - (time.time() - t0)))
+threads = [threading.Thread(target=page, args=(i,)) for i in range(pages)]
+for t in threads: t.start()
+for t in threads: t.join()
+PY
+sim=$!
+sleep 5 # past the first load of 15 minutes of history
+measure "$pages pages"
+wait "$sim"
