@@ -192,15 +192,16 @@ function drawNodeCharts(id) {
   const c = chart("chart-node-cpu", ["cores"]);
   if (!c) return;
   c.setData(align([one("cpu_cores")]));
-  chart("chart-node-stages", ["queue", "fsync", "disk probe", "write total"]).setData(
-    align([one("queue_p99_ms"), one("fsync_p99_ms"), one("disk_probe_p99_ms"), one("write_p99_ms")]));
+  chart("chart-node-stages", ["queue", "fsync", "replicate", "commit", "disk probe", "write total"]).setData(
+    align([one("queue_p99_ms"), one("fsync_p99_ms"), one("replicate_p99_ms"), one("commit_p99_ms"),
+      one("disk_probe_p99_ms"), one("write_p99_ms")]));
   chart("chart-node-rate", ["entries/s"]).setData(align([one("entries_per_second")]));
   chart("chart-node-rss", ["RSS"]).setData(align([one("rss_bytes", 1 / 1048576)]));
 }
 
 // ---- data -------------------------------------------------------------
 const OVERVIEW_METRICS = ["entries_per_second", "write_p50_ms", "write_p99_ms", "read_p99_ms", "peer_rtt_p99_ms"];
-const NODE_METRICS = ["cpu_cores", "rss_bytes", "queue_p99_ms", "fsync_p99_ms", "disk_probe_p99_ms"];
+const NODE_METRICS = ["cpu_cores", "rss_bytes", "queue_p99_ms", "fsync_p99_ms", "replicate_p99_ms", "commit_p99_ms", "disk_probe_p99_ms"];
 
 // Every metric of `metrics` since the oldest point any of them lacks, in
 // one request (`metric=a,b,...`); points a metric already has are skipped.

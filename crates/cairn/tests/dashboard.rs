@@ -376,10 +376,15 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
             "return {title: document.getElementById('node-title').textContent, \
              visible: !document.getElementById('view-node').hidden, \
              cpu: Number(document.getElementById('chart-node-cpu').dataset.points || 0), \
+             stages: Number(document.getElementById('chart-node-stages').dataset.points || 0), \
              finding: document.getElementById('node-facts').textContent.includes('disk')};",
         )
         .await?;
-        if v["visible"] == true && v["title"] == "Node 2" && v["cpu"].as_u64() > Some(0) {
+        if v["visible"] == true
+            && v["title"] == "Node 2"
+            && v["cpu"].as_u64() > Some(0)
+            && v["stages"].as_u64() > Some(0)
+        {
             println!("node view: {v}");
             break;
         }
