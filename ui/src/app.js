@@ -1,6 +1,7 @@
 // Cairn dashboard. Plain JS, no build step: it polls the node that served
 // it once a second (/v1/health, and one /v1/monitor/series request for
-// every chart's points since the last one; /v1/cluster every 5 s) and
+// every chart's points since the last one; /v1/cluster every 5 s; the
+// partitions, findings and alerts only while their view is open) and
 // redraws. The
 // server keeps no per-page state, so an open page costs a node only these
 // small JSON answers.
@@ -29,6 +30,7 @@ const state = {
   node: null, // node id in the per-node view
   series: {}, // metric -> Map(key -> [[unix_ms, value], ...]); key = node or "node>peer"
   lastMs: {}, // metric -> latest unix_ms seen
+  partitions: null, // from /v1/monitor/partitions, while that view is open
   commits: new Map(), // "stream/p" -> {end, at}
   rates: new Map(),
   charts: {},
@@ -238,8 +240,15 @@ async function pullCluster() {
   const c = await api("/v1/cluster");
   state.cluster = c;
   state.members = (c.nodes || []).map((n) => ({ id: n.id, url: "http://" + n.http_addr }));
+}
+
+// Every partition with its leader's view of the followers' lag; the rate
+// is the committed offset's growth between two polls.
+async function pullPartitions() {
+  const r = await api("/v1/monitor/partitions");
+  state.partitions = r.partitions || [];
   const now = Date.now();
-  for (const g of c.groups || []) {
+  for (const g of state.partitions) {
     const key = g.stream + "/" + g.partition;
     const prev = state.commits.get(key);
     if (prev && now > prev.at) state.rates.set(key, ((g.committed_end_offset - prev.end) * 1000) / (now - prev.at));
@@ -258,6 +267,7 @@ async function tick() {
     await pullSeries(state.view === "node" ? OVERVIEW_METRICS.concat(NODE_METRICS) : OVERVIEW_METRICS);
     if (state.tick % 5 === 1 || !state.cluster) await pullCluster();
     if (state.view === "events" && state.tick % 3 === 1) await pullEvents();
+    if (state.view === "partitions" && state.tick % 2 === 1) await pullPartitions();
     state.failures = 0;
     document.getElementById("conn").textContent =
       "via " + location.host + " (node " + (state.cluster ? state.cluster.node_id : "?") + ") · " + clock(Date.now());
@@ -409,7 +419,7 @@ function renderNode(id) {
 function renderPartitions() {
   const tbody = document.querySelector("#partitions tbody");
   tbody.replaceChildren();
-  const groups = (state.cluster && state.cluster.groups) || [];
+  const groups = state.partitions || [];
   const rates = groups.map((g) => state.rates.get(g.stream + "/" + g.partition) || 0);
   const sorted = [...rates].sort((a, b) => a - b);
   const median = sorted.length ? sorted[Math.floor(sorted.length / 2)] : 0;
@@ -419,7 +429,10 @@ function renderPartitions() {
       el("td", {}, g.stream), el("td", {}, g.partition),
       el("td", {}, g.leader == null ? "none" : "node " + g.leader),
       el("td", {}, g.replicas.join(", ")), el("td", {}, g.term),
-      el("td", {}, g.committed_end_offset), el("td", {}, num(rates[i], 0) + (hot ? " (hot)" : ""))));
+      el("td", {}, g.committed_end_offset),
+      el("td", {}, (g.followers || []).map((f) =>
+        "node " + f.node + ": " + f.entries + " / " + num(f.seconds, 2) + (f.in_sync ? "" : " *")).join(", ") || "—"),
+      el("td", {}, num(rates[i], 0) + (hot ? " (hot)" : ""))));
   });
 }
 
@@ -460,6 +473,7 @@ function route() {
   if (state.health) {
     render();
     if (view === "events") pullEvents().catch(() => {});
+    if (view === "partitions") pullPartitions().then(render).catch(() => {});
   }
 }
 

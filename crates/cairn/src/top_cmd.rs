@@ -2,8 +2,9 @@
 //! crossterm), refreshed every second.
 //!
 //! Two halves that never wait for each other: a background task polls the
-//! cluster (`/v1/health`, `/v1/cluster`, `/v1/monitor/findings`, and the
-//! latest points of two series in one request) into a shared [`Model`]; the main thread
+//! cluster (`/v1/health`, `/v1/cluster`, `/v1/monitor/findings`,
+//! `/v1/monitor/partitions` and the latest points of two series in one
+//! request) into a shared [`Model`]; the main thread
 //! redraws from the model and reads keys. A slow or dead node therefore
 //! never freezes the screen or the `q` key.
 //!
@@ -65,6 +66,8 @@ struct Model {
     health: Option<Value>,
     cluster: Option<Value>,
     findings: Vec<Value>,
+    /// `/v1/monitor/partitions`: leader, replicas, followers' lag.
+    partitions: Vec<Value>,
     /// (measuring node, peer) → latest RTT p99 in ms.
     rtt: BTreeMap<(u64, u64), f64>,
     /// Cluster entries/s, one point per round.
@@ -181,6 +184,7 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
     let health = get(http, url, "/v1/health").await?;
     let cluster = get(http, url, "/v1/cluster").await?;
     let findings = get(http, url, "/v1/monitor/findings").await.ok();
+    let partitions = get(http, url, "/v1/monitor/partitions").await.ok();
     let since = chrono::Utc::now().timestamp_millis() - 3_000;
     let series = get(
         http,
@@ -203,7 +207,10 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
 
     let mut m = model.lock();
     let now = Instant::now();
-    for g in cluster["groups"].as_array().into_iter().flatten() {
+    let partitions: Vec<Value> = partitions
+        .and_then(|p| p["partitions"].as_array().cloned())
+        .unwrap_or_default();
+    for g in &partitions {
         let key = format!("{}/{}", g["stream"].as_str().unwrap_or("?"), g["partition"]);
         let end = g["committed_end_offset"].as_u64().unwrap_or(0);
         if let Some((prev, at)) = m.commits.get(&key).copied() {
@@ -246,6 +253,7 @@ async fn round(http: &reqwest::Client, url: &str, model: &Mutex<Model>) -> Resul
             other => other["findings"].as_array().cloned().unwrap_or_default(),
         };
     }
+    m.partitions = partitions;
     m.health = Some(health);
     m.cluster = Some(cluster);
     m.via = Some(url.to_string());
@@ -487,12 +495,7 @@ fn draw_nodes(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
 }
 
 fn draw_partitions(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
-    let empty = Vec::new();
-    let groups = m
-        .cluster
-        .as_ref()
-        .and_then(|c| c["groups"].as_array())
-        .unwrap_or(&empty);
+    let groups = &m.partitions;
     let mut rates: Vec<f64> = groups
         .iter()
         .map(|g| {
@@ -510,6 +513,7 @@ fn draw_partitions(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
         "replicas",
         "term",
         "committed",
+        "lag node:entries/seconds",
         "rate/s",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
@@ -532,6 +536,7 @@ fn draw_partitions(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
             replicas.join(","),
             g["term"].to_string(),
             g["committed_end_offset"].to_string(),
+            lag(g),
             format!("{rate:.0}{}", if hot { " hot" } else { "" }),
         ]);
         if hot {
@@ -547,6 +552,7 @@ fn draw_partitions(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
         Constraint::Length(10),
         Constraint::Length(6),
         Constraint::Length(12),
+        Constraint::Length(34),
         Constraint::Length(10),
     ];
     f.render_widget(
@@ -555,6 +561,30 @@ fn draw_partitions(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {
             .block(Block::bordered().title(format!(" partitions ({}) ", groups.len()))),
         area,
     );
+}
+
+/// `2:7/0.50 3:0/0.00*`: each follower's lag in entries and seconds as
+/// its leader sees it, `*` when out of sync.
+fn lag(p: &Value) -> String {
+    let parts: Vec<String> = p["followers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            format!(
+                "{}:{}/{}{}",
+                f["node"],
+                f["entries"],
+                opt(&f["seconds"], 2),
+                if f["in_sync"] == true { "" } else { "*" }
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
 }
 
 fn draw_findings(f: &mut Frame, m: &Model, area: ratatui::layout::Rect) {

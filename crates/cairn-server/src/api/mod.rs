@@ -18,6 +18,7 @@
 //! | `GET /v1/health?local` | the cluster verdict: `{status: green\|yellow\|red, reasons, nodes, partitions}` |
 //! | `GET /v1/monitor/findings?local` | active findings with evidence |
 //! | `GET /v1/monitor/alerts?local` | `{active, history}` |
+//! | `GET /v1/monitor/partitions?local` | `{partitions: [{stream, partition, leader, term, replicas, committed_end_offset, followers: [{node, entries, seconds, in_sync}]}]}` from the latest round |
 //! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}`; `metric=a,b,…` → `{metrics: {a: [points], b: …}}` |
 //! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
@@ -82,6 +83,7 @@ pub fn router(node: Node) -> Router {
         .route("/v1/health", get(monitor::health))
         .route("/v1/monitor/findings", get(monitor::findings))
         .route("/v1/monitor/alerts", get(monitor::alerts))
+        .route("/v1/monitor/partitions", get(monitor::partitions))
         .route("/v1/monitor/series", get(monitor::series))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))

@@ -95,6 +95,8 @@ pub enum Query {
     Health,
     Findings,
     Alerts,
+    /// Every partition as the latest round shows it.
+    Partitions,
     Series {
         metric: String,
         node: Option<u64>,
@@ -291,6 +293,13 @@ impl MonitorService {
         let value = match q {
             Query::Health => serde_json::to_value(&monitor.last().health),
             Query::Findings => serde_json::to_value(&monitor.last().findings),
+            Query::Partitions => serde_json::to_value(serde_json::json!({
+                "partitions": monitor
+                    .history()
+                    .latest()
+                    .map(cairn_monitor::partitions::partitions)
+                    .unwrap_or_default(),
+            })),
             Query::Alerts => serde_json::to_value(serde_json::json!({
                 "active": monitor.alerts().active().collect::<Vec<_>>(),
                 "history": monitor.alerts().history(),
