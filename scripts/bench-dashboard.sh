@@ -51,7 +51,8 @@ PY
 }
 for r in $(seq "$rounds"); do
   measure "no page"
-  "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  # Chromium leaves org.chromium.Chromium.* behind in TMPDIR when killed.
+  TMPDIR=$scratch "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$scratch/profile-$r" "$url/ui/" >/dev/null 2>&1 &
   browser=$!

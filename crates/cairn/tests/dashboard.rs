@@ -57,6 +57,10 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
 struct Browser {
     driver: Option<Child>,
     profile: tempfile::TempDir,
+    /// chromedriver's and Chromium's TMPDIR: Chromium leaves
+    /// `org.chromium.Chromium.*` directories behind in it when killed, and
+    /// the suite fails on anything left in its own temporary directory.
+    _tmp: tempfile::TempDir,
     url: String,
 }
 
@@ -78,8 +82,12 @@ impl Browser {
             return Ok(None);
         };
         let port = free_port()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("cairn-chromium-tmp-")
+            .tempdir()?;
         let child = Command::new(&driver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,6 +98,7 @@ impl Browser {
             profile: tempfile::Builder::new()
                 .prefix("cairn-chromium-")
                 .tempdir()?,
+            _tmp: tmp,
             url: format!("http://127.0.0.1:{port}"),
         };
         Ok(Some((browser, chromium)))
