@@ -358,6 +358,38 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         "the page came without its charting library: {cold}"
     );
 
+    // The two routes the page leans on beyond the verdict.
+    let http = reqwest::Client::new();
+    let series: Value = http
+        .get(format!(
+            "{node1}/v1/monitor/series?metric=entries_per_second,write_p99_ms"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        series["metrics"]["entries_per_second"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+            && series["metrics"]["write_p99_ms"].is_array(),
+        "series of two metrics: {series}"
+    );
+    let parts: Value = http
+        .get(format!("{node1}/v1/monitor/partitions"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let parts = parts["partitions"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        parts.len() == PARTITIONS as usize
+            && parts
+                .iter()
+                .all(|p| p["leader"].is_u64() && p["followers"].as_array().map(Vec::len) == Some(2)),
+        "partitions: {parts:#?}"
+    );
+
     // A slow disk on node 2: the verdict turns yellow and names it.
     let r = reqwest::Client::new()
         .post(format!("{node2}/v1/faults/disk"))
