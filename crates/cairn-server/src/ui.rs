@@ -2,10 +2,11 @@
 //! embedded in the binary so it works with no internet and no CDN.
 //!
 //! The page (`ui/src/`: plain HTML, CSS and JS, no framework, no bundler)
-//! reads the same JSON API as everyone else — `/v1/health`,
-//! `/v1/monitor/series`, `/v1/monitor/findings`, `/v1/monitor/alerts`,
-//! `/v1/cluster` — polling once a second, so the server has no dashboard
-//! state at all and any node can serve it. Charts use uPlot, fetched from
+//! reads the same JSON API as everyone else — `/v1/health` and one
+//! multi-metric `/v1/monitor/series` each second, `/v1/cluster` every 5 s,
+//! `/v1/monitor/partitions`, `/v1/monitor/findings` and
+//! `/v1/monitor/alerts` while their view is open — so the server has no
+//! dashboard state at all and any node can serve it. Charts use uPlot, fetched from
 //! npm by `build.rs` (pinned by `ui/package-lock.json`) and embedded here;
 //! a build without npm embeds empty files and the page says so.
 //!
