@@ -36,6 +36,10 @@ pub enum Metric {
     ReadP99Ms,
     FsyncP99Ms,
     QueueP99Ms,
+    /// Leader to followers and back, and the wait for the quorum: the
+    /// write stages the dashboard's node view shows beside queue and fsync.
+    ReplicateP99Ms,
+    CommitP99Ms,
     DiskProbeP99Ms,
     FreeBytes,
     /// One point per (measuring node, peer): `node` measured, `peer` the
@@ -58,6 +62,8 @@ impl Metric {
         Metric::ReadP99Ms,
         Metric::FsyncP99Ms,
         Metric::QueueP99Ms,
+        Metric::ReplicateP99Ms,
+        Metric::CommitP99Ms,
         Metric::DiskProbeP99Ms,
         Metric::FreeBytes,
         Metric::PeerRttP99Ms,
@@ -76,6 +82,8 @@ impl Metric {
             Metric::ReadP99Ms => "read_p99_ms",
             Metric::FsyncP99Ms => "fsync_p99_ms",
             Metric::QueueP99Ms => "queue_p99_ms",
+            Metric::ReplicateP99Ms => "replicate_p99_ms",
+            Metric::CommitP99Ms => "commit_p99_ms",
             Metric::DiskProbeP99Ms => "disk_probe_p99_ms",
             Metric::FreeBytes => "free_bytes",
             Metric::PeerRttP99Ms => "peer_rtt_p99_ms",
@@ -117,6 +125,8 @@ impl Metric {
             Metric::ReadP99Ms => n.read_p99_ms,
             Metric::FsyncP99Ms => n.write.fsync_p99_ms,
             Metric::QueueP99Ms => n.write.queue_p99_ms,
+            Metric::ReplicateP99Ms => n.write.replicate_p99_ms,
+            Metric::CommitP99Ms => n.write.commit_p99_ms,
             Metric::DiskProbeP99Ms => n.disk_probe_p99_ms,
             Metric::FreeBytes => (n.total_bytes > 0).then_some(n.free_bytes as f64),
             Metric::PeerRttP99Ms => None,

@@ -27,6 +27,9 @@
 //! 4. The [`AlertEngine`] applies the [`AlertRule`]s: pending, firing
 //!    after `for`, resolved.
 //!
+//! [`partitions::partitions`] lists every partition as the latest round
+//! shows it (leader, replicas, followers' lag), for the dashboard.
+//!
 //! [`replay`] runs the same over a recorded NDJSON file of
 //! [`ClusterSample`]s (`cairn monitor replay FILE`).
 
@@ -36,6 +39,7 @@ pub mod detect;
 pub mod finding;
 pub mod health;
 pub mod history;
+pub mod partitions;
 pub mod sample;
 
 use std::collections::HashMap;

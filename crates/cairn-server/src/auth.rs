@@ -11,7 +11,8 @@
 //! What a request needs is decided by one rule, secure by default, so a
 //! route added later cannot be forgotten open:
 //!
-//! - reads (`GET`, `HEAD`) need `read`;
+//! - reads (`GET`, `HEAD`) need `read`, except the dashboard's static
+//!   files (`/`, `/ui/…`: no data in them; the page then asks for a token);
 //! - appends (`POST …/entries`, the binary APPEND) need `write`;
 //! - everything else that changes state needs `admin`: stream creation and
 //!   deletion, faults, join, decommission, anti-entropy scans, stage
@@ -49,7 +50,11 @@ impl Role {
 
     /// The role an HTTP request needs, `None` for the open liveness probe.
     pub fn required_for(method: &Method, path: &str) -> Option<Role> {
-        if path == "/health" && (method == Method::GET || method == Method::HEAD) {
+        let read_only = method == Method::GET || method == Method::HEAD;
+        // The dashboard's files are the binary's own bytes, no data: the
+        // page must load before it can ask for a token.
+        let dashboard = path == "/" || path == "/ui" || path.starts_with("/ui/");
+        if read_only && (path == "/health" || dashboard) {
             return None;
         }
         Some(if method == Method::GET || method == Method::HEAD {
@@ -259,6 +264,11 @@ mod tests {
     fn every_route_class_needs_its_role() {
         let cases = [
             (Method::GET, "/health", None),
+            (Method::GET, "/", None),
+            (Method::GET, "/ui/", None),
+            (Method::GET, "/ui/app.js", None),
+            (Method::POST, "/ui/app.js", Some(Role::Admin)),
+            (Method::GET, "/uidata", Some(Role::Read)),
             (Method::GET, "/v1/health", Some(Role::Read)),
             (Method::GET, "/metrics", Some(Role::Read)),
             (Method::GET, "/v1/streams/app/query", Some(Role::Read)),

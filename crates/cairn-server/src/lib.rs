@@ -32,6 +32,7 @@
 //!   another replica and triggers a repair.
 //! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
 //!   rule deciding what each request needs.
+//! - [`ui`]: the dashboard's embedded files, served at `/ui/`.
 //! - [`faults`]: the CPU burner and the list of injected faults (disk,
 //!   CPU, network) shown in telemetry snapshots.
 //!
@@ -50,6 +51,7 @@ pub mod node;
 pub mod read;
 pub mod streams;
 pub mod tcp;
+pub mod ui;
 pub mod write;
 
 pub use api::ApiError;

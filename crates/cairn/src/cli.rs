@@ -63,6 +63,11 @@ pub enum Command {
     /// and the nodes' key figures. Exit code 0 green, 1 yellow, 2 red,
     /// 3 no node answered.
     Status(StatusArgs),
+    /// The cluster at a glance in the terminal, refreshed every second:
+    /// verdict and reasons, nodes, peer RTT, throughput; partitions and
+    /// findings on keys 2 and 3; q quits. Moves to another node when the
+    /// one it uses stops answering.
+    Top(TopArgs),
     /// Offline tools of the cluster monitor.
     #[command(subcommand)]
     Monitor(MonitorCommand),
@@ -78,6 +83,12 @@ pub struct StatusArgs {
     /// Redraw every second until Ctrl-C.
     #[arg(long)]
     pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +457,10 @@ pub struct DemoArgs {
     /// The API carrying the load.
     #[arg(long, value_enum, default_value_t = ProduceApi::Binary)]
     pub api: ProduceApi,
+    /// Open the dashboard in a browser once the cluster is up (`xdg-open`,
+    /// or the program in $BROWSER).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// µs since the epoch from RFC 3339, a time ago (`30s`, `5m`, `2h`, `1d`)

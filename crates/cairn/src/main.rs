@@ -21,6 +21,7 @@ mod inspect_cmd;
 mod node_cmd;
 mod status_cmd;
 mod tail_cmd;
+mod top_cmd;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         cli::Command::AntiEntropy(cmd) => client_cmds::block_on(anti_entropy_cmd::run(cmd)),
         cli::Command::Fault(cmd) => client_cmds::block_on(fault_cmd::run(cmd)),
         cli::Command::Tail(args) => client_cmds::block_on(tail_cmd::run(args)),
+        cli::Command::Top(args) => top_cmd::run(args),
         other => client_cmds::run(other),
     };
     match result {

@@ -18,7 +18,8 @@
 //! | `GET /v1/health?local` | the cluster verdict: `{status: green\|yellow\|red, reasons, nodes, partitions}` |
 //! | `GET /v1/monitor/findings?local` | active findings with evidence |
 //! | `GET /v1/monitor/alerts?local` | `{active, history}` |
-//! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}` |
+//! | `GET /v1/monitor/partitions?local` | `{partitions: [{stream, partition, leader, term, replicas, committed_end_offset, followers: [{node, entries, seconds, in_sync}]}]}` from the latest round |
+//! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}`; `metric=a,b,…` → `{metrics: {a: [points], b: …}}` |
 //! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
@@ -27,6 +28,8 @@
 //! | `POST`/`GET`/`DELETE /v1/faults/cpu` | start / show / stop CPU burner threads |
 //! | `POST /v1/anti-entropy/scan` | `{stream?, partition?, deep?}` → `{reports, failed}` (runs on each partition's leader) |
 //! | `GET /v1/anti-entropy/status?local` | last scan per partition, quarantined replicas |
+//! | `GET /`, `GET /ui` | redirect to the dashboard |
+//! | `GET /ui/…` | the dashboard's embedded files ([`crate::ui`]; open, no token) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/telemetry/snapshot` | JSON summary of the last interval |
 //! | `GET`/`PUT /v1/telemetry/stage-timing` | `{enabled}` |
@@ -80,6 +83,7 @@ pub fn router(node: Node) -> Router {
         .route("/v1/health", get(monitor::health))
         .route("/v1/monitor/findings", get(monitor::findings))
         .route("/v1/monitor/alerts", get(monitor::alerts))
+        .route("/v1/monitor/partitions", get(monitor::partitions))
         .route("/v1/monitor/series", get(monitor::series))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))
@@ -105,6 +109,10 @@ pub fn router(node: Node) -> Router {
         )
         .route("/v1/anti-entropy/scan", post(anti_entropy::scan))
         .route("/v1/anti-entropy/status", get(anti_entropy::status))
+        .route("/", get(crate::ui::redirect))
+        .route("/ui", get(crate::ui::redirect))
+        .route("/ui/", get(crate::ui::serve))
+        .route("/ui/{*path}", get(crate::ui::serve))
         .route("/metrics", get(telemetry::metrics))
         .route("/v1/telemetry/snapshot", get(telemetry::snapshot))
         .route(

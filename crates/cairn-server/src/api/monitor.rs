@@ -58,6 +58,13 @@ pub async fn alerts(
     answer(&node, Query::Alerts, params.0.local).await
 }
 
+pub async fn partitions(
+    State(node): State<Node>,
+    params: ApiQuery<Local>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    answer(&node, Query::Partitions, params.0.local).await
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesParams {

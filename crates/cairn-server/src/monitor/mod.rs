@@ -95,6 +95,8 @@ pub enum Query {
     Health,
     Findings,
     Alerts,
+    /// Every partition as the latest round shows it.
+    Partitions,
     Series {
         metric: String,
         node: Option<u64>,
@@ -287,6 +289,13 @@ impl MonitorService {
         let value = match q {
             Query::Health => serde_json::to_value(&monitor.last().health),
             Query::Findings => serde_json::to_value(&monitor.last().findings),
+            Query::Partitions => serde_json::to_value(serde_json::json!({
+                "partitions": monitor
+                    .history()
+                    .latest()
+                    .map(cairn_monitor::partitions::partitions)
+                    .unwrap_or_default(),
+            })),
             Query::Alerts => serde_json::to_value(serde_json::json!({
                 "active": monitor.alerts().active().collect::<Vec<_>>(),
                 "history": monitor.alerts().history(),
@@ -297,11 +306,29 @@ impl MonitorService {
                 since_ms,
             } => {
                 let since = since_ms.unwrap_or_else(|| unix_ms().saturating_sub(15 * 60_000));
-                let points = monitor
-                    .history()
-                    .series(metric, *node, since)
-                    .map_err(|e| e.to_string())?;
-                serde_json::to_value(serde_json::json!({ "metric": metric, "points": points }))
+                if metric.contains(',') {
+                    // Several metrics in one answer: what a dashboard
+                    // polling every second asks for, one request instead
+                    // of one per chart.
+                    let mut metrics = serde_json::Map::new();
+                    for m in metric.split(',').filter(|m| !m.is_empty()) {
+                        let points = monitor
+                            .history()
+                            .series(m, *node, since)
+                            .map_err(|e| e.to_string())?;
+                        metrics.insert(
+                            m.to_string(),
+                            serde_json::to_value(points).map_err(|e| e.to_string())?,
+                        );
+                    }
+                    serde_json::to_value(serde_json::json!({ "metrics": metrics }))
+                } else {
+                    let points = monitor
+                        .history()
+                        .series(metric, *node, since)
+                        .map_err(|e| e.to_string())?;
+                    serde_json::to_value(serde_json::json!({ "metric": metric, "points": points }))
+                }
             }
         };
         value.map_err(|e| e.to_string())

@@ -281,6 +281,37 @@ async fn wait_for(
     }
 }
 
+/// Hands `url` to the desktop's opener (`xdg-open`, or `$BROWSER` when
+/// set), without waiting for it: a browser may run for hours. Its output
+/// goes nowhere, so it cannot tear the status display; a thread reaps it
+/// and says so if it failed (`xdg-open` without a desktop exits non-zero).
+fn open_in_browser(url: &str) -> Result<(), String> {
+    let opener = std::env::var("BROWSER").unwrap_or_else(|_| "xdg-open".to_string());
+    let mut child = std::process::Command::new(&opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!("`{opener}` is not installed (apt-get install xdg-utils, or set BROWSER)")
+            }
+            _ => format!("could not start `{opener}`: {e}"),
+        })?;
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait()
+            && !status.success()
+        {
+            println!(
+                "--open: `{opener}` failed ({status}): no desktop browser? open {url} yourself"
+            );
+        }
+    });
+    Ok(())
+}
+
 /// The lines printed once the cluster is up: what runs, and what to try.
 fn header(args: &DemoArgs, data: &DataDir, nodes: &[DemoNode]) -> String {
     let exe = std::env::current_exe()
@@ -291,6 +322,11 @@ fn header(args: &DemoArgs, data: &DataDir, nodes: &[DemoNode]) -> String {
         ProduceApi::Http => "HTTP",
     };
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Dashboard: {}/ui/  (every node serves it; `--open` opens it)",
+        nodes[0].http_url
+    );
     let _ = writeln!(
         s,
         "Cairn demo: {NODES} nodes, stream {STREAM:?} ({PARTITIONS} partitions, replication \
@@ -363,6 +399,12 @@ async fn run_load(
     print!("{header}");
     if !tty {
         println!();
+    }
+    if args.open {
+        let url = format!("{}/ui/", nodes[0].http_url);
+        if let Err(why) = open_in_browser(&url) {
+            println!("--open: {why}; open {url} yourself");
+        }
     }
     let _ = std::io::stdout().flush();
 
