@@ -68,6 +68,8 @@ pub struct PartitionGroup {
     replication: Arc<super::replication::GroupReplication>,
     /// Why anti-entropy took this replica out of service for reads.
     quarantine: parking_lot::Mutex<Option<String>>,
+    /// What the group's elections know (whether the leader is lost).
+    election: Arc<crate::raft::leadership::ElectionHints>,
 }
 
 impl PartitionGroup {
@@ -79,6 +81,7 @@ impl PartitionGroup {
         state: Arc<ReplicaState>,
         meta: Arc<crate::raft::MetaFile>,
         stages: Proposals,
+        election: Arc<crate::raft::leadership::ElectionHints>,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
         super::replication::spawn_watcher(&raft, &replication);
@@ -113,6 +116,7 @@ impl PartitionGroup {
             proposals,
             replication,
             quarantine: parking_lot::Mutex::new(None),
+            election,
         })
     }
 
@@ -148,7 +152,11 @@ impl PartitionGroup {
         reachable: &dyn Fn(NodeId) -> bool,
         now_us: i64,
     ) -> cairn_telemetry::replication::PartitionReplication {
-        let o = super::replication::Observation::of(&self.raft.metrics().borrow());
+        let mut o = super::replication::Observation::of(&self.raft.metrics().borrow());
+        if !o.is_leader && self.election.leader_lost() {
+            // Not heard from for longer than the lease: no leader known.
+            o.leader = None;
+        }
         self.replication.report(
             &o,
             &self.stream,

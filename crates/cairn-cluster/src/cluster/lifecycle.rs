@@ -280,6 +280,7 @@ impl Cluster {
                 durable,
                 observer: self.inner.config.on_stage.clone(),
             },
+            hints.clone(),
         );
         leadership::spawn(
             group.raft.clone(),

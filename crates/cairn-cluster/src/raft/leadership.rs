@@ -108,7 +108,7 @@
 //! voter elects itself at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -292,6 +292,7 @@ where
                 let Some((following, quiet)) = vote_quiet(&raft).await else {
                     return;
                 };
+                hints.set_leader_lost(quiet >= timings.election_timeout.1);
                 let behind = hints.greater_log_seen_within(2 * timings.election_timeout.1);
                 if campaign.due(following, quiet, behind, &timings)
                     && pre_vote(&transport, group, me, &voters, &timings, last_log.get()).await
@@ -309,6 +310,7 @@ where
             }
         };
         campaign = Campaign::default();
+        hints.set_leader_lost(false);
         let since = match leading_since {
             Some((t, at)) if t == term => at,
             _ => leading_since.insert((term, Instant::now())).1,
@@ -348,6 +350,12 @@ pub struct ElectionHints {
     /// Milliseconds after `born` (+1, 0 = never) when a vote reply last
     /// carried a longer log than this node's.
     greater_log_seen: AtomicU64,
+    /// This follower has heard nothing from a leader for longer than the
+    /// lease. openraft keeps reporting the last leader it knew until a new
+    /// vote, and with pre-votes no vote happens while no majority is
+    /// reachable: without this, a lone survivor would name a dead leader
+    /// for ever.
+    leader_lost: AtomicBool,
 }
 
 impl Default for ElectionHints {
@@ -355,6 +363,7 @@ impl Default for ElectionHints {
         ElectionHints {
             born: std::time::Instant::now(),
             greater_log_seen: AtomicU64::new(0),
+            leader_lost: AtomicBool::new(false),
         }
     }
 }
@@ -364,6 +373,17 @@ impl ElectionHints {
     pub fn saw_greater_log(&self) {
         let ms = self.born.elapsed().as_millis() as u64 + 1;
         self.greater_log_seen.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether this replica has heard from no leader for longer than the
+    /// lease (as of the leadership task's last look, at most an election
+    /// timeout ago): the leader it last knew is not to be reported.
+    pub fn leader_lost(&self) -> bool {
+        self.leader_lost.load(Ordering::Relaxed)
+    }
+
+    fn set_leader_lost(&self, lost: bool) {
+        self.leader_lost.store(lost, Ordering::Relaxed);
     }
 
     /// Whether [`Self::saw_greater_log`] happened within `window`.
