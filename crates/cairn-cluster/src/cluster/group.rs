@@ -73,6 +73,8 @@ pub struct PartitionGroup {
 }
 
 impl PartitionGroup {
+    // One call site (the reconciler), which has each part at hand.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node_id: NodeId,
         id: GroupId,
