@@ -179,6 +179,11 @@ pub struct ClusterConfig {
     /// proposes as a partition leader (see `coalesce`).
     pub on_stage: Option<StageObserver>,
     pub anti_entropy: crate::antientropy::AntiEntropyConfig,
+    /// The cluster secret every transport connection must prove (see
+    /// `transport::secure`); also required of a joining node.
+    pub secret: Option<crate::transport::ClusterSecret>,
+    /// TLS on every transport connection.
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -207,6 +212,8 @@ impl ClusterConfig {
             on_append: None,
             on_stage: None,
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
+            secret: None,
+            tls: None,
         }
     }
 }
@@ -541,6 +548,14 @@ impl Inner {
             .membership()
             .get_node(&id)
             .is_some();
+        if !known && self.transport.has_secret() {
+            // The joining node must pass the secret handshake before it is
+            // a member: otherwise a process without the secret (which can
+            // never take part) would be placed and waited for.
+            if let Err(refusal) = self.check_joiner(id, &info).await {
+                return Ok(refusal);
+            }
+        }
         if !known {
             self.controller
                 .add_learner(id, info.clone(), false)
@@ -549,6 +564,46 @@ impl Inner {
         }
         self.propose_locally(ControllerCommand::RegisterNode { id, info })
             .await
+    }
+
+    /// Dials a joining node over the transport and pings it, so a node
+    /// without the cluster secret (or at an address that is not a node)
+    /// is refused before it becomes a member. The probe's peer entry is
+    /// dropped again; membership adds it back once the node is admitted.
+    async fn check_joiner(&self, id: NodeId, info: &NodeInfo) -> Result<(), ControllerResponse> {
+        let refused = |message: String| ControllerResponse::Refused {
+            code: cairn_types::ErrorCode::Forbidden.number(),
+            message,
+        };
+        let addr: SocketAddr = info.raft_addr.parse().map_err(|_| {
+            refused(format!(
+                "join of node {id}: raft address {} is not IP:PORT",
+                info.raft_addr
+            ))
+        })?;
+        let was_known = self.transport.peers().contains_key(&id);
+        if !was_known {
+            self.transport.set_peer(id, addr);
+        }
+        let result = self
+            .transport
+            .call(id, 0, kinds::PING, Bytes::new(), JOIN_CHECK_TIMEOUT)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if !was_known {
+                    // Not a member: forget it (and its hellos) again.
+                    self.transport.remove_peer(id);
+                }
+                tracing::warn!(node = id, raft = %addr, error = %e, "refused a join: the node did not pass the transport handshake");
+                Err(refused(format!(
+                    "node {id} at raft {addr} did not pass the node-to-node handshake, so it \
+                     cannot be a member (give it this cluster's --cluster-secret-file, and \
+                     TLS settings if the cluster uses TLS): {e}"
+                )))
+            }
+        }
     }
 
     /// Calls `kind` on `to` and decodes its `Result` reply. Transport
@@ -608,12 +663,12 @@ impl Cluster {
         data_dir: Arc<DataDir>,
     ) -> Result<Cluster, ClusterError> {
         let dispatcher = Arc::new(Dispatcher::default());
-        let transport = Transport::bind(
-            TransportConfig::new(config.node_id, config.raft_listen),
-            dispatcher.clone(),
-        )
-        .await
-        .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
+        let mut transport_config = TransportConfig::new(config.node_id, config.raft_listen);
+        transport_config.secret = config.secret.clone();
+        transport_config.tls = config.tls.clone();
+        let transport = Transport::bind(transport_config, dispatcher.clone())
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
         let raft_addr = config
             .raft_advertise
             .clone()
@@ -1540,6 +1595,9 @@ const MAX_ROUTED_IN_FLIGHT: usize = 8;
 
 /// How long a forwarded request waits for a connection to its target.
 const CONNECT_BUDGET: Duration = Duration::from_millis(300);
+/// How long a join waits for the joining node to pass the transport
+/// handshake (connect, TLS, proofs, a ping) when the cluster has a secret.
+const JOIN_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn remaining(deadline: Instant) -> Duration {
     deadline
