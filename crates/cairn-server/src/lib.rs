@@ -32,6 +32,8 @@
 //!   another replica and triggers a repair.
 //! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
 //!   rule deciding what each request needs.
+//! - [`tls`]: TLS on the client listeners, and the answer a plaintext
+//!   client of a TLS listener gets.
 //! - [`faults`]: the CPU burner and the list of injected faults (disk,
 //!   CPU, network) shown in telemetry snapshots.
 //!
@@ -50,10 +52,13 @@ pub mod node;
 pub mod read;
 pub mod streams;
 pub mod tcp;
+pub mod tls;
 pub mod write;
 
 pub use api::ApiError;
 pub use cairn_cluster::antientropy::AntiEntropyConfig;
 pub use cairn_cluster::raft::RaftTimings;
+pub use cairn_cluster::tls::NodeTls;
+pub use cairn_cluster::transport::ClusterSecret;
 pub use limits::Limits;
 pub use node::{Node, NodeConfig};

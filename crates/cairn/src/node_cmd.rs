@@ -14,7 +14,12 @@
 //! Authentication (see `cairn_server::auth`): with `--auth-token-file`
 //! every request needs a token; without it the node refuses to listen
 //! beyond loopback unless `--insecure`, and says which at start (`cairn
-//! node auth: …`).
+//! node auth: …`). The node-to-node transport is authenticated by
+//! `--cluster-secret-file` (see `cairn_cluster::transport::secure`); a
+//! transport beyond loopback without one also needs `--insecure`, and the
+//! start line `cairn node transport: …` says which. `--tls-cert`,
+//! `--tls-key` and `--tls-ca` turn TLS on for every listener; the
+//! announcement then reads `https://`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,7 +50,19 @@ pub fn run(args: NodeArgs) -> Result<()> {
         ),
         None => None,
     };
-    check_exposure(&args, tokens.is_some())?;
+    let secret = match &args.cluster_secret_file {
+        Some(path) => {
+            Some(cairn_server::ClusterSecret::load(path).context("--cluster-secret-file")?)
+        }
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(cairn_server::NodeTls::load(cert, key, ca).context("TLS settings")?)
+        }
+        _ => None,
+    };
+    check_exposure(&args, tokens.is_some(), secret.is_some())?;
     println!(
         "cairn node auth: {}",
         match (&args.auth_token_file, args.insecure) {
@@ -55,6 +72,22 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 .to_string(),
             (None, true) =>
                 "off, and --insecure: listening beyond loopback unauthenticated".to_string(),
+        }
+    );
+    println!(
+        "cairn node transport: {}; {}",
+        match &args.cluster_secret_file {
+            Some(path) => format!("cluster secret from {}", path.display()),
+            None if args.raft.ip().is_loopback() => {
+                "unauthenticated (no --cluster-secret-file; loopback only)".to_string()
+            }
+            None => "UNAUTHENTICATED beyond loopback (no --cluster-secret-file, --insecure): \
+                     any process that reaches it can take part in Raft"
+                .to_string(),
+        },
+        match &args.tls_cert {
+            Some(cert) => format!("TLS on every listener with {}", cert.display()),
+            None => "TLS off".to_string(),
         }
     );
     let config = NodeConfig {
@@ -72,6 +105,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             peers: args.peers,
             join: args.join,
             replace: args.replace,
+            secret,
             raft: cairn_server::RaftTimings {
                 heartbeat: Duration::from_millis(args.raft_heartbeat_ms),
                 election_timeout: (
@@ -126,6 +160,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             tcp_frame_timeout: args.tcp_frame_timeout,
             receive_budget_bytes: args.receive_budget,
         },
+        tls,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
@@ -139,7 +174,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
 
 /// Refuses to expose an unauthenticated listener beyond loopback unless
 /// `--insecure`, and warns when it does.
-fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
+fn check_exposure(args: &NodeArgs, tokens: bool, secret: bool) -> Result<()> {
     let mut exposed: Vec<String> = Vec::new();
     if !tokens {
         exposed.extend(
@@ -153,11 +188,11 @@ fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
             .map(|(what, a)| format!("{what} on {a} (no --auth-token-file)")),
         );
     }
-    // Tokens do not cover the node-to-node transport yet: a process that
-    // reaches it can take part in Raft and forward requests.
-    if !args.raft.ip().is_loopback() {
+    // Tokens do not cover the node-to-node transport: without the cluster
+    // secret, a process that reaches it can take part in Raft.
+    if !secret && !args.raft.ip().is_loopback() {
         exposed.push(format!(
-            "the node-to-node transport on {} (not authenticated)",
+            "the node-to-node transport on {} (no --cluster-secret-file)",
             args.raft
         ));
     }
@@ -168,8 +203,8 @@ fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
         anyhow::bail!(
             "refusing to listen beyond loopback without authentication: {}. Anyone who \
              reaches these could delete streams, inject faults or join the cluster. \
-             Give --auth-token-file FILE, listen on 127.0.0.1, or pass --insecure on a \
-             trusted network",
+             Give --auth-token-file FILE (and --cluster-secret-file FILE for the \
+             transport), listen on 127.0.0.1, or pass --insecure on a trusted network",
             exposed.join("; ")
         );
     }
@@ -245,7 +280,12 @@ async fn serve(
         l.tcp_frame_timeout,
         g.budget.capacity(),
     )?;
-    writeln!(out, "cairn node listening on http://{addr}")?;
+    let scheme = if node.tls_acceptor().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    writeln!(out, "cairn node listening on {scheme}://{addr}")?;
     if let Some(l) = &tcp_listener {
         writeln!(out, "cairn node tcp listening on {}", l.local_addr()?)?;
     }

@@ -39,7 +39,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 return ExitCode::from(UNREACHABLE);
             }
         };
-        let http = reqwest::Client::builder()
+        let http = cairn_client::http_builder()
             .timeout(Duration::from_secs(3))
             .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
             .default_headers(headers)
