@@ -35,7 +35,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
+    let mut request = cairn_client::http_client()
         .request(method, url)
         .timeout(Duration::from_secs(10));
     if let Some(t) = token {

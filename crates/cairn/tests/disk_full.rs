@@ -50,7 +50,7 @@ fn free_bytes(path: &Path) -> Result<u64> {
 }
 
 async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
-    let response = reqwest::Client::new()
+    let response = cairn_client::http_client()
         .post(url)
         .json(&body)
         .timeout(Duration::from_secs(20))
