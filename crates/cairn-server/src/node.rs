@@ -315,7 +315,15 @@ impl Node {
                     cluster.clone(),
                     telemetry.clone(),
                     receivers_http,
-                    &http_advertise,
+                    // This node's API, as alerts link to it.
+                    &format!(
+                        "{}://{http_advertise}",
+                        if config.tls.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        }
+                    ),
                     stop_tasks.clone(),
                 )
                 .map_err(|e| ApiError::internal(format!("start the monitor: {e}")))?,

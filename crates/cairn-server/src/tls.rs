@@ -7,9 +7,9 @@
 //! frame timeout (binary protocol), so a connection that opens and says
 //! nothing is closed as on a plaintext listener.
 //!
-//! A TLS listener looks at the first byte before the handshake: a TLS
-//! client starts with a handshake record (`0x16`), a plaintext client with
-//! anything else (`G` of `GET`, a length prefix). The latter is answered
+//! A TLS listener looks at the first bytes before the handshake: a TLS
+//! client starts with a handshake record header (`0x16 0x03 0x0?`), a
+//! plaintext client with anything else (`GET`, a length prefix). The latter is answered
 //! in its own protocol — `400 {code, message}` over HTTP, an ERROR frame
 //! on the binary protocol — saying the node wants TLS, and closed: a clear
 //! failure instead of a hang or a TLS alert the client cannot read.
@@ -39,17 +39,30 @@ pub async fn accept(
     within: Duration,
 ) -> Result<TlsStream<TcpStream>, NotTls> {
     let deadline = Instant::now() + within;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, socket.peek(&mut first)).await {
-        Err(_) => {
-            return Err(NotTls::Failed(format!(
-                "no TLS handshake within {within:?}"
-            )));
+    // A TLS record header: 0x16 (handshake), then version 3.x (x = 1..=4).
+    // Three bytes, because a binary-protocol length prefix can start with
+    // 0x16 too (little-endian lengths 22, 278, ...).
+    let mut head = [0u8; 3];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, socket.peek(&mut head)).await {
+            Err(_) => {
+                return Err(NotTls::Failed(format!(
+                    "no TLS handshake within {within:?}"
+                )));
+            }
+            Ok(Err(e)) => return Err(NotTls::Failed(e.to_string())),
+            Ok(Ok(0)) => return Err(NotTls::Failed("closed before a handshake".into())),
+            Ok(Ok(n)) => n,
+        };
+        if !looks_like_tls(&head[..n]) {
+            return Err(NotTls::Plaintext(socket));
         }
-        Ok(Err(e)) => return Err(NotTls::Failed(e.to_string())),
-        Ok(Ok(0)) => return Err(NotTls::Failed("closed before a handshake".into())),
-        Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_BYTE => return Err(NotTls::Plaintext(socket)),
-        Ok(Ok(_)) => {}
+        if n == head.len() {
+            break;
+        }
+        // The rest of the record header is on its way (a peek returns what
+        // has arrived, even one byte).
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
         Err(_) => Err(NotTls::Failed(format!(
@@ -57,6 +70,17 @@ pub async fn accept(
         ))),
         Ok(Err(e)) => Err(NotTls::Failed(format!("TLS handshake: {e}"))),
         Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// Whether the first bytes of a connection (up to 3) can begin a TLS
+/// handshake record.
+fn looks_like_tls(head: &[u8]) -> bool {
+    match head {
+        [] => true,
+        [a] => *a == TLS_HANDSHAKE_BYTE,
+        [a, b] => *a == TLS_HANDSHAKE_BYTE && *b == 3,
+        [a, b, c, ..] => *a == TLS_HANDSHAKE_BYTE && *b == 3 && (1..=4).contains(c),
     }
 }
 
@@ -88,4 +112,18 @@ pub fn plaintext_http_answer() -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_first_bytes_when_judged_then_tls_only_for_a_handshake_record() {
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01]));
+        assert!(looks_like_tls(&[0x16]));
+        assert!(!looks_like_tls(b"GET"));
+        // A binary-protocol frame of 22 bytes: length 22, little-endian.
+        assert!(!looks_like_tls(&[0x16, 0x00, 0x00]));
+    }
 }

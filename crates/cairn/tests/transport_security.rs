@@ -5,7 +5,7 @@
 //!   hello, then a Raft vote) is answered `SecretRequired` and closed, and
 //!   one that guesses a proof is answered `BadProof`; neither changes the
 //!   controller leader or the members, and both are counted and logged;
-//!   a node with another secret cannot join;
+//!   a node with another secret cannot join, one with the secret can;
 //! - a 3-node cluster with TLS (certificates from rcgen) and a secret
 //!   serves HTTPS to the CLI with `--tls-ca`, binary-protocol writes over
 //!   TLS, and replicates (read back through another node); plaintext
@@ -222,6 +222,31 @@ async fn secret_cluster_serves_and_refuses_processes_without_the_secret() -> Res
     );
     ensure!(after.controller_leader == Some(leader), "leader changed");
     client.append("s", &[entry("still serving")]).await?;
+
+    // The same node with the cluster's secret is admitted.
+    let raft = format!("127.0.0.1:{}", support::cluster::free_port()?);
+    let _joined = NodeProcess::start(
+        &c.dir.path().join("node-4b"),
+        &[
+            "--id",
+            "4",
+            "--raft",
+            &raft,
+            "--join",
+            &url,
+            "--cluster-secret-file",
+            secret,
+        ],
+    )
+    .context("a node with the secret should join")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while c.view(0).await?.nodes.len() != 4 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "node 4 never became a member"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The refusals were logged at warn with the prober's address.
     let mut node = c.nodes[0].take().context("up")?;

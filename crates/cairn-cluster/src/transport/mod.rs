@@ -37,7 +37,9 @@
 //! - a hello that names another node id is rejected (`WrongNode`): the peer
 //!   table pointed at a stale address. The dialer also checks the id the
 //!   acceptor answers with, and gives up on a node that is not the one it
-//!   wanted. A hello is not authentication.
+//!   wanted. A hello alone is not authentication: with a cluster secret
+//!   the hello carries a nonce and both sides prove the secret before the
+//!   acceptor decides (see "Who may connect" below and `secure.rs`).
 //! - from a **lower** id: always accepted, replacing any connection we had.
 //!   The lower node dials only when it has no connection, so ours is dead or
 //!   about to be.
