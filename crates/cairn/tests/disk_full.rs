@@ -65,12 +65,14 @@ async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
 }
 
 async fn end_offset(url: &str) -> Result<u64> {
-    let v: Value = reqwest::get(format!(
-        "{url}/v1/streams/full/partitions/0/entries?limit=1"
-    ))
-    .await?
-    .json()
-    .await?;
+    let v: Value = cairn_client::http_client()
+        .get(format!(
+            "{url}/v1/streams/full/partitions/0/entries?limit=1"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
     v["end_offset"].as_u64().context("end_offset")
 }
 
