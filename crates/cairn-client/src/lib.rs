@@ -434,9 +434,11 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_http_urls() {
+    fn accepts_http_and_https_and_rejects_other_urls() {
+        assert!(Client::new("https://x").is_ok());
+        assert!(Client::new("http://x").is_ok());
         assert!(matches!(
-            Client::new("https://x"),
+            Client::new("ftp://x"),
             Err(Error::InvalidUrl { .. })
         ));
         assert!(matches!(
