@@ -52,10 +52,14 @@ pub fn run(args: NodeArgs) -> Result<()> {
     };
     let secret = match &args.cluster_secret_file {
         Some(path) => {
+            warn_if_readable_by_others(path, "--cluster-secret-file");
             Some(cairn_server::ClusterSecret::load(path).context("--cluster-secret-file")?)
         }
         None => None,
     };
+    if let Some(key) = &args.tls_key {
+        warn_if_readable_by_others(key, "--tls-key");
+    }
     let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => {
             Some(cairn_server::NodeTls::load(cert, key, ca).context("TLS settings")?)
@@ -170,6 +174,21 @@ pub fn run(args: NodeArgs) -> Result<()> {
         .then(rustix::process::getppid)
         .flatten();
     runtime.block_on(serve(config, args.http, args.tcp, stage_timing, parent))
+}
+
+/// A secret anyone on the machine can read is no secret: say so (the node
+/// still starts; the operator may have reasons, e.g. a container).
+fn warn_if_readable_by_others(path: &std::path::Path, flag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "{flag}: the file is readable by other users; chmod 600 it"
+        );
+    }
 }
 
 /// Refuses to expose an unauthenticated listener beyond loopback unless
