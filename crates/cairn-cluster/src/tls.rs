@@ -173,7 +173,18 @@ impl NodeTls {
 #[derive(Debug)]
 pub enum ReadHalf {
     Plain(OwnedReadHalf),
-    Tls(tokio::io::ReadHalf<TlsStream<TcpStream>>),
+    Tls(TlsRead),
+}
+
+/// The read side of a TLS session, with room for the one byte
+/// [`ReadHalf::readable`] had to read to know data had arrived.
+#[derive(Debug)]
+pub struct TlsRead {
+    inner: tokio::io::ReadHalf<TlsStream<TcpStream>>,
+    /// Read by `readable`, not yet handed out.
+    pending: Option<u8>,
+    /// `readable` saw the end of the stream.
+    eof: bool,
 }
 
 /// The write side of a connection that may be TLS.
@@ -193,6 +204,11 @@ pub fn split_plain(stream: TcpStream) -> (ReadHalf, WriteHalf) {
 /// as reads and writes share the session state).
 pub fn split_tls(stream: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf) {
     let (r, w) = tokio::io::split(stream);
+    let r = TlsRead {
+        inner: r,
+        pending: None,
+        eof: false,
+    };
     (ReadHalf::Tls(r), WriteHalf::Tls(w))
 }
 
@@ -217,14 +233,29 @@ pub fn channel_binding(stream: &TlsStream<TcpStream>) -> io::Result<Vec<u8>> {
 }
 
 impl ReadHalf {
-    /// Waits until a read would find bytes, without reading. A TLS session
-    /// cannot tell (a record may hold no application data), so it says
-    /// "ready" at once: its reader then charges a small read's budget while
-    /// it waits.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Waits until a read would find data (or the end of the stream),
+    /// without taking any: readers use it to charge memory and start
+    /// timers only once a frame has begun to arrive. A TLS session cannot
+    /// be asked without reading (a record may carry no application data),
+    /// so it reads one byte and keeps it for the next read; rustls holds
+    /// the rest of the record (at most 16 KiB, in its own buffer).
+    /// Cancel-safe: a byte once read is kept.
+    pub async fn readable(&mut self) -> io::Result<()> {
         match self {
             ReadHalf::Plain(r) => r.readable().await,
-            ReadHalf::Tls(_) => Ok(()),
+            ReadHalf::Tls(t) => {
+                if t.pending.is_some() || t.eof {
+                    return Ok(());
+                }
+                let mut one = [0u8; 1];
+                let n = tokio::io::AsyncReadExt::read(&mut t.inner, &mut one).await?;
+                if n == 0 {
+                    t.eof = true;
+                } else {
+                    t.pending = Some(one[0]);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -237,7 +268,22 @@ impl AsyncRead for ReadHalf {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             ReadHalf::Plain(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Tls(t) => {
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                if let Some(b) = t.pending.take() {
+                    buf.put_slice(&[b]);
+                    // Whatever else is ready comes with it; nothing more
+                    // is fine too (the byte alone is progress).
+                    let _ = Pin::new(&mut t.inner).poll_read(cx, buf);
+                    return Poll::Ready(Ok(()));
+                }
+                if t.eof {
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(&mut t.inner).poll_read(cx, buf)
+            }
         }
     }
 }

@@ -306,6 +306,10 @@ async fn tls_cluster_serves_https_and_tls_binary_and_replicates() -> Result<()> 
             secret.to_str().context("utf-8")?,
             "--tcp",
             "127.0.0.1:0",
+            // Short, so the test can show an idle TLS connection is judged
+            // by the idle timeout, not the frame timeout.
+            "--tcp-frame-timeout",
+            "2s",
         ],
         None,
         Some(trust.clone()),
@@ -345,6 +349,7 @@ async fn tls_cluster_serves_https_and_tls_binary_and_replicates() -> Result<()> 
         c.tcp(0).context("tcp")?.as_str(),
         TcpOptions {
             tls: Some(trust.clone()),
+            reconnect: false,
             ..TcpOptions::default()
         },
     )
@@ -401,6 +406,14 @@ async fn tls_cluster_serves_https_and_tls_binary_and_replicates() -> Result<()> 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+
+    // An idle TLS connection outlives the frame timeout (regression: the
+    // reader started a frame's clock while waiting for the first byte).
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    producer
+        .append("t", &[entry("after a pause")])
+        .await
+        .context("the TLS connection was closed while idle")?;
 
     // Plaintext HTTP against the TLS listener: a clear 400, not a hang.
     let plain_url = url.replace("https://", "http://");
