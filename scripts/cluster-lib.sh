@@ -3,8 +3,11 @@
 # protocol. After `start_cluster SCRATCH [node flags...]`: `bin`, `url` (node
 # 1's HTTP API), `tcp` (every node's binary-protocol address, comma
 # separated), `base` (node i's HTTP port is base+10+i) and `pids`.
-# `stop_cluster` stops the nodes.
+# `stop_cluster` stops the nodes. Set `scheme=https` and `curl_opts=(--cacert
+# CA)` first for nodes started with --tls-cert.
 pids=()
+scheme=${scheme:-http}
+curl_opts=()
 start_cluster() {
   local scratch=$1; shift
   cargo build -q --release -p cairn
@@ -19,10 +22,10 @@ start_cluster() {
     pids+=($!)
     tcps+=(127.0.0.1:$((base + 20 + i)))
   done
-  url=http://127.0.0.1:$((base + 11))
+  url=$scheme://127.0.0.1:$((base + 11))
   tcp=$(IFS=,; echo "${tcps[*]}")
   for _ in $(seq 100); do
-    n=$(curl -sf "$url/v1/cluster" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for n in v["nodes"] if n["http_addr"]) if v["controller_leader"] else 0)' 2>/dev/null || echo 0)
+    n=$(curl -sf "${curl_opts[@]}" "$url/v1/cluster" | python3 -c 'import json,sys; v=json.load(sys.stdin); print(sum(1 for n in v["nodes"] if n["http_addr"]) if v["controller_leader"] else 0)' 2>/dev/null || echo 0)
     [ "$n" = 3 ] && return 0
     sleep 0.2
   done
@@ -32,4 +35,5 @@ start_cluster() {
 stop_cluster() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  pids=()
 }

@@ -8,13 +8,16 @@
 //! The request and response shapes live in [`types`]; the server uses the
 //! same structs, so both sides agree on the wire format by construction.
 //!
-//! Only plain `http://` is supported: reqwest is built without TLS features.
+//! `http://` and `https://` URLs are supported; TLS goes through rustls
+//! with ring (see [`tls`]), trusting the system's roots or, with
+//! [`ClientOptions::tls_ca`], a cluster's own CA.
 //!
 //! For high-throughput ingest, [`TcpProducer`] (module [`tcp`]) speaks the
 //! binary protocol instead: record batches in length-delimited frames, many
 //! requests in flight on one connection.
 
 pub mod tcp;
+pub mod tls;
 pub use cairn_types::api as types;
 
 use std::time::Duration;
@@ -25,6 +28,7 @@ use serde::de::DeserializeOwned;
 
 pub use cairn_types::api::*;
 pub use tcp::{TcpError, TcpOptions, TcpProducer};
+pub use tls::{http_builder, http_client};
 
 /// The content type of newline-delimited JSON bodies.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -87,6 +91,31 @@ pub fn bearer_headers(token: Option<&str>) -> Result<reqwest::header::HeaderMap>
     Ok(headers)
 }
 
+/// How a [`Client`] authenticates and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Presented as `Authorization: Bearer` on every request.
+    pub token: Option<String>,
+    /// Trust these CAs (and only these) for `https://` URLs; `None`: the
+    /// system's roots.
+    pub tls_ca: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl ClientOptions {
+    /// A reqwest client with these options, a 60 s per-request timeout and
+    /// the pool's idle timeout.
+    pub fn http_client(&self) -> Result<reqwest::Client> {
+        let mut builder = tls::http_builder()
+            .timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .default_headers(bearer_headers(self.token.as_deref())?);
+        if let Some(config) = &self.tls_ca {
+            builder = builder.tls_backend_preconfigured((**config).clone());
+        }
+        Ok(builder.build()?)
+    }
+}
+
 /// A handle to one Cairn server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -98,22 +127,25 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7070`),
     /// with a 60 s per-request timeout.
     pub fn new(base_url: &str) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()?;
-        Client::with_http_client(base_url, http)
+        Client::with_options(base_url, &ClientOptions::default())
     }
 
     /// A client that presents `token` (`Authorization: Bearer`) on every
     /// request when given, with a 60 s per-request timeout.
     pub fn with_token(base_url: &str, token: Option<&str>) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .default_headers(bearer_headers(token)?)
-            .build()?;
-        Client::with_http_client(base_url, http)
+        Client::with_options(
+            base_url,
+            &ClientOptions {
+                token: token.map(str::to_owned),
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    /// A client with a token and TLS trust as given, with a 60 s
+    /// per-request timeout.
+    pub fn with_options(base_url: &str, options: &ClientOptions) -> Result<Client> {
+        Client::with_http_client(base_url, options.http_client()?)
     }
 
     /// A client that uses a caller-configured `reqwest::Client`.
@@ -123,8 +155,10 @@ impl Client {
             reason,
         };
         let base = Url::parse(base_url).map_err(|e| invalid(e.to_string()))?;
-        if base.scheme() != "http" {
-            return Err(invalid("only http:// URLs are supported".into()));
+        if base.scheme() != "http" && base.scheme() != "https" {
+            return Err(invalid(
+                "only http:// and https:// URLs are supported".into(),
+            ));
         }
         if base.cannot_be_a_base() {
             return Err(invalid("not a base URL".into()));
@@ -395,9 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn rejects_non_http_urls() {
+    fn accepts_http_and_https_and_rejects_other_urls() {
+        assert!(Client::new("https://x").is_ok());
+        assert!(Client::new("http://x").is_ok());
         assert!(matches!(
-            Client::new("https://x"),
+            Client::new("ftp://x"),
             Err(Error::InvalidUrl { .. })
         ));
         assert!(matches!(

@@ -34,8 +34,7 @@ use cairn_types::{
     Attributes, BatchBuilder, BatchError, EntryRef, ErrorCode, NewEntry, RecordBatch,
 };
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -99,6 +98,10 @@ pub struct TcpOptions {
     pub token: Option<String>,
     /// Open a new connection for the next call once this one ended.
     pub reconnect: bool,
+    /// Speak TLS, trusting this config's roots (see
+    /// [`crate::tls::client_config`]); the server's certificate must name
+    /// the host (IP or name) of the address dialed. `None`: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for TcpOptions {
@@ -109,6 +112,7 @@ impl Default for TcpOptions {
             connect_timeout: Duration::from_secs(10),
             token: None,
             reconnect: true,
+            tls: None,
         }
     }
 }
@@ -381,7 +385,32 @@ async fn open(
     // Requests are latency-bound and already batched by the writer.
     socket.set_nodelay(true).map_err(failed)?;
     let peer = socket.peer_addr().map_err(failed)?;
-    let (read_half, write_half) = socket.into_split();
+    let (read_half, write_half): (BoxRead, BoxWrite) = match &options.tls {
+        None => {
+            let (r, w) = socket.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(config) => {
+            let name = crate::tls::server_name(addr).ok_or_else(|| {
+                failed(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{addr} has no host usable as a TLS server name"),
+                ))
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = tokio::time::timeout(options.connect_timeout, connector.connect(name, socket))
+                .await
+                .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(|e| {
+                    failed(std::io::Error::new(
+                        e.kind(),
+                        format!("TLS handshake: {e} (does the node have TLS on, with a certificate for this address signed by the CA given?)"),
+                    ))
+                })?;
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        }
+    };
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
     });
@@ -502,8 +531,13 @@ pub fn encode_entries(entries: &[NewEntry]) -> Result<RecordBatch, TcpError> {
     Ok(builder.finish())
 }
 
+/// The connection's halves: tokio's owned halves of the socket, or of a
+/// TLS session on it.
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
 async fn write_requests(
-    socket: OwnedWriteHalf,
+    socket: BoxWrite,
     mut queued: mpsc::Receiver<Bytes>,
     shared: Arc<Shared>,
     max_frame: usize,
@@ -532,7 +566,7 @@ async fn write_requests(
     let _ = out.into_inner().shutdown().await;
 }
 
-async fn read_responses(socket: OwnedReadHalf, shared: Arc<Shared>) {
+async fn read_responses(socket: BoxRead, shared: Arc<Shared>) {
     let mut frames = FramedRead::new(socket, codec(protocol::MAX_RESPONSE_FRAME_BYTES));
     let reason = loop {
         let frame = match frames.next().await {

@@ -15,6 +15,8 @@
 //!   reconciling partition groups with the metadata, routing writes to
 //!   leaders, replica moves.
 //!
+//! - [`tls`]: a node's TLS settings from PEM files, for the transport and
+//!   the server's listeners.
 //! - [`antientropy`]: Merkle comparison of partition replicas and repair
 //!   of the ones that differ (its runtime side is in `cluster`).
 pub mod antientropy;
@@ -23,6 +25,7 @@ pub mod controller;
 pub mod membership;
 pub mod placement;
 pub mod raft;
+pub mod tls;
 pub mod transport;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, ServiceError, ServiceHandler};

@@ -255,7 +255,11 @@ async fn raw_handshake(
     let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
     let mut reader = FramedRead::new(r, FrameCodec::new(1 << 20));
     let mut writer = FramedWrite::new(w, FrameCodec::new(1 << 20));
-    let hello = Hello { to, incarnation: 5 };
+    let hello = Hello {
+        to,
+        incarnation: 5,
+        nonce: None,
+    };
     writer
         .send(Frame {
             header: Header {
@@ -397,6 +401,7 @@ async fn given_length_prefix_over_the_limit_from_a_peer_when_received_then_conne
                 payload: Hello {
                     to: 2,
                     incarnation: 1,
+                    nonce: None,
                 }
                 .encode(),
             })

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use cairn_cluster::tls::ReadHalf;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Instant;
 
 use crate::limits::{BudgetExhausted, Charge, Guards};
@@ -76,7 +76,7 @@ struct Large {
 
 #[derive(Debug)]
 pub struct FrameReader {
-    socket: OwnedReadHalf,
+    socket: ReadHalf,
     buf: BytesMut,
     large: Option<Large>,
     /// Covers the bytes in `buf`, and during a read the bytes it may add.
@@ -90,7 +90,7 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(
-        socket: OwnedReadHalf,
+        socket: ReadHalf,
         max_frame: usize,
         frame_timeout: Duration,
         guards: Arc<Guards>,
@@ -301,7 +301,12 @@ mod tests {
         };
         let guards = Arc::new(Guards::new(&limits, 1 << 20, 2, None));
         let (read, write) = server.into_split();
-        let reader = FrameReader::new(read, 4 << 20, frame_timeout, guards.clone());
+        let reader = FrameReader::new(
+            ReadHalf::Plain(read),
+            4 << 20,
+            frame_timeout,
+            guards.clone(),
+        );
         (reader, client, guards, write)
     }
 

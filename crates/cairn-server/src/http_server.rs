@@ -23,6 +23,17 @@
 //! hyper's own header timeout is not used: it runs from the moment hyper
 //! waits for a head, so it would also be the keep-alive timeout.
 //!
+//! hyper answers a request head it cannot parse (a malformed head 400, a
+//! URI over 64 KiB 414, a head over its buffer 431) by itself, with an
+//! empty body, and closes. [`Watched`] recognises such an automatic answer
+//! — one of those statuses with `content-length: 0` while no request is in
+//! a handler; Cairn's handlers always send a JSON body — and writes
+//! Cairn's `{code, message}` JSON answer in its place, so every error has
+//! one shape.
+//!
+//! With TLS (`--tls-cert`), the handshake runs in the connection's task
+//! before hyper sees it, within the header timeout (see [`crate::tls`]).
+//!
 //! Shutdown: the accept loop stops, every connection is told to finish
 //! (hyper closes idle ones at once and others after their response), and
 //! `serve` returns once all are closed.
@@ -51,6 +62,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::limits::{Closed, ConnectionPermit, Guards, Refusal};
+use crate::tls::NotTls;
+use tokio_rustls::TlsAcceptor;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then waits for
 /// the open connections to finish.
@@ -58,6 +71,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     guards: Arc<Guards>,
+    tls: Option<TlsAcceptor>,
     stop: CancellationToken,
 ) {
     let connections = TaskTracker::new();
@@ -69,11 +83,12 @@ pub async fn serve(
         match accepted {
             Ok((socket, peer)) => match guards.http.admit(peer.ip()) {
                 Ok(permit) => {
-                    connections.spawn(connection(
+                    connections.spawn(accepted_connection(
                         socket,
                         peer,
                         router.clone(),
                         guards.clone(),
+                        tls.clone(),
                         permit,
                         stop.clone(),
                     ));
@@ -235,19 +250,50 @@ async fn watchdog(activity: &Activity, header: Duration, idle: Duration) -> Clos
     }
 }
 
-async fn connection(
+/// Runs the TLS handshake when the listener has TLS (within the header
+/// timeout: a TLS client's first bytes are its head's first bytes), then
+/// serves the connection.
+async fn accepted_connection(
     socket: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    guards: Arc<Guards>,
+    tls: Option<TlsAcceptor>,
+    permit: ConnectionPermit,
+    stop: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return connection(socket, peer, router, guards, permit, stop).await;
+    };
+    match crate::tls::accept(&acceptor, socket, guards.limits.http_header_timeout).await {
+        Ok(stream) => connection(stream, peer, router, guards, permit, stop).await,
+        Err(NotTls::Plaintext(socket)) => {
+            tracing::debug!(%peer, "plaintext HTTP on the TLS listener; answered 400");
+            crate::tls::answer_plaintext(socket, &crate::tls::plaintext_http_answer()).await;
+        }
+        Err(NotTls::Failed(e)) => {
+            permit.gate().count_closed(Closed::HeaderTimeout);
+            tracing::debug!(%peer, error = %e, "HTTP TLS handshake failed");
+        }
+    }
+}
+
+async fn connection<S>(
+    socket: S,
     peer: SocketAddr,
     router: Router,
     guards: Arc<Guards>,
     permit: ConnectionPermit,
     stop: CancellationToken,
-) {
-    let _ = socket.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let io = TokioIo::new(Watched {
         inner: socket,
         activity: activity.clone(),
+        replacement: None,
     });
     let service = Tracked {
         inner: TowerToHyperService::new(router),
@@ -282,13 +328,17 @@ async fn connection(
     drop(permit);
 }
 
-/// The socket, telling [`Activity`] about every byte that moves.
-struct Watched {
-    inner: TcpStream,
+/// The socket (or TLS session), telling [`Activity`] about every byte
+/// that moves.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
+    /// Cairn's answer in place of one of hyper's automatic error answers,
+    /// and how much of it is written; hyper's own bytes are swallowed.
+    replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -303,12 +353,19 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.replacement.is_none() {
+            self.replace_automatic(buf);
+        }
+        if self.replacement.is_some() {
+            ready_or_pending(self.as_mut().drain_replacement(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.note_write(&poll);
         poll
@@ -319,6 +376,15 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.replacement.is_none()
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+        {
+            self.replace_automatic(first);
+        }
+        if self.replacement.is_some() {
+            ready_or_pending(self.as_mut().drain_replacement(cx))?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.note_write(&poll);
         poll
@@ -329,15 +395,103 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().drain_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
-impl Watched {
+/// A write of the replacement that is still pending counts as done for
+/// hyper (its bytes are swallowed either way); errors pass.
+fn ready_or_pending(poll: Poll<io::Result<()>>) -> io::Result<()> {
+    match poll {
+        Poll::Ready(r) => r,
+        Poll::Pending => Ok(()),
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// Writes what is left of the replacement answer, if any.
+    fn drain_replacement(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let Some((bytes, written)) = &mut this.replacement else {
+            return Poll::Ready(Ok(()));
+        };
+        while *written < bytes.len() {
+            match std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    *written += n;
+                    this.activity.wrote();
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// If `head` starts one of hyper's automatic error answers (see the
+    /// module docs), arranges for Cairn's JSON answer to be sent instead.
+    fn replace_automatic(&mut self, head: &[u8]) {
+        if self.activity.in_handler.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if let Some(answer) = automatic_answer(head) {
+            self.replacement = Some((answer, 0));
+        }
+    }
+}
+
+/// Cairn's answer for one of hyper's automatic error answers, if `head`
+/// is one: `HTTP/1.1 400|414|431 ...` with `content-length: 0`.
+fn automatic_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    let status = rest.get(..3)?;
+    let end = head
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(head.len());
+    let empty_body = head[..end]
+        .split(|b| *b == b'\n')
+        .any(|line| line.eq_ignore_ascii_case(b"content-length: 0\r"));
+    if !empty_body {
+        return None;
+    }
+    let (code, reason, message) = match status {
+        b"400" => (
+            cairn_types::ErrorCode::BadRequest,
+            "Bad Request",
+            "the request head could not be parsed as HTTP/1.1",
+        ),
+        b"414" => (
+            cairn_types::ErrorCode::UriTooLong,
+            "URI Too Long",
+            "the request URI is longer than 65534 bytes; send long filters in a body",
+        ),
+        b"431" => (
+            cairn_types::ErrorCode::HeadersTooLarge,
+            "Request Header Fields Too Large",
+            "the request head is larger than the node accepts (about 400 KiB)",
+        ),
+        _ => return None,
+    };
+    let body = serde_json::json!({"code": code.as_str(), "message": message}).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            code.http_status(),
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl<S> Watched<S> {
     fn note_write(&self, poll: &Poll<io::Result<usize>>) {
         match poll {
             Poll::Ready(Ok(n)) if *n > 0 => self.activity.wrote(),
@@ -384,5 +538,30 @@ impl InHandler {
 impl Drop for InHandler {
     fn drop(&mut self) {
         self.0.handler_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_hypers_empty_414_when_checked_then_json_answer() {
+        let head = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let answer = String::from_utf8(automatic_answer(head).unwrap()).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 414 URI Too Long\r\n"),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "uri_too_long");
+    }
+
+    #[test]
+    fn given_handler_answers_with_a_body_when_checked_then_left_alone() {
+        let head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 42\r\n\r\n";
+        assert!(automatic_answer(head).is_none());
+        assert!(automatic_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
     }
 }

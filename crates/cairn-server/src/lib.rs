@@ -33,6 +33,8 @@
 //! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
 //!   rule deciding what each request needs.
 //! - [`ui`]: the dashboard's embedded files, served at `/ui/`.
+//! - [`tls`]: TLS on the client listeners, and the answer a plaintext
+//!   client of a TLS listener gets.
 //! - [`faults`]: the CPU burner and the list of injected faults (disk,
 //!   CPU, network) shown in telemetry snapshots.
 //!
@@ -51,11 +53,14 @@ pub mod node;
 pub mod read;
 pub mod streams;
 pub mod tcp;
+pub mod tls;
 pub mod ui;
 pub mod write;
 
 pub use api::ApiError;
 pub use cairn_cluster::antientropy::AntiEntropyConfig;
 pub use cairn_cluster::raft::RaftTimings;
+pub use cairn_cluster::tls::NodeTls;
+pub use cairn_cluster::transport::ClusterSecret;
 pub use limits::Limits;
 pub use node::{Node, NodeConfig};

@@ -725,6 +725,87 @@ pub fn spawn_sampler(guards: Weak<Guards>) {
     });
 }
 
+/// The node-to-node transport's gatekeeping counters (see
+/// `cairn_cluster::transport::secure`).
+#[derive(Debug)]
+struct TransportCollector {
+    security: Arc<cairn_cluster::transport::SecurityMetrics>,
+    secret: bool,
+    tls: bool,
+}
+
+/// Registers the transport's handshake-failure, refusal and idle-close
+/// counters, and whether it has a secret and TLS, in the node's registry.
+pub fn register_transport_metrics(
+    telemetry: &Telemetry,
+    transport: &cairn_cluster::transport::Transport,
+) {
+    let collector = TransportCollector {
+        security: transport.security_metrics().clone(),
+        secret: transport.has_secret(),
+        tls: transport.has_tls(),
+    };
+    telemetry.with_registry(|r| r.register_collector(Box::new(collector)));
+}
+
+impl Collector for TransportCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use cairn_cluster::transport::HandshakeFailure;
+        let failures: Vec<(Labels, u64)> = [("inbound", true), ("outbound", false)]
+            .into_iter()
+            .flat_map(|(side, inbound)| {
+                HandshakeFailure::ALL.into_iter().map(move |why| {
+                    (
+                        vec![
+                            ("direction", side.to_string()),
+                            ("reason", why.as_str().to_string()),
+                        ],
+                        self.security.handshake_failures(inbound, why),
+                    )
+                })
+            })
+            .collect();
+        encode_family(
+            &mut enc,
+            "cairn_transport_handshake_failures",
+            "Node-to-node connections that failed the handshake, by side and reason \
+             (secret_mismatch, bad_proof, tls, protocol). Any bad_proof or secret_mismatch is \
+             a misconfigured node or a process probing the transport port.",
+            MetricType::Counter,
+            &failures,
+        )?;
+        let one = |v: u64| vec![(Labels::new(), v)];
+        encode_family(
+            &mut enc,
+            "cairn_transport_connections_refused",
+            "Inbound node-to-node connections closed at accept for the connection caps.",
+            MetricType::Counter,
+            &one(self.security.connections_refused.load(Ordering::Relaxed)),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_transport_idle_closed",
+            "Node-to-node connections closed after receiving no frame for the idle timeout.",
+            MetricType::Counter,
+            &one(self.security.idle_closed.load(Ordering::Relaxed)),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_transport_authenticated",
+            "1 when node-to-node connections must prove the cluster secret (--cluster-secret-file).",
+            MetricType::Gauge,
+            &one(u64::from(self.secret)),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_transport_tls",
+            "1 when node-to-node connections use TLS.",
+            MetricType::Gauge,
+            &one(u64::from(self.tls)),
+        )
+    }
+}
+
 #[derive(Debug)]
 struct LimitsCollector {
     guards: Weak<Guards>,

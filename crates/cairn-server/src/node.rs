@@ -68,6 +68,9 @@ pub struct NodeConfig {
     pub min_free_bytes: u64,
     /// Connection caps, timeouts and the receive budget of the client APIs.
     pub limits: crate::limits::Limits,
+    /// TLS on every listener (HTTP, binary protocol, transport) and on the
+    /// node's own connections to its peers; `None`: plaintext.
+    pub tls: Option<cairn_cluster::tls::NodeTls>,
 }
 
 /// How this node finds and forms its cluster.
@@ -87,6 +90,9 @@ pub struct ClusterOptions {
     /// Raft heartbeat, election and RPC timeouts; the same on every node
     /// of a cluster.
     pub raft: cairn_cluster::raft::RaftTimings,
+    /// The secret every node-to-node connection must prove; the same on
+    /// every node of a cluster. `None`: the transport admits anyone.
+    pub secret: Option<cairn_cluster::transport::ClusterSecret>,
 }
 
 impl Default for ClusterOptions {
@@ -98,6 +104,7 @@ impl Default for ClusterOptions {
             join: None,
             replace: false,
             raft: cairn_cluster::raft::RaftTimings::default(),
+            secret: None,
         }
     }
 }
@@ -116,6 +123,7 @@ impl NodeConfig {
             access: Default::default(),
             min_free_bytes: cairn_storage::DEFAULT_MIN_FREE_BYTES,
             limits: Default::default(),
+            tls: None,
         }
     }
 
@@ -179,6 +187,8 @@ pub(crate) struct NodeInner {
     pub stop_tasks: CancellationToken,
     /// Connection caps, receive budget, descriptor headroom.
     pub guards: Arc<crate::limits::Guards>,
+    /// The client listeners' TLS, when on.
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Node {
@@ -218,6 +228,8 @@ impl Node {
         cluster_config.raft = c.raft.clone();
         cluster_config.solo = c.peers.is_empty() && c.join.is_none();
         cluster_config.anti_entropy = config.anti_entropy.clone();
+        cluster_config.secret = c.secret.clone();
+        cluster_config.tls = config.tls.clone();
         let observed = telemetry.clone();
         // Storage stages count once per client request the Raft batch
         // carries (control entries carry none), as every other stage does.
@@ -270,7 +282,12 @@ impl Node {
             value.set_sensitive(true);
             forwarding_headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = cairn_client::tls::http_builder();
+        if let Some(tls) = &config.tls {
+            // Peers are reached with https and checked against --tls-ca.
+            http = http.tls_backend_preconfigured((*tls.client).clone());
+        }
+        let http = http
             .timeout(Duration::from_secs(10))
             // Below peers' HTTP idle timeout: never reuse a connection a
             // peer is closing.
@@ -279,7 +296,7 @@ impl Node {
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
         // Alert receivers are outside the cluster: they never see a token.
-        let receivers_http = reqwest::Client::builder()
+        let receivers_http = cairn_client::tls::http_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ApiError::internal(format!("http client: {e}")))?;
@@ -293,7 +310,15 @@ impl Node {
                     cluster.clone(),
                     telemetry.clone(),
                     receivers_http,
-                    &http_advertise,
+                    // This node's API, as alerts link to it.
+                    &format!(
+                        "{}://{http_advertise}",
+                        if config.tls.is_some() {
+                            "https"
+                        } else {
+                            "http"
+                        }
+                    ),
                     stop_tasks.clone(),
                 )
                 .map_err(|e| ApiError::internal(format!("start the monitor: {e}")))?,
@@ -313,6 +338,8 @@ impl Node {
             cluster.group_restarts(),
         );
         crate::limits::spawn_sampler(Arc::downgrade(&guards));
+        crate::limits::register_transport_metrics(&telemetry, cluster.transport());
+        let tls_server = config.tls.as_ref().map(|t| t.server.clone());
         let node = Node {
             inner: Arc::new(NodeInner {
                 config,
@@ -325,6 +352,7 @@ impl Node {
                 monitor,
                 stop_tasks,
                 guards,
+                tls_server,
             }),
         };
         // Weak: telemetry is owned by the node and must not keep it alive.
@@ -384,8 +412,12 @@ impl Node {
                     tracing::info!(seed, "joined the cluster");
                     return Ok(());
                 }
-                // Refused for good (e.g. the id is a live member's).
-                Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {
+                // Refused for good (the id is a live member's; this node
+                // failed the transport handshake: no or another secret).
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::CONFLICT
+                        || r.status() == reqwest::StatusCode::FORBIDDEN =>
+                {
                     return Err(ApiError::new(
                         cairn_types::ErrorCode::Conflict,
                         format!(
@@ -428,6 +460,25 @@ impl Node {
     /// Connection caps, receive budget and descriptor headroom.
     pub fn guards(&self) -> &Arc<crate::limits::Guards> {
         &self.inner.guards
+    }
+
+    /// The client listeners' TLS, when on (an acceptor is an `Arc`).
+    pub fn tls_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.inner
+            .tls_server
+            .as_ref()
+            .map(|c| tokio_rustls::TlsAcceptor::from(c.clone()))
+    }
+
+    /// The base URL of a peer's HTTP API at `http_addr` (`IP:PORT`): https
+    /// when this node has TLS on (a cluster is all TLS or none).
+    pub fn peer_url(&self, http_addr: &str) -> String {
+        let scheme = if self.config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{http_addr}")
     }
 
     /// The cluster monitor, unless it is turned off.
@@ -489,6 +540,7 @@ impl Node {
             http,
             self.router(),
             self.guards().clone(),
+            self.tls_acceptor(),
             stop_apis.clone(),
         )
         .await;

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_cluster::tls::{self, WriteHalf};
 use cairn_telemetry::metrics::{Api, Operation, WriteStage};
 use cairn_types::ErrorCode;
 use cairn_types::protocol::{
@@ -54,7 +55,6 @@ use cairn_types::protocol::{
 };
 use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
@@ -67,6 +67,7 @@ use crate::frames::{FrameReader, ReadError};
 use crate::ingest;
 use crate::limits::{Charge, Closed, ConnectionPermit, Refusal};
 use crate::node::Node;
+use crate::tls::NotTls;
 
 /// Requests of one connection handled at once; beyond it the reader
 /// stops reading. Enough to keep the storage writer's commit groups full
@@ -153,6 +154,22 @@ pub fn refusal_frame(reason: Refusal, max: usize, max_per_ip: usize) -> Vec<u8> 
     out
 }
 
+/// The ERROR frame (correlation id 0, length prefix included) that
+/// answers a plaintext client of a TLS listener.
+fn plaintext_frame() -> Vec<u8> {
+    let frame = Response::error(
+        0,
+        None,
+        ErrorCode::BadRequest,
+        "this node requires TLS on the binary protocol: connect with TLS (--tls-ca)".to_string(),
+    )
+    .encode();
+    let mut out = Vec::with_capacity(protocol::LENGTH_PREFIX_LEN + frame.len());
+    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(&frame);
+    out
+}
+
 /// Why a connection stops reading.
 enum Close {
     /// The producer closed its side, or the node is shutting down.
@@ -209,8 +226,24 @@ async fn connection(
     // Responses are small and latency-bound: never wait for Nagle.
     let _ = socket.set_nodelay(true);
     let max_frame = node.config().max_body_bytes + protocol::REQUEST_OVERHEAD;
-    let (read_half, write_half) = socket.into_split();
     let guards = node.guards().clone();
+    let (read_half, write_half) = match node.tls_acceptor() {
+        None => tls::split_plain(socket),
+        Some(acceptor) => {
+            // The handshake is held to the frame timeout, as a frame is.
+            match crate::tls::accept(&acceptor, socket, guards.limits.tcp_frame_timeout).await {
+                Ok(s) => tls::split_tls(tokio_rustls::TlsStream::Server(s)),
+                Err(NotTls::Plaintext(socket)) => {
+                    crate::tls::answer_plaintext(socket, &plaintext_frame()).await;
+                    return;
+                }
+                Err(NotTls::Failed(e)) => {
+                    tracing::debug!(%peer, error = %e, "binary-protocol TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
     let idle_timeout = guards.limits.tcp_idle_timeout;
     let mut frames = FrameReader::new(
         read_half,
@@ -396,7 +429,7 @@ async fn connection(
 /// Writes responses as they are queued; ends when every sender is gone
 /// (the reader and all handlers are done), then closes the socket.
 async fn write_responses(
-    socket: OwnedWriteHalf,
+    socket: WriteHalf,
     mut queued: mpsc::Receiver<Bytes>,
     peer: SocketAddr,
     stall: Duration,

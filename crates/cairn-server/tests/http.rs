@@ -38,7 +38,7 @@ impl Server {
         }));
         Ok(Server {
             client: Client::new(&url)?,
-            http: reqwest::Client::new(),
+            http: cairn_client::http_client(),
             url,
             stop: Some(stop),
             task: Some(task),

@@ -60,6 +60,8 @@ error_codes! {
     Forbidden = 19, "forbidden", 403;
     InsufficientStorage = 20, "insufficient_storage", 507;
     RequestTimeout = 21, "request_timeout", 408;
+    UriTooLong = 22, "uri_too_long", 414;
+    HeadersTooLarge = 23, "headers_too_large", 431;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -74,7 +76,7 @@ mod tests {
 
     #[test]
     fn numbers_round_trip_and_names_match_serde() {
-        for n in 1..=21 {
+        for n in 1..=23 {
             let code = ErrorCode::from_number(n).unwrap();
             assert_eq!(code.number(), n);
             let json = serde_json::to_string(&code).unwrap();

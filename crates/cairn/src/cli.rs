@@ -410,6 +410,26 @@ pub struct NodeArgs {
     /// networks only; logged as a warning.
     #[arg(long, env = "CAIRN_INSECURE")]
     pub insecure: bool,
+    /// A file holding the cluster secret (at least 16 bytes; surrounding
+    /// whitespace is ignored), the same on every node: every node-to-node
+    /// connection then proves it (HMAC challenge-response) before anything
+    /// else, so a process without it can neither take part in Raft nor
+    /// join. Make one with `head -c 32 /dev/urandom | base64 > FILE`.
+    #[arg(long, env = "CAIRN_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate chain of this node (leaf first): turns TLS on for
+    /// every listener (HTTP, binary protocol, node-to-node transport).
+    /// Must name the IP addresses the node is reached at. Needs --tls-key
+    /// and --tls-ca; give every node of the cluster TLS.
+    #[arg(long, env = "CAIRN_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CAIRN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle the node checks its peers' certificates against
+    /// (transport dials, HTTP forwarding).
+    #[arg(long, env = "CAIRN_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Free space to keep on the data directory's filesystem, in bytes
     /// (k, M, G suffixes, powers of 1024): below it, writes and stream
     /// creation are refused with 507 until space is freed, so compaction,
@@ -545,6 +565,29 @@ pub struct ServerArgs {
     /// environment is the safer place: a flag shows in `ps`).
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA bundle to trust for https:// URLs and TLS on the binary
+    /// protocol (nodes started with --tls-cert); without it, the system's
+    /// roots are trusted.
+    #[arg(long, env = "CAIRN_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The token and TLS trust of these arguments.
+    pub fn client_options(&self) -> anyhow::Result<cairn_client::ClientOptions> {
+        Ok(cairn_client::ClientOptions {
+            token: self.token.clone(),
+            tls_ca: load_tls_ca(self.tls_ca.as_deref())?,
+        })
+    }
+}
+
+/// Loads `--tls-ca` when given.
+pub fn load_tls_ca(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+    path.map(|p| cairn_client::tls::client_config(p).map_err(|e| anyhow::anyhow!("--tls-ca: {e}")))
+        .transpose()
 }
 
 #[derive(Debug, Subcommand)]
@@ -821,6 +864,10 @@ pub struct BenchOptions {
     /// admin role: the bench creates and deletes its streams).
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA bundle to trust for https:// URLs and TLS on the binary
+    /// protocol: with it, `--tcp` connections use TLS.
+    #[arg(long, env = "CAIRN_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
     pub api: ProduceApi,
     /// Binary-protocol addresses (host:port) of the nodes, for `--api

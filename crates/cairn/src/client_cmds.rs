@@ -51,27 +51,32 @@ pub(crate) fn block_on(command: impl std::future::Future<Output = Result<()>>) -
 /// The node to talk to: `--server`, or the first of `--cluster` whose
 /// `/health` answers within a second.
 pub(crate) async fn client(args: &ServerArgs) -> Result<Client> {
-    let token = args.token.as_deref();
+    let options = args.client_options()?;
     if args.cluster.is_empty() {
-        return Ok(Client::with_token(&normalize_url(&args.server), token)?);
+        return Ok(Client::with_options(
+            &normalize_url(&args.server),
+            &options,
+        )?);
     }
     let mut failures = Vec::new();
     for url in &args.cluster {
         let url = &normalize_url(url);
-        let probe = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(1))
-            .build()?;
-        let client = Client::with_http_client(url, probe)?;
+        let mut probe = cairn_client::http_builder().timeout(std::time::Duration::from_secs(1));
+        if let Some(tls) = &options.tls_ca {
+            probe = probe.tls_backend_preconfigured((**tls).clone());
+        }
+        let client = Client::with_http_client(url, probe.build()?)?;
         match client.health().await {
-            Ok(_) => return Ok(Client::with_token(url, token)?),
+            Ok(_) => return Ok(Client::with_options(url, &options)?),
             Err(e) => failures.push(format!("{url}: {e}")),
         }
     }
     anyhow::bail!("no node of the cluster answered: {}", failures.join("; "))
 }
 
-/// A server given as `HOST:PORT` means `http://HOST:PORT` (the only scheme
-/// a node speaks); anything with a scheme is left for the client to judge.
+/// A server given as `HOST:PORT` means `http://HOST:PORT` (a node with TLS
+/// needs `https://` spelled out); anything with a scheme is left for the
+/// client to judge.
 pub(crate) fn normalize_url(url: &str) -> String {
     if url.contains("://") {
         url.to_string()
@@ -223,6 +228,7 @@ impl Sink {
                 };
                 let options = cairn_client::TcpOptions {
                     token: args.server.token.clone(),
+                    tls: crate::cli::load_tls_ca(args.server.tls_ca.as_deref())?,
                     ..Default::default()
                 };
                 let producer = TcpProducer::connect_with(addr.as_str(), options).await?;
@@ -431,6 +437,7 @@ mod tests {
                 server: "http://127.0.0.1:1".into(),
                 cluster: Vec::new(),
                 token: None,
+                tls_ca: None,
             },
             stream: "s".into(),
             source: "cli".into(),

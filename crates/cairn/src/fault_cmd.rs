@@ -52,13 +52,18 @@ async fn target(t: &FaultTarget) -> Result<(Client, String)> {
     if node.http_addr.is_empty() {
         bail!("node {id} has not registered an HTTP address yet");
     }
+    let scheme = if t.server.server.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
     let url = if node.http_addr.contains("://") {
         node.http_addr.clone()
     } else {
-        format!("http://{}", node.http_addr)
+        format!("{scheme}://{}", node.http_addr)
     };
     Ok((
-        Client::with_token(&url, t.server.token.as_deref())?,
+        Client::with_options(&url, &t.server.client_options()?)?,
         format!("node {id}"),
     ))
 }

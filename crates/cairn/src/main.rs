@@ -34,6 +34,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any TLS config or HTTP client is built (see cairn_client::tls).
+    cairn_client::tls::install_crypto_provider();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Node(args) => node_cmd::run(*args),

@@ -14,7 +14,12 @@
 //! Authentication (see `cairn_server::auth`): with `--auth-token-file`
 //! every request needs a token; without it the node refuses to listen
 //! beyond loopback unless `--insecure`, and says which at start (`cairn
-//! node auth: …`).
+//! node auth: …`). The node-to-node transport is authenticated by
+//! `--cluster-secret-file` (see `cairn_cluster::transport::secure`); a
+//! transport beyond loopback without one also needs `--insecure`, and the
+//! start line `cairn node transport: …` says which. `--tls-cert`,
+//! `--tls-key` and `--tls-ca` turn TLS on for every listener; the
+//! announcement then reads `https://`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -45,7 +50,23 @@ pub fn run(args: NodeArgs) -> Result<()> {
         ),
         None => None,
     };
-    check_exposure(&args, tokens.is_some())?;
+    let secret = match &args.cluster_secret_file {
+        Some(path) => {
+            warn_if_readable_by_others(path, "--cluster-secret-file");
+            Some(cairn_server::ClusterSecret::load(path).context("--cluster-secret-file")?)
+        }
+        None => None,
+    };
+    if let Some(key) = &args.tls_key {
+        warn_if_readable_by_others(key, "--tls-key");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(cairn_server::NodeTls::load(cert, key, ca).context("TLS settings")?)
+        }
+        _ => None,
+    };
+    check_exposure(&args, tokens.is_some(), secret.is_some())?;
     println!(
         "cairn node auth: {}",
         match (&args.auth_token_file, args.insecure) {
@@ -55,6 +76,22 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 .to_string(),
             (None, true) =>
                 "off, and --insecure: listening beyond loopback unauthenticated".to_string(),
+        }
+    );
+    println!(
+        "cairn node transport: {}; {}",
+        match &args.cluster_secret_file {
+            Some(path) => format!("cluster secret from {}", path.display()),
+            None if args.raft.ip().is_loopback() => {
+                "unauthenticated (no --cluster-secret-file; loopback only)".to_string()
+            }
+            None => "UNAUTHENTICATED beyond loopback (no --cluster-secret-file, --insecure): \
+                     any process that reaches it can take part in Raft"
+                .to_string(),
+        },
+        match &args.tls_cert {
+            Some(cert) => format!("TLS on every listener with {}", cert.display()),
+            None => "TLS off".to_string(),
         }
     );
     let config = NodeConfig {
@@ -72,6 +109,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             peers: args.peers,
             join: args.join,
             replace: args.replace,
+            secret,
             raft: cairn_server::RaftTimings {
                 heartbeat: Duration::from_millis(args.raft_heartbeat_ms),
                 election_timeout: (
@@ -126,6 +164,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
             tcp_frame_timeout: args.tcp_frame_timeout,
             receive_budget_bytes: args.receive_budget,
         },
+        tls,
     };
     config.validate().map_err(anyhow::Error::msg)?;
     let stage_timing = !args.no_stage_timing;
@@ -137,9 +176,24 @@ pub fn run(args: NodeArgs) -> Result<()> {
     runtime.block_on(serve(config, args.http, args.tcp, stage_timing, parent))
 }
 
+/// A secret anyone on the machine can read is no secret: say so (the node
+/// still starts; the operator may have reasons, e.g. a container).
+fn warn_if_readable_by_others(path: &std::path::Path, flag: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "{flag}: the file is readable by other users; chmod 600 it"
+        );
+    }
+}
+
 /// Refuses to expose an unauthenticated listener beyond loopback unless
 /// `--insecure`, and warns when it does.
-fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
+fn check_exposure(args: &NodeArgs, tokens: bool, secret: bool) -> Result<()> {
     let mut exposed: Vec<String> = Vec::new();
     if !tokens {
         exposed.extend(
@@ -153,11 +207,11 @@ fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
             .map(|(what, a)| format!("{what} on {a} (no --auth-token-file)")),
         );
     }
-    // Tokens do not cover the node-to-node transport yet: a process that
-    // reaches it can take part in Raft and forward requests.
-    if !args.raft.ip().is_loopback() {
+    // Tokens do not cover the node-to-node transport: without the cluster
+    // secret, a process that reaches it can take part in Raft.
+    if !secret && !args.raft.ip().is_loopback() {
         exposed.push(format!(
-            "the node-to-node transport on {} (not authenticated)",
+            "the node-to-node transport on {} (no --cluster-secret-file)",
             args.raft
         ));
     }
@@ -168,8 +222,8 @@ fn check_exposure(args: &NodeArgs, tokens: bool) -> Result<()> {
         anyhow::bail!(
             "refusing to listen beyond loopback without authentication: {}. Anyone who \
              reaches these could delete streams, inject faults or join the cluster. \
-             Give --auth-token-file FILE, listen on 127.0.0.1, or pass --insecure on a \
-             trusted network",
+             Give --auth-token-file FILE (and --cluster-secret-file FILE for the \
+             transport), listen on 127.0.0.1, or pass --insecure on a trusted network",
             exposed.join("; ")
         );
     }
@@ -245,7 +299,12 @@ async fn serve(
         l.tcp_frame_timeout,
         g.budget.capacity(),
     )?;
-    writeln!(out, "cairn node listening on http://{addr}")?;
+    let scheme = if node.tls_acceptor().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    writeln!(out, "cairn node listening on {scheme}://{addr}")?;
     if let Some(l) = &tcp_listener {
         writeln!(out, "cairn node tcp listening on {}", l.local_addr()?)?;
     }

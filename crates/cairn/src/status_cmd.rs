@@ -39,12 +39,21 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 return ExitCode::from(UNREACHABLE);
             }
         };
-        let http = reqwest::Client::builder()
+        let tls = match crate::cli::load_tls_ca(args.server.tls_ca.as_deref()) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(UNREACHABLE);
+            }
+        };
+        let mut http = cairn_client::http_builder()
             .timeout(Duration::from_secs(3))
             .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
-            .default_headers(headers)
-            .build()
-            .expect("a plain reqwest client builds");
+            .default_headers(headers);
+        if let Some(tls) = tls {
+            http = http.tls_backend_preconfigured((*tls).clone());
+        }
+        let http = http.build().expect("a reqwest client builds");
         let urls: Vec<String> = if args.server.cluster.is_empty() {
             vec![args.server.server.clone()]
         } else {

@@ -80,12 +80,15 @@ struct Model {
 pub fn run(args: TopArgs) -> Result<()> {
     crate::node_cmd::init_logging("off");
     let headers = cairn_client::bearer_headers(args.server.token.as_deref())?;
-    let http = reqwest::Client::builder()
+    let mut http = cairn_client::tls::http_builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
-        .default_headers(headers)
-        .build()
-        .context("build the HTTP client")?;
+        .default_headers(headers);
+    if let Some(tls) = args.server.client_options()?.tls_ca {
+        // https:// nodes, checked against --tls-ca.
+        http = http.tls_backend_preconfigured((*tls).clone());
+    }
+    let http = http.build().context("build the HTTP client")?;
     let urls: Vec<String> = if args.server.cluster.is_empty() {
         vec![args.server.server.clone()]
     } else {

@@ -462,7 +462,12 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
     assert_clean(&after, "scan after repair")?;
     let mut repaired_total = 0.0;
     for url in (0..3).filter_map(|i| c.url(i)) {
-        let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+        let metrics = cairn_client::http_client()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
         repaired_total += metrics
             .lines()
             .find_map(|l| l.strip_prefix("cairn_anti_entropy_repaired_ranges_total "))

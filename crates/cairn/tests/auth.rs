@@ -3,7 +3,8 @@
 //! and the binary protocol (changing nothing), serves the right roles,
 //! forwards reads between nodes with its own token, and the CLI presents
 //! `CAIRN_TOKEN`. A node without a token file refuses to listen beyond
-//! loopback unless `--insecure`.
+//! loopback unless `--insecure`; a transport beyond loopback also needs
+//! `--cluster-secret-file` (tokens do not cover it).
 
 mod support;
 
@@ -35,7 +36,7 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
+    let mut request = cairn_client::http_client()
         .request(method, url)
         .timeout(Duration::from_secs(10));
     if let Some(t) = token {
@@ -336,5 +337,79 @@ fn a_node_without_tokens_stays_on_loopback_unless_insecure() -> Result<()> {
     ensure!(node.url.contains("0.0.0.0"), "{}", node.url);
     let log = node.kill_and_log();
     ensure!(log.contains("--insecure"), "no warning logged: {log}");
+    Ok(())
+}
+
+#[test]
+fn a_transport_beyond_loopback_needs_the_cluster_secret_unless_insecure() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let tokens = token_file(dir.path())?;
+    let tokens = tokens.to_str().context("utf-8")?;
+    // Tokens cover HTTP, not the transport: refused, naming the flag.
+    let refused = support::run(
+        &[
+            "node",
+            "--data-dir",
+            dir.path().join("a").to_str().context("utf-8")?,
+            "--http",
+            "127.0.0.1:0",
+            "--raft",
+            "0.0.0.0:0",
+            "--auth-token-file",
+            tokens,
+        ],
+        "",
+    )?;
+    ensure!(
+        !refused.status.success() && refused.stderr.contains("--cluster-secret-file"),
+        "non-loopback transport without a secret: {} {}",
+        refused.status,
+        refused.stderr
+    );
+    // With the secret it starts without --insecure and says the transport
+    // is authenticated.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-cluster-secret-0123456789\n")?;
+    let out = std::process::Command::new(support::BIN)
+        .args(["node", "--data-dir"])
+        .arg(dir.path().join("b"))
+        .args(["--http", "127.0.0.1:0", "--raft", "0.0.0.0:0"])
+        .args(["--auth-token-file", tokens, "--cluster-secret-file"])
+        .arg(&secret)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut guard = support::ChildGuard(Some(out));
+    let stdout = guard.child().stdout.take().context("piped")?;
+    let mut said = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        if line.starts_with("cairn node transport:") {
+            said = line;
+            break;
+        }
+    }
+    ensure!(
+        said.contains("cluster secret from"),
+        "start line about the transport: {said:?}"
+    );
+    // A secret file that is too short is refused with the reason.
+    std::fs::write(&secret, "short\n")?;
+    let short = support::run(
+        &[
+            "node",
+            "--data-dir",
+            dir.path().join("c").to_str().context("utf-8")?,
+            "--cluster-secret-file",
+            secret.to_str().context("utf-8")?,
+        ],
+        "",
+    )?;
+    ensure!(
+        !short.status.success() && short.stderr.contains("at least 16"),
+        "short secret: {}",
+        short.stderr
+    );
     Ok(())
 }

@@ -17,7 +17,7 @@ async fn http(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Result<(u16, Value)> {
-    let mut req = reqwest::Client::new()
+    let mut req = cairn_client::http_client()
         .request(method, url)
         .timeout(TIMEOUT)
         .body(body);

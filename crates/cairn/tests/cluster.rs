@@ -224,7 +224,7 @@ async fn an_isolated_leader_cannot_commit_and_its_tail_is_discarded() -> Result<
     c.client(0)?.append(STREAM, &before).await?;
     let old = c.leader_of(STREAM, 0).await.context("no leader")?;
     let old_i = (old - 1) as usize;
-    let http = reqwest::Client::new();
+    let http = cairn_client::http_client();
     let url = c.url(old_i).expect("up");
     let r = http
         .post(format!("{url}/v1/faults/network"))
@@ -327,7 +327,7 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
 
     // Node 2 is decommissioned: its replicas move away, then it leaves.
     let decommissioned = Instant::now();
-    let r = reqwest::Client::new()
+    let r = cairn_client::http_client()
         .post(format!(
             "{}/v1/cluster/nodes/2/decommission",
             c.url(0).expect("up")
@@ -380,7 +380,7 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
 /// Installs a network fault on node index `i` (see `POST /v1/faults/network`).
 async fn inject(c: &TestCluster, i: usize, fault: serde_json::Value) -> Result<()> {
     let url = c.url(i).context("node is down")?;
-    let r = reqwest::Client::new()
+    let r = cairn_client::http_client()
         .post(format!("{url}/v1/faults/network"))
         .json(&fault)
         .send()
@@ -391,7 +391,7 @@ async fn inject(c: &TestCluster, i: usize, fault: serde_json::Value) -> Result<(
 
 async fn clear_faults(c: &TestCluster, i: usize) -> Result<()> {
     let url = c.url(i).context("node is down")?;
-    let r = reqwest::Client::new()
+    let r = cairn_client::http_client()
         .delete(format!("{url}/v1/faults/network"))
         .send()
         .await?;
@@ -417,7 +417,7 @@ fn write_every_partition(
             let (acks, urls, stop) = (acks.clone(), urls.clone(), stop.clone());
             let source = source_for(p, partitions);
             tokio::spawn(async move {
-                let http = reqwest::Client::builder()
+                let http = cairn_client::http_builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .expect("client");
@@ -647,7 +647,7 @@ async fn a_healed_follower_does_not_depose_the_leader() -> Result<()> {
         .find(|i| *i as u64 + 1 != leader)
         .expect("a follower");
     let url = c.url(follower).expect("up");
-    let http = reqwest::Client::new();
+    let http = cairn_client::http_client();
     let r = http
         .post(format!("{url}/v1/faults/network"))
         .json(&serde_json::json!({"action": "isolate", "ttl_ms": 60_000}))

@@ -106,7 +106,7 @@ impl Browser {
 
     async fn connect(&self, chromium: &Path) -> Result<Client> {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let http = reqwest::Client::new();
+        let http = cairn_client::tls::http_client();
         while http
             .get(format!("{}/status", self.url))
             .send()
@@ -137,7 +137,7 @@ impl Browser {
     /// log endpoint; WebDriver itself has none).
     async fn console(&self, client: &Client) -> Result<Vec<Value>> {
         let session = client.session_id().await?.context("no session")?;
-        let r: Value = reqwest::Client::new()
+        let r: Value = cairn_client::tls::http_client()
             .post(format!("{}/session/{session}/se/log", self.url))
             .json(&json!({"type": "browser"}))
             .send()
@@ -359,7 +359,7 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
     );
 
     // The two routes the page leans on beyond the verdict.
-    let http = reqwest::Client::new();
+    let http = cairn_client::tls::http_client();
     let series: Value = http
         .get(format!(
             "{node1}/v1/monitor/series?metric=entries_per_second,write_p99_ms"
@@ -391,7 +391,7 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
     );
 
     // A slow disk on node 2: the verdict turns yellow and names it.
-    let r = reqwest::Client::new()
+    let r = cairn_client::tls::http_client()
         .post(format!("{node2}/v1/faults/disk"))
         .json(&json!({"fsync_delay_ms": 40, "ttl_ms": 30000}))
         .send()
@@ -461,7 +461,7 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     client.goto(&format!("{node1}/ui/#/overview")).await?;
-    let _ = reqwest::Client::new()
+    let _ = cairn_client::tls::http_client()
         .delete(format!("{node2}/v1/faults/disk"))
         .send()
         .await;

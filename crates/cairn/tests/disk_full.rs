@@ -50,7 +50,7 @@ fn free_bytes(path: &Path) -> Result<u64> {
 }
 
 async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
-    let response = reqwest::Client::new()
+    let response = cairn_client::http_client()
         .post(url)
         .json(&body)
         .timeout(Duration::from_secs(20))
@@ -65,12 +65,14 @@ async fn post(url: &str, body: Value) -> Result<(u16, Value)> {
 }
 
 async fn end_offset(url: &str) -> Result<u64> {
-    let v: Value = reqwest::get(format!(
-        "{url}/v1/streams/full/partitions/0/entries?limit=1"
-    ))
-    .await?
-    .json()
-    .await?;
+    let v: Value = cairn_client::http_client()
+        .get(format!(
+            "{url}/v1/streams/full/partitions/0/entries?limit=1"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
     v["end_offset"].as_u64().context("end_offset")
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use support::{NodeProcess, TIMEOUT, run, run_ok};
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    cairn_client::http_builder()
         .timeout(TIMEOUT)
         .build()
         .expect("client")

@@ -84,7 +84,12 @@ async fn classify(sockets: Vec<TcpStream>) -> Result<Vec<Result<TcpStream, Vec<u
 
 /// The value of one sample of the node's `/metrics`.
 async fn metric(url: &str, sample: &str) -> Result<f64> {
-    let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let text = cairn_client::http_client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
         .with_context(|| format!("no sample {sample}"))

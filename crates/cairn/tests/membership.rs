@@ -16,7 +16,7 @@ use support::NodeProcess;
 use support::cluster::TestCluster;
 
 async fn post(url: &str, body: Option<Value>) -> Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
+    let mut request = cairn_client::http_client()
         .post(url)
         .timeout(Duration::from_secs(20));
     if let Some(b) = body {

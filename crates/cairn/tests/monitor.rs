@@ -189,7 +189,7 @@ impl Alertmanager {
             url: format!("http://127.0.0.1:{port}"),
             _dir: dir,
         };
-        let http = reqwest::Client::new();
+        let http = cairn_client::http_client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = http.get(format!("{}/-/ready", am.url)).send().await
@@ -395,7 +395,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
         .await?;
     c.wait_groups(STREAM, PARTITIONS as usize).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
-    let http = reqwest::Client::builder()
+    let http = cairn_client::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let url = |c: &TestCluster, i: usize| c.url(i).expect("node is running");

@@ -194,7 +194,9 @@ fn pipelined_appends_on_one_connection_are_all_stored_exactly_once() -> Result<(
         }
         ensure!(seen.values().all(|&n| n == 1), "a message stored twice");
 
-        let metrics = reqwest::get(format!("{}/metrics", node.url))
+        let metrics = cairn_client::http_client()
+            .get(format!("{}/metrics", node.url))
+            .send()
             .await?
             .text()
             .await?;
@@ -343,7 +345,9 @@ fn malformed_frames_and_bad_entries_are_answered_and_nothing_is_stored() -> Resu
     // Refusals are counted per code, as over HTTP.
     let rt = tokio::runtime::Runtime::new()?;
     let text = rt.block_on(async {
-        reqwest::get(format!("{}/metrics", node.url))
+        cairn_client::http_client()
+            .get(format!("{}/metrics", node.url))
+            .send()
             .await?
             .text()
             .await

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use support::{NodeProcess, TIMEOUT};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    cairn_client::http_builder()
         .timeout(TIMEOUT)
         .build()
         .expect("client")

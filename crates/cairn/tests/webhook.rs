@@ -114,7 +114,7 @@ async fn a_live_webhook_receives_the_alert_and_its_resolution_past_a_hung_alertm
         ],
     )
     .await?;
-    let http = reqwest::Client::builder()
+    let http = cairn_client::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let url = |i: usize| c.url(i).expect("node runs");

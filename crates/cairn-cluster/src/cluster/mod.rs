@@ -150,6 +150,11 @@ pub struct ClusterConfig {
     /// proposes as a partition leader (see `coalesce`).
     pub on_stage: Option<StageObserver>,
     pub anti_entropy: crate::antientropy::AntiEntropyConfig,
+    /// The cluster secret every transport connection must prove (see
+    /// `transport::secure`); also required of a joining node.
+    pub secret: Option<crate::transport::ClusterSecret>,
+    /// TLS on every transport connection.
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -178,6 +183,8 @@ impl ClusterConfig {
             on_append: None,
             on_stage: None,
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
+            secret: None,
+            tls: None,
         }
     }
 }
@@ -266,12 +273,12 @@ impl Cluster {
         data_dir: Arc<DataDir>,
     ) -> Result<Cluster, ClusterError> {
         let dispatcher = Arc::new(Dispatcher::default());
-        let transport = Transport::bind(
-            TransportConfig::new(config.node_id, config.raft_listen),
-            dispatcher.clone(),
-        )
-        .await
-        .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
+        let mut transport_config = TransportConfig::new(config.node_id, config.raft_listen);
+        transport_config.secret = config.secret.clone();
+        transport_config.tls = config.tls.clone();
+        let transport = Transport::bind(transport_config, dispatcher.clone())
+            .await
+            .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
         let raft_addr = config
             .raft_advertise
             .clone()

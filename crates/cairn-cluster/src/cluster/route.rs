@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// How long a join waits for the joining node to pass the transport
+/// handshake (connect, TLS, proofs, a ping) when the cluster has a secret.
+const JOIN_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Coalesced batches of one partition on their way to its leader at once.
 pub(super) const MAX_ROUTED_IN_FLIGHT: usize = 8;
 
@@ -132,6 +136,14 @@ impl Inner {
             .membership()
             .get_node(&id)
             .is_some();
+        if !known && self.transport.has_secret() {
+            // The joining node must pass the secret handshake before it is
+            // a member: otherwise a process without the secret (which can
+            // never take part) would be placed and waited for.
+            if let Err(refusal) = self.check_joiner(id, &info).await {
+                return Ok(refusal);
+            }
+        }
         if !known {
             self.controller
                 .add_learner(id, info.clone(), false)
@@ -140,6 +152,50 @@ impl Inner {
         }
         self.propose_locally(ControllerCommand::RegisterNode { id, info })
             .await
+    }
+
+    /// Dials a joining node over the transport and pings it, so a node
+    /// without the cluster secret (or at an address that is not a node)
+    /// is refused before it becomes a member. The probe's peer entry is
+    /// dropped again; membership adds it back once the node is admitted.
+    pub(super) async fn check_joiner(
+        &self,
+        id: NodeId,
+        info: &NodeInfo,
+    ) -> Result<(), ControllerResponse> {
+        let refused = |message: String| ControllerResponse::Refused {
+            code: cairn_types::ErrorCode::Forbidden.number(),
+            message,
+        };
+        let addr: SocketAddr = info.raft_addr.parse().map_err(|_| {
+            refused(format!(
+                "join of node {id}: raft address {} is not IP:PORT",
+                info.raft_addr
+            ))
+        })?;
+        let was_known = self.transport.peers().contains_key(&id);
+        if !was_known {
+            self.transport.set_peer(id, addr);
+        }
+        let result = self
+            .transport
+            .call(id, 0, kinds::PING, Bytes::new(), JOIN_CHECK_TIMEOUT)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if !was_known {
+                    // Not a member: forget it (and its hellos) again.
+                    self.transport.remove_peer(id);
+                }
+                tracing::warn!(node = id, raft = %addr, error = %e, "refused a join: the node did not pass the transport handshake");
+                Err(refused(format!(
+                    "node {id} at raft {addr} did not pass the node-to-node handshake, so it \
+                     cannot be a member (give it this cluster's --cluster-secret-file, and \
+                     TLS settings if the cluster uses TLS): {e}"
+                )))
+            }
+        }
     }
 }
 

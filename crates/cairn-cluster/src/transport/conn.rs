@@ -1,6 +1,6 @@
 //! The machinery behind [`Transport`](super::Transport): peer slots, dialing
-//! with backoff, the inbound handshake and its tie-break, and the per
-//! connection reader/writer loop.
+//! with backoff, the inbound handshake (TLS, secret, hello) and its
+//! tie-break, the inbound caps, and the per connection reader/writer loop.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
@@ -23,12 +22,23 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::fault::{Direction, FaultFilter, Verdict};
-use super::frame::{Frame, FrameCodec, FrameType, Header, Hello, HelloAck, HelloStatus};
+use super::frame::{
+    AuthChallenge, AuthProof, Frame, FrameCodec, FrameType, Header, Hello, HelloAck, HelloStatus,
+};
 use super::metrics::PeerMetrics;
+use super::secure::{
+    self, HandshakeFailure, HandshakeInput, InboundGate, InboundPermit, Role, SecurityMetrics,
+};
 use super::{Handler, NodeId, RemoteError, TransportConfig, TransportError};
+use crate::tls::{self, ReadHalf, WriteHalf};
 
-type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type Reader = FramedRead<ReadHalf, FrameCodec>;
+type Writer = FramedWrite<WriteHalf, FrameCodec>;
+
+/// Inbound handshake failures are logged at warn at most this often (the
+/// rest at debug; all are counted), so a misconfigured peer redialing
+/// every second cannot flood the log.
+const HANDSHAKE_WARN_INTERVAL: Duration = Duration::from_secs(5);
 type Reply = oneshot::Sender<Result<Bytes, TransportError>>;
 
 /// Most frames the writer feeds before it flushes; bounds the latency a
@@ -51,6 +61,13 @@ pub(crate) struct Inner {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     next_conn_id: AtomicU64,
+    /// Caps on inbound connections (see `secure.rs`).
+    pub gate: Arc<InboundGate>,
+    pub security: Arc<SecurityMetrics>,
+    tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    tls_connector: Option<tokio_rustls::TlsConnector>,
+    /// When an inbound handshake failure was last logged at warn.
+    last_handshake_warn: Mutex<Option<std::time::Instant>>,
 }
 
 /// Everything this node knows about one peer.
@@ -97,6 +114,10 @@ pub(crate) struct Conn {
     next_request_id: AtomicU64,
     /// Cancelled to close this connection (replaced, peer removed, shutdown).
     pub cancel: CancellationToken,
+    /// When the connection was installed, and the last frame read, in ms
+    /// since then (for the idle timeout; an atomic store per frame).
+    started: Instant,
+    last_read_ms: AtomicU64,
 }
 
 impl Conn {
@@ -197,6 +218,8 @@ enum DialError {
     /// The peer keeps another connection; not a failure.
     Duplicate,
     Failed(String),
+    /// The peer failed (or refused) the TLS or secret handshake.
+    Handshake(HandshakeFailure, String),
 }
 
 struct Established {
@@ -210,7 +233,24 @@ struct Established {
 impl Inner {
     pub fn new(config: TransportConfig, local_addr: SocketAddr, handler: Arc<dyn Handler>) -> Self {
         let faults = Arc::new(FaultFilter::new(config.fault_seed));
+        let gate = InboundGate::new(
+            config.max_inbound_connections,
+            config.max_inbound_connections_per_ip,
+        );
+        let tls_acceptor = config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
+        let tls_connector = config
+            .tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsConnector::from(t.client.clone()));
         Self {
+            gate,
+            security: Arc::default(),
+            tls_acceptor,
+            tls_connector,
+            last_handshake_warn: Mutex::new(None),
             config,
             local_addr,
             // Zero is never used so that a zeroed hello cannot match.
@@ -413,10 +453,25 @@ impl Inner {
                 Err(e) => {
                     let mut st = slot.state.lock();
                     st.dialing = false;
-                    if let DialError::Failed(reason) = e {
-                        debug!(peer = slot.id, %addr, %reason, "dial failed");
-                        PeerMetrics::inc(&slot.metrics.dial_failures);
-                        st.last_error = Some(reason);
+                    match e {
+                        DialError::Duplicate => {}
+                        DialError::Failed(reason) => {
+                            debug!(peer = slot.id, %addr, %reason, "dial failed");
+                            PeerMetrics::inc(&slot.metrics.dial_failures);
+                            st.last_error = Some(reason);
+                        }
+                        DialError::Handshake(why, reason) => {
+                            self.security.count(false, why);
+                            PeerMetrics::inc(&slot.metrics.dial_failures);
+                            // Once per streak: the dialer retries every
+                            // second while the peer is in the table.
+                            if st.last_error.as_deref() != Some(reason.as_str()) {
+                                warn!(peer = slot.id, %addr, reason = why.as_str(), "transport handshake with a peer failed: {reason}");
+                            } else {
+                                debug!(peer = slot.id, %addr, %reason, "transport handshake failed again");
+                            }
+                            st.last_error = Some(reason);
+                        }
                     }
                 }
             }
@@ -433,40 +488,111 @@ impl Inner {
         }
     }
 
-    /// TCP connect, send our hello, read the peer's verdict.
+    /// TCP connect, TLS if configured, send our hello, prove the secret if
+    /// configured, read the peer's verdict.
     async fn dial_once(&self, peer: NodeId, addr: SocketAddr) -> Result<Established, DialError> {
         let fail = |what: String| DialError::Failed(what);
+        let refused = |why, what: String| DialError::Handshake(why, what);
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
         // Small RPCs (votes, heartbeats) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().map_err(|e| fail(e.to_string()))?;
-        let (r, w) = stream.into_split();
+        let ((r, w), binding) = match &self.tls_connector {
+            None => (tls::split_plain(stream), Vec::new()),
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = connector.connect(name, stream).await.map_err(|e| {
+                    refused(
+                        HandshakeFailure::Tls,
+                        format!("TLS handshake with {addr}: {e} (is TLS on at the peer, and its certificate signed by --tls-ca for this IP?)"),
+                    )
+                })?;
+                let tls = tokio_rustls::TlsStream::Client(tls);
+                let binding = tls::channel_binding(&tls)
+                    .map_err(|e| refused(HandshakeFailure::Tls, format!("TLS with {addr}: {e}")))?;
+                (tls::split_tls(tls), binding)
+            }
+        };
         let mut reader = FramedRead::new(r, self.codec());
         let mut writer = FramedWrite::new(w, self.codec());
+        let secret = self.config.secret.as_ref();
+        let our_nonce = secret.map(|_| secure::nonce());
         let hello = Hello {
             to: peer,
             incarnation: self.incarnation,
+            nonce: our_nonce,
         };
         writer
             .send(self.handshake_frame(FrameType::Hello, hello.encode()))
             .await
             .map_err(|e| fail(format!("send hello to {addr}: {e}")))?;
-        let frame = match reader.next().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => return Err(fail(format!("read hello ack from {addr}: {e}"))),
-            None => {
+        let mut frame = read_handshake_frame(&mut reader, addr, "hello ack").await?;
+        if frame.header.frame_type == FrameType::AuthChallenge {
+            if frame.header.from != peer {
                 return Err(fail(format!(
-                    "{addr} closed the connection during the hello"
+                    "{addr} is node {}, not node {peer}",
+                    frame.header.from
                 )));
             }
-        };
+            let (Some(secret), Some(our_nonce)) = (secret, our_nonce) else {
+                return Err(refused(
+                    HandshakeFailure::SecretMismatch,
+                    format!(
+                        "{addr} requires a cluster secret and this node has none (--cluster-secret-file)"
+                    ),
+                ));
+            };
+            let challenge = AuthChallenge::decode(frame.payload)
+                .map_err(|e| refused(HandshakeFailure::Protocol, format!("{addr}: {e}")))?;
+            let input = HandshakeInput {
+                dialer: self.config.node_id,
+                acceptor: peer,
+                dialer_nonce: &our_nonce,
+                acceptor_nonce: &challenge.nonce,
+                binding: &binding,
+            };
+            if !secret.verify(Role::Acceptor, &input, &challenge.proof) {
+                // Our proof is not sent to a process that could not prove
+                // itself: it might be an impostor at a stale address.
+                return Err(refused(
+                    HandshakeFailure::BadProof,
+                    format!(
+                        "{addr} (node {peer}?) failed to prove the cluster secret: the secrets differ, or it is not a node of this cluster"
+                    ),
+                ));
+            }
+            let proof = AuthProof {
+                proof: secret.prove(Role::Dialer, &input),
+            };
+            writer
+                .send(self.handshake_frame(FrameType::AuthProof, proof.encode()))
+                .await
+                .map_err(|e| fail(format!("send proof to {addr}: {e}")))?;
+            frame = read_handshake_frame(&mut reader, addr, "hello ack").await?;
+        } else if secret.is_some() && frame.header.frame_type == FrameType::HelloAck {
+            // Only a refusal may skip the challenge; an acceptance without
+            // a proof is a peer without the secret.
+            if let Ok(ack) = HelloAck::decode(frame.payload.clone())
+                && ack.status == HelloStatus::Accepted
+            {
+                return Err(refused(
+                    HandshakeFailure::SecretMismatch,
+                    format!(
+                        "{addr} accepted us without the secret handshake: it has no cluster secret"
+                    ),
+                ));
+            }
+        }
         if frame.header.frame_type != FrameType::HelloAck {
-            return Err(fail(format!(
-                "{addr} answered the hello with a {:?} frame",
-                frame.header.frame_type
-            )));
+            return Err(refused(
+                HandshakeFailure::Protocol,
+                format!(
+                    "{addr} answered the hello with a {:?} frame",
+                    frame.header.frame_type
+                ),
+            ));
         }
         // Check the id before the status: a node at a stale address says
         // WrongNode, and the error should name who is really there.
@@ -486,6 +612,22 @@ impl Inner {
                 peer_addr: addr,
             }),
             HelloStatus::Duplicate => Err(DialError::Duplicate),
+            HelloStatus::SecretRequired => Err(refused(
+                HandshakeFailure::SecretMismatch,
+                format!(
+                    "{addr} requires a cluster secret and this node has none (--cluster-secret-file)"
+                ),
+            )),
+            HelloStatus::NoSecret => Err(refused(
+                HandshakeFailure::SecretMismatch,
+                format!(
+                    "{addr} has no cluster secret and this node has one: give every node the same --cluster-secret-file"
+                ),
+            )),
+            HelloStatus::BadProof => Err(refused(
+                HandshakeFailure::BadProof,
+                format!("{addr} rejected our proof: the cluster secrets differ"),
+            )),
             other => Err(fail(format!("{addr} rejected our hello: {other:?}"))),
         }
     }
@@ -527,6 +669,8 @@ impl Inner {
             pending: Mutex::new(Some(HashMap::new())),
             next_request_id: AtomicU64::new(1),
             cancel: self.shutdown.child_token(),
+            started: Instant::now(),
+            last_read_ms: AtomicU64::new(0),
         });
         if let Some(old) = st.conn.replace(conn.clone()) {
             old.cancel.cancel();
@@ -543,9 +687,20 @@ impl Inner {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, _)) => {
-                    self.tasks.spawn(self.clone().handle_inbound(stream));
-                }
+                Ok((stream, peer_addr)) => match self.gate.admit(peer_addr.ip()) {
+                    Some(permit) => {
+                        self.tasks
+                            .spawn(self.clone().handle_inbound(stream, peer_addr, permit));
+                    }
+                    None => {
+                        // Closed at once: a peer node redials with backoff,
+                        // and a flood costs one accept per connection.
+                        self.security
+                            .connections_refused
+                            .fetch_add(1, Ordering::Relaxed);
+                        debug!(%peer_addr, open = self.gate.open(), "transport connection over the caps; closed");
+                    }
+                },
                 Err(e) => {
                     // Typically EMFILE; back off instead of spinning.
                     warn!(error = %e, "accept failed");
@@ -555,39 +710,208 @@ impl Inner {
         }
     }
 
-    /// Handshake of a connection a peer dialed; runs it if accepted.
-    async fn handle_inbound(self: Arc<Self>, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let (Ok(local_addr), Ok(peer_addr)) = (stream.local_addr(), stream.peer_addr()) else {
-            return;
+    /// Logs a failed inbound handshake (at warn, at most every
+    /// [`HANDSHAKE_WARN_INTERVAL`]) and counts it.
+    fn inbound_refused(
+        &self,
+        peer_addr: SocketAddr,
+        claimed: Option<NodeId>,
+        why: HandshakeFailure,
+        what: &str,
+    ) {
+        self.security.count(true, why);
+        let warn_now = {
+            let mut last = self.last_handshake_warn.lock();
+            let due = last.is_none_or(|t| t.elapsed() >= HANDSHAKE_WARN_INTERVAL);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
         };
-        let (r, w) = stream.into_split();
+        if warn_now {
+            warn!(%peer_addr, ?claimed, reason = why.as_str(), "refused a transport connection: {what} (logged at most every 5 s; see cairn_transport_handshake_failures_total)");
+        } else {
+            debug!(%peer_addr, ?claimed, reason = why.as_str(), "refused a transport connection: {what}");
+        }
+    }
+
+    /// TLS (if configured), the hello and the secret handshake (if
+    /// configured) of a connection a peer dialed. `Err` has been logged
+    /// and counted; the connection is to be dropped.
+    async fn inbound_handshake(
+        &self,
+        stream: TcpStream,
+        peer_addr: SocketAddr,
+    ) -> Result<(Reader, Writer, NodeId, Hello), ()> {
+        let ((r, w), binding) = match &self.tls_acceptor {
+            None => (tls::split_plain(stream), Vec::new()),
+            Some(acceptor) => {
+                let tls = match acceptor.accept(stream).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.inbound_refused(
+                            peer_addr,
+                            None,
+                            HandshakeFailure::Tls,
+                            &format!(
+                                "TLS handshake failed: {e} (a peer without TLS, or not a node)"
+                            ),
+                        );
+                        return Err(());
+                    }
+                };
+                let tls = tokio_rustls::TlsStream::Server(tls);
+                match tls::channel_binding(&tls) {
+                    Ok(binding) => (tls::split_tls(tls), binding),
+                    Err(e) => {
+                        self.inbound_refused(
+                            peer_addr,
+                            None,
+                            HandshakeFailure::Tls,
+                            &e.to_string(),
+                        );
+                        return Err(());
+                    }
+                }
+            }
+        };
         let mut reader = FramedRead::new(r, self.codec());
         let mut writer = FramedWrite::new(w, self.codec());
-        // A connection that does not say hello in time is dropped, so idle
-        // sockets cannot pile up.
-        let first = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            r = timeout(self.config.connect_timeout, reader.next()) => r,
-        };
-        let (from, hello) = match first {
-            Ok(Some(Ok(f))) if f.header.frame_type == FrameType::Hello => {
+        let (from, hello) = match reader.next().await {
+            Some(Ok(f)) if f.header.frame_type == FrameType::Hello => {
                 match Hello::decode(f.payload) {
                     Ok(h) => (f.header.from, h),
                     Err(e) => {
-                        warn!(%peer_addr, error = %e, "malformed hello");
-                        return;
+                        self.inbound_refused(
+                            peer_addr,
+                            Some(f.header.from),
+                            HandshakeFailure::Protocol,
+                            &format!("malformed hello: {e}"),
+                        );
+                        return Err(());
                     }
                 }
             }
             other => {
                 let what = match other {
-                    Ok(Some(Ok(f))) => format!("a {:?} frame", f.header.frame_type),
-                    Ok(Some(Err(e))) => e.to_string(),
-                    Ok(None) => "end of stream".to_owned(),
-                    Err(_) => "nothing before the timeout".to_owned(),
+                    Some(Ok(f)) => format!("a {:?} frame instead of a hello", f.header.frame_type),
+                    Some(Err(e)) => format!("not a transport hello: {e}"),
+                    None => "closed before its hello".to_owned(),
                 };
-                debug!(%peer_addr, %what, "inbound connection did not start with a hello");
+                self.inbound_refused(peer_addr, None, HandshakeFailure::Protocol, &what);
+                return Err(());
+            }
+        };
+        let me = self.config.node_id;
+        let refuse = |status: HelloStatus| {
+            self.handshake_frame(
+                FrameType::HelloAck,
+                HelloAck {
+                    status,
+                    incarnation: self.incarnation,
+                }
+                .encode(),
+            )
+        };
+        match (&self.config.secret, hello.nonce) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.inbound_refused(
+                    peer_addr,
+                    Some(from),
+                    HandshakeFailure::SecretMismatch,
+                    "the peer has a cluster secret and this node has none",
+                );
+                let _ = writer.send(refuse(HelloStatus::NoSecret)).await;
+                return Err(());
+            }
+            (Some(_), None) => {
+                self.inbound_refused(
+                    peer_addr,
+                    Some(from),
+                    HandshakeFailure::SecretMismatch,
+                    "the peer offered no cluster-secret handshake (no --cluster-secret-file?)",
+                );
+                let _ = writer.send(refuse(HelloStatus::SecretRequired)).await;
+                return Err(());
+            }
+            (Some(secret), Some(their_nonce)) => {
+                let our_nonce = secure::nonce();
+                let input = HandshakeInput {
+                    dialer: from,
+                    acceptor: me,
+                    dialer_nonce: &their_nonce,
+                    acceptor_nonce: &our_nonce,
+                    binding: &binding,
+                };
+                let challenge = AuthChallenge {
+                    nonce: our_nonce,
+                    proof: secret.prove(Role::Acceptor, &input),
+                };
+                if writer
+                    .send(self.handshake_frame(FrameType::AuthChallenge, challenge.encode()))
+                    .await
+                    .is_err()
+                {
+                    return Err(());
+                }
+                let proof = match reader.next().await {
+                    Some(Ok(f))
+                        if f.header.frame_type == FrameType::AuthProof && f.header.from == from =>
+                    {
+                        AuthProof::decode(f.payload).ok()
+                    }
+                    _ => None,
+                };
+                let Some(proof) = proof else {
+                    self.inbound_refused(
+                        peer_addr,
+                        Some(from),
+                        HandshakeFailure::Protocol,
+                        "no valid proof after the challenge",
+                    );
+                    return Err(());
+                };
+                if !secret.verify(Role::Dialer, &input, &proof.proof) {
+                    self.inbound_refused(peer_addr, Some(from), HandshakeFailure::BadProof, "the peer failed to prove the cluster secret (another secret, or not a node of this cluster)");
+                    let _ = writer.send(refuse(HelloStatus::BadProof)).await;
+                    return Err(());
+                }
+            }
+        }
+        Ok((reader, writer, from, hello))
+    }
+
+    /// Handshake of a connection a peer dialed; runs it if accepted.
+    async fn handle_inbound(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer_addr: SocketAddr,
+        _permit: InboundPermit,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Ok(local_addr) = stream.local_addr() else {
+            return;
+        };
+        // The whole handshake — TLS, hello, proofs — within the connect
+        // timeout, so half-open handshakes cannot pile up.
+        let handshake = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            r = timeout(self.config.connect_timeout, self.inbound_handshake(stream, peer_addr)) => r,
+        };
+        let (reader, mut writer, from, hello) = match handshake {
+            Ok(Ok(h)) => h,
+            Ok(Err(())) => return,
+            Err(_) => {
+                self.inbound_refused(
+                    peer_addr,
+                    None,
+                    HandshakeFailure::Protocol,
+                    &format!(
+                        "handshake not done within {:?}",
+                        self.config.connect_timeout
+                    ),
+                );
                 return;
             }
         };
@@ -669,6 +993,10 @@ impl Inner {
             _ = conn.cancel.cancelled() => Ok(()),
             r = self.read_loop(&slot, &conn, reader) => r,
             r = write_loop(&slot.metrics, writer, rx) => r,
+            idle = idle_watch(&conn, self.config.idle_timeout) => {
+                self.security.idle_closed.fetch_add(1, Ordering::Relaxed);
+                Err(format!("no frame received for {idle:?} (idle timeout)"))
+            }
         };
         // Both socket halves are dropped here, so the peer sees the close now.
         match &outcome {
@@ -707,6 +1035,8 @@ impl Inner {
         let permits = Arc::new(Semaphore::new(self.config.max_inbound_in_flight.max(1)));
         while let Some(item) = reader.next().await {
             let frame = item.map_err(|e| e.to_string())?;
+            conn.last_read_ms
+                .store(conn.started.elapsed().as_millis() as u64, Ordering::Relaxed);
             PeerMetrics::inc(&metrics.frames_received);
             PeerMetrics::add(&metrics.bytes_received, frame.wire_len());
             let h = frame.header;
@@ -772,7 +1102,10 @@ impl Inner {
                         });
                     }
                 }
-                FrameType::Hello | FrameType::HelloAck => {
+                FrameType::Hello
+                | FrameType::HelloAck
+                | FrameType::AuthChallenge
+                | FrameType::AuthProof => {
                     return Err("handshake frame after the handshake".to_owned());
                 }
             }
@@ -1002,6 +1335,34 @@ fn complete_call(conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
     };
     if !conn.complete(frame.header.request_id, result) {
         PeerMetrics::inc(&metrics.late_responses);
+    }
+}
+
+/// Completes once `conn` has received no frame for `idle`; checks twice per
+/// `idle` (the reader only stores a timestamp per frame, no timer).
+async fn idle_watch(conn: &Conn, idle: Duration) -> Duration {
+    let idle = idle.max(Duration::from_millis(10));
+    loop {
+        let last = conn.started + Duration::from_millis(conn.last_read_ms.load(Ordering::Relaxed));
+        let due = last + idle;
+        if Instant::now() >= due {
+            return idle;
+        }
+        sleep_until(due.min(Instant::now() + idle / 2)).await;
+    }
+}
+
+async fn read_handshake_frame(
+    reader: &mut Reader,
+    addr: SocketAddr,
+    what: &str,
+) -> Result<Frame, DialError> {
+    match reader.next().await {
+        Some(Ok(f)) => Ok(f),
+        Some(Err(e)) => Err(DialError::Failed(format!("read {what} from {addr}: {e}"))),
+        None => Err(DialError::Failed(format!(
+            "{addr} closed the connection during the hello (if it has TLS on, this node needs it too)"
+        ))),
     }
 }
 

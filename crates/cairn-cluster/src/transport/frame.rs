@@ -22,6 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use super::NodeId;
+use super::secure::{NONCE_LEN, PROOF_LEN};
 
 /// Protocol version carried in every header. Bump on incompatible changes.
 pub const VERSION: u8 = 1;
@@ -46,6 +47,11 @@ pub enum FrameType {
     Hello = 5,
     /// The accepting side's answer to a hello; payload is a [`HelloAck`].
     HelloAck = 6,
+    /// With a cluster secret: the acceptor's nonce and proof; payload is an
+    /// [`AuthChallenge`] (see `secure.rs`).
+    AuthChallenge = 7,
+    /// With a cluster secret: the dialer's proof; payload is an [`AuthProof`].
+    AuthProof = 8,
 }
 
 impl FrameType {
@@ -57,6 +63,8 @@ impl FrameType {
             4 => Self::OneWay,
             5 => Self::Hello,
             6 => Self::HelloAck,
+            7 => Self::AuthChallenge,
+            8 => Self::AuthProof,
             _ => return None,
         })
     }
@@ -218,24 +226,86 @@ pub struct Hello {
     /// Changes on every restart of the dialer; lets the acceptor tell a
     /// restarted peer from a duplicate connection of the same run.
     pub incarnation: u64,
+    /// The dialer's handshake nonce, sent only by a dialer with a cluster
+    /// secret (a hello without one is 16 bytes, as before secrets).
+    pub nonce: Option<[u8; NONCE_LEN]>,
 }
 
 impl Hello {
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(16);
+        let mut b = BytesMut::with_capacity(16 + NONCE_LEN);
         b.put_u64(self.to);
         b.put_u64(self.incarnation);
+        if let Some(n) = &self.nonce {
+            b.extend_from_slice(n);
+        }
         b.freeze()
     }
 
     pub fn decode(mut b: Bytes) -> Result<Self, FrameError> {
-        if b.len() != 16 {
+        if b.len() != 16 && b.len() != 16 + NONCE_LEN {
             return Err(FrameError::Malformed("hello"));
         }
+        let to = b.get_u64();
+        let incarnation = b.get_u64();
+        let nonce = (b.len() == NONCE_LEN).then(|| {
+            let mut n = [0u8; NONCE_LEN];
+            b.copy_to_slice(&mut n);
+            n
+        });
         Ok(Self {
-            to: b.get_u64(),
-            incarnation: b.get_u64(),
+            to,
+            incarnation,
+            nonce,
         })
+    }
+}
+
+/// The acceptor's side of the secret handshake: its nonce and its proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthChallenge {
+    pub nonce: [u8; NONCE_LEN],
+    pub proof: [u8; PROOF_LEN],
+}
+
+impl AuthChallenge {
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(NONCE_LEN + PROOF_LEN);
+        b.extend_from_slice(&self.nonce);
+        b.extend_from_slice(&self.proof);
+        b.freeze()
+    }
+
+    pub fn decode(b: Bytes) -> Result<Self, FrameError> {
+        if b.len() != NONCE_LEN + PROOF_LEN {
+            return Err(FrameError::Malformed("auth challenge"));
+        }
+        let mut c = Self {
+            nonce: [0; NONCE_LEN],
+            proof: [0; PROOF_LEN],
+        };
+        c.nonce.copy_from_slice(&b[..NONCE_LEN]);
+        c.proof.copy_from_slice(&b[NONCE_LEN..]);
+        Ok(c)
+    }
+}
+
+/// The dialer's proof in the secret handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthProof {
+    pub proof: [u8; PROOF_LEN],
+}
+
+impl AuthProof {
+    pub fn encode(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.proof)
+    }
+
+    pub fn decode(b: Bytes) -> Result<Self, FrameError> {
+        let proof = b[..]
+            .try_into()
+            .map_err(|_| FrameError::Malformed("auth proof"))?;
+        Ok(Self { proof })
     }
 }
 
@@ -255,6 +325,12 @@ pub enum HelloStatus {
     ShuttingDown = 4,
     /// The acceptor removed the dialer from its peer table.
     Removed = 5,
+    /// The acceptor has a cluster secret and the hello offered no handshake.
+    SecretRequired = 6,
+    /// The acceptor has no cluster secret and the hello offered a handshake.
+    NoSecret = 7,
+    /// The dialer's proof did not verify: the secrets differ.
+    BadProof = 8,
 }
 
 impl HelloStatus {
@@ -266,6 +342,9 @@ impl HelloStatus {
             3 => Self::InvalidId,
             4 => Self::ShuttingDown,
             5 => Self::Removed,
+            6 => Self::SecretRequired,
+            7 => Self::NoSecret,
+            8 => Self::BadProof,
             _ => return None,
         })
     }
@@ -392,8 +471,25 @@ mod tests {
         let h = Hello {
             to: 5,
             incarnation: 77,
+            nonce: None,
+        };
+        assert_eq!(h.encode().len(), 16);
+        assert_eq!(Hello::decode(h.encode()).unwrap(), h);
+        let h = Hello {
+            nonce: Some([3; NONCE_LEN]),
+            ..h
         };
         assert_eq!(Hello::decode(h.encode()).unwrap(), h);
+        let c = AuthChallenge {
+            nonce: [1; NONCE_LEN],
+            proof: [2; PROOF_LEN],
+        };
+        assert_eq!(AuthChallenge::decode(c.encode()).unwrap(), c);
+        let p = AuthProof {
+            proof: [4; PROOF_LEN],
+        };
+        assert_eq!(AuthProof::decode(p.encode()).unwrap(), p);
+        assert!(AuthProof::decode(Bytes::from_static(b"short")).is_err());
         let a = HelloAck {
             status: HelloStatus::Duplicate,
             incarnation: 1,

@@ -16,7 +16,7 @@
 //! `tokio-util`'s length-delimited framing with an explicit maximum
 //! ([`TransportConfig::max_payload_len`], 64 MiB by default, plus the header),
 //! then a 28-byte header — version, frame type (request, response, error,
-//! one-way, hello, hello-ack), kind, sender node id, group id, request id —
+//! one-way, hello, hello-ack, auth-challenge, auth-proof), kind, sender node id, group id, request id —
 //! then the payload. See `frame.rs` for the byte layout. Requests carry a
 //! per-connection request id; the answer carries the same id, so any number
 //! of calls can be in flight on one connection and answers may come back in
@@ -37,7 +37,9 @@
 //! - a hello that names another node id is rejected (`WrongNode`): the peer
 //!   table pointed at a stale address. The dialer also checks the id the
 //!   acceptor answers with, and gives up on a node that is not the one it
-//!   wanted. A hello is not authentication.
+//!   wanted. A hello alone is not authentication: with a cluster secret
+//!   the hello carries a nonce and both sides prove the secret before the
+//!   acceptor decides (see "Who may connect" below and `secure.rs`).
 //! - from a **lower** id: always accepted, replacing any connection we had.
 //!   The lower node dials only when it has no connection, so ours is dead or
 //!   about to be.
@@ -91,16 +93,30 @@
 //! the caller sees `Timeout` at its deadline, as on a real network. Tests use
 //! it now; the fault-injection admin API will drive it later.
 //!
+//! # Who may connect
+//!
+//! Optionally, a cluster secret and TLS (`secure.rs`): with a secret, a
+//! challenge-response handshake inside the hello exchange admits only
+//! processes that know it; with TLS, the socket is a TLS session first.
+//! Always: at most [`TransportConfig::max_inbound_connections`] inbound
+//! connections (and [`TransportConfig::max_inbound_connections_per_ip`]
+//! from one address), the whole handshake — TLS, hello, proofs — within
+//! [`TransportConfig::connect_timeout`], and a connection with no frame for
+//! [`TransportConfig::idle_timeout`] is closed.
+//!
 //! # Metrics
 //!
 //! Per peer, atomics only ([`PeerMetrics`]): frames and bytes each way,
 //! call outcomes, RPC latency, connections, dial failures, fault actions.
+//! Node-wide ([`SecurityMetrics`]): failed handshakes by side and reason,
+//! connections refused at the caps, idle closes.
 
 mod conn;
 pub mod error;
 pub mod fault;
 pub mod frame;
 pub mod metrics;
+pub mod secure;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -120,6 +136,7 @@ pub use fault::{
     Direction, Directions, FaultAction, FaultFilter, FaultRule, InstalledRule, RuleId, Verdict,
 };
 pub use metrics::{LatencyHistogram, LatencySnapshot, PeerMetrics, PeerMetricsSnapshot};
+pub use secure::{ClusterSecret, HandshakeFailure, SecretError, SecurityMetrics};
 
 /// A node's id in the cluster.
 pub type NodeId = u64;
@@ -220,6 +237,21 @@ pub struct TransportConfig {
     pub write_queue_len: usize,
     /// Seed of the fault filter's RNG. Default 0.
     pub fault_seed: u64,
+    /// The cluster secret: with it, every connection must pass the
+    /// challenge-response handshake of `secure.rs` before any other frame.
+    /// Default none (any process that reaches the port may connect).
+    pub secret: Option<ClusterSecret>,
+    /// TLS on every connection, both ways (see `secure.rs`). Default off.
+    pub tls: Option<crate::tls::NodeTls>,
+    /// Inbound connections open at once (handshaking or established), at
+    /// most; more are closed at accept. Default 1024.
+    pub max_inbound_connections: usize,
+    /// Inbound connections open at once from one address, at most. Nodes
+    /// sharing a host share an address. Default 256.
+    pub max_inbound_connections_per_ip: usize,
+    /// A connection that receives no frame for this long is closed (live
+    /// peers heartbeat every 150 ms; see `membership`). Default 60 s.
+    pub idle_timeout: Duration,
 }
 
 impl TransportConfig {
@@ -238,6 +270,11 @@ impl TransportConfig {
             max_inbound_in_flight: 4096,
             write_queue_len: 4096,
             fault_seed: 0,
+            secret: None,
+            tls: None,
+            max_inbound_connections: 1024,
+            max_inbound_connections_per_ip: 256,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -429,6 +466,26 @@ impl Transport {
             return Err(TransportError::FrameTooLarge { len, max });
         }
         Ok(())
+    }
+
+    /// Handshake failures, connections refused at the caps, idle closes.
+    pub fn security_metrics(&self) -> &Arc<SecurityMetrics> {
+        &self.inner().security
+    }
+
+    /// Inbound connections open now (handshaking or established).
+    pub fn inbound_connections(&self) -> usize {
+        self.inner().gate.open()
+    }
+
+    /// Whether connections are authenticated with a cluster secret.
+    pub fn has_secret(&self) -> bool {
+        self.inner().config.secret.is_some()
+    }
+
+    /// Whether connections use TLS.
+    pub fn has_tls(&self) -> bool {
+        self.inner().config.tls.is_some()
     }
 
     /// The fault filter applied to this node's traffic.

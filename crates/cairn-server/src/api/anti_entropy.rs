@@ -141,8 +141,8 @@ pub async fn status(
         .collect();
     let answers = futures::future::join_all(peers.into_iter().map(|(id, addr)| {
         let http = node.http().clone();
+        let url = format!("{}/v1/anti-entropy/status?local=true", node.peer_url(&addr));
         async move {
-            let url = format!("http://{addr}/v1/anti-entropy/status?local=true");
             let answer = async {
                 http.get(&url)
                     .send()

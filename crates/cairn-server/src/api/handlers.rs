@@ -254,7 +254,7 @@ fn http_addr_of(node: &Node, to: u64) -> ApiResult<String> {
 /// Sends a GET to node `to`'s HTTP API and relays its answer as is.
 async fn forward_get(node: &Node, to: u64, path_and_query: &str) -> ApiResult<Response> {
     let http_addr = http_addr_of(node, to)?;
-    let url = format!("http://{http_addr}{path_and_query}");
+    let url = format!("{}{path_and_query}", node.peer_url(&http_addr));
     let reply =
         node.http().get(&url).send().await.map_err(|e| {
             ApiError::new(ErrorCode::Unavailable, format!("forward to node {to}: {e}"))
@@ -609,7 +609,7 @@ async fn query_peer(
     // Reads still cross to peers over HTTP (issue 13 moves them to the
     // cluster transport); this is the server's only use of the client.
     let client =
-        cairn_client::Client::with_http_client(&format!("http://{http_addr}"), node.http().clone())
+        cairn_client::Client::with_http_client(&node.peer_url(&http_addr), node.http().clone())
             .map_err(|e| ApiError::new(ErrorCode::Unavailable, format!("node {to}: {e}")))?;
     client.query(stream, params).await.map_err(|e| {
         let code = e.code().unwrap_or(ErrorCode::Unavailable);

@@ -252,7 +252,7 @@ mod tests {
                 webhook: Some(format!("http://{live_addr}/hook")),
             },
             1,
-            reqwest::Client::new(),
+            cairn_client::http_client(),
         );
         let start = std::time::Instant::now();
         for _ in 0..QUEUE + 10 {

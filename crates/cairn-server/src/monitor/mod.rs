@@ -149,7 +149,7 @@ impl MonitorService {
         cluster: Cluster,
         telemetry: Arc<Telemetry>,
         http: reqwest::Client,
-        http_advertise: &str,
+        api_url: &str,
         stop: CancellationToken,
     ) -> std::io::Result<MonitorService> {
         let record = match &options.record {
@@ -166,7 +166,7 @@ impl MonitorService {
             inner: Arc::new(Inner {
                 node,
                 delivery: Delivery::start(options.receivers.clone(), node, http),
-                generator_url: format!("http://{http_advertise}/v1/monitor/alerts"),
+                generator_url: format!("{api_url}/v1/monitor/alerts"),
                 cluster: cluster.clone(),
                 collector: Arc::new(Collector::new(cluster.clone(), telemetry.clone())),
                 interval: options.interval,

@@ -84,6 +84,8 @@ pub struct DriverConfig {
     pub keep_acks: bool,
     /// Bearer token for nodes with a token file.
     pub token: Option<String>,
+    /// Trusted CAs for https:// and TLS on the binary protocol.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Reads beside the writes.
@@ -280,7 +282,11 @@ impl Driver {
     ) -> Result<Driver> {
         let auth = cairn_client::bearer_headers(cfg.token.as_deref())?;
         let http = |pool: usize| {
-            reqwest::Client::builder()
+            let mut builder = cairn_client::http_builder();
+            if let Some(tls) = &cfg.tls {
+                builder = builder.tls_backend_preconfigured((**tls).clone());
+            }
+            builder
                 .default_headers(auth.clone())
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.timeout)
@@ -319,6 +325,7 @@ impl Driver {
                         request_timeout: Some(cfg.timeout),
                         connect_timeout: cfg.timeout,
                         token: cfg.token.clone(),
+                        tls: cfg.tls.clone(),
                         ..TcpOptions::default()
                     };
                     let producer = TcpProducer::connect_any(addrs, options)

@@ -157,7 +157,14 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
     let bench_start = Instant::now();
     let started_at_unix_ms = cairn_types::clock::unix_ms();
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let admin = Client::with_token(&opts.server[0], opts.token.as_deref())?;
+    let tls = crate::cli::load_tls_ca(opts.tls_ca.as_deref())?;
+    let admin = Client::with_options(
+        &opts.server[0],
+        &cairn_client::ClientOptions {
+            token: opts.token.clone(),
+            tls_ca: tls.clone(),
+        },
+    )?;
     admin
         .health()
         .await
@@ -269,6 +276,7 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
             grace: opts.grace,
             keep_acks: !opts.no_verify,
             token: opts.token.clone(),
+            tls,
         },
         Payload::new(&run_id, opts.sources, opts.entry_size),
         Live::new(bench_start, opts.interval_log.as_deref())?,

@@ -174,7 +174,7 @@ use cairn_types::clock::unix_us as now_us;
 /// Runs the load until `stop` turns true, then waits (bounded) for the
 /// requests in flight.
 pub async fn run(config: LoadConfig, stats: Arc<LoadStats>, mut stop: watch::Receiver<bool>) {
-    let http = reqwest::Client::builder()
+    let http = cairn_client::http_builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_idle_timeout(cairn_client::POOL_IDLE_TIMEOUT)
         .build()

@@ -182,7 +182,7 @@ async fn start_cluster(dir: &Path, nodes: &mut Vec<DemoNode>) -> Result<()> {
     for id in 1..=NODES as u64 {
         nodes.push(DemoNode::start(id, &peers, dir).await?);
     }
-    let http = reqwest::Client::new();
+    let http = cairn_client::http_client();
     let urls: Vec<String> = nodes.iter().map(|n| n.http_url.clone()).collect();
     let deadline = Instant::now() + READY_TIMEOUT;
 
@@ -432,7 +432,7 @@ async fn run_load(
         stop_rx,
     ));
 
-    let http = reqwest::Client::new();
+    let http = cairn_client::http_client();
     let start = Instant::now();
     let end = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -31,6 +31,8 @@ pub struct TestCluster {
     extra: Vec<String>,
     /// Presented by the cluster's own clients (nodes with a token file).
     token: Option<String>,
+    /// Trusted by the cluster's own clients (nodes with TLS on).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl TestCluster {
@@ -58,6 +60,17 @@ impl TestCluster {
         extra: &[&str],
         token: Option<&str>,
     ) -> Result<TestCluster> {
+        TestCluster::start_with_options(n, extra, token, None).await
+    }
+
+    /// Like [`TestCluster::start_with_token`], the cluster's own clients
+    /// also trusting `tls` (for nodes given `--tls-cert` in `extra`).
+    pub async fn start_with_options(
+        n: usize,
+        extra: &[&str],
+        token: Option<&str>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let raft_addrs: Vec<String> = (0..n)
             .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
@@ -75,6 +88,7 @@ impl TestCluster {
             peers,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             token: token.map(str::to_string),
+            tls,
         };
         for i in 0..n {
             cluster.start_node(i)?;
@@ -133,6 +147,19 @@ impl TestCluster {
         self.nodes[i] = None;
     }
 
+    /// The token and TLS trust of the cluster's own clients.
+    pub fn client_options(&self) -> cairn_client::ClientOptions {
+        cairn_client::ClientOptions {
+            token: self.token.clone(),
+            tls_ca: self.tls.clone(),
+        }
+    }
+
+    /// The transport address (`IP:PORT`) of node index `i`.
+    pub fn raft_addr(&self, i: usize) -> &str {
+        &self.raft_addrs[i]
+    }
+
     pub fn url(&self, i: usize) -> Option<String> {
         self.nodes[i].as_ref().map(|n| n.url.clone())
     }
@@ -151,14 +178,14 @@ impl TestCluster {
 
     pub fn client(&self, i: usize) -> Result<Client> {
         let url = self.url(i).context("node is down")?;
-        Ok(Client::with_token(&url, self.token.as_deref())?)
+        Ok(Client::with_options(&url, &self.client_options())?)
     }
 
     pub async fn view(&self, i: usize) -> Result<ClusterView> {
         let url = self.url(i).context("node is down")?;
-        let view = reqwest::Client::builder()
-            .default_headers(cairn_client::bearer_headers(self.token.as_deref())?)
-            .build()?
+        let view = self
+            .client_options()
+            .http_client()?
             .get(format!("{url}/v1/cluster"))
             .timeout(Duration::from_secs(5))
             .send()

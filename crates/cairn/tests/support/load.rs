@@ -37,7 +37,7 @@ async fn write_until(
 ) -> (u64, u64) {
     let (mut ok, mut failed) = (0u64, 0u64);
     let mut seq = 0u64;
-    let http = reqwest::Client::builder()
+    let http = cairn_client::http_builder()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
