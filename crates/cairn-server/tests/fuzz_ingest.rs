@@ -3,7 +3,9 @@
 //! either refused with a 4xx error or parsed into entries that pass the
 //! limits and encode into partition batches that decode back to them.
 //! Nothing panics. `CAIRN_FUZZ_CASES` sets the cases per property (default
-//! 100,000).
+//! 100,000). The seed corpus in `fuzz/corpus/ingest` (see
+//! `fuzz/make_corpus.py`) is replayed first, every run, with each content
+//! type.
 
 use cairn_server::ingest::{build_batches, parse_entries};
 use proptest::prelude::*;
@@ -61,6 +63,22 @@ fn seed_body(n: usize, ndjson: bool) -> Vec<u8> {
     } else {
         format!("[{}]", entries.join(",")).into_bytes()
     }
+}
+
+#[test]
+fn the_ingest_corpus_is_parsed_or_refused_with_a_4xx() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ingest");
+    let mut seen = 0;
+    for f in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = f.expect("a corpus entry").path();
+        let body = std::fs::read(&path).expect("a corpus file");
+        for ct in CONTENT_TYPES {
+            let result = std::panic::catch_unwind(|| exercise(&body, ct));
+            assert!(result.is_ok(), "{} ({ct:?}) panicked", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen > 0, "no corpus in {}", dir.display());
 }
 
 proptest! {

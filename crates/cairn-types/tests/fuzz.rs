@@ -8,6 +8,8 @@
 //! mutation, so the entry decoder behind the checksum is reached too.
 //! `CAIRN_FUZZ_CASES` sets the number of cases per property (default
 //! 100,000); failures are shrunk and kept by proptest for the next run.
+//! The seed corpus in `fuzz/corpus/{batch,frame}` (see
+//! `fuzz/make_corpus.py`) is replayed first, every run.
 
 use bytes::Bytes;
 use cairn_types::protocol::{Op, Request, RequestBody, Response};
@@ -109,6 +111,54 @@ fn mutate(mut raw: Vec<u8>, mutations: &[Mutation], keep_header: usize) -> Vec<u
         }
     }
     raw
+}
+
+/// The files of `fuzz/corpus/<kind>` at the repository root.
+fn corpus(kind: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(kind);
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the corpus {}: {e}", dir.display()))
+        .map(|f| {
+            let path = f.expect("a corpus entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).expect("a corpus file"))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no corpus in {}", dir.display());
+    files
+}
+
+#[test]
+fn the_batch_corpus_never_panics_the_decoders() {
+    for (name, raw) in corpus("batch") {
+        let result = std::panic::catch_unwind(|| {
+            exercise_batch(raw.clone());
+            let mut sealed = raw.clone();
+            reseal(&mut sealed);
+            exercise_batch(sealed);
+        });
+        assert!(result.is_ok(), "fuzz/corpus/batch/{name} panicked");
+    }
+}
+
+#[test]
+fn the_frame_corpus_never_panics_and_requests_round_trip() {
+    for (name, raw) in corpus("frame") {
+        if let Ok(request) = Request::decode(Bytes::from(raw.clone())) {
+            let again = Request::decode(request.encode().unwrap()).unwrap();
+            assert_eq!(again, request, "fuzz/corpus/frame/{name}");
+            if let RequestBody::Append { batch, .. } = request.body {
+                exercise_batch(batch.to_vec());
+            }
+        }
+        if let Ok(response) = Response::decode(Bytes::from(raw)) {
+            let again = Response::decode(response.encode()).unwrap();
+            assert_eq!(again, response, "fuzz/corpus/frame/{name}");
+        }
+    }
 }
 
 proptest! {
