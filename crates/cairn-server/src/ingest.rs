@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use cairn_types::{BatchBuilder, BatchError, Entry, ErrorCode, NewEntry, RecordBatch};
 use serde_json::value::RawValue;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 /// Most entries accepted in one request.
 pub const MAX_ENTRIES: usize = 100_000;

@@ -12,7 +12,12 @@
 //! otherwise; queries fan out per partition and report partitions they
 //! could not read. A node without peers is a single-node cluster.
 //!
-//! - [`node`]: opening, joining, serving, retention, graceful shutdown.
+//! - [`node`]: opening, joining, retention, storage shutdown.
+//! - [`serve`]: serving a node's APIs on its listeners and stopping in
+//!   order (above `node` and `api`, so the node's core never imports the
+//!   HTTP layer).
+//! - [`error`]: [`ApiError`], the one error type of every layer: a stable
+//!   code and a message, `{code, message}` over HTTP.
 //! - [`streams`]: stream names and settings, and the API view of the
 //!   metadata.
 //! - [`ingest`]: parsing and validating producer bodies (JSON array or
@@ -27,7 +32,7 @@
 //!   it with `cairn-monitor`, delivering alerts (controller leader only)
 //!   and answering `/v1/health` and `/v1/monitor/*`.
 //! - [`api`]: the HTTP routes (streams, entries, cluster, anti-entropy,
-//!   faults, telemetry), their extractors and the one error type. A read
+//!   faults, telemetry) and their extractors. A read
 //!   that finds this node's replica damaged or quarantined is answered by
 //!   another replica and triggers a repair.
 //! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
@@ -38,11 +43,12 @@
 //! - [`faults`]: the CPU burner and the list of injected faults (disk,
 //!   CPU, network) shown in telemetry snapshots.
 //!
-//! The API's request and response types are defined in `cairn-client`, so
-//! the server and the client share them.
+//! The API's request and response types are `cairn_types::api`, shared
+//! with the cluster and the client.
 
 pub mod api;
 pub mod auth;
+pub mod error;
 pub mod faults;
 pub mod frames;
 pub mod http_server;
@@ -51,16 +57,17 @@ pub mod limits;
 pub mod monitor;
 pub mod node;
 pub mod read;
+pub mod serve;
 pub mod streams;
 pub mod tcp;
 pub mod tls;
 pub mod ui;
 pub mod write;
 
-pub use api::ApiError;
 pub use cairn_cluster::antientropy::AntiEntropyConfig;
 pub use cairn_cluster::raft::RaftTimings;
 pub use cairn_cluster::tls::NodeTls;
 pub use cairn_cluster::transport::ClusterSecret;
+pub use error::ApiError;
 pub use limits::Limits;
 pub use node::{Node, NodeConfig};

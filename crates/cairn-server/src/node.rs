@@ -16,7 +16,6 @@
 //! directory's disk fault also delays telemetry's disk probe, and the
 //! snapshot lists every fault in force (disk, CPU burn, network rules).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,13 +25,11 @@ use cairn_cluster::{Cluster, ClusterConfig};
 use cairn_storage::{DataDir, DataDirOptions};
 use cairn_telemetry::metrics::WriteStage;
 use cairn_telemetry::{Telemetry, TelemetryOptions};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiError};
+use crate::error::ApiError;
 use crate::faults::CpuBurner;
-use crate::tcp;
 
 /// Default cap on a request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
@@ -157,6 +154,10 @@ impl NodeConfig {
     }
 }
 
+/// Marks a request a node forwarded, so the receiver answers itself or
+/// fails instead of forwarding again.
+pub const FORWARDED: &str = "x-cairn-forwarded";
+
 pub use cairn_types::clock::unix_us as now_us;
 
 /// Shared state of a running node. Cheap to clone.
@@ -268,7 +269,7 @@ impl Node {
             .map_err(|e| ApiError::internal(format!("start telemetry: {e}")))?;
         let mut forwarding_headers = reqwest::header::HeaderMap::new();
         forwarding_headers.insert(
-            reqwest::header::HeaderName::from_static(crate::api::handlers::FORWARDED),
+            reqwest::header::HeaderName::from_static(FORWARDED),
             reqwest::header::HeaderValue::from_static("1"),
         );
         if let Some(token) = config.access.forwarding_token() {
@@ -500,62 +501,6 @@ impl Node {
         self.inner.started.elapsed()
     }
 
-    /// The HTTP API, for serving or for in-process tests.
-    pub fn router(&self) -> axum::Router {
-        api::router(self.clone())
-    }
-
-    /// Serves the API on `listener` until `shutdown` completes, then
-    /// finishes in-flight requests, stops retention and syncs and closes
-    /// the data directory.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ApiError> {
-        self.serve_with_tcp(listener, None, shutdown).await
-    }
-
-    /// Like [`Node::serve`], and also serves the binary ingest protocol on
-    /// `tcp` when given. On shutdown both APIs stop accepting and finish
-    /// their in-flight requests (concurrently) before storage closes.
-    pub async fn serve_with_tcp(
-        self,
-        http: TcpListener,
-        tcp: Option<TcpListener>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ApiError> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let retention = tokio::spawn(retention_loop(self.clone(), stop_rx));
-        let stop_apis = CancellationToken::new();
-        let tcp_server = tcp.map(|l| tokio::spawn(tcp::serve(self.clone(), l, stop_apis.clone())));
-        let addr: Option<SocketAddr> = http.local_addr().ok();
-        tracing::info!(?addr, "serving HTTP");
-        let stop = stop_apis.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-        crate::http_server::serve(
-            http,
-            self.router(),
-            self.guards().clone(),
-            self.tls_acceptor(),
-            stop_apis.clone(),
-        )
-        .await;
-        stop_apis.cancel();
-        if let Some(server) = tcp_server
-            && let Err(e) = server.await
-        {
-            tracing::error!(error = %e, "the binary-protocol server panicked");
-        }
-        tracing::info!("API servers stopped; shutting the data directory down");
-        let _ = stop_tx.send(true);
-        let _ = retention.await;
-        self.shutdown_storage().await
-    }
-
     /// Stops the Raft groups and telemetry, syncs every log and stops the
     /// storage writer. Further appends fail.
     pub async fn shutdown_storage(&self) -> Result<(), ApiError> {
@@ -597,7 +542,8 @@ impl Node {
     }
 }
 
-async fn retention_loop(node: Node, mut stop: watch::Receiver<bool>) {
+/// Enforces retention every `retention_check` until `stop` changes.
+pub(crate) async fn retention_loop(node: Node, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(node.config().retention_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; skip it so startup is not slowed.

@@ -34,7 +34,7 @@ use cairn_storage::{PartitionLog, ScanStats};
 use cairn_types::api::{OffsetEntry, Order, QueryEntry, QueryResponse, ReadResponse};
 use cairn_types::{BatchError, Entry, EntryRef, ErrorCode, Level, RecordBatch};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 pub const DEFAULT_READ_LIMIT: usize = 100;
 pub const MAX_READ_LIMIT: usize = 10_000;

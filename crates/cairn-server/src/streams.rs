@@ -15,7 +15,7 @@ use cairn_cluster::controller::meta::StreamMeta;
 use cairn_storage::LogConfig;
 use cairn_types::ErrorCode;
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
 pub const MAX_PARTITIONS: u32 = 1024;
 pub const MAX_NAME_LEN: usize = 128;

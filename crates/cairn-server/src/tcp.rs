@@ -61,8 +61,8 @@ use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::ApiError;
 use crate::auth::{Role, Verdict};
+use crate::error::ApiError;
 use crate::frames::{FrameReader, ReadError};
 use crate::ingest;
 use crate::limits::{Charge, Closed, ConnectionPermit, Refusal};

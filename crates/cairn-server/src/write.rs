@@ -25,7 +25,7 @@ use cairn_types::api::{AppendResponse, PartitionAppend};
 use cairn_types::batch::RecordBatch;
 use cairn_types::{Entry, ErrorCode, NewEntry};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 use crate::node::{Node, now_us};
 use crate::{ingest, streams};
 

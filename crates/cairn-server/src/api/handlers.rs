@@ -20,7 +20,7 @@ use cairn_types::ErrorCode;
 
 use super::ApiError;
 use super::extract::{ApiPath, ApiQuery, read_body, read_body_charged};
-use crate::node::{Node, now_us};
+use crate::node::{FORWARDED, Node, now_us};
 use crate::read::{self, Filter};
 use crate::{ingest, streams};
 
@@ -196,10 +196,6 @@ fn check_limit(limit: Option<usize>, default: usize, max: usize) -> ApiResult<us
         l => Ok(l),
     }
 }
-
-/// Marks a request a node forwarded, so the receiver answers itself or
-/// fails instead of forwarding again.
-pub const FORWARDED: &str = "x-cairn-forwarded";
 
 /// Who should answer a read of one partition.
 enum ReadTarget {

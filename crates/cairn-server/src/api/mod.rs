@@ -43,7 +43,6 @@
 
 pub mod anti_entropy;
 pub mod cluster;
-pub mod error;
 pub mod extract;
 pub mod faults;
 pub mod handlers;
@@ -58,7 +57,7 @@ use axum::routing::{get, post};
 use cairn_types::ErrorCode;
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use crate::error::ApiError;
 
 use crate::auth::Verdict;
 use crate::node::Node;
