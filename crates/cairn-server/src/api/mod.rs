@@ -1,6 +1,6 @@
 //! The HTTP API.
 //!
-//! - [`error`]: [`ApiError`], the single error type, and its JSON response.
+//! - [`ApiError`] (from `crate::error`): the single error type, and its JSON response.
 //! - [`extract`]: path/query extractors whose rejections are JSON errors.
 //! - [`handlers`]: one function per route; storage work runs on the
 //!   blocking pool because reads are synchronous `pread`s.
