@@ -17,6 +17,7 @@ mod cli;
 mod client_cmds;
 mod demo;
 mod fault_cmd;
+mod format;
 mod inspect_cmd;
 mod node_cmd;
 mod status_cmd;

@@ -30,7 +30,6 @@
 //! machine it took from the node under test.
 
 mod driver;
-mod format;
 mod payload;
 mod recorder;
 mod report;
@@ -403,9 +402,9 @@ async fn sweep(driver: &Driver, a: &crate::cli::SweepArgs) -> Result<Ran> {
         driver.live().finish_line();
         eprintln!(
             "sweep step {step}: target {}/s, acked {}/s, response p99 {}: {}",
-            format::count(rate),
-            format::count(figures.achieved_entries_per_s),
-            format::ms(figures.response_p99_ms),
+            crate::format::count(rate),
+            crate::format::count(figures.achieved_entries_per_s),
+            crate::format::ms(figures.response_p99_ms),
             match &verdict {
                 Ok(()) => "pass".to_string(),
                 Err(why) => format!("stop ({why})"),
@@ -420,14 +419,14 @@ async fn sweep(driver: &Driver, a: &crate::cli::SweepArgs) -> Result<Ran> {
         });
         runs.push(run);
         if let Err(why) = verdict {
-            stop_reason = format!("step {step} at {}/s: {why}", format::count(rate));
+            stop_reason = format!("step {step} at {}/s: {why}", crate::format::count(rate));
             break;
         }
         knee = Some(figures);
         match scenario::next_sweep_rate(rate, a.factor, a.max_rate) {
             Some(next) => rate = next,
             None => {
-                stop_reason = format!("reached --max-rate {}", format::count(a.max_rate));
+                stop_reason = format!("reached --max-rate {}", crate::format::count(a.max_rate));
                 break;
             }
         }

@@ -14,11 +14,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::driver::{IntervalRow, PhaseResult, RunResult, rate};
-use super::format::{count, ms};
 use super::recorder::{Bucket, Percentiles};
 use super::scenario::StepFigures;
 use super::verify::VerifyReport;
 use crate::cli::{Arrival, ProduceApi, ReadKind};
+use crate::format::{count, ms};
 
 /// The configuration as run, in plain units.
 #[derive(Debug, Clone, Serialize)]

@@ -425,19 +425,7 @@ fn clock(d: Duration) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// `1234567` → `1,234,567`.
-pub fn count(v: f64) -> String {
-    let n = v.max(0.0).round() as u64;
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::format::count;
 
 pub fn ms(v: f64) -> String {
     // Below 9.95 one decimal still rounds under 10.

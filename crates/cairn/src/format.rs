@@ -1,5 +1,6 @@
-//! How the bench writes numbers for people: counts with thousands
-//! separators, milliseconds with a precision that suits their size.
+//! How the CLI writes numbers for people: counts with thousands
+//! separators (the bench and the demo), and the bench's milliseconds with a
+//! precision that suits their size.
 
 /// A whole number with thousands separators: 1234567.8 → "1,234,568".
 pub fn count(x: f64) -> String {
