@@ -443,8 +443,11 @@ async fn given_failing_and_panicking_handlers_when_calling_then_remote_errors_an
                 error: RemoteError::new(1001, "asked to fail")
             }
         );
+        // A generous deadline: the panic hook prints a symbolized
+        // backtrace first (RUST_BACKTRACE in the suite), which can take
+        // seconds in a debug binary on a loaded machine.
         let err = a
-            .call(2, 3, PANIC, Bytes::new(), 5 * SECOND)
+            .call(2, 3, PANIC, Bytes::new(), 25 * SECOND)
             .await
             .unwrap_err();
         match err {
