@@ -248,21 +248,10 @@ async fn wait_alert(http: &reqwest::Client, am: &Alertmanager, firing: bool) -> 
 /// Node `url`'s writes in flight and connections refused so far, from its
 /// own `/metrics`: the raw signs of a flood, read apart from the monitor.
 async fn flood_signals(http: &reqwest::Client, url: &str) -> Result<(f64, f64)> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let sum = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let text = support::metrics(http, url).await?;
     Ok((
-        sum("cairn_writes_in_flight "),
-        sum("cairn_connections_refused_total{"),
+        support::sum_samples(&text, "cairn_writes_in_flight "),
+        support::sum_samples(&text, "cairn_connections_refused_total{"),
     ))
 }
 

@@ -70,16 +70,31 @@ async fn wait_for(got: &Received, status: &str, limit: Duration) -> Result<(Valu
 
 /// A counter from `url`'s `/metrics` (0 when absent).
 async fn counter(http: &reqwest::Client, url: &str, series: &str) -> Result<f64> {
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0))
+    let text = support::metrics(http, url).await?;
+    Ok(support::sum_samples(&text, &format!("{series} ")))
+}
+
+/// Polls node `url`'s `/v1/health` until `done` says so (at most 30 s).
+async fn wait_health(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h: Value = http
+            .get(format!("{url}/v1/health"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if done(&h) {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{what}: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,20 +135,10 @@ async fn a_live_webhook_receives_the_alert_and_its_resolution_past_a_hung_alertm
     let url = |i: usize| c.url(i).expect("node runs");
 
     // Settled: green before the fault, so the alert is the fault's.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let h: Value = http
-            .get(format!("{}/v1/health", url(0)))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if h["status"] == "green" {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "not green at start: {h}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_health(&http, &url(0), "not green at start", |h| {
+        h["status"] == "green"
+    })
+    .await?;
 
     let r = http
         .post(format!("{}/v1/faults/disk", url(1)))
@@ -144,24 +149,13 @@ async fn a_live_webhook_receives_the_alert_and_its_resolution_past_a_hung_alertm
     let injected = Instant::now();
     // Named in ~3 s on a quiet machine (later when other tests share the
     // cores: detection is the monitor test's to time, not this one's).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let h: Value = http
-            .get(format!("{}/v1/health", url(0)))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let named = h["reasons"].as_array().is_some_and(|rs| {
+    wait_health(&http, &url(0), "slow disk not named", |h| {
+        h["reasons"].as_array().is_some_and(|rs| {
             rs.iter()
                 .any(|r| r["code"] == "slow_disk" && r["subject"]["node"] == 2)
-        });
-        if named {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "slow disk not named: {h}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        })
+    })
+    .await?;
     // Firing 1 s after it is named, delivered at once: the hung
     // Alertmanager must not delay it (its first batch alone takes ~10 s to
     // give up on).

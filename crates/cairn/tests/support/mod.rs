@@ -223,6 +223,27 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Node `url`'s `/metrics`, as text.
+pub async fn metrics(http: &reqwest::Client, url: &str) -> Result<String> {
+    Ok(http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
+/// The sum of the samples in an exposition whose lines start with
+/// `prefix`: one sample (`name ` or `name{labels} `) or a family's
+/// (`name{`). 0 when there is none.
+pub fn sum_samples(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Waits for `child` to exit, at most `timeout`.
 pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
     let deadline = Instant::now() + timeout;
