@@ -219,6 +219,30 @@ impl Client {
         send_json(self.request(Method::GET, &["v1", "cluster"])).await
     }
 
+    /// Hands a partition's leadership to node `to`
+    /// (`POST /v1/streams/{name}/partitions/{p}/leader`).
+    pub async fn move_leader(&self, stream: &str, partition: u32, to: u64) -> Result<LeaderMove> {
+        let partition = partition.to_string();
+        send_json(
+            self.request(
+                Method::POST,
+                &["v1", "streams", stream, "partitions", &partition, "leader"],
+            )
+            .json(&LeaderMoveRequest { to }),
+        )
+        .await
+    }
+
+    /// Moves every partition back to its preferred leader
+    /// (`POST /v1/cluster/leaders/rebalance`).
+    pub async fn rebalance_leaders(&self) -> Result<RebalanceResponse> {
+        send_json(
+            self.request(Method::POST, &["v1", "cluster", "leaders", "rebalance"])
+                .timeout(Duration::from_secs(300)),
+        )
+        .await
+    }
+
     /// Installs (replacing) this node's disk fault.
     pub async fn set_disk_fault(&self, request: &DiskFaultRequest) -> Result<DiskFaultView> {
         send_json(

@@ -282,6 +282,54 @@ pub struct ReadParams {
     pub consistency: Option<Consistency>,
 }
 
+/// `POST /v1/streams/{name}/partitions/{p}/leader`: hand the partition's
+/// leadership to replica `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderMoveRequest {
+    pub to: u64,
+}
+
+/// What became of one leader move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderMoveOutcome {
+    /// `to` leads now.
+    Moved,
+    /// `to` already led: nothing was done.
+    AlreadyLeader,
+    /// Not moved (see `error`); the partition keeps or re-elects a leader
+    /// by the usual Raft rules.
+    Failed,
+}
+
+/// One leader move: `POST /v1/streams/{name}/partitions/{p}/leader`'s
+/// answer, and an item of a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderMove {
+    pub stream: String,
+    pub partition: u32,
+    /// The leader before the move, if one was known.
+    pub from: Option<u64>,
+    pub to: u64,
+    pub outcome: LeaderMoveOutcome,
+    /// From when the leader took the request until it saw `to` lead:
+    /// writes to the partition waited at most this long.
+    pub took_ms: u64,
+    /// Why it failed. (Always present, `null` on success: this type also
+    /// travels between nodes in postcard, which cannot skip fields.)
+    pub error: Option<String>,
+}
+
+/// `POST /v1/cluster/leaders/rebalance`: every partition whose leader is
+/// not its preferred one, and what moving it back did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceResponse {
+    pub moves: Vec<LeaderMove>,
+    /// Partitions already led by their preferred leader.
+    pub already_balanced: usize,
+}
+
 /// `GET /v1/cluster`: the cluster as the answering node sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {
@@ -315,6 +363,10 @@ pub struct GroupView {
     pub group: u64,
     pub replicas: Vec<u64>,
     pub leader: Option<u64>,
+    /// The leader placement chose (leaders spread evenly); where
+    /// `cairn leader rebalance` moves leadership back to.
+    #[serde(default)]
+    pub preferred_leader: Option<u64>,
     pub term: u64,
     /// Raft index of the last entry applied (committed) on this replica.
     pub applied_index: Option<u64>,

@@ -71,6 +71,43 @@ pub enum Command {
     /// Offline tools of the cluster monitor.
     #[command(subcommand)]
     Monitor(MonitorCommand),
+    /// Move partition leadership: one partition to another of its
+    /// replicas, or every partition back to its preferred leader. Writes
+    /// pause for a hand-over (tens of milliseconds); none fail.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaderCommand {
+    /// Hand one partition's leadership to another of its replicas.
+    Move(LeaderMoveArgs),
+    /// Move every partition whose leader is not its preferred one back to
+    /// it (after a failover, say). Exit code 1 if any move failed.
+    Rebalance(LeaderRebalanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderMoveArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    pub stream: String,
+    pub partition: u32,
+    /// The replica (node id) to lead the partition.
+    #[arg(long)]
+    pub to: u64,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaderRebalanceArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

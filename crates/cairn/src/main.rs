@@ -19,6 +19,7 @@ mod demo;
 mod fault_cmd;
 mod format;
 mod inspect_cmd;
+mod leader_cmd;
 mod node_cmd;
 mod status_cmd;
 mod tail_cmd;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         cli::Command::Fault(cmd) => client_cmds::block_on(fault_cmd::run(cmd)),
         cli::Command::Tail(args) => client_cmds::block_on(tail_cmd::run(args)),
         cli::Command::Top(args) => top_cmd::run(args),
+        cli::Command::Leader(cmd) => client_cmds::block_on(leader_cmd::run(cmd)),
         other => client_cmds::run(other),
     };
     match result {

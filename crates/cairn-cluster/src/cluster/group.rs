@@ -70,6 +70,11 @@ pub struct PartitionGroup {
     quarantine: parking_lot::Mutex<Option<String>>,
     /// What the group's elections know (whether the leader is lost).
     election: Arc<crate::raft::leadership::ElectionHints>,
+    /// Writes hold it shared from before they are proposed until they
+    /// commit; a leader transfer takes it exclusively, so it starts once
+    /// every proposed write has committed and new ones wait for its end
+    /// (then find another leader) instead of failing half-way.
+    handover: tokio::sync::RwLock<()>,
 }
 
 impl PartitionGroup {
@@ -119,6 +124,7 @@ impl PartitionGroup {
             replication,
             quarantine: parking_lot::Mutex::new(None),
             election,
+            handover: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -173,13 +179,32 @@ impl PartitionGroup {
     /// batch is committed on a majority. `NotLeader` (retryable) if it does
     /// not lead at the time of the call.
     pub async fn append_as_leader(&self, batch: RecordBatch) -> Result<Appended, ClusterError> {
+        let not_leader = || ClusterError::NotLeader {
+            group: self.name(),
+            leader: self.leader(),
+        };
         if !self.is_leader() {
-            return Err(ClusterError::NotLeader {
-                group: self.name(),
-                leader: self.leader(),
-            });
+            return Err(not_leader());
+        }
+        // Waits only while a leader transfer runs; then, most likely, this
+        // node no longer leads and the write goes to the one that does.
+        let _writing = self.handover.read().await;
+        if !self.is_leader() {
+            return Err(not_leader());
         }
         self.proposals.submit(batch).await
+    }
+
+    /// Holds this group's writes for a leader transfer: waits (up to
+    /// `within`) until every write proposed here has committed; new writes
+    /// wait until the guard is dropped. `None` if they did not drain.
+    pub(crate) async fn hold_writes(
+        &self,
+        within: Duration,
+    ) -> Option<tokio::sync::RwLockWriteGuard<'_, ()>> {
+        tokio::time::timeout(within, self.handover.write())
+            .await
+            .ok()
     }
 }
 

@@ -75,6 +75,7 @@ mod mover;
 pub mod replication;
 mod route;
 mod rpc;
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -29,6 +29,11 @@ pub mod kinds {
     pub const COMMITTED_END: u16 = 25;
     /// One step of an anti-entropy scan (`anti_entropy::AeRequest`).
     pub const ANTI_ENTROPY: u16 = 26;
+    /// A request to hand a partition's leadership to the node in the
+    /// payload, forwarded to the partition's leader (see `transfer`).
+    pub const TRANSFER_LEADER: u16 = 27;
+    /// A partition leader handing over to this replica: campaign now.
+    pub const CAMPAIGN_NOW: u16 = 28;
     /// Kinds from here up belong to node-level services registered with
     /// [`super::Cluster::register_service`] (e.g. the cluster monitor).
     pub const SERVICE_MIN: u16 = 100;
@@ -172,6 +177,11 @@ impl Inner {
                 encode(&answer)
             }
             kinds::ANTI_ENTROPY => self.handle_anti_entropy(group, &payload).await,
+            kinds::TRANSFER_LEADER => {
+                let to: NodeId = decode(&payload)?;
+                encode(&self.transfer_locally(group, to).await)
+            }
+            kinds::CAMPAIGN_NOW => encode(&self.campaign_now(from, group).await),
             kinds::CHANGE_REPLICAS => {
                 let change: mover::ChangeReplicas = decode(&payload)?;
                 encode(&self.change_replicas_locally(group, change).await)

@@ -325,21 +325,37 @@ where
         if silent <= timings.step_down_after() {
             continue;
         }
-        let request = VoteRequest::new(
-            Vote::new(term + 1, target),
-            Some(LogId::new(CommittedLeaderId::new(term, me), u64::MAX)),
-        );
-        match raft.vote(request).await {
-            Ok(r) if r.vote_granted => tracing::warn!(
+        match step_down(&raft, me, term, target).await {
+            Ok(true) => tracing::warn!(
                 group = %name,
                 term,
                 silent_ms = silent.as_millis() as u64,
                 "no quorum acknowledged this leader for longer than the election timeout: stepped down"
             ),
             // E.g. elected less than a lease ago: try again next tick.
-            Ok(r) => tracing::debug!(group = %name, vote = %r.vote, "step-down refused"),
-            Err(_) => return,
+            Ok(false) => tracing::debug!(group = %name, "step-down refused"),
+            Err(()) => return,
         }
+    }
+}
+
+/// Makes leader `me` of `term` step down by voting for `target` at
+/// `term + 1` (see "Stepping down" in the module docs): `Ok(true)` once it
+/// follows, `Ok(false)` if its Raft refused (elected less than a lease
+/// ago, or the term moved on), `Err` once the Raft has stopped. Used when
+/// the quorum is gone and to hand leadership over ([`crate::cluster`]'s
+/// leader transfer), where `target` then campaigns at `term + 1` at once.
+pub async fn step_down<C>(raft: &Raft<C>, me: NodeId, term: u64, target: NodeId) -> Result<bool, ()>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
+{
+    let request = VoteRequest::new(
+        Vote::new(term + 1, target),
+        Some(LogId::new(CommittedLeaderId::new(term, me), u64::MAX)),
+    );
+    match raft.vote(request).await {
+        Ok(r) => Ok(r.vote_granted),
+        Err(_) => Err(()),
     }
 }
 

@@ -6,7 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
-use cairn_types::api::{ClusterView, GroupView, JoinRequest, NodeView};
+use cairn_types::ErrorCode;
+use cairn_types::api::{
+    ClusterView, GroupView, JoinRequest, LeaderMove, LeaderMoveOutcome, LeaderMoveRequest,
+    NodeView, RebalanceResponse,
+};
 
 use super::ApiError;
 use super::extract::{ApiPath, ApiQuery, read_body};
@@ -66,6 +70,11 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 group: g.group,
                 replicas: m.membership_config.membership().voter_ids().collect(),
                 leader: m.current_leader,
+                preferred_leader: meta
+                    .streams
+                    .get(&g.stream)
+                    .and_then(|s| s.partitions.get(g.partition as usize))
+                    .map(|p| p.preferred_leader),
                 term: m.current_term,
                 applied_index: m.last_applied.map(|l| l.index),
                 committed_end_offset: g.state.applied_end_offset(),
@@ -120,4 +129,41 @@ pub async fn decommission(
 ) -> Result<StatusCode, ApiError> {
     node.cluster().decommission(id, params.force).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /v1/streams/{name}/partitions/{p}/leader {"to": N}`: hands the
+/// partition's leadership to replica N (see `cairn_cluster`'s `transfer`).
+/// Writes to the partition pause for the hand-over; none fail. A move that
+/// was tried and did not happen is `409 conflict` with the reason.
+pub async fn move_leader(
+    State(node): State<Node>,
+    ApiPath((name, partition)): ApiPath<(String, u32)>,
+    body: Body,
+) -> Result<Json<LeaderMove>, ApiError> {
+    let body = read_body(&node, body, 4 * 1024).await?;
+    let request: LeaderMoveRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid leader move (expected {{\"to\": NODE_ID}}): {e}"
+        ))
+    })?;
+    let stream = crate::streams::lookup(node.cluster(), &name)?;
+    let group = crate::streams::partition_group(&stream, partition)?;
+    let moved = node.cluster().transfer_leader(group, request.to).await?;
+    if moved.outcome == LeaderMoveOutcome::Failed {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "leadership of {name}/{partition} did not move to node {}: {}",
+                request.to,
+                moved.error.as_deref().unwrap_or("no reason given")
+            ),
+        ));
+    }
+    Ok(Json(moved))
+}
+
+/// `POST /v1/cluster/leaders/rebalance`: moves every partition back to its
+/// preferred leader, one at a time; the answer lists each move.
+pub async fn rebalance_leaders(State(node): State<Node>) -> Json<RebalanceResponse> {
+    Json(node.cluster().rebalance_leaders().await)
 }

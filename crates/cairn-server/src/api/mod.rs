@@ -87,6 +87,14 @@ pub fn router(node: Node) -> Router {
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))
         .route(
+            "/v1/streams/{name}/partitions/{partition}/leader",
+            post(cluster::move_leader),
+        )
+        .route(
+            "/v1/cluster/leaders/rebalance",
+            post(cluster::rebalance_leaders),
+        )
+        .route(
             "/v1/cluster/nodes/{id}/decommission",
             post(cluster::decommission),
         )

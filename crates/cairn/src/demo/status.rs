@@ -448,6 +448,7 @@ mod tests {
             group: u64::from(partition) + 1,
             replicas: vec![1, 2, 3],
             leader: Some(leader),
+            preferred_leader: Some(leader),
             term: 2,
             applied_index: Some(end),
             committed_end_offset: end,
