@@ -40,6 +40,7 @@ pub mod finding;
 pub mod health;
 pub mod history;
 pub mod partitions;
+pub mod recommend;
 pub mod sample;
 
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ pub use config::{AlertRule, ConfigError, DEFAULT_CONFIG_TOML, MonitorConfig};
 pub use finding::{Evidence, Finding, Resource, Severity, Subject};
 pub use health::{Health, NodeHealth, NodeState, PartitionCounts, Reason, Status};
 pub use history::{History, Metric, SeriesPoint, Window};
+pub use recommend::{ActionRecord, Outcome, Recommendation};
 pub use sample::{ClusterSample, NodeSample};
 
 /// Errors of this crate (config errors are [`ConfigError`]).

@@ -1,0 +1,968 @@
+//! Recommendations: what to do about the active findings, computed from
+//! the latest round's measurements, each with the effect it should have
+//! (a number, and how it was worked out) and its risk; and the arithmetic
+//! that later checks an applied action against its pre-fault baseline.
+//!
+//! Pure like the rest of the crate: the node applies an action (leader
+//! moves through the cluster) and feeds the rounds after it to [`judge`].
+//!
+//! # Rules
+//!
+//! | finding (not a symptom) | recommendation | applied by the cluster |
+//! |---|---|---|
+//! | `slow_disk`, `cpu_saturation`, `overload`, `slow_network` on a node that leads partitions | transfer those leaders to the fastest in-sync replicas | yes (safe class) |
+//! | `leader_imbalance` | move leaders back to their preferred (placement's) nodes | yes (safe class) |
+//! | `slow_disk` on a node that leads nothing | move its replicas away (replace its disk or decommission it) | no, advice |
+//! | `hot_partition` | a stream with more partitions | no: a stream's partition count is fixed |
+//! | `overload`/`cpu_saturation` on every node | add a node | no, advice |
+//! | `disk_full_soon`/`disk_full` | free disk (lower retention) | no, advice |
+//!
+//! The "safe class" — leader moves — is what `--remediate leaders` may do
+//! by itself: a hand-over changes no data and is undone by another.
+//! Anti-entropy throttling is not recommended yet: no detector measures
+//! its pressure on the foreground.
+//!
+//! # Predicted effects
+//!
+//! Moving leaders off a slow node: a write commits when the leader and one
+//! follower have it durable, so the commit time of a partition led by a
+//! healthy node `t` is about `t`'s fsync p99 plus the round trip to its
+//! fastest other in-sync replica (which fsyncs in parallel). The
+//! prediction is the worst of that over the planned targets, beside the
+//! slow node's commit p99 now.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{Finding, Subject, codes};
+use crate::partitions::{PartitionView, partitions};
+use crate::sample::{ClusterSample, NodeSample};
+
+/// One recommendation. `id` is stable while its cause lasts, so it can be
+/// applied by name (`cairn recommend apply ID`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub id: String,
+    pub action: Action,
+    /// The finding behind it, as `code: summary`.
+    pub reason: String,
+    pub finding: Subject,
+    pub predicted_effect: PredictedEffect,
+    pub risk: Risk,
+    /// In the safe class `--remediate leaders` applies by itself.
+    pub automatic: bool,
+    /// The cluster can carry it out (`apply`); otherwise it is advice for
+    /// the operator.
+    pub applicable: bool,
+}
+
+/// What to do, machine-readable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Hand the leadership of these partitions to the named replicas.
+    TransferLeaders { from: u64, moves: Vec<PlannedMove> },
+    /// Move leaders back to their preferred nodes.
+    RebalanceLeaders { moves: Vec<PlannedMove> },
+    /// Move the node's replicas to other nodes (replace its disk, or
+    /// `decommission` it).
+    MoveReplicas { node: u64 },
+    /// Give the stream more partitions (a new stream: the count is fixed).
+    RaisePartitions {
+        stream: String,
+        partitions: u32,
+        suggested: u32,
+    },
+    AddNode,
+    /// Lower retention or add space on the node.
+    FreeDisk { node: u64 },
+}
+
+/// One leader move of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    pub stream: String,
+    pub partition: u32,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// What a recommendation should change: `metric` from `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictedEffect {
+    pub metric: String,
+    pub from: f64,
+    pub to: f64,
+    pub unit: String,
+    /// The arithmetic, in words and numbers.
+    pub how: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Risk {
+    pub level: RiskLevel,
+    pub note: String,
+}
+
+/// Findings that make a node a poor leader.
+const SLOW_LEADER: &[&str] = &[
+    codes::SLOW_DISK,
+    codes::CPU_SATURATION,
+    codes::OVERLOAD,
+    codes::SLOW_NETWORK,
+];
+/// Findings that rule a node out as a new leader.
+const UNFIT: &[&str] = &[
+    codes::SLOW_DISK,
+    codes::CPU_SATURATION,
+    codes::OVERLOAD,
+    codes::SLOW_NETWORK,
+    codes::NODE_DOWN,
+    codes::NODE_STALLED,
+    codes::MEMORY_PRESSURE,
+    codes::DISK_FULL,
+];
+
+/// The recommendations for `findings` given the latest `round`.
+pub fn recommend(round: &ClusterSample, findings: &[Finding]) -> Vec<Recommendation> {
+    let parts = partitions(round);
+    let causes: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.explained_by.is_none())
+        .collect();
+    let unfit: BTreeSet<u64> = causes
+        .iter()
+        .filter(|f| UNFIT.contains(&f.code.as_str()))
+        .filter_map(|f| f.subject.node())
+        .collect();
+    let mut out: Vec<Recommendation> = Vec::new();
+    let mut push = |r: Recommendation| {
+        if !out.iter().any(|o| o.id == r.id) {
+            out.push(r);
+        }
+    };
+    for f in &causes {
+        let node = f.subject.node();
+        match (f.code.as_str(), &f.subject) {
+            (code, Subject::Node { node }) if SLOW_LEADER.contains(&code) => {
+                if let Some(r) = transfer_off(round, &parts, f, *node, &unfit) {
+                    push(r);
+                } else if code == codes::SLOW_DISK && leads(&parts, *node) == 0 {
+                    push(move_replicas(round, &parts, f, *node));
+                }
+            }
+            (codes::LEADER_IMBALANCE, _) => {
+                if let Some(r) = rebalance(round, &parts, f, &unfit) {
+                    push(r);
+                }
+            }
+            (codes::HOT_PARTITION, Subject::Partition { stream, .. }) => {
+                push(raise_partitions(&parts, f, stream));
+            }
+            (codes::DISK_FULL_SOON | codes::DISK_FULL, _) => {
+                if let Some(node) = node {
+                    push(free_disk(round, f, node));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(r) = add_node(round, &causes) {
+        push(r);
+    }
+    out.sort_by_key(|r| (!r.automatic, !r.applicable, r.risk.level));
+    out
+}
+
+fn reason(f: &Finding) -> String {
+    format!("{}: {}", f.code, f.summary)
+}
+
+fn leads(parts: &[PartitionView], node: u64) -> usize {
+    parts.iter().filter(|p| p.leader == Some(node)).count()
+}
+
+fn fsync_p99(n: &NodeSample) -> Option<f64> {
+    n.write.fsync_p99_ms.or(n.disk_probe_p99_ms)
+}
+
+/// Round trip p99 from `a` to `b` as `a` measured it.
+fn rtt(round: &ClusterSample, a: u64, b: u64) -> Option<f64> {
+    round
+        .present(a)?
+        .peers
+        .iter()
+        .find(|p| p.node == b)?
+        .rtt_p99_ms
+}
+
+/// Replicas of `p` other than `not` that its leader reports in sync and
+/// that are present and fit to lead.
+fn candidates(
+    round: &ClusterSample,
+    p: &PartitionView,
+    not: u64,
+    unfit: &BTreeSet<u64>,
+) -> Vec<u64> {
+    p.followers
+        .iter()
+        .filter(|f| f.voter && f.in_sync && f.node != not && !unfit.contains(&f.node))
+        .filter(|f| round.present(f.node).is_some())
+        .map(|f| f.node)
+        .collect()
+}
+
+/// A partition led by `t` commits in about `t`'s fsync p99 plus the round
+/// trip to its fastest other in-sync replica; `None` without figures.
+fn commit_floor(round: &ClusterSample, p: &PartitionView, t: u64, slow: u64) -> Option<(f64, u64)> {
+    let fsync = fsync_p99(round.present(t)?)?;
+    p.replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != t && *r != slow)
+        .filter_map(|r| rtt(round, t, r).map(|x| (x, r)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(x, r)| (fsync + x, r))
+}
+
+fn transfer_off(
+    round: &ClusterSample,
+    parts: &[PartitionView],
+    f: &Finding,
+    node: u64,
+    unfit: &BTreeSet<u64>,
+) -> Option<Recommendation> {
+    let slow = round.present(node)?;
+    let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in parts {
+        if let Some(l) = p.leader {
+            *load.entry(l).or_default() += 1;
+        }
+    }
+    let mut moves = Vec::new();
+    let mut worst: Option<(f64, String)> = None;
+    for p in parts.iter().filter(|p| p.leader == Some(node)) {
+        // Fastest disk first, then the node leading fewest (planned
+        // moves included), so leaders spread rather than pile up.
+        let best = candidates(round, p, node, unfit)
+            .into_iter()
+            .filter_map(|t| commit_floor(round, p, t, node).map(|c| (t, c)))
+            .min_by(|(a, (ca, _)), (b, (cb, _))| {
+                ca.total_cmp(cb)
+                    .then(load.get(a).unwrap_or(&0).cmp(load.get(b).unwrap_or(&0)))
+            });
+        let Some((to, (floor, via))) = best else {
+            continue;
+        };
+        *load.entry(to).or_default() += 1;
+        moves.push(PlannedMove {
+            stream: p.stream.clone(),
+            partition: p.partition,
+            from: node,
+            to,
+        });
+        if worst.as_ref().is_none_or(|(w, _)| floor > *w) {
+            let t = round.present(to).expect("a candidate is present");
+            let how = format!(
+                "node {to}'s fsync p99 {} ms + round trip {to}↔{via} p99 {} ms",
+                num(fsync_p99(t).unwrap_or(0.0)),
+                num(rtt(round, to, via).unwrap_or(0.0))
+            );
+            worst = Some((floor, how));
+        }
+    }
+    let (to, how) = worst?;
+    let from = slow
+        .write
+        .commit_p99_ms
+        .or(slow.write.total_p99_ms)
+        .unwrap_or(0.0);
+    let n = moves.len();
+    Some(Recommendation {
+        id: format!("transfer-leaders-off-node-{node}"),
+        reason: reason(f),
+        finding: f.subject.clone(),
+        predicted_effect: PredictedEffect {
+            metric: format!("commit p99 of the partitions led by node {node}"),
+            from,
+            to,
+            unit: "ms".into(),
+            how: format!(
+                "a write commits once the leader and one follower have it on disk: ≈ {how} = {} ms \
+                 (worst of the {n} new leaders), vs node {node}'s commit p99 of {} ms now",
+                num(to),
+                num(from)
+            ),
+        },
+        risk: Risk {
+            level: RiskLevel::Low,
+            note: format!(
+                "writes to the {n} partition(s) pause for each hand-over (tens of ms); no data \
+                 moves; node {node} keeps its replicas"
+            ),
+        },
+        action: Action::TransferLeaders { from: node, moves },
+        automatic: true,
+        applicable: true,
+    })
+}
+
+fn rebalance(
+    round: &ClusterSample,
+    parts: &[PartitionView],
+    f: &Finding,
+    unfit: &BTreeSet<u64>,
+) -> Option<Recommendation> {
+    let mut load: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in parts {
+        if let Some(l) = p.leader {
+            *load.entry(l).or_default() += 1;
+        }
+    }
+    let before = load.values().copied().max().unwrap_or(0);
+    let mut moves = Vec::new();
+    for p in parts {
+        let (Some(from), Some(to)) = (p.leader, p.preferred_leader) else {
+            continue;
+        };
+        if from == to || !candidates(round, p, from, unfit).contains(&to) {
+            continue;
+        }
+        *load.entry(from).or_default() -= 1;
+        *load.entry(to).or_default() += 1;
+        moves.push(PlannedMove {
+            stream: p.stream.clone(),
+            partition: p.partition,
+            from,
+            to,
+        });
+    }
+    if moves.is_empty() {
+        return None;
+    }
+    let after = load.values().copied().max().unwrap_or(0);
+    let n = moves.len();
+    Some(Recommendation {
+        id: "rebalance-leaders".into(),
+        reason: reason(f),
+        finding: f.subject.clone(),
+        predicted_effect: PredictedEffect {
+            metric: "most partitions led by one node".into(),
+            from: before as f64,
+            to: after as f64,
+            unit: "count".into(),
+            how: format!(
+                "{n} partition(s) back to their preferred leader (placement spreads them): the \
+                 busiest node leads {after} instead of {before}"
+            ),
+        },
+        risk: Risk {
+            level: RiskLevel::Low,
+            note: format!(
+                "writes to the {n} partition(s) pause for each hand-over (tens of ms); no data moves"
+            ),
+        },
+        action: Action::RebalanceLeaders { moves },
+        automatic: true,
+        applicable: true,
+    })
+}
+
+fn move_replicas(
+    round: &ClusterSample,
+    parts: &[PartitionView],
+    f: &Finding,
+    node: u64,
+) -> Recommendation {
+    let lag = parts
+        .iter()
+        .flat_map(|p| p.followers.iter())
+        .filter(|l| l.node == node)
+        .map(|l| l.seconds)
+        .fold(0.0, f64::max);
+    let fsync = round.present(node).and_then(fsync_p99).unwrap_or(0.0);
+    Recommendation {
+        id: format!("move-replicas-off-node-{node}"),
+        reason: reason(f),
+        finding: f.subject.clone(),
+        predicted_effect: PredictedEffect {
+            metric: format!("replication lag of node {node}'s replicas"),
+            from: lag,
+            to: 0.0,
+            unit: "seconds".into(),
+            how: format!(
+                "node {node} leads nothing, so its disk (fsync p99 {} ms) slows no commit today, \
+                 but its replicas lag and a second failure would make writes wait for it; \
+                 replicas on a healthy disk keep up",
+                num(fsync)
+            ),
+        },
+        risk: Risk {
+            level: RiskLevel::Medium,
+            note: "copies the node's partitions over the network (`cairn node decommission`, \
+                   or replace the disk and let anti-entropy repair)"
+                .into(),
+        },
+        action: Action::MoveReplicas { node },
+        automatic: false,
+        applicable: false,
+    }
+}
+
+fn raise_partitions(parts: &[PartitionView], f: &Finding, stream: &str) -> Recommendation {
+    let count = parts.iter().filter(|p| p.stream == stream).count().max(1) as u32;
+    let suggested = (count * 2).min(1024);
+    let (rate, others) = f
+        .evidence
+        .first()
+        .map(|e| (e.observed, e.baseline.unwrap_or(0.0)))
+        .unwrap_or((0.0, 0.0));
+    let spread = rate * f64::from(count) / f64::from(suggested);
+    Recommendation {
+        id: format!("raise-partitions-{stream}"),
+        reason: reason(f),
+        finding: f.subject.clone(),
+        predicted_effect: PredictedEffect {
+            metric: format!("entries/s of {stream}'s hottest partition"),
+            from: rate,
+            to: spread,
+            unit: "per_second".into(),
+            how: format!(
+                "{} entries/s spread over {suggested} partitions instead of {count} (others carry \
+                 {} entries/s) — only if the load comes from several sources: one source's \
+                 entries always share a partition",
+                num(rate),
+                num(others)
+            ),
+        },
+        risk: Risk {
+            level: RiskLevel::Medium,
+            note: "a stream's partition count is fixed: create a stream with more partitions \
+                   and move producers to it"
+                .into(),
+        },
+        action: Action::RaisePartitions {
+            stream: stream.to_string(),
+            partitions: count,
+            suggested,
+        },
+        automatic: false,
+        applicable: false,
+    }
+}
+
+fn free_disk(round: &ClusterSample, f: &Finding, node: u64) -> Recommendation {
+    let hours = f
+        .evidence
+        .iter()
+        .find(|e| e.metric == "hours_to_full")
+        .map(|e| e.observed);
+    let decline = f
+        .evidence
+        .iter()
+        .find(|e| e.metric == "free_bytes_decline")
+        .map(|e| e.observed);
+    let total = round.present(node).map_or(0, |n| n.total_bytes) as f64;
+    // Freeing a fifth of the disk buys 0.2 · total / decline more.
+    let (from, to, how) = match (hours, decline) {
+        (Some(h), Some(d)) if d > 0.0 => {
+            let gained = 0.2 * total / d / 3600.0;
+            (
+                h,
+                h + gained,
+                format!(
+                    "freeing 20 % of the disk ({} GB, e.g. by lowering retention_bytes) at the \
+                     present decline of {} MB/s adds {} h",
+                    num(0.2 * total / 1e9),
+                    num(d / 1e6),
+                    num(gained)
+                ),
+            )
+        }
+        _ => (
+            0.0,
+            0.0,
+            "the disk is full: writes are refused until space is freed".into(),
+        ),
+    };
+    Recommendation {
+        id: format!("free-disk-node-{node}"),
+        reason: reason(f),
+        finding: f.subject.clone(),
+        predicted_effect: PredictedEffect {
+            metric: format!("hours until node {node}'s disk is full"),
+            from,
+            to,
+            unit: "hours".into(),
+            how,
+        },
+        risk: Risk {
+            level: RiskLevel::Low,
+            note: "lowering retention deletes the oldest entries for good".into(),
+        },
+        action: Action::FreeDisk { node },
+        automatic: false,
+        applicable: false,
+    }
+}
+
+fn add_node(round: &ClusterSample, causes: &[&Finding]) -> Option<Recommendation> {
+    let present: Vec<&NodeSample> = round.nodes.iter().filter(|n| !n.is_missing()).collect();
+    let busy: BTreeSet<u64> = causes
+        .iter()
+        .filter(|f| f.code == codes::OVERLOAD || f.code == codes::CPU_SATURATION)
+        .filter_map(|f| f.subject.node())
+        .collect();
+    if present.len() < 2 || !present.iter().all(|n| busy.contains(&n.node)) {
+        return None;
+    }
+    let n = present.len() as f64;
+    let rate: f64 = present.iter().map(|s| s.entries_per_second).sum();
+    Some(Recommendation {
+        id: "add-node".into(),
+        reason: format!(
+            "every node is overloaded or CPU-saturated (nodes {})",
+            busy.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        finding: Subject::Node {
+            node: *busy.iter().next().expect("non-empty"),
+        },
+        predicted_effect: PredictedEffect {
+            metric: "cluster entries/s at the same per-node load".into(),
+            from: rate,
+            to: rate * (n + 1.0) / n,
+            unit: "per_second".into(),
+            how: format!(
+                "{} entries/s over {n} nodes; one more node carries its share once partitions \
+                 are placed on it: × {}/{n}",
+                num(rate),
+                n + 1.0
+            ),
+        },
+        risk: Risk {
+            level: RiskLevel::Medium,
+            note: "replicas move to the new node (network and disk traffic while they copy)".into(),
+        },
+        action: Action::AddNode,
+        automatic: false,
+        applicable: false,
+    })
+}
+
+/// An applied action, as the node's action log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// Sequence number on the node that applied it.
+    pub seq: u64,
+    pub recommendation: String,
+    pub action: Action,
+    /// `operator` (`cairn recommend apply`) or `auto` (`--remediate`).
+    pub by: String,
+    pub applied_unix_ms: u64,
+    pub outcome: Outcome,
+    pub predicted: PredictedEffect,
+    /// The cluster's write p99 before the fault (median of the minute
+    /// before its finding began), when the action was applied, and when
+    /// it was judged.
+    pub baseline_p99_ms: Option<f64>,
+    pub before_p99_ms: Option<f64>,
+    pub after_p99_ms: Option<f64>,
+    pub judged_unix_ms: Option<u64>,
+    /// What was done (each move), and the judgement in words.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Carried out, not judged yet.
+    Applied,
+    /// The write p99 came back within 2× its baseline in time.
+    Verified,
+    /// It did not, but got no worse.
+    NotEffective,
+    /// It made things worse and was undone.
+    Reverted,
+    /// Could not be carried out.
+    Failed,
+}
+
+/// How long an action has to show its effect.
+pub const VERIFY_WITHIN_MS: u64 = 15_000;
+/// Rounds in a row the p99 must stay within the target.
+pub const VERIFY_ROUNDS: usize = 3;
+/// Below this a p99 counts as restored whatever the baseline: a 2-core
+/// machine's scheduling noise alone reaches a few ms.
+pub const RESTORED_FLOOR_MS: f64 = 5.0;
+
+/// The worst write p99 of the round's nodes (fresh answers only): what
+/// clients writing anywhere see at worst.
+pub fn cluster_write_p99(round: &ClusterSample) -> Option<f64> {
+    round
+        .nodes
+        .iter()
+        .filter(|n| n.answered())
+        .filter_map(|n| n.write.total_p99_ms)
+        .max_by(f64::total_cmp)
+}
+
+/// The median [`cluster_write_p99`] of the rounds in the minute before
+/// `before_ms`: the baseline an action is judged against.
+pub fn baseline_p99<'a>(
+    rounds: impl Iterator<Item = &'a ClusterSample>,
+    before_ms: u64,
+) -> Option<f64> {
+    let mut v: Vec<f64> = rounds
+        .filter(|r| r.unix_ms < before_ms && r.unix_ms + 60_000 >= before_ms)
+        .filter_map(cluster_write_p99)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// The p99 an action must bring the cluster back under.
+pub fn restored_below(baseline: Option<f64>) -> f64 {
+    baseline.map_or(RESTORED_FLOOR_MS, |b| (2.0 * b).max(RESTORED_FLOOR_MS))
+}
+
+/// The judgement of an applied action from the `(unix_ms, p99)` of the
+/// rounds since (oldest first) at `now_ms`: `None` while undecided, else
+/// the outcome and the p99 it rests on. Worse means above the p99 when it
+/// was applied by a fifth for the last [`VERIFY_ROUNDS`] rounds.
+pub fn judge(
+    record: &ActionRecord,
+    since: &[(u64, f64)],
+    now_ms: u64,
+) -> Option<(Outcome, Option<f64>)> {
+    let target = restored_below(record.baseline_p99_ms);
+    let mut run = 0;
+    for (_, p99) in since {
+        run = if *p99 <= target { run + 1 } else { 0 };
+        if run >= VERIFY_ROUNDS {
+            return Some((Outcome::Verified, Some(*p99)));
+        }
+    }
+    if now_ms < record.applied_unix_ms + VERIFY_WITHIN_MS {
+        return None;
+    }
+    let tail: Vec<f64> = since
+        .iter()
+        .rev()
+        .take(VERIFY_ROUNDS)
+        .map(|(_, p)| *p)
+        .collect();
+    let last = tail.first().copied();
+    let worse = record.before_p99_ms.is_some_and(|before| {
+        tail.len() == VERIFY_ROUNDS && tail.iter().all(|p| *p > before * 1.2)
+    });
+    Some((
+        if worse {
+            Outcome::Reverted
+        } else {
+            Outcome::NotEffective
+        },
+        last,
+    ))
+}
+
+fn num(v: f64) -> String {
+    crate::detect::num(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testkit::{T0, healthy};
+    use crate::finding::{Evidence, Resource, Severity};
+
+    fn finding(code: &str, subject: Subject) -> Finding {
+        Finding {
+            code: code.into(),
+            severity: Severity::Warning,
+            subject,
+            resource: Resource::Disk,
+            summary: "summary".into(),
+            evidence: Vec::new(),
+            since: T0,
+            injected: None,
+            explained_by: None,
+        }
+    }
+
+    /// Three nodes; node `n` leads partition `n - 1` of `app`; node 2's
+    /// disk is slow and it also leads partition 0 (taken from node 1).
+    fn round_with_slow_leader() -> ClusterSample {
+        let mut nodes: Vec<NodeSample> = (1..=3).map(|n| healthy(10, n)).collect();
+        nodes[1].write.fsync_p99_ms = Some(40.0);
+        nodes[1].write.commit_p99_ms = Some(48.0);
+        // Node 3's disk is a little slower than node 1's.
+        nodes[2].write.fsync_p99_ms = Some(1.5);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let me = i as u64 + 1;
+            let r = &mut n.replicas[0];
+            r.is_leader = me == 2;
+            r.leader = Some(2);
+            r.followers = if me == 2 {
+                nodes_lag(&[1, 3])
+            } else {
+                Vec::new()
+            };
+        }
+        ClusterSample {
+            unix_ms: T0 + 10_000,
+            nodes,
+        }
+    }
+
+    fn nodes_lag(nodes: &[u64]) -> Vec<crate::sample::FollowerLag> {
+        nodes
+            .iter()
+            .map(|n| crate::sample::FollowerLag {
+                node: *n,
+                voter: true,
+                entries: 0,
+                seconds: 0.0,
+                in_sync: true,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn given_a_slow_disk_on_a_leader_when_recommending_should_move_its_leaders_to_the_fastest_replicas()
+     {
+        let round = round_with_slow_leader();
+        let recs = recommend(&round, &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })]);
+        let r = &recs[0];
+        assert_eq!(r.id, "transfer-leaders-off-node-2");
+        assert!(r.automatic && r.applicable);
+        let Action::TransferLeaders { from, moves } = &r.action else {
+            panic!("{r:?}")
+        };
+        assert_eq!(*from, 2);
+        // Both partitions node 2 leads go to node 1 (fsync 1.0 ms beats
+        // 1.5 ms) — the second despite node 1 leading one more by then,
+        // because the disk comes first.
+        let targets: Vec<(u32, u64)> = moves.iter().map(|m| (m.partition, m.to)).collect();
+        assert_eq!(targets, vec![(0, 1), (1, 1)]);
+        // 1.0 ms fsync + 0.3 ms round trip to node 3.
+        let e = &r.predicted_effect;
+        assert_eq!((e.from, e.unit.as_str()), (48.0, "ms"));
+        assert!((e.to - 1.3).abs() < 1e-9, "{e:?}");
+        assert!(e.how.contains("node 1's fsync p99 1 ms"), "{}", e.how);
+        assert!(e.how.contains("1↔3"), "{}", e.how);
+    }
+
+    #[test]
+    fn given_a_symptom_or_an_unfit_target_when_recommending_should_not_move_leaders_there() {
+        let round = round_with_slow_leader();
+        let mut symptom = finding(codes::SLOW_DISK, Subject::Node { node: 2 });
+        symptom.explained_by = Some("overload on node 2".into());
+        assert!(recommend(&round, &[symptom]).is_empty());
+        // Node 1 saturated too: everything goes to node 3.
+        let recs = recommend(
+            &round,
+            &[
+                finding(codes::SLOW_DISK, Subject::Node { node: 2 }),
+                finding(codes::CPU_SATURATION, Subject::Node { node: 1 }),
+            ],
+        );
+        let r = recs
+            .iter()
+            .find(|r| r.id == "transfer-leaders-off-node-2")
+            .expect("a transfer");
+        let Action::TransferLeaders { moves, .. } = &r.action else {
+            panic!()
+        };
+        assert!(moves.iter().all(|m| m.to == 3), "{moves:?}");
+        // 1.5 ms + 0.3 ms.
+        assert!((r.predicted_effect.to - 1.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn given_a_slow_disk_on_a_pure_follower_when_recommending_should_advise_moving_its_replicas() {
+        let mut round = round_with_slow_leader();
+        // Node 1 leads partitions 0 and 1 now; node 2 leads nothing.
+        for (i, n) in round.nodes.iter_mut().enumerate() {
+            let me = i as u64 + 1;
+            for p in 0..2 {
+                let r = &mut n.replicas[p];
+                r.is_leader = me == 1;
+                r.leader = Some(1);
+                r.followers = if me == 1 {
+                    nodes_lag(&[2, 3])
+                } else {
+                    Vec::new()
+                };
+            }
+        }
+        let recs = recommend(&round, &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })]);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].action, Action::MoveReplicas { node: 2 });
+        assert!(!recs[0].applicable);
+    }
+
+    #[test]
+    fn given_an_imbalance_when_recommending_should_move_leaders_back_to_their_preferred_nodes() {
+        let round = round_with_slow_leader();
+        // Node 2 leads partitions 0 and 1; partition 0 prefers node 1.
+        let recs = recommend(
+            &round,
+            &[finding(codes::LEADER_IMBALANCE, Subject::Node { node: 2 })],
+        );
+        let r = &recs[0];
+        assert_eq!(r.id, "rebalance-leaders");
+        assert_eq!(
+            r.action,
+            Action::RebalanceLeaders {
+                moves: vec![PlannedMove {
+                    stream: "app".into(),
+                    partition: 0,
+                    from: 2,
+                    to: 1
+                }]
+            }
+        );
+        assert_eq!((r.predicted_effect.from, r.predicted_effect.to), (2.0, 1.0));
+    }
+
+    #[test]
+    fn given_advice_findings_when_recommending_should_compute_their_effects() {
+        let round = ClusterSample {
+            unix_ms: T0,
+            nodes: (1..=3).map(|n| healthy(0, n)).collect(),
+        };
+        let mut hot = finding(
+            codes::HOT_PARTITION,
+            Subject::Partition {
+                stream: "app".into(),
+                partition: 1,
+                node: None,
+            },
+        );
+        hot.evidence = vec![Evidence::new(
+            "partition_entries_per_second",
+            3000.0,
+            Some(40.0),
+            400.0,
+            "per_second",
+        )];
+        let mut full = finding(codes::DISK_FULL_SOON, Subject::Node { node: 3 });
+        full.evidence = vec![
+            Evidence::new("hours_to_full", 10.0, None, 24.0, "hours"),
+            Evidence::new("free_bytes_decline", 1e6, None, 0.0, "bytes_per_second"),
+        ];
+        let busy: Vec<Finding> = (1..=3)
+            .map(|n| finding(codes::OVERLOAD, Subject::Node { node: n }))
+            .collect();
+        let mut all = vec![hot, full];
+        all.extend(busy);
+        let recs = recommend(&round, &all);
+        let by_id = |id: &str| recs.iter().find(|r| r.id == id).expect(id).clone();
+        let raise = by_id("raise-partitions-app");
+        assert_eq!(
+            raise.action,
+            Action::RaisePartitions {
+                stream: "app".into(),
+                partitions: 3,
+                suggested: 6
+            }
+        );
+        assert_eq!(raise.predicted_effect.to, 1500.0);
+        // 20 % of 100 GB at 1 MB/s: 20,000 s ≈ 5.56 h more.
+        let free = by_id("free-disk-node-3");
+        assert!((free.predicted_effect.to - (10.0 + 20_000.0 / 3600.0)).abs() < 1e-6);
+        // 900 entries/s on each of 3 nodes → × 4/3.
+        let add = by_id("add-node");
+        assert_eq!(
+            (add.predicted_effect.from, add.predicted_effect.to),
+            (2700.0, 3600.0)
+        );
+        assert!(recs.iter().all(|r| !r.automatic));
+    }
+
+    fn record(baseline: Option<f64>, before: Option<f64>) -> ActionRecord {
+        ActionRecord {
+            seq: 1,
+            recommendation: "transfer-leaders-off-node-2".into(),
+            action: Action::AddNode,
+            by: "operator".into(),
+            applied_unix_ms: T0,
+            outcome: Outcome::Applied,
+            predicted: PredictedEffect {
+                metric: String::new(),
+                from: 0.0,
+                to: 0.0,
+                unit: "ms".into(),
+                how: String::new(),
+            },
+            baseline_p99_ms: baseline,
+            before_p99_ms: before,
+            after_p99_ms: None,
+            judged_unix_ms: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn given_rounds_after_an_action_when_judged_should_verify_wait_or_revert() {
+        let r = record(Some(4.0), Some(60.0));
+        let at = |s: u64| T0 + s * 1000;
+        // Under 2 × 4 ms for three rounds in a row: verified.
+        let ok = [(at(1), 30.0), (at(2), 7.0), (at(3), 6.0), (at(4), 8.0)];
+        assert_eq!(
+            judge(&r, &ok, at(4)),
+            Some((Outcome::Verified, Some(8.0)))
+        );
+        // Not yet: two good rounds, 5 s in.
+        assert_eq!(judge(&r, &ok[..3], at(5)), None);
+        // 15 s with no improvement: not effective; clearly worse: reverted.
+        let flat: Vec<(u64, f64)> = (1..=15).map(|s| (at(s), 55.0)).collect();
+        assert_eq!(
+            judge(&r, &flat, at(15)),
+            Some((Outcome::NotEffective, Some(55.0)))
+        );
+        let worse: Vec<(u64, f64)> = (1..=15).map(|s| (at(s), 90.0)).collect();
+        assert_eq!(
+            judge(&r, &worse, at(15)),
+            Some((Outcome::Reverted, Some(90.0)))
+        );
+        // A tiny baseline is judged against the floor.
+        assert_eq!(restored_below(Some(0.5)), RESTORED_FLOOR_MS);
+        assert_eq!(restored_below(None), RESTORED_FLOOR_MS);
+    }
+
+    #[test]
+    fn given_rounds_before_a_fault_when_the_baseline_is_taken_should_use_the_minute_before() {
+        let rounds: Vec<ClusterSample> = (0..100)
+            .map(|r| {
+                let mut nodes: Vec<NodeSample> = (1..=3).map(|n| healthy(r, n)).collect();
+                // The fault starts at round 80.
+                if r >= 80 {
+                    nodes[1].write.total_p99_ms = Some(200.0);
+                }
+                ClusterSample {
+                    unix_ms: T0 + r as u64 * 1000,
+                    nodes,
+                }
+            })
+            .collect();
+        assert_eq!(baseline_p99(rounds.iter(), T0 + 80_000), Some(6.0));
+        assert_eq!(cluster_write_p99(&rounds[90]), Some(200.0));
+        assert_eq!(baseline_p99(rounds.iter(), T0), None);
+    }
+}
