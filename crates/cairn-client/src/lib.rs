@@ -243,6 +243,25 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/monitor/{what}` (`recommendations`, `actions`, ...): the
+    /// controller leader's answer as JSON (its types live in
+    /// `cairn-monitor`, which this crate does not depend on).
+    pub async fn monitor_get(&self, what: &str) -> Result<serde_json::Value> {
+        send_json(self.request(Method::GET, &["v1", "monitor", what])).await
+    }
+
+    /// `POST /v1/monitor/recommendations/{id}/apply`: the action record.
+    pub async fn apply_recommendation(&self, id: &str) -> Result<serde_json::Value> {
+        send_json(
+            self.request(
+                Method::POST,
+                &["v1", "monitor", "recommendations", id, "apply"],
+            )
+            .timeout(Duration::from_secs(90)),
+        )
+        .await
+    }
+
     /// Installs (replacing) this node's disk fault.
     pub async fn set_disk_fault(&self, request: &DiskFaultRequest) -> Result<DiskFaultView> {
         send_json(

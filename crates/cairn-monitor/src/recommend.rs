@@ -48,6 +48,9 @@ pub struct Recommendation {
     /// The finding behind it, as `code: summary`.
     pub reason: String,
     pub finding: Subject,
+    /// When that finding began (ms since the Unix epoch): the baseline an
+    /// applied action is judged against is the minute before.
+    pub finding_since: u64,
     pub predicted_effect: PredictedEffect,
     pub risk: Risk,
     /// In the safe class `--remediate leaders` applies by itself.
@@ -62,12 +65,19 @@ pub struct Recommendation {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Hand the leadership of these partitions to the named replicas.
-    TransferLeaders { from: u64, moves: Vec<PlannedMove> },
+    TransferLeaders {
+        from: u64,
+        moves: Vec<PlannedMove>,
+    },
     /// Move leaders back to their preferred nodes.
-    RebalanceLeaders { moves: Vec<PlannedMove> },
+    RebalanceLeaders {
+        moves: Vec<PlannedMove>,
+    },
     /// Move the node's replicas to other nodes (replace its disk, or
     /// `decommission` it).
-    MoveReplicas { node: u64 },
+    MoveReplicas {
+        node: u64,
+    },
     /// Give the stream more partitions (a new stream: the count is fixed).
     RaisePartitions {
         stream: String,
@@ -76,7 +86,9 @@ pub enum Action {
     },
     AddNode,
     /// Lower retention or add space on the node.
-    FreeDisk { node: u64 },
+    FreeDisk {
+        node: u64,
+    },
 }
 
 /// One leader move of a plan.
@@ -291,6 +303,7 @@ fn transfer_off(
         id: format!("transfer-leaders-off-node-{node}"),
         reason: reason(f),
         finding: f.subject.clone(),
+        finding_since: f.since,
         predicted_effect: PredictedEffect {
             metric: format!("commit p99 of the partitions led by node {node}"),
             from,
@@ -355,6 +368,7 @@ fn rebalance(
         id: "rebalance-leaders".into(),
         reason: reason(f),
         finding: f.subject.clone(),
+        finding_since: f.since,
         predicted_effect: PredictedEffect {
             metric: "most partitions led by one node".into(),
             from: before as f64,
@@ -394,6 +408,7 @@ fn move_replicas(
         id: format!("move-replicas-off-node-{node}"),
         reason: reason(f),
         finding: f.subject.clone(),
+        finding_since: f.since,
         predicted_effect: PredictedEffect {
             metric: format!("replication lag of node {node}'s replicas"),
             from: lag,
@@ -431,6 +446,7 @@ fn raise_partitions(parts: &[PartitionView], f: &Finding, stream: &str) -> Recom
         id: format!("raise-partitions-{stream}"),
         reason: reason(f),
         finding: f.subject.clone(),
+        finding_since: f.since,
         predicted_effect: PredictedEffect {
             metric: format!("entries/s of {stream}'s hottest partition"),
             from: rate,
@@ -498,6 +514,7 @@ fn free_disk(round: &ClusterSample, f: &Finding, node: u64) -> Recommendation {
         id: format!("free-disk-node-{node}"),
         reason: reason(f),
         finding: f.subject.clone(),
+        finding_since: f.since,
         predicted_effect: PredictedEffect {
             metric: format!("hours until node {node}'s disk is full"),
             from,
@@ -539,6 +556,12 @@ fn add_node(round: &ClusterSample, causes: &[&Finding]) -> Option<Recommendation
         finding: Subject::Node {
             node: *busy.iter().next().expect("non-empty"),
         },
+        finding_since: causes
+            .iter()
+            .filter(|f| busy.contains(&f.subject.node().unwrap_or(0)))
+            .map(|f| f.since)
+            .max()
+            .unwrap_or(round.unix_ms),
         predicted_effect: PredictedEffect {
             metric: "cluster entries/s at the same per-node load".into(),
             from: rate,
@@ -746,7 +769,10 @@ mod tests {
     fn given_a_slow_disk_on_a_leader_when_recommending_should_move_its_leaders_to_the_fastest_replicas()
      {
         let round = round_with_slow_leader();
-        let recs = recommend(&round, &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })]);
+        let recs = recommend(
+            &round,
+            &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })],
+        );
         let r = &recs[0];
         assert_eq!(r.id, "transfer-leaders-off-node-2");
         assert!(r.automatic && r.applicable);
@@ -810,7 +836,10 @@ mod tests {
                 };
             }
         }
-        let recs = recommend(&round, &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })]);
+        let recs = recommend(
+            &round,
+            &[finding(codes::SLOW_DISK, Subject::Node { node: 2 })],
+        );
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].action, Action::MoveReplicas { node: 2 });
         assert!(!recs[0].applicable);
@@ -924,10 +953,7 @@ mod tests {
         let at = |s: u64| T0 + s * 1000;
         // Under 2 × 4 ms for three rounds in a row: verified.
         let ok = [(at(1), 30.0), (at(2), 7.0), (at(3), 6.0), (at(4), 8.0)];
-        assert_eq!(
-            judge(&r, &ok, at(4)),
-            Some((Outcome::Verified, Some(8.0)))
-        );
+        assert_eq!(judge(&r, &ok, at(4)), Some((Outcome::Verified, Some(8.0))));
         // Not yet: two good rounds, 5 s in.
         assert_eq!(judge(&r, &ok[..3], at(5)), None);
         // 15 s with no improvement: not effective; clearly worse: reverted.

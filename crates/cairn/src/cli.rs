@@ -71,11 +71,54 @@ pub enum Command {
     /// Offline tools of the cluster monitor.
     #[command(subcommand)]
     Monitor(MonitorCommand),
+    /// What to do about the cluster's findings: each recommendation with
+    /// its predicted effect and risk. `apply ID` carries one out (admin);
+    /// `actions` lists what was applied and how it turned out.
+    Recommend(RecommendArgs),
     /// Move partition leadership: one partition to another of its
     /// replicas, or every partition back to its preferred leader. Writes
     /// pause for a hand-over (tens of milliseconds); none fail.
     #[command(subcommand)]
     Leader(LeaderCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<RecommendCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecommendCommand {
+    /// Carry out recommendation ID (e.g. transfer-leaders-off-node-2) on
+    /// the controller leader; it is judged over the next 15 s.
+    Apply(RecommendApplyArgs),
+    /// The actions applied, newest last, with their judgements.
+    Actions(RecommendActionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendApplyArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the action record as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendActionsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the action log as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +478,13 @@ pub struct NodeArgs {
     /// tests, not for always.
     #[arg(long, env = "CAIRN_MONITOR_RECORD")]
     pub monitor_record: Option<PathBuf>,
+    /// What the monitor may fix by itself: `off` (recommend only; apply
+    /// with `cairn recommend apply`) or `leaders` (also move leaders off a
+    /// slow node and rebalance them — at most one action a minute, never
+    /// with a node down or a partition leaderless; each is judged and
+    /// undone if it made things worse).
+    #[arg(long, env = "CAIRN_REMEDIATE", default_value = "off")]
+    pub remediate: cairn_server::monitor::remedy::RemediateMode,
     /// Tokens and their roles, one `ROLE TOKEN` per line (roles: read,
     /// write, admin; `#` comments). Every request but `GET /health` then
     /// needs `Authorization: Bearer TOKEN`. Give every node the same file.

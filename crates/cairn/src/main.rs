@@ -21,6 +21,7 @@ mod format;
 mod inspect_cmd;
 mod leader_cmd;
 mod node_cmd;
+mod recommend_cmd;
 mod status_cmd;
 mod tail_cmd;
 mod top_cmd;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
         cli::Command::Tail(args) => client_cmds::block_on(tail_cmd::run(args)),
         cli::Command::Top(args) => top_cmd::run(args),
         cli::Command::Leader(cmd) => client_cmds::block_on(leader_cmd::run(cmd)),
+        cli::Command::Recommend(args) => client_cmds::block_on(recommend_cmd::run(args)),
         other => client_cmds::run(other),
     };
     match result {

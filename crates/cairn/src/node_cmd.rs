@@ -151,6 +151,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
                     p
                 }
             }),
+            remediate: args.remediate,
         },
         access: cairn_server::auth::Access::new(tokens),
         min_free_bytes: args.min_free_bytes as u64,

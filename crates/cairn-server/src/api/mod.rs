@@ -84,6 +84,12 @@ pub fn router(node: Node) -> Router {
         .route("/v1/monitor/alerts", get(monitor::alerts))
         .route("/v1/monitor/partitions", get(monitor::partitions))
         .route("/v1/monitor/series", get(monitor::series))
+        .route("/v1/monitor/recommendations", get(monitor::recommendations))
+        .route(
+            "/v1/monitor/recommendations/{id}/apply",
+            post(monitor::apply),
+        )
+        .route("/v1/monitor/actions", get(monitor::actions))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))
         .route(

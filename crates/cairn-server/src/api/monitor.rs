@@ -9,8 +9,9 @@ use cairn_types::ErrorCode;
 use serde::Deserialize;
 
 use super::ApiError;
-use super::extract::ApiQuery;
+use super::extract::{ApiPath, ApiQuery};
 use crate::monitor::Query;
+use crate::monitor::remedy::ApplyError;
 use crate::node::Node;
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,4 +92,46 @@ pub async fn series(
         p.local,
     )
     .await
+}
+
+/// `GET /v1/monitor/recommendations`: what to do about the active
+/// findings, each with its predicted effect and risk.
+pub async fn recommendations(
+    State(node): State<Node>,
+    params: ApiQuery<Local>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    answer(&node, Query::Recommendations, params.0.local).await
+}
+
+/// `GET /v1/monitor/actions`: the actions applied and their judgements.
+pub async fn actions(
+    State(node): State<Node>,
+    params: ApiQuery<Local>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    answer(&node, Query::Actions, params.0.local).await
+}
+
+/// `POST /v1/monitor/recommendations/{id}/apply` (admin): carries the
+/// recommendation out on the controller leader; the answer is the action
+/// record, `applied` (or `failed`), judged over the next 15 s (watch
+/// `GET /v1/monitor/actions`).
+pub async fn apply(
+    State(node): State<Node>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<cairn_monitor::ActionRecord>, ApiError> {
+    let Some(monitor) = node.monitor() else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the monitor is off on this node (--monitor-interval 0)",
+        ));
+    };
+    monitor.apply(&id, "operator").await.map(Json).map_err(|e| {
+        let code = match e {
+            ApplyError::NotFound { .. } => ErrorCode::NotFound,
+            ApplyError::NotApplicable { .. } => ErrorCode::BadRequest,
+            ApplyError::Busy { .. } => ErrorCode::Conflict,
+            ApplyError::Unavailable(_) => ErrorCode::Unavailable,
+        };
+        ApiError::new(code, e.to_string())
+    })
 }

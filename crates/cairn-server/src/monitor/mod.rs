@@ -37,6 +37,7 @@
 pub mod collect;
 pub mod deliver;
 mod metrics;
+pub mod remedy;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct MonitorOptions {
     /// Append every collected round to this file as NDJSON (for `cairn
     /// monitor replay`).
     pub record: Option<std::path::PathBuf>,
+    /// What the controller leader's monitor applies by itself.
+    pub remediate: remedy::RemediateMode,
 }
 
 impl Default for MonitorOptions {
@@ -84,6 +87,7 @@ impl Default for MonitorOptions {
             config: MonitorConfig::default(),
             receivers: Receivers::default(),
             record: None,
+            remediate: remedy::RemediateMode::Off,
         }
     }
 }
@@ -102,6 +106,10 @@ pub enum Query {
         node: Option<u64>,
         since_ms: Option<u64>,
     },
+    /// What to do about the active findings (see `remedy`).
+    Recommendations,
+    /// The actions applied and their judgements.
+    Actions,
 }
 
 /// The node's monitor. Cheap to clone.
@@ -121,6 +129,8 @@ struct Inner {
     record: Option<Mutex<std::fs::File>>,
     cpu_ns: AtomicU64,
     rounds: AtomicU64,
+    actions: Mutex<remedy::ActionLog>,
+    remediate: remedy::RemediateMode,
 }
 
 impl std::fmt::Debug for Inner {
@@ -174,6 +184,8 @@ impl MonitorService {
                 record,
                 cpu_ns: AtomicU64::new(0),
                 rounds: AtomicU64::new(0),
+                actions: Mutex::new(remedy::ActionLog::default()),
+                remediate: options.remediate,
             }),
         };
         let t = telemetry.clone();
@@ -197,6 +209,22 @@ impl MonitorService {
                     let inner = me.ok_or("the monitor is stopping")?;
                     let q: Query = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
                     let answer = MonitorService { inner }.answer_locally(&q)?;
+                    serde_json::to_vec(&answer)
+                        .map(Bytes::from)
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        );
+        let me = Arc::downgrade(&service.inner);
+        cluster.register_service(
+            remedy::APPLY,
+            Arc::new(move |_from, payload| {
+                let me = me.upgrade();
+                Box::pin(async move {
+                    let inner = me.ok_or("the monitor is stopping")?;
+                    let (id, by): (String, String) =
+                        serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+                    let answer = MonitorService { inner }.apply_locally(&id, &by).await;
                     serde_json::to_vec(&answer)
                         .map(Bytes::from)
                         .map_err(|e| e.to_string())
@@ -250,7 +278,12 @@ impl MonitorService {
                 "alert {:?}", t.alert.state
             );
         }
-        if !leader || !self.inner.delivery.enabled() {
+        if !leader {
+            return;
+        }
+        self.remediate(&monitor);
+        let assessment = monitor.last();
+        if !self.inner.delivery.enabled() {
             return;
         }
         let mut outgoing: Vec<OutgoingAlert> = assessment
@@ -271,6 +304,97 @@ impl MonitorService {
         }
         drop(monitor);
         self.inner.delivery.send(outgoing);
+    }
+
+    /// On the controller leader, each round: judges the action being
+    /// judged (undoing it if it made things worse) and, in automatic mode,
+    /// starts the next one (see `remedy`).
+    fn remediate(&self, monitor: &Monitor) {
+        let now = unix_ms();
+        let mut log = self.inner.actions.lock();
+        if let Some(undo) = remedy::judge_round(monitor, &mut log, now) {
+            let cluster = self.inner.cluster.clone();
+            tokio::spawn(async move {
+                let (_, lines) = remedy::run_moves(&cluster, &undo).await;
+                tracing::warn!(target: "cairn::remedy", undone = %lines.join("; "), "undid an action that made things worse");
+            });
+        }
+        if self.inner.remediate != remedy::RemediateMode::Leaders {
+            return;
+        }
+        if let Some(id) = remedy::auto_pick(monitor, &log, now) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.apply_locally(&id, "auto").await {
+                    tracing::debug!(target: "cairn::remedy", %id, error = %e, "automatic action not applied");
+                }
+            });
+        }
+    }
+
+    /// Applies recommendation `id` on the controller leader (forwarded
+    /// there if it is another node); `by` is `operator` or `auto`.
+    pub async fn apply(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<cairn_monitor::ActionRecord, remedy::ApplyError> {
+        let me = self.inner.node;
+        match self.inner.cluster.controller_leader() {
+            Some(l) if l != me => {
+                let payload = serde_json::to_vec(&(id, by))
+                    .map_err(|e| remedy::ApplyError::Unavailable(e.to_string()))?;
+                let reply = self
+                    .inner
+                    .cluster
+                    .call_service(
+                        l,
+                        remedy::APPLY,
+                        Bytes::from(payload),
+                        remedy::APPLY_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|e| {
+                        remedy::ApplyError::Unavailable(format!(
+                            "the controller leader (node {l}) applies actions: {e}"
+                        ))
+                    })?;
+                serde_json::from_slice(&reply).map_err(|e| {
+                    remedy::ApplyError::Unavailable(format!("bad answer from node {l}: {e}"))
+                })?
+            }
+            Some(_) => self.apply_locally(id, by).await,
+            None => Err(remedy::ApplyError::Unavailable(
+                "no controller leader: actions wait until the cluster has one".into(),
+            )),
+        }
+    }
+
+    async fn apply_locally(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<cairn_monitor::ActionRecord, remedy::ApplyError> {
+        let (rec, baseline, before) = {
+            let monitor = self.inner.monitor.lock();
+            let mut log = self.inner.actions.lock();
+            remedy::begin(&monitor, &mut log, id)?
+        };
+        let moves = match &rec.action {
+            cairn_monitor::recommend::Action::TransferLeaders { moves, .. }
+            | cairn_monitor::recommend::Action::RebalanceLeaders { moves } => moves.clone(),
+            _ => Vec::new(),
+        };
+        let done = remedy::run_moves(&self.inner.cluster, &moves).await;
+        let mut log = self.inner.actions.lock();
+        Ok(remedy::record(
+            &mut log,
+            rec,
+            by,
+            unix_ms(),
+            (baseline, before),
+            done,
+        ))
     }
 
     fn outgoing(&self, a: &cairn_monitor::Alert) -> OutgoingAlert {
@@ -299,6 +423,13 @@ impl MonitorService {
             Query::Alerts => serde_json::to_value(serde_json::json!({
                 "active": monitor.alerts().active().collect::<Vec<_>>(),
                 "history": monitor.alerts().history(),
+            })),
+            Query::Recommendations => serde_json::to_value(serde_json::json!({
+                "recommendations": remedy::current(&monitor),
+                "remediate": self.inner.remediate,
+            })),
+            Query::Actions => serde_json::to_value(serde_json::json!({
+                "actions": self.inner.actions.lock().records(),
             })),
             Query::Series {
                 metric,
