@@ -1,7 +1,9 @@
 // Cairn dashboard. Plain JS, no build step: it polls the node that served
 // it once a second (/v1/health, and one /v1/monitor/series request for
 // every chart's points since the last one; /v1/cluster every 5 s; the
-// partitions, findings and alerts only while their view is open) and
+// partitions, findings, alerts and actions only while their view is open;
+// the recommendations every 2 s on the overview, each applicable one with
+// an Apply button that POSTs it) and
 // redraws. The
 // server keeps no per-page state, so an open page costs a node only these
 // small JSON answers.
@@ -31,6 +33,8 @@ const state = {
   series: {}, // metric -> Map(key -> [[unix_ms, value], ...]); key = node or "node>peer"
   lastMs: {}, // metric -> latest unix_ms seen
   partitions: null, // from /v1/monitor/partitions, while that view is open
+  recommendations: [], // from /v1/monitor/recommendations, on the overview
+  remediate: null,
   commits: new Map(), // "stream/p" -> {end, at}
   rates: new Map(),
   charts: {},
@@ -74,6 +78,16 @@ async function api(path) {
   } finally {
     clearTimeout(timer);
   }
+}
+
+// A POST (applying a recommendation): the answer's JSON, or its error
+// message (`{code, message}`) thrown.
+async function apiPost(path) {
+  const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+  const r = await fetch(path, { method: "POST", headers, cache: "no-store" });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.message || path + ": HTTP " + r.status);
+  return body;
 }
 
 // ---- formatting ---------------------------------------------------------
@@ -266,6 +280,7 @@ async function tick() {
     state.health = await api("/v1/health");
     await pullSeries(state.view === "node" ? OVERVIEW_METRICS.concat(NODE_METRICS) : OVERVIEW_METRICS);
     if (state.tick % 5 === 1 || !state.cluster) await pullCluster();
+    if (state.view === "overview" && state.tick % 2 === 1) await pullRecommendations();
     if (state.view === "events" && state.tick % 3 === 1) await pullEvents();
     if (state.view === "partitions" && state.tick % 2 === 1) await pullPartitions();
     state.failures = 0;
@@ -317,13 +332,41 @@ function markAllDown() {
 async function pullEvents() {
   const f = await api("/v1/monitor/findings");
   const a = await api("/v1/monitor/alerts");
+  const x = await api("/v1/monitor/actions");
   renderEvents(Array.isArray(f) ? f : f.findings || [], a);
+  renderActions(x.actions || []);
+}
+
+async function pullRecommendations() {
+  const r = await api("/v1/monitor/recommendations");
+  state.recommendations = r.recommendations || [];
+  state.remediate = r.remediate;
+}
+
+// Carries a recommendation out (admin role); the result line says what
+// happened, and the action's judgement appears under "Actions taken".
+async function applyRecommendation(id, button) {
+  const out = document.getElementById("apply-result");
+  button.disabled = true;
+  out.textContent = "applying " + id + "…";
+  try {
+    const a = await apiPost("/v1/monitor/recommendations/" + encodeURIComponent(id) + "/apply");
+    out.textContent = "#" + a.seq + " " + a.recommendation + ": " + a.outcome + " — " + a.detail +
+      " (judged over the next 15 s: see Findings & alerts)";
+    out.dataset.outcome = a.outcome;
+  } catch (e) {
+    out.textContent = id + " not applied: " + e.message;
+    out.dataset.outcome = "error";
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---- rendering ----------------------------------------------------------
 function render() {
   renderVerdict();
   if (state.view === "overview") {
+    renderRecommendations();
     renderNodes();
     renderLinks();
     drawOverviewCharts();
@@ -355,6 +398,40 @@ function renderVerdict() {
     for (const ev of r.evidence || []) li.append(el("div", { class: "evidence" }, evidence(ev)));
     ul.append(li);
   }
+}
+
+function renderRecommendations() {
+  const ul = document.getElementById("recommendations");
+  ul.replaceChildren();
+  const recs = state.recommendations || [];
+  if (!recs.length) ul.append(el("li", {}, "Nothing to do."));
+  for (const r of recs) {
+    const e = r.predicted_effect || {};
+    const li = el("li", { class: "recommendation", "data-id": r.id },
+      el("strong", {}, r.id), ": ", r.reason,
+      el("div", { class: "evidence" }, "effect: " + e.metric + " from " + num(e.from, 1) + " to " +
+        num(e.to, 1) + " " + (e.unit || "") + " — " + (e.how || "")),
+      el("div", { class: "evidence" }, "risk " + (r.risk || {}).level + ": " + (r.risk || {}).note));
+    if (r.applicable) {
+      const b = el("button", { type: "button", class: "apply" }, "Apply");
+      b.addEventListener("click", () => applyRecommendation(r.id, b));
+      li.append(" ", b);
+    } else {
+      li.append(el("div", { class: "evidence" }, "advice: for an operator to carry out"));
+    }
+    ul.append(li);
+  }
+  if (state.remediate === "leaders")
+    ul.append(el("li", { class: "hint" }, "automatic remediation is on for leader moves"));
+}
+
+function renderActions(actions) {
+  const ul = document.getElementById("actions");
+  ul.replaceChildren();
+  if (!actions.length) ul.append(el("li", {}, "no actions taken"));
+  for (const a of [...actions].reverse())
+    ul.append(el("li", { "data-outcome": a.outcome }, el("time", {}, new Date(a.applied_unix_ms).toLocaleString()),
+      el("strong", {}, "#" + a.seq + " " + a.recommendation), " by " + a.by + ": " + a.outcome + " — " + a.detail));
 }
 
 function renderNodes() {

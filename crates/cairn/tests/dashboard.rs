@@ -414,12 +414,66 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
     println!("the page named the slow disk on node 2 after {t:?}");
     screenshot(client, "slow-disk").await?;
 
-    // Drill-down: node 2's view, partitions, findings.
-    client
-        .find(fantoccini::Locator::Css("#nodes tbody tr[data-node='2']"))
-        .await?
-        .click()
+    // "What to do" recommends for node 2: moving its leaders (with an
+    // Apply button) or, if it leads nothing, moving its replicas (advice).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rec = loop {
+        let r = js(
+            client,
+            "const li = [...document.querySelectorAll('#recommendations li.recommendation')]\
+               .find(li => /-node-2$/.test(li.dataset.id));\
+             return li ? {id: li.dataset.id, text: li.textContent, button: !!li.querySelector('button.apply')} : null;",
+        )
         .await?;
+        if !r.is_null() {
+            break r;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no recommendation for node 2 on the page"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!("the page recommends: {rec}");
+    ensure!(
+        rec["text"].as_str().is_some_and(|t| t.contains("effect:")),
+        "{rec}"
+    );
+    if rec["id"] == "transfer-leaders-off-node-2" {
+        ensure!(rec["button"] == true, "{rec}");
+        js(
+            client,
+            "document.querySelector(\"#recommendations li[data-id='transfer-leaders-off-node-2'] button.apply\").click();",
+        )
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = js(
+                client,
+                "const p = document.getElementById('apply-result'); \
+                 return {outcome: p.dataset.outcome || null, text: p.textContent};",
+            )
+            .await?;
+            if out["outcome"] == "applied" {
+                println!("applied from the page: {}", out["text"]);
+                break;
+            }
+            ensure!(
+                out["outcome"].is_null() && Instant::now() < deadline,
+                "apply from the page: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    // Drill-down: node 2's view, partitions, findings.
+    // Clicked from inside the page: the table is redrawn every second, so
+    // an element found first may be gone by the time it is clicked.
+    js(
+        client,
+        "document.querySelector(\"#nodes tbody tr[data-node='2']\").click();",
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = js(
@@ -468,6 +522,27 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
             break;
         }
         ensure!(Instant::now() < deadline, "findings view: {text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The action applied above is listed under "Actions taken".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = js(
+            client,
+            "return document.getElementById('actions').textContent;",
+        )
+        .await?;
+        let listed = text.as_str().is_some_and(|t| {
+            if rec["id"] == "transfer-leaders-off-node-2" {
+                t.contains("transfer-leaders-off-node-2 by operator")
+            } else {
+                t.contains("no actions taken")
+            }
+        });
+        if listed {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "actions view: {text}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     client.goto(&format!("{node1}/ui/#/overview")).await?;
