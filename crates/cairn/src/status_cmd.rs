@@ -69,7 +69,24 @@ pub fn run(args: StatusArgs) -> ExitCode {
                             // Clear the screen and home the cursor.
                             print!("\x1b[2J\x1b[H");
                         }
+                        // Best effort: the verdict stands without them.
+                        let recs = http
+                            .get(format!(
+                                "{}/v1/monitor/recommendations",
+                                url.trim_end_matches('/')
+                            ))
+                            .send()
+                            .await
+                            .ok()
+                            .filter(|r| r.status().is_success());
+                        let recs = match recs {
+                            Some(r) => r.json::<Value>().await.ok(),
+                            None => None,
+                        };
                         print!("{}", render(&url, &health));
+                        if let Some(recs) = &recs {
+                            print!("{}", render_recommendations(recs));
+                        }
                     }
                     exit_code(&health)
                 }
@@ -220,6 +237,34 @@ pub fn render(url: &str, h: &Value) -> String {
                     .map_or("-".into(), |v| v.to_string()),
             );
         }
+    }
+    out
+}
+
+/// "what to do:" with one line per recommendation (none: nothing).
+pub fn render_recommendations(r: &Value) -> String {
+    let mut out = String::new();
+    let recs = r["recommendations"].as_array().cloned().unwrap_or_default();
+    if recs.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "what to do:");
+    for rec in &recs {
+        let e = &rec["predicted_effect"];
+        let id = rec["id"].as_str().unwrap_or("");
+        let how = if rec["applicable"] == true {
+            format!("cairn recommend apply {id}")
+        } else {
+            "advice".into()
+        };
+        let _ = writeln!(
+            out,
+            "  {id}: {} {:.1} → {:.1} {}  [{how}]",
+            e["metric"].as_str().unwrap_or(""),
+            e["from"].as_f64().unwrap_or(0.0),
+            e["to"].as_f64().unwrap_or(0.0),
+            e["unit"].as_str().unwrap_or(""),
+        );
     }
     out
 }

@@ -145,6 +145,16 @@ async fn a_recommended_leader_move_off_a_slow_disk_is_applied_verified_and_recor
         "a slow fsync leader's commit p99 is predicted to drop: {effect}"
     );
     ensure!(rec["automatic"] == true && rec["applicable"] == true);
+    // `cairn status` says what to do beside why.
+    let status = support::run(&["status", "--server", &url], "")?;
+    ensure!(
+        status.stdout.contains("what to do:")
+            && status
+                .stdout
+                .contains(&format!("cairn recommend apply {id}")),
+        "{}",
+        status.stdout
+    );
 
     // The operator applies it through node 3's API (the controller leader
     // runs it, wherever it is).
