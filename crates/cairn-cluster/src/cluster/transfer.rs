@@ -12,6 +12,10 @@
 //! 2. **Wait for the target to catch up**: its matched log id (openraft's
 //!    replication metrics) equals the leader's last log id. Nothing new is
 //!    proposed meanwhile, so this settles within a round trip or two.
+//!    Before step 1, nothing is held while the target is more than
+//!    [`CLOSE_ENOUGH`] entries behind (a lagging target is refused after
+//!    [`NEAR_WITHIN`]) or the leader is within its lease (waited out), so
+//!    writes pause only for the hand-over itself.
 //! 3. **Step down for the target** ([`leadership::step_down`]): the leader
 //!    votes for the target at term `T + 1` — exactly what it would do on
 //!    hearing the target campaign — and becomes a follower. openraft
@@ -38,10 +42,16 @@
 use super::*;
 use cairn_types::api::{LeaderMove, LeaderMoveOutcome, RebalanceResponse};
 
+/// How long a transfer waits, before holding any write, for the target to
+/// come within [`CLOSE_ENOUGH`] entries of the leader's log.
+const NEAR_WITHIN: Duration = Duration::from_secs(2);
+/// Entries the target may lag before the writes are held: what it catches
+/// up on in a round trip or two.
+const CLOSE_ENOUGH: u64 = 64;
 /// How long a transfer waits for the writes already proposed to commit.
-const DRAIN_WITHIN: Duration = Duration::from_secs(2);
-/// How long it waits for the target to have the whole log.
-const CATCH_UP_WITHIN: Duration = Duration::from_secs(2);
+const DRAIN_WITHIN: Duration = Duration::from_secs(1);
+/// How long it waits, writes held, for the target to have the whole log.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(1);
 /// How long the target may take to win and announce itself.
 pub(super) const ELECTED_WITHIN: Duration = Duration::from_secs(2);
 
@@ -99,6 +109,43 @@ impl Inner {
             });
         }
 
+        // 0. Nothing is held while the target is far behind or the leader
+        // is within its lease (openraft would refuse the step-down): the
+        // lease is waited out, a lagging target refused.
+        if let Some((_, elected_ago)) = leadership::vote_quiet(&g.raft).await {
+            let lease = self.timings.election_timeout.1;
+            if elected_ago < lease {
+                tokio::time::sleep(lease - elected_ago + Duration::from_millis(20)).await;
+            }
+        }
+        let near = g
+            .raft
+            .wait(Some(NEAR_WITHIN))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    m.replication.as_ref().is_some_and(|r| {
+                        r.get(&to).is_some_and(|matched| {
+                            matched.map_or(0, |l| l.index) + CLOSE_ENOUGH >= last
+                        })
+                    })
+                },
+                "the target is close to the leader's log",
+            )
+            .await;
+        if near.is_err() {
+            let still = g.is_leader();
+            return Ok(done(
+                LeaderMoveOutcome::Failed,
+                Some(if still {
+                    format!(
+                        "node {to} is more than {CLOSE_ENOUGH} entries behind the leader's log                          (for {NEAR_WITHIN:?}); let it catch up first"
+                    )
+                } else {
+                    "this node lost the leadership meanwhile".into()
+                }),
+            ));
+        }
         // 1. Hold the writes.
         let Some(held) = g.hold_writes(DRAIN_WITHIN).await else {
             return Ok(done(

@@ -204,9 +204,9 @@ where
 }
 
 /// Whether the node's vote is committed (it follows or is a leader), and
-/// how long ago a heartbeat or a change last touched it. `None` once the
-/// Raft has stopped.
-async fn vote_quiet<C>(raft: &Raft<C>) -> Option<(bool, Duration)>
+/// how long ago a heartbeat or a change last touched it — on a leader, how
+/// long ago it was elected. `None` once the Raft has stopped.
+pub(crate) async fn vote_quiet<C>(raft: &Raft<C>) -> Option<(bool, Duration)>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = NodeInfo>,
 {

@@ -315,8 +315,8 @@ impl MonitorService {
         if let Some(undo) = remedy::judge_round(monitor, &mut log, now) {
             let cluster = self.inner.cluster.clone();
             tokio::spawn(async move {
-                let (_, lines) = remedy::run_moves(&cluster, &undo).await;
-                tracing::warn!(target: "cairn::remedy", undone = %lines.join("; "), "undid an action that made things worse");
+                let undone = remedy::run_moves(&cluster, &undo).await;
+                tracing::warn!(target: "cairn::remedy", undone = %undone.lines.join("; "), "undid an action that made things worse");
             });
         }
         if self.inner.remediate != remedy::RemediateMode::Leaders {

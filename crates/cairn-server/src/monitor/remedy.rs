@@ -210,24 +210,46 @@ fn moves_of(action: &Action) -> &[PlannedMove] {
     }
 }
 
-/// Carries out `moves` one by one; the ones done, and a line per move.
-pub(super) async fn run_moves(
-    cluster: &Cluster,
-    moves: &[PlannedMove],
-) -> (Vec<PlannedMove>, Vec<String>) {
-    let mut done = Vec::new();
-    let mut lines = Vec::new();
+/// What carrying out a plan's moves did.
+#[derive(Debug, Default)]
+pub(super) struct MovesDone {
+    /// The moves made (undone, reversed, if the action made things worse).
+    pub done: Vec<PlannedMove>,
+    /// Moves that failed; a move found already made (leadership left the
+    /// node meanwhile, or the target leads) is no failure.
+    pub failed: usize,
+    /// One line per move.
+    pub lines: Vec<String>,
+}
+
+/// Carries out `moves` one by one.
+pub(super) async fn run_moves(cluster: &Cluster, moves: &[PlannedMove]) -> MovesDone {
+    let mut out = MovesDone::default();
     for m in moves {
         let group = cluster
             .meta()
             .streams
             .get(&m.stream)
             .map(|s| partition_group(s.id, m.partition));
+        // The plan is a round old: leadership may have moved since.
+        let now = group
+            .and_then(|g| cluster.group(g))
+            .and_then(|g| g.leader());
         let line = match group {
-            None => format!("{}/{}: the stream is gone", m.stream, m.partition),
+            None => {
+                out.failed += 1;
+                format!("{}/{}: the stream is gone", m.stream, m.partition)
+            }
+            Some(_) if now.is_some_and(|l| l != m.from) => format!(
+                "{}/{}: already led by node {}, not node {}",
+                m.stream,
+                m.partition,
+                now.unwrap_or_default(),
+                m.from
+            ),
             Some(group) => match cluster.transfer_leader(group, m.to).await {
                 Ok(r) if r.outcome == LeaderMoveOutcome::Moved => {
-                    done.push(m.clone());
+                    out.done.push(m.clone());
                     format!(
                         "{}/{}: node {} → node {} in {} ms",
                         m.stream, m.partition, m.from, m.to, r.took_ms
@@ -236,18 +258,24 @@ pub(super) async fn run_moves(
                 Ok(r) if r.outcome == LeaderMoveOutcome::AlreadyLeader => {
                     format!("{}/{}: node {} already led", m.stream, m.partition, m.to)
                 }
-                Ok(r) => format!(
-                    "{}/{}: not moved: {}",
-                    m.stream,
-                    m.partition,
-                    r.error.unwrap_or_default()
-                ),
-                Err(e) => format!("{}/{}: not moved: {e}", m.stream, m.partition),
+                Ok(r) => {
+                    out.failed += 1;
+                    format!(
+                        "{}/{}: not moved: {}",
+                        m.stream,
+                        m.partition,
+                        r.error.unwrap_or_default()
+                    )
+                }
+                Err(e) => {
+                    out.failed += 1;
+                    format!("{}/{}: not moved: {e}", m.stream, m.partition)
+                }
             },
         };
-        lines.push(line);
+        out.lines.push(line);
     }
-    (done, lines)
+    out
 }
 
 /// Records the outcome of carrying out `rec`: judged from now on if any
@@ -258,16 +286,18 @@ pub(super) fn record(
     by: &str,
     now_ms: u64,
     (baseline, before): (Option<f64>, Option<f64>),
-    (done, lines): (Vec<PlannedMove>, Vec<String>),
+    moves: MovesDone,
 ) -> ActionRecord {
     log.applying = false;
     let seq = log.next_seq + 1;
     log.next_seq = seq;
-    let outcome = if done.is_empty() && !moves_of(&rec.action).is_empty() {
+    let planned = moves_of(&rec.action).len();
+    let outcome = if planned > 0 && moves.failed == planned {
         Outcome::Failed
     } else {
         Outcome::Applied
     };
+    let MovesDone { done, lines, .. } = moves;
     if by == "auto" {
         log.last_auto_ms = Some(now_ms);
     }
