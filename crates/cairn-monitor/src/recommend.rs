@@ -14,8 +14,14 @@
 //! | `leader_imbalance` | move leaders back to their preferred (placement's) nodes | yes (safe class) |
 //! | `slow_disk` on a node that leads nothing | move its replicas away (replace its disk or decommission it) | no, advice |
 //! | `hot_partition` | a stream with more partitions | no: a stream's partition count is fixed |
-//! | `overload`/`cpu_saturation` on every node | add a node | no, advice |
+//! | `overload`/`cpu_saturation` on every node, no slow disk to blame | add a node | no, advice |
 //! | `disk_full_soon`/`disk_full` | free disk (lower retention) | no, advice |
+//!
+//! New leaders are in-sync replicas without a resource finding of their
+//! own (slow disk, CPU, memory, down, stalled); `overload` and
+//! `slow_network` do not rule a node out — a slow leader makes every node
+//! look overloaded — except as the target of a move made for the same
+//! reason.
 //!
 //! The "safe class" — leader moves — is what `--remediate leaders` may do
 //! by itself: a hand-over changes no data and is undone by another.
@@ -132,12 +138,13 @@ const SLOW_LEADER: &[&str] = &[
     codes::OVERLOAD,
     codes::SLOW_NETWORK,
 ];
-/// Findings that rule a node out as a new leader.
+/// Findings that rule a node out as a new leader: its own resource is
+/// short. Not `overload` or `slow_network`: a slow leader makes every node
+/// look overloaded (writes through any node wait for it) and slow to
+/// answer, and moving its leaders away is exactly the cure.
 const UNFIT: &[&str] = &[
     codes::SLOW_DISK,
     codes::CPU_SATURATION,
-    codes::OVERLOAD,
-    codes::SLOW_NETWORK,
     codes::NODE_DOWN,
     codes::NODE_STALLED,
     codes::MEMORY_PRESSURE,
@@ -156,6 +163,13 @@ pub fn recommend(round: &ClusterSample, findings: &[Finding]) -> Vec<Recommendat
         .filter(|f| UNFIT.contains(&f.code.as_str()))
         .filter_map(|f| f.subject.node())
         .collect();
+    // Busy or slow to answer: maybe a symptom, but not a better leader
+    // for a node that is busy or slow the same way.
+    let strained: BTreeSet<u64> = causes
+        .iter()
+        .filter(|f| f.code == codes::OVERLOAD || f.code == codes::SLOW_NETWORK)
+        .filter_map(|f| f.subject.node())
+        .collect();
     let mut out: Vec<Recommendation> = Vec::new();
     let mut push = |r: Recommendation| {
         if !out.iter().any(|o| o.id == r.id) {
@@ -166,7 +180,11 @@ pub fn recommend(round: &ClusterSample, findings: &[Finding]) -> Vec<Recommendat
         let node = f.subject.node();
         match (f.code.as_str(), &f.subject) {
             (code, Subject::Node { node }) if SLOW_LEADER.contains(&code) => {
-                if let Some(r) = transfer_off(round, &parts, f, *node, &unfit) {
+                let mut exclude = unfit.clone();
+                if code == codes::OVERLOAD || code == codes::SLOW_NETWORK {
+                    exclude.extend(strained.iter().copied());
+                }
+                if let Some(r) = transfer_off(round, &parts, f, *node, &exclude) {
                     push(r);
                 } else if code == codes::SLOW_DISK && leads(&parts, *node) == 0 {
                     push(move_replicas(round, &parts, f, *node));
@@ -539,7 +557,10 @@ fn add_node(round: &ClusterSample, causes: &[&Finding]) -> Option<Recommendation
         .filter(|f| f.code == codes::OVERLOAD || f.code == codes::CPU_SATURATION)
         .filter_map(|f| f.subject.node())
         .collect();
-    if present.len() < 2 || !present.iter().all(|n| busy.contains(&n.node)) {
+    // A slow disk anywhere explains a cluster-wide slowdown better than a
+    // lack of nodes: its leaders hold every write up.
+    let slow_disk = causes.iter().any(|f| f.code == codes::SLOW_DISK);
+    if present.len() < 2 || slow_disk || !present.iter().all(|n| busy.contains(&n.node)) {
         return None;
     }
     let n = present.len() as f64;
@@ -817,6 +838,17 @@ mod tests {
         assert!(moves.iter().all(|m| m.to == 3), "{moves:?}");
         // 1.5 ms + 0.3 ms.
         assert!((r.predicted_effect.to - 1.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn given_a_slow_leader_that_makes_every_node_look_overloaded_when_recommending_should_still_move_its_leaders()
+     {
+        let round = round_with_slow_leader();
+        let mut all = vec![finding(codes::SLOW_DISK, Subject::Node { node: 2 })];
+        all.extend((1..=3).map(|n| finding(codes::OVERLOAD, Subject::Node { node: n })));
+        let recs = recommend(&round, &all);
+        assert_eq!(recs[0].id, "transfer-leaders-off-node-2", "{recs:#?}");
+        assert!(recs.iter().all(|r| r.id != "add-node"), "{recs:#?}");
     }
 
     #[test]
