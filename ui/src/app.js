@@ -33,6 +33,7 @@ const state = {
   series: {}, // metric -> Map(key -> [[unix_ms, value], ...]); key = node or "node>peer"
   lastMs: {}, // metric -> latest unix_ms seen
   partitions: null, // from /v1/monitor/partitions, while that view is open
+  scans: null, // "stream/p" -> last anti-entropy scan, with the partitions
   recommendations: [], // from /v1/monitor/recommendations, on the overview
   remediate: null,
   commits: new Map(), // "stream/p" -> {end, at}
@@ -50,8 +51,9 @@ const state = {
   state.token = localStorage.getItem("cairn-token");
 })();
 
-function askToken() {
+function askToken(why) {
   const form = document.getElementById("token-form");
+  if (why) form.querySelector("label").firstChild.textContent = why + " ";
   if (!form.hidden) return;
   form.hidden = false;
   form.onsubmit = (e) => {
@@ -86,6 +88,7 @@ async function apiPost(path) {
   const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
   const r = await fetch(path, { method: "POST", headers, cache: "no-store" });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401 || r.status === 403) throw new Unauthorized(body.message || "HTTP " + r.status);
   if (!r.ok) throw new Error(body.message || path + ": HTTP " + r.status);
   return body;
 }
@@ -261,6 +264,14 @@ async function pullCluster() {
 async function pullPartitions() {
   const r = await api("/v1/monitor/partitions");
   state.partitions = r.partitions || [];
+  // The last anti-entropy scan of each partition (every 10 s is plenty:
+  // scans run minutes apart).
+  if (state.tick % 10 === 1 || !state.scans) {
+    const ae = await api("/v1/anti-entropy/status").catch(() => null);
+    state.scans = new Map();
+    for (const s of (ae && ae.partitions) || []) state.scans.set(s.stream + "/" + s.partition, s);
+    for (const q of (ae && ae.quarantined) || []) state.scans.set(q.stream + "/" + q.partition, { outcome: "quarantined", node: q.node });
+  }
   const now = Date.now();
   for (const g of state.partitions) {
     const key = g.stream + "/" + g.partition;
@@ -355,7 +366,14 @@ async function applyRecommendation(id, button) {
       " (judged over the next 15 s: see Findings & alerts)";
     out.dataset.outcome = a.outcome;
   } catch (e) {
-    out.textContent = id + " not applied: " + e.message;
+    if (e instanceof Unauthorized) {
+      // Reading needs the read role, applying the admin one.
+      askToken("Applying needs a token with the admin role:");
+      out.textContent = id + " not applied: this page's token may not apply actions (" + e.message +
+        "); give an admin token above and press Apply again";
+    } else {
+      out.textContent = id + " not applied: " + e.message;
+    }
     out.dataset.outcome = "error";
   } finally {
     button.disabled = false;
@@ -509,8 +527,18 @@ function renderPartitions() {
       el("td", {}, g.committed_end_offset),
       el("td", {}, (g.followers || []).map((f) =>
         "node " + f.node + ": " + f.entries + " / " + num(f.seconds, 2) + (f.in_sync ? "" : " *")).join(", ") || "—"),
-      el("td", {}, num(rates[i], 0) + (hot ? " (hot)" : ""))));
+      el("td", {}, num(rates[i], 0) + (hot ? " (hot)" : "")),
+      el("td", {}, scanText(state.scans && state.scans.get(g.stream + "/" + g.partition)))));
   });
+}
+
+// "clean 2m ago", "repaired 3 ranges", "quarantined on node 2", "—".
+function scanText(s) {
+  if (!s) return "—";
+  if (s.outcome === "quarantined") return "quarantined on node " + s.node;
+  const ago = s.started_at_unix_ms ? Math.round((Date.now() - s.started_at_unix_ms) / 60000) + "m ago" : "";
+  const repaired = s.repaired_ranges ? ", " + s.repaired_ranges + " ranges repaired" : "";
+  return String(s.outcome) + repaired + " " + ago;
 }
 
 function renderEvents(findings, alerts) {

@@ -504,7 +504,14 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
             "return document.querySelectorAll('#partitions tbody tr').length;",
         )
         .await?;
-        if rows == PARTITIONS {
+        // Leader, replicas, lag, rate and the last anti-entropy scan.
+        let columns = js(
+            client,
+            "const tr = document.querySelector('#partitions tbody tr'); \
+             return tr ? tr.children.length : 0;",
+        )
+        .await?;
+        if rows == PARTITIONS && columns == 9 {
             break;
         }
         ensure!(Instant::now() < deadline, "partitions view: {rows} rows");
