@@ -71,6 +71,43 @@ pub enum Command {
     /// Offline tools of the cluster monitor.
     #[command(subcommand)]
     Monitor(MonitorCommand),
+    /// A performance report over the last --window, made now by the
+    /// controller leader's monitor (or a saved one: --id, --list):
+    /// verdict history, throughput and latency per node and stream,
+    /// resources, findings, alerts, actions, capacity; with --baseline,
+    /// every headline figure's change and the regressions.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// How far back the report looks (up to 24h).
+    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    pub window: Duration,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// A saved report (its id, from --list) instead of a new one.
+    #[arg(long, conflicts_with = "list")]
+    pub id: Option<String>,
+    /// List the saved reports.
+    #[arg(long)]
+    pub list: bool,
+    /// Compare with this file: a saved report's JSON (`--format json`)
+    /// or the JSON a `cairn bench ... --json FILE` run wrote.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +435,11 @@ pub struct NodeArgs {
     /// tests, not for always.
     #[arg(long, env = "CAIRN_MONITOR_RECORD")]
     pub monitor_record: Option<PathBuf>,
+    /// How often the controller leader saves a performance report over
+    /// the interval just past, in DATA_DIR/reports (the newest 288 are
+    /// kept; 0: never). `cairn report` lists and reads them.
+    #[arg(long, env = "CAIRN_REPORT_INTERVAL", value_parser = parse_duration, default_value = "300s")]
+    pub report_interval: Duration,
     /// Tokens and their roles, one `ROLE TOKEN` per line (roles: read,
     /// write, admin; `#` comments). Every request but `GET /health` then
     /// needs `Authorization: Bearer TOKEN`. Give every node the same file.

@@ -20,6 +20,7 @@ mod fault_cmd;
 mod format;
 mod inspect_cmd;
 mod node_cmd;
+mod report_cmd;
 mod status_cmd;
 mod tail_cmd;
 mod top_cmd;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         cli::Command::Fault(cmd) => client_cmds::block_on(fault_cmd::run(cmd)),
         cli::Command::Tail(args) => client_cmds::block_on(tail_cmd::run(args)),
         cli::Command::Top(args) => top_cmd::run(args),
+        cli::Command::Report(args) => client_cmds::block_on(report_cmd::run(args)),
         other => client_cmds::run(other),
     };
     match result {

@@ -151,6 +151,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
                     p
                 }
             }),
+            report_interval: args.report_interval,
+            report_dir: Some(args.data_dir.join("reports")),
         },
         access: cairn_server::auth::Access::new(tokens),
         min_free_bytes: args.min_free_bytes as u64,
