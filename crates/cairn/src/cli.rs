@@ -762,7 +762,21 @@ pub struct QueryArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub scenario: BenchScenario,
+    pub command: BenchCommand,
+}
+
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    #[command(flatten)]
+    Load(BenchScenario),
+    /// The fault scorecard: steady load on a 3-node cluster (started here
+    /// unless --server), then each fault scenario --runs times; per
+    /// scenario the detection rate, time to detect (median, max), whether
+    /// the monitor named the right subject and resource, and false alarms
+    /// in the fault-free periods before each fault.
+    Faults(FaultsArgs),
 }
 
 /// Rates are in entries per second (requests per second = rate / batch
@@ -778,6 +792,43 @@ pub enum BenchScenario {
     /// Raise the rate step by step until the response p99 exceeds a bound
     /// or throughput stops growing, and report the knee.
     Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FaultsArgs {
+    /// Nodes of a running cluster (3 or more; comma-separated URLs)
+    /// instead of starting one. `pause` and `node-kill` need processes
+    /// this command started and are skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Scenarios to run, comma-separated: slow-disk, slow-link, cpu,
+    /// pause, overload, hot-partition, node-kill (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Times each scenario runs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// The steady load, entries per second.
+    #[arg(long, value_parser = parse_rate, default_value = "2000")]
+    pub rate: f64,
+    /// The fault-free period before each fault (false alarms are counted
+    /// in it, and the write p99 baseline is taken from it).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub quiet: Duration,
+    /// How long the monitor has to name a fault.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub detect_timeout: Duration,
+    /// Keep each fault on after it is named and time how long until the
+    /// load's write p99 is back within 2x its fault-free baseline.
+    #[arg(long)]
+    pub remediate: bool,
+    /// Write every run's figures as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the started nodes' data and logs here (default: a temporary
+    /// directory, removed at the end).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -1134,7 +1185,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Bench(BenchArgs {
-            scenario: BenchScenario::Steady(a),
+            command: BenchCommand::Load(BenchScenario::Steady(a)),
         }) = cli.command
         else {
             panic!("not bench steady");

@@ -102,10 +102,9 @@ fn list_table(list: &Value) -> String {
 
 /// The headline of a baseline file, and how to name it.
 pub fn baseline(path: &Path) -> Result<(Headline, String)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not JSON", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let label = path.display().to_string();
     headline_of(&v).map(|h| (h, label)).with_context(|| {
         format!(

@@ -112,14 +112,19 @@ async fn a_report_names_an_injected_fault_and_reports_are_saved_and_served() -> 
     let text = String::from_utf8_lossy(&compared.stdout);
     ensure!(text.contains("## Against the baseline"), "{text}");
     let base: Value = serde_json::from_str(&std::fs::read_to_string(&baseline)?)?;
-    let base_p99 = base["headline"]["write_p99_ms"].as_f64().unwrap_or(f64::MAX);
+    let base_p99 = base["headline"]["write_p99_ms"]
+        .as_f64()
+        .unwrap_or(f64::MAX);
     let row = text
         .lines()
         .find(|l| l.starts_with("| write_p99_ms |"))
         .with_context(|| format!("no write p99 row:\n{text}"))?;
     if base_p99 < 25.0 {
         // 40 ms against under 25 ms: beyond both tolerances.
-        ensure!(row.ends_with("| REGRESSION |"), "{row} (baseline {base_p99} ms)");
+        ensure!(
+            row.ends_with("| REGRESSION |"),
+            "{row} (baseline {base_p99} ms)"
+        );
         ensure!(
             String::from_utf8_lossy(&compared.stderr).contains("write_p99_ms"),
             "{compared:?}"
@@ -127,16 +132,27 @@ async fn a_report_names_an_injected_fault_and_reports_are_saved_and_served() -> 
     }
 
     // Markdown from another node (forwarded to the leader's monitor).
-    let md = cairn(&["report", "--server", &c.url(2).context("node 3")?, "--window", "2m"])?;
+    let md = cairn(&[
+        "report",
+        "--server",
+        &c.url(2).context("node 3")?,
+        "--window",
+        "2m",
+    ])?;
     ensure!(md.starts_with("# Cairn performance report"), "{md}");
     let line = md
         .lines()
         .find(|l| l.contains("| slow_disk |"))
         .with_context(|| format!("no slow_disk finding in the report:\n{md}"))?;
-    ensure!(line.contains("node 2") && line.contains("fsync_delay_ms=40"), "{line}");
+    ensure!(
+        line.contains("node 2") && line.contains("fsync_delay_ms=40"),
+        "{line}"
+    );
     ensure!(md.contains("## Verdict") && md.contains("yellow"), "{md}");
 
-    let json_report = cairn(&["report", "--server", &url0, "--window", "2m", "--format", "json"])?;
+    let json_report = cairn(&[
+        "report", "--server", &url0, "--window", "2m", "--format", "json",
+    ])?;
     let r: Value = serde_json::from_str(&json_report)?;
     ensure!(r["format"] == "cairn-report/1");
     ensure!(r["nodes"].as_array().is_some_and(|n| n.len() == 3), "{r}");
@@ -169,9 +185,15 @@ async fn a_report_names_an_injected_fault_and_reports_are_saved_and_served() -> 
 
     // Bad requests.
     let (status, body) = get(&http, format!("{url0}/v1/reports/12345")).await?;
-    ensure!(status == 404 && body.contains("\"code\""), "{status} {body}");
+    ensure!(
+        status == 404 && body.contains("\"code\""),
+        "{status} {body}"
+    );
     let (status, body) = get(&http, format!("{url0}/v1/reports/current?window_s=0")).await?;
-    ensure!(status == 400 && body.contains("window_s"), "{status} {body}");
+    ensure!(
+        status == 400 && body.contains("window_s"),
+        "{status} {body}"
+    );
     let (status, _) = get(&http, format!("{url0}/v1/reports/current?format=pdf")).await?;
     ensure!(status == 400, "{status}");
 

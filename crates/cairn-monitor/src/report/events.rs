@@ -70,7 +70,13 @@ pub struct EventLog {
 
 impl EventLog {
     /// Takes one round's verdict and findings.
-    pub fn record(&mut self, at: u64, health: &Health, findings: &[Finding], round: &ClusterSample) {
+    pub fn record(
+        &mut self,
+        at: u64,
+        health: &Health,
+        findings: &[Finding],
+        round: &ClusterSample,
+    ) {
         let reasons: Vec<String> = health
             .reasons
             .iter()

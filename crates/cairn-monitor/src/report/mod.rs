@@ -229,11 +229,15 @@ pub struct ReportSeries {
 
 /// The rounds a window reads: the 1 s ring when it reaches back to the
 /// start, else the 10 s ring.
-fn rounds<'a>(m: &'a Monitor, start: u64, end: u64) -> (Vec<&'a ClusterSample>, u64) {
+fn rounds(m: &Monitor, start: u64, end: u64) -> (Vec<&ClusterSample>, u64) {
     let short = m.history().window(SHORT_RING);
     let in_window = |s: &&ClusterSample| s.unix_ms >= start && s.unix_ms <= end;
     let short_from = short.iter().next().map_or(u64::MAX, |f| f.unix_ms);
-    let long_from = m.history().long_ring().next().map_or(u64::MAX, |f| f.unix_ms);
+    let long_from = m
+        .history()
+        .long_ring()
+        .next()
+        .map_or(u64::MAX, |f| f.unix_ms);
     // The long ring only when it reaches further back than the short one.
     if short_from <= start || long_from >= short_from {
         (short.iter().filter(in_window).collect(), 1)
@@ -481,24 +485,22 @@ fn capacity(m: &Monitor, rounds: &[&ClusterSample], nodes: &[NodeReport], id: u6
 /// maxed) down to [`CHART_POINTS`].
 fn series(rounds: &[&ClusterSample], node_ids: &[u64]) -> Vec<ReportSeries> {
     let per = rounds.len().div_ceil(CHART_POINTS).max(1);
-    let line = |metric: &str,
-                node: Option<u64>,
-                max: bool,
-                f: &dyn Fn(&ClusterSample) -> Option<f64>| {
-        let points = rounds
-            .chunks(per)
-            .filter_map(|chunk| {
-                let vals: Vec<f64> = chunk.iter().filter_map(|s| f(s)).collect();
-                let stat = Stat::of(&vals)?;
-                Some((chunk[0].unix_ms, if max { stat.max } else { stat.mean }))
-            })
-            .collect();
-        ReportSeries {
-            metric: metric.to_string(),
-            node,
-            points,
-        }
-    };
+    let line =
+        |metric: &str, node: Option<u64>, max: bool, f: &dyn Fn(&ClusterSample) -> Option<f64>| {
+            let points = rounds
+                .chunks(per)
+                .filter_map(|chunk| {
+                    let vals: Vec<f64> = chunk.iter().filter_map(|s| f(s)).collect();
+                    let stat = Stat::of(&vals)?;
+                    Some((chunk[0].unix_ms, if max { stat.max } else { stat.mean }))
+                })
+                .collect();
+            ReportSeries {
+                metric: metric.to_string(),
+                node,
+                points,
+            }
+        };
     let mut out = vec![line("entries_per_second", None, false, &|s| {
         s.nodes
             .iter()

@@ -59,12 +59,18 @@ fn bytes(v: f64) -> String {
 
 /// `median (max)` of a stat.
 fn med_max(s: Option<Stat>) -> String {
-    s.map_or_else(|| "–".into(), |s| format!("{} ({})", num(s.p50), num(s.max)))
+    s.map_or_else(
+        || "–".into(),
+        |s| format!("{} ({})", num(s.p50), num(s.max)),
+    )
 }
 
 /// `mean (max)` of a stat.
 fn mean_max(s: Option<Stat>) -> String {
-    s.map_or_else(|| "–".into(), |s| format!("{} ({})", num(s.mean), num(s.max)))
+    s.map_or_else(
+        || "–".into(),
+        |s| format!("{} ({})", num(s.mean), num(s.max)),
+    )
 }
 
 fn status(s: Status) -> &'static str {
@@ -136,9 +142,18 @@ fn sections(r: &Report) -> Vec<Section> {
             "entries/s (cluster, mean)".into(),
             opt(h.entries_per_second),
         ],
-        vec!["write p50, ms (worst node, median)".into(), opt(h.write_p50_ms)],
-        vec!["write p99, ms (worst node, median)".into(), opt(h.write_p99_ms)],
-        vec!["read p99, ms (worst node, median)".into(), opt(h.read_p99_ms)],
+        vec![
+            "write p50, ms (worst node, median)".into(),
+            opt(h.write_p50_ms),
+        ],
+        vec![
+            "write p99, ms (worst node, median)".into(),
+            opt(h.write_p99_ms),
+        ],
+        vec![
+            "read p99, ms (worst node, median)".into(),
+            opt(h.read_p99_ms),
+        ],
         vec![
             "replicate p99, ms (worst node, median)".into(),
             opt(h.replicate_p99_ms),
@@ -176,10 +191,8 @@ fn sections(r: &Report) -> Vec<Section> {
                             f.name.clone(),
                             opt(f.baseline),
                             opt(f.current),
-                            f.change.map_or_else(
-                                || "–".into(),
-                                |x| format!("{:+.1} %", x * 100.0),
-                            ),
+                            f.change
+                                .map_or_else(|| "–".into(), |x| format!("{:+.1} %", x * 100.0)),
                             if f.regression { "REGRESSION" } else { "" }.into(),
                         ]
                     })
@@ -424,7 +437,9 @@ td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top
 th{background:#f3f3f3}.green{color:#1a7f37}.yellow{color:#9a6700}.red{color:#cf222e}\
 .REGRESSION{color:#cf222e;font-weight:bold}svg{margin:.5em 1em 1em 0}";
 
-const COLOURS: [&str; 6] = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#57606a"];
+const COLOURS: [&str; 6] = [
+    "#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#57606a",
+];
 
 /// One chart: the lines of `metric`, one per node (or the cluster's).
 fn chart(title: &str, lines: &[&ReportSeries]) -> String {
@@ -480,7 +495,9 @@ fn chart(title: &str, lines: &[&ReportSeries]) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
             path.join(" ")
         );
-        let label = l.node.map_or("cluster".to_string(), |n| format!("node {n}"));
+        let label = l
+            .node
+            .map_or("cluster".to_string(), |n| format!("node {n}"));
         let _ = write!(
             svg,
             "<text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"{colour}\">{label}</text>",

@@ -98,13 +98,23 @@ fn given_a_slow_disk_when_reported_should_name_it_with_its_history_and_match_the
     let decline = c3.free_bytes_decline_per_second.unwrap();
     assert!((decline - 1e6).abs() < 1.0, "{decline}");
     assert!(c3.hours_to_full.is_some());
-    assert!(r.capacity[0].hours_to_full.is_none(), "node 1 is not filling");
+    assert!(
+        r.capacity[0].hours_to_full.is_none(),
+        "node 1 is not filling"
+    );
     assert_eq!(r.actions.len(), 1);
-    assert!(r.alerts.iter().any(|t| t.alert.labels["alertname"] == "CairnSlowDisk"));
+    assert!(
+        r.alerts
+            .iter()
+            .any(|t| t.alert.labels["alertname"] == "CairnSlowDisk")
+    );
 
     let json = render::json(&r);
     let back: Report = serde_json::from_str(&json).unwrap();
-    assert!(render::json(&back) == json, "a saved report reads back the same");
+    assert!(
+        render::json(&back) == json,
+        "a saved report reads back the same"
+    );
     golden("report.json", &json);
     golden("report.md", &render::markdown(&r));
 }
@@ -118,7 +128,10 @@ fn given_a_report_when_rendered_as_html_should_be_one_offline_page_with_charts()
     assert!(page.contains("<polyline"));
     assert!(page.contains("slow_disk"));
     assert!(!page.contains("<script"), "no script");
-    assert!(!page.contains("src=") && !page.contains("href="), "nothing fetched");
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "nothing fetched"
+    );
 }
 
 #[test]
@@ -151,7 +164,13 @@ fn given_an_overload_episode_when_recorded_should_keep_the_most_it_completed_as_
         subject: Subject::Node { node: 1 },
         resource: Resource::Load,
         summary: "node 1 is overloaded".into(),
-        evidence: vec![Evidence::new("rejections_per_second", 5.0, None, 0.0, "per_second")],
+        evidence: vec![Evidence::new(
+            "rejections_per_second",
+            5.0,
+            None,
+            0.0,
+            "per_second",
+        )],
         since,
         injected: None,
         explained_by: None,
@@ -173,5 +192,9 @@ fn given_an_overload_episode_when_recorded_should_keep_the_most_it_completed_as_
     // A later episode replaces the knee.
     log.record(9_000, &h, &[f(9_000)], &round(4_000.0));
     assert_eq!(log.knees()[&1].entries_per_second, 4_000.0);
-    assert_eq!(log.episodes(5_000, 10_000).len(), 1, "the ended one is before");
+    assert_eq!(
+        log.episodes(5_000, 10_000).len(),
+        1,
+        "the ended one is before"
+    );
 }

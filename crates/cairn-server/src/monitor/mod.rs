@@ -127,9 +127,13 @@ pub enum Query {
     /// The saved reports, newest first.
     Reports,
     /// A saved report: `{"report": REPORT}`, or `{"report": null}`.
-    Report { id: String },
+    Report {
+        id: String,
+    },
     /// A report made now over the last `window_ms`.
-    ReportNow { window_ms: u64 },
+    ReportNow {
+        window_ms: u64,
+    },
 }
 
 /// The node's monitor. Cheap to clone.
