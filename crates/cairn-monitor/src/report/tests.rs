@@ -198,3 +198,59 @@ fn given_an_overload_episode_when_recorded_should_keep_the_most_it_completed_as_
         "the ended one is before"
     );
 }
+
+/// Not a timing assertion: prints what a report over a full day costs
+/// (docs/PERFORMANCE.md). Run with
+/// `cargo test --release -p cairn-monitor report_over_a_day -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn report_over_a_day_cost() {
+    use crate::detect::testkit::{NODES, healthy};
+    let mut m = Monitor::new(MonitorConfig::default());
+    let rounds = 86_400 + 900;
+    for r in 0..rounds {
+        // Straight into the rings: the detectors' cost is not the report's.
+        m.history.push(ClusterSample {
+            unix_ms: T0 + r as u64 * 1000,
+            nodes: NODES.iter().map(|n| healthy(r, *n)).collect(),
+        });
+    }
+    // A few observed rounds, so the event log has a verdict.
+    for r in rounds..rounds + 5 {
+        m.observe(ClusterSample {
+            unix_ms: T0 + r as u64 * 1000,
+            nodes: NODES.iter().map(|n| healthy(r, *n)).collect(),
+        });
+    }
+    let last = m.history.latest().cloned().unwrap();
+    let t = std::time::Instant::now();
+    let r = build(
+        &m,
+        ReportInput {
+            id: "day".into(),
+            end_unix_ms: last.unix_ms,
+            window_ms: 86_400_000,
+            actions: Vec::new(),
+        },
+    );
+    let built = t.elapsed();
+    let t = std::time::Instant::now();
+    let json = render::json(&r);
+    let j = t.elapsed();
+    let t = std::time::Instant::now();
+    let md = render::markdown(&r);
+    let md_t = t.elapsed();
+    let t = std::time::Instant::now();
+    let html = render::html(&r);
+    let h = t.elapsed();
+    println!(
+        "24 h report over {} rounds at {} s (3 nodes): build {built:?}, json {j:?} ({} KB), md {md_t:?} ({} KB), html {h:?} ({} KB)",
+        r.window.rounds,
+        r.window.resolution_s,
+        json.len() / 1000,
+        md.len() / 1000,
+        html.len() / 1000
+    );
+    assert_eq!(r.window.resolution_s, 10);
+    assert!(r.window.rounds >= 8_600, "{}", r.window.rounds);
+}
