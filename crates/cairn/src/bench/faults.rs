@@ -683,9 +683,16 @@ async fn one_run(
     while at.elapsed() < args.detect_timeout && exact.is_none() {
         if let Ok(fs) = c.findings(s.observer).await {
             let took = at.elapsed();
+            // The expected code on the expected subject; or on another
+            // one, if new (a finding of that code already active before
+            // the fault, e.g. a slow disk elsewhere, is not the answer).
             exact = fs
                 .iter()
-                .find(|f| f["code"] == s.code)
+                .find(|f| f["code"] == s.code && f["subject"] == s.subject())
+                .or_else(|| {
+                    fs.iter()
+                        .find(|f| f["code"] == s.code && !present.contains(&key(f)))
+                })
                 .map(|f| (took, f.clone()));
             if fallback.is_none() {
                 fallback = fs
@@ -734,6 +741,7 @@ async fn one_run(
         if let Ok(fs) = c.findings(s.observer).await {
             let about: Vec<String> = fs
                 .iter()
+                .filter(|f| !present.contains(&key(f)))
                 .filter(|f| f["code"] == s.code || finding.is_some_and(|n| key(n) == key(f)))
                 .map(key)
                 .collect();
