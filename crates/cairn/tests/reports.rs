@@ -196,6 +196,16 @@ async fn a_report_names_an_injected_fault_and_reports_are_saved_and_served() -> 
     ensure!(status == 200 && md.contains("## Nodes"), "{status} {md}");
     let listed = cairn(&["report", "--server", &url0, "--list"])?;
     ensure!(listed.contains(&id), "{listed}");
+    let saved: Value = serde_json::from_str(&cairn(&[
+        "report", "--server", &url0, "--id", &id, "--format", "json",
+    ])?)?;
+    ensure!(saved["id"] == id.as_str(), "{}", saved["id"]);
+    let window = saved["window"]["end_unix_ms"].as_u64().unwrap_or(0)
+        - saved["window"]["start_unix_ms"].as_u64().unwrap_or(0);
+    ensure!(
+        window == 5_000,
+        "a saved report covers one --report-interval: {window} ms"
+    );
 
     // Bad requests.
     let (status, body) = get(&http, format!("{url0}/v1/reports/12345")).await?;
