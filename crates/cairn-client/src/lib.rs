@@ -189,6 +189,24 @@ impl Client {
         send_json(self.request(Method::GET, &["health"])).await
     }
 
+    /// The saved performance reports (`GET /v1/reports`).
+    pub async fn reports(&self) -> Result<serde_json::Value> {
+        send_json(self.request(Method::GET, &["v1", "reports"])).await
+    }
+
+    /// A saved report as JSON.
+    pub async fn report(&self, id: &str) -> Result<serde_json::Value> {
+        send_json(self.request(Method::GET, &["v1", "reports", id])).await
+    }
+
+    /// A report made now over the last `window_s` seconds.
+    pub async fn report_now(&self, window_s: u64) -> Result<serde_json::Value> {
+        let mut url = self.url(&["v1", "reports", "current"]);
+        url.query_pairs_mut()
+            .append_pair("window_s", &window_s.to_string());
+        send_json(self.http.get(url)).await
+    }
+
     pub async fn create_stream(&self, name: &str, config: StreamConfig) -> Result<StreamInfo> {
         let body = CreateStream {
             name: name.to_string(),

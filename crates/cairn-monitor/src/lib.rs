@@ -30,6 +30,10 @@
 //! [`partitions::partitions`] lists every partition as the latest round
 //! shows it (leader, replicas, followers' lag), for the dashboard.
 //!
+//! 5. The [`report::EventLog`] notes verdict changes, finding episodes
+//!    and knees: what a [performance report](report) needs beyond the
+//!    rings.
+//!
 //! [`replay`] runs the same over a recorded NDJSON file of
 //! [`ClusterSample`]s (`cairn monitor replay FILE`).
 
@@ -41,6 +45,7 @@ pub mod health;
 pub mod history;
 pub mod partitions;
 pub mod recommend;
+pub mod report;
 pub mod sample;
 
 use std::collections::HashMap;
@@ -97,6 +102,7 @@ pub struct Monitor {
     /// When each active finding (code, subject) started: findings older
     /// than the window keep their first `since`.
     since: HashMap<(String, Subject), u64>,
+    events: report::EventLog,
 }
 
 impl Monitor {
@@ -107,6 +113,7 @@ impl Monitor {
             history: History::new(),
             last: Assessment::default(),
             since: HashMap::new(),
+            events: report::EventLog::default(),
         }
     }
 
@@ -128,6 +135,9 @@ impl Monitor {
         health::sort_findings(&mut findings);
         let health = health::assess(&window, &findings);
         let transitions = self.alerts.update(at, &findings, &self.history);
+        if let Some(round) = self.history.latest() {
+            self.events.record(at, &health, &findings, round);
+        }
         self.last = Assessment {
             at,
             health,
@@ -147,6 +157,11 @@ impl Monitor {
 
     pub fn alerts(&self) -> &AlertEngine {
         &self.alerts
+    }
+
+    /// Verdict changes, finding episodes and knees (for reports).
+    pub fn events(&self) -> &report::EventLog {
+        &self.events
     }
 
     /// The assessment of the last round (empty before the first).

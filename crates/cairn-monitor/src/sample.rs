@@ -88,6 +88,10 @@ pub struct NodeSample {
 
     pub entries_per_second: f64,
     pub bytes_per_second: f64,
+    /// Entries per second by stream (what this node accepted): the
+    /// per-stream throughput of performance reports.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub stream_entries_per_second: BTreeMap<String, f64>,
     /// Write stage percentiles, ms (`None`: no write in the interval).
     pub write: WriteLatency,
     pub read_p99_ms: Option<f64>,
@@ -332,6 +336,11 @@ impl NodeSample {
                 commit_p50_ms,
                 commit_p99_ms,
             },
+            stream_entries_per_second: snap
+                .streams
+                .iter()
+                .map(|(name, t)| (name.clone(), t.entries_per_second))
+                .collect(),
             read_p99_ms: snap.read_stages.get("total").and_then(|s| ms(s.p99_us)),
             writes_in_flight: snap.writes_in_flight,
             errors_per_second: snap

@@ -80,6 +80,12 @@ pub enum Command {
     /// pause for a hand-over (tens of milliseconds); none fail.
     #[command(subcommand)]
     Leader(LeaderCommand),
+    /// A performance report over the last --window, made now by the
+    /// controller leader's monitor (or a saved one: --id, --list):
+    /// verdict history, throughput and latency per node and stream,
+    /// resources, findings, alerts, actions, capacity; with --baseline,
+    /// every headline figure's change and the regressions.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +157,37 @@ pub struct LeaderRebalanceArgs {
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// How far back the report looks (up to 24h).
+    #[arg(long, value_parser = parse_duration, default_value = "15m")]
+    pub window: Duration,
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// A saved report (its id, from --list) instead of a new one.
+    #[arg(long, conflicts_with = "list")]
+    pub id: Option<String>,
+    /// List the saved reports.
+    #[arg(long)]
+    pub list: bool,
+    /// Compare with this file: a saved report's JSON (`--format json`)
+    /// or the JSON a `cairn bench ... --json FILE` run wrote.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -485,6 +522,11 @@ pub struct NodeArgs {
     /// undone if it made things worse).
     #[arg(long, env = "CAIRN_REMEDIATE", default_value = "off")]
     pub remediate: cairn_server::monitor::remedy::RemediateMode,
+    /// How often the controller leader saves a performance report over
+    /// the interval just past, in DATA_DIR/reports (the newest 288 are
+    /// kept; 0: never). `cairn report` lists and reads them.
+    #[arg(long, env = "CAIRN_REPORT_INTERVAL", value_parser = parse_duration, default_value = "300s")]
+    pub report_interval: Duration,
     /// Tokens and their roles, one `ROLE TOKEN` per line (roles: read,
     /// write, admin; `#` comments). Every request but `GET /health` then
     /// needs `Authorization: Bearer TOKEN`. Give every node the same file.
@@ -807,7 +849,21 @@ pub struct QueryArgs {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub scenario: BenchScenario,
+    pub command: BenchCommand,
+}
+
+// Parsed once per process: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    #[command(flatten)]
+    Load(BenchScenario),
+    /// The fault scorecard: steady load on a 3-node cluster (started here
+    /// unless --server), then each fault scenario --runs times; per
+    /// scenario the detection rate, time to detect (median, max), whether
+    /// the monitor named the right subject and resource, and false alarms
+    /// in the fault-free periods before each fault.
+    Faults(FaultsArgs),
 }
 
 /// Rates are in entries per second (requests per second = rate / batch
@@ -823,6 +879,44 @@ pub enum BenchScenario {
     /// Raise the rate step by step until the response p99 exceeds a bound
     /// or throughput stops growing, and report the knee.
     Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FaultsArgs {
+    /// Nodes of a running cluster (3 or more; comma-separated URLs)
+    /// instead of starting one. `pause` and `node-kill` need processes
+    /// this command started and are skipped.
+    #[arg(long, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Scenarios to run, comma-separated: slow-disk, slow-link, cpu,
+    /// pause, overload, hot-partition, node-kill (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Times each scenario runs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+    /// The steady load, entries per second.
+    #[arg(long, value_parser = parse_rate, default_value = "2000")]
+    pub rate: f64,
+    /// The fault-free period before each fault (false alarms are counted
+    /// in it, and the write p99 baseline is taken from it).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub quiet: Duration,
+    /// How long the monitor has to name a fault.
+    #[arg(long, value_parser = parse_duration, default_value = "15s")]
+    pub detect_timeout: Duration,
+    /// Start the nodes with `--remediate leaders`, keep each fault on after
+    /// it is named and time how long until the load's write p99 is back
+    /// within 2x its fault-free baseline.
+    #[arg(long)]
+    pub remediate: bool,
+    /// Write every run's figures as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the started nodes' data and logs here (default: a temporary
+    /// directory, removed at the end).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -1179,7 +1273,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Bench(BenchArgs {
-            scenario: BenchScenario::Steady(a),
+            command: BenchCommand::Load(BenchScenario::Steady(a)),
         }) = cli.command
         else {
             panic!("not bench steady");

@@ -22,6 +22,7 @@ mod inspect_cmd;
 mod leader_cmd;
 mod node_cmd;
 mod recommend_cmd;
+mod report_cmd;
 mod status_cmd;
 mod tail_cmd;
 mod top_cmd;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         cli::Command::Top(args) => top_cmd::run(args),
         cli::Command::Leader(cmd) => client_cmds::block_on(leader_cmd::run(cmd)),
         cli::Command::Recommend(args) => client_cmds::block_on(recommend_cmd::run(args)),
+        cli::Command::Report(args) => client_cmds::block_on(report_cmd::run(args)),
         other => client_cmds::run(other),
     };
     match result {

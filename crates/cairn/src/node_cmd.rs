@@ -152,6 +152,8 @@ pub fn run(args: NodeArgs) -> Result<()> {
                 }
             }),
             remediate: args.remediate,
+            report_interval: args.report_interval,
+            report_dir: Some(args.data_dir.join("reports")),
         },
         access: cairn_server::auth::Access::new(tokens),
         min_free_bytes: args.min_free_bytes as u64,
@@ -247,7 +249,7 @@ async fn serve(
         out,
         "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
          max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
-         monitor_interval_ms={} alertmanager={:?} alert_webhook={:?}",
+         monitor_interval_ms={} report_interval_s={} alertmanager={:?} alert_webhook={:?}",
         config.cluster.node_id,
         config.node_name,
         config.data_dir.display(),
@@ -260,6 +262,7 @@ async fn serve(
         config.telemetry.disk_probe_timeout.as_millis(),
         config.cluster.raft,
         config.monitor.interval.as_millis(),
+        config.monitor.report_interval.as_secs(),
         config.monitor.receivers.alertmanager,
         config.monitor.receivers.webhook,
     )?;

@@ -247,7 +247,11 @@ const SHORT_FIT: usize = 60;
 /// Free bytes falling at this many bytes/s: the least-squares slope over
 /// the last `span` rounds up to `i` of `free` (seconds, free bytes per
 /// round), and the seconds the fit covers; `None` without 10 points.
-fn decline_rate(free: &[Option<(f64, f64)>], span: usize, i: usize) -> Option<(f64, f64)> {
+pub(crate) fn decline_rate(
+    free: &[Option<(f64, f64)>],
+    span: usize,
+    i: usize,
+) -> Option<(f64, f64)> {
     let lo = (i + 1).saturating_sub(span);
     let pts = || free[lo..=i].iter().flatten();
     let k = pts().count();

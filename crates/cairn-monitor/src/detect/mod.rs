@@ -29,6 +29,7 @@ mod resources;
 #[cfg(test)]
 pub(crate) mod testkit;
 
+pub(crate) use disk::decline_rate;
 pub use disk::{disk_full, slow_disk};
 pub use load::{latency_slo, overload};
 pub use network::slow_link;

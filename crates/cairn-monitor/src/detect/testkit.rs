@@ -40,6 +40,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
         io_write_bytes_per_second: 2e6,
         entries_per_second: 900.0,
         bytes_per_second: 90_000.0,
+        stream_entries_per_second: [("app".to_string(), 900.0)].into_iter().collect(),
         write: WriteLatency {
             total_p50_ms: Some(2.0),
             total_p99_ms: Some(6.0),

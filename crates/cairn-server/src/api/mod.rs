@@ -20,6 +20,9 @@
 //! | `GET /v1/monitor/alerts?local` | `{active, history}` |
 //! | `GET /v1/monitor/partitions?local` | `{partitions: [{stream, partition, leader, term, replicas, committed_end_offset, followers: [{node, entries, seconds, in_sync}]}]}` from the latest round |
 //! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}`; `metric=a,b,…` → `{metrics: {a: [points], b: …}}` |
+//! | `GET /v1/reports?local` | saved performance reports, newest first: `{reports: [{id, start_unix_ms, end_unix_ms, status, worst, findings}]}` |
+//! | `GET /v1/reports/{id}?format=json\|md\|html` | one saved report (404 `not_found` if none) |
+//! | `GET /v1/reports/current?window_s&format` | a report made now over the last `window_s` (default 900, at most 86,400) |
 //! | `GET /v1/cluster` | nodes, controller leader, this node's groups |
 //! | `POST /v1/cluster/join` | `{id, raft_addr, http_addr}` → 204 |
 //! | `POST /v1/cluster/nodes/{id}/decommission` | 202; replicas move away, then the node leaves |
@@ -47,6 +50,7 @@ pub mod extract;
 pub mod faults;
 pub mod handlers;
 pub mod monitor;
+pub mod reports;
 pub mod telemetry;
 
 use axum::Router;
@@ -90,6 +94,9 @@ pub fn router(node: Node) -> Router {
             post(monitor::apply),
         )
         .route("/v1/monitor/actions", get(monitor::actions))
+        .route("/v1/reports", get(reports::list))
+        .route("/v1/reports/current", get(reports::current))
+        .route("/v1/reports/{id}", get(reports::get))
         .route("/v1/cluster", get(cluster::view))
         .route("/v1/cluster/join", post(cluster::join))
         .route(

@@ -21,7 +21,11 @@ pub struct Local {
     pub local: bool,
 }
 
-async fn answer(node: &Node, q: Query, local: bool) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn answer(
+    node: &Node,
+    q: Query,
+    local: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Some(monitor) = node.monitor() else {
         return Err(ApiError::new(
             ErrorCode::Unavailable,

@@ -26,6 +26,15 @@
 //! controller leader delivers alerts, so a receiver hears each transition
 //! once.
 //!
+//! # Reports
+//!
+//! Every `report_interval` the controller leader builds a performance
+//! report over the interval just past from its monitor
+//! ([`cairn_monitor::report`]) and saves it in the data directory
+//! ([`reports`]); [`Query::Report`] reads one back and
+//! [`Query::ReportNow`] builds one on demand over any window the rings
+//! hold. Remediation's actions enter through [`MonitorService::actions`].
+//!
 //! # Cost
 //!
 //! One round is N small requests (a few KB of JSON each) and one `observe`
@@ -38,6 +47,7 @@ pub mod collect;
 pub mod deliver;
 mod metrics;
 pub mod remedy;
+pub mod reports;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -78,6 +88,11 @@ pub struct MonitorOptions {
     pub record: Option<std::path::PathBuf>,
     /// What the controller leader's monitor applies by itself.
     pub remediate: remedy::RemediateMode,
+    /// How often the controller leader saves a performance report over
+    /// the interval just past (zero: never).
+    pub report_interval: Duration,
+    /// Where saved reports go (`DATA_DIR/reports`); `None`: not saved.
+    pub report_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for MonitorOptions {
@@ -88,9 +103,16 @@ impl Default for MonitorOptions {
             receivers: Receivers::default(),
             record: None,
             remediate: remedy::RemediateMode::Off,
+            report_interval: DEFAULT_REPORT_INTERVAL,
+            report_dir: None,
         }
     }
 }
+
+/// A report every 5 minutes over the 5 minutes past.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(300);
+/// The longest window a report can cover: the 10 s ring's day.
+pub const MAX_REPORT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// What the API may ask a monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +132,16 @@ pub enum Query {
     Recommendations,
     /// The actions applied and their judgements.
     Actions,
+    /// The saved reports, newest first.
+    Reports,
+    /// A saved report: `{"report": REPORT}`, or `{"report": null}`.
+    Report {
+        id: String,
+    },
+    /// A report made now over the last `window_ms`.
+    ReportNow {
+        window_ms: u64,
+    },
 }
 
 /// The node's monitor. Cheap to clone.
@@ -131,6 +163,10 @@ struct Inner {
     rounds: AtomicU64,
     actions: Mutex<remedy::ActionLog>,
     remediate: remedy::RemediateMode,
+    reports: Option<reports::ReportStore>,
+    report_interval: Duration,
+    /// When the last periodic report ended (ms since the Unix epoch).
+    last_report: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -186,6 +222,9 @@ impl MonitorService {
                 rounds: AtomicU64::new(0),
                 actions: Mutex::new(remedy::ActionLog::default()),
                 remediate: options.remediate,
+                reports: options.report_dir.clone().map(reports::ReportStore::new),
+                report_interval: options.report_interval,
+                last_report: AtomicU64::new(unix_ms()),
             }),
         };
         let t = telemetry.clone();
@@ -252,7 +291,57 @@ impl MonitorService {
                 thread_cpu_ns().saturating_sub(cpu_before),
                 Ordering::Relaxed,
             );
+            self.save_report_when_due().await;
         }
+    }
+
+    /// On the controller leader, once `report_interval` has passed since
+    /// the last report: builds one over the interval and saves it.
+    async fn save_report_when_due(&self) {
+        let inner = &self.inner;
+        let interval_ms = inner.report_interval.as_millis() as u64;
+        let now = unix_ms();
+        let last = inner.last_report.load(Ordering::Relaxed);
+        let Some(store) = inner.reports.clone() else {
+            return;
+        };
+        if interval_ms == 0 || now < last + interval_ms {
+            return;
+        }
+        inner.last_report.store(now, Ordering::Relaxed);
+        if inner.cluster.controller_leader() != Some(inner.node) {
+            return;
+        }
+        let report = self.report(now, interval_ms);
+        let saved = tokio::task::spawn_blocking(move || store.save(&report)).await;
+        match saved {
+            Ok(Ok(())) => tracing::debug!(id = now, "performance report saved"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not save the performance report"),
+            Err(e) => tracing::warn!(error = %e, "the report writer panicked"),
+        }
+    }
+
+    /// Remediation's actions (this node's log: the controller leader's is
+    /// the one that applies them), for reports.
+    pub fn actions(&self) -> Vec<cairn_monitor::report::ReportAction> {
+        self.inner
+            .actions
+            .lock()
+            .records()
+            .iter()
+            .map(remedy::report_action)
+            .collect()
+    }
+
+    /// A report over the `window_ms` up to `end` from this node's monitor.
+    pub fn report(&self, end: u64, window_ms: u64) -> cairn_monitor::report::Report {
+        let input = cairn_monitor::report::ReportInput {
+            id: end.to_string(),
+            end_unix_ms: end,
+            window_ms,
+            actions: self.actions(),
+        };
+        cairn_monitor::report::build(&self.inner.monitor.lock(), input)
     }
 
     fn observe(&self, sample: ClusterSample, last_resend: &mut tokio::time::Instant) {
@@ -407,6 +496,31 @@ impl MonitorService {
         }
     }
 
+    /// Saved reports and reports made now.
+    fn answer_report(&self, q: &Query) -> Result<serde_json::Value, String> {
+        match q {
+            Query::Reports => {
+                let list = match &self.inner.reports {
+                    Some(store) => store.list().map_err(|e| e.to_string())?,
+                    None => Vec::new(),
+                };
+                Ok(serde_json::json!({ "reports": list }))
+            }
+            Query::Report { id } => {
+                let report = match &self.inner.reports {
+                    Some(store) => store.get(id).map_err(|e| e.to_string())?,
+                    None => None,
+                };
+                Ok(serde_json::json!({ "report": report }))
+            }
+            Query::ReportNow { window_ms } => {
+                let window = (*window_ms).min(MAX_REPORT_WINDOW.as_millis() as u64);
+                serde_json::to_value(self.report(unix_ms(), window)).map_err(|e| e.to_string())
+            }
+            _ => Err(format!("not a report query: {q:?}")),
+        }
+    }
+
     /// The answer to `q` from this node's own monitor.
     pub fn answer_locally(&self, q: &Query) -> Result<serde_json::Value, String> {
         let monitor = self.inner.monitor.lock();
@@ -460,6 +574,11 @@ impl MonitorService {
                         .map_err(|e| e.to_string())?;
                     serde_json::to_value(serde_json::json!({ "metric": metric, "points": points }))
                 }
+            }
+            Query::Reports | Query::Report { .. } | Query::ReportNow { .. } => {
+                // Reports read files and lock the monitor themselves.
+                drop(monitor);
+                return self.answer_report(q);
             }
         };
         value.map_err(|e| e.to_string())

@@ -391,3 +391,32 @@ pub(super) fn judge_round(
 fn round1(v: Option<f64>) -> String {
     v.map_or_else(|| "?".into(), |v| format!("{:.1}", v))
 }
+
+/// An action as a performance report lists it.
+pub fn report_action(r: &ActionRecord) -> cairn_monitor::report::ReportAction {
+    let subject = match &r.action {
+        Action::TransferLeaders { from, .. } => format!("node {from}"),
+        Action::RebalanceLeaders { moves } => format!("{} partition(s)", moves.len()),
+        Action::MoveReplicas { node } | Action::FreeDisk { node } => format!("node {node}"),
+        Action::RaisePartitions { stream, .. } => format!("stream {stream}"),
+        Action::AddNode => "cluster".into(),
+    };
+    let outcome = serde_json::to_value(r.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let p99 = |v: Option<f64>| v.map_or_else(|| "?".into(), |v| format!("{v:.1} ms"));
+    cairn_monitor::report::ReportAction {
+        at_unix_ms: r.applied_unix_ms,
+        action: format!("{} (by {})", r.recommendation, r.by),
+        subject,
+        outcome,
+        detail: format!(
+            "write p99 baseline {}, before {}, after {}; {}",
+            p99(r.baseline_p99_ms),
+            p99(r.before_p99_ms),
+            p99(r.after_p99_ms),
+            r.detail
+        ),
+    }
+}

@@ -20,6 +20,9 @@
 //! `ramp` (equal steps up to a rate) and `sweep` (raise the rate until the
 //! p99 bound breaks or throughput stops growing; report the knee).
 //!
+//! `cairn bench faults` (`faults`) is the monitor's scorecard: faults
+//! injected under a steady load, and how well the monitor named them.
+//!
 //! The bench streams are created for the run (`PREFIX-RUNID-N`) and deleted
 //! after it unless `--keep-streams`. Targets are a list of node URLs so the
 //! same command will drive a cluster; streams are managed and verified
@@ -30,6 +33,7 @@
 //! machine it took from the node under test.
 
 mod driver;
+mod faults;
 mod payload;
 mod recorder;
 mod report;
@@ -43,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, StreamConfig};
 
-use crate::cli::{BenchArgs, BenchOptions, BenchScenario, ProduceApi};
+use crate::cli::{BenchArgs, BenchCommand, BenchOptions, BenchScenario, ProduceApi};
 use driver::{Driver, DriverConfig, Interrupt, Live, ReadLoad, RunResult};
 use payload::Payload;
 use recorder::Percentiles;
@@ -53,13 +57,17 @@ use verify::{Verifier, VerifyReport};
 
 pub fn run(args: BenchArgs) -> Result<()> {
     crate::node_cmd::init_logging("warn");
-    let threads = options(&args.scenario).threads as usize;
+    let scenario = match args.command {
+        BenchCommand::Load(s) => s,
+        BenchCommand::Faults(f) => return faults::run(f),
+    };
+    let threads = options(&scenario).threads as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    runtime.block_on(bench(args.scenario))
+    runtime.block_on(bench(scenario))
 }
 
 fn options(s: &BenchScenario) -> &BenchOptions {

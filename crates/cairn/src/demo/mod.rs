@@ -21,8 +21,8 @@
 //! CI job running `cairn demo --duration 30s` notices.
 
 mod entries;
-mod load;
-mod nodes;
+pub(crate) mod load;
+pub(crate) mod nodes;
 mod status;
 
 use std::fmt::Write as _;

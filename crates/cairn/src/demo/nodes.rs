@@ -70,6 +70,11 @@ impl DemoNode {
     /// Starts node `id` of the cluster described by `peers` and waits for
     /// its HTTP and binary-protocol announcements.
     pub async fn start(id: u64, peers: &str, dir: &Path) -> Result<DemoNode> {
+        DemoNode::start_with(id, peers, dir, &[]).await
+    }
+
+    /// [`DemoNode::start`] with more `cairn node` flags.
+    pub async fn start_with(id: u64, peers: &str, dir: &Path, extra: &[&str]) -> Result<DemoNode> {
         let exe = std::env::current_exe().context("find the cairn binary")?;
         let raft = peers
             .split(',')
@@ -89,6 +94,7 @@ impl DemoNode {
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--exit-with-parent")
+            .args(extra)
             // The demo's own environment must not reconfigure its nodes.
             .env_remove("CAIRN_DATA_DIR")
             .env_remove("CAIRN_HTTP")
@@ -197,7 +203,8 @@ impl DemoNode {
         }
     }
 
-    async fn kill(&mut self) {
+    /// SIGKILL, and reaps it.
+    pub async fn kill(&mut self) {
         let _ = self.child.start_kill();
         if let Ok(status) = self.child.wait().await {
             self.exited = Some(status);
