@@ -180,6 +180,19 @@ async fn a_recommended_leader_move_off_a_slow_disk_is_applied_verified_and_recor
     ensure!(judged["by"] == "operator");
     let out = support::run_ok(&["recommend", "actions", "--server", &url], "")?;
     ensure!(out.stdout.contains("Verified"), "{}", out.stdout);
+    // The performance report lists the action with its judgement.
+    let report = support::run_ok(
+        &[
+            "report", "--window", "2m", "--format", "md", "--server", &url,
+        ],
+        "",
+    )?;
+    ensure!(
+        report.stdout.contains(&format!("{id} (by operator)"))
+            && report.stdout.contains("verified"),
+        "{}",
+        report.stdout
+    );
     // A second apply of the same finding finds nothing left to move.
     let e = c
         .client(1)?
