@@ -3,10 +3,10 @@
 // every chart's points since the last one; /v1/cluster every 5 s; the
 // partitions, findings, alerts and actions only while their view is open;
 // the recommendations every 2 s on the overview, each applicable one with
-// an Apply button that POSTs it) and
-// redraws. The
-// server keeps no per-page state, so an open page costs a node only these
-// small JSON answers.
+// an Apply button that POSTs it; the saved reports' list every 30 s on the
+// reports view, a report's HTML when asked for) and redraws. The server
+// keeps no per-page state, so an open page costs a node only these small
+// answers.
 //
 // Failover: the page knows every member's HTTP address from /v1/cluster.
 // When the node that served it stops answering, it checks the others and
@@ -91,6 +91,15 @@ async function apiPost(path) {
   if (r.status === 401 || r.status === 403) throw new Unauthorized(body.message || "HTTP " + r.status);
   if (!r.ok) throw new Error(body.message || path + ": HTTP " + r.status);
   return body;
+}
+
+// A rendered page (a report's HTML) as text.
+async function apiText(path) {
+  const headers = state.token ? { Authorization: "Bearer " + state.token } : {};
+  const r = await fetch(path, { headers, cache: "no-store" });
+  if (r.status === 401 || r.status === 403) throw new Unauthorized(await r.text());
+  if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+  return await r.text();
 }
 
 // ---- formatting ---------------------------------------------------------
@@ -294,6 +303,7 @@ async function tick() {
     if (state.view === "overview" && state.tick % 2 === 1) await pullRecommendations();
     if (state.view === "events" && state.tick % 3 === 1) await pullEvents();
     if (state.view === "partitions" && state.tick % 2 === 1) await pullPartitions();
+    if (state.view === "reports" && state.tick % 30 === 1) await pullReports();
     state.failures = 0;
     document.getElementById("conn").textContent =
       "via " + location.host + " (node " + (state.cluster ? state.cluster.node_id : "?") + ") · " + clock(Date.now());
@@ -564,10 +574,40 @@ function renderEvents(findings, alerts) {
   }
 }
 
+// ---- reports ----------------------------------------------------------
+// The saved reports' list; one report shown as the server renders it
+// (self-contained HTML, no scripts) in a sandboxed frame.
+async function pullReports() {
+  const r = await api("/v1/reports");
+  const tbody = document.querySelector("#reports tbody");
+  tbody.replaceChildren();
+  const list = r.reports || [];
+  if (!list.length) tbody.append(el("tr", {}, el("td", { colspan: 5 }, "none saved yet")));
+  for (const x of list)
+    tbody.append(el("tr", { class: "report-row", "data-id": x.id, onclick: () => showReport("/v1/reports/" + x.id, "Report " + x.id) },
+      el("td", {}, x.id), el("td", {}, clock(x.start_unix_ms) + " – " + clock(x.end_unix_ms)),
+      el("td", { class: "state-" + x.status }, x.status), el("td", {}, x.worst), el("td", {}, x.findings)));
+}
+
+async function showReport(path, title) {
+  const frame = document.getElementById("report-frame");
+  document.getElementById("report-title").textContent = title + " (loading…)";
+  try {
+    frame.srcdoc = await apiText(path + (path.includes("?") ? "&" : "?") + "format=html");
+    document.getElementById("report-title").textContent = title;
+    frame.dataset.loaded = path;
+  } catch (e) {
+    document.getElementById("report-title").textContent = title + ": " + e.message;
+  }
+}
+
+document.getElementById("report-now").addEventListener("click", () =>
+  showReport("/v1/reports/current?window_s=900", "The last 15 minutes"));
+
 // ---- views ------------------------------------------------------------
 function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("&")[0].split("/");
-  const view = ["overview", "node", "partitions", "events"].includes(parts[0]) ? parts[0] : "overview";
+  const view = ["overview", "node", "partitions", "events", "reports"].includes(parts[0]) ? parts[0] : "overview";
   state.view = view;
   state.node = view === "node" ? Number(parts[1]) : null;
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== "view-" + view;
@@ -579,6 +619,7 @@ function route() {
     render();
     if (view === "events") pullEvents().catch(() => {});
     if (view === "partitions") pullPartitions().then(render).catch(() => {});
+    if (view === "reports") pullReports().catch(() => {});
   }
 }
 

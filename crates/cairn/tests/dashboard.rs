@@ -552,6 +552,25 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         ensure!(Instant::now() < deadline, "actions view: {text}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Reports: one made now over the last 15 minutes, shown in the page.
+    client.goto(&format!("{node1}/ui/#/reports")).await?;
+    js(client, "document.getElementById('report-now').click();").await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = js(
+            client,
+            "const f = document.getElementById('report-frame'); \
+             return {loaded: f.dataset.loaded || null, html: (f.srcdoc || '').slice(0, 20000), \
+                     title: document.getElementById('report-title').textContent};",
+        )
+        .await?;
+        let html = r["html"].as_str().unwrap_or("");
+        if r["loaded"].is_string() && html.contains("Cairn report") && html.contains("slow_disk") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "reports view: {}", r["title"]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     client.goto(&format!("{node1}/ui/#/overview")).await?;
     let _ = cairn_client::tls::http_client()
         .delete(format!("{node2}/v1/faults/disk"))
