@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_cluster::raft::{
-    Appended, BatchPayload, LogStore, LogStoreOptions, PartitionRaftConfig, PartitionStateMachine,
+    Appended, PartitionPayload, LogStore, LogStoreOptions, PartitionRaftConfig, PartitionStateMachine,
 };
 use cairn_storage::{DataDir, DataDirOptions, LogConfig};
 use cairn_types::{BatchBuilder, Entry as LogEntry, Level};
@@ -74,7 +74,7 @@ fn data_entry(term: u64, index: u64, n: usize) -> Entry<C> {
     }
     Entry {
         log_id: lid(term, index),
-        payload: EntryPayload::Normal(BatchPayload(b.finish().as_bytes().clone())),
+        payload: EntryPayload::Normal(PartitionPayload::Batch(b.finish().as_bytes().clone())),
     }
 }
 

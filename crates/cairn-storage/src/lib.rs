@@ -64,7 +64,8 @@
 //! it on disk (roll, create, delete, drop purged) and the requests sent to
 //! the writer; above it `log` (the [`PartitionLog`] handle), `digest`
 //! (leaf digests and repair) and `writer` (the [`DataDir`] and its thread),
-//! none of which imports another except through `log`'s handle.
+//! none of which imports another except through `log`'s handle; `install`
+//! (a snapshot's staged segments moved into a log) runs on the writer too.
 
 mod config;
 mod digest;
@@ -72,6 +73,7 @@ mod error;
 pub mod fault;
 pub mod fsutil;
 mod inspect;
+mod install;
 mod leaf;
 mod log;
 mod segment;
