@@ -377,6 +377,15 @@ pub struct NodeArgs {
     /// 0: unlimited).
     #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "16M")]
     pub ae_rate: f64,
+    /// Bytes per second this node may fetch to catch a replica up by
+    /// snapshot (`64M`, `500k`; 0: unlimited).
+    #[arg(long, env = "CAIRN_SNAPSHOT_RATE", value_parser = parse_rate, default_value = "64M")]
+    pub snapshot_rate: f64,
+    /// How long a group directory that no partition on this node owns
+    /// (a stream deleted, a replica moved away while the node was down)
+    /// is kept before it is removed.
+    #[arg(long, env = "CAIRN_ORPHAN_GRACE", value_parser = parse_duration, default_value = "10m")]
+    pub orphan_grace: Duration,
     /// How often the cluster monitor collects every node's telemetry and
     /// re-evaluates the health verdict, findings and alerts (0: off).
     #[arg(long, env = "CAIRN_MONITOR_INTERVAL", value_parser = parse_duration, default_value = "1s")]

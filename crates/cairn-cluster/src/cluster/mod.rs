@@ -67,12 +67,14 @@
 //! Errors name groups as `stream app partition 4` or `the controller`
 //! ([`error::GroupName`]), never by their numeric id.
 mod anti_entropy;
+mod catchup;
 mod coalesce;
 pub mod error;
 pub mod group;
 mod lifecycle;
 mod mover;
 pub mod replication;
+mod retention;
 mod route;
 mod rpc;
 
@@ -96,7 +98,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use coalesce::Coalescer;
+pub use catchup::{CatchUpFigures, CatchingUp};
 pub use error::ClusterError;
+pub use retention::RetentionFigures;
 pub use group::PartitionGroup;
 use route::remaining;
 use rpc::{Dispatcher, decode, encode};
@@ -155,6 +159,12 @@ pub struct ClusterConfig {
     pub secret: Option<crate::transport::ClusterSecret>,
     /// TLS on every transport connection.
     pub tls: Option<crate::tls::NodeTls>,
+    /// Most bytes per second a follower fetches to catch up by snapshot
+    /// (all its replicas together); 0 is unlimited.
+    pub snapshot_rate_bytes_per_sec: u64,
+    /// How long a group directory no partition on this node owns is kept
+    /// before it is removed (see `retention`).
+    pub orphan_grace: Duration,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -185,6 +195,8 @@ impl ClusterConfig {
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
             secret: None,
             tls: None,
+            snapshot_rate_bytes_per_sec: 64_000_000,
+            orphan_grace: Duration::from_secs(600),
         }
     }
 }
@@ -225,6 +237,8 @@ struct Inner {
     group_restarts: Arc<std::sync::atomic::AtomicU64>,
     /// Per group restarted: when, and the pause before it may be again.
     restart_backoff: parking_lot::Mutex<HashMap<u64, (Instant, Duration)>>,
+    retention: retention::RetentionCounters,
+    catchups: catchup::CatchUps,
 }
 
 impl std::fmt::Debug for Inner {
@@ -352,6 +366,8 @@ impl Cluster {
             shutdown: CancellationToken::new(),
             group_restarts: Arc::default(),
             restart_backoff: Default::default(),
+            retention: Default::default(),
+            catchups: catchup::CatchUps::new(config.snapshot_rate_bytes_per_sec),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
         leadership::spawn(
@@ -558,5 +574,15 @@ impl Cluster {
 
     pub fn group(&self, group: u64) -> Option<Arc<PartitionGroup>> {
         self.inner.groups.read().get(&group).cloned()
+    }
+
+    /// Where this node's replica of `group` stands in catching up by
+    /// snapshot, while it does.
+    pub fn catching_up(&self, group: u64) -> Option<CatchingUp> {
+        self.inner.catchups.catching_up(group)
+    }
+
+    pub fn catch_up_figures(&self) -> CatchUpFigures {
+        self.inner.catchups.figures()
     }
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
-use cairn_types::api::{ClusterView, GroupView, JoinRequest, NodeView};
+use cairn_types::api::{CatchUpView, ClusterView, GroupView, JoinRequest, NodeView};
 
 use super::ApiError;
 use super::extract::{ApiPath, ApiQuery, read_body};
@@ -69,6 +69,12 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 term: m.current_term,
                 applied_index: m.last_applied.map(|l| l.index),
                 committed_end_offset: g.state.applied_end_offset(),
+                log_start_index: g.state.log_start_index(),
+                start_offset: g.log.bounds().0,
+                catching_up: cluster.catching_up(g.group).map(|c| CatchUpView {
+                    next_index: c.next_index,
+                    last_index: c.last_index,
+                }),
             }
         })
         .collect();
