@@ -680,101 +680,101 @@ pub(crate) fn load_segments(
     config: &LogConfig,
     purged: Option<EntryId>,
 ) -> Result<(BTreeMap<u64, Arc<Segment>>, ActiveState)> {
-        let mut bases = Vec::new();
-        for item in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
-            let item = item.ctx(|| format!("list {}", dir.display()))?;
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            if let Some(base) = parse_segment_name(&name) {
-                bases.push(base);
-            } else if is_v1_segment_name(&name) {
-                return Err(StorageError::UnsupportedFormat {
-                    path: item.path(),
-                    reason: "segments named by entry offset hold version 1 batches; \
+    let mut bases = Vec::new();
+    for item in fs::read_dir(dir).ctx(|| format!("list {}", dir.display()))? {
+        let item = item.ctx(|| format!("list {}", dir.display()))?;
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = parse_segment_name(&name) {
+            bases.push(base);
+        } else if is_v1_segment_name(&name) {
+            return Err(StorageError::UnsupportedFormat {
+                path: item.path(),
+                reason: "segments named by entry offset hold version 1 batches; \
                              this build needs version 2 (move the data away to start afresh)"
-                        .into(),
-                });
-            } else if name.ends_with(".tmp") {
-                // A metadata write that did not reach its rename.
-                let _ = fs::remove_file(item.path());
-            }
+                    .into(),
+            });
+        } else if name.ends_with(".tmp") {
+            // A metadata write that did not reach its rename.
+            let _ = fs::remove_file(item.path());
         }
-        bases.sort_unstable();
+    }
+    bases.sort_unstable();
 
-        let mut segments = BTreeMap::new();
-        if bases.is_empty() {
-            let base_index = purged.map_or(0, |p| p.index + 1);
-            let seg = create_segment(dir, base_index, 0)?;
-            fsync_dir(dir)?;
-            segments.insert(base_index, seg);
-        } else {
-            let (last_index, last_offset) = *bases.last().expect("non-empty");
-            let mut expected = None;
-            for &(base_index, base_offset) in &bases[..bases.len() - 1] {
-                let seg = open_sealed(dir, base_index, base_offset, config)?;
-                if let Some(expected) = expected
-                    && expected != (base_index, base_offset)
-                {
-                    tracing::warn!(dir = %dir.display(), ?expected, found = ?(base_index, base_offset), "gap between segments");
-                }
-                let meta = seg.meta.read().clone();
-                expected = Some((meta.next_index, meta.next_offset));
-                segments.insert(base_index, Arc::new(seg));
+    let mut segments = BTreeMap::new();
+    if bases.is_empty() {
+        let base_index = purged.map_or(0, |p| p.index + 1);
+        let seg = create_segment(dir, base_index, 0)?;
+        fsync_dir(dir)?;
+        segments.insert(base_index, seg);
+    } else {
+        let (last_index, last_offset) = *bases.last().expect("non-empty");
+        let mut expected = None;
+        for &(base_index, base_offset) in &bases[..bases.len() - 1] {
+            let seg = open_sealed(dir, base_index, base_offset, config)?;
+            if let Some(expected) = expected
+                && expected != (base_index, base_offset)
+            {
+                tracing::warn!(dir = %dir.display(), ?expected, found = ?(base_index, base_offset), "gap between segments");
             }
-            let path = segment_path(dir, last_index, last_offset);
-            let file = open_segment_file(&path, false)?;
-            segments.insert(
+            let meta = seg.meta.read().clone();
+            expected = Some((meta.next_index, meta.next_offset));
+            segments.insert(base_index, Arc::new(seg));
+        }
+        let path = segment_path(dir, last_index, last_offset);
+        let file = open_segment_file(&path, false)?;
+        segments.insert(
+            last_index,
+            Arc::new(Segment::new(
                 last_index,
-                Arc::new(Segment::new(
-                    last_index,
-                    last_offset,
-                    path,
-                    file,
-                    SegmentMeta::empty(last_index, last_offset),
-                )),
-            );
-        }
+                last_offset,
+                path,
+                file,
+                SegmentMeta::empty(last_index, last_offset),
+            )),
+        );
+    }
 
-        let active_seg = segments
-            .values()
-            .next_back()
-            .expect("at least one segment")
-            .clone();
-        let outcome = scan_segment(
-            &active_seg.file,
-            active_seg.base_index,
-            active_seg.base_offset,
-            config.index_interval_bytes,
-        )?;
-        let file_len = active_seg
+    let active_seg = segments
+        .values()
+        .next_back()
+        .expect("at least one segment")
+        .clone();
+    let outcome = scan_segment(
+        &active_seg.file,
+        active_seg.base_index,
+        active_seg.base_offset,
+        config.index_interval_bytes,
+    )?;
+    let file_len = active_seg
+        .file
+        .metadata()
+        .ctx(|| "stat segment".into())?
+        .len();
+    if let Some((position, reason)) = &outcome.stopped
+        && !outcome.clean_tail
+    {
+        tracing::warn!(
+            segment = %active_seg.path.display(),
+            position,
+            dropped_bytes = file_len - position,
+            %reason,
+            "truncating torn or corrupt tail of the active segment"
+        );
+    }
+    if file_len != outcome.meta.len {
+        active_seg
             .file
-            .metadata()
-            .ctx(|| "stat segment".into())?
-            .len();
-        if let Some((position, reason)) = &outcome.stopped
-            && !outcome.clean_tail
-        {
-            tracing::warn!(
-                segment = %active_seg.path.display(),
-                position,
-                dropped_bytes = file_len - position,
-                %reason,
-                "truncating torn or corrupt tail of the active segment"
-            );
-        }
-        if file_len != outcome.meta.len {
-            active_seg
-                .file
-                .set_len(outcome.meta.len)
-                .and_then(|()| active_seg.file.sync_all())
-                .ctx(|| format!("truncate {}", active_seg.path.display()))?;
-        }
-        // The active segment's index lives in memory until it is sealed.
-        remove_index_files(&active_seg.path)?;
-        *active_seg.meta.write() = outcome.meta.clone();
-        let active = ActiveState::new(active_seg, &outcome.meta, outcome.bytes_since_index);
+            .set_len(outcome.meta.len)
+            .and_then(|()| active_seg.file.sync_all())
+            .ctx(|| format!("truncate {}", active_seg.path.display()))?;
+    }
+    // The active segment's index lives in memory until it is sealed.
+    remove_index_files(&active_seg.path)?;
+    *active_seg.meta.write() = outcome.meta.clone();
+    let active = ActiveState::new(active_seg, &outcome.meta, outcome.bytes_since_index);
 
-        Ok((segments, active))
+    Ok((segments, active))
 }
 
 /// `(next index, next offset)` a segment must start at to continue the one

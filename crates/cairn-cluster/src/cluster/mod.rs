@@ -97,11 +97,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use coalesce::Coalescer;
 pub use catchup::{CatchUpFigures, CatchingUp};
+use coalesce::Coalescer;
 pub use error::ClusterError;
-pub use retention::RetentionFigures;
 pub use group::PartitionGroup;
+pub use retention::RetentionFigures;
 use route::remaining;
 use rpc::{Dispatcher, decode, encode};
 pub use rpc::{ServiceError, ServiceHandler, kinds};

@@ -116,8 +116,7 @@ impl Inner {
                 r.cuts_proposed.fetch_add(1, Ordering::Relaxed);
                 r.cut_segments
                     .fetch_add(plan.segments_deleted as u64, Ordering::Relaxed);
-                r.cut_bytes
-                    .fetch_add(plan.bytes_deleted, Ordering::Relaxed);
+                r.cut_bytes.fetch_add(plan.bytes_deleted, Ordering::Relaxed);
                 tracing::info!(
                     group = %g.name(),
                     cut = %cut,

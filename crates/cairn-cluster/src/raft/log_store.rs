@@ -622,14 +622,18 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         // openraft purges only applied entries; make the applied state on
         // disk cover them first, or a restart would look for them.
-        self.meta.update(|m| m.raft_purged = m.raft_purged.max(Some(log_id)));
+        self.meta
+            .update(|m| m.raft_purged = m.raft_purged.max(Some(log_id)));
         self.meta.flush().await.map_err(write_err)?;
         self.reader.cache.lock().purge(log_id.index);
         let data_upto = if self.data_follows_cut {
-            self.meta
-                .get()
-                .cut
-                .map(|cut| if cut.index < log_id.index { cut } else { log_id })
+            self.meta.get().cut.map(|cut| {
+                if cut.index < log_id.index {
+                    cut
+                } else {
+                    log_id
+                }
+            })
         } else {
             Some(log_id)
         };
