@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// Most bytes per second this node fetches to catch replicas up by
     /// snapshot (0: unlimited).
     pub snapshot_rate_bytes_per_sec: u64,
+    /// The controller snapshots its state and purges its log every this
+    /// many entries.
+    pub controller_snapshot_every: u64,
     /// This node's name in telemetry.
     pub node_name: String,
     /// Sampling, probing and stage-timing settings (data dirs are filled in).
@@ -120,6 +123,7 @@ impl NodeConfig {
             retention_check: DEFAULT_RETENTION_CHECK,
             orphan_grace: Duration::from_secs(600),
             snapshot_rate_bytes_per_sec: 64_000_000,
+            controller_snapshot_every: 1000,
             node_name: "node-1".into(),
             telemetry: TelemetryOptions::default(),
             cluster: ClusterOptions::default(),
@@ -143,6 +147,9 @@ impl NodeConfig {
             .validate(self.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD)?;
         if self.retention_check.is_zero() {
             return Err("retention_check must be positive".into());
+        }
+        if self.controller_snapshot_every == 0 {
+            return Err("controller_snapshot_every must be positive".into());
         }
         let c = &self.cluster;
         if c.node_id == 0 {
@@ -239,6 +246,7 @@ impl Node {
         cluster_config.anti_entropy = config.anti_entropy.clone();
         cluster_config.orphan_grace = config.orphan_grace;
         cluster_config.snapshot_rate_bytes_per_sec = config.snapshot_rate_bytes_per_sec;
+        cluster_config.controller_snapshot_every = config.controller_snapshot_every;
         cluster_config.secret = c.secret.clone();
         cluster_config.tls = config.tls.clone();
         let observed = telemetry.clone();

@@ -386,6 +386,10 @@ pub struct NodeArgs {
     /// is kept before it is removed.
     #[arg(long, env = "CAIRN_ORPHAN_GRACE", value_parser = parse_duration, default_value = "10m")]
     pub orphan_grace: Duration,
+    /// The controller snapshots the cluster metadata and purges its log
+    /// every this many entries.
+    #[arg(long, env = "CAIRN_CONTROLLER_SNAPSHOT_EVERY", default_value_t = 1000)]
+    pub controller_snapshot_every: u64,
     /// How often the cluster monitor collects every node's telemetry and
     /// re-evaluates the health verdict, findings and alerts (0: off).
     #[arg(long, env = "CAIRN_MONITOR_INTERVAL", value_parser = parse_duration, default_value = "1s")]

@@ -100,6 +100,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         retention_check: Duration::from_millis(args.retention_check_ms),
         orphan_grace: args.orphan_grace,
         snapshot_rate_bytes_per_sec: args.snapshot_rate as u64,
+        controller_snapshot_every: args.controller_snapshot_every,
         node_name: args.name,
         telemetry: cairn_telemetry::TelemetryOptions {
             disk_probe_timeout: Duration::from_millis(args.disk_probe_timeout_ms),

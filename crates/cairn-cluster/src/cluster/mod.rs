@@ -165,7 +165,17 @@ pub struct ClusterConfig {
     /// How long a group directory no partition on this node owns is kept
     /// before it is removed (see `retention`).
     pub orphan_grace: Duration,
+    /// The controller snapshots its state and purges its log every this
+    /// many entries (keeping the last [`CONTROLLER_LOG_KEPT`]).
+    pub controller_snapshot_every: u64,
 }
+
+/// Controller entries kept after a snapshot, so a briefly lagging
+/// controller follower catches up from the log, not a snapshot.
+pub const CONTROLLER_LOG_KEPT: u64 = 100;
+
+/// Segment size of the controller's log.
+const CONTROLLER_SEGMENT_BYTES: u64 = 1 << 20;
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +207,7 @@ impl ClusterConfig {
             tls: None,
             snapshot_rate_bytes_per_sec: 64_000_000,
             orphan_grace: Duration::from_secs(600),
+            controller_snapshot_every: 1000,
         }
     }
 }
@@ -317,6 +328,19 @@ impl Cluster {
                 .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
         );
         let timings = Arc::new(config.raft.clone());
+        // Unlike a partition's, the controller's state is small and its
+        // snapshot carries all of it: compact its log like any Raft log.
+        let controller_raft_config = Arc::new(
+            openraft::Config {
+                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                    config.controller_snapshot_every,
+                ),
+                max_in_snapshot_log_to_keep: CONTROLLER_LOG_KEPT,
+                ..(*raft_config).clone()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Unavailable(format!("controller raft config: {e}")))?,
+        );
 
         let controller_dir = data_dir.path().join("controller");
         std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
@@ -325,7 +349,11 @@ impl Cluster {
         let controller_log = LogStore::<ControllerRaftConfig>::open(
             &data_dir,
             "controller/log",
-            cairn_storage::LogConfig::default(),
+            cairn_storage::LogConfig {
+                // Small segments, so compaction frees space soon.
+                segment_bytes: CONTROLLER_SEGMENT_BYTES,
+                ..cairn_storage::LogConfig::default()
+            },
             LogStoreOptions::default(),
         )
         .map_err(storage_err)?;
@@ -337,7 +365,7 @@ impl Cluster {
         let controller_plog = controller_log.log().clone();
         let controller = Raft::new(
             config.node_id,
-            raft_config.clone(),
+            controller_raft_config,
             controller_network,
             controller_log,
             controller_sm.clone(),
