@@ -76,16 +76,6 @@ pub struct CatchingUp {
     pub last_index: u64,
 }
 
-/// Snapshot transfer figures of one node (totals since it started).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct CatchUpFigures {
-    pub started: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub bytes_fetched: u64,
-    pub in_progress: u64,
-}
-
 impl CatchUps {
     pub fn new(rate_bytes_per_sec: u64) -> Self {
         CatchUps {
@@ -120,19 +110,12 @@ impl CatchUps {
         }
     }
 
-    pub fn figures(&self) -> CatchUpFigures {
-        CatchUpFigures {
-            started: self.started.load(Ordering::Relaxed),
-            completed: self.completed.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            bytes_fetched: self.bytes_fetched.load(Ordering::Relaxed),
-            in_progress: self
-                .tasks
-                .lock()
-                .values()
-                .filter(|t| matches!(*t.progress.lock(), Progress::Fetching(_)))
-                .count() as u64,
-        }
+    pub fn in_progress(&self) -> u64 {
+        self.tasks
+            .lock()
+            .values()
+            .filter(|t| matches!(*t.progress.lock(), Progress::Fetching(_)))
+            .count() as u64
     }
 }
 

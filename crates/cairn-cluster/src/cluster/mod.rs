@@ -97,7 +97,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use catchup::{CatchUpFigures, CatchingUp};
+pub use catchup::CatchingUp;
 use coalesce::Coalescer;
 pub use error::ClusterError;
 pub use group::PartitionGroup;
@@ -608,9 +608,5 @@ impl Cluster {
     /// snapshot, while it does.
     pub fn catching_up(&self, group: u64) -> Option<CatchingUp> {
         self.inner.catchups.catching_up(group)
-    }
-
-    pub fn catch_up_figures(&self) -> CatchUpFigures {
-        self.inner.catchups.figures()
     }
 }

@@ -30,6 +30,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use cairn_telemetry::retention::RetentionFigures;
+
 use super::*;
 use crate::raft::types::PartitionPayload;
 
@@ -49,18 +51,6 @@ pub(super) struct RetentionCounters {
     pub orphans_pending: parking_lot::Mutex<HashMap<PathBuf, Instant>>,
 }
 
-/// A snapshot of the retention figures, for telemetry and status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RetentionFigures {
-    pub cuts_proposed: u64,
-    pub cut_segments: u64,
-    pub cut_bytes: u64,
-    pub purges: u64,
-    pub failures: u64,
-    pub orphans_removed: u64,
-    pub orphans_pending: u64,
-}
-
 impl Cluster {
     /// Runs retention once on every partition replica of this node (see
     /// the module docs).
@@ -76,21 +66,33 @@ impl Cluster {
         }
     }
 
+    /// Retention, catch-up and orphan figures (also in the replication
+    /// report).
     pub fn retention_figures(&self) -> RetentionFigures {
-        let r = &self.inner.retention;
+        self.inner.retention_figures()
+    }
+}
+
+impl Inner {
+    pub(super) fn retention_figures(&self) -> RetentionFigures {
+        let r = &self.retention;
+        let c = &self.catchups;
         RetentionFigures {
             cuts_proposed: r.cuts_proposed.load(Ordering::Relaxed),
             cut_segments: r.cut_segments.load(Ordering::Relaxed),
             cut_bytes: r.cut_bytes.load(Ordering::Relaxed),
             purges: r.purges.load(Ordering::Relaxed),
             failures: r.failures.load(Ordering::Relaxed),
+            catchups_started: c.started.load(Ordering::Relaxed),
+            catchups_completed: c.completed.load(Ordering::Relaxed),
+            catchups_failed: c.failed.load(Ordering::Relaxed),
+            catchups_in_progress: c.in_progress(),
+            catchup_bytes: c.bytes_fetched.load(Ordering::Relaxed),
             orphans_removed: r.orphans_removed.load(Ordering::Relaxed),
             orphans_pending: r.orphans_pending.lock().len() as u64,
         }
     }
-}
 
-impl Inner {
     async fn retain_group(&self, g: &PartitionGroup, now_us: i64) -> Result<(), ClusterError> {
         // Every replica plans: that also rolls an active segment past its
         // age, which the next plan can then cut.
