@@ -282,6 +282,18 @@ async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> 
     let views = wait_converged(&c).await?;
     let from = same_entries_everywhere(&c, &views, &acked).await?;
     scan_clean(&c).await?;
+    // It came back through a snapshot, not the log.
+    let http = c.client_options().http_client()?;
+    let text = support::metrics(&http, &c.url(follower).context("follower down")?).await?;
+    ensure!(
+        support::sum_samples(&text, "cairn_snapshot_catchups_completed_total") >= 1.0,
+        "the follower completed no catch-up by snapshot"
+    );
+    ensure!(
+        support::sum_samples(&text, "cairn_partition_log_start_index{") as u64
+            == views[0].log_start_index,
+        "the follower's log start metric disagrees with its view"
+    );
     println!(
         "log start index {} (offset {from}) on every replica; {} batches written",
         views[0].log_start_index, ok
