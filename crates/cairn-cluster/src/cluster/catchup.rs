@@ -248,6 +248,9 @@ impl Inner {
         };
         let mut staged = staged;
         let mut at = staged.as_ref().map_or(first, |l| l.index_bounds().1);
+        if at > first {
+            tracing::info!(group = %g.name(), resume_at = at, first, last = %last, "resuming a catch-up from the staged data");
+        }
         let result = async {
             while at <= last.index {
                 *progress.lock() = Progress::Fetching(at);
