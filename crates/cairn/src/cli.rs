@@ -918,6 +918,13 @@ pub struct BenchOptions {
     pub streams: u32,
     #[arg(long, default_value_t = Durability::Fsync)]
     pub durability: Durability,
+    /// Segment size of the bench streams.
+    #[arg(long, default_value_t = cairn_client::DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
+    /// Retention of the bench streams by size (default: none). Read-back
+    /// verification expects every entry, so pair it with `--no-verify`.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
     /// Bench streams are named PREFIX-RUNID-N, created for the run.
     #[arg(long, default_value = "bench")]
     pub stream_prefix: String,

@@ -466,6 +466,9 @@ async fn the_controller_compacts_its_log_and_a_lagging_node_catches_up_from_its_
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    ensure!(purged("node-3"), "node 3's controller log was not compacted");
+    ensure!(
+        purged("node-3"),
+        "node 3's controller log was not compacted"
+    );
     Ok(())
 }
