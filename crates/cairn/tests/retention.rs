@@ -472,3 +472,52 @@ async fn the_controller_compacts_its_log_and_a_lagging_node_catches_up_from_its_
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--retention-check-ms", "200"]).await?;
+    create(&c, 3 * SEGMENT_BYTES).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    wait_for_cuts(&c, leader, 0, 1).await?;
+
+    // Node 4 joins; a follower is decommissioned, so its replica moves to
+    // node 4, which can only be given the retained log by a snapshot.
+    let new = c.join_node(0)?;
+    c.wait_ready(4).await?;
+    load.urls.lock().push(c.url(new));
+    let r = c
+        .client_options()
+        .http_client()?
+        .post(format!(
+            "{}/v1/cluster/nodes/{}/decommission",
+            c.url(leader).context("leader down")?,
+            follower + 1
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "decommission: {}", r.text().await?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = c.view(leader).await?;
+        if !v.nodes.iter().any(|n| n.id == follower as u64 + 1) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the follower never left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.urls.lock()[follower] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, _, acked) = load.stop().await?;
+    c.kill(follower);
+    let views = wait_converged(&c).await?;
+    ensure!(views.len() == 3, "replicas: {views:?}");
+    same_entries_everywhere(&c, &views, &acked).await?;
+    let http = c.client_options().http_client()?;
+    let text = support::metrics(&http, &c.url(new).context("node 4 down")?).await?;
+    ensure!(
+        support::sum_samples(&text, "cairn_snapshot_catchups_completed_total") >= 1.0,
+        "node 4 got its replica without a snapshot"
+    );
+    Ok(())
+}
