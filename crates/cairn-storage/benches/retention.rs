@@ -97,7 +97,7 @@ fn main() {
         let mut plan = Vec::new();
         for _ in 0..20 {
             let started = Instant::now();
-            let outcome = log.plan_retention(i64::MAX).wait().unwrap();
+            let outcome = log.plan_retention(i64::MAX, None).wait().unwrap();
             plan.push(started.elapsed());
             assert!(outcome.cut.is_some());
         }

@@ -318,6 +318,7 @@ impl PartitionLog {
             log,
             now_us,
             delete: true,
+            gone_upto: None,
             reply,
         })
     }
@@ -325,13 +326,16 @@ impl PartitionLog {
     /// What [`PartitionLog::enforce_retention`] would delete, deleting
     /// nothing (an active segment older than `segment_ms` is still rolled):
     /// for a replicated log, whose cut must go through Raft so that every
-    /// replica purges the same prefix ([`PartitionLog::purge`]).
-    pub fn plan_retention(&self, now_us: i64) -> Pending<RetentionOutcome> {
+    /// replica purges the same prefix ([`PartitionLog::purge`]). Entries
+    /// up to `gone_upto` (a cut already decided, its purge still to come)
+    /// count as deleted.
+    pub fn plan_retention(&self, now_us: i64, gone_upto: Option<u64>) -> Pending<RetentionOutcome> {
         let log = self.inner.clone();
         self.request(|reply| Command::Retention {
             log,
             now_us,
             delete: false,
+            gone_upto,
             reply,
         })
     }

@@ -323,6 +323,9 @@ pub(crate) enum Command {
         /// False: only plan (and roll an old active segment); the caller
         /// cuts through Raft.
         delete: bool,
+        /// Entries up to this index count as gone already (a cut decided
+        /// but not yet purged).
+        gone_upto: Option<u64>,
         reply: Reply<RetentionOutcome>,
     },
     /// Replace the log's segments by those of a staged log (see `install`).

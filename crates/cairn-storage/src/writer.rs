@@ -387,9 +387,10 @@ impl Writer {
                 log,
                 now_us,
                 delete,
+                gone_upto,
                 reply,
             } => {
-                let _ = reply.send(self.retention(&log, now_us, delete));
+                let _ = reply.send(self.retention(&log, now_us, delete, gone_upto));
             }
             Command::Install {
                 log,
@@ -641,6 +642,7 @@ impl Writer {
         log: &Arc<LogInner>,
         now_us: i64,
         delete: bool,
+        gone_upto: Option<u64>,
     ) -> Result<RetentionOutcome> {
         let mut st = log.active.lock();
         if let Some(reason) = &st.poisoned {
@@ -651,9 +653,14 @@ impl Writer {
             roll(log, &mut st)?;
         }
         let mut outcome = RetentionOutcome::default();
-        let purged_end = log.purged.read().map_or(0, |p| p.index + 1);
-        // Segments holding only purged entries are on their way out and
-        // count for nothing.
+        let purged_end = log
+            .purged
+            .read()
+            .map(|p| p.index)
+            .max(gone_upto)
+            .map_or(0, |i| i + 1);
+        // Segments holding only purged (or already cut) entries are on
+        // their way out and count for nothing.
         let segments: Vec<Arc<Segment>> = log
             .segments
             .read()

@@ -96,7 +96,11 @@ impl Inner {
     async fn retain_group(&self, g: &PartitionGroup, now_us: i64) -> Result<(), ClusterError> {
         // Every replica plans: that also rolls an active segment past its
         // age, which the next plan can then cut.
-        let plan = g.log.plan_retention(now_us).await.map_err(storage_err)?;
+        let plan = g
+            .log
+            .plan_retention(now_us, g.state.cut().map(|c| c.index))
+            .await
+            .map_err(storage_err)?;
         let (leads, last_applied) = {
             let m = g.raft.metrics();
             let m = m.borrow();
