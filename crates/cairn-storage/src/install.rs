@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{atomic_write, fsync_dir};
-use crate::log::load_segments;
+use crate::recover::load_segments;
 use crate::segment::{index_paths, parse_segment_name};
 use crate::state::{ActiveState, EntryId, LogInner, PURGED_FILE, drop_purged};
 

@@ -64,8 +64,10 @@
 //! it on disk (roll, create, delete, drop purged) and the requests sent to
 //! the writer; above it `log` (the [`PartitionLog`] handle), `digest`
 //! (leaf digests and repair) and `writer` (the [`DataDir`] and its thread),
-//! none of which imports another except through `log`'s handle; `install`
-//! (a snapshot's staged segments moved into a log) runs on the writer too.
+//! none of which imports another except through `log`'s handle. `recover`
+//! loads a log directory (on open and after `install`, which moves a
+//! snapshot's staged segments into a log); `retention` plans or deletes
+//! whole segments; both run on the writer thread.
 
 mod config;
 mod digest;
@@ -76,6 +78,8 @@ mod inspect;
 mod install;
 mod leaf;
 mod log;
+mod recover;
+mod retention;
 mod segment;
 pub mod space;
 mod state;

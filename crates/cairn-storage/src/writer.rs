@@ -648,60 +648,7 @@ impl Writer {
         if let Some(reason) = &st.poisoned {
             return Err(poisoned(log, reason));
         }
-        let cfg = &log.config;
-        if st.end_pos() > 0 && segment_too_old(&st, cfg) {
-            roll(log, &mut st)?;
-        }
-        let mut outcome = RetentionOutcome::default();
-        let purged_end = log
-            .purged
-            .read()
-            .map(|p| p.index)
-            .max(gone_upto)
-            .map_or(0, |i| i + 1);
-        // Segments holding only purged (or already cut) entries are on
-        // their way out and count for nothing.
-        let segments: Vec<Arc<Segment>> = log
-            .segments
-            .read()
-            .values()
-            .filter(|s| s.meta.read().next_index > purged_end || !s.meta.read().has_data())
-            .cloned()
-            .collect();
-        let mut total: u64 = segments.iter().map(|s| s.meta.read().len).sum();
-        let cutoff = cfg
-            .retention_ms
-            .map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
-        for seg in segments
-            .iter()
-            .filter(|s| s.base_index != st.segment.base_index)
-        {
-            let (len, max_ts, has_data, last) = {
-                let m = seg.meta.read();
-                let last = m.has_data().then(|| EntryId {
-                    index: m.next_index - 1,
-                    term: m.last_term,
-                });
-                (m.len, m.max_ts, m.has_data(), last)
-            };
-            let expired = cutoff.is_some_and(|c| !has_data || max_ts < c);
-            let over_size = cfg.retention_bytes.is_some_and(|limit| total > limit);
-            if !expired && !over_size {
-                break;
-            }
-            if delete {
-                delete_segment(log, seg)?;
-            }
-            total -= len;
-            outcome.segments_deleted += 1;
-            outcome.bytes_deleted += len;
-            outcome.cut = last.or(outcome.cut);
-        }
-        if delete && outcome.segments_deleted > 0 {
-            fsync_dir(&log.dir)?;
-            tracing::debug!(dir = %log.dir.display(), ?outcome, "retention deleted segments");
-        }
-        Ok(outcome)
+        crate::retention::run(log, &mut st, now_us, delete, gone_upto)
     }
 
     fn close(&mut self, log: &Arc<LogInner>, delete: bool) -> Result<()> {
@@ -734,7 +681,7 @@ impl Writer {
     }
 }
 
-fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
+pub(crate) fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
     cfg.segment_ms
         .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
 }

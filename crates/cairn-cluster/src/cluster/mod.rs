@@ -38,8 +38,9 @@
 //! This file holds the runtime's state ([`Cluster`], `Inner`), its start
 //! and its accessors; `rpc` the frame kinds, the dispatcher and calls to
 //! peers; `route` where commands and writes run; `lifecycle` registering,
-//! probing, reconciling and stopping groups; `replication`, `mover` and
-//! `anti_entropy` their own concerns. They extend `Inner`/`Cluster` with
+//! probing, reconciling and stopping groups; `replication`, `mover`,
+//! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
+//! `catchup` (a follower fetching a snapshot's data) their own concerns. They extend `Inner`/`Cluster` with
 //! `impl` blocks of their own and share this file's imports (`use
 //! super::*`): a split by concern of one runtime, not yet of its state.
 //!
