@@ -40,9 +40,10 @@
 //! peers; `route` where commands and writes run; `lifecycle` registering,
 //! probing, reconciling and stopping groups; `replication`, `mover`,
 //! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
-//! `catchup` (a follower fetching a snapshot's data) their own concerns. They extend `Inner`/`Cluster` with
-//! `impl` blocks of their own and share this file's imports (`use
-//! super::*`): a split by concern of one runtime, not yet of its state.
+//! `catchup` (a follower fetching a snapshot's data) their own concerns.
+//! They extend `Inner`/`Cluster` with `impl` blocks of their own and share
+//! this file's imports (`use super::*`): a split by concern of one
+//! runtime, not yet of its state.
 //!
 //! # Requests
 //!
