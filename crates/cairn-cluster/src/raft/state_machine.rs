@@ -23,7 +23,9 @@
 //!
 //! # Snapshots
 //! A snapshot's bytes are metadata only ([`SnapshotSummary`]: last applied
-//! id, membership, applied end offset and the cut), postcard-encoded. Its
+//! id, membership, applied end offset and the cut), postcard-encoded, and
+//! the current snapshot is rebuilt from the applied state whenever it is
+//! asked for, so it always names the latest cut. Its
 //! **data** is the log itself, entries `cut + 1 ..= last applied`, which a
 //! leader already holds. A follower that is sent a snapshot (it lacks
 //! entries the leader purged) first fetches that range from the leader
@@ -355,10 +357,17 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         Ok(())
     }
 
+    /// Once a snapshot exists, the current one is rebuilt from the applied
+    /// state on every call (it is metadata only): a snapshot sent to a
+    /// follower then names the latest cut, whose data the leader still
+    /// holds, never an older cut whose entries it has purged since.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        Ok(self.current.lock().clone().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        if self.current.lock().is_none() || self.state.last_applied.is_none() {
+            return Ok(self.current.lock().clone().map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }));
+        }
+        self.get_snapshot_builder().await.build_snapshot().await.map(Some)
     }
 }
