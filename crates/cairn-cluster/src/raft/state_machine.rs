@@ -368,6 +368,10 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                 snapshot: Box::new(Cursor::new(s.data)),
             }));
         }
-        self.get_snapshot_builder().await.build_snapshot().await.map(Some)
+        self.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .map(Some)
     }
 }
