@@ -107,6 +107,30 @@ async fn wait_converged(c: &TestCluster) -> Result<Vec<GroupView>> {
     }
 }
 
+/// Waits until every live replica reports the same log start, past 0
+/// (writes may go on meanwhile); answers it.
+async fn wait_same_log_start(c: &TestCluster) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut starts = Vec::new();
+        for i in c.live() {
+            if let Ok(g) = group_view(c, i).await {
+                starts.push(g.log_start_index);
+            }
+        }
+        if starts.len() == c.live().len()
+            && starts[0] > 0
+            && starts.windows(2).all(|w| w[0] == w[1])
+        {
+            return Ok(starts[0]);
+        }
+        if Instant::now() > deadline {
+            bail!("replicas' log starts differ after 60 s: {starts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every committed entry from `from` on, as node `i` serves it.
 async fn read_from(c: &TestCluster, i: usize, from: u64) -> Result<Vec<OffsetEntry>> {
     let client = c.client(i)?;
@@ -247,7 +271,7 @@ async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> 
 
     // Retention runs on every replica and cuts the same prefix.
     wait_for_cuts(&c, leader, 0, 1).await?;
-    wait_converged(&c).await?;
+    wait_same_log_start(&c).await?;
 
     let behind = group_view(&c, follower).await?.applied_index.unwrap_or(0);
     c.kill(follower);
