@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_cluster::raft::{
-    Appended, BatchPayload, LogStore, LogStoreOptions, PartitionRaftConfig, PartitionStateMachine,
+    Appended, LogStore, LogStoreOptions, PartitionPayload, PartitionRaftConfig,
+    PartitionStateMachine,
 };
 use cairn_storage::{DataDir, DataDirOptions, LogConfig};
 use cairn_types::{BatchBuilder, Entry as LogEntry, Level};
@@ -74,7 +75,7 @@ fn data_entry(term: u64, index: u64, n: usize) -> Entry<C> {
     }
     Entry {
         log_id: lid(term, index),
-        payload: EntryPayload::Normal(BatchPayload(b.finish().as_bytes().clone())),
+        payload: EntryPayload::Normal(PartitionPayload::Batch(b.finish().as_bytes().clone())),
     }
 }
 
@@ -199,10 +200,10 @@ async fn truncate_then_append_continues_offsets_from_the_cut() {
             (2, 26)
         ]
     );
-    let EntryPayload::Normal(b) = &got[6].payload else {
+    let EntryPayload::Normal(PartitionPayload::Batch(b)) = &got[6].payload else {
         panic!("data entry")
     };
-    let h = cairn_types::batch::BatchHeader::parse(&b.0).unwrap();
+    let h = cairn_types::batch::BatchHeader::parse(b).unwrap();
     assert_eq!(
         (h.base_offset, h.count, h.log_index, h.epoch),
         (50, 3, 26, 2)
@@ -272,13 +273,13 @@ async fn a_torn_tail_is_cut_and_the_log_reopens_at_the_last_whole_entry() {
         .max()
         .unwrap();
     let torn = data_entry(1, 5, 1);
-    let EntryPayload::Normal(b) = &torn.payload else {
+    let EntryPayload::Normal(PartitionPayload::Batch(b)) = &torn.payload else {
         unreachable!()
     };
     {
         use std::os::unix::fs::FileExt;
         let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
-        f.write_all_at(&b.0[..b.0.len() / 2], len).unwrap();
+        f.write_all_at(&b[..b.len() / 2], len).unwrap();
     }
     let (_dir, mut store) = open(tmp.path());
     assert_eq!(

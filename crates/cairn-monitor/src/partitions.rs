@@ -101,6 +101,7 @@ mod tests {
             committed_end_offset: end,
             replicas: vec![1, 2, 3],
             preferred_leader: Some(1),
+            catching_up: false,
             followers: if leader {
                 vec![FollowerLag {
                     node: 2,

@@ -206,6 +206,10 @@ pub struct ReplicaSample {
     /// On the leader only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub followers: Vec<FollowerLag>,
+    /// This replica is fetching a snapshot's data from its leader: its
+    /// lag is a catch-up under way, not a follower stuck behind.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub catching_up: bool,
 }
 
 /// A follower's lag as its leader sees it.
@@ -416,6 +420,7 @@ impl NodeSample {
                     committed_end_offset: p.committed_end_offset,
                     replicas: p.replicas.clone(),
                     preferred_leader: p.preferred_leader,
+                    catching_up: p.catching_up,
                     followers: p
                         .followers
                         .iter()

@@ -47,6 +47,15 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// How often retention runs on every partition.
     pub retention_check: Duration,
+    /// How long a group directory no partition on this node owns is kept
+    /// before it is removed.
+    pub orphan_grace: Duration,
+    /// Most bytes per second this node fetches to catch replicas up by
+    /// snapshot (0: unlimited).
+    pub snapshot_rate_bytes_per_sec: u64,
+    /// The controller snapshots its state and purges its log every this
+    /// many entries.
+    pub controller_snapshot_every: u64,
     /// This node's name in telemetry.
     pub node_name: String,
     /// Sampling, probing and stage-timing settings (data dirs are filled in).
@@ -112,6 +121,9 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             retention_check: DEFAULT_RETENTION_CHECK,
+            orphan_grace: Duration::from_secs(600),
+            snapshot_rate_bytes_per_sec: 64_000_000,
+            controller_snapshot_every: 1000,
             node_name: "node-1".into(),
             telemetry: TelemetryOptions::default(),
             cluster: ClusterOptions::default(),
@@ -135,6 +147,9 @@ impl NodeConfig {
             .validate(self.max_body_bytes + cairn_types::protocol::REQUEST_OVERHEAD)?;
         if self.retention_check.is_zero() {
             return Err("retention_check must be positive".into());
+        }
+        if self.controller_snapshot_every == 0 {
+            return Err("controller_snapshot_every must be positive".into());
         }
         let c = &self.cluster;
         if c.node_id == 0 {
@@ -229,6 +244,9 @@ impl Node {
         cluster_config.raft = c.raft.clone();
         cluster_config.solo = c.peers.is_empty() && c.join.is_none();
         cluster_config.anti_entropy = config.anti_entropy.clone();
+        cluster_config.orphan_grace = config.orphan_grace;
+        cluster_config.snapshot_rate_bytes_per_sec = config.snapshot_rate_bytes_per_sec;
+        cluster_config.controller_snapshot_every = config.controller_snapshot_every;
         cluster_config.secret = c.secret.clone();
         cluster_config.tls = config.tls.clone();
         let observed = telemetry.clone();
@@ -518,27 +536,11 @@ impl Node {
         Ok(())
     }
 
-    /// Runs retention once on every partition of every stream.
+    /// Runs retention once on every partition replica of this node: the
+    /// leaders decide cuts through Raft, every replica purges up to the
+    /// cut it applied (see `cairn_cluster`'s `retention`).
     pub async fn enforce_retention(&self) {
-        let now = now_us();
-        for g in self.cluster().groups() {
-            match g.log.enforce_retention(now).await {
-                Ok(o) if o.segments_deleted > 0 => tracing::info!(
-                    stream = %g.stream,
-                    partition = g.partition,
-                    segments = o.segments_deleted,
-                    bytes = o.bytes_deleted,
-                    "retention deleted segments"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(
-                    stream = %g.stream,
-                    partition = g.partition,
-                    error = %e,
-                    "retention failed"
-                ),
-            }
-        }
+        self.cluster().enforce_retention(now_us()).await;
     }
 }
 

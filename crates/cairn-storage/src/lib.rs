@@ -64,7 +64,10 @@
 //! it on disk (roll, create, delete, drop purged) and the requests sent to
 //! the writer; above it `log` (the [`PartitionLog`] handle), `digest`
 //! (leaf digests and repair) and `writer` (the [`DataDir`] and its thread),
-//! none of which imports another except through `log`'s handle.
+//! none of which imports another except through `log`'s handle. `recover`
+//! loads a log directory (on open and after `install`, which moves a
+//! snapshot's staged segments into a log); `retention` plans or deletes
+//! whole segments; both run on the writer thread.
 
 mod config;
 mod digest;
@@ -72,8 +75,11 @@ mod error;
 pub mod fault;
 pub mod fsutil;
 mod inspect;
+mod install;
 mod leaf;
 mod log;
+mod recover;
+mod retention;
 mod segment;
 pub mod space;
 mod state;

@@ -68,11 +68,14 @@ pub struct AppendTimings {
 /// directory shares.
 pub type AppendCallback = Box<dyn FnOnce(Result<AppendInfo>) + Send>;
 
-/// What a retention run deleted.
+/// What a retention run deleted (or, planning only, would delete).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionOutcome {
     pub segments_deleted: usize,
     pub bytes_deleted: u64,
+    /// The last entry of the segments deleted (or to delete): everything
+    /// up to and including it goes. `None` when no segment qualifies.
+    pub cut: Option<EntryId>,
 }
 
 /// How the writer answers an append: a channel the caller awaits, or a
@@ -317,7 +320,20 @@ pub(crate) enum Command {
     Retention {
         log: Arc<LogInner>,
         now_us: i64,
+        /// False: only plan (and roll an old active segment); the caller
+        /// cuts through Raft.
+        delete: bool,
+        /// Entries up to this index count as gone already (a cut decided
+        /// but not yet purged).
+        gone_upto: Option<u64>,
         reply: Reply<RetentionOutcome>,
+    },
+    /// Replace the log's segments by those of a staged log (see `install`).
+    Install {
+        log: Arc<LogInner>,
+        staged: PathBuf,
+        purged: EntryId,
+        reply: Reply<()>,
     },
     Sync {
         log: Arc<LogInner>,

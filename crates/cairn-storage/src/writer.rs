@@ -163,6 +163,26 @@ impl DataDir {
         }
     }
 
+    /// Opens the log in `relative_dir` like [`DataDir::open_log`]; a log
+    /// created by this call starts at log index `first_index` and entry
+    /// offset `first_offset` (a snapshot's data being staged continues
+    /// another replica's log exactly).
+    pub fn open_log_at(
+        &self,
+        relative_dir: impl AsRef<Path>,
+        config: LogConfig,
+        first_index: u64,
+        first_offset: u64,
+    ) -> Result<PartitionLog> {
+        let dir = self.path.join(relative_dir.as_ref());
+        if !dir.exists() {
+            create_dir_durable(&dir)?;
+            create_segment(&dir, first_index, first_offset)?;
+            fsync_dir(&dir)?;
+        }
+        self.open_log(relative_dir, config)
+    }
+
     /// Syncs and closes a log; further appends to it fail with `Closed`.
     pub fn close_log(&self, log: &PartitionLog) -> Result<()> {
         self.finish_log(log, false)
@@ -363,8 +383,34 @@ impl Writer {
                 // repair never moves the log's end.
                 let _ = reply.send(result);
             }
-            Command::Retention { log, now_us, reply } => {
-                let _ = reply.send(self.retention(&log, now_us));
+            Command::Retention {
+                log,
+                now_us,
+                delete,
+                gone_upto,
+                reply,
+            } => {
+                let _ = reply.send(self.retention(&log, now_us, delete, gone_upto));
+            }
+            Command::Install {
+                log,
+                staged,
+                purged,
+                reply,
+            } => {
+                let mut st = log.active.lock();
+                let result = match &st.poisoned {
+                    Some(reason) => Err(poisoned(&log, reason)),
+                    None => crate::install::install(&log, &mut st, &staged, purged),
+                };
+                if let Err(e) = &result
+                    && !matches!(e, StorageError::InvalidRequest { .. })
+                    && st.poisoned.is_none()
+                {
+                    poison(&log, &mut st, e.to_string());
+                }
+                log.reset_head(&st);
+                let _ = reply.send(result);
             }
             Command::Sync { log, reply } => {
                 let mut st = log.active.lock();
@@ -591,44 +637,18 @@ impl Writer {
         }
     }
 
-    fn retention(&mut self, log: &Arc<LogInner>, now_us: i64) -> Result<RetentionOutcome> {
+    fn retention(
+        &mut self,
+        log: &Arc<LogInner>,
+        now_us: i64,
+        delete: bool,
+        gone_upto: Option<u64>,
+    ) -> Result<RetentionOutcome> {
         let mut st = log.active.lock();
         if let Some(reason) = &st.poisoned {
             return Err(poisoned(log, reason));
         }
-        let cfg = &log.config;
-        if st.end_pos() > 0 && segment_too_old(&st, cfg) {
-            roll(log, &mut st)?;
-        }
-        let mut outcome = RetentionOutcome::default();
-        let segments: Vec<Arc<Segment>> = log.segments.read().values().cloned().collect();
-        let mut total: u64 = segments.iter().map(|s| s.meta.read().len).sum();
-        let cutoff = cfg
-            .retention_ms
-            .map(|ms| now_us.saturating_sub((ms as i64).saturating_mul(1000)));
-        for seg in segments
-            .iter()
-            .filter(|s| s.base_index != st.segment.base_index)
-        {
-            let (len, max_ts, has_data) = {
-                let m = seg.meta.read();
-                (m.len, m.max_ts, m.has_data())
-            };
-            let expired = cutoff.is_some_and(|c| !has_data || max_ts < c);
-            let over_size = cfg.retention_bytes.is_some_and(|limit| total > limit);
-            if !expired && !over_size {
-                break;
-            }
-            delete_segment(log, seg)?;
-            total -= len;
-            outcome.segments_deleted += 1;
-            outcome.bytes_deleted += len;
-        }
-        if outcome.segments_deleted > 0 {
-            fsync_dir(&log.dir)?;
-            tracing::debug!(dir = %log.dir.display(), ?outcome, "retention deleted segments");
-        }
-        Ok(outcome)
+        crate::retention::run(log, &mut st, now_us, delete, gone_upto)
     }
 
     fn close(&mut self, log: &Arc<LogInner>, delete: bool) -> Result<()> {
@@ -661,7 +681,7 @@ impl Writer {
     }
 }
 
-fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
+pub(crate) fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
     cfg.segment_ms
         .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
 }

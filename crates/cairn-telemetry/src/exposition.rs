@@ -350,6 +350,7 @@ impl Collector for Exporter {
         if let Some(report) = t.replication_report() {
             replication(&mut enc, &report)?;
             anti_entropy(&mut enc, &report.anti_entropy)?;
+            crate::retention::encode(&mut enc, &report.retention, &report.partitions)?;
         }
 
         // Resources: cumulative counters from the last raw sample, rates and

@@ -33,6 +33,7 @@ pub mod probe;
 pub mod rate;
 pub mod replication;
 pub mod resources;
+pub mod retention;
 pub mod snapshot;
 
 mod exposition;
@@ -801,6 +802,7 @@ mod tests {
             };
             ReplicationReport {
                 anti_entropy: Default::default(),
+                retention: Default::default(),
                 partitions: vec![
                     PartitionReplication {
                         followers: vec![follower(2, 12, 0, 0.0), follower(3, 7, 500, 12.5)],

@@ -38,6 +38,8 @@ pub struct ReplicationReport {
     pub peers: Vec<PeerReplication>,
     /// What this node's anti-entropy scans compared, found and repaired.
     pub anti_entropy: crate::antientropy::AntiEntropyFigures,
+    /// Retention cuts, snapshot catch-ups and orphan clean-up.
+    pub retention: crate::retention::RetentionFigures,
 }
 
 /// One partition replica as this node sees it.
@@ -71,6 +73,14 @@ pub struct PartitionReplication {
     pub replicas: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_leader: Option<u64>,
+    /// The first Raft index retention keeps on this replica (0 before any
+    /// cut); the same on every replica once it applied the cut.
+    #[serde(default)]
+    pub log_start_index: u64,
+    /// This replica is fetching a snapshot's data from its leader: it is
+    /// catching up, not stuck.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catching_up: bool,
 }
 
 /// One follower, as its leader sees it.
@@ -433,6 +443,7 @@ mod tests {
         };
         let report = ReplicationReport {
             anti_entropy: Default::default(),
+            retention: Default::default(),
             partitions: vec![
                 part(
                     true,
@@ -474,6 +485,7 @@ mod tests {
         learner.voter = false;
         let report = ReplicationReport {
             anti_entropy: Default::default(),
+            retention: Default::default(),
             partitions: vec![PartitionReplication {
                 is_leader: true,
                 leader: Some(1),

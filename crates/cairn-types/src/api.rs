@@ -372,6 +372,24 @@ pub struct GroupView {
     pub applied_index: Option<u64>,
     /// One past the last committed entry offset on this replica.
     pub committed_end_offset: u64,
+    /// The first Raft index retention keeps on this replica (0 before any
+    /// cut): the same on every replica once the cut is applied.
+    #[serde(default)]
+    pub log_start_index: u64,
+    /// The first entry offset this replica holds.
+    #[serde(default)]
+    pub start_offset: u64,
+    /// While this replica fetches a snapshot's data from its leader: the
+    /// next index it fetches and the last one it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catching_up: Option<CatchUpView>,
+}
+
+/// A replica catching up by snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpView {
+    pub next_index: u64,
+    pub last_index: u64,
 }
 
 /// `POST /v1/cluster/join`: a node asking to be added.

@@ -494,6 +494,19 @@ pub struct NodeArgs {
     /// 0: unlimited).
     #[arg(long, env = "CAIRN_AE_RATE", value_parser = parse_rate, default_value = "16M")]
     pub ae_rate: f64,
+    /// Bytes per second this node may fetch to catch a replica up by
+    /// snapshot (`64M`, `500k`; 0: unlimited).
+    #[arg(long, env = "CAIRN_SNAPSHOT_RATE", value_parser = parse_rate, default_value = "64M")]
+    pub snapshot_rate: f64,
+    /// How long a group directory that no partition on this node owns
+    /// (a stream deleted, a replica moved away while the node was down)
+    /// is kept before it is removed.
+    #[arg(long, env = "CAIRN_ORPHAN_GRACE", value_parser = parse_duration, default_value = "10m")]
+    pub orphan_grace: Duration,
+    /// The controller snapshots the cluster metadata and purges its log
+    /// every this many entries.
+    #[arg(long, env = "CAIRN_CONTROLLER_SNAPSHOT_EVERY", default_value_t = 1000)]
+    pub controller_snapshot_every: u64,
     /// How often the cluster monitor collects every node's telemetry and
     /// re-evaluates the health verdict, findings and alerts (0: off).
     #[arg(long, env = "CAIRN_MONITOR_INTERVAL", value_parser = parse_duration, default_value = "1s")]
@@ -1086,6 +1099,13 @@ pub struct BenchOptions {
     pub streams: u32,
     #[arg(long, default_value_t = Durability::Fsync)]
     pub durability: Durability,
+    /// Segment size of the bench streams.
+    #[arg(long, default_value_t = cairn_client::DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
+    /// Retention of the bench streams by size (default: none). Read-back
+    /// verification expects every entry, so pair it with `--no-verify`.
+    #[arg(long)]
+    pub retention_bytes: Option<u64>,
     /// Bench streams are named PREFIX-RUNID-N, created for the run.
     #[arg(long, default_value = "bench")]
     pub stream_prefix: String,

@@ -98,6 +98,9 @@ pub fn run(args: NodeArgs) -> Result<()> {
         data_dir: args.data_dir.clone(),
         max_body_bytes: args.max_body_bytes,
         retention_check: Duration::from_millis(args.retention_check_ms),
+        orphan_grace: args.orphan_grace,
+        snapshot_rate_bytes_per_sec: args.snapshot_rate as u64,
+        controller_snapshot_every: args.controller_snapshot_every,
         node_name: args.name,
         telemetry: cairn_telemetry::TelemetryOptions {
             disk_probe_timeout: Duration::from_millis(args.disk_probe_timeout_ms),
@@ -248,7 +251,7 @@ async fn serve(
     writeln!(
         out,
         "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
-         max_body_bytes={} retention_check_ms={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
+         max_body_bytes={} retention_check_ms={} orphan_grace_s={} snapshot_rate={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
          monitor_interval_ms={} report_interval_s={} alertmanager={:?} alert_webhook={:?}",
         config.cluster.node_id,
         config.node_name,
@@ -259,6 +262,8 @@ async fn serve(
         config.cluster.join,
         config.max_body_bytes,
         config.retention_check.as_millis(),
+        config.orphan_grace.as_secs(),
+        config.snapshot_rate_bytes_per_sec,
         config.telemetry.disk_probe_timeout.as_millis(),
         config.cluster.raft,
         config.monitor.interval.as_millis(),

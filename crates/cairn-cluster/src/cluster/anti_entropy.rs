@@ -386,7 +386,7 @@ impl Inner {
     /// Sends `request` to `node`'s replica (in-process for this node).
     /// Boxed: a scan asks [`Inner::serve_anti_entropy`] for the leader's own
     /// replica, and that function can run a scan.
-    fn ask(
+    pub(super) fn ask(
         self: &Arc<Self>,
         node: NodeId,
         group: u64,

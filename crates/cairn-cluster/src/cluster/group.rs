@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::coalesce::{Coalescer, Delivered};
 use super::error::{ClusterError, GroupName};
 use crate::raft::ReplicaState;
-use crate::raft::types::{Appended, BatchPayload, PartitionRaftConfig};
+use crate::raft::types::{Appended, PartitionPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
 use cairn_storage::PartitionLog;
 use cairn_types::batch::RecordBatch;
@@ -228,7 +228,7 @@ async fn propose(
 ) -> Result<Delivered, ClusterError> {
     let proposed_us = super::replication::now_us();
     match raft
-        .client_write(BatchPayload(batch.as_bytes().clone()))
+        .client_write(PartitionPayload::Batch(batch.as_bytes().clone()))
         .await
     {
         Ok(resp) => {

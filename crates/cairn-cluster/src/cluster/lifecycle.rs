@@ -103,6 +103,7 @@ impl Cluster {
             let meta = rx.borrow_and_update().clone();
             self.sync_peers(&meta);
             self.reconcile(&meta).await;
+            self.inner.clean_orphans(&meta).await;
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },
@@ -212,6 +213,7 @@ impl Cluster {
             LogStoreOptions {
                 on_append: self.inner.config.on_append.clone(),
                 durable: Some(durable.clone()),
+                data_follows_cut: true,
                 ..LogStoreOptions::default()
             },
         )

@@ -38,10 +38,12 @@
 //! This file holds the runtime's state ([`Cluster`], `Inner`), its start
 //! and its accessors; `rpc` the frame kinds, the dispatcher and calls to
 //! peers; `route` where commands and writes run; `lifecycle` registering,
-//! probing, reconciling and stopping groups; `replication`, `mover` and
-//! `anti_entropy` their own concerns. They extend `Inner`/`Cluster` with
-//! `impl` blocks of their own and share this file's imports (`use
-//! super::*`): a split by concern of one runtime, not yet of its state.
+//! probing, reconciling and stopping groups; `replication`, `mover`,
+//! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
+//! `catchup` (a follower fetching a snapshot's data) their own concerns.
+//! They extend `Inner`/`Cluster` with `impl` blocks of their own and share
+//! this file's imports (`use super::*`): a split by concern of one
+//! runtime, not yet of its state.
 //!
 //! # Requests
 //!
@@ -67,12 +69,14 @@
 //! Errors name groups as `stream app partition 4` or `the controller`
 //! ([`error::GroupName`]), never by their numeric id.
 mod anti_entropy;
+mod catchup;
 mod coalesce;
 pub mod error;
 pub mod group;
 mod lifecycle;
 mod mover;
 pub mod replication;
+mod retention;
 mod route;
 mod rpc;
 mod transfer;
@@ -96,9 +100,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use catchup::CatchingUp;
 use coalesce::Coalescer;
 pub use error::ClusterError;
 pub use group::PartitionGroup;
+pub use retention::RetentionFigures;
 use route::remaining;
 use rpc::{Dispatcher, decode, encode};
 pub use rpc::{ServiceError, ServiceHandler, kinds};
@@ -156,7 +162,23 @@ pub struct ClusterConfig {
     pub secret: Option<crate::transport::ClusterSecret>,
     /// TLS on every transport connection.
     pub tls: Option<crate::tls::NodeTls>,
+    /// Most bytes per second a follower fetches to catch up by snapshot
+    /// (all its replicas together); 0 is unlimited.
+    pub snapshot_rate_bytes_per_sec: u64,
+    /// How long a group directory no partition on this node owns is kept
+    /// before it is removed (see `retention`).
+    pub orphan_grace: Duration,
+    /// The controller snapshots its state and purges its log every this
+    /// many entries (keeping the last [`CONTROLLER_LOG_KEPT`]).
+    pub controller_snapshot_every: u64,
 }
+
+/// Controller entries kept after a snapshot, so a briefly lagging
+/// controller follower catches up from the log, not a snapshot.
+pub const CONTROLLER_LOG_KEPT: u64 = 100;
+
+/// Segment size of the controller's log.
+const CONTROLLER_SEGMENT_BYTES: u64 = 1 << 20;
 
 impl std::fmt::Debug for ClusterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,6 +208,9 @@ impl ClusterConfig {
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
             secret: None,
             tls: None,
+            snapshot_rate_bytes_per_sec: 64_000_000,
+            orphan_grace: Duration::from_secs(600),
+            controller_snapshot_every: 1000,
         }
     }
 }
@@ -226,6 +251,8 @@ struct Inner {
     group_restarts: Arc<std::sync::atomic::AtomicU64>,
     /// Per group restarted: when, and the pause before it may be again.
     restart_backoff: parking_lot::Mutex<HashMap<u64, (Instant, Duration)>>,
+    retention: retention::RetentionCounters,
+    catchups: catchup::CatchUps,
 }
 
 impl std::fmt::Debug for Inner {
@@ -304,6 +331,19 @@ impl Cluster {
                 .map_err(|e| ClusterError::Unavailable(format!("raft config: {e}")))?,
         );
         let timings = Arc::new(config.raft.clone());
+        // Unlike a partition's, the controller's state is small and its
+        // snapshot carries all of it: compact its log like any Raft log.
+        let controller_raft_config = Arc::new(
+            openraft::Config {
+                snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                    config.controller_snapshot_every,
+                ),
+                max_in_snapshot_log_to_keep: CONTROLLER_LOG_KEPT,
+                ..(*raft_config).clone()
+            }
+            .validate()
+            .map_err(|e| ClusterError::Unavailable(format!("controller raft config: {e}")))?,
+        );
 
         let controller_dir = data_dir.path().join("controller");
         std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
@@ -312,7 +352,11 @@ impl Cluster {
         let controller_log = LogStore::<ControllerRaftConfig>::open(
             &data_dir,
             "controller/log",
-            cairn_storage::LogConfig::default(),
+            cairn_storage::LogConfig {
+                // Small segments, so compaction frees space soon.
+                segment_bytes: CONTROLLER_SEGMENT_BYTES,
+                ..cairn_storage::LogConfig::default()
+            },
             LogStoreOptions::default(),
         )
         .map_err(storage_err)?;
@@ -324,7 +368,7 @@ impl Cluster {
         let controller_plog = controller_log.log().clone();
         let controller = Raft::new(
             config.node_id,
-            raft_config.clone(),
+            controller_raft_config,
             controller_network,
             controller_log,
             controller_sm.clone(),
@@ -353,6 +397,8 @@ impl Cluster {
             shutdown: CancellationToken::new(),
             group_restarts: Arc::default(),
             restart_backoff: Default::default(),
+            retention: Default::default(),
+            catchups: catchup::CatchUps::new(config.snapshot_rate_bytes_per_sec),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
         leadership::spawn(
@@ -559,5 +605,11 @@ impl Cluster {
 
     pub fn group(&self, group: u64) -> Option<Arc<PartitionGroup>> {
         self.inner.groups.read().get(&group).cloned()
+    }
+
+    /// Where this node's replica of `group` stands in catching up by
+    /// snapshot, while it does.
+    pub fn catching_up(&self, group: u64) -> Option<CatchingUp> {
+        self.inner.catchups.catching_up(group)
     }
 }

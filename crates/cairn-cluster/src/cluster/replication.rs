@@ -346,6 +346,8 @@ impl GroupReplication {
             quorum_ambiguous: s.quorum_ambiguous,
             replicas: Vec::new(),
             preferred_leader: None,
+            log_start_index: 0,
+            catching_up: false,
         }
     }
 }
@@ -394,6 +396,8 @@ impl Inner {
                     r.replicas = p.replicas.clone();
                     r.preferred_leader = Some(p.preferred_leader);
                 }
+                r.log_start_index = g.state.log_start_index();
+                r.catching_up = self.catchups.catching_up(g.group).is_some();
                 r
             })
             .collect();
@@ -417,6 +421,7 @@ impl Inner {
             partitions,
             peers,
             anti_entropy: self.anti_entropy.figures(quarantined as u64),
+            retention: self.retention_figures(),
         }
     }
 }

@@ -142,6 +142,13 @@ impl Inner {
                 }
                 let g = self.groups.read().get(&group).cloned();
                 match g {
+                    Some(g) if kind == network::kinds::INSTALL_SNAPSHOT => {
+                        // The snapshot's data is fetched first (`catchup`).
+                        match self.snapshot_data_ready(&g, from, &payload) {
+                            Ok(()) => serve_rpc(&g.raft, kind, &payload).await,
+                            Err(why) => Err(RemoteError::new(network::CATCHING_UP, why)),
+                        }
+                    }
                     Some(g) => serve_rpc(&g.raft, kind, &payload).await,
                     None => Err(RemoteError::new(
                         network::NO_SUCH_GROUP,

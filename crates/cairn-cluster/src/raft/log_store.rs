@@ -102,6 +102,12 @@ pub struct LogStoreOptions {
     pub on_append: Option<AppendObserver>,
     /// Noted with each index once it is durable.
     pub durable: Option<Arc<DurableMarks>>,
+    /// A partition's data outlives openraft's purge: the data log is
+    /// purged only up to the retention cut the state machine recorded
+    /// (`raft.json`'s `cut`), never further, so a follower that installed
+    /// a snapshot keeps the data it carried. Off (the controller, the
+    /// storage suite): the data log is purged wherever openraft purges.
+    pub data_follows_cut: bool,
 }
 
 impl Debug for LogStoreOptions {
@@ -110,6 +116,7 @@ impl Debug for LogStoreOptions {
             .field("tail_cache_bytes", &self.tail_cache_bytes)
             .field("meta_flush_interval", &self.meta_flush_interval)
             .field("on_append", &self.on_append.is_some())
+            .field("data_follows_cut", &self.data_follows_cut)
             .finish()
     }
 }
@@ -121,6 +128,7 @@ impl Default for LogStoreOptions {
             meta_flush_interval: Duration::from_secs(1),
             on_append: None,
             durable: None,
+            data_follows_cut: false,
         }
     }
 }
@@ -376,6 +384,7 @@ pub struct LogStore<C: LogStoreConfig> {
     last_log_id: Option<LogId<u64>>,
     on_append: Option<AppendObserver>,
     durable: Option<Arc<DurableMarks>>,
+    data_follows_cut: bool,
 }
 
 impl<C: LogStoreConfig> Debug for LogStore<C> {
@@ -412,6 +421,7 @@ impl<C: LogStoreConfig> LogStore<C> {
             last_log_id,
             on_append: options.on_append,
             durable: options.durable,
+            data_follows_cut: options.data_follows_cut,
         })
     }
 
@@ -435,8 +445,14 @@ impl<C: LogStoreConfig> LogStore<C> {
         self.meta.flush().await
     }
 
+    /// openraft's purge point: what it purged, or what the data log has
+    /// (an interrupted purge, or retention from before the two differed).
     fn last_purged(&self) -> Option<LogId<u64>> {
-        self.reader.log.purged().map(log_id)
+        self.reader
+            .log
+            .purged()
+            .map(log_id)
+            .max(self.meta.get().raft_purged)
     }
 }
 
@@ -606,13 +622,28 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         // openraft purges only applied entries; make the applied state on
         // disk cover them first, or a restart would look for them.
+        self.meta
+            .update(|m| m.raft_purged = m.raft_purged.max(Some(log_id)));
         self.meta.flush().await.map_err(write_err)?;
         self.reader.cache.lock().purge(log_id.index);
-        self.reader
-            .log
-            .purge(entry_id(&log_id))
-            .await
-            .map_err(write_err)?;
+        let data_upto = if self.data_follows_cut {
+            self.meta.get().cut.map(|cut| {
+                if cut.index < log_id.index {
+                    cut
+                } else {
+                    log_id
+                }
+            })
+        } else {
+            Some(log_id)
+        };
+        if let Some(upto) = data_upto {
+            self.reader
+                .log
+                .purge(entry_id(&upto))
+                .await
+                .map_err(write_err)?;
+        }
         if self.last_log_id.is_some_and(|l| l.index <= log_id.index) {
             self.last_log_id = None;
         }

@@ -1,8 +1,9 @@
 //! `raft.json`: a partition replica's small Raft metadata file.
 //!
-//! Holds the vote and the committed log id (written by the log store), and
-//! the last applied log id, the last applied membership and the applied end
-//! offset (written by the state machine). Both share one [`MetaFile`], so the
+//! Holds the vote, the committed log id and openraft's purge point (written
+//! by the log store), and the last applied log id, the last applied
+//! membership, the applied end offset and the retention cut (written by the
+//! state machine). Both share one [`MetaFile`], so the
 //! file always holds one consistent picture.
 //!
 //! Every write is atomic (temp file, fsync, rename, fsync directory). The
@@ -35,6 +36,14 @@ pub struct RaftMeta {
     pub membership: StoredMembership<u64, NodeInfo>,
     /// Exclusive upper bound of the entry offsets applied (committed).
     pub applied_end_offset: u64,
+    /// The last entry retention cut (applied from the leader's `Cut`
+    /// entry or a snapshot): every replica keeps data only after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<LogId<u64>>,
+    /// The last entry openraft purged (after a snapshot install it can be
+    /// past `cut`: the data the snapshot carried is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_purged: Option<LogId<u64>>,
 }
 
 #[derive(Debug)]

@@ -20,4 +20,4 @@ pub use log_store::{LogReader, LogStore, LogStoreConfig, LogStoreError, LogStore
 pub use meta::{MetaError, MetaFile, RaftMeta};
 pub use state_machine::{PartitionStateMachine, ReplicaState};
 pub use timing::RaftTimings;
-pub use types::{Appended, BatchPayload, NodeInfo, PartitionRaftConfig, RaftPayload};
+pub use types::{Appended, NodeInfo, PartitionPayload, PartitionRaftConfig, RaftPayload};

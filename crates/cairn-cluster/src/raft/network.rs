@@ -70,6 +70,9 @@ pub mod kinds {
 pub const BAD_RPC: u16 = 400;
 /// Remote error code for a group this node does not run (yet, or any more).
 pub const NO_SUCH_GROUP: u16 = 404;
+/// A follower is fetching the data of the snapshot it was sent (see
+/// `cluster::catchup`); the leader backs off and sends it again.
+pub const CATCHING_UP: u16 = 503;
 
 /// Replication RPCs to one peer node, over all of this node's groups, and
 /// the ping probes of the link to it.

@@ -14,17 +14,30 @@
 //! [`super::meta`]), so a restart does not re-read the whole log: openraft
 //! re-applies from the recorded applied id up to the committed one.
 //!
+//! # Retention cuts
+//! A `Cut(id)` entry (the leader's retention decision, see
+//! `cluster::retention`) records `id` as the **cut**: on every replica, the
+//! entries up to and including it are to go. Applying it only records it;
+//! each replica's retention driver then has openraft snapshot and purge up
+//! to it, and the log store purges the data log no further than the cut.
+//!
 //! # Snapshots
-//! A snapshot carries only metadata (last applied id, membership, applied
-//! end offset), postcard-encoded, because the log itself is the data. We
-//! never purge the log for snapshots (the node's Raft config must keep logs,
-//! e.g. `SnapshotPolicy::Never` or a large `max_in_snapshot_log_to_keep`). A
-//! follower that would need a snapshot because it lacks entries the leader
-//! has purged is **not supported yet**: installing such a snapshot records
-//! the metadata but does not bring the data (retention in cluster mode is a
-//! known gap).
+//! A snapshot's bytes are metadata only ([`SnapshotSummary`]: last applied
+//! id, membership, applied end offset and the cut), postcard-encoded, and
+//! the current snapshot is rebuilt from the applied state whenever it is
+//! asked for, so it always names the latest cut. Its
+//! **data** is the log itself, entries `cut + 1 ..= last applied`, which a
+//! leader already holds. A follower that is sent a snapshot (it lacks
+//! entries the leader purged) first fetches that range from the leader
+//! into a staged log beside its own (`cluster::catchup`; chunked,
+//! rate-limited, checksummed, resumable) and only then lets openraft
+//! install the snapshot; installing moves the staged segments into the
+//! log ([`cairn_storage::PartitionLog::install`]). A follower whose log
+//! already holds the range (its last applied entry is there with the same
+//! term) only purges up to the cut.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_types::batch::BatchHeader;
@@ -37,9 +50,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::log_store::LogStore;
+use cairn_storage::PartitionLog;
+
+use super::log_store::{LogStore, entry_id};
 use super::meta::MetaFile;
-use super::types::{Appended, NodeInfo, PartitionRaftConfig};
+use super::types::{Appended, NodeInfo, PartitionPayload, PartitionRaftConfig};
 
 type C = PartitionRaftConfig;
 
@@ -48,13 +63,26 @@ type C = PartitionRaftConfig;
 #[derive(Debug)]
 pub struct ReplicaState {
     applied_end_offset: watch::Sender<u64>,
+    /// The retention cut applied here (see the module docs).
+    cut: Mutex<Option<LogId<u64>>>,
 }
 
 impl ReplicaState {
     pub fn new(applied_end_offset: u64) -> Arc<ReplicaState> {
         Arc::new(ReplicaState {
             applied_end_offset: watch::Sender::new(applied_end_offset),
+            cut: Mutex::new(None),
         })
+    }
+
+    /// The last entry retention cut on this replica, as applied.
+    pub fn cut(&self) -> Option<LogId<u64>> {
+        *self.cut.lock()
+    }
+
+    /// The first Raft index retention keeps (0 before any cut).
+    pub fn log_start_index(&self) -> u64 {
+        self.cut().map_or(0, |c| c.index + 1)
     }
 
     /// Exclusive upper bound of committed (readable) entry offsets.
@@ -76,12 +104,30 @@ impl ReplicaState {
     }
 }
 
-/// What a snapshot holds.
+/// What a snapshot's bytes hold (its data is the log; see the module docs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct SnapshotState {
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, NodeInfo>,
-    applied_end_offset: u64,
+pub struct SnapshotSummary {
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, NodeInfo>,
+    pub applied_end_offset: u64,
+    /// Entries up to and including this one are not part of the snapshot.
+    pub cut: Option<LogId<u64>>,
+}
+
+impl SnapshotSummary {
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotSummary, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+type SnapshotState = SnapshotSummary;
+
+/// Where a partition replica whose log is in `log_dir` stages a snapshot's
+/// data before installing it.
+pub fn staging_dir(log_dir: &Path) -> PathBuf {
+    let mut name = log_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".snap");
+    log_dir.with_file_name(name)
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +140,7 @@ struct StoredSnapshot {
 #[derive(Debug)]
 pub struct PartitionStateMachine {
     meta: Arc<MetaFile>,
+    log: PartitionLog,
     replica: Arc<ReplicaState>,
     state: SnapshotState,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -105,14 +152,18 @@ impl PartitionStateMachine {
     pub fn new(store: &LogStore<C>) -> PartitionStateMachine {
         let meta = store.meta().clone();
         let m = meta.get();
+        let replica = ReplicaState::new(m.applied_end_offset);
+        *replica.cut.lock() = m.cut;
         PartitionStateMachine {
-            replica: ReplicaState::new(m.applied_end_offset),
+            replica,
             state: SnapshotState {
                 last_applied: m.last_applied,
                 membership: m.membership,
                 applied_end_offset: m.applied_end_offset,
+                cut: m.cut,
             },
             meta,
+            log: store.log().clone(),
             current: Arc::new(Mutex::new(None)),
         }
     }
@@ -128,7 +179,41 @@ impl PartitionStateMachine {
             m.last_applied = s.last_applied;
             m.membership = s.membership;
             m.applied_end_offset = s.applied_end_offset;
+            m.cut = s.cut;
         })
+    }
+}
+
+impl PartitionStateMachine {
+    /// Makes the log hold the snapshot's data, entries after `cut` up to
+    /// its last one: already there, or moved in from the staged log.
+    async fn install_data(
+        &mut self,
+        meta: &SnapshotMeta<u64, NodeInfo>,
+        cut: LogId<u64>,
+    ) -> Result<(), StorageError<u64>> {
+        let Some(last) = meta.last_log_id else {
+            return Ok(());
+        };
+        let (first, _) = self.log.index_bounds();
+        let holds_last = self
+            .log
+            .read_index_range(last.index..last.index + 1, 1)
+            .ok()
+            .and_then(|b| b.first().map(|b| b.term() == last.leader_id.term))
+            .unwrap_or(false);
+        if holds_last && first <= cut.index + 1 {
+            self.log.purge(entry_id(&cut)).await.map_err(sm_err)?;
+            return Ok(());
+        }
+        let staged = staging_dir(self.log.dir());
+        self.log
+            .install(staged.clone(), entry_id(&cut))
+            .await
+            .map_err(sm_err)?;
+        // The staged directory is empty now.
+        let _ = std::fs::remove_dir_all(&staged);
+        Ok(())
     }
 }
 
@@ -187,9 +272,19 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         for entry in entries {
             let end = self.state.applied_end_offset;
             let reply = match &entry.payload {
-                EntryPayload::Normal(batch) => {
+                EntryPayload::Normal(PartitionPayload::Cut(cut)) => {
+                    if self.state.cut.is_none_or(|c| c.index < cut.index) {
+                        self.state.cut = Some(*cut);
+                        *self.replica.cut.lock() = Some(*cut);
+                    }
+                    Appended {
+                        base_offset: end,
+                        count: 0,
+                    }
+                }
+                EntryPayload::Normal(PartitionPayload::Batch(batch)) => {
                     // The stored batch carries the offsets the log assigned.
-                    let header = BatchHeader::parse(&batch.0).map_err(sm_err)?;
+                    let header = BatchHeader::parse(batch).map_err(sm_err)?;
                     self.state.applied_end_offset = end.max(header.next_offset());
                     Appended {
                         base_offset: header.base_offset,
@@ -240,13 +335,18 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         let decoded: SnapshotState = postcard::from_bytes(&data).map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
         })?;
+        if let Some(cut) = decoded.cut {
+            self.install_data(meta, cut).await?;
+        }
         // The metadata openraft hands over is authoritative for the log
-        // position; the data adds the offset bound.
+        // position; the data adds the offset bound and the cut.
         self.state = SnapshotState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             applied_end_offset: decoded.applied_end_offset,
+            cut: decoded.cut.max(self.state.cut),
         };
+        *self.replica.cut.lock() = self.state.cut;
         self.replica.publish(self.state.applied_end_offset);
         self.record();
         self.meta.flush().await.map_err(sm_err)?;
@@ -257,10 +357,21 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         Ok(())
     }
 
+    /// Once a snapshot exists, the current one is rebuilt from the applied
+    /// state on every call (it is metadata only): a snapshot sent to a
+    /// follower then names the latest cut, whose data the leader still
+    /// holds, never an older cut whose entries it has purged since.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<u64>> {
-        Ok(self.current.lock().clone().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        if self.current.lock().is_none() || self.state.last_applied.is_none() {
+            return Ok(self.current.lock().clone().map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }));
+        }
+        self.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .map(Some)
     }
 }

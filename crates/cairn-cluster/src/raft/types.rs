@@ -40,22 +40,35 @@ pub trait RaftPayload: openraft::AppData {
 }
 
 /// A partition group's normal entry: one encoded record batch, as the
-/// leader built it. Offsets in its header are assigned when it is appended.
+/// leader built it (offsets in its header are assigned when it is
+/// appended), or a retention cut.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchPayload(pub Bytes);
+pub enum PartitionPayload {
+    Batch(Bytes),
+    /// The leader's retention decision: every entry up to and including
+    /// this one is removed on every replica (see `state_machine`). Stored
+    /// as a control batch, like blank and membership entries.
+    Cut(openraft::LogId<u64>),
+}
 
-impl fmt::Display for BatchPayload {
+impl fmt::Display for PartitionPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "batch({} bytes)", self.0.len())
+        match self {
+            PartitionPayload::Batch(b) => write!(f, "batch({} bytes)", b.len()),
+            PartitionPayload::Cut(id) => write!(f, "cut({id})"),
+        }
     }
 }
 
-impl RaftPayload for BatchPayload {
+impl RaftPayload for PartitionPayload {
     fn record_batch(&self) -> Option<&Bytes> {
-        Some(&self.0)
+        match self {
+            PartitionPayload::Batch(b) => Some(b),
+            PartitionPayload::Cut(_) => None,
+        }
     }
     fn from_record_batch(batch: Bytes) -> Option<Self> {
-        Some(BatchPayload(batch))
+        Some(PartitionPayload::Batch(batch))
     }
 }
 
@@ -70,7 +83,7 @@ pub struct Appended {
 openraft::declare_raft_types!(
     /// Type configuration of a partition's Raft group.
     pub PartitionRaftConfig:
-        D = BatchPayload,
+        D = PartitionPayload,
         R = Appended,
         NodeId = u64,
         Node = NodeInfo,

@@ -42,6 +42,16 @@ fn leader_view<'a>(
     })
 }
 
+/// Whether `node`'s own replica of the partition says it is catching up
+/// by snapshot this round.
+fn catching_up(s: &ClusterSample, key: PartKey<'_>, node: u64) -> bool {
+    s.present(node).is_some_and(|n| {
+        n.replicas
+            .iter()
+            .any(|r| r.stream == key.0 && r.partition == key.1 && r.catching_up)
+    })
+}
+
 fn partition_subject(key: PartKey<'_>, node: Option<u64>) -> Subject {
     Subject::Partition {
         stream: key.0.to_string(),
@@ -107,6 +117,10 @@ pub fn replication_lag(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
         let lags = lag_series(key, *node);
         let Some(t) = track(w, cfg, |i| {
             let (s, _) = lags[i]?;
+            // Fetching a snapshot's data: far behind by design, and moving.
+            if catching_up(w.get(i), key, *node) {
+                return None;
+            }
             if s >= c.critical_seconds {
                 Some(Severity::Critical)
             } else if s >= c.seconds || growth(&lags, i).is_some() {
@@ -514,6 +528,32 @@ mod tests {
         let rounds = per_round(&samples, replication_lag);
         let (first, cleared) = raised_and_cleared(&rounds, codes::REPLICATION_LAG, 80, 100);
         assert!(first <= 84 && cleared <= 115, "{first} {cleared}");
+    }
+
+    #[test]
+    fn given_a_follower_catching_up_by_snapshot_when_detected_should_not_call_it_lagging() {
+        let samples = scenario(130, |r, n| {
+            if (80..100).contains(&r) {
+                for rep in &mut n.replicas {
+                    if n.node == 1 {
+                        rep.catching_up = true;
+                    }
+                    for f in &mut rep.followers {
+                        if f.node == 1 {
+                            f.seconds = 60.0;
+                        }
+                    }
+                }
+            }
+        });
+        let rounds = per_round(&samples, replication_lag);
+        assert!(
+            rounds
+                .iter()
+                .flatten()
+                .all(|f| f.code != codes::REPLICATION_LAG),
+            "a catching-up follower was called lagging"
+        );
     }
 
     #[test]

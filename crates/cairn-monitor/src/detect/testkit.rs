@@ -91,6 +91,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
                     committed_end_offset: PARTITION_RATE * r as u64,
                     replicas: NODES.to_vec(),
                     preferred_leader: Some(leader),
+                    catching_up: false,
                     followers: if leader == node {
                         NODES
                             .iter()

@@ -8,8 +8,8 @@ use cairn_cluster::controller::{ControllerResponse, NodeAdminState};
 use cairn_cluster::raft::NodeInfo;
 use cairn_types::ErrorCode;
 use cairn_types::api::{
-    ClusterView, GroupView, JoinRequest, LeaderMove, LeaderMoveOutcome, LeaderMoveRequest,
-    NodeView, RebalanceResponse,
+    CatchUpView, ClusterView, GroupView, JoinRequest, LeaderMove, LeaderMoveOutcome,
+    LeaderMoveRequest, NodeView, RebalanceResponse,
 };
 
 use super::ApiError;
@@ -78,6 +78,12 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 term: m.current_term,
                 applied_index: m.last_applied.map(|l| l.index),
                 committed_end_offset: g.state.applied_end_offset(),
+                log_start_index: g.state.log_start_index(),
+                start_offset: g.log.bounds().0,
+                catching_up: cluster.catching_up(g.group).map(|c| CatchUpView {
+                    next_index: c.next_index,
+                    last_index: c.last_index,
+                }),
             }
         })
         .collect();

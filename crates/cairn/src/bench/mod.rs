@@ -216,6 +216,8 @@ async fn bench(scenario: BenchScenario) -> Result<()> {
         let stream_config = StreamConfig {
             partitions: opts.partitions,
             durability: opts.durability,
+            segment_bytes: opts.segment_bytes,
+            retention_bytes: opts.retention_bytes,
             ..Default::default()
         };
         admin

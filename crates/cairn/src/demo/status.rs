@@ -452,6 +452,9 @@ mod tests {
             term: 2,
             applied_index: Some(end),
             committed_end_offset: end,
+            log_start_index: 0,
+            start_offset: 0,
+            catching_up: None,
         }
     }
 

@@ -1,0 +1,353 @@
+//! A follower catching up by snapshot: fetching a snapshot's data before
+//! openraft installs it.
+//!
+//! A partition snapshot is metadata (`raft::state_machine`); its data is
+//! the leader's log after the retention cut, up to the snapshot's last
+//! entry. When a leader sends a snapshot (the follower lacks entries the
+//! leader purged), the follower's dispatcher does not hand it to openraft
+//! at once: unless its log already holds that range, it starts a
+//! **catch-up task** and answers "catching up" (the leader's openraft
+//! backs off and sends the snapshot again). The task:
+//!
+//! - stages the range in `groups/{id:016x}.snap`, a log of its own that
+//!   starts at the leader's first retained index **and offset**;
+//! - fetches batches from the leader in chunks (anti-entropy's `Fetch`
+//!   request), paced by a node-wide rate limiter, and appends each with
+//!   its Raft id; the staged copy must come out byte for byte as fetched
+//!   (every batch's CRC, index, term and offsets are thereby checked
+//!   end to end), and the last batch must be the snapshot's last entry;
+//! - is **resumable**: the staged log is durable, so a new task (after a
+//!   failure, a leader change, or a crash of either side) continues from
+//!   the staged log's end; staged data that no longer fits (it starts
+//!   after the new cut, or the source purged what it needs next) is
+//!   dropped and fetched again.
+//!
+//! Once the staged log is complete and closed, the next snapshot request
+//! goes through to openraft, whose install moves the staged segments into
+//! the replica's log. A replica with a task running reports itself as
+//! **catching up** (cluster view, telemetry), not as lagging.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_storage::{EntryId, PartitionLog};
+use openraft::LogId;
+use openraft::raft::InstallSnapshotRequest;
+
+use super::anti_entropy::{AeRequest, AeResponse};
+use super::*;
+use crate::antientropy::throttle::RateLimiter;
+use crate::raft::state_machine::{SnapshotSummary, staging_dir};
+
+/// Bytes asked for per fetch.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Where a catch-up stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Progress {
+    /// The next index to fetch.
+    Fetching(u64),
+    Ready,
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Task {
+    /// The snapshot's cut and last entry.
+    target: (LogId<NodeId>, LogId<NodeId>),
+    progress: Arc<parking_lot::Mutex<Progress>>,
+}
+
+/// Catch-ups of this node's replicas, and their figures.
+#[derive(Debug)]
+pub(super) struct CatchUps {
+    tasks: parking_lot::Mutex<HashMap<u64, Task>>,
+    limiter: Arc<RateLimiter>,
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes_fetched: Arc<AtomicU64>,
+}
+
+/// A catch-up in progress, for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchingUp {
+    /// The next Raft index to fetch, and the last one the snapshot needs.
+    pub next_index: u64,
+    pub last_index: u64,
+}
+
+impl CatchUps {
+    pub fn new(rate_bytes_per_sec: u64) -> Self {
+        CatchUps {
+            tasks: Default::default(),
+            limiter: Arc::new(RateLimiter::new(rate_bytes_per_sec)),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes_fetched: Arc::default(),
+        }
+    }
+
+    /// Whether a task works on the group named `id` (16 hex digits).
+    pub fn busy_with(&self, id: &str) -> bool {
+        u64::from_str_radix(id, 16).is_ok_and(|g| {
+            self.tasks
+                .lock()
+                .get(&g)
+                .is_some_and(|t| matches!(*t.progress.lock(), Progress::Fetching(_)))
+        })
+    }
+
+    pub fn catching_up(&self, group: u64) -> Option<CatchingUp> {
+        let tasks = self.tasks.lock();
+        let t = tasks.get(&group)?;
+        match *t.progress.lock() {
+            Progress::Fetching(next) => Some(CatchingUp {
+                next_index: next,
+                last_index: t.target.1.index,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn in_progress(&self) -> u64 {
+        self.tasks
+            .lock()
+            .values()
+            .filter(|t| matches!(*t.progress.lock(), Progress::Fetching(_)))
+            .count() as u64
+    }
+}
+
+/// Whether `log` holds the snapshot's data already: its last entry with
+/// the same term, and everything after the cut.
+pub(crate) fn holds_range(log: &PartitionLog, cut: LogId<NodeId>, last: LogId<NodeId>) -> bool {
+    let (first, _) = log.index_bounds();
+    first <= cut.index + 1
+        && log
+            .read_index_range(last.index..last.index + 1, 1)
+            .ok()
+            .and_then(|b| b.first().map(|b| b.term() == last.leader_id.term))
+            .unwrap_or(false)
+}
+
+impl Inner {
+    /// Decides whether a snapshot request from `from` may go to openraft
+    /// now (see the module docs): `Err` with the reason while its data is
+    /// being fetched.
+    pub(super) fn snapshot_data_ready(
+        self: &Arc<Self>,
+        g: &Arc<PartitionGroup>,
+        from: NodeId,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let req: InstallSnapshotRequest<PartitionRaftConfig> =
+            postcard::from_bytes(payload).map_err(|e| format!("undecodable snapshot: {e}"))?;
+        // Our snapshots are one small chunk; anything else is openraft's.
+        if req.offset != 0 || !req.done {
+            return Ok(());
+        }
+        let summary = SnapshotSummary::decode(&req.data)
+            .map_err(|e| format!("undecodable snapshot summary: {e}"))?;
+        let (Some(cut), Some(last)) = (summary.cut, req.meta.last_log_id) else {
+            return Ok(());
+        };
+        if last.index <= cut.index || holds_range(&g.log, cut, last) {
+            return Ok(());
+        }
+        let mut tasks = self.catchups.tasks.lock();
+        if let Some(t) = tasks.get(&g.group) {
+            let progress = t.progress.lock().clone();
+            match progress {
+                Progress::Fetching(next) => {
+                    return Err(format!(
+                        "{} is catching up: fetched up to index {} of {}",
+                        g.name(),
+                        next.saturating_sub(1),
+                        t.target.1.index
+                    ));
+                }
+                Progress::Ready if t.target == (cut, last) => {
+                    tasks.remove(&g.group);
+                    return Ok(());
+                }
+                // Ready for an older snapshot (resumed from there), or
+                // failed (retried, resuming what is staged).
+                Progress::Ready | Progress::Failed(_) => {}
+            }
+        }
+        let progress = Arc::new(parking_lot::Mutex::new(Progress::Fetching(cut.index + 1)));
+        tasks.insert(
+            g.group,
+            Task {
+                target: (cut, last),
+                progress: progress.clone(),
+            },
+        );
+        drop(tasks);
+        self.catchups.started.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(group = %g.name(), source = from, cut = %cut, last = %last, "catching up by snapshot: fetching the retained log");
+        let name = g.name();
+        let (this, g) = (self.clone(), g.clone());
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                r = this.fetch_snapshot_data(&g, from, cut, last, &progress) => r,
+                _ = this.shutdown.cancelled() => Err("node shutting down".into()),
+            };
+            match outcome {
+                Ok(()) => {
+                    this.catchups.completed.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(group = %g.name(), last = %last, "catch-up data staged; installing the snapshot");
+                    *progress.lock() = Progress::Ready;
+                }
+                Err(e) => {
+                    this.catchups.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(group = %g.name(), error = %e, "catch-up by snapshot failed; the next snapshot request retries");
+                    *progress.lock() = Progress::Failed(e);
+                }
+            }
+        });
+        Err(format!("{name} started catching up by snapshot"))
+    }
+
+    /// Stages entries `cut + 1 ..= last` fetched from `source`; see the
+    /// module docs. The staged log is closed on every way out.
+    async fn fetch_snapshot_data(
+        self: &Arc<Self>,
+        g: &PartitionGroup,
+        source: NodeId,
+        cut: LogId<NodeId>,
+        last: LogId<NodeId>,
+        progress: &parking_lot::Mutex<Progress>,
+    ) -> Result<(), String> {
+        let dir = staging_dir(g.log.dir());
+        let rel = dir
+            .strip_prefix(self.data_dir.path())
+            .map_err(|_| format!("{} is outside the data directory", dir.display()))?
+            .to_path_buf();
+        let first = cut.index + 1;
+        let staged = if dir.exists() {
+            let log = self
+                .data_dir
+                .open_log(&rel, g.log.config().clone())
+                .map_err(|e| e.to_string())?;
+            let (start, next) = log.index_bounds();
+            let empty = log.last_entry().is_none();
+            // Usable if it starts at or before the first entry needed,
+            // reaches it, and holds nothing past the snapshot's end (which
+            // would sit in the log where openraft knows of no entry).
+            if !empty && start <= first && next >= first && next <= last.index + 1 {
+                Some(log)
+            } else {
+                tracing::info!(dir = %dir.display(), start, next, first, "staged snapshot data does not fit; fetching again");
+                self.remove_staged(log).await?;
+                None
+            }
+        } else {
+            None
+        };
+        let mut staged = staged;
+        let mut at = staged.as_ref().map_or(first, |l| l.index_bounds().1);
+        if at > first {
+            tracing::info!(group = %g.name(), resume_at = at, first, last = %last, "resuming a catch-up from the staged data");
+        }
+        let result = async {
+            while at <= last.index {
+                *progress.lock() = Progress::Fetching(at);
+                let fetched = self
+                    .ask(
+                        source,
+                        g.group,
+                        AeRequest::Fetch {
+                            range: at..last.index + 1,
+                            max_bytes: CHUNK_BYTES,
+                        },
+                    )
+                    .await
+                    .map_err(|e| format!("fetch from node {source} at index {at}: {e}"))?;
+                let AeResponse::Batches(bytes) = fetched else {
+                    return Err(format!("node {source} answered {fetched:?} to a fetch"));
+                };
+                let wait = self.catchups.limiter.take(bytes.len() as u64);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let batches =
+                    RecordBatch::split_all(bytes).map_err(|e| format!("fetched batches: {e}"))?;
+                let mut pending = Vec::new();
+                for batch in batches.into_iter().take_while(|b| b.log_index() <= last.index) {
+                    if batch.log_index() != at {
+                        return Err(format!(
+                            "node {source} sent index {} where {at} was due",
+                            batch.log_index()
+                        ));
+                    }
+                    let log = match &staged {
+                        Some(l) => l.clone(),
+                        None => {
+                            let l = self
+                                .data_dir
+                                .open_log_at(
+                                    &rel,
+                                    g.log.config().clone(),
+                                    at,
+                                    batch.header().base_offset,
+                                )
+                                .map_err(|e| e.to_string())?;
+                            staged = Some(l.clone());
+                            l
+                        }
+                    };
+                    let id = EntryId {
+                        index: at,
+                        term: batch.term(),
+                    };
+                    let (stamped, done) = log
+                        .append_entry(batch.clone(), id)
+                        .map_err(|e| format!("stage index {at}: {e}"))?;
+                    if stamped.as_bytes() != batch.as_bytes() {
+                        return Err(format!(
+                            "index {at} does not continue the staged log as fetched (offsets differ)"
+                        ));
+                    }
+                    self.catchups
+                        .bytes_fetched
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    pending.push(done);
+                    at += 1;
+                }
+                if pending.is_empty() {
+                    return Err(format!("node {source} sent nothing for index {at}"));
+                }
+                for done in pending {
+                    done.await.map_err(|e| format!("stage: {e}"))?;
+                }
+            }
+            let log = staged.as_ref().ok_or("nothing staged")?;
+            let end = log.last_entry();
+            if end != Some(crate::raft::log_store::entry_id(&last)) {
+                return Err(format!(
+                    "staged log ends at {end:?}, the snapshot at {last}"
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        if let Some(log) = staged {
+            let data_dir = self.data_dir.clone();
+            let closed = tokio::task::spawn_blocking(move || data_dir.close_log(&log))
+                .await
+                .map_err(|e| e.to_string())?;
+            closed.map_err(|e| e.to_string())?;
+        }
+        result
+    }
+
+    async fn remove_staged(&self, log: PartitionLog) -> Result<(), String> {
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || data_dir.remove_log(&log))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,137 @@
+//! Installing a snapshot's data: a log behind another replica gets that
+//! replica's retained batches, staged in a log of their own, moved in;
+//! the result holds the same bytes, continues after them, survives a
+//! reopen, and an install a crash interrupted is finished on open.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use cairn_storage::{DataDir, DataDirOptions, EntryId, PartitionLog};
+use common::{fill, small_segments};
+
+const CUT: u64 = 19;
+const END: u64 = 40;
+
+fn segment_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A source log of `END` batches, a target holding 5 other batches, and
+/// the source's batches after `CUT` staged in `dst.snap` (closed).
+fn setup(data: &DataDir) -> (PartitionLog, PartitionLog) {
+    let src = data.open_log("src", small_segments()).unwrap();
+    fill(&src, END);
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    fill(&dst, 5);
+    let wanted = src.read_index_range(CUT + 1..END, usize::MAX).unwrap();
+    let staged = data
+        .open_log_at(
+            "dst.snap",
+            small_segments(),
+            CUT + 1,
+            wanted[0].header().base_offset,
+        )
+        .unwrap();
+    for b in &wanted {
+        let id = EntryId {
+            index: b.log_index(),
+            term: b.term(),
+        };
+        let (stamped, done) = staged.append_entry(b.clone(), id).unwrap();
+        assert_eq!(stamped.as_bytes(), b.as_bytes(), "staged copy differs");
+        done.wait().unwrap();
+    }
+    data.close_log(&staged).unwrap();
+    (src, dst)
+}
+
+fn assert_same_as_source(src: &PartitionLog, dst: &PartitionLog) {
+    assert_eq!(dst.index_bounds(), (CUT + 1, END));
+    let want = src.read_index_range(CUT + 1..END, usize::MAX).unwrap();
+    let got = dst.read_index_range(CUT + 1..END, usize::MAX).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.as_bytes(), w.as_bytes(), "index {}", w.log_index());
+    }
+    assert_eq!(dst.bounds().1, src.bounds().1, "end offsets");
+}
+
+#[test]
+fn installed_segments_replace_the_log_and_it_continues_after_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let (src, dst) = setup(&data);
+    dst.install(
+        tmp.path().join("dst.snap"),
+        EntryId {
+            index: CUT,
+            term: 0,
+        },
+    )
+    .wait()
+    .unwrap();
+    assert_same_as_source(&src, &dst);
+    assert!(segment_names(&tmp.path().join("dst.snap")).is_empty());
+    assert_eq!(
+        dst.purged(),
+        Some(EntryId {
+            index: CUT,
+            term: 0
+        })
+    );
+
+    // It continues after the installed entries, at the source's offsets.
+    let next_offset = src.bounds().1;
+    fill(&dst, 1);
+    assert_eq!(dst.index_bounds(), (CUT + 1, END + 1));
+    assert_eq!(dst.bounds().1, next_offset + 10);
+
+    // And it reopens the same.
+    data.close_log(&dst).unwrap();
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    assert_eq!(dst.index_bounds(), (CUT + 1, END + 1));
+    let got = dst.read_index_range(CUT + 1..END, usize::MAX).unwrap();
+    assert_eq!(got.len() as u64, END - CUT - 1);
+    data.shutdown().unwrap();
+}
+
+#[test]
+fn an_install_interrupted_by_a_crash_is_finished_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let (src, dst) = setup(&data);
+    data.close_log(&dst).unwrap();
+    // The crash: the intent is written and one staged segment moved in;
+    // the target's old segments are still there.
+    let staged = tmp.path().join("dst.snap");
+    let names = segment_names(&staged);
+    assert!(names.len() > 1, "want several staged segments: {names:?}");
+    let intent = serde_json::json!({
+        "staged": staged,
+        "segments": names,
+        "purged": {"index": CUT, "term": 0},
+    });
+    fs::write(
+        tmp.path().join("dst/install.json"),
+        serde_json::to_vec(&intent).unwrap(),
+    )
+    .unwrap();
+    fs::rename(
+        staged.join(&names[0]),
+        tmp.path().join("dst").join(&names[0]),
+    )
+    .unwrap();
+
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    assert_same_as_source(&src, &dst);
+    assert!(!tmp.path().join("dst/install.json").exists());
+    data.shutdown().unwrap();
+}

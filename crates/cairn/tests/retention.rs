@@ -1,0 +1,547 @@
+//! Replicated retention on a real 3-node cluster: the leader's cuts go
+//! through Raft so every replica's log starts at the same index; a
+//! follower stopped while retention moved past everything it had catches
+//! up by snapshot (the retained log fetched from the leader), serves the
+//! same entries and holds the same batches byte for byte, and anti-entropy
+//! finds nothing to repair; killing the leader and the receiving follower
+//! in the middle of a transfer loses no acknowledged entry within
+//! retention; and the directory of a stream deleted while a node was down
+//! is removed after the node restarts and the grace period passes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use cairn_client::{
+    ClusterView, Consistency, GroupView, OffsetEntry, ReadParams, ScanRequest, StreamConfig,
+};
+use support::cluster::TestCluster;
+use support::load::Load;
+
+const STREAM: &str = "ret";
+const SEGMENT_BYTES: u64 = 16 << 10;
+
+async fn group_view(c: &TestCluster, i: usize) -> Result<GroupView> {
+    let v: ClusterView = c.view(i).await?;
+    v.groups
+        .into_iter()
+        .find(|g| g.stream == STREAM && g.partition == 0)
+        .context("no replica of the partition on this node")
+}
+
+async fn create(c: &TestCluster, retention_bytes: u64) -> Result<()> {
+    c.client(0)?
+        .create_stream(
+            STREAM,
+            StreamConfig {
+                partitions: 1,
+                replication_factor: Some(3),
+                segment_bytes: SEGMENT_BYTES,
+                retention_bytes: Some(retention_bytes),
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    c.wait_groups(STREAM, 1).await
+}
+
+/// Waits until the leader's log start has moved past `index` and at
+/// least `cuts` more times than when called; answers the leader's view.
+async fn wait_for_cuts(
+    c: &TestCluster,
+    leader: usize,
+    index: u64,
+    cuts: usize,
+) -> Result<GroupView> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let g = group_view(c, leader).await?;
+        seen.insert(g.log_start_index);
+        if g.log_start_index > index && seen.len() > cuts {
+            return Ok(g);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "retention did not cut past {index} {cuts} times within 180 s: {g:?}, starts seen {seen:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every node's replica reports the same log start, applied
+/// index and committed end, with nothing catching up; answers the views.
+async fn wait_converged(c: &TestCluster) -> Result<Vec<GroupView>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut views = Vec::new();
+        for i in c.live() {
+            if let Ok(g) = group_view(c, i).await {
+                views.push(g);
+            }
+        }
+        let same = views.len() == c.live().len()
+            && views.windows(2).all(|w| {
+                (
+                    w[0].log_start_index,
+                    w[0].applied_index,
+                    w[0].committed_end_offset,
+                ) == (
+                    w[1].log_start_index,
+                    w[1].applied_index,
+                    w[1].committed_end_offset,
+                )
+            })
+            && views.iter().all(|g| g.catching_up.is_none());
+        if same {
+            return Ok(views);
+        }
+        if Instant::now() > deadline {
+            bail!("replicas did not converge within 120 s: {views:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every live replica reports the same log start, past 0
+/// (writes may go on meanwhile); answers it.
+async fn wait_same_log_start(c: &TestCluster) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut starts = Vec::new();
+        for i in c.live() {
+            if let Ok(g) = group_view(c, i).await {
+                starts.push(g.log_start_index);
+            }
+        }
+        if starts.len() == c.live().len()
+            && starts[0] > 0
+            && starts.windows(2).all(|w| w[0] == w[1])
+        {
+            return Ok(starts[0]);
+        }
+        if Instant::now() > deadline {
+            bail!("replicas' log starts differ after 60 s: {starts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every committed entry from `from` on, as node `i` serves it.
+async fn read_from(c: &TestCluster, i: usize, from: u64) -> Result<Vec<OffsetEntry>> {
+    let client = c.client(i)?;
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let page = client
+            .read(
+                STREAM,
+                0,
+                ReadParams {
+                    offset: Some(offset),
+                    limit: Some(10_000),
+                    consistency: Some(Consistency::Any),
+                },
+            )
+            .await?;
+        let done = page.entries.is_empty() || page.next_offset >= page.end_offset;
+        out.extend(page.entries);
+        if done {
+            return Ok(out);
+        }
+        offset = page.next_offset;
+    }
+}
+
+/// Every node serves the same entries from the highest start offset on,
+/// and every acknowledged entry at or after it is there.
+async fn same_entries_everywhere(
+    c: &TestCluster,
+    views: &[GroupView],
+    acked: &BTreeMap<(u32, u64), String>,
+) -> Result<u64> {
+    let from = views.iter().map(|g| g.start_offset).max().unwrap_or(0);
+    let reference = read_from(c, c.live()[0], from).await?;
+    ensure!(!reference.is_empty(), "nothing retained from offset {from}");
+    for i in c.live().into_iter().skip(1) {
+        let got = read_from(c, i, from).await?;
+        ensure!(
+            got == reference,
+            "node {} serves {} entries from {from}, node {} {}",
+            i + 1,
+            got.len(),
+            c.live()[0] + 1,
+            reference.len()
+        );
+    }
+    for ((_, off), message) in acked.range((0, from)..(1, 0)) {
+        let e = reference
+            .get((off - from) as usize)
+            .with_context(|| format!("acknowledged {message} at offset {off} is missing"))?;
+        ensure!(
+            e.offset == *off && &e.entry.message == message,
+            "offset {off}: acknowledged {message}, stored {:?}",
+            e
+        );
+    }
+    Ok(from)
+}
+
+/// The replicas' batches, read from the stopped nodes' data directories,
+/// are byte-identical from the highest first index on.
+fn batches_identical(dir: &Path, group: u64) -> Result<()> {
+    let mut replicas = Vec::new();
+    for node in 1..=3 {
+        let data = cairn_storage::DataDir::open(
+            dir.join(format!("node-{node}")),
+            cairn_storage::DataDirOptions::default(),
+        )?;
+        let log = data.open_log(
+            format!("groups/{group:016x}"),
+            cairn_storage::LogConfig::default(),
+        )?;
+        let (first, end) = log.index_bounds();
+        let batches = log.read_index_range(first..end, usize::MAX)?;
+        ensure!(
+            batches.len() as u64 == end - first,
+            "node {node}: {} batches in [{first}, {end})",
+            batches.len()
+        );
+        let bytes: Vec<bytes::Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
+        data.close_log(&log)?;
+        data.shutdown()?;
+        replicas.push((node, first, end, bytes));
+    }
+    let from = replicas.iter().map(|r| r.1).max().unwrap_or(0);
+    let end = replicas[0].2;
+    for (node, first, e, _) in &replicas {
+        ensure!(*e == end, "node {node} ends at {e}, node 1 at {end}");
+        ensure!(*first <= from, "node {node} starts at {first}");
+    }
+    let at = |r: &(u64, u64, u64, Vec<bytes::Bytes>), i: u64| r.3[(i - r.1) as usize].clone();
+    for i in from..end {
+        let reference = at(&replicas[0], i);
+        for r in &replicas[1..] {
+            ensure!(
+                at(r, i) == reference,
+                "node {}'s batch at index {i} differs from node 1's",
+                r.0
+            );
+        }
+    }
+    ensure!(end > from, "no batch retained");
+    Ok(())
+}
+
+async fn scan_clean(c: &TestCluster) -> Result<()> {
+    let scan = c
+        .client(c.live()[0])?
+        .anti_entropy_scan(&ScanRequest {
+            deep: true,
+            ..ScanRequest::default()
+        })
+        .await?;
+    ensure!(scan.failed.is_empty(), "not scanned: {:?}", scan.failed);
+    for r in &scan.reports {
+        ensure!(
+            r.outcome == "clean" && r.divergent.is_empty() && r.bytes_repaired == 0,
+            "not clean: {r:?}"
+        );
+        ensure!(r.replicas.len() == 3, "compared only {:?}", r.replicas);
+    }
+    Ok(())
+}
+
+/// Index (0-based) of a follower of the partition, and the leader's.
+async fn roles(c: &TestCluster) -> Result<(usize, usize)> {
+    let leader = c.leader_of(STREAM, 0).await.context("no leader")? as usize - 1;
+    Ok(((leader + 1) % 3, leader))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--retention-check-ms", "200"]).await?;
+    create(&c, 3 * SEGMENT_BYTES).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+
+    // Retention runs on every replica and cuts the same prefix.
+    wait_for_cuts(&c, leader, 0, 1).await?;
+    wait_same_log_start(&c).await?;
+
+    let behind = group_view(&c, follower).await?.applied_index.unwrap_or(0);
+    c.kill(follower);
+    load.urls.lock()[follower] = None;
+    // Two more cuts, the last past everything the stopped follower has:
+    // only a snapshot can bring it back.
+    let cut = wait_for_cuts(&c, leader, behind + 1, 2).await?;
+    c.start_node(follower)?;
+    load.urls.lock()[follower] = c.url(follower);
+
+    // It catches up while the load goes on.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(g) = group_view(&c, follower).await
+            && g.log_start_index >= cut.log_start_index
+            && g.applied_index >= cut.applied_index
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the restarted follower did not catch up within 120 s: {:?}",
+                group_view(&c, follower).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok, _, acked) = load.stop().await?;
+    ensure!(ok > 0, "no write was acknowledged");
+
+    let views = wait_converged(&c).await?;
+    let from = same_entries_everywhere(&c, &views, &acked).await?;
+    scan_clean(&c).await?;
+    // It came back through a snapshot, not the log.
+    let http = c.client_options().http_client()?;
+    let text = support::metrics(&http, &c.url(follower).context("follower down")?).await?;
+    ensure!(
+        support::sum_samples(&text, "cairn_snapshot_catchups_completed_total") >= 1.0,
+        "the follower completed no catch-up by snapshot"
+    );
+    ensure!(
+        support::sum_samples(&text, "cairn_partition_log_start_index{") as u64
+            == views[0].log_start_index,
+        "the follower's log start metric disagrees with its view"
+    );
+    println!(
+        "log start index {} (offset {from}) on every replica; {} batches written",
+        views[0].log_start_index, ok
+    );
+    let group = views[0].group;
+    for i in 0..3 {
+        c.kill(i);
+    }
+    batches_identical(c.dir.path(), group)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_leader_and_follower_mid_transfer_loses_no_acknowledged_entry() -> Result<()> {
+    // A slow transfer (64 kB/s) of a retained log of a few hundred kB.
+    let mut c = TestCluster::start_with(
+        3,
+        &["--retention-check-ms", "200", "--snapshot-rate", "64k"],
+    )
+    .await?;
+    create(&c, 16 * SEGMENT_BYTES).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    wait_for_cuts(&c, leader, 0, 1).await?;
+    let behind = group_view(&c, follower).await?.applied_index.unwrap_or(0);
+    c.kill(follower);
+    load.urls.lock()[follower] = None;
+    wait_for_cuts(&c, leader, behind + 1, 1).await?;
+    c.start_node(follower)?;
+
+    // Wait for the transfer to be under way, then kill both ends.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(g) = group_view(&c, follower).await
+            && let Some(progress) = g.catching_up
+        {
+            println!("transfer under way: {progress:?}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the follower never reported catching up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.kill(leader);
+    c.kill(follower);
+    load.urls.lock()[leader] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_node(leader)?;
+    c.start_node(follower)?;
+    load.urls.lock()[leader] = c.url(leader);
+    load.urls.lock()[follower] = c.url(follower);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, _, acked) = load.stop().await?;
+    ensure!(ok > 0, "no write was acknowledged");
+    let views = wait_converged(&c).await?;
+    let from = same_entries_everywhere(&c, &views, &acked).await?;
+    println!(
+        "after the kills: log start index {} (offset {from}), {} acknowledged entries checked",
+        views[0].log_start_index,
+        acked.range((0, from)..(1, 0)).count()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_while_a_node_is_down_leaves_no_directory() -> Result<()> {
+    const GRACE: Duration = Duration::from_secs(3);
+    let mut c = TestCluster::start_with(3, &["--orphan-grace", "3s"]).await?;
+    create(&c, 1 << 30).await?;
+    let group = group_view(&c, 2).await?.group;
+    let groups = c.dir.path().join("node-3").join("groups");
+    let dir = groups.join(format!("{group:016x}"));
+    ensure!(dir.exists(), "{} missing", dir.display());
+    c.kill(2);
+    c.client(0)?.delete_stream(STREAM).await?;
+    // What a crash in the middle of removing a group, or of staging a
+    // snapshot, leaves behind: directories no metadata names.
+    let leftovers = [
+        groups.join("00000fff00000000"),
+        groups.join("00000fff00000001.snap"),
+    ];
+    for d in &leftovers {
+        std::fs::create_dir_all(d)?;
+        std::fs::write(d.join("00000000000000000000-00000000000000000000.log"), b"")?;
+    }
+    let restarted = Instant::now();
+    c.start_node(2)?;
+    c.wait_ready(3).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dir.exists() || leftovers.iter().any(|d| d.exists()) {
+        if Instant::now() > deadline {
+            bail!("group directories still there 60 s after the restart");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Unowned directories are kept for the grace period first.
+    ensure!(
+        restarted.elapsed() >= GRACE,
+        "removed {:?} after the restart, before the grace period",
+        restarted.elapsed()
+    );
+    // The other nodes removed theirs when the stream was deleted.
+    for node in ["node-1", "node-2"] {
+        let other = c
+            .dir
+            .path()
+            .join(node)
+            .join("groups")
+            .join(format!("{group:016x}"));
+        ensure!(!other.exists(), "{} still exists", other.display());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_compacts_its_log_and_a_lagging_node_catches_up_from_its_snapshot()
+-> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--controller-snapshot-every", "20"]).await?;
+    c.kill(2);
+    let client = c.client(0)?;
+    // Each create and delete is a controller entry: well past the entries
+    // a snapshot keeps, so node 3 cannot catch up from the log.
+    for i in 0..80 {
+        let name = format!("tmp-{i}");
+        client
+            .create_stream(
+                &name,
+                StreamConfig {
+                    partitions: 1,
+                    replication_factor: Some(1),
+                    ..StreamConfig::default()
+                },
+            )
+            .await?;
+        client.delete_stream(&name).await?;
+    }
+    client
+        .create_stream(
+            "kept",
+            StreamConfig {
+                partitions: 1,
+                replication_factor: Some(2),
+                ..StreamConfig::default()
+            },
+        )
+        .await?;
+    let root = c.dir.path().to_path_buf();
+    let purged = |node: &str| root.join(node).join("controller/log/purged.json").exists();
+    // A leader purges once no replication stream reads the range (the
+    // one to the stopped node retries): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(purged("node-1") && purged("node-2")) {
+        ensure!(
+            Instant::now() < deadline,
+            "the controller log was not purged within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.start_node(2)?;
+    c.wait_ready(3).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let streams = c.client(2)?.list_streams().await?;
+        let names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).collect();
+        if names == ["kept"] {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("node 3 sees streams {names:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ensure!(
+        purged("node-3"),
+        "node 3's controller log was not compacted"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--retention-check-ms", "200"]).await?;
+    create(&c, 3 * SEGMENT_BYTES).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    wait_for_cuts(&c, leader, 0, 1).await?;
+
+    // Node 4 joins; a follower is decommissioned, so its replica moves to
+    // node 4, which can only be given the retained log by a snapshot.
+    let new = c.join_node(0)?;
+    c.wait_ready(4).await?;
+    load.urls.lock().push(c.url(new));
+    let r = c
+        .client_options()
+        .http_client()?
+        .post(format!(
+            "{}/v1/cluster/nodes/{}/decommission",
+            c.url(leader).context("leader down")?,
+            follower + 1
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "decommission: {}", r.text().await?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = c.view(leader).await?;
+        if !v.nodes.iter().any(|n| n.id == follower as u64 + 1) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the follower never left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.urls.lock()[follower] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, _, acked) = load.stop().await?;
+    c.kill(follower);
+    let views = wait_converged(&c).await?;
+    ensure!(views.len() == 3, "replicas: {views:?}");
+    same_entries_everywhere(&c, &views, &acked).await?;
+    let http = c.client_options().http_client()?;
+    let text = support::metrics(&http, &c.url(new).context("node 4 down")?).await?;
+    ensure!(
+        support::sum_samples(&text, "cairn_snapshot_catchups_completed_total") >= 1.0,
+        "node 4 got its replica without a snapshot"
+    );
+    Ok(())
+}
