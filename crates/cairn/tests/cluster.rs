@@ -13,26 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use cairn_client::StreamConfig;
 use cairn_types::{NewEntry, partition_for_source};
 use support::cluster::TestCluster;
 use support::load::{Load, entry, verify_acknowledged};
-
-async fn create_stream(c: &TestCluster, name: &str, partitions: u32) -> Result<()> {
-    let info = c
-        .client(0)?
-        .create_stream(
-            name,
-            StreamConfig {
-                partitions,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    ensure!(info.partitions.iter().all(|p| p.replicas.len() == 3));
-    c.wait_groups(name, partitions as usize).await
-}
 
 /// A source whose entries land in `partition`.
 fn source_for(partition: u32, partitions: u32) -> String {
@@ -45,7 +28,7 @@ fn source_for(partition: u32, partitions: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_any_node_are_readable_through_every_node() -> Result<()> {
     let c = TestCluster::start(3).await?;
-    create_stream(&c, "app", 4).await?;
+    c.create_stream("app", 4).await?;
 
     let mut expected: HashMap<u32, Vec<String>> = HashMap::new();
     for node in 0..3 {
@@ -135,7 +118,7 @@ async fn kill_cycles(kill_leader: bool) -> Result<()> {
     const STREAM: &str = "kills";
     const PARTITIONS: u32 = 2;
     let mut c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, PARTITIONS).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let urls = load.urls.clone();
     let probe_source = source_for(0, PARTITIONS);
@@ -217,7 +200,7 @@ async fn killing_random_nodes_repeatedly_loses_no_acknowledged_write() -> Result
 async fn an_isolated_leader_cannot_commit_and_its_tail_is_discarded() -> Result<()> {
     const STREAM: &str = "iso";
     let c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, 1).await?;
+    c.create_stream(STREAM, 1).await?;
     let before: Vec<NewEntry> = (0..10)
         .map(|i| entry("svc", format!("before-{i}")))
         .collect();
@@ -300,7 +283,7 @@ async fn a_node_joins_and_another_is_decommissioned_under_load() -> Result<()> {
     const STREAM: &str = "grow";
     const PARTITIONS: u32 = 4;
     let mut c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, PARTITIONS).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let urls = load.urls.clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -454,7 +437,7 @@ async fn slow_node_keeps_writes_flowing(delay_ms: u64) -> Result<()> {
     const PARTITIONS: u32 = 3;
     const FAULT: Duration = Duration::from_secs(10);
     let c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, PARTITIONS).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let mut led_by_3 = Vec::new();
     for p in 0..PARTITIONS {
         if c.leader_of(STREAM, p).await == Some(3) {
@@ -547,7 +530,7 @@ async fn a_leader_without_quorum_steps_down() -> Result<()> {
     const STREAM: &str = "stepdown";
     const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(800);
     let c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, 1).await?;
+    c.create_stream(STREAM, 1).await?;
     let before: Vec<NewEntry> = (0..5)
         .map(|i| entry("svc", format!("before-{i}")))
         .collect();
@@ -631,7 +614,7 @@ async fn a_leader_without_quorum_steps_down() -> Result<()> {
 async fn a_healed_follower_does_not_depose_the_leader() -> Result<()> {
     const STREAM: &str = "heal";
     let c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, 1).await?;
+    c.create_stream(STREAM, 1).await?;
     c.client(0)?
         .append(STREAM, &[entry("svc", "before".to_string())])
         .await?;

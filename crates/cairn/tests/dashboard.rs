@@ -22,7 +22,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_client::StreamConfig;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
@@ -259,17 +258,7 @@ async fn given_a_loaded_cluster_when_a_disk_slows_the_dashboard_should_name_the_
         return Ok(());
     };
     let mut c = TestCluster::start_with(3, &["--ae-interval", "0"]).await?;
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let url = |i: usize| c.url(i).expect("node is running");
     // The charts need a few rounds of history to draw lines.

@@ -10,23 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_client::StreamConfig;
 use support::cluster::TestCluster;
 use support::load::{Load, verify_acknowledged};
-
-async fn create_stream(c: &TestCluster, name: &str, partitions: u32) -> Result<()> {
-    c.client(0)?
-        .create_stream(
-            name,
-            StreamConfig {
-                partitions,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(name, partitions as usize).await
-}
 
 /// Waits until a majority of nodes agree `partition` is led by `want`.
 async fn wait_leader(c: &TestCluster, stream: &str, partition: u32, want: u64) -> Result<()> {
@@ -60,7 +45,7 @@ async fn leaders_move_under_load_without_failing_or_losing_a_write() -> Result<(
     const STREAM: &str = "moves";
     const PARTITIONS: u32 = 4;
     let c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, PARTITIONS).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -153,7 +138,7 @@ async fn rebalance_gives_partitions_back_to_their_preferred_leaders_after_a_rest
     const STREAM: &str = "balance";
     const PARTITIONS: u32 = 6;
     let mut c = TestCluster::start(3).await?;
-    create_stream(&c, STREAM, PARTITIONS).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     // Leaders start where placement put them; node 2 leads some.
     let deadline = Instant::now() + Duration::from_secs(15);
     let before = loop {

@@ -16,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_client::StreamConfig;
 use serde_json::{Value, json};
 
 use support::cluster::{TestCluster, free_port};
@@ -372,17 +371,7 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             .map(|i| c.dir.path().join(format!("node-{i}")))
             .collect(),
     };
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let http = cairn_client::http_builder()
         .timeout(Duration::from_secs(5))

@@ -10,7 +10,6 @@ mod support;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_client::StreamConfig;
 use serde_json::Value;
 use support::cluster::TestCluster;
 use support::load::{Load, verify_acknowledged};
@@ -24,17 +23,7 @@ async fn loaded_cluster(flags: &[&str]) -> Result<(TestCluster, Load)> {
     let mut all = vec!["--ae-interval", "0"];
     all.extend_from_slice(flags);
     let c = TestCluster::start_with(3, &all).await?;
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     tokio::time::sleep(Duration::from_secs(15)).await;
     Ok((c, load))

@@ -11,7 +11,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_client::StreamConfig;
 use serde_json::{Value, json};
 
 use support::cluster::TestCluster;
@@ -64,17 +63,7 @@ async fn wait_named(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_names_an_injected_fault_and_reports_are_saved_and_served() -> Result<()> {
     let c = TestCluster::start_with(3, &["--ae-interval", "0", "--report-interval", "5s"]).await?;
-    c.client(0)?
-        .create_stream(
-            STREAM,
-            StreamConfig {
-                partitions: PARTITIONS,
-                replication_factor: Some(3),
-                ..StreamConfig::default()
-            },
-        )
-        .await?;
-    c.wait_groups(STREAM, PARTITIONS as usize).await?;
+    c.create_stream(STREAM, PARTITIONS).await?;
     let load = Load::start(&c, STREAM, PARTITIONS);
     let http = cairn_client::http_builder()
         .timeout(Duration::from_secs(10))

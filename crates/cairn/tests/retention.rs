@@ -273,9 +273,15 @@ async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> 
     wait_for_cuts(&c, leader, 0, 1).await?;
     wait_same_log_start(&c).await?;
 
-    let behind = group_view(&c, follower).await?.applied_index.unwrap_or(0);
     c.kill(follower);
     load.urls.lock()[follower] = None;
+    // What the stopped follower may hold: its log can run past its applied
+    // index, up to what the leader had appended — and a cut below its log
+    // end is caught up on from the log, not a snapshot. The leader's
+    // applied index a moment after the kill, plus the entries in flight,
+    // bounds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let behind = group_view(&c, leader).await?.applied_index.unwrap_or(0) + 64;
     // Two more cuts, the last past everything the stopped follower has:
     // only a snapshot can bring it back.
     let cut = wait_for_cuts(&c, leader, behind + 1, 2).await?;
@@ -341,9 +347,15 @@ async fn killing_leader_and_follower_mid_transfer_loses_no_acknowledged_entry() 
     let load = Load::start(&c, STREAM, 1);
     let (follower, leader) = roles(&c).await?;
     wait_for_cuts(&c, leader, 0, 1).await?;
-    let behind = group_view(&c, follower).await?.applied_index.unwrap_or(0);
     c.kill(follower);
     load.urls.lock()[follower] = None;
+    // What the stopped follower may hold: its log can run past its applied
+    // index, up to what the leader had appended — and a cut below its log
+    // end is caught up on from the log, not a snapshot. The leader's
+    // applied index a moment after the kill, plus the entries in flight,
+    // bounds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let behind = group_view(&c, leader).await?.applied_index.unwrap_or(0) + 64;
     wait_for_cuts(&c, leader, behind + 1, 1).await?;
     c.start_node(follower)?;
 

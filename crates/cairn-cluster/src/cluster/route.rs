@@ -311,6 +311,40 @@ impl Cluster {
         group: u64,
         batch: RecordBatch,
     ) -> Result<Appended, ClusterError> {
+        let payload = batch.as_bytes().clone();
+        self.on_leader(group, kinds::FORWARD_APPEND, payload, |left| {
+            let batch = batch.clone();
+            async move {
+                match tokio::time::timeout(left, self.inner.append_locally(group, batch)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ClusterError::Indeterminate(format!(
+                        "{} did not commit within {:?} (no quorum?)",
+                        self.inner.group_name(group),
+                        self.inner.config.request_timeout
+                    ))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Runs a request on the leader of `group`: `local` (given the time
+    /// left) when this node leads, else `payload` as a `kind` frame to the
+    /// leader. Retried — at the leader a refusal names, else at the
+    /// replicas in turn — while the answer says nothing happened
+    /// ([`ClusterError::is_retryable`]), up to the request timeout.
+    pub(super) async fn on_leader<T, F, Fut>(
+        &self,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+        local: F,
+    ) -> Result<T, ClusterError>
+    where
+        T: DeserializeOwned,
+        F: Fn(Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClusterError>>,
+    {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         let mut hint: Option<NodeId> = None;
         let mut attempt = 0usize;
@@ -318,30 +352,10 @@ impl Cluster {
             let target = hint.take().or_else(|| self.leader_guess(group, attempt));
             attempt += 1;
             let result = match target {
-                Some(t) if t == self.node_id() => {
-                    match tokio::time::timeout(
-                        remaining(deadline),
-                        self.inner.append_locally(group, batch.clone()),
-                    )
-                    .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ClusterError::Indeterminate(format!(
-                            "{} did not commit within {:?} (no quorum?)",
-                            self.inner.group_name(group),
-                            self.inner.config.request_timeout
-                        ))),
-                    }
-                }
+                Some(t) if t == self.node_id() => local(remaining(deadline)).await,
                 Some(t) => {
                     self.inner
-                        .call(
-                            t,
-                            group,
-                            kinds::FORWARD_APPEND,
-                            batch.as_bytes().clone(),
-                            remaining(deadline),
-                        )
+                        .call(t, group, kind, payload.clone(), remaining(deadline))
                         .await
                 }
                 None => Err(ClusterError::Unavailable(format!(

@@ -266,43 +266,11 @@ impl Cluster {
         group: u64,
         to: NodeId,
     ) -> Result<LeaderMove, ClusterError> {
-        let deadline = Instant::now() + self.inner.config.request_timeout;
-        let mut hint: Option<NodeId> = None;
-        let mut attempt = 0usize;
-        loop {
-            let target = hint.take().or_else(|| self.leader_guess(group, attempt));
-            attempt += 1;
-            let result = match target {
-                Some(t) if t == self.node_id() => self.inner.transfer_locally(group, to).await,
-                Some(t) => {
-                    let payload = encode(&to).map_err(|e| ClusterError::Storage(e.message))?;
-                    self.inner
-                        .call(
-                            t,
-                            group,
-                            kinds::TRANSFER_LEADER,
-                            payload,
-                            remaining(deadline),
-                        )
-                        .await
-                }
-                None => Err(ClusterError::Unavailable(format!(
-                    "{} has no known replica",
-                    self.inner.group_name(group)
-                ))),
-            };
-            match result {
-                Err(ClusterError::NotLeader { leader, .. }) if Instant::now() < deadline => {
-                    let fresh = leader.is_some() && leader != target;
-                    hint = leader.filter(|_| fresh);
-                    route::backoff(fresh).await;
-                }
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    route::backoff(false).await
-                }
-                other => return other,
-            }
-        }
+        let payload = encode(&to).map_err(|e| ClusterError::Storage(e.message))?;
+        self.on_leader(group, kinds::TRANSFER_LEADER, payload, |_| {
+            self.inner.transfer_locally(group, to)
+        })
+        .await
     }
 
     /// Moves every partition's leadership back to its preferred leader

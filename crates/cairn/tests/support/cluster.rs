@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use cairn_client::{Client, ClusterView, Consistency, OffsetEntry, ReadParams};
+use anyhow::{Context, Result, bail, ensure};
+use cairn_client::{Client, ClusterView, Consistency, OffsetEntry, ReadParams, StreamConfig};
 
 use super::NodeProcess;
 
@@ -218,6 +218,27 @@ impl TestCluster {
             }
             return Ok(());
         }
+    }
+
+    /// Creates `name` (through node 1) with `partitions` partitions of 3
+    /// replicas each, and waits until every live node runs their groups.
+    pub async fn create_stream(&self, name: &str, partitions: u32) -> Result<()> {
+        let info = self
+            .client(0)?
+            .create_stream(
+                name,
+                StreamConfig {
+                    partitions,
+                    replication_factor: Some(3),
+                    ..StreamConfig::default()
+                },
+            )
+            .await?;
+        ensure!(
+            info.partitions.iter().all(|p| p.replicas.len() == 3),
+            "{name}: not every partition has 3 replicas: {info:?}"
+        );
+        self.wait_groups(name, partitions as usize).await
     }
 
     /// Waits until every live node runs `groups` partition groups of
