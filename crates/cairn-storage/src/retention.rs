@@ -9,7 +9,6 @@ use crate::error::Result;
 use crate::fsutil::fsync_dir;
 use crate::segment::Segment;
 use crate::state::{ActiveState, EntryId, LogInner, RetentionOutcome, delete_segment, roll};
-use crate::writer::segment_too_old;
 
 /// Deletes (or, with `delete` false, only plans deleting) the oldest
 /// sealed segments past the log's retention, after rolling an active
@@ -23,7 +22,7 @@ pub(crate) fn run(
     gone_upto: Option<u64>,
 ) -> Result<RetentionOutcome> {
     let cfg = &log.config;
-    if st.end_pos() > 0 && segment_too_old(st, cfg) {
+    if st.end_pos() > 0 && st.too_old(cfg) {
         roll(log, st)?;
     }
     let mut outcome = RetentionOutcome::default();

@@ -140,6 +140,13 @@ pub(crate) struct ActiveState {
 }
 
 impl ActiveState {
+    /// The segment has been open longer than the log's `segment_ms`: it
+    /// rolls on the next append, and retention treats it as closable.
+    pub(crate) fn too_old(&self, cfg: &LogConfig) -> bool {
+        cfg.segment_ms
+            .is_some_and(|ms| self.opened_at.elapsed() >= Duration::from_millis(ms))
+    }
+
     pub(crate) fn new(segment: Arc<Segment>, meta: &SegmentMeta, bytes_since_index: u64) -> Self {
         ActiveState {
             write_pos: meta.len,

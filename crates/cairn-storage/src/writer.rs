@@ -473,8 +473,7 @@ impl Writer {
         }
         let len = batch.len() as u64;
         let cfg = &log.config;
-        if st.end_pos() > 0 && (st.end_pos() + len > cfg.segment_bytes || segment_too_old(&st, cfg))
-        {
+        if st.end_pos() > 0 && (st.end_pos() + len > cfg.segment_bytes || st.too_old(cfg)) {
             self.flush(&log, &mut st);
             self.roll(&log, &mut st);
             if let Some(reason) = &st.poisoned {
@@ -679,11 +678,6 @@ impl Writer {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-pub(crate) fn segment_too_old(st: &ActiveState, cfg: &LogConfig) -> bool {
-    cfg.segment_ms
-        .is_some_and(|ms| st.opened_at.elapsed() >= Duration::from_millis(ms))
 }
 
 /// True when the log may continue at `index` instead of its next index:

@@ -27,6 +27,7 @@
 //! CPU clock and exported, as is the memory it holds.
 
 pub mod antientropy;
+mod families;
 pub mod histogram;
 pub mod metrics;
 pub mod probe;
@@ -38,7 +39,7 @@ pub mod snapshot;
 
 mod exposition;
 
-pub use exposition::{Labels, family as encode_family};
+pub use families::{Labels, family as encode_family};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

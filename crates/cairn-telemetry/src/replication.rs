@@ -39,7 +39,7 @@ pub struct ReplicationReport {
     /// What this node's anti-entropy scans compared, found and repaired.
     pub anti_entropy: crate::antientropy::AntiEntropyFigures,
     /// Retention cuts, snapshot catch-ups and orphan clean-up.
-    pub retention: crate::retention::RetentionFigures,
+    pub retention: RetentionFigures,
 }
 
 /// One partition replica as this node sees it.
@@ -496,4 +496,32 @@ mod tests {
         };
         assert_eq!(report.role_counts().under_replicated, 0);
     }
+}
+
+/// Retention, snapshot catch-up and orphan clean-up figures of one node,
+/// filled in by the cluster layer (exported by `retention`). Counters are
+/// totals since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionFigures {
+    /// Retention cuts this node proposed as a partition leader, and the
+    /// segments and bytes of its own log they covered.
+    pub cuts_proposed: u64,
+    pub cut_segments: u64,
+    pub cut_bytes: u64,
+    /// Purges (snapshot, then purge up to a cut) this node asked for.
+    pub purges: u64,
+    /// Retention runs that failed on a partition.
+    pub failures: u64,
+    /// Catch-ups by snapshot of replicas on this node.
+    pub catchups_started: u64,
+    pub catchups_completed: u64,
+    pub catchups_failed: u64,
+    pub catchups_in_progress: u64,
+    /// Bytes of batches fetched to catch replicas up.
+    pub catchup_bytes: u64,
+    /// Group directories no partition owns: removed, and waiting out the
+    /// grace period.
+    pub orphans_removed: u64,
+    pub orphans_pending: u64,
 }

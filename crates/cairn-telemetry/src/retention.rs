@@ -1,33 +1,8 @@
-//! Retention, snapshot catch-up and orphan clean-up figures of one node,
-//! filled in by the cluster layer (`cairn_cluster`'s `retention` and
-//! `catchup`). Counters are totals since the node started.
+//! Retention, snapshot catch-up and orphan clean-up figures of one node
+//! (filled in by the cluster layer: `cairn_cluster`'s `retention` and
+//! `catchup`) and their Prometheus families.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RetentionFigures {
-    /// Retention cuts this node proposed as a partition leader, and the
-    /// segments and bytes of its own log they covered.
-    pub cuts_proposed: u64,
-    pub cut_segments: u64,
-    pub cut_bytes: u64,
-    /// Purges (snapshot, then purge up to a cut) this node asked for.
-    pub purges: u64,
-    /// Retention runs that failed on a partition.
-    pub failures: u64,
-    /// Catch-ups by snapshot of replicas on this node.
-    pub catchups_started: u64,
-    pub catchups_completed: u64,
-    pub catchups_failed: u64,
-    pub catchups_in_progress: u64,
-    /// Bytes of batches fetched to catch replicas up.
-    pub catchup_bytes: u64,
-    /// Group directories no partition owns: removed, and waiting out the
-    /// grace period.
-    pub orphans_removed: u64,
-    pub orphans_pending: u64,
-}
+pub use crate::replication::RetentionFigures;
 
 /// Writes the retention figures and each replica's log start and
 /// catching-up flag as Prometheus families.
@@ -38,7 +13,7 @@ pub(crate) fn encode(
 ) -> Result<(), std::fmt::Error> {
     use prometheus_client::metrics::MetricType;
 
-    use crate::exposition::{Labels, family};
+    use crate::families::{Labels, family};
     let (c, g) = (MetricType::Counter, MetricType::Gauge);
     let counters: [(&str, &str, u64); 10] = [
         (

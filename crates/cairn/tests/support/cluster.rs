@@ -71,6 +71,26 @@ impl TestCluster {
         token: Option<&str>,
         tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     ) -> Result<TestCluster> {
+        // A port found free can be taken by another test's process before
+        // the node binds it: start over on new ports then.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(n, extra, token, tls.clone()).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                    eprintln!("a port was taken before a node bound it; starting over: {e:#}");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(
+        n: usize,
+        extra: &[&str],
+        token: Option<&str>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let raft_addrs: Vec<String> = (0..n)
             .map(|_| Ok(format!("127.0.0.1:{}", free_port()?)))
