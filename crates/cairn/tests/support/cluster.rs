@@ -11,12 +11,25 @@ use cairn_client::{Client, ClusterView, Consistency, OffsetEntry, ReadParams, St
 
 use super::NodeProcess;
 
-/// A free loopback port (the listener is closed again; a small race with
-/// other processes is accepted in tests).
+/// A free loopback port for a listener that must keep its address across
+/// restarts (the listener is closed again). Drawn below the kernel's
+/// ephemeral range: a port from that range (what binding port 0 gives) is
+/// also what any outgoing connection may take as its local port, and a
+/// restarted node then finds its address in use.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for _ in 0..200 {
+        let port = rand::rng().random_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in {low}..{high}")
 }
 
 pub struct TestCluster {
