@@ -63,15 +63,7 @@ impl Inner {
         to: NodeId,
     ) -> Result<LeaderMove, ClusterError> {
         let started = Instant::now();
-        let g =
-            self.groups
-                .read()
-                .get(&group)
-                .cloned()
-                .ok_or_else(|| ClusterError::NoSuchGroup {
-                    group: self.group_name(group),
-                    node: self.me(),
-                })?;
+        let g = self.group_or_err(group)?;
         let me = self.me();
         let done = |outcome, error: Option<String>| LeaderMove {
             stream: g.stream.clone(),
@@ -232,15 +224,7 @@ impl Inner {
 
     /// On a replica told by its leader to campaign at once (step 4 above).
     pub(super) async fn campaign_now(&self, from: NodeId, group: u64) -> Result<(), ClusterError> {
-        let g =
-            self.groups
-                .read()
-                .get(&group)
-                .cloned()
-                .ok_or_else(|| ClusterError::NoSuchGroup {
-                    group: self.group_name(group),
-                    node: self.me(),
-                })?;
+        let g = self.group_or_err(group)?;
         // Only the leader this replica follows may start its election.
         if g.leader() != Some(from) {
             return Err(ClusterError::NotLeader {
