@@ -3,15 +3,20 @@
 # protocol. After `start_cluster SCRATCH [node flags...]`: `bin`, `url` (node
 # 1's HTTP API), `tcp` (every node's binary-protocol address, comma
 # separated), `base` (node i's HTTP port is base+10+i) and `pids`.
-# `stop_cluster` stops the nodes. Set `scheme=https` and `curl_opts=(--cacert
+# `stop_cluster` stops the nodes. CAIRN_BIN=path runs that binary instead
+# of building the release one. Set `scheme=https` and `curl_opts=(--cacert
 # CA)` first for nodes started with --tls-cert.
 pids=()
 scheme=${scheme:-http}
 curl_opts=()
 start_cluster() {
   local scratch=$1; shift
-  cargo build -q --release -p cairn
-  bin=target/release/cairn
+  if [ -n "${CAIRN_BIN:-}" ]; then
+    bin=$CAIRN_BIN
+  else
+    cargo build -q --release -p cairn
+    bin=target/release/cairn
+  fi
   base=$((20000 + RANDOM % 20000))
   local peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
   local tcps=()

@@ -242,7 +242,11 @@ impl ReadHalf {
     /// Cancel-safe: a byte once read is kept.
     pub async fn readable(&mut self) -> io::Result<()> {
         match self {
-            ReadHalf::Plain(r) => r.readable().await,
+            // Not `readable()`: its readiness can be stale or spurious
+            // (seen: a fresh, silent connection reported readable, which
+            // started the frame timer and closed it after 30 s). A peek
+            // waits for a byte or the end of the stream and takes nothing.
+            ReadHalf::Plain(r) => r.peek(&mut [0u8; 1]).await.map(|_| ()),
             ReadHalf::Tls(t) => {
                 if t.pending.is_some() || t.eof {
                     return Ok(());

@@ -625,3 +625,57 @@ async fn an_http_slowloris_and_an_idle_keep_alive_are_closed_after_their_timeout
     Client::new(&node.url)?.health().await?;
     Ok(())
 }
+
+/// A binary-protocol connection that sends nothing is idle, not a frame
+/// that is late: it stays open past the frame timeout and is closed, with
+/// no ERROR frame, by the idle timeout. (The reader once took a silent
+/// socket's stale readiness for a frame's first byte and closed every idle
+/// connection after the frame timeout, 30 s by default, with
+/// `request_timeout`, long before the documented 5 minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_binary_connection_is_closed_by_the_idle_timeout_not_the_frame_timeout()
+-> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--tcp-frame-timeout",
+            "2s",
+            "--tcp-idle-timeout",
+            "5s",
+        ],
+    )?;
+    let tcp = addr(node.tcp.as_deref().context("tcp")?)?;
+    let opened = Instant::now();
+    let silent = connect_from([127, 0, 0, 1], tcp).await?;
+    let got = read_until_closed(silent, Duration::from_secs(15))
+        .await
+        .context("the idle connection was never closed")?;
+    let closed = opened.elapsed();
+    ensure!(
+        got.is_empty(),
+        "an idle connection got an answer: {:?}",
+        error_frame(&got)
+    );
+    ensure!(
+        closed >= Duration::from_secs(5),
+        "closed after {closed:?}, before the 5 s idle timeout"
+    );
+    let frame_timeouts = metric(
+        &node.url,
+        "cairn_connections_closed_total{api=\"tcp\",reason=\"frame_timeout\"}",
+    )
+    .await?;
+    ensure!(frame_timeouts == 0.0, "{frame_timeouts} frame timeouts");
+    ensure!(
+        metric(
+            &node.url,
+            "cairn_connections_closed_total{api=\"tcp\",reason=\"idle_timeout\"}"
+        )
+        .await?
+            == 1.0
+    );
+    Ok(())
+}
