@@ -358,6 +358,50 @@ impl TcpProducer {
         }
     }
 
+    /// Reads up to `limit` committed entries of one partition from
+    /// `offset` (default: its start), from the replica `consistency` asks
+    /// for; any node routes the read (see the protocol's READ).
+    pub async fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: Option<u64>,
+        limit: u32,
+        consistency: crate::types::Consistency,
+    ) -> Result<crate::types::ReadResponse, TcpError> {
+        let request = protocol::ReadRequest {
+            partition,
+            offset,
+            limit,
+            consistency,
+        };
+        let answer = match self.call(Op::Read, stream, &request.encode()).await? {
+            ResponseBody::Read(answer) => answer,
+            other => return Err(TcpError::Unexpected(format!("{other:?} for a READ"))),
+        };
+        let mut entries = Vec::new();
+        if let Some(batch) = &answer.batch {
+            for item in batch.entries() {
+                let (offset, entry) = item.map_err(|e| {
+                    TcpError::Unexpected(format!("a READ answer's entry does not decode: {e}"))
+                })?;
+                entries.push(crate::types::OffsetEntry {
+                    offset,
+                    entry: entry.to_owned(),
+                });
+            }
+        }
+        Ok(crate::types::ReadResponse {
+            entries,
+            next_offset: answer.next_offset,
+            start_offset: answer.start_offset,
+            end_offset: answer.end_offset,
+            served_by: answer.served_by,
+            from_leader: answer.from_leader,
+            lag_entries: answer.lag_entries,
+        })
+    }
+
     /// Sends one request and waits for its answer; an ERROR answer
     /// becomes [`TcpError::Api`].
     async fn call(&self, op: Op, stream: &str, payload: &[u8]) -> Result<ResponseBody, TcpError> {

@@ -25,6 +25,7 @@ pub mod controller;
 pub mod membership;
 pub mod placement;
 pub mod raft;
+pub mod read;
 pub mod tls;
 pub mod transport;
 

@@ -55,6 +55,12 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<cairn_cluster::read::ReadError> for ApiError {
+    fn from(e: cairn_cluster::read::ReadError) -> Self {
+        ApiError::new(e.code, e.message)
+    }
+}
+
 impl From<cairn_cluster::ClusterError> for ApiError {
     fn from(e: cairn_cluster::ClusterError) -> Self {
         ApiError::new(e.error_code(), e.to_string())

@@ -7,10 +7,11 @@
 //! entry goes to the partition chosen by hashing its source, so one
 //! source's entries stay in order. Any node accepts any request: writes go
 //! to the partition leader (here or forwarded over the cluster transport);
-//! reads are served by this node's replica when it may answer (the leader,
-//! or any replica with `consistency=any`) and forwarded over HTTP
-//! otherwise; queries fan out per partition and report partitions they
-//! could not read. A node without peers is a single-node cluster.
+//! reads and queries are routed by the cluster too (this node's replica
+//! when it may answer — the leader, or any replica with `consistency=any` —
+//! another's over the transport otherwise; queries fan out per partition
+//! and report partitions they could not read). A node without peers is a
+//! single-node cluster.
 //!
 //! - [`node`]: opening, joining, retention, storage shutdown.
 //! - [`serve`]: serving a node's APIs on its listeners and stopping in
@@ -24,17 +25,16 @@
 //!   NDJSON) and grouping entries into one batch per partition.
 //! - [`write`]: [`Node::append_entries`], the one write path after
 //!   parsing, shared by HTTP and the binary protocol.
-//! - [`tcp`]: the binary ingest protocol's server (framed TCP, pipelined).
-//! - [`read`]: partition reads by offset and time-range queries merged
-//!   across partitions.
+//! - [`tcp`]: the binary protocol's server (framed TCP, pipelined).
+//! - [`read`]: the read path both APIs share, in front of the cluster's
+//!   read router (`cairn_cluster::cluster::reads`; the scan and query
+//!   engine is `cairn_cluster::read`).
 //! - [`monitor`]: the cluster monitor as the node runs it — collecting
 //!   every member's telemetry each second over the transport, evaluating
 //!   it with `cairn-monitor`, delivering alerts (controller leader only)
 //!   and answering `/v1/health` and `/v1/monitor/*`.
 //! - [`api`]: the HTTP routes (streams, entries, cluster, anti-entropy,
-//!   faults, telemetry) and their extractors. A read
-//!   that finds this node's replica damaged or quarantined is answered by
-//!   another replica and triggers a repair.
+//!   faults, telemetry) and their extractors.
 //! - [`auth`]: bearer tokens and roles (read, write, admin), and the one
 //!   rule deciding what each request needs.
 //! - [`ui`]: the dashboard's embedded files, served at `/ui/`.

@@ -269,6 +269,10 @@ impl Node {
         cluster_config.on_stage = Some(Arc::new(move |stage, d, requests| {
             observed.metrics.record_write_n(stage, d, requests);
         }));
+        let observed = telemetry.clone();
+        cluster_config.on_read_stage = Some(Arc::new(move |stage, d| {
+            observed.metrics.record_read(stage, d);
+        }));
         let cluster = match Cluster::start(cluster_config, data_dir.clone()).await {
             Ok(c) => c,
             Err(e) => {

@@ -10,7 +10,8 @@
 //!   work;
 //! - **handlers**, one per request, run concurrently: an APPEND is decoded
 //!   (CRC, structure, limits) and handed to [`Node::append_entries`], the
-//!   write path shared with HTTP; each handler queues its encoded response
+//!   write path shared with HTTP; a READ goes to [`crate::read`], the read
+//!   path shared with HTTP; each handler queues its encoded response
 //!   and only then returns its permit;
 //! - the **writer** sends responses in completion order (clients match
 //!   them by correlation id), gathering whatever is queued into one flush.
@@ -539,6 +540,19 @@ async fn process(node: &Node, body: RequestBody) -> Result<ResponseBody, ApiErro
                 .partitions
                 .len() as u32;
             Ok(ResponseBody::Metadata { partitions })
+        }
+        RequestBody::Read { stream, read } => {
+            let response = crate::read::read_partition(
+                node,
+                Api::Tcp,
+                &stream,
+                read.partition,
+                read.offset,
+                Some(read.limit as usize),
+                read.consistency,
+            )
+            .await?;
+            Ok(ResponseBody::Read(crate::read::to_answer(response)?))
         }
         RequestBody::Auth { .. } => Err(ApiError::internal(
             "AUTH is answered by the connection's reader, never by a handler",

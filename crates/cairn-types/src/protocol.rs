@@ -21,12 +21,13 @@
 //! ```text
 //! offset size field
 //!  0     1    version         VERSION (1)
-//!  1     1    op              1 = APPEND, 2 = PING, 3 = METADATA, 4 = AUTH
+//!  1     1    op              1 = APPEND, 2 = PING, 3 = METADATA, 4 = AUTH, 5 = READ
 //!  2     2    reserved        0
 //!  4     8    correlation id  chosen by the client, non-zero, echoed in the response
 //! 12     2    name length     n; 0 for PING
 //! 14     n    stream name     UTF-8
-//! 14+n   ..   payload         APPEND: one record batch; AUTH: the token; otherwise empty
+//! 14+n   ..   payload         APPEND: one record batch; AUTH: the token; READ: see below;
+//!                              otherwise empty
 //! ```
 //!
 //! A node started with a token file answers nothing but AUTH until an AUTH
@@ -47,6 +48,18 @@
 //! source exactly as over HTTP. The batch format has no "absent" timestamp,
 //! so a producer fills in its own clock for entries that lack one.
 //!
+//! The READ payload (17 bytes) asks for committed entries of one partition
+//! of the stream, routed to the replica `consistency` names exactly as an
+//! HTTP read is (the node forwards it over the cluster transport):
+//!
+//! ```text
+//! offset size field
+//!  0     4    partition
+//!  4     8    offset          first offset to return; u64::MAX = the partition's start
+//! 12     4    limit           1..=10,000 entries
+//! 16     1    consistency     0 = leader, 1 = any
+//! ```
+//!
 //! # Responses
 //!
 //! ```text
@@ -65,6 +78,7 @@
 //! | OK, PING | empty |
 //! | OK, METADATA | `u32` partition count |
 //! | OK, AUTH | empty |
+//! | OK, READ | `u64` next offset, `u64` start offset, `u64` end offset, `u64` node that served it, `u8` 1 if that was the leader, `u64` entries it lacked (u64::MAX = unknown), then the entries as one record batch stamped with the first entry's offset (nothing when there are none) |
 //! | ERROR, any | `u16` [`ErrorCode`] number (the same codes HTTP uses), then a UTF-8 message filling the rest |
 //!
 //! # Pipelining
@@ -108,9 +122,14 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = DEFAULT_MAX_PAYLOAD_BYTES + REQUEST_OVERHEAD;
 /// Longest token an AUTH frame may carry.
 pub const MAX_TOKEN_LEN: usize = 4096;
-/// Largest response a client accepts: an APPEND answer for 1024 partitions
-/// is 16 KiB, and error messages are short.
-pub const MAX_RESPONSE_FRAME_BYTES: usize = 1 << 20;
+/// Largest response a client accepts: a READ answer carries at most the
+/// server's 16 MiB of entries per read (plus the batch's framing); APPEND
+/// answers and error messages are small.
+pub const MAX_RESPONSE_FRAME_BYTES: usize = 24 << 20;
+/// Bytes of a READ request's payload.
+pub const READ_REQUEST_LEN: usize = 17;
+/// Bytes of a READ answer before its batch.
+const READ_ANSWER_FIXED_LEN: usize = 8 * 4 + 1 + 8;
 
 /// What a request asks for. The numbers are on the wire: never reuse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,6 +139,7 @@ pub enum Op {
     Ping = 2,
     Metadata = 3,
     Auth = 4,
+    Read = 5,
 }
 
 impl Op {
@@ -129,6 +149,7 @@ impl Op {
             2 => Some(Op::Ping),
             3 => Some(Op::Metadata),
             4 => Some(Op::Auth),
+            5 => Some(Op::Read),
             _ => None,
         }
     }
@@ -139,6 +160,7 @@ impl Op {
             Op::Ping => "ping",
             Op::Metadata => "metadata",
             Op::Auth => "auth",
+            Op::Read => "read",
         }
     }
 }
@@ -182,6 +204,72 @@ pub enum RequestBody {
     Metadata { stream: String },
     /// Presents a bearer token for the rest of the connection.
     Auth { token: Bytes },
+    /// Reads committed entries of one partition.
+    Read { stream: String, read: ReadRequest },
+}
+
+/// What a READ asks for (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub partition: u32,
+    /// `None`: from the partition's start.
+    pub offset: Option<u64>,
+    pub limit: u32,
+    pub consistency: crate::api::Consistency,
+}
+
+impl ReadRequest {
+    pub fn encode(&self) -> [u8; READ_REQUEST_LEN] {
+        let mut out = [0u8; READ_REQUEST_LEN];
+        out[0..4].copy_from_slice(&self.partition.to_le_bytes());
+        out[4..12].copy_from_slice(&self.offset.unwrap_or(u64::MAX).to_le_bytes());
+        out[12..16].copy_from_slice(&self.limit.to_le_bytes());
+        out[16] = match self.consistency {
+            crate::api::Consistency::Leader => 0,
+            crate::api::Consistency::Any => 1,
+        };
+        out
+    }
+
+    fn decode(id: Option<u64>, mut payload: Bytes) -> Result<ReadRequest, MalformedFrame> {
+        if payload.len() != READ_REQUEST_LEN {
+            return Err(malformed(
+                id,
+                format!(
+                    "a READ payload is {READ_REQUEST_LEN} bytes; this one is {}",
+                    payload.len()
+                ),
+            ));
+        }
+        let partition = payload.get_u32_le();
+        let offset = payload.get_u64_le();
+        let limit = payload.get_u32_le();
+        let consistency = match payload.get_u8() {
+            0 => crate::api::Consistency::Leader,
+            1 => crate::api::Consistency::Any,
+            other => return Err(malformed(id, format!("unknown READ consistency {other}"))),
+        };
+        Ok(ReadRequest {
+            partition,
+            offset: (offset != u64::MAX).then_some(offset),
+            limit,
+            consistency,
+        })
+    }
+}
+
+/// A READ's answer (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAnswer {
+    pub next_offset: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub served_by: u64,
+    pub from_leader: bool,
+    pub lag_entries: Option<u64>,
+    /// The entries, one record batch stamped with the first one's offset;
+    /// `None` when there are none.
+    pub batch: Option<crate::batch::RecordBatch>,
 }
 
 impl RequestBody {
@@ -191,6 +279,7 @@ impl RequestBody {
             RequestBody::Ping => Op::Ping,
             RequestBody::Metadata { .. } => Op::Metadata,
             RequestBody::Auth { .. } => Op::Auth,
+            RequestBody::Read { .. } => Op::Read,
         }
     }
 }
@@ -231,8 +320,13 @@ impl Request {
     /// The frame body (without the length prefix).
     pub fn encode(&self) -> Result<Bytes, MalformedFrame> {
         let mut out = BytesMut::new();
+        let read;
         let (stream, payload): (&str, &[u8]) = match &self.body {
             RequestBody::Append { stream, batch } => (stream, batch),
+            RequestBody::Read { stream, read: r } => {
+                read = r.encode();
+                (stream, &read)
+            }
             RequestBody::Ping => ("", &[]),
             RequestBody::Metadata { stream } => (stream, &[]),
             RequestBody::Auth { token } => ("", token),
@@ -332,6 +426,15 @@ impl Request {
                 }
                 RequestBody::Auth { token: payload }
             }
+            Op::Read => {
+                if stream.is_empty() {
+                    return Err(malformed(id, "READ needs a stream name"));
+                }
+                RequestBody::Read {
+                    stream,
+                    read: ReadRequest::decode(id, payload)?,
+                }
+            }
         };
         Ok(Request {
             correlation_id,
@@ -368,6 +471,7 @@ pub enum ResponseBody {
         partitions: u32,
     },
     Authenticated,
+    Read(ReadAnswer),
     /// `op` is the failed request's op, `None` when it was unreadable.
     Error {
         op: Option<Op>,
@@ -404,6 +508,18 @@ impl Response {
             ResponseBody::Metadata { partitions } => {
                 put_header(&mut out, STATUS_OK, Op::Metadata as u8, 0, id);
                 out.put_u32_le(*partitions);
+            }
+            ResponseBody::Read(a) => {
+                let batch = a.batch.as_ref().map_or(&[][..], |b| b.as_bytes());
+                out.reserve(HEADER_LEN + READ_ANSWER_FIXED_LEN + batch.len());
+                put_header(&mut out, STATUS_OK, Op::Read as u8, 0, id);
+                out.put_u64_le(a.next_offset);
+                out.put_u64_le(a.start_offset);
+                out.put_u64_le(a.end_offset);
+                out.put_u64_le(a.served_by);
+                out.put_u8(u8::from(a.from_leader));
+                out.put_u64_le(a.lag_entries.unwrap_or(u64::MAX));
+                out.put_slice(batch);
             }
             ResponseBody::Error { op, code, message } => {
                 out.reserve(HEADER_LEN + 2 + message.len());
@@ -465,6 +581,31 @@ impl Response {
                 Some(Op::Metadata) if frame.len() == 4 => ResponseBody::Metadata {
                     partitions: frame.get_u32_le(),
                 },
+                Some(Op::Read) if frame.len() >= READ_ANSWER_FIXED_LEN => {
+                    let next_offset = frame.get_u64_le();
+                    let start_offset = frame.get_u64_le();
+                    let end_offset = frame.get_u64_le();
+                    let served_by = frame.get_u64_le();
+                    let from_leader = frame.get_u8() == 1;
+                    let lag = frame.get_u64_le();
+                    let batch = if frame.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            crate::batch::RecordBatch::from_bytes(frame)
+                                .map_err(|e| malformed(id, format!("READ answer's batch: {e}")))?,
+                        )
+                    };
+                    ResponseBody::Read(ReadAnswer {
+                        next_offset,
+                        start_offset,
+                        end_offset,
+                        served_by,
+                        from_leader,
+                        lag_entries: (lag != u64::MAX).then_some(lag),
+                        batch,
+                    })
+                }
                 _ => return Err(malformed(id, format!("bad OK answer for op {op}"))),
             },
             STATUS_ERROR => {
@@ -500,7 +641,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::BatchBuilder;
+    use crate::batch::{BatchBuilder, RecordBatch};
     use crate::entry::{Entry, Level};
     use proptest::prelude::*;
 
@@ -534,6 +675,28 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 1..100).prop_map(|token| RequestBody::Auth {
                 token: Bytes::from(token)
             }),
+            (
+                "[a-z0-9._-]{1,40}",
+                any::<u32>(),
+                prop::option::of(0..u64::MAX),
+                any::<u32>(),
+                any::<bool>()
+            )
+                .prop_map(|(stream, partition, offset, limit, any_replica)| {
+                    RequestBody::Read {
+                        stream,
+                        read: ReadRequest {
+                            partition,
+                            offset,
+                            limit,
+                            consistency: if any_replica {
+                                crate::api::Consistency::Any
+                            } else {
+                                crate::api::Consistency::Leader
+                            },
+                        },
+                    }
+                }),
         ];
         (1u64.., body).prop_map(|(correlation_id, body)| Request {
             correlation_id,
@@ -553,6 +716,30 @@ mod tests {
             Just(ResponseBody::Pong),
             Just(ResponseBody::Authenticated),
             any::<u32>().prop_map(|partitions| ResponseBody::Metadata { partitions }),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                prop::option::of(0..u64::MAX),
+                0usize..5,
+                0..u64::MAX / 2
+            )
+                .prop_map(|(next, start, end, from_leader, lag, n, base)| {
+                    ResponseBody::Read(ReadAnswer {
+                        next_offset: next,
+                        start_offset: start,
+                        end_offset: end,
+                        served_by: 2,
+                        from_leader,
+                        lag_entries: lag,
+                        batch: (n > 0).then(|| {
+                            RecordBatch::from_bytes(batch_bytes(n))
+                                .unwrap()
+                                .restamped(base, 0, 0)
+                        }),
+                    })
+                }),
             (1u16..=19, ".{0,80}", prop::option::of(1u8..=4)).prop_map(|(n, message, op)| {
                 ResponseBody::Error {
                     op: op.and_then(Op::from_u8),

@@ -197,7 +197,7 @@ proptest! {
 
     #[test]
     fn mutated_request_frames_never_panic(
-        op in 1u8..=4,
+        op in 1u8..=5,
         stream in "[a-z]{0,12}",
         n in 1usize..4,
         mutations in proptest::collection::vec(mutation(), 1..4),
@@ -207,6 +207,15 @@ proptest! {
             Op::Ping => RequestBody::Ping,
             Op::Metadata => RequestBody::Metadata { stream: stream.clone() },
             Op::Auth => RequestBody::Auth { token: Bytes::from(stream.clone().into_bytes()) },
+            Op::Read => RequestBody::Read {
+                stream: stream.clone(),
+                read: cairn_types::protocol::ReadRequest {
+                    partition: n as u32,
+                    offset: Some(n as u64),
+                    limit: 100,
+                    consistency: cairn_types::api::Consistency::Any,
+                },
+            },
         };
         let Ok(frame) = (Request { correlation_id: 7, body }).encode() else {
             return Ok(());

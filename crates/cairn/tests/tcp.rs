@@ -553,3 +553,86 @@ async fn a_producer_reconnects_to_another_node_when_its_own_dies() -> Result<()>
     );
     Ok(())
 }
+
+/// Reads go where writes go: over the cluster transport, through one
+/// router, whichever API asks. A READ over the binary protocol through any
+/// node returns what HTTP returns, from the leader (or, with `any`, from
+/// the asked node's own replica); a node cut off by a network fault on the
+/// transport no longer reads the leader's copy behind the fault's back
+/// (reads used to cross to peers over HTTP, which the fault did not
+/// touch) — it says `unavailable`, while `any` still serves its own copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_routed_over_the_transport_for_both_apis() -> Result<()> {
+    use cairn_client::Consistency;
+    let c = support::cluster::TestCluster::start_with_tcp(3).await?;
+    c.create_stream("rd", 2).await?;
+    let entries: Vec<NewEntry> = (0..60)
+        .map(|i| NewEntry {
+            timestamp: None,
+            level: None,
+            source: format!("s{}", i % 7),
+            message: format!("m{i}"),
+            attributes: [("k".to_string(), format!("{i}"))].into(),
+        })
+        .collect();
+    c.client(0)?.append("rd", &entries).await?;
+    for p in 0..2 {
+        let leader = c.leader_of("rd", p).await.context("no leader")?;
+        let by_http = c.client(0)?.read("rd", p, ReadParams::default()).await?;
+        ensure!(!by_http.entries.is_empty(), "partition {p} holds nothing");
+        for i in 0..3 {
+            let producer = TcpProducer::connect(c.tcp(i).context("tcp")?).await?;
+            let r = producer
+                .read("rd", p, None, 1000, Consistency::Leader)
+                .await?;
+            ensure!(r.entries == by_http.entries, "node {i}, partition {p}");
+            ensure!(r.served_by == leader && r.from_leader, "{r:?}");
+            ensure!(r.next_offset == by_http.next_offset);
+            // From an offset, and with `any`: the asked node's own copy.
+            let from = by_http.entries[1].offset;
+            let r = producer
+                .read("rd", p, Some(from), 2, Consistency::Any)
+                .await?;
+            ensure!(r.entries == by_http.entries[1..3], "node {i}: {r:?}");
+            ensure!(r.served_by == i as u64 + 1, "{r:?}");
+        }
+    }
+
+    // Cut a follower of partition 0 off the transport.
+    let leader = c.leader_of("rd", 0).await.context("no leader")?;
+    let cut = (1..=3u64).find(|n| *n != leader).expect("a follower");
+    let cut_i = (cut - 1) as usize;
+    let http = cairn_client::http_client();
+    let r = http
+        .post(format!("{}/v1/faults/network", c.url(cut_i).expect("up")))
+        .json(&serde_json::json!({"action": "isolate", "ttl_ms": 60_000}))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "install fault: {}", r.text().await?);
+    let client = c.client(cut_i)?;
+    let producer = TcpProducer::connect(c.tcp(cut_i).context("tcp")?).await?;
+    let over_http = client.read("rd", 0, ReadParams::default()).await;
+    let over_tcp = producer.read("rd", 0, None, 100, Consistency::Leader).await;
+    let own = producer.read("rd", 0, None, 100, Consistency::Any).await;
+    http.delete(format!("{}/v1/faults/network", c.url(cut_i).expect("up")))
+        .send()
+        .await?;
+    match over_http {
+        Err(e) => ensure!(e.code() == Some(ErrorCode::Unavailable), "{e}"),
+        Ok(r) => anyhow::bail!(
+            "an isolated node read the leader's copy: served by {}",
+            r.served_by
+        ),
+    }
+    match over_tcp {
+        Err(e) => ensure!(e.code() == Some(ErrorCode::Unavailable), "{e}"),
+        Ok(r) => anyhow::bail!(
+            "an isolated node read the leader's copy: served by {}",
+            r.served_by
+        ),
+    }
+    let own = own?;
+    ensure!(own.served_by == cut && !own.from_leader, "{own:?}");
+    ensure!(!own.entries.is_empty(), "the follower's own copy is empty");
+    Ok(())
+}

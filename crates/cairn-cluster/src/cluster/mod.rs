@@ -75,6 +75,7 @@ pub mod error;
 pub mod group;
 mod lifecycle;
 mod mover;
+pub mod reads;
 pub mod replication;
 mod retention;
 mod route;
@@ -156,6 +157,9 @@ pub struct ClusterConfig {
     /// Told the `linger` and `replicate` stages of every write this node
     /// proposes as a partition leader (see `coalesce`).
     pub on_stage: Option<StageObserver>,
+    /// Told the read stages of reads and queries this node's replicas
+    /// serve (for any node's client).
+    pub on_read_stage: Option<reads::ReadStageObserver>,
     pub anti_entropy: crate::antientropy::AntiEntropyConfig,
     /// The cluster secret every transport connection must prove (see
     /// `transport::secure`); also required of a joining node.
@@ -205,6 +209,7 @@ impl ClusterConfig {
             request_timeout: Duration::from_secs(5),
             on_append: None,
             on_stage: None,
+            on_read_stage: None,
             anti_entropy: crate::antientropy::AntiEntropyConfig::default(),
             secret: None,
             tls: None,

@@ -239,18 +239,7 @@ impl Cluster {
     /// asking the leader (within `timeout`); `None` if there is no replica
     /// here or the leader could not be asked. 0 when this node leads.
     pub async fn replica_lag(&self, group: u64, timeout: Duration) -> Option<u64> {
-        let g = self.group(group)?;
-        let local = g.state.applied_end_offset();
-        let leader = g.leader()?;
-        if leader == self.node_id() {
-            return Some(0);
-        }
-        let leader_end: u64 = self
-            .inner
-            .call(leader, group, kinds::COMMITTED_END, Bytes::new(), timeout)
-            .await
-            .ok()?;
-        Some(leader_end.saturating_sub(local))
+        self.inner.replica_lag(group, timeout).await
     }
 
     /// [`Cluster::propose`], with a refusal by the metadata rules (a
@@ -439,5 +428,22 @@ impl Cluster {
                 other => return other,
             }
         }
+    }
+}
+
+impl Inner {
+    /// See [`Cluster::replica_lag`].
+    pub(super) async fn replica_lag(&self, group: u64, timeout: Duration) -> Option<u64> {
+        let g = self.groups.read().get(&group).cloned()?;
+        let local = g.state.applied_end_offset();
+        let leader = g.leader()?;
+        if leader == self.me() {
+            return Some(0);
+        }
+        let leader_end: u64 = self
+            .call(leader, group, kinds::COMMITTED_END, Bytes::new(), timeout)
+            .await
+            .ok()?;
+        Some(leader_end.saturating_sub(local))
     }
 }

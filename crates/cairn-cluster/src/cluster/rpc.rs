@@ -34,6 +34,12 @@ pub mod kinds {
     pub const TRANSFER_LEADER: u16 = 27;
     /// A partition leader handing over to this replica: campaign now.
     pub const CAMPAIGN_NOW: u16 = 28;
+    /// A read of one partition, answered by the receiving node's replica
+    /// (`reads::ReadRequest`, JSON both ways).
+    pub const READ: u16 = 29;
+    /// Some partitions of a query, scanned by the receiving node's
+    /// replicas (`reads::QueryRequest`, JSON both ways).
+    pub const QUERY: u16 = 30;
     /// Kinds from here up belong to node-level services registered with
     /// [`super::Cluster::register_service`] (e.g. the cluster monitor).
     pub const SERVICE_MIN: u16 = 100;
@@ -189,6 +195,8 @@ impl Inner {
                 encode(&self.transfer_locally(group, to).await)
             }
             kinds::CAMPAIGN_NOW => encode(&self.campaign_now(from, group).await),
+            kinds::READ => self.handle_read(group, &payload).await,
+            kinds::QUERY => self.handle_query(&payload).await,
             kinds::CHANGE_REPLICAS => {
                 let change: mover::ChangeReplicas = decode(&payload)?;
                 encode(&self.change_replicas_locally(group, change).await)
@@ -227,6 +235,20 @@ impl Inner {
         payload: Bytes,
         deadline: Duration,
     ) -> Result<T, ClusterError> {
+        let reply = self.call_bytes(to, group, kind, payload, deadline).await?;
+        postcard::from_bytes::<Result<T, ClusterError>>(&reply)
+            .map_err(|e| ClusterError::Indeterminate(format!("bad reply from node {to}: {e}")))?
+    }
+
+    /// [`Inner::call`] without decoding: the reply's bytes as they came.
+    pub(super) async fn call_bytes(
+        &self,
+        to: NodeId,
+        group: u64,
+        kind: u16,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> Result<Bytes, ClusterError> {
         // A request sent to a dead node would wait its whole deadline for
         // a connection. Know the peer is reachable first, cheaply: the
         // failure detector's verdict, then a ping with a short budget.
@@ -249,9 +271,7 @@ impl Inner {
             .call(to, group, kind, payload, deadline)
             .await
         {
-            Ok(reply) => postcard::from_bytes::<Result<T, ClusterError>>(&reply).map_err(|e| {
-                ClusterError::Indeterminate(format!("bad reply from node {to}: {e}"))
-            })?,
+            Ok(reply) => Ok(reply),
             Err(e @ (TransportError::Unreachable { .. } | TransportError::UnknownPeer { .. })) => {
                 Err(ClusterError::Unavailable(e.to_string()))
             }
