@@ -33,12 +33,22 @@
 //! is retried every second, like a group that could not start; a group
 //! that keeps stopping is restarted after pauses doubling up to a minute.
 //!
+//! The controller group is restarted the same way, in place
+//! (`controller_group`): its live parts (Raft, log, leadership task) sit
+//! behind a lock and are replaced whole, so callers take the current Raft
+//! handle each time (`Inner::controller`). Its state machine stays one
+//! object, reread from `controller.json`, so subscribers to the metadata
+//! keep their channel, and the stopped core's handles are fenced off from
+//! writing it. Restarts are counted apart from partition groups'
+//! ([`Cluster::controller_restarts`]).
+//!
 //! # Layout
 //!
 //! This file holds the runtime's state ([`Cluster`], `Inner`), its start
 //! and its accessors; `rpc` the frame kinds, the dispatcher and calls to
 //! peers; `route` where commands and writes run; `lifecycle` registering,
-//! probing, reconciling and stopping groups; `replication`, `mover`,
+//! probing, reconciling and stopping groups; `controller_group` opening,
+//! restarting and stopping the controller's Raft; `replication`, `mover`,
 //! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
 //! `catchup` (a follower fetching a snapshot's data) their own concerns.
 //! They extend `Inner`/`Cluster` with `impl` blocks of their own and share
