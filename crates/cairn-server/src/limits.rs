@@ -809,23 +809,22 @@ impl Collector for TransportCollector {
 #[derive(Debug)]
 struct LimitsCollector {
     guards: Weak<Guards>,
-    group_restarts: Arc<AtomicU64>,
+    restarts: RaftRestarts,
 }
 
-/// Registers the guards' metrics in the node's registry, with the count of
-/// partition groups restarted after a storage error (the last line of
-/// defence when descriptors or space run out).
-pub fn register_metrics(
-    telemetry: &Telemetry,
-    guards: Weak<Guards>,
-    group_restarts: Arc<AtomicU64>,
-) {
-    telemetry.with_registry(|r| {
-        r.register_collector(Box::new(LimitsCollector {
-            guards,
-            group_restarts,
-        }))
-    });
+/// Raft groups restarted from disk after their core stopped on a storage
+/// error (the last line of defence when descriptors or space run out).
+#[derive(Debug)]
+pub struct RaftRestarts {
+    pub partition_groups: Arc<AtomicU64>,
+    pub controller: Arc<AtomicU64>,
+}
+
+/// Registers the guards' metrics in the node's registry, with the counts
+/// of Raft groups restarted after a storage error.
+pub fn register_metrics(telemetry: &Telemetry, guards: Weak<Guards>, restarts: RaftRestarts) {
+    telemetry
+        .with_registry(|r| r.register_collector(Box::new(LimitsCollector { guards, restarts })));
 }
 
 impl Collector for LimitsCollector {
@@ -944,7 +943,14 @@ impl Collector for LimitsCollector {
             "cairn_raft_group_restarts",
             "Partition groups restarted from disk after their Raft core stopped on a storage error; alert on any increase.",
             c,
-            &one(self.group_restarts.load(Ordering::Relaxed)),
+            &one(self.restarts.partition_groups.load(Ordering::Relaxed)),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_raft_controller_restarts",
+            "Restarts of the controller group from disk after its Raft core stopped on a storage error; alert on any increase.",
+            c,
+            &one(self.restarts.controller.load(Ordering::Relaxed)),
         )?;
         Ok(())
     }

@@ -358,7 +358,10 @@ impl Node {
         crate::limits::register_metrics(
             &telemetry,
             Arc::downgrade(&guards),
-            cluster.group_restarts(),
+            crate::limits::RaftRestarts {
+                partition_groups: cluster.group_restarts(),
+                controller: cluster.controller_restarts(),
+            },
         );
         crate::limits::spawn_sampler(Arc::downgrade(&guards));
         crate::limits::register_transport_metrics(&telemetry, cluster.transport());

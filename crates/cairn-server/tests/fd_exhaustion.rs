@@ -1,9 +1,11 @@
-//! A node that runs out of file descriptors keeps its partitions: for a
-//! moment shorter than storage's retry budget, writes just wait; for
-//! longer, a partition's Raft core stops on the storage error and is
-//! restarted from disk once descriptors are back, and writes commit again.
-//! Before, the first `EMFILE` under a `raft.json` write stopped the
-//! partition's Raft for good.
+//! A node that runs out of file descriptors keeps its partitions and its
+//! controller: for a moment shorter than storage's retry budget, writes
+//! just wait; for longer, a partition's Raft core stops on the storage
+//! error and is restarted from disk once descriptors are back, and writes
+//! commit again. So is the controller's, stopped by a metadata change it
+//! could not write: streams can be created again without restarting the
+//! node. Before, the first `EMFILE` under a `raft.json` write stopped the
+//! partition's Raft for good, and the controller's stayed stopped.
 //!
 //! One test in this file on purpose: it lowers the process's descriptor
 //! limit and exhausts it, which would disturb other tests in the process.
@@ -15,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cairn_client::{Client, StreamConfig};
+use cairn_cluster::controller::{ControllerCommand, ControllerResponse};
 use cairn_server::{Node, NodeConfig};
 use cairn_telemetry::metrics::Api;
-use cairn_types::{NewEntry, partition_for_source};
+use cairn_types::{ErrorCode, NewEntry, partition_for_source};
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 const PARTITIONS: u32 = 2;
@@ -84,12 +87,38 @@ fn entries(partition: u32, message: &str) -> Vec<NewEntry> {
     }]
 }
 
-/// Appends to every partition, retrying each until `deadline`.
-async fn append_everywhere(node: &Node, message: &str, deadline: Instant) -> Result<()> {
+/// Creates `name` through the HTTP API, retrying until `deadline` (an
+/// earlier attempt may have created it after all).
+async fn create_stream(url: &str, name: &str, deadline: Instant) -> Result<()> {
+    let client = Client::new(url)?;
+    loop {
+        let config = StreamConfig {
+            partitions: PARTITIONS,
+            ..StreamConfig::default()
+        };
+        match client.create_stream(name, config).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(ErrorCode::StreamExists) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => bail!("stream {name} was not created: {e}"),
+        }
+    }
+}
+
+/// Appends to every partition of `stream`, retrying each until `deadline`.
+async fn append_everywhere(
+    node: &Node,
+    stream: &str,
+    message: &str,
+    deadline: Instant,
+) -> Result<()> {
     for p in 0..PARTITIONS {
         loop {
             match node
-                .append_entries("app", entries(p, message), Api::Http)
+                .append_entries(stream, entries(p, message), Api::Http)
                 .await
             {
                 Ok(r) if r.appended == 1 => break,
@@ -106,7 +135,7 @@ async fn append_everywhere(node: &Node, message: &str, deadline: Instant) -> Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
+async fn partitions_and_controller_survive_running_out_of_file_descriptors() -> Result<()> {
     let limit = getrlimit(Resource::Nofile);
     setrlimit(
         Resource::Nofile,
@@ -135,7 +164,13 @@ async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
             },
         )
         .await?;
-    append_everywhere(&node, "before", Instant::now() + Duration::from_secs(20)).await?;
+    append_everywhere(
+        &node,
+        "app",
+        "before",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .await?;
     let restarts = node.cluster().group_restarts();
 
     // A moment without descriptors, shorter than the retry budget: the
@@ -146,7 +181,13 @@ async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
     let writes = {
         let node = node.clone();
         tokio::spawn(async move {
-            append_everywhere(&node, "short", Instant::now() + Duration::from_secs(20)).await
+            append_everywhere(
+                &node,
+                "app",
+                "short",
+                Instant::now() + Duration::from_secs(20),
+            )
+            .await
         })
     };
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -185,9 +226,14 @@ async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
         "retries during the long outage: {}",
         cairn_storage::fsutil::transient_retries() - retries_before
     );
-    append_everywhere(&node, "after", Instant::now() + Duration::from_secs(20))
-        .await
-        .context("writes after the outage")?;
+    append_everywhere(
+        &node,
+        "app",
+        "after",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .context("writes after the outage")?;
     let restarted = restarts.load(Ordering::Relaxed);
     println!(
         "long outage: {restarted} partition groups restarted; writes commit again {:?} after descriptors were back",
@@ -196,6 +242,67 @@ async fn partitions_survive_running_out_of_file_descriptors() -> Result<()> {
     assert!(
         restarted >= 1,
         "no Raft core stopped: the outage was too short to test"
+    );
+
+    // The controller: applying a new stream writes controller.json, which
+    // needs a descriptor; longer than the retry budget without one, the
+    // controller's Raft core stops. Once they are back it is restarted in
+    // place, and streams can be created and written again.
+    let controller_restarts = node.cluster().controller_restarts();
+    assert_eq!(controller_restarts.load(Ordering::Relaxed), 0);
+    let outage = Outage::start();
+    let during = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.cluster()
+                .command(ControllerCommand::CreateStream {
+                    name: "during".into(),
+                    partitions: 1,
+                    replication_factor: None,
+                    log: Default::default(),
+                    created_us: 0,
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    drop(outage);
+    let released = Instant::now();
+    println!(
+        "creating a stream during the outage: {:?}",
+        during
+            .await?
+            .map(|r| matches!(r, ControllerResponse::StreamCreated(_)))
+    );
+    create_stream(&url, "later", Instant::now() + Duration::from_secs(20))
+        .await
+        .context("creating a stream after the outage")?;
+    append_everywhere(
+        &node,
+        "later",
+        "after",
+        Instant::now() + Duration::from_secs(20),
+    )
+    .await
+    .context("writes to a stream created after the outage")?;
+    println!(
+        "controller: {} restarts; a stream created and written {:?} after descriptors were back",
+        controller_restarts.load(Ordering::Relaxed),
+        released.elapsed()
+    );
+    assert!(
+        controller_restarts.load(Ordering::Relaxed) >= 1,
+        "the controller's Raft core did not stop: the outage was too short to test"
+    );
+    // The stream whose creation stopped the controller was committed to
+    // its log before: the restarted controller applies it.
+    assert!(
+        node.cluster()
+            .wait_meta(Duration::from_secs(10), |m| m
+                .streams
+                .contains_key("during"))
+            .await,
+        "the stream committed before the controller stopped is lost"
     );
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), served).await???;

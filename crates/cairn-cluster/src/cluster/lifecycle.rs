@@ -1,7 +1,8 @@
 //! Keeping this node's groups in step with the metadata: registering the
-//! node, probing peers, and reconciling — starting the groups placed here,
-//! restarting a group whose Raft core stopped (with backoff), and stopping
-//! (and removing) groups moved away or deleted; shutdown.
+//! node, probing peers, and reconciling — restarting the controller or a
+//! partition group whose Raft core stopped (with backoff), starting the
+//! groups placed here, and stopping (and removing) groups moved away or
+//! deleted; shutdown.
 
 use super::*;
 
@@ -100,6 +101,8 @@ impl Cluster {
     pub(super) async fn reconcile_loop(self) {
         let mut rx = self.subscribe();
         loop {
+            // First: without a controller, no metadata change gets through.
+            self.restart_failed_controller().await;
             let meta = rx.borrow_and_update().clone();
             self.sync_peers(&meta);
             self.reconcile(&meta).await;
@@ -107,7 +110,7 @@ impl Cluster {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
                 r = rx.changed() => if r.is_err() { return },
-                // Retry groups that failed to start.
+                // Retry groups (and the controller) that failed to start.
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
@@ -165,12 +168,7 @@ impl Cluster {
         groups
             .values()
             .filter_map(|g| {
-                let metrics = g.raft.metrics();
-                let state = &metrics.borrow().running_state;
-                match state {
-                    Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
-                    Err(e) => Some((g.group, g.name(), e.to_string())),
-                }
+                controller_group::stopped_on_error(&g.raft).map(|e| (g.group, g.name(), e))
             })
             .collect()
     }
@@ -363,7 +361,10 @@ impl Cluster {
         for g in groups {
             self.stop_group(g, false).await;
         }
-        let _ = self.inner.controller.shutdown().await;
+        {
+            let _no_restart = self.inner.controller_restart.lock().await;
+            self.stop_controller().await;
+        }
         self.inner.transport.shutdown().await;
     }
 }

@@ -33,12 +33,22 @@
 //! is retried every second, like a group that could not start; a group
 //! that keeps stopping is restarted after pauses doubling up to a minute.
 //!
+//! The controller group is restarted the same way, in place
+//! (`controller_group`): its live parts (Raft, log, leadership task) sit
+//! behind a lock and are replaced whole, so callers take the current Raft
+//! handle each time (`Inner::controller`). Its state machine stays one
+//! object, reread from `controller.json`, so subscribers to the metadata
+//! keep their channel, and the stopped core's handles are fenced off from
+//! writing it. Restarts are counted apart from partition groups'
+//! ([`Cluster::controller_restarts`]).
+//!
 //! # Layout
 //!
 //! This file holds the runtime's state ([`Cluster`], `Inner`), its start
 //! and its accessors; `rpc` the frame kinds, the dispatcher and calls to
 //! peers; `route` where commands and writes run; `lifecycle` registering,
-//! probing, reconciling and stopping groups; `replication`, `mover`,
+//! probing, reconciling and stopping groups; `controller_group` opening,
+//! restarting and stopping the controller's Raft; `replication`, `mover`,
 //! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
 //! `catchup` (a follower fetching a snapshot's data) their own concerns.
 //! They extend `Inner`/`Cluster` with `impl` blocks of their own and share
@@ -71,6 +81,7 @@
 mod anti_entropy;
 mod catchup;
 mod coalesce;
+mod controller_group;
 pub mod error;
 pub mod group;
 mod lifecycle;
@@ -103,6 +114,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use catchup::CatchingUp;
 use coalesce::Coalescer;
+use controller_group::{ControllerDeps, ControllerGroup};
 pub use error::ClusterError;
 pub use group::PartitionGroup;
 pub use retention::RetentionFigures;
@@ -232,10 +244,17 @@ struct Inner {
     transport: Transport,
     data_dir: Arc<DataDir>,
     raft_config: Arc<openraft::Config>,
-    controller: Raft<ControllerRaftConfig>,
-    /// The controller's log on disk (its last log id, for pre-votes).
-    controller_log: cairn_storage::PartitionLog,
+    /// The controller's Raft and log as running now: replaced by a restart
+    /// (read through `Inner::controller`, `Inner::controller_log`).
+    controller_group: RwLock<ControllerGroup>,
+    /// The controller's state: one across restarts, so its subscribers
+    /// keep listening.
     controller_sm: ControllerStateMachine,
+    controller_raft_config: Arc<openraft::Config>,
+    /// Held by a controller restart and by shutdown's stop of it.
+    controller_restart: tokio::sync::Mutex<()>,
+    /// Controller restarts after its Raft core stopped on an error.
+    controller_restarts: Arc<std::sync::atomic::AtomicU64>,
     timings: Arc<crate::raft::RaftTimings>,
     groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
     /// Logs of replicas whose Raft could not start (e.g. damaged batches
@@ -350,36 +369,21 @@ impl Cluster {
             .map_err(|e| ClusterError::Unavailable(format!("controller raft config: {e}")))?,
         );
 
-        let controller_dir = data_dir.path().join("controller");
-        std::fs::create_dir_all(&controller_dir).map_err(storage_err)?;
-        let controller_sm = ControllerStateMachine::open(controller_dir.join("controller.json"))
-            .map_err(storage_err)?;
-        let controller_log = LogStore::<ControllerRaftConfig>::open(
-            &data_dir,
-            "controller/log",
-            cairn_storage::LogConfig {
-                // Small segments, so compaction frees space soon.
-                segment_bytes: CONTROLLER_SEGMENT_BYTES,
-                ..cairn_storage::LogConfig::default()
-            },
-            LogStoreOptions::default(),
-        )
-        .map_err(storage_err)?;
         let replication_stats = Arc::new(network::ReplicationStats::default());
-        let controller_network =
-            GroupNetworkFactory::new(transport.clone(), 0, replication_stats.clone())
-                .with_timings(timings.clone());
-        let controller_hints = controller_network.election_hints();
-        let controller_plog = controller_log.log().clone();
-        let controller = Raft::new(
-            config.node_id,
-            controller_raft_config,
-            controller_network,
-            controller_log,
-            controller_sm.clone(),
+        let shutdown = CancellationToken::new();
+        let (controller, controller_sm) = ControllerGroup::open(
+            ControllerDeps {
+                node_id: config.node_id,
+                data_dir: &data_dir,
+                raft_config: &controller_raft_config,
+                transport: &transport,
+                replication_stats: &replication_stats,
+                timings: &timings,
+                shutdown: &shutdown,
+            },
+            None,
         )
-        .await
-        .map_err(|e| ClusterError::Storage(format!("start controller: {e}")))?;
+        .await?;
 
         let inner = Arc::new(Inner {
             config: config.clone(),
@@ -387,10 +391,12 @@ impl Cluster {
             transport: transport.clone(),
             data_dir,
             raft_config,
-            controller: controller.clone(),
-            controller_log: controller_plog,
+            controller_group: RwLock::new(controller),
             controller_sm,
-            timings: timings.clone(),
+            controller_raft_config,
+            controller_restart: tokio::sync::Mutex::new(()),
+            controller_restarts: Arc::default(),
+            timings,
             groups: RwLock::new(HashMap::new()),
             stalled: parking_lot::Mutex::new(HashMap::new()),
             edges: parking_lot::Mutex::new(HashMap::new()),
@@ -399,28 +405,13 @@ impl Cluster {
             heartbeat_task: parking_lot::Mutex::new(None),
             anti_entropy: anti_entropy::AntiEntropy::new(config.anti_entropy.clone()),
             services: RwLock::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
+            shutdown,
             group_restarts: Arc::default(),
             restart_backoff: Default::default(),
             retention: Default::default(),
             catchups: catchup::CatchUps::new(config.snapshot_rate_bytes_per_sec),
         });
         let _ = dispatcher.inner.set(Arc::downgrade(&inner));
-        leadership::spawn(
-            controller,
-            leadership::Duties {
-                timings,
-                hints: controller_hints,
-                last_log: {
-                    let log = inner.controller_log.clone();
-                    leadership::LastLog::new(move || log.last_entry().map(raft_log_id))
-                },
-                transport: inner.transport.clone(),
-                group: 0,
-                name: error::GroupName::CONTROLLER.to_string(),
-            },
-            inner.shutdown.clone(),
-        );
         let cluster = Cluster { inner };
 
         for (id, addr) in &config.bootstrap {
@@ -448,16 +439,12 @@ impl Cluster {
             // On a restart the log already holds the membership: asking
             // again is refused, and openraft logs the refusal as an ERROR
             // that would alarm an operator for nothing.
-            let initialized = cluster
-                .inner
-                .controller
-                .is_initialized()
-                .await
-                .unwrap_or(false);
+            let controller = cluster.inner.controller();
+            let initialized = controller.is_initialized().await.unwrap_or(false);
             let result = if initialized {
                 Ok(())
             } else {
-                cluster.inner.controller.initialize(voters).await
+                controller.initialize(voters).await
             };
             match result {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -492,6 +479,12 @@ impl Cluster {
     /// an error (see the module docs); shared, for metrics.
     pub fn group_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.inner.group_restarts.clone()
+    }
+
+    /// Counts restarts of the controller group after its Raft core stopped
+    /// on an error (see the module docs); shared, for metrics.
+    pub fn controller_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.controller_restarts.clone()
     }
 
     /// Waits until this node's applied metadata satisfies `ready` (e.g. a
@@ -538,13 +531,15 @@ impl Cluster {
         self.inner.controller_sm.subscribe()
     }
 
-    pub fn controller(&self) -> &Raft<ControllerRaftConfig> {
-        &self.inner.controller
+    /// The controller group's Raft as it runs now: a restart (see the
+    /// module docs) replaces it, so hold the handle briefly.
+    pub fn controller(&self) -> Raft<ControllerRaftConfig> {
+        self.inner.controller()
     }
 
     /// The controller group's leader as this node knows it.
     pub fn controller_leader(&self) -> Option<NodeId> {
-        self.inner.controller.metrics().borrow().current_leader
+        self.inner.controller().metrics().borrow().current_leader
     }
 
     /// Liveness of the peers as this node's failure detector sees them.

@@ -161,7 +161,7 @@ impl Inner {
 
 impl Cluster {
     fn is_controller_leader(&self) -> bool {
-        self.inner.controller.metrics().borrow().current_leader == Some(self.node_id())
+        self.inner.controller().metrics().borrow().current_leader == Some(self.node_id())
     }
 
     /// Runs on every node; acts while this node leads the controller.
@@ -225,7 +225,7 @@ impl Cluster {
     /// failures than the odd one below it, so a lone learner waits for a
     /// second.
     async fn grow_controller(&self, active: &[NodeId]) -> Result<(), ClusterError> {
-        let controller = &self.inner.controller;
+        let controller = self.inner.controller();
         let (voters, learners) = {
             let m = controller.metrics();
             let m = m.borrow();
@@ -248,7 +248,7 @@ impl Cluster {
         if up.len() < 2 {
             return Ok(());
         }
-        if wait_caught_up(controller, &up, Duration::from_secs(5))
+        if wait_caught_up(&controller, &up, Duration::from_secs(5))
             .await
             .is_err()
         {
@@ -358,7 +358,7 @@ impl Cluster {
     /// Removes a drained node from the controller group and the metadata.
     async fn forget_node(&self, id: NodeId) -> Result<(), ClusterError> {
         let (in_group, voters) = {
-            let metrics = self.inner.controller.metrics();
+            let metrics = self.inner.controller().metrics();
             let metrics = metrics.borrow();
             let membership = metrics.membership_config.membership();
             (
@@ -373,7 +373,7 @@ impl Cluster {
                 ChangeMembers::RemoveNodes(BTreeSet::from([id]))
             };
             self.inner
-                .controller
+                .controller()
                 .change_membership(change, false)
                 .await
                 .map_err(|e| {
@@ -395,7 +395,7 @@ impl Cluster {
         if !force {
             let voters: Vec<NodeId> = self
                 .inner
-                .controller
+                .controller()
                 .metrics()
                 .borrow()
                 .membership_config

@@ -30,13 +30,13 @@ impl Inner {
         &self,
         cmd: ControllerCommand,
     ) -> Result<ControllerResponse, ClusterError> {
-        if self.controller.metrics().borrow().state != ServerState::Leader {
+        if self.controller().metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
                 group: error::GroupName::CONTROLLER,
-                leader: self.controller.metrics().borrow().current_leader,
+                leader: self.controller().metrics().borrow().current_leader,
             });
         }
-        match self.controller.client_write(cmd).await {
+        match self.controller().client_write(cmd).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(ClusterError::Indeterminate(format!(
@@ -83,10 +83,10 @@ impl Inner {
         info: NodeInfo,
         replace: bool,
     ) -> Result<ControllerResponse, ClusterError> {
-        if self.controller.metrics().borrow().state != ServerState::Leader {
+        if self.controller().metrics().borrow().state != ServerState::Leader {
             return Err(ClusterError::NotLeader {
                 group: error::GroupName::CONTROLLER,
-                leader: self.controller.metrics().borrow().current_leader,
+                leader: self.controller().metrics().borrow().current_leader,
             });
         }
         if let Some(member) = self.controller_sm.meta().nodes.get(&id)
@@ -122,14 +122,14 @@ impl Inner {
             // process is down, so pointing the id elsewhere splits nothing.
             if member.info.raft_addr != info.raft_addr {
                 let nodes = BTreeMap::from([(id, info.clone())]);
-                self.controller
+                self.controller()
                     .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
                     .await
                     .map_err(|e| ClusterError::Indeterminate(e.to_string()))?;
             }
         }
         let known = self
-            .controller
+            .controller()
             .metrics()
             .borrow()
             .membership_config
@@ -145,7 +145,7 @@ impl Inner {
             }
         }
         if !known {
-            self.controller
+            self.controller()
                 .add_learner(id, info.clone(), false)
                 .await
                 .map_err(|e| ClusterError::Indeterminate(e.to_string()))?;
@@ -211,7 +211,7 @@ impl Cluster {
         loop {
             let leader = hint
                 .take()
-                .or(self.inner.controller.metrics().borrow().current_leader);
+                .or(self.inner.controller().metrics().borrow().current_leader);
             let result = match leader {
                 Some(l) if l == self.node_id() => self.inner.propose_locally(cmd.clone()).await,
                 Some(l) => {
@@ -407,7 +407,7 @@ impl Cluster {
     ) -> Result<ControllerResponse, ClusterError> {
         let deadline = Instant::now() + self.inner.config.request_timeout;
         loop {
-            let leader = self.inner.controller.metrics().borrow().current_leader;
+            let leader = self.inner.controller().metrics().borrow().current_leader;
             let result = match leader {
                 Some(l) if l == self.node_id() => {
                     self.inner.admit_locally(id, info.clone(), replace).await

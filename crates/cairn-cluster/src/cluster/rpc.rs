@@ -119,8 +119,8 @@ impl Inner {
             leadership::PRE_VOTE => {
                 let candidate: Option<openraft::LogId<NodeId>> = decode(&payload)?;
                 let granted = if group == 0 {
-                    let mine = self.controller_log.last_entry().map(raft_log_id);
-                    leadership::answer_pre_vote(&self.controller, &self.timings, candidate, mine)
+                    let mine = self.controller_log().last_entry().map(raft_log_id);
+                    leadership::answer_pre_vote(&self.controller(), &self.timings, candidate, mine)
                         .await
                 } else {
                     let g = self.groups.read().get(&group).cloned();
@@ -144,7 +144,7 @@ impl Inner {
             | network::kinds::VOTE
             | network::kinds::INSTALL_SNAPSHOT => {
                 if group == 0 {
-                    return serve_rpc(&self.controller, kind, &payload).await;
+                    return serve_rpc(&self.controller(), kind, &payload).await;
                 }
                 let g = self.groups.read().get(&group).cloned();
                 match g {

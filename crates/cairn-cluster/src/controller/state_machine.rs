@@ -5,10 +5,18 @@
 //! on every apply costs nothing measurable, and a restarted node has its
 //! cluster view at once — before the controller group has a leader —
 //! which the node needs to reopen its partition groups.
+//!
+//! When the controller's Raft core is restarted in place (after it stopped
+//! on a storage error), the state is reread from `controller.json`
+//! ([`ControllerStateMachine::reopen`]) into the same shared state and
+//! channel, so subscribers keep listening; the stopped core's handles are
+//! fenced off, since openraft does not wait for its state-machine worker
+//! and a late apply from it would apply entries the new core applies again.
 
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
@@ -36,6 +44,10 @@ pub struct ControllerStateMachine {
     path: PathBuf,
     state: Arc<parking_lot::Mutex<ControllerState>>,
     published: watch::Sender<Arc<ClusterMeta>>,
+    /// Bumped by each [`ControllerStateMachine::reopen`] (under the state
+    /// lock); a handle whose `epoch` is behind it may no longer write.
+    current_epoch: Arc<AtomicU64>,
+    epoch: u64,
 }
 
 fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -47,16 +59,37 @@ fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 impl ControllerStateMachine {
     /// Opens (or starts) the state kept at `path`.
     pub fn open(path: PathBuf) -> std::io::Result<Self> {
-        let state = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ControllerState::default(),
-            Err(e) => return Err(e),
-        };
+        let state = Self::read(&path)?;
         let (published, _) = watch::channel(Arc::new(state.meta.clone()));
         Ok(Self {
             path,
             state: Arc::new(parking_lot::Mutex::new(state)),
             published,
+            current_epoch: Arc::default(),
+            epoch: 0,
+        })
+    }
+
+    fn read(path: &PathBuf) -> std::io::Result<ControllerState> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ControllerState::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rereads the state from disk, for a restarted Raft core: the returned
+    /// handle shares the state and channel of this one, and every earlier
+    /// handle (the stopped core's) fails from now on instead of writing.
+    pub fn reopen(&self) -> std::io::Result<Self> {
+        let state = Self::read(&self.path)?;
+        let mut shared = self.state.lock();
+        let epoch = self.current_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        self.published.send_replace(Arc::new(state.meta.clone()));
+        *shared = state;
+        Ok(Self {
+            epoch,
+            ..self.clone()
         })
     }
 
@@ -67,6 +100,21 @@ impl ControllerStateMachine {
 
     pub fn meta(&self) -> Arc<ClusterMeta> {
         self.published.borrow().clone()
+    }
+
+    /// Writes `state` and makes it current, unless a restart superseded
+    /// this handle. The lock is held throughout so a reopen cannot slip in
+    /// between the check and the write.
+    fn commit(&self, state: ControllerState) -> std::io::Result<()> {
+        let mut shared = self.state.lock();
+        if self.epoch != self.current_epoch.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the controller's Raft core was restarted; this one may no longer write",
+            ));
+        }
+        self.persist(&state)?;
+        *shared = state;
+        Ok(())
     }
 
     fn persist(&self, state: &ControllerState) -> std::io::Result<()> {
@@ -129,8 +177,7 @@ impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
                 }
             });
         }
-        self.persist(&state).map_err(io_err)?;
-        *self.state.lock() = state;
+        self.commit(state).map_err(io_err)?;
         Ok(out)
     }
 
@@ -155,8 +202,7 @@ impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
             membership: meta.last_membership.clone(),
             meta: cluster,
         };
-        self.persist(&state).map_err(io_err)?;
-        *self.state.lock() = state;
+        self.commit(state).map_err(io_err)?;
         Ok(())
     }
 
@@ -164,5 +210,51 @@ impl RaftStateMachine<ControllerRaftConfig> for ControllerStateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<ControllerRaftConfig>>, StorageError<NodeId>> {
         Ok(Some(self.build_snapshot().await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry};
+
+    use super::*;
+    use crate::controller::ControllerCommand;
+
+    fn register(index: u64, id: NodeId) -> Entry<ControllerRaftConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ControllerCommand::RegisterNode {
+                id,
+                info: NodeInfo {
+                    raft_addr: format!("127.0.0.1:{id}"),
+                    http_addr: String::new(),
+                },
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn reopen_rereads_the_file_keeps_subscribers_and_fences_old_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = ControllerStateMachine::open(dir.path().join("controller.json")).unwrap();
+        let mut rx = old.subscribe();
+        old.apply([register(1, 1)]).await.unwrap();
+
+        let mut new = old.reopen().unwrap();
+        assert!(rx.borrow_and_update().nodes.contains_key(&1));
+        assert_eq!(
+            new.applied_state().await.unwrap().0.map(|l| l.index),
+            Some(1)
+        );
+
+        // The stopped core's late apply neither writes nor publishes.
+        assert!(old.apply([register(2, 2)]).await.is_err());
+        assert!(!old.meta().nodes.contains_key(&2));
+
+        new.apply([register(2, 2)]).await.unwrap();
+        assert!(rx.has_changed().unwrap());
+        assert!(rx.borrow_and_update().nodes.contains_key(&2));
+        let again = ControllerStateMachine::open(dir.path().join("controller.json")).unwrap();
+        assert!(again.meta().nodes.contains_key(&2));
     }
 }
