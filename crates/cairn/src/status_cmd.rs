@@ -147,18 +147,24 @@ fn exit_code(health: &Value) -> u8 {
 /// `{"node": 2}` → `node 2`; `{"link": [1, 3]}` → `link 1↔3`;
 /// `{"stream": "app", "partition": 4}` → `app/4`.
 pub fn subject(s: &Value) -> String {
-    if let Some(n) = s.get("node").and_then(Value::as_u64) {
+    let node = s.get("node").and_then(Value::as_u64);
+    // A partition first: its subject may name one replica's node too.
+    if let Some(st) = s.get("stream").and_then(Value::as_str) {
+        let part = match s.get("partition").and_then(Value::as_u64) {
+            Some(p) => format!("{st}/{p}"),
+            None => format!("stream {st}"),
+        };
+        return match node {
+            Some(n) => format!("{part} on node {n}"),
+            None => part,
+        };
+    }
+    if let Some(n) = node {
         return format!("node {n}");
     }
     if let Some(l) = s.get("link").and_then(Value::as_array) {
         let ids: Vec<String> = l.iter().map(|v| v.to_string()).collect();
         return format!("link {}", ids.join("↔"));
-    }
-    if let Some(st) = s.get("stream").and_then(Value::as_str) {
-        return match s.get("partition").and_then(Value::as_u64) {
-            Some(p) => format!("{st}/{p}"),
-            None => format!("stream {st}"),
-        };
     }
     "cluster".into()
 }
@@ -193,8 +199,12 @@ pub fn render(url: &str, h: &Value) -> String {
     let p = &h["partitions"];
     let _ = writeln!(
         out,
-        "partitions: {} total, {} leaderless, {} under-replicated, {} quarantined",
-        p["total"], p["leaderless"], p["under_replicated"], p["quarantined"]
+        "partitions: {} total, {} leaderless, {} under-replicated, {} catching up, {} quarantined",
+        p["total"],
+        p["leaderless"],
+        p["under_replicated"],
+        p["catching_up"].as_u64().unwrap_or(0),
+        p["quarantined"]
     );
     let reasons = h["reasons"].as_array().cloned().unwrap_or_default();
     if reasons.is_empty() {
