@@ -349,3 +349,26 @@ pub fn monitor(cmd: MonitorCommand) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_catching_up_reason_when_rendered_should_name_the_replica_and_count_it() {
+        let h = serde_json::json!({
+            "status": "yellow",
+            "partitions": {"total": 3, "leaderless": 0, "under_replicated": 0,
+                           "catching_up": 1, "quarantined": 0},
+            "reasons": [{"code": "catching_up", "severity": "warning",
+                         "subject": {"stream": "app", "partition": 2, "node": 3},
+                         "summary": "node 3 is catching up app/2 by snapshot: 41 MB of ~120 MB (34%, 1200 of 3500 entries)",
+                         "since": 0}],
+        });
+        let out = render("http://x", &h);
+        assert!(out.contains("0 under-replicated, 1 catching up"), "{out}");
+        let line = out.lines().find(|l| l.contains("catching_up")).unwrap();
+        assert!(line.contains("app/2 on node 3"), "{line}");
+        assert!(line.contains("41 MB of ~120 MB (34%"), "{line}");
+    }
+}
