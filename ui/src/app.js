@@ -535,11 +535,23 @@ function renderPartitions() {
       el("td", {}, g.leader == null ? "none" : "node " + g.leader),
       el("td", {}, g.replicas.join(", ")), el("td", {}, g.term),
       el("td", {}, g.committed_end_offset),
-      el("td", {}, (g.followers || []).map((f) =>
-        "node " + f.node + ": " + f.entries + " / " + num(f.seconds, 2) + (f.in_sync ? "" : " *")).join(", ") || "—"),
+      el("td", {}, followersText(g)),
       el("td", {}, num(rates[i], 0) + (hot ? " (hot)" : "")),
       el("td", {}, scanText(state.scans && state.scans.get(g.stream + "/" + g.partition)))));
   });
+}
+
+// Each follower's lag as the leader sees it; a replica installing a
+// snapshot says so itself ("node 3: catching up 41%"), since its lag is
+// then a transfer under way, not a follower stuck behind.
+function followersText(g) {
+  const catching = new Map((g.catching_up || []).map((c) => [c.node, c]));
+  const text = (c) => "node " + c.node + ": catching up" + (c.percent == null ? "" : " " + num(c.percent, 0) + "%");
+  const parts = (g.followers || []).map((f) => catching.has(f.node) ? text(catching.get(f.node)) :
+    "node " + f.node + ": " + f.entries + " / " + num(f.seconds, 2) + (f.in_sync ? "" : " *"));
+  // One the leader does not list (yet) is shown too.
+  for (const c of catching.values()) if (!(g.followers || []).some((f) => f.node === c.node)) parts.push(text(c));
+  return parts.join(", ") || "—";
 }
 
 // "clean 2m ago", "repaired 3 ranges", "quarantined on node 2", "—".

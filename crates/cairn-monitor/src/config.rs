@@ -313,6 +313,9 @@ impl AlertRule {
                 0,
                 Critical,
             ),
+            // A catch-up is routine; one that runs for ten minutes is
+            // worth a look (a slow --snapshot-rate, or restarting).
+            Self::on_finding("CairnCatchingUp", codes::CATCHING_UP, 600, Warning),
         ]
     }
 

@@ -179,6 +179,7 @@ pub mod codes {
     pub const LEADERLESS_PARTITION: &str = "leaderless_partition";
     pub const UNDER_REPLICATED: &str = "under_replicated";
     pub const QUARANTINED_REPLICA: &str = "quarantined_replica";
+    pub const CATCHING_UP: &str = "catching_up";
 
     /// All of them, in detector order.
     pub const ALL: &[&str] = &[
@@ -200,6 +201,7 @@ pub mod codes {
         LEADERLESS_PARTITION,
         UNDER_REPLICATED,
         QUARANTINED_REPLICA,
+        CATCHING_UP,
     ];
 }
 

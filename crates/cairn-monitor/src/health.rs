@@ -4,7 +4,8 @@
 //! - **red**: data cannot be written or is damaged — a leaderless
 //!   partition, a quarantined replica (unrepaired damage), a full disk;
 //! - **yellow**: redundancy lost (a node down, an under-replicated
-//!   partition) or any performance finding;
+//!   partition, a replica catching up by snapshot) or any performance
+//!   finding;
 //! - **green**: no finding.
 
 use std::collections::BTreeSet;
@@ -88,6 +89,9 @@ pub struct PartitionCounts {
     pub total: usize,
     pub leaderless: usize,
     pub under_replicated: usize,
+    /// Replicas catching up by snapshot.
+    #[serde(default)]
+    pub catching_up: usize,
     /// Quarantined replicas over all nodes.
     pub quarantined: u64,
 }
@@ -130,12 +134,17 @@ const SYMPTOMS: &[&str] = &[
     codes::REPLICATION_LAG,
 ];
 
+/// Findings that report work under way rather than a fault: read last.
+const PROGRESS: &[&str] = &[codes::CATCHING_UP];
+
 /// What to read first: what makes the cluster red (and a node down, the
 /// usual reason), then causes, then symptoms (and findings another one
-/// explains).
+/// explains), then work under way.
 fn rank(f: &Finding) -> u8 {
     if RED.contains(&f.code.as_str()) || f.code == codes::NODE_DOWN {
         0
+    } else if PROGRESS.contains(&f.code.as_str()) {
+        3
     } else if SYMPTOMS.contains(&f.code.as_str()) || f.explained_by.is_some() {
         2
     } else {
@@ -238,6 +247,7 @@ pub fn assess(w: &Window<'_>, findings: &[Finding]) -> Health {
             total: total.len(),
             leaderless: count(codes::LEADERLESS_PARTITION),
             under_replicated: count(codes::UNDER_REPLICATED),
+            catching_up: count(codes::CATCHING_UP),
             quarantined: last
                 .nodes
                 .iter()

@@ -242,6 +242,34 @@ mod tests {
     }
 
     #[test]
+    fn given_a_replica_catching_up_by_snapshot_when_observed_should_be_yellow_with_its_progress() {
+        let mut m = Monitor::new(MonitorConfig::default());
+        let mut at_95 = None;
+        for (r, s) in detect::testkit::catching_up_scenario()
+            .into_iter()
+            .enumerate()
+        {
+            let a = m.observe(s);
+            if r == 95 {
+                at_95 = Some(a.health.clone());
+            }
+        }
+        let h = at_95.unwrap();
+        // Redundancy is reduced while it lasts (yellow), but the reason is
+        // the catch-up with its progress, not an under-replicated
+        // partition or a lagging follower.
+        assert_eq!(h.status, Status::Yellow);
+        let codes: Vec<&str> = h.reasons.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, [codes::CATCHING_UP], "{h:?}");
+        assert!(h.reasons[0].summary.contains("(53%, 1600 of 3000 entries)"));
+        assert_eq!(
+            (h.partitions.catching_up, h.partitions.under_replicated),
+            (1, 0)
+        );
+        assert_eq!(m.last().health.status, Status::Green);
+    }
+
+    #[test]
     fn given_a_fault_longer_than_the_window_when_observed_should_keep_its_first_since() {
         let mut m = Monitor::new(MonitorConfig::default());
         for s in slow_disk_from(80, 300).into_iter().take(290) {

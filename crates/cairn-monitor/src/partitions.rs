@@ -32,6 +32,20 @@ pub struct PartitionView {
     pub followers: Vec<FollowerLag>,
     /// The replicas that reported this partition in the round.
     pub reporting: Vec<u64>,
+    /// Replicas catching up by snapshot, as they report themselves (the
+    /// leader only sees them as far behind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catching_up: Vec<ReplicaCatchUp>,
+}
+
+/// One replica catching up by snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaCatchUp {
+    pub node: u64,
+    /// Share of the snapshot's entries fetched, 0..=100 (`None`: the
+    /// node did not say).
+    pub percent: Option<f64>,
+    pub staged_bytes: u64,
 }
 
 /// The partitions of `round`, ordered by stream and partition.
@@ -54,13 +68,21 @@ pub fn partitions(round: &ClusterSample) -> Vec<PartitionView> {
                     Vec::new()
                 },
                 reporting: vec![n.node],
+                catching_up: Vec::new(),
             };
-            match out.get_mut(&key) {
+            let caught = r.catching_up.then(|| ReplicaCatchUp {
+                node: n.node,
+                percent: r.catch_up.map(|c| (c.fraction() * 100.0).floor()),
+                staged_bytes: r.catch_up.map_or(0, |c| c.staged_bytes),
+            });
+            let have = match out.get_mut(&key) {
                 None => {
-                    out.insert(key, candidate);
+                    out.insert(key.clone(), candidate);
+                    out.get_mut(&key).expect("just inserted")
                 }
                 Some(have) => {
                     let mut reporting = std::mem::take(&mut have.reporting);
+                    let catching = std::mem::take(&mut have.catching_up);
                     reporting.push(n.node);
                     // A leader beats a follower; of two leaders, the
                     // higher term; of two followers, the more advanced.
@@ -74,13 +96,17 @@ pub fn partitions(round: &ClusterSample) -> Vec<PartitionView> {
                         *have = candidate;
                     }
                     have.reporting = reporting;
+                    have.catching_up = catching;
+                    have
                 }
-            }
+            };
+            have.catching_up.extend(caught);
         }
     }
     out.into_values()
         .map(|mut p| {
             p.reporting.sort_unstable();
+            p.catching_up.sort_by_key(|c| c.node);
             p
         })
         .collect()
@@ -102,6 +128,7 @@ mod tests {
             replicas: vec![1, 2, 3],
             preferred_leader: Some(1),
             catching_up: false,
+            catch_up: None,
             followers: if leader {
                 vec![FollowerLag {
                     node: 2,
@@ -142,6 +169,35 @@ mod tests {
         assert_eq!(ps[0].committed_end_offset, 100);
         assert_eq!(ps[0].followers[0].entries, 7);
         assert_eq!(ps[0].reporting, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn given_a_replica_catching_up_when_listing_should_show_its_progress() {
+        let mut catching = replica(0, false, 3, 10);
+        catching.catching_up = true;
+        catching.catch_up = Some(crate::sample::CatchUpProgress {
+            first_index: 101,
+            next_index: 141,
+            last_index: 200,
+            staged_bytes: 4_000,
+        });
+        let round = ClusterSample {
+            unix_ms: 1_000,
+            nodes: vec![
+                node(3, vec![catching]),
+                node(2, vec![replica(0, true, 3, 100)]),
+            ],
+        };
+        let ps = partitions(&round);
+        assert_eq!(ps[0].leader, Some(2), "the leader's view stands");
+        assert_eq!(
+            ps[0].catching_up,
+            vec![ReplicaCatchUp {
+                node: 3,
+                percent: Some(40.0),
+                staged_bytes: 4_000
+            }]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use cairn_telemetry::histogram::LatencySummary;
+pub use cairn_telemetry::replication::CatchUpProgress;
 use cairn_telemetry::snapshot::TelemetrySnapshot;
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +211,9 @@ pub struct ReplicaSample {
     /// lag is a catch-up under way, not a follower stuck behind.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub catching_up: bool,
+    /// How far that catch-up is, when the node says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpProgress>,
 }
 
 /// A follower's lag as its leader sees it.
@@ -421,6 +425,7 @@ impl NodeSample {
                     replicas: p.replicas.clone(),
                     preferred_leader: p.preferred_leader,
                     catching_up: p.catching_up,
+                    catch_up: p.catch_up,
                     followers: p
                         .followers
                         .iter()

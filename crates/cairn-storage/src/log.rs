@@ -153,6 +153,7 @@ impl PartitionLog {
             }),
             active: Mutex::new(active),
             purged: RwLock::new(purged),
+            start_after_purge: Mutex::new(None),
             tx,
         });
         {
@@ -426,32 +427,62 @@ impl PartitionLog {
         }
     }
 
-    /// `[start, end)`: the offsets currently readable.
+    /// `[start, end)`: the offsets currently readable. `start` is the
+    /// offset of the first entry after the purge point, also while the
+    /// first segment still holds purged entries before it (purges delete
+    /// whole segments, and segments need not line up across replicas): so
+    /// every replica that purged the same prefix starts at the same offset.
     pub fn bounds(&self) -> (u64, u64) {
-        let segments = self.inner.segments.read();
-        let start = segments
-            .values()
-            .next()
-            .expect("a log always has a segment")
-            .base_offset;
-        let end = segments
-            .values()
-            .next_back()
-            .expect("non-empty")
-            .meta
-            .read()
-            .next_offset;
-        (start, end)
+        let (first, end) = {
+            let segments = self.inner.segments.read();
+            let first = segments
+                .values()
+                .next()
+                .expect("a log always has a segment");
+            let end = segments
+                .values()
+                .next_back()
+                .expect("non-empty")
+                .meta
+                .read()
+                .next_offset;
+            ((first.base_index, first.base_offset), end)
+        };
+        (self.start_offset(first.0, first.1), end)
+    }
+
+    /// The start offset, given the first segment's base index and offset
+    /// (see [`PartitionLog::bounds`]).
+    fn start_offset(&self, base_index: u64, base_offset: u64) -> u64 {
+        let Some(purged) = *self.inner.purged.read() else {
+            return base_offset;
+        };
+        if base_index > purged.index {
+            return base_offset;
+        }
+        if let Some((at, offset)) = *self.inner.start_after_purge.lock()
+            && at == purged.index
+        {
+            return offset;
+        }
+        // Read once per purge point. The first segment is kept only while
+        // it holds an entry after the purge point, so there is one.
+        let next = self.read_index_range(purged.index + 1..purged.index + 2, 1);
+        match next.as_deref().map(<[RecordBatch]>::first) {
+            Ok(Some(b)) => {
+                let offset = b.header().base_offset;
+                *self.inner.start_after_purge.lock() = Some((purged.index, offset));
+                offset
+            }
+            _ => base_offset,
+        }
     }
 
     pub fn stats(&self) -> LogStats {
+        let start_offset = self.bounds().0;
         let segments = self.inner.segments.read();
         let mut stats = LogStats {
-            start_offset: segments
-                .values()
-                .next()
-                .expect("a log always has a segment")
-                .base_offset,
+            start_offset,
             end_offset: 0,
             segments: segments.len(),
             size_bytes: 0,
@@ -658,9 +689,14 @@ impl PartitionLog {
             })
             .collect();
         stats.index_lookup = lookup_started.elapsed();
+        // Purged entries still in the first segment are gone to readers.
+        let purged = self.purged().map(|p| p.index);
         let overlaps = |b: &RecordBatch| {
             let h = b.header();
-            h.count > 0 && h.max_ts >= start_us && h.min_ts <= end_us
+            h.count > 0
+                && h.max_ts >= start_us
+                && h.min_ts <= end_us
+                && purged.is_none_or(|p| b.log_index() > p)
         };
         read_segments(segments, stats, overlaps, visit)
     }

@@ -197,6 +197,10 @@ pub(crate) struct LogInner {
     /// The last purged entry; everything at or below it is logically gone
     /// even while its segment still exists (purging deletes whole segments).
     pub purged: RwLock<Option<EntryId>>,
+    /// `(purged index, offset of the entry after it)` once looked up: the
+    /// log's start offset while its first segment still holds purged
+    /// entries (see `PartitionLog::bounds`).
+    pub start_after_purge: Mutex<Option<(u64, u64)>>,
     pub tx: mpsc::Sender<Command>,
 }
 

@@ -135,3 +135,52 @@ fn an_install_interrupted_by_a_crash_is_finished_on_open() {
     assert!(!tmp.path().join("dst/install.json").exists());
     data.shutdown().unwrap();
 }
+
+/// A purge point inside the first segment (a replica whose segments do
+/// not line up with the leader's keeps that segment): the log starts at
+/// the entry after it all the same — reported, served and scanned.
+#[test]
+fn a_purge_inside_a_segment_starts_the_log_at_the_next_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let log = data.open_log("log", small_segments()).unwrap();
+    fill(&log, 20);
+    let second = segment_names(&tmp.path().join("log"))[1].clone();
+    let (second_index, _) = second.split_once('-').unwrap();
+    let second_index: u64 = second_index.parse().unwrap();
+    assert!(second_index > 3, "want a first segment of several batches");
+    let purged = EntryId {
+        index: second_index + 1,
+        term: 0,
+    };
+    log.purge(purged).wait().unwrap();
+    let check = |log: &PartitionLog| {
+        let next = log
+            .read_index_range(purged.index + 1..purged.index + 2, 1)
+            .unwrap();
+        let start = next[0].header().base_offset;
+        assert!(start > 0);
+        assert_eq!(log.bounds().0, start);
+        assert_eq!(log.stats().start_offset, start);
+        assert!(
+            common::read_all(log, start - 1).is_err(),
+            "read below start"
+        );
+        let from_start = common::read_all(log, start).unwrap();
+        assert_eq!(from_start[0].0, start);
+        let mut first_scanned = None;
+        log.scan_time(i64::MIN, i64::MAX, |b| {
+            first_scanned = Some(b.header().base_offset);
+            std::ops::ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(first_scanned, Some(start), "scan by time");
+    };
+    // The segment holding the purge point is still there.
+    assert_eq!(segment_names(&tmp.path().join("log"))[0], second);
+    check(&log);
+    data.close_log(&log).unwrap();
+    let log = data.open_log("log", small_segments()).unwrap();
+    check(&log);
+    data.shutdown().unwrap();
+}

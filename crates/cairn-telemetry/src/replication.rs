@@ -81,6 +81,40 @@ pub struct PartitionReplication {
     /// catching up, not stuck.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub catching_up: bool,
+    /// How far that catch-up is (set with `catching_up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUpProgress>,
+}
+
+/// A replica's catch-up by snapshot: the Raft indexes it must fetch
+/// (`first_index..=last_index`), the next one, and the bytes staged. The
+/// total in bytes is not known until the end (the leader's snapshot
+/// carries indexes only), so progress is measured in indexes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CatchUpProgress {
+    pub first_index: u64,
+    pub next_index: u64,
+    pub last_index: u64,
+    pub staged_bytes: u64,
+}
+
+impl CatchUpProgress {
+    /// Share of the indexes fetched, 0..=1.
+    pub fn fraction(&self) -> f64 {
+        let total = (self.last_index + 1).saturating_sub(self.first_index);
+        if total == 0 {
+            return 1.0;
+        }
+        (self.next_index.saturating_sub(self.first_index) as f64 / total as f64).min(1.0)
+    }
+
+    /// The bytes the whole range likely holds, extrapolated from what is
+    /// staged (`None` before anything is).
+    pub fn estimated_total_bytes(&self) -> Option<u64> {
+        let f = self.fraction();
+        (f > 0.0 && self.staged_bytes > 0).then(|| (self.staged_bytes as f64 / f) as u64)
+    }
 }
 
 /// One follower, as its leader sees it.

@@ -390,6 +390,11 @@ pub struct GroupView {
 pub struct CatchUpView {
     pub next_index: u64,
     pub last_index: u64,
+    /// The first index it fetches (after the cut), and the bytes staged.
+    #[serde(default)]
+    pub first_index: u64,
+    #[serde(default)]
+    pub staged_bytes: u64,
 }
 
 /// `POST /v1/cluster/join`: a node asking to be added.

@@ -147,18 +147,24 @@ fn exit_code(health: &Value) -> u8 {
 /// `{"node": 2}` → `node 2`; `{"link": [1, 3]}` → `link 1↔3`;
 /// `{"stream": "app", "partition": 4}` → `app/4`.
 pub fn subject(s: &Value) -> String {
-    if let Some(n) = s.get("node").and_then(Value::as_u64) {
+    let node = s.get("node").and_then(Value::as_u64);
+    // A partition first: its subject may name one replica's node too.
+    if let Some(st) = s.get("stream").and_then(Value::as_str) {
+        let part = match s.get("partition").and_then(Value::as_u64) {
+            Some(p) => format!("{st}/{p}"),
+            None => format!("stream {st}"),
+        };
+        return match node {
+            Some(n) => format!("{part} on node {n}"),
+            None => part,
+        };
+    }
+    if let Some(n) = node {
         return format!("node {n}");
     }
     if let Some(l) = s.get("link").and_then(Value::as_array) {
         let ids: Vec<String> = l.iter().map(|v| v.to_string()).collect();
         return format!("link {}", ids.join("↔"));
-    }
-    if let Some(st) = s.get("stream").and_then(Value::as_str) {
-        return match s.get("partition").and_then(Value::as_u64) {
-            Some(p) => format!("{st}/{p}"),
-            None => format!("stream {st}"),
-        };
     }
     "cluster".into()
 }
@@ -193,8 +199,12 @@ pub fn render(url: &str, h: &Value) -> String {
     let p = &h["partitions"];
     let _ = writeln!(
         out,
-        "partitions: {} total, {} leaderless, {} under-replicated, {} quarantined",
-        p["total"], p["leaderless"], p["under_replicated"], p["quarantined"]
+        "partitions: {} total, {} leaderless, {} under-replicated, {} catching up, {} quarantined",
+        p["total"],
+        p["leaderless"],
+        p["under_replicated"],
+        p["catching_up"].as_u64().unwrap_or(0),
+        p["quarantined"]
     );
     let reasons = h["reasons"].as_array().cloned().unwrap_or_default();
     if reasons.is_empty() {
@@ -337,5 +347,28 @@ pub fn monitor(cmd: MonitorCommand) -> Result<()> {
             eprintln!("{} rounds replayed", assessments.len());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_catching_up_reason_when_rendered_should_name_the_replica_and_count_it() {
+        let h = serde_json::json!({
+            "status": "yellow",
+            "partitions": {"total": 3, "leaderless": 0, "under_replicated": 0,
+                           "catching_up": 1, "quarantined": 0},
+            "reasons": [{"code": "catching_up", "severity": "warning",
+                         "subject": {"stream": "app", "partition": 2, "node": 3},
+                         "summary": "node 3 is catching up app/2 by snapshot: 41 MB of ~120 MB (34%, 1200 of 3500 entries)",
+                         "since": 0}],
+        });
+        let out = render("http://x", &h);
+        assert!(out.contains("0 under-replicated, 1 catching up"), "{out}");
+        let line = out.lines().find(|l| l.contains("catching_up")).unwrap();
+        assert!(line.contains("app/2 on node 3"), "{line}");
+        assert!(line.contains("41 MB of ~120 MB (34%"), "{line}");
     }
 }

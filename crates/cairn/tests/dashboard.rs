@@ -506,6 +506,23 @@ async fn drive(browser: &Browser, client: &Client, node1: &str, node2: &str) -> 
         ensure!(Instant::now() < deadline, "partitions view: {rows} rows");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // A replica installing a snapshot shows its progress instead of its
+    // lag (rendered from a partition line as /v1/monitor/partitions gives
+    // it; a real catch-up is tested in tests/retention.rs).
+    let text = js(
+        client,
+        "const g = {stream: 'x', partition: 0, leader: 1, term: 1, replicas: [1, 2, 3], \
+           committed_end_offset: 10, reporting: [1, 2, 3], \
+           followers: [{node: 2, voter: true, entries: 0, seconds: 0, in_sync: true}, \
+                       {node: 3, voter: true, entries: 900, seconds: 40, in_sync: false}], \
+           catching_up: [{node: 3, percent: 41, staged_bytes: 1000}]}; \
+         return followersText(g);",
+    )
+    .await?;
+    ensure!(
+        text.as_str() == Some("node 2: 0 / 0.00, node 3: catching up 41%"),
+        "followers column: {text}"
+    );
     client.goto(&format!("{node1}/ui/#/events")).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -55,6 +55,8 @@ struct Task {
     /// The snapshot's cut and last entry.
     target: (LogId<NodeId>, LogId<NodeId>),
     progress: Arc<parking_lot::Mutex<Progress>>,
+    /// Bytes in the staged log (resumed ones included), for progress.
+    staged_bytes: Arc<AtomicU64>,
 }
 
 /// Catch-ups of this node's replicas, and their figures.
@@ -71,9 +73,13 @@ pub(super) struct CatchUps {
 /// A catch-up in progress, for status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatchingUp {
-    /// The next Raft index to fetch, and the last one the snapshot needs.
+    /// The first Raft index the snapshot needs (after the cut), the next
+    /// one to fetch, and the last one.
+    pub first_index: u64,
     pub next_index: u64,
     pub last_index: u64,
+    /// Bytes staged so far (what an earlier, interrupted task staged too).
+    pub staged_bytes: u64,
 }
 
 impl CatchUps {
@@ -103,8 +109,10 @@ impl CatchUps {
         let t = tasks.get(&group)?;
         match *t.progress.lock() {
             Progress::Fetching(next) => Some(CatchingUp {
+                first_index: t.target.0.index + 1,
                 next_index: next,
                 last_index: t.target.1.index,
+                staged_bytes: t.staged_bytes.load(Ordering::Relaxed),
             }),
             _ => None,
         }
@@ -177,11 +185,13 @@ impl Inner {
             }
         }
         let progress = Arc::new(parking_lot::Mutex::new(Progress::Fetching(cut.index + 1)));
+        let staged_bytes = Arc::new(AtomicU64::new(0));
         tasks.insert(
             g.group,
             Task {
                 target: (cut, last),
                 progress: progress.clone(),
+                staged_bytes: staged_bytes.clone(),
             },
         );
         drop(tasks);
@@ -191,7 +201,7 @@ impl Inner {
         let (this, g) = (self.clone(), g.clone());
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = this.fetch_snapshot_data(&g, from, cut, last, &progress) => r,
+                r = this.fetch_snapshot_data(&g, from, cut, last, &progress, &staged_bytes) => r,
                 _ = this.shutdown.cancelled() => Err("node shutting down".into()),
             };
             match outcome {
@@ -219,6 +229,7 @@ impl Inner {
         cut: LogId<NodeId>,
         last: LogId<NodeId>,
         progress: &parking_lot::Mutex<Progress>,
+        staged_bytes: &AtomicU64,
     ) -> Result<(), String> {
         let dir = staging_dir(g.log.dir());
         let rel = dir
@@ -248,6 +259,10 @@ impl Inner {
         };
         let mut staged = staged;
         let mut at = staged.as_ref().map_or(first, |l| l.index_bounds().1);
+        staged_bytes.store(
+            staged.as_ref().map_or(0, |l| l.stats().size_bytes),
+            Ordering::Relaxed,
+        );
         if at > first {
             tracing::info!(group = %g.name(), resume_at = at, first, last = %last, "resuming a catch-up from the staged data");
         }
@@ -313,6 +328,7 @@ impl Inner {
                     self.catchups
                         .bytes_fetched
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    staged_bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     pending.push(done);
                     at += 1;
                 }

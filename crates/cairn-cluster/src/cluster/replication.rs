@@ -348,6 +348,7 @@ impl GroupReplication {
             preferred_leader: None,
             log_start_index: 0,
             catching_up: false,
+            catch_up: None,
         }
     }
 }
@@ -397,7 +398,14 @@ impl Inner {
                     r.preferred_leader = Some(p.preferred_leader);
                 }
                 r.log_start_index = g.state.log_start_index();
-                r.catching_up = self.catchups.catching_up(g.group).is_some();
+                let c = self.catchups.catching_up(g.group);
+                r.catching_up = c.is_some();
+                r.catch_up = c.map(|c| cairn_telemetry::replication::CatchUpProgress {
+                    first_index: c.first_index,
+                    next_index: c.next_index,
+                    last_index: c.last_index,
+                    staged_bytes: c.staged_bytes,
+                });
                 r
             })
             .collect();

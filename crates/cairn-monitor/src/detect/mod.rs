@@ -34,7 +34,9 @@ pub use disk::{disk_full, slow_disk};
 pub use load::{latency_slo, overload};
 pub use network::slow_link;
 pub use node::stalled_node;
-pub use partitions::{availability, hot_partition, leader_imbalance, replication_lag};
+pub use partitions::{
+    availability, catching_up_by_snapshot, hot_partition, leader_imbalance, replication_lag,
+};
 pub use resources::{cpu_saturation, memory_pressure};
 
 use crate::config::MonitorConfig;
@@ -60,6 +62,7 @@ pub fn run_all(w: &Window<'_>, cfg: &MonitorConfig) -> Vec<Finding> {
     out.extend(disk_full(w, cfg));
     out.extend(latency_slo(w, cfg));
     out.extend(availability(w, cfg));
+    out.extend(catching_up_by_snapshot(w, cfg));
     explain(&mut out);
     out
 }

@@ -92,6 +92,7 @@ pub fn healthy(r: usize, node: u64) -> NodeSample {
                     replicas: NODES.to_vec(),
                     preferred_leader: Some(leader),
                     catching_up: false,
+                    catch_up: None,
                     followers: if leader == node {
                         NODES
                             .iter()
@@ -135,6 +136,34 @@ pub fn scenario(
                 .collect(),
         })
         .collect()
+}
+
+/// Node 3 installs a snapshot of app/0 (led by node 1) over rounds
+/// 80..110: 120 MB in 3,000 entries, 4 MB/s. Its leader sees it far
+/// behind and not in sync the whole time.
+pub fn catching_up_scenario() -> Vec<ClusterSample> {
+    scenario(140, |r, n| {
+        if !(80..110).contains(&r) {
+            return;
+        }
+        let done = (r - 79) as u64;
+        for rep in n.replicas.iter_mut().filter(|rep| rep.partition == 0) {
+            if n.node == 3 {
+                rep.catching_up = true;
+                rep.catch_up = Some(crate::sample::CatchUpProgress {
+                    first_index: 1_001,
+                    next_index: 1_001 + done * 100,
+                    last_index: 4_000,
+                    staged_bytes: done * 4_000_000,
+                });
+            }
+            for f in rep.followers.iter_mut().filter(|f| f.node == 3) {
+                f.seconds = 60.0 + done as f64;
+                f.entries = 50_000;
+                f.in_sync = false;
+            }
+        }
+    })
 }
 
 /// Marks a node missing at a round (inside a `scenario` tweak).

@@ -83,6 +83,8 @@ pub async fn view(State(node): State<Node>) -> Json<ClusterView> {
                 catching_up: cluster.catching_up(g.group).map(|c| CatchUpView {
                     next_index: c.next_index,
                     last_index: c.last_index,
+                    first_index: c.first_index,
+                    staged_bytes: c.staged_bytes,
                 }),
             }
         })

@@ -18,7 +18,7 @@
 //! | `GET /v1/health?local` | the cluster verdict: `{status: green\|yellow\|red, reasons, nodes, partitions}` |
 //! | `GET /v1/monitor/findings?local` | active findings with evidence |
 //! | `GET /v1/monitor/alerts?local` | `{active, history}` |
-//! | `GET /v1/monitor/partitions?local` | `{partitions: [{stream, partition, leader, term, replicas, committed_end_offset, followers: [{node, entries, seconds, in_sync}]}]}` from the latest round |
+//! | `GET /v1/monitor/partitions?local` | `{partitions: [{stream, partition, leader, term, replicas, committed_end_offset, followers: [{node, entries, seconds, in_sync}], catching_up: [{node, percent, staged_bytes}]}]}` from the latest round |
 //! | `GET /v1/monitor/series?metric&node&since` | `{metric, points: [{unix_ms, node, value}]}`; `metric=a,b,…` → `{metrics: {a: [points], b: …}}` |
 //! | `GET /v1/reports?local` | saved performance reports, newest first: `{reports: [{id, start_unix_ms, end_unix_ms, status, worst, findings}]}` |
 //! | `GET /v1/reports/{id}?format=json\|md\|html` | one saved report (404 `not_found` if none) |

@@ -130,13 +130,15 @@ pub fn current(monitor: &Monitor) -> Vec<Recommendation> {
 
 /// Whether the cluster is steady enough for an automatic action: every
 /// node answered, every partition has a leader, and nothing is down,
-/// stalled or under-replicated.
+/// stalled, under-replicated or catching up.
 pub fn steady(round: &ClusterSample, findings: &[Finding]) -> bool {
     const BLOCKERS: &[&str] = &[
         codes::NODE_DOWN,
         codes::NODE_STALLED,
         codes::LEADERLESS_PARTITION,
         codes::UNDER_REPLICATED,
+        // A replica installing a snapshot is as short of redundancy.
+        codes::CATCHING_UP,
     ];
     round.nodes.iter().all(|n| !n.is_missing())
         && cairn_monitor::partitions::partitions(round)
