@@ -107,7 +107,14 @@ impl FrameReader {
         }
     }
 
-    /// True while no part of a frame has arrived.
+    /// True while no part of a frame has arrived, nor waits in the socket
+    /// (a reader waiting for receive budget has bytes there, unread): the
+    /// connection is idle, not slow.
+    pub fn idle(&self) -> bool {
+        self.between_frames() && self.started.is_none()
+    }
+
+    /// True while no part of a frame has been read.
     pub fn between_frames(&self) -> bool {
         self.buf.is_empty() && self.large.is_none()
     }

@@ -281,7 +281,7 @@ async fn connection(
             _ = stalled.cancelled() => break Close::Limit(Closed::WriteStalled, None),
             frame = frames.next() => frame,
             _ = &mut idle => {
-                if frames.between_frames()
+                if frames.idle()
                     && permits.available_permits() == MAX_IN_FLIGHT_PER_CONNECTION
                 {
                     break Close::Limit(Closed::IdleTimeout, None);

@@ -421,16 +421,20 @@ async fn the_monitor_names_each_fault_and_returns_to_green() -> Result<()> {
             observer: 0,
         },
         Fault {
-            name: "overload beyond the knee on node 1",
-            code: "overload",
-            subject: json!({"node": 1}),
-            observer: 2,
-        },
-        Fault {
             name: "node 2 paused (SIGSTOP)",
             code: "node_stalled",
             subject: json!({"node": 2}),
             observer: 0,
+        },
+        // Last: in about half the runs on 2 cores, every node kept burning
+        // ~0.6 of a core after the flood's stream was deleted (cause not
+        // found yet; see the closing note of 2026-12-03), enough for the
+        // next fault's return to green to trip `cpu_saturation`.
+        Fault {
+            name: "overload beyond the knee on node 1",
+            code: "overload",
+            subject: json!({"node": 1}),
+            observer: 2,
         },
     ];
     // CAIRN_MONITOR_ONLY=code,code runs only those faults (for measuring).
