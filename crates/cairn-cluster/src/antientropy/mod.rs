@@ -35,11 +35,25 @@
 //! Every node's anti-entropy reading shares one byte-rate limit
 //! ([`throttle::RateLimiter`]).
 //!
-//! The runtime side (RPCs, scheduling, status) is `cluster::anti_entropy`;
-//! this module holds the parts that know nothing of the runtime.
+//! # Files
+//! `tree` and `throttle` know nothing of the node. `wire` holds a scan's
+//! messages; `replica` answers them for this node's replicas (and asks
+//! them of others, or of itself in-process); `scan` is the leader's scan;
+//! `scheduler` decides when scans run; `state` is what the node keeps
+//! between scans ([`AntiEntropy`]: reports, counters, the shared rate
+//! limit). They reach the node's runtime only through the `pub(crate)`
+//! surface of `cluster::Inner` (its replicas, metadata, `call` to a peer,
+//! shutdown), not its fields.
 
+pub(crate) mod replica;
+mod scan;
+pub(crate) mod scheduler;
+mod state;
 pub mod throttle;
 pub mod tree;
+pub(crate) mod wire;
+
+pub(crate) use state::AntiEntropy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -33,9 +33,10 @@ use cairn_storage::{EntryId, PartitionLog};
 use openraft::LogId;
 use openraft::raft::InstallSnapshotRequest;
 
-use super::anti_entropy::{AeRequest, AeResponse};
 use super::*;
+use crate::antientropy::replica::ask;
 use crate::antientropy::throttle::RateLimiter;
+use crate::antientropy::wire::{AeRequest, AeResponse};
 use crate::raft::state_machine::{SnapshotSummary, staging_dir};
 
 /// Bytes asked for per fetch.
@@ -269,8 +270,7 @@ impl Inner {
         let result = async {
             while at <= last.index {
                 *progress.lock() = Progress::Fetching(at);
-                let fetched = self
-                    .ask(
+                let fetched = ask(self,
                         source,
                         g.group,
                         AeRequest::Fetch {

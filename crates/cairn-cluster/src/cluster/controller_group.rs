@@ -150,7 +150,7 @@ impl Inner {
 
 impl Cluster {
     /// Restarts the controller from disk if its Raft core stopped on an
-    /// error, with the backoff of partition groups ([`Cluster::may_restart`]);
+    /// error, with the backoff of partition groups (`Replicas::may_restart`);
     /// retries (every call) a restart that could not reopen it yet.
     pub(super) async fn restart_failed_controller(&self) {
         // Not two restarts at once, nor one beside shutdown's stop.
@@ -164,7 +164,7 @@ impl Cluster {
         };
         if !closed {
             let Some(error) = error else { return };
-            if !self.may_restart(CONTROLLER_GROUP) {
+            if !self.inner.replicas.may_restart(CONTROLLER_GROUP) {
                 return;
             }
             tracing::error!(

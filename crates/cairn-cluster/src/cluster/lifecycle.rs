@@ -6,12 +6,6 @@
 
 use super::*;
 
-/// The longest pause between restarts of a group that keeps failing.
-pub(super) const MAX_RESTART_PAUSE: Duration = Duration::from_secs(60);
-
-/// A group restarted longer ago than this starts its backoff over.
-pub(super) const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(600);
-
 /// How long an initial replica other than the preferred leader waits for a
 /// leader before initializing a new partition group itself.
 pub(super) const INITIALIZE_FALLBACK: Duration = Duration::from_secs(2);
@@ -129,15 +123,13 @@ impl Cluster {
             .flat_map(|s| s.partitions.iter().map(|p| p.group))
             .collect();
         self.inner.edges.lock().retain(|g, _| existing.contains(g));
-        let mut running: Vec<u64> = self.inner.groups.read().keys().copied().collect();
-        running.extend(self.inner.stalled.lock().keys().copied());
-        for group in running {
+        for group in self.inner.replicas.ids() {
             if !wanted.contains_key(&group) {
                 self.stop_group(group, true).await;
             }
         }
-        for (group, name, error) in self.failed_groups() {
-            if self.inner.shutdown.is_cancelled() || !self.may_restart(group) {
+        for (group, name, error) in self.inner.replicas.failed() {
+            if self.inner.shutdown.is_cancelled() || !self.inner.replicas.may_restart(group) {
                 continue;
             }
             tracing::error!(
@@ -146,52 +138,16 @@ impl Cluster {
                 "the partition group's Raft stopped on an error; restarting it from its log on disk"
             );
             self.stop_group(group, false).await;
-            self.inner
-                .group_restarts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.replicas.count_restart();
         }
         for (group, (stream, partition, p)) in wanted {
-            if self.inner.groups.read().contains_key(&group) {
+            if self.inner.replicas.is_running(group) {
                 continue;
             }
             if let Err(e) = self.start_group(stream, partition, p).await {
                 tracing::warn!(group, stream = %stream.name, partition, error = %e, "could not start partition group; will retry");
             }
         }
-    }
-
-    /// Groups whose Raft core stopped on an error (not a shutdown): to be
-    /// restarted from disk (see the module docs), with their names and
-    /// the error.
-    pub(super) fn failed_groups(&self) -> Vec<(u64, error::GroupName, String)> {
-        let groups = self.inner.groups.read();
-        groups
-            .values()
-            .filter_map(|g| {
-                controller_group::stopped_on_error(&g.raft).map(|e| (g.group, g.name(), e))
-            })
-            .collect()
-    }
-
-    /// Whether `group` may be restarted now: at once the first time, then
-    /// after a pause that doubles with each restart (1 s up to
-    /// [`MAX_RESTART_PAUSE`]) while it keeps failing, so a disk that stays
-    /// broken is not hammered; a group that ran for
-    /// [`RESTART_BACKOFF_RESET`] starts over.
-    pub(super) fn may_restart(&self, group: u64) -> bool {
-        let now = Instant::now();
-        let mut backoff = self.inner.restart_backoff.lock();
-        let pause = match backoff.get(&group) {
-            Some(&(last, pause)) if now.duration_since(last) < RESTART_BACKOFF_RESET => {
-                if now < last + pause {
-                    return false;
-                }
-                (pause * 2).clamp(Duration::from_secs(1), MAX_RESTART_PAUSE)
-            }
-            _ => Duration::from_secs(1),
-        };
-        backoff.insert(group, (now, pause));
-        true
     }
 
     pub(super) async fn start_group(
@@ -230,7 +186,7 @@ impl Cluster {
         let raft = Raft::new(me, self.inner.raft_config.clone(), network, log_store, sm)
             .await
             .map_err(|e| {
-                self.inner.stalled.lock().insert(p.group, log.clone());
+                self.inner.replicas.keep_stalled(p.group, log.clone());
                 ClusterError::Storage(format!(
                     "start {}: {e}",
                     error::GroupName::partition(p.group, &stream.name, partition)
@@ -297,7 +253,7 @@ impl Cluster {
             },
             self.inner.shutdown.clone(),
         );
-        self.inner.groups.write().insert(p.group, group);
+        self.inner.replicas.insert(group);
         Ok(())
     }
 
@@ -327,7 +283,7 @@ impl Cluster {
 
     /// Closes (or removes) the log of a replica whose Raft did not start.
     pub(super) async fn close_stalled(&self, group: u64, remove_data: bool) {
-        let stalled = self.inner.stalled.lock().remove(&group);
+        let stalled = self.inner.replicas.take_stalled(group);
         if let Some(log) = stalled {
             self.finish_log(group, log, remove_data).await;
         }
@@ -335,7 +291,7 @@ impl Cluster {
 
     pub(super) async fn stop_group(&self, group: u64, remove_data: bool) {
         self.close_stalled(group, remove_data).await;
-        let Some(g) = self.inner.groups.write().remove(&group) else {
+        let Some(g) = self.inner.replicas.remove(group) else {
             return;
         };
         if let Err(e) = g.raft.shutdown().await {
@@ -356,9 +312,7 @@ impl Cluster {
         if let Some(task) = heartbeats {
             task.stop().await;
         }
-        let mut groups: Vec<u64> = self.inner.groups.read().keys().copied().collect();
-        groups.extend(self.inner.stalled.lock().keys().copied());
-        for g in groups {
+        for g in self.inner.replicas.ids() {
             self.stop_group(g, false).await;
         }
         {

@@ -46,14 +46,20 @@
 //!
 //! This file holds the runtime's state ([`Cluster`], `Inner`), its start
 //! and its accessors; `rpc` the frame kinds, the dispatcher and calls to
-//! peers; `route` where commands and writes run; `lifecycle` registering,
-//! probing, reconciling and stopping groups; `controller_group` opening,
-//! restarting and stopping the controller's Raft; `replication`, `mover`,
-//! `anti_entropy`, `retention` (cuts through Raft, orphan clean-up) and
-//! `catchup` (a follower fetching a snapshot's data) their own concerns.
-//! They extend `Inner`/`Cluster` with `impl` blocks of their own and share
-//! this file's imports (`use super::*`): a split by concern of one
-//! runtime, not yet of its state.
+//! peers; `route` where commands and writes run; `reads` where reads and
+//! queries run; `replicas` the table of the replicas this node runs (it
+//! owns its locks: running groups, replicas whose Raft did not start,
+//! restart pacing); `lifecycle` registering, probing, reconciling and
+//! stopping groups; `controller_group` opening, restarting and stopping
+//! the controller's Raft; `replication`, `mover`, `transfer`, `retention`
+//! (cuts through Raft, orphan clean-up) and `catchup` (a follower fetching
+//! a snapshot's data) their own concerns. State a concern alone uses is
+//! its own type (`Replicas`, `Coalescer`, `RetentionCounters`, `CatchUps`,
+//! `antientropy::AntiEntropy`); the files here extend `Inner`/`Cluster`
+//! with `impl` blocks over the runtime's shared parts (transport,
+//! controller, replicas). Anti-entropy, which needs only a few of them,
+//! lives in [`crate::antientropy`] and reaches the runtime through
+//! `Inner`'s `pub(crate)` methods alone.
 //!
 //! # Requests
 //!
@@ -78,7 +84,6 @@
 //! from a quorum for an election timeout step down (`raft::leadership`).
 //! Errors name groups as `stream app partition 4` or `the controller`
 //! ([`error::GroupName`]), never by their numeric id.
-mod anti_entropy;
 mod catchup;
 mod coalesce;
 mod controller_group;
@@ -87,6 +92,7 @@ pub mod group;
 mod lifecycle;
 mod mover;
 pub mod reads;
+mod replicas;
 pub mod replication;
 mod retention;
 mod route;
@@ -119,8 +125,9 @@ pub use error::ClusterError;
 pub use group::PartitionGroup;
 pub use retention::RetentionFigures;
 use route::remaining;
-use rpc::{Dispatcher, decode, encode};
+use rpc::Dispatcher;
 pub use rpc::{ServiceError, ServiceHandler, kinds};
+pub(crate) use rpc::{decode, encode};
 
 use crate::controller::meta::{PartitionMeta, StreamMeta};
 use crate::controller::{
@@ -238,7 +245,7 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ClusterConfig,
     raft_addr: String,
     transport: Transport,
@@ -256,25 +263,17 @@ struct Inner {
     /// Controller restarts after its Raft core stopped on an error.
     controller_restarts: Arc<std::sync::atomic::AtomicU64>,
     timings: Arc<crate::raft::RaftTimings>,
-    groups: RwLock<HashMap<u64, Arc<PartitionGroup>>>,
-    /// Logs of replicas whose Raft could not start (e.g. damaged batches
-    /// where openraft reads at startup), kept open so anti-entropy can
-    /// repair them; the next start attempt closes and reopens them.
-    stalled: parking_lot::Mutex<HashMap<u64, cairn_storage::PartitionLog>>,
+    replicas: replicas::Replicas,
     /// Per partition, the coalescer of writes entering through this node.
     edges: parking_lot::Mutex<HashMap<u64, Coalescer>>,
     /// Replication RPC latency per peer, shared by every group's network.
     replication_stats: Arc<network::ReplicationStats>,
     heartbeats: HeartbeatService,
     heartbeat_task: parking_lot::Mutex<Option<HeartbeatTask>>,
-    anti_entropy: anti_entropy::AntiEntropy,
+    anti_entropy: crate::antientropy::AntiEntropy,
     /// Handlers of node-level service kinds (≥ [`kinds::SERVICE_MIN`]).
     services: RwLock<HashMap<u16, ServiceHandler>>,
     shutdown: CancellationToken,
-    /// Partition groups restarted after their Raft core stopped on an error.
-    group_restarts: Arc<std::sync::atomic::AtomicU64>,
-    /// Per group restarted: when, and the pause before it may be again.
-    restart_backoff: parking_lot::Mutex<HashMap<u64, (Instant, Duration)>>,
     retention: retention::RetentionCounters,
     catchups: catchup::CatchUps,
 }
@@ -288,21 +287,55 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-fn storage_err(e: impl std::fmt::Display) -> ClusterError {
+pub(crate) fn storage_err(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Storage(e.to_string())
 }
 
 impl Inner {
-    fn me(&self) -> NodeId {
+    pub(crate) fn me(&self) -> NodeId {
         self.config.node_id
     }
 
+    /// This node's replica of `group`, or `NoSuchGroup`.
+    pub(crate) fn group_or_err(&self, group: u64) -> Result<Arc<PartitionGroup>, ClusterError> {
+        self.replicas
+            .get(group)
+            .ok_or_else(|| ClusterError::NoSuchGroup {
+                group: self.group_name(group),
+                node: self.me(),
+            })
+    }
+
+    /// The replicas this node runs (and those whose Raft did not start).
+    pub(crate) fn replicas(&self) -> &replicas::Replicas {
+        &self.replicas
+    }
+
+    /// The cluster's metadata as this node last applied it.
+    pub(crate) fn meta(&self) -> Arc<ClusterMeta> {
+        self.controller_sm.meta()
+    }
+
+    /// How long a request may look for a leader.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    /// Resolves when the node shuts down.
+    pub(crate) fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    pub(crate) fn anti_entropy(&self) -> &crate::antientropy::AntiEntropy {
+        &self.anti_entropy
+    }
+
     /// How errors and logs name `group` (see [`error::GroupName`]).
-    fn group_name(&self, group: u64) -> error::GroupName {
+    pub(crate) fn group_name(&self, group: u64) -> error::GroupName {
         if group == 0 {
             return error::GroupName::CONTROLLER;
         }
-        if let Some(g) = self.groups.read().get(&group) {
+        if let Some(g) = self.replicas.get(group) {
             return g.name();
         }
         let (stream_id, partition) = crate::controller::meta::split_group(group);
@@ -397,17 +430,14 @@ impl Cluster {
             controller_restart: tokio::sync::Mutex::new(()),
             controller_restarts: Arc::default(),
             timings,
-            groups: RwLock::new(HashMap::new()),
-            stalled: parking_lot::Mutex::new(HashMap::new()),
+            replicas: replicas::Replicas::default(),
             edges: parking_lot::Mutex::new(HashMap::new()),
             replication_stats,
             heartbeats: HeartbeatService::new(HeartbeatConfig::default()),
             heartbeat_task: parking_lot::Mutex::new(None),
-            anti_entropy: anti_entropy::AntiEntropy::new(config.anti_entropy.clone()),
+            anti_entropy: crate::antientropy::AntiEntropy::new(config.anti_entropy.clone()),
             services: RwLock::new(HashMap::new()),
             shutdown,
-            group_restarts: Arc::default(),
-            restart_backoff: Default::default(),
             retention: Default::default(),
             catchups: catchup::CatchUps::new(config.snapshot_rate_bytes_per_sec),
         });
@@ -467,7 +497,7 @@ impl Cluster {
         tokio::spawn(cluster.clone().reconcile_loop());
         tokio::spawn(cluster.clone().mover_loop());
         tokio::spawn(cluster.clone().probe_loop());
-        tokio::spawn(cluster.inner.clone().anti_entropy_loop());
+        tokio::spawn(crate::antientropy::scheduler::run(cluster.inner.clone()));
         Ok(cluster)
     }
 
@@ -478,7 +508,7 @@ impl Cluster {
     /// Counts partition groups restarted after their Raft core stopped on
     /// an error (see the module docs); shared, for metrics.
     pub fn group_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        self.inner.group_restarts.clone()
+        self.inner.replicas.restarts()
     }
 
     /// Counts restarts of the controller group after its Raft core stopped
@@ -571,9 +601,13 @@ impl Cluster {
         group: u64,
         deep: bool,
     ) -> Result<crate::antientropy::ScanReport, ClusterError> {
-        self.inner
-            .scan_anywhere(group, deep, crate::antientropy::ScanTrigger::Requested)
-            .await
+        crate::antientropy::scheduler::scan_anywhere(
+            &self.inner,
+            group,
+            deep,
+            crate::antientropy::ScanTrigger::Requested,
+        )
+        .await
     }
 
     /// The last anti-entropy scan of each partition this node ran.
@@ -595,16 +629,16 @@ impl Cluster {
     /// (deep) scan of the partition on its leader, at most once every few
     /// seconds per partition.
     pub fn report_damage(&self, group: u64) {
-        self.inner.damage_found(group);
+        crate::antientropy::scheduler::damage_found(&self.inner, group);
     }
 
     /// The partition groups running on this node.
     pub fn groups(&self) -> Vec<Arc<PartitionGroup>> {
-        self.inner.groups.read().values().cloned().collect()
+        self.inner.replicas.all()
     }
 
     pub fn group(&self, group: u64) -> Option<Arc<PartitionGroup>> {
-        self.inner.groups.read().get(&group).cloned()
+        self.inner.replicas.get(group)
     }
 
     /// Where this node's replica of `group` stands in catching up by

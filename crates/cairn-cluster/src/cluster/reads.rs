@@ -134,7 +134,7 @@ impl Inner {
         attempt: usize,
     ) -> Target {
         let me = self.me();
-        let local = self.groups.read().get(&p.group).cloned();
+        let local = self.replicas.get(p.group);
         if let Some(h) = hint {
             return if h == me && local.is_some() {
                 Target::Here
@@ -168,7 +168,7 @@ impl Inner {
         req: ReadRequest,
     ) -> Result<ReadResponse, ReadError> {
         let partition = req.partition;
-        let Some(g) = self.groups.read().get(&group).cloned() else {
+        let Some(g) = self.replicas.get(group) else {
             return Err(ReadError::new(
                 ErrorCode::Unavailable,
                 format!(
@@ -211,7 +211,7 @@ impl Inner {
             Ok(r) => r,
             Err(e) => {
                 if e.code == ErrorCode::Corruption {
-                    self.damage_found(group);
+                    crate::antientropy::scheduler::damage_found(self, group);
                 }
                 return Err(e);
             }
@@ -258,7 +258,7 @@ impl Inner {
         error: ReadError,
     ) -> Result<ReadResponse, ReadError> {
         let me = self.me();
-        let leader = self.groups.read().get(&p.group).and_then(|g| g.leader());
+        let leader = self.replicas.get(p.group).and_then(|g| g.leader());
         let mut candidates: Vec<NodeId> = leader.into_iter().collect();
         candidates.extend(p.replicas.iter().copied().filter(|n| Some(*n) != leader));
         let req = ReadRequest {
@@ -300,7 +300,7 @@ impl Inner {
         let mut failed = Vec::new();
         let mut tasks = Vec::new();
         for (p, group) in partitions {
-            let g = self.groups.read().get(&group).cloned();
+            let g = self.replicas.get(group);
             let g = match g {
                 Some(g) if spec.consistency == Consistency::Any || g.is_leader() => g,
                 Some(g) => {
@@ -350,7 +350,7 @@ impl Inner {
                 Ok(Ok(m)) => parts.push(m),
                 Ok(Err(e)) => {
                     if e.code == ErrorCode::Corruption {
-                        self.damage_found(group);
+                        crate::antientropy::scheduler::damage_found(self, group);
                     }
                     failed.push(failure(p, &e));
                 }

@@ -383,7 +383,7 @@ impl Inner {
             .map(|p| p.id)
             .collect();
         let reachable = |id: NodeId| !down.contains(&id);
-        let groups: Vec<Arc<PartitionGroup>> = self.groups.read().values().cloned().collect();
+        let groups: Vec<Arc<PartitionGroup>> = self.replicas.all();
         let meta = self.controller_sm.meta();
         let mut partitions: Vec<_> = groups
             .iter()

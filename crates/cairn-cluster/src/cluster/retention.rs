@@ -175,8 +175,7 @@ impl Inner {
             .groups_of(me)
             .into_iter()
             .map(|(_, _, p)| format!("{:016x}", p.group))
-            .chain(self.groups.read().keys().map(|g| format!("{g:016x}")))
-            .chain(self.stalled.lock().keys().map(|g| format!("{g:016x}")))
+            .chain(self.replicas.ids().iter().map(|g| format!("{g:016x}")))
             .collect();
         let root = self.data_dir.path().join("groups");
         let Ok(entries) = std::fs::read_dir(&root) else {

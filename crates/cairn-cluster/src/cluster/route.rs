@@ -53,7 +53,7 @@ impl Inner {
         group: u64,
         batch: RecordBatch,
     ) -> Result<Appended, ClusterError> {
-        let g = self.groups.read().get(&group).cloned();
+        let g = self.replicas.get(group);
         // The leader's disk takes the write first: below its reserve the
         // write is refused before anything is proposed (followers append
         // inside the reserve; see cairn_storage::space).
@@ -434,7 +434,7 @@ impl Cluster {
 impl Inner {
     /// See [`Cluster::replica_lag`].
     pub(super) async fn replica_lag(&self, group: u64, timeout: Duration) -> Option<u64> {
-        let g = self.groups.read().get(&group).cloned()?;
+        let g = self.replicas.get(group)?;
         let local = g.state.applied_end_offset();
         let leader = g.leader()?;
         if leader == self.me() {

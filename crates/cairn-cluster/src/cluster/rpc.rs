@@ -27,7 +27,7 @@ pub mod kinds {
     /// A replica asking a partition leader for its committed end offset
     /// (to report how far behind a `consistency=any` read is).
     pub const COMMITTED_END: u16 = 25;
-    /// One step of an anti-entropy scan (`anti_entropy::AeRequest`).
+    /// One step of an anti-entropy scan (`antientropy::wire::AeRequest`).
     pub const ANTI_ENTROPY: u16 = 26;
     /// A request to hand a partition's leadership to the node in the
     /// payload, forwarded to the partition's leader (see `transfer`).
@@ -90,13 +90,13 @@ impl Handler for Dispatcher {
     }
 }
 
-pub(super) fn encode<T: Serialize>(value: &T) -> Result<Bytes, RemoteError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, RemoteError> {
     postcard::to_allocvec(value)
         .map(Bytes::from)
         .map_err(|e| RemoteError::new(network::BAD_RPC, format!("encode: {e}")))
 }
 
-pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RemoteError> {
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RemoteError> {
     postcard::from_bytes(payload)
         .map_err(|e| RemoteError::new(network::BAD_RPC, format!("decode: {e}")))
 }
@@ -123,7 +123,7 @@ impl Inner {
                     leadership::answer_pre_vote(&self.controller(), &self.timings, candidate, mine)
                         .await
                 } else {
-                    let g = self.groups.read().get(&group).cloned();
+                    let g = self.replicas.get(group);
                     match g {
                         Some(g) => {
                             let mine = g.log.last_entry().map(raft_log_id);
@@ -146,7 +146,7 @@ impl Inner {
                 if group == 0 {
                     return serve_rpc(&self.controller(), kind, &payload).await;
                 }
-                let g = self.groups.read().get(&group).cloned();
+                let g = self.replicas.get(group);
                 match g {
                     Some(g) if kind == network::kinds::INSTALL_SNAPSHOT => {
                         // The snapshot's data is fetched first (`catchup`).
@@ -175,7 +175,7 @@ impl Inner {
             }
             kinds::PING => Ok(Bytes::new()),
             kinds::COMMITTED_END => {
-                let g = self.groups.read().get(&group).cloned();
+                let g = self.replicas.get(group);
                 let answer = match g {
                     Some(g) if g.is_leader() => Ok(g.state.applied_end_offset()),
                     Some(g) => Err(ClusterError::NotLeader {
@@ -189,7 +189,9 @@ impl Inner {
                 };
                 encode(&answer)
             }
-            kinds::ANTI_ENTROPY => self.handle_anti_entropy(group, &payload).await,
+            kinds::ANTI_ENTROPY => {
+                crate::antientropy::replica::handle(&self, group, &payload).await
+            }
             kinds::TRANSFER_LEADER => {
                 let to: NodeId = decode(&payload)?;
                 encode(&self.transfer_locally(group, to).await)
@@ -227,7 +229,7 @@ impl Inner {
     /// Calls `kind` on `to` and decodes its `Result` reply. Transport
     /// failures before the request could have been handled are
     /// `Unavailable` (retryable); after, `Indeterminate`.
-    pub(super) async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         to: NodeId,
         group: u64,
