@@ -79,6 +79,7 @@ mod install;
 mod leaf;
 mod log;
 mod recover;
+mod repair;
 mod retention;
 mod segment;
 pub mod space;

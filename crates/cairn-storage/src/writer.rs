@@ -368,7 +368,7 @@ impl Writer {
                 let mut st = log.active.lock();
                 let result = match &st.poisoned {
                     Some(reason) => Err(poisoned(&log, reason)),
-                    None => crate::digest::repair(&log, &mut st, batches),
+                    None => crate::repair::repair(&log, &mut st, batches),
                 };
                 if let Err(e) = &result {
                     // A refusal changed nothing; anything else may have left
