@@ -146,6 +146,19 @@ impl Inner {
             (m.purged, m.snapshot)
         };
         if purged.is_some_and(|p| p.index >= cut.index) {
+            // openraft purged past this cut already — a replica that
+            // installed a snapshot reaching beyond it purges its Raft log
+            // to the snapshot — but the data log follows the cut as it was
+            // then, and openraft will not purge here again: move the data
+            // log to the cut itself, or this replica's start stays behind
+            // its peers' for good.
+            if g.log.purged().is_none_or(|p| p.index < cut.index) {
+                g.log
+                    .purge(crate::raft::log_store::entry_id(&cut))
+                    .await
+                    .map_err(storage_err)?;
+                self.retention.purges.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(());
         }
         let fatal = |e: openraft::error::Fatal<NodeId>| ClusterError::Storage(e.to_string());

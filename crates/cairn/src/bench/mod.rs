@@ -34,6 +34,7 @@
 
 mod driver;
 mod faults;
+mod interval;
 mod payload;
 mod recorder;
 mod report;
@@ -48,7 +49,8 @@ use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{Client, StreamConfig};
 
 use crate::cli::{BenchArgs, BenchCommand, BenchOptions, BenchScenario, ProduceApi};
-use driver::{Driver, DriverConfig, Interrupt, Live, ReadLoad, RunResult};
+use driver::{Driver, DriverConfig, Interrupt, ReadLoad, RunResult};
+use interval::Live;
 use payload::Payload;
 use recorder::Percentiles;
 use report::{BurstReport, Config, Report, StepReport, SweepReport};

@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::driver::{IntervalRow, PhaseResult, RunResult, rate};
+use super::driver::{PhaseResult, RunResult};
+use super::interval::{IntervalRow, rate};
 use super::recorder::{Bucket, Percentiles};
 use super::scenario::StepFigures;
 use super::verify::VerifyReport;
