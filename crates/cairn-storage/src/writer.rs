@@ -32,6 +32,11 @@
 //! A failed write or sync *poisons* the log: after fsync fails the page
 //! cache cannot be trusted, so the log refuses appends until it is reopened
 //! and recovered from what is really on disk.
+//!
+//! One long file on purpose: the writer thread's loop and the log
+//! mutations only that thread runs (restart, truncate, purge, poison)
+//! share its invariants — who holds `ActiveState`, when a sync is owed,
+//! what poisons — and read best side by side.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

@@ -7,6 +7,11 @@
 //! is drawn from a bounded set (stages, APIs, operations, error codes,
 //! devices and interfaces of this host, operator-created streams, the
 //! partitions of those streams and the cluster's node ids).
+//!
+//! One long file on purpose: every family's name, type and help text is
+//! here and nowhere else, so names stay unique and consistent — the
+//! dashboard, the alert rules (`deploy/prometheus`) and OPERATIONS.md key
+//! on them, and a reviewer checks a new metric against its neighbours.
 
 use std::sync::Weak;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,7 @@
 //! Command-line definitions (clap derive). Kept apart from the code that
 //! runs the commands so the whole surface can be read in one place.
+//! Long on purpose: argument structs and their help text only, no logic
+//! beyond value parsers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

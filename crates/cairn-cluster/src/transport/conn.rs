@@ -1,6 +1,9 @@
-//! The machinery behind [`Transport`](super::Transport): peer slots, dialing
-//! with backoff, the inbound handshake (TLS, secret, hello) and its
-//! tie-break, the inbound caps, and the per connection reader/writer loop.
+//! The machinery behind [`Transport`](super::Transport): the peer table
+//! (a slot per peer holding its one connection), waiting for a
+//! connection, registering one, and the per-connection reader and writer
+//! loops with their fault filter. How a connection comes to be is in
+//! `dial` (ours) and `accept` (theirs, with the tie-break); both extend
+//! this file's `Inner`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -12,33 +15,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
-use rand::Rng;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::fault::{Direction, FaultFilter, Verdict};
-use super::frame::{
-    AuthChallenge, AuthProof, Frame, FrameCodec, FrameType, Header, Hello, HelloAck, HelloStatus,
-};
+use super::frame::{Frame, FrameCodec, FrameType, Header};
 use super::metrics::PeerMetrics;
-use super::secure::{
-    self, HandshakeFailure, HandshakeInput, InboundGate, InboundPermit, Role, SecurityMetrics,
-};
+use super::secure::{InboundGate, SecurityMetrics};
 use super::{Handler, NodeId, RemoteError, TransportConfig, TransportError};
-use crate::tls::{self, ReadHalf, WriteHalf};
+use crate::tls::{ReadHalf, WriteHalf};
 
 type Reader = FramedRead<ReadHalf, FrameCodec>;
 type Writer = FramedWrite<WriteHalf, FrameCodec>;
 
-/// Inbound handshake failures are logged at warn at most this often (the
-/// rest at debug; all are counted), so a misconfigured peer redialing
-/// every second cannot flood the log.
-const HANDSHAKE_WARN_INTERVAL: Duration = Duration::from_secs(5);
 type Reply = oneshot::Sender<Result<Bytes, TransportError>>;
 
 /// Most frames the writer feeds before it flushes; bounds the latency a
@@ -56,18 +49,18 @@ pub(crate) struct Inner {
     pub peers: RwLock<HashMap<NodeId, Arc<PeerSlot>>>,
     /// Peers removed from the table; their hellos are refused until they
     /// are added again, so a removed node cannot come back by dialing us.
-    removed: Mutex<HashSet<NodeId>>,
+    pub(super) removed: Mutex<HashSet<NodeId>>,
     pub faults: Arc<FaultFilter>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
-    next_conn_id: AtomicU64,
+    pub(super) next_conn_id: AtomicU64,
     /// Caps on inbound connections (see `secure.rs`).
     pub gate: Arc<InboundGate>,
     pub security: Arc<SecurityMetrics>,
-    tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
-    tls_connector: Option<tokio_rustls::TlsConnector>,
+    pub(super) tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) tls_connector: Option<tokio_rustls::TlsConnector>,
     /// When an inbound handshake failure was last logged at warn.
-    last_handshake_warn: Mutex<Option<std::time::Instant>>,
+    pub(super) last_handshake_warn: Mutex<Option<std::time::Instant>>,
 }
 
 /// Everything this node knows about one peer.
@@ -110,18 +103,18 @@ pub(crate) struct Conn {
     /// Calls waiting for an answer, by request id. `None` once the connection
     /// is torn down, so a late registration fails at once instead of waiting
     /// for its deadline.
-    pending: Mutex<Option<HashMap<u64, Reply>>>,
-    next_request_id: AtomicU64,
+    pub(super) pending: Mutex<Option<HashMap<u64, Reply>>>,
+    pub(super) next_request_id: AtomicU64,
     /// Cancelled to close this connection (replaced, peer removed, shutdown).
     pub cancel: CancellationToken,
     /// When the connection was installed, and the last frame read, in ms
     /// since then (for the idle timeout; an atomic store per frame).
-    started: Instant,
-    last_read_ms: AtomicU64,
+    pub(super) started: Instant,
+    pub(super) last_read_ms: AtomicU64,
 }
 
 impl Conn {
-    fn register(
+    pub(super) fn register(
         &self,
     ) -> Result<(u64, oneshot::Receiver<Result<Bytes, TransportError>>), TransportError> {
         let id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
@@ -136,7 +129,7 @@ impl Conn {
     }
 
     /// Hands an answer to its call; false if nobody waits for it any more.
-    fn complete(&self, id: u64, result: Result<Bytes, TransportError>) -> bool {
+    pub(super) fn complete(&self, id: u64, result: Result<Bytes, TransportError>) -> bool {
         let reply = self.pending.lock().as_mut().and_then(|m| m.remove(&id));
         match reply {
             Some(tx) => tx.send(result).is_ok(),
@@ -144,14 +137,14 @@ impl Conn {
         }
     }
 
-    fn forget(&self, id: u64) {
+    pub(super) fn forget(&self, id: u64) {
         if let Some(m) = self.pending.lock().as_mut() {
             m.remove(&id);
         }
     }
 
     /// Fails every pending call now and refuses new ones.
-    fn fail_all(&self, err: &TransportError) {
+    pub(super) fn fail_all(&self, err: &TransportError) {
         let pending = self.pending.lock().take();
         for (_, tx) in pending.into_iter().flatten() {
             let _ = tx.send(Err(err.clone()));
@@ -159,7 +152,7 @@ impl Conn {
     }
 }
 
-fn new_slot(id: NodeId) -> Arc<PeerSlot> {
+pub(super) fn new_slot(id: NodeId) -> Arc<PeerSlot> {
     Arc::new(PeerSlot {
         id,
         state: Mutex::new(SlotState::default()),
@@ -179,55 +172,6 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.conn.forget(self.id);
     }
-}
-
-/// The tie-break for an inbound connection from `peer` (see the module docs
-/// of `transport`): the connection dialed by the lower node id wins.
-///
-/// | peer vs me | our dial in flight | existing conn           | decision |
-/// |------------|--------------------|-------------------------|----------|
-/// | lower      | any                | any                     | accept (replaces ours) |
-/// | higher     | yes                | any                     | reject: our dial wins  |
-/// | higher     | no                 | same peer incarnation   | reject: duplicate      |
-/// | higher     | no                 | other incarnation/none  | accept (peer restarted or new) |
-pub(crate) fn accept_inbound(
-    me: NodeId,
-    peer: NodeId,
-    dialing: bool,
-    existing_incarnation: Option<u64>,
-    peer_incarnation: u64,
-) -> bool {
-    if peer < me {
-        return true;
-    }
-    !dialing && existing_incarnation != Some(peer_incarnation)
-}
-
-/// Delay before reconnect attempt `attempt` (0-based): exponential from
-/// `initial`, capped at `max`, with "equal jitter" — half fixed, half random —
-/// so that nodes that lost each other at the same instant spread their
-/// retries but never retry with zero delay.
-pub(crate) fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let base = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
-    let half = base / 2;
-    let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(rand::rng().random_range(0..=half_nanos))
-}
-
-enum DialError {
-    /// The peer keeps another connection; not a failure.
-    Duplicate,
-    Failed(String),
-    /// The peer failed (or refused) the TLS or secret handshake.
-    Handshake(HandshakeFailure, String),
-}
-
-struct Established {
-    reader: Reader,
-    writer: Writer,
-    incarnation: u64,
-    local_addr: SocketAddr,
-    peer_addr: SocketAddr,
 }
 
 impl Inner {
@@ -265,7 +209,7 @@ impl Inner {
         }
     }
 
-    fn codec(&self) -> FrameCodec {
+    pub(super) fn codec(&self) -> FrameCodec {
         FrameCodec::new(self.config.max_payload_len)
     }
 
@@ -273,7 +217,7 @@ impl Inner {
         self.peers.read().get(&id).cloned()
     }
 
-    fn slot_or_insert(&self, id: NodeId) -> Arc<PeerSlot> {
+    pub(super) fn slot_or_insert(&self, id: NodeId) -> Arc<PeerSlot> {
         if let Some(s) = self.slot(id) {
             return s;
         }
@@ -286,7 +230,7 @@ impl Inner {
 
     /// The slot for a peer that dialed us, created if unknown; `None` if the
     /// peer was removed. Checked under the table lock (see `remove_peer`).
-    fn slot_for_inbound(&self, id: NodeId) -> Option<Arc<PeerSlot>> {
+    pub(super) fn slot_for_inbound(&self, id: NodeId) -> Option<Arc<PeerSlot>> {
         let peers = self.peers.read();
         if self.removed.lock().contains(&id) {
             return None;
@@ -393,246 +337,7 @@ impl Inner {
         self.tasks.spawn(self.clone().dial_loop(slot.clone()));
     }
 
-    /// Dials until a connection to the peer exists (ours or theirs), with
-    /// exponential backoff and jitter between attempts. Once its own dial
-    /// succeeds, this task becomes that connection's task.
-    async fn dial_loop(self: Arc<Self>, slot: Arc<PeerSlot>) {
-        let mut attempt = 0u32;
-        loop {
-            let addr = {
-                let mut st = slot.state.lock();
-                match st.addr {
-                    Some(addr)
-                        if st.conn.is_none() && !st.removed && !self.shutdown.is_cancelled() =>
-                    {
-                        st.dialing = true;
-                        addr
-                    }
-                    _ => {
-                        st.dialer_running = false;
-                        return;
-                    }
-                }
-            };
-            let result = tokio::select! {
-                _ = self.shutdown.cancelled() => Err(DialError::Failed("shutting down".into())),
-                r = timeout(self.config.connect_timeout, self.dial_once(slot.id, addr)) => {
-                    r.unwrap_or_else(|_| Err(DialError::Failed(format!(
-                        "connect and hello to {addr} took longer than {:?}",
-                        self.config.connect_timeout
-                    ))))
-                }
-            };
-            match result {
-                Ok(est) => {
-                    let installed = {
-                        let mut st = slot.state.lock();
-                        st.dialing = false;
-                        st.dialer_running = false;
-                        if st.removed || self.shutdown.is_cancelled() {
-                            None
-                        } else {
-                            st.last_error = None;
-                            // The acceptor has decided for this connection;
-                            // anything we hold is older and is replaced.
-                            Some(self.install_conn(
-                                &slot,
-                                &mut st,
-                                est.incarnation,
-                                true,
-                                est.local_addr,
-                                est.peer_addr,
-                            ))
-                        }
-                    };
-                    if let Some((conn, rx)) = installed {
-                        self.run_conn(slot, conn, est.reader, est.writer, rx).await;
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let mut st = slot.state.lock();
-                    st.dialing = false;
-                    match e {
-                        DialError::Duplicate => {}
-                        DialError::Failed(reason) => {
-                            debug!(peer = slot.id, %addr, %reason, "dial failed");
-                            PeerMetrics::inc(&slot.metrics.dial_failures);
-                            st.last_error = Some(reason);
-                        }
-                        DialError::Handshake(why, reason) => {
-                            self.security.count(false, why);
-                            PeerMetrics::inc(&slot.metrics.dial_failures);
-                            // Once per streak: the dialer retries every
-                            // second while the peer is in the table.
-                            if st.last_error.as_deref() != Some(reason.as_str()) {
-                                warn!(peer = slot.id, %addr, reason = why.as_str(), "transport handshake with a peer failed: {reason}");
-                            } else {
-                                debug!(peer = slot.id, %addr, %reason, "transport handshake failed again");
-                            }
-                            st.last_error = Some(reason);
-                        }
-                    }
-                }
-            }
-            let delay = backoff_delay(
-                attempt,
-                self.config.reconnect_backoff_initial,
-                self.config.reconnect_backoff_max,
-            );
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => {}
-                _ = sleep(delay) => {}
-            }
-        }
-    }
-
-    /// TCP connect, TLS if configured, send our hello, prove the secret if
-    /// configured, read the peer's verdict.
-    async fn dial_once(&self, peer: NodeId, addr: SocketAddr) -> Result<Established, DialError> {
-        let fail = |what: String| DialError::Failed(what);
-        let refused = |why, what: String| DialError::Handshake(why, what);
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| fail(format!("connect to {addr}: {e}")))?;
-        // Small RPCs (votes, heartbeats) must not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-        let local_addr = stream.local_addr().map_err(|e| fail(e.to_string()))?;
-        let ((r, w), binding) = match &self.tls_connector {
-            None => (tls::split_plain(stream), Vec::new()),
-            Some(connector) => {
-                let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
-                let tls = connector.connect(name, stream).await.map_err(|e| {
-                    refused(
-                        HandshakeFailure::Tls,
-                        format!("TLS handshake with {addr}: {e} (is TLS on at the peer, and its certificate signed by --tls-ca for this IP?)"),
-                    )
-                })?;
-                let tls = tokio_rustls::TlsStream::Client(tls);
-                let binding = tls::channel_binding(&tls)
-                    .map_err(|e| refused(HandshakeFailure::Tls, format!("TLS with {addr}: {e}")))?;
-                (tls::split_tls(tls), binding)
-            }
-        };
-        let mut reader = FramedRead::new(r, self.codec());
-        let mut writer = FramedWrite::new(w, self.codec());
-        let secret = self.config.secret.as_ref();
-        let our_nonce = secret.map(|_| secure::nonce());
-        let hello = Hello {
-            to: peer,
-            incarnation: self.incarnation,
-            nonce: our_nonce,
-        };
-        writer
-            .send(self.handshake_frame(FrameType::Hello, hello.encode()))
-            .await
-            .map_err(|e| fail(format!("send hello to {addr}: {e}")))?;
-        let mut frame = read_handshake_frame(&mut reader, addr, "hello ack").await?;
-        if frame.header.frame_type == FrameType::AuthChallenge {
-            if frame.header.from != peer {
-                return Err(fail(format!(
-                    "{addr} is node {}, not node {peer}",
-                    frame.header.from
-                )));
-            }
-            let (Some(secret), Some(our_nonce)) = (secret, our_nonce) else {
-                return Err(refused(
-                    HandshakeFailure::SecretMismatch,
-                    format!(
-                        "{addr} requires a cluster secret and this node has none (--cluster-secret-file)"
-                    ),
-                ));
-            };
-            let challenge = AuthChallenge::decode(frame.payload)
-                .map_err(|e| refused(HandshakeFailure::Protocol, format!("{addr}: {e}")))?;
-            let input = HandshakeInput {
-                dialer: self.config.node_id,
-                acceptor: peer,
-                dialer_nonce: &our_nonce,
-                acceptor_nonce: &challenge.nonce,
-                binding: &binding,
-            };
-            if !secret.verify(Role::Acceptor, &input, &challenge.proof) {
-                // Our proof is not sent to a process that could not prove
-                // itself: it might be an impostor at a stale address.
-                return Err(refused(
-                    HandshakeFailure::BadProof,
-                    format!(
-                        "{addr} (node {peer}?) failed to prove the cluster secret: the secrets differ, or it is not a node of this cluster"
-                    ),
-                ));
-            }
-            let proof = AuthProof {
-                proof: secret.prove(Role::Dialer, &input),
-            };
-            writer
-                .send(self.handshake_frame(FrameType::AuthProof, proof.encode()))
-                .await
-                .map_err(|e| fail(format!("send proof to {addr}: {e}")))?;
-            frame = read_handshake_frame(&mut reader, addr, "hello ack").await?;
-        } else if secret.is_some() && frame.header.frame_type == FrameType::HelloAck {
-            // Only a refusal may skip the challenge; an acceptance without
-            // a proof is a peer without the secret.
-            if let Ok(ack) = HelloAck::decode(frame.payload.clone())
-                && ack.status == HelloStatus::Accepted
-            {
-                return Err(refused(
-                    HandshakeFailure::SecretMismatch,
-                    format!(
-                        "{addr} accepted us without the secret handshake: it has no cluster secret"
-                    ),
-                ));
-            }
-        }
-        if frame.header.frame_type != FrameType::HelloAck {
-            return Err(refused(
-                HandshakeFailure::Protocol,
-                format!(
-                    "{addr} answered the hello with a {:?} frame",
-                    frame.header.frame_type
-                ),
-            ));
-        }
-        // Check the id before the status: a node at a stale address says
-        // WrongNode, and the error should name who is really there.
-        if frame.header.from != peer {
-            return Err(fail(format!(
-                "{addr} is node {}, not node {peer}",
-                frame.header.from
-            )));
-        }
-        let ack = HelloAck::decode(frame.payload).map_err(|e| fail(e.to_string()))?;
-        match ack.status {
-            HelloStatus::Accepted => Ok(Established {
-                reader,
-                writer,
-                incarnation: ack.incarnation,
-                local_addr,
-                peer_addr: addr,
-            }),
-            HelloStatus::Duplicate => Err(DialError::Duplicate),
-            HelloStatus::SecretRequired => Err(refused(
-                HandshakeFailure::SecretMismatch,
-                format!(
-                    "{addr} requires a cluster secret and this node has none (--cluster-secret-file)"
-                ),
-            )),
-            HelloStatus::NoSecret => Err(refused(
-                HandshakeFailure::SecretMismatch,
-                format!(
-                    "{addr} has no cluster secret and this node has one: give every node the same --cluster-secret-file"
-                ),
-            )),
-            HelloStatus::BadProof => Err(refused(
-                HandshakeFailure::BadProof,
-                format!("{addr} rejected our proof: the cluster secrets differ"),
-            )),
-            other => Err(fail(format!("{addr} rejected our hello: {other:?}"))),
-        }
-    }
-
-    fn handshake_frame(&self, frame_type: FrameType, payload: Bytes) -> Frame {
+    pub(super) fn handshake_frame(&self, frame_type: FrameType, payload: Bytes) -> Frame {
         Frame {
             header: Header {
                 frame_type,
@@ -648,7 +353,7 @@ impl Inner {
     /// Registers a new connection as the peer's one connection, replacing
     /// (and closing) any previous one. Called with the slot locked, so the
     /// decision and the registration are one atomic step.
-    fn install_conn(
+    pub(super) fn install_conn(
         &self,
         slot: &PeerSlot,
         st: &mut SlotState,
@@ -680,301 +385,9 @@ impl Inner {
         (conn, rx)
     }
 
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((stream, peer_addr)) => match self.gate.admit(peer_addr.ip()) {
-                    Some(permit) => {
-                        self.tasks
-                            .spawn(self.clone().handle_inbound(stream, peer_addr, permit));
-                    }
-                    None => {
-                        // Closed at once: a peer node redials with backoff,
-                        // and a flood costs one accept per connection.
-                        self.security
-                            .connections_refused
-                            .fetch_add(1, Ordering::Relaxed);
-                        debug!(%peer_addr, open = self.gate.open(), "transport connection over the caps; closed");
-                    }
-                },
-                Err(e) => {
-                    // Typically EMFILE; back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    /// Logs a failed inbound handshake (at warn, at most every
-    /// [`HANDSHAKE_WARN_INTERVAL`]) and counts it.
-    fn inbound_refused(
-        &self,
-        peer_addr: SocketAddr,
-        claimed: Option<NodeId>,
-        why: HandshakeFailure,
-        what: &str,
-    ) {
-        self.security.count(true, why);
-        let warn_now = {
-            let mut last = self.last_handshake_warn.lock();
-            let due = last.is_none_or(|t| t.elapsed() >= HANDSHAKE_WARN_INTERVAL);
-            if due {
-                *last = Some(std::time::Instant::now());
-            }
-            due
-        };
-        if warn_now {
-            warn!(%peer_addr, ?claimed, reason = why.as_str(), "refused a transport connection: {what} (logged at most every 5 s; see cairn_transport_handshake_failures_total)");
-        } else {
-            debug!(%peer_addr, ?claimed, reason = why.as_str(), "refused a transport connection: {what}");
-        }
-    }
-
-    /// TLS (if configured), the hello and the secret handshake (if
-    /// configured) of a connection a peer dialed. `Err` has been logged
-    /// and counted; the connection is to be dropped.
-    async fn inbound_handshake(
-        &self,
-        stream: TcpStream,
-        peer_addr: SocketAddr,
-    ) -> Result<(Reader, Writer, NodeId, Hello), ()> {
-        let ((r, w), binding) = match &self.tls_acceptor {
-            None => (tls::split_plain(stream), Vec::new()),
-            Some(acceptor) => {
-                let tls = match acceptor.accept(stream).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        self.inbound_refused(
-                            peer_addr,
-                            None,
-                            HandshakeFailure::Tls,
-                            &format!(
-                                "TLS handshake failed: {e} (a peer without TLS, or not a node)"
-                            ),
-                        );
-                        return Err(());
-                    }
-                };
-                let tls = tokio_rustls::TlsStream::Server(tls);
-                match tls::channel_binding(&tls) {
-                    Ok(binding) => (tls::split_tls(tls), binding),
-                    Err(e) => {
-                        self.inbound_refused(
-                            peer_addr,
-                            None,
-                            HandshakeFailure::Tls,
-                            &e.to_string(),
-                        );
-                        return Err(());
-                    }
-                }
-            }
-        };
-        let mut reader = FramedRead::new(r, self.codec());
-        let mut writer = FramedWrite::new(w, self.codec());
-        let (from, hello) = match reader.next().await {
-            Some(Ok(f)) if f.header.frame_type == FrameType::Hello => {
-                match Hello::decode(f.payload) {
-                    Ok(h) => (f.header.from, h),
-                    Err(e) => {
-                        self.inbound_refused(
-                            peer_addr,
-                            Some(f.header.from),
-                            HandshakeFailure::Protocol,
-                            &format!("malformed hello: {e}"),
-                        );
-                        return Err(());
-                    }
-                }
-            }
-            other => {
-                let what = match other {
-                    Some(Ok(f)) => format!("a {:?} frame instead of a hello", f.header.frame_type),
-                    Some(Err(e)) => format!("not a transport hello: {e}"),
-                    None => "closed before its hello".to_owned(),
-                };
-                self.inbound_refused(peer_addr, None, HandshakeFailure::Protocol, &what);
-                return Err(());
-            }
-        };
-        let me = self.config.node_id;
-        let refuse = |status: HelloStatus| {
-            self.handshake_frame(
-                FrameType::HelloAck,
-                HelloAck {
-                    status,
-                    incarnation: self.incarnation,
-                }
-                .encode(),
-            )
-        };
-        match (&self.config.secret, hello.nonce) {
-            (None, None) => {}
-            (None, Some(_)) => {
-                self.inbound_refused(
-                    peer_addr,
-                    Some(from),
-                    HandshakeFailure::SecretMismatch,
-                    "the peer has a cluster secret and this node has none",
-                );
-                let _ = writer.send(refuse(HelloStatus::NoSecret)).await;
-                return Err(());
-            }
-            (Some(_), None) => {
-                self.inbound_refused(
-                    peer_addr,
-                    Some(from),
-                    HandshakeFailure::SecretMismatch,
-                    "the peer offered no cluster-secret handshake (no --cluster-secret-file?)",
-                );
-                let _ = writer.send(refuse(HelloStatus::SecretRequired)).await;
-                return Err(());
-            }
-            (Some(secret), Some(their_nonce)) => {
-                let our_nonce = secure::nonce();
-                let input = HandshakeInput {
-                    dialer: from,
-                    acceptor: me,
-                    dialer_nonce: &their_nonce,
-                    acceptor_nonce: &our_nonce,
-                    binding: &binding,
-                };
-                let challenge = AuthChallenge {
-                    nonce: our_nonce,
-                    proof: secret.prove(Role::Acceptor, &input),
-                };
-                if writer
-                    .send(self.handshake_frame(FrameType::AuthChallenge, challenge.encode()))
-                    .await
-                    .is_err()
-                {
-                    return Err(());
-                }
-                let proof = match reader.next().await {
-                    Some(Ok(f))
-                        if f.header.frame_type == FrameType::AuthProof && f.header.from == from =>
-                    {
-                        AuthProof::decode(f.payload).ok()
-                    }
-                    _ => None,
-                };
-                let Some(proof) = proof else {
-                    self.inbound_refused(
-                        peer_addr,
-                        Some(from),
-                        HandshakeFailure::Protocol,
-                        "no valid proof after the challenge",
-                    );
-                    return Err(());
-                };
-                if !secret.verify(Role::Dialer, &input, &proof.proof) {
-                    self.inbound_refused(peer_addr, Some(from), HandshakeFailure::BadProof, "the peer failed to prove the cluster secret (another secret, or not a node of this cluster)");
-                    let _ = writer.send(refuse(HelloStatus::BadProof)).await;
-                    return Err(());
-                }
-            }
-        }
-        Ok((reader, writer, from, hello))
-    }
-
-    /// Handshake of a connection a peer dialed; runs it if accepted.
-    async fn handle_inbound(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer_addr: SocketAddr,
-        _permit: InboundPermit,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let Ok(local_addr) = stream.local_addr() else {
-            return;
-        };
-        // The whole handshake — TLS, hello, proofs — within the connect
-        // timeout, so half-open handshakes cannot pile up.
-        let handshake = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            r = timeout(self.config.connect_timeout, self.inbound_handshake(stream, peer_addr)) => r,
-        };
-        let (reader, mut writer, from, hello) = match handshake {
-            Ok(Ok(h)) => h,
-            Ok(Err(())) => return,
-            Err(_) => {
-                self.inbound_refused(
-                    peer_addr,
-                    None,
-                    HandshakeFailure::Protocol,
-                    &format!(
-                        "handshake not done within {:?}",
-                        self.config.connect_timeout
-                    ),
-                );
-                return;
-            }
-        };
-        let me = self.config.node_id;
-        let mut installed = None;
-        let status = if self.shutdown.is_cancelled() {
-            HelloStatus::ShuttingDown
-        } else if hello.to != me {
-            HelloStatus::WrongNode
-        } else if from == me {
-            HelloStatus::InvalidId
-        } else if let Some(slot) = self.slot_for_inbound(from) {
-            let mut st = slot.state.lock();
-            let existing = st.conn.as_ref().map(|c| c.peer_incarnation);
-            if st.removed {
-                // Raced with remove_peer; the slot is no longer in the table.
-                HelloStatus::Removed
-            } else if accept_inbound(me, from, st.dialing, existing, hello.incarnation) {
-                let (conn, rx) = self.install_conn(
-                    &slot,
-                    &mut st,
-                    hello.incarnation,
-                    false,
-                    local_addr,
-                    peer_addr,
-                );
-                drop(st);
-                installed = Some((slot, conn, rx));
-                HelloStatus::Accepted
-            } else {
-                HelloStatus::Duplicate
-            }
-        } else {
-            HelloStatus::Removed
-        };
-        match status {
-            HelloStatus::Accepted => {}
-            // Expected whenever both nodes dial at once.
-            HelloStatus::Duplicate => {
-                debug!(%peer_addr, peer = from, "refused duplicate connection")
-            }
-            _ => {
-                info!(%peer_addr, claimed = from, wanted = hello.to, ?status, "rejected inbound hello")
-            }
-        }
-        let ack = HelloAck {
-            status,
-            incarnation: self.incarnation,
-        };
-        let sent = writer
-            .send(self.handshake_frame(FrameType::HelloAck, ack.encode()))
-            .await;
-        if let Some((slot, conn, rx)) = installed {
-            if sent.is_err() {
-                conn.cancel.cancel();
-            }
-            self.run_conn(slot, conn, reader, writer, rx).await;
-        }
-    }
-
     /// Runs one connection until it fails or is closed, then tears it down:
     /// unregister, fail pending calls at once, and start reconnecting.
-    async fn run_conn(
+    pub(super) async fn run_conn(
         self: Arc<Self>,
         slot: Arc<PeerSlot>,
         conn: Arc<Conn>,
@@ -1023,7 +436,7 @@ impl Inner {
         }
     }
 
-    async fn read_loop(
+    pub(super) async fn read_loop(
         &self,
         slot: &Arc<PeerSlot>,
         conn: &Arc<Conn>,
@@ -1115,7 +528,7 @@ impl Inner {
 
     /// Runs the handler for one request on its own task, so a slow request
     /// (or a slow group) never holds up the reader or other requests.
-    fn spawn_handler(
+    pub(super) fn spawn_handler(
         &self,
         conn: &Arc<Conn>,
         metrics: &Arc<PeerMetrics>,
@@ -1309,7 +722,12 @@ impl Inner {
 
 /// Sends a frame through the outbound fault filter; a lost connection is
 /// ignored here because the caller on the other side sees it.
-async fn send_filtered(faults: &FaultFilter, conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
+pub(super) async fn send_filtered(
+    faults: &FaultFilter,
+    conn: &Conn,
+    metrics: &PeerMetrics,
+    frame: Frame,
+) {
     let h = frame.header;
     match faults.evaluate(Direction::Outbound, conn.peer, h.group, h.kind) {
         Verdict::Pass => {}
@@ -1325,7 +743,7 @@ async fn send_filtered(faults: &FaultFilter, conn: &Conn, metrics: &PeerMetrics,
     let _ = conn.tx.send(frame).await;
 }
 
-fn complete_call(conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
+pub(super) fn complete_call(conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
     let result = match frame.header.frame_type {
         FrameType::Response => Ok(frame.payload),
         _ => Err(TransportError::Remote {
@@ -1340,7 +758,7 @@ fn complete_call(conn: &Conn, metrics: &PeerMetrics, frame: Frame) {
 
 /// Completes once `conn` has received no frame for `idle`; checks twice per
 /// `idle` (the reader only stores a timestamp per frame, no timer).
-async fn idle_watch(conn: &Conn, idle: Duration) -> Duration {
+pub(super) async fn idle_watch(conn: &Conn, idle: Duration) -> Duration {
     let idle = idle.max(Duration::from_millis(10));
     loop {
         let last = conn.started + Duration::from_millis(conn.last_read_ms.load(Ordering::Relaxed));
@@ -1352,23 +770,9 @@ async fn idle_watch(conn: &Conn, idle: Duration) -> Duration {
     }
 }
 
-async fn read_handshake_frame(
-    reader: &mut Reader,
-    addr: SocketAddr,
-    what: &str,
-) -> Result<Frame, DialError> {
-    match reader.next().await {
-        Some(Ok(f)) => Ok(f),
-        Some(Err(e)) => Err(DialError::Failed(format!("read {what} from {addr}: {e}"))),
-        None => Err(DialError::Failed(format!(
-            "{addr} closed the connection during the hello (if it has TLS on, this node needs it too)"
-        ))),
-    }
-}
-
 /// Writes queued frames, feeding all that are ready before one flush, so a
 /// burst of calls costs few syscalls.
-async fn write_loop(
+pub(super) async fn write_loop(
     metrics: &PeerMetrics,
     mut writer: Writer,
     mut rx: mpsc::Receiver<Frame>,
@@ -1391,43 +795,4 @@ async fn write_loop(
         writer.flush().await.map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_lower_peer_when_deciding_then_always_accept() {
-        assert!(accept_inbound(5, 3, true, Some(1), 1));
-        assert!(accept_inbound(5, 3, false, None, 1));
-    }
-
-    #[test]
-    fn given_higher_peer_while_our_dial_in_flight_when_deciding_then_reject() {
-        assert!(!accept_inbound(3, 5, true, None, 1));
-    }
-
-    #[test]
-    fn given_higher_peer_with_same_incarnation_connected_when_deciding_then_reject() {
-        assert!(!accept_inbound(3, 5, false, Some(7), 7));
-    }
-
-    #[test]
-    fn given_higher_peer_restarted_when_deciding_then_accept() {
-        assert!(accept_inbound(3, 5, false, Some(7), 8));
-        assert!(accept_inbound(3, 5, false, None, 8));
-    }
-
-    #[test]
-    fn given_attempts_when_backing_off_then_grows_with_jitter_and_caps() {
-        let initial = Duration::from_millis(10);
-        let max = Duration::from_secs(1);
-        for attempt in 0..40 {
-            let d = backoff_delay(attempt, initial, max);
-            let base = initial.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff_delay(30, initial, max) >= Duration::from_millis(500));
-    }
 }

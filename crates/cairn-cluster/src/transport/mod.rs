@@ -111,7 +111,9 @@
 //! Node-wide ([`SecurityMetrics`]): failed handshakes by side and reason,
 //! connections refused at the caps, idle closes.
 
+mod accept;
 mod conn;
+mod dial;
 pub mod error;
 pub mod fault;
 pub mod frame;
