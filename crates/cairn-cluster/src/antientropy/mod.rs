@@ -37,14 +37,16 @@
 //!
 //! # Files
 //! `tree` and `throttle` know nothing of the node. `wire` holds a scan's
-//! messages; `replica` answers them for this node's replicas (and asks
-//! them of others, or of itself in-process); `scan` is the leader's scan;
-//! `scheduler` decides when scans run; `state` is what the node keeps
-//! between scans ([`AntiEntropy`]: reports, counters, the shared rate
-//! limit). They reach the node's runtime only through the `pub(crate)`
-//! surface of `cluster::Inner` (its replicas, metadata, `call` to a peer,
-//! shutdown), not its fields.
+//! messages; `replica` answers the steps of a scan for this node's
+//! replicas (and asks them of others, or of itself in-process); `scan` is
+//! the leader's scan; `scheduler` decides when scans run and serves the
+//! transport kind; `state` is what the node keeps between scans
+//! ([`AntiEntropy`]: reports, counters, the shared rate limit). They see
+//! the node only through [`host::Host`] (its replicas, placement, a call
+//! to a peer, shutdown), which the cluster runtime implements: this
+//! module sits below `cluster`, which starts it and forwards to it.
 
+pub(crate) mod host;
 pub(crate) mod replica;
 mod scan;
 pub(crate) mod scheduler;

@@ -13,28 +13,18 @@ use cairn_storage::{DigestMode, LeafDigests, PartitionLog};
 use cairn_types::batch::RecordBatch;
 use futures::future::BoxFuture;
 
-use super::scan::as_leader;
+use super::host::Host;
 use super::tree::MerkleTree;
 use super::wire::{AeRequest, AeResponse};
-use crate::cluster::{ClusterError, Inner, encode, kinds};
-use crate::transport::{NodeId, RemoteError};
+use crate::cluster::error::ClusterError;
+use crate::transport::NodeId;
 
 /// Deadline of one anti-entropy RPC (a digest request may read a lot under
 /// the rate limit).
 const RPC_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Serves an anti-entropy transport request.
-pub(crate) async fn handle(
-    rt: &Arc<Inner>,
-    group: u64,
-    payload: &[u8],
-) -> Result<Bytes, RemoteError> {
-    let request: AeRequest = crate::cluster::decode(payload)?;
-    encode(&serve(rt, group, request).await)
-}
-
 pub(super) async fn digests(
-    rt: &Inner,
+    rt: &dyn Host,
     log: &PartitionLog,
     range: Range<u64>,
     mode: DigestMode,
@@ -51,23 +41,19 @@ pub(super) async fn digests(
     })
     .await
     .map_err(|e| ClusterError::Storage(format!("digest task: {e}")))?
-    .map_err(crate::cluster::storage_err)
+    .map_err(storage_err)
 }
 
 pub(crate) async fn serve(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     group: u64,
     request: AeRequest,
 ) -> Result<AeResponse, ClusterError> {
-    if let AeRequest::Scan { deep, trigger } = request {
-        let report = as_leader(rt.clone(), group, deep, trigger).await?;
-        return Ok(AeResponse::Scanned(Box::new(report)));
-    }
     // A replica whose Raft could not start (say, on a damaged batch it
     // must read at startup) is still compared and repaired.
-    let (log, g) = match rt.group_or_err(group) {
+    let (log, g) = match rt.replica(group) {
         Ok(g) => (g.log.clone(), Some(g)),
-        Err(e) => match rt.replicas().stalled_log(group) {
+        Err(e) => match rt.stalled_log(group) {
             Some(log) => (log, None),
             None => return Err(e),
         },
@@ -87,7 +73,7 @@ pub(crate) async fn serve(
             level,
             positions,
         } => {
-            let digests = digests(rt, &log, range, mode).await?;
+            let digests = digests(rt.as_ref(), &log, range, mode).await?;
             let tree = MerkleTree::build(digests.leaves);
             let hashes = tree.nodes(level, &positions).ok_or_else(|| {
                 ClusterError::Storage(format!(
@@ -108,7 +94,7 @@ pub(crate) async fn serve(
             })
             .await
             .map_err(|e| ClusterError::Storage(format!("fetch task: {e}")))?
-            .map_err(crate::cluster::storage_err)?;
+            .map_err(storage_err)?;
             if batches.first().map(RecordBatch::log_index) != Some(range.start) {
                 return Err(ClusterError::Storage(format!(
                     "anti-entropy: this replica cannot supply index {}",
@@ -124,10 +110,7 @@ pub(crate) async fn serve(
         AeRequest::Repair { batches } => {
             let batches = RecordBatch::split_all(batches)
                 .map_err(|e| ClusterError::Storage(format!("repair batches: {e}")))?;
-            let outcome = log
-                .repair(batches)
-                .await
-                .map_err(crate::cluster::storage_err)?;
+            let outcome = log.repair(batches).await.map_err(storage_err)?;
             tracing::info!(
                 group,
                 batches = outcome.batches,
@@ -155,15 +138,18 @@ pub(crate) async fn serve(
             g.set_quarantine(reason);
             Ok(AeResponse::Done)
         }
-        AeRequest::Scan { .. } => unreachable!("handled above"),
+        // A scan is run by the partition's leader (`scheduler::handle`),
+        // never asked of a replica.
+        AeRequest::Scan { .. } => Err(ClusterError::Storage(
+            "anti-entropy: a scan request reached a replica's service".into(),
+        )),
     }
 }
 
 /// Sends `request` to `node`'s replica (in-process for this node).
-/// Boxed: a scan asks [`Inner::serve_anti_entropy`] for the leader's own
-/// replica, and that function can run a scan.
+/// Boxed, so a scan can hold many at once (`join_all`) of one type.
 pub(crate) fn ask(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     node: NodeId,
     group: u64,
     request: AeRequest,
@@ -175,13 +161,19 @@ pub(crate) fn ask(
         }
         let payload = postcard::to_allocvec(&request)
             .map_err(|e| ClusterError::Storage(format!("encode: {e}")))?;
-        this.call(
-            node,
-            group,
-            kinds::ANTI_ENTROPY,
-            Bytes::from(payload),
-            RPC_DEADLINE,
-        )
-        .await
+        let reply = this
+            .call(node, group, Bytes::from(payload), RPC_DEADLINE)
+            .await?;
+        decode_reply(node, &reply)
     })
+}
+
+/// A peer's reply to an anti-entropy request: its `Result`, postcard-encoded.
+pub(super) fn decode_reply(node: NodeId, reply: &[u8]) -> Result<AeResponse, ClusterError> {
+    postcard::from_bytes::<Result<AeResponse, ClusterError>>(reply)
+        .map_err(|e| ClusterError::Indeterminate(format!("bad reply from node {node}: {e}")))?
+}
+
+pub(super) fn storage_err(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Storage(e.to_string())
 }

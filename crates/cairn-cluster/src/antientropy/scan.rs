@@ -15,14 +15,16 @@ use tokio::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::host::Host;
 use super::replica::{ask, digests};
 use super::tree::{self, MerkleTree};
 use super::wire::{AeRequest, AeResponse};
 use super::{
     DivergentRange, ScanOutcome, ScanReport, ScanTrigger, SkippedReplica, Version, right_version,
 };
-use crate::cluster::replication::Observation;
-use crate::cluster::{ClusterError, Inner, PartitionGroup};
+use crate::cluster::error::ClusterError;
+use crate::cluster::group::PartitionGroup;
+use crate::cluster::observation::Observation;
 use crate::transport::NodeId;
 
 /// Most bytes of batches one repair request carries.
@@ -44,13 +46,13 @@ pub(super) fn unexpected(what: &str, got: &AeResponse) -> ClusterError {
 /// Runs a scan of `group`, which this node must lead; see the design in
 /// [`crate::antientropy`].
 pub(crate) async fn as_leader(
-    rt: Arc<Inner>,
+    rt: Arc<dyn Host>,
     group: u64,
     deep: bool,
     trigger: ScanTrigger,
 ) -> Result<ScanReport, ClusterError> {
     let _one_at_a_time = rt.anti_entropy().scan_lock.lock().await;
-    let g = rt.group_or_err(group)?;
+    let g = rt.replica(group)?;
     let o = Observation::of(&g.raft.metrics().borrow());
     if !o.is_leader {
         return Err(ClusterError::NotLeader {
@@ -103,7 +105,7 @@ pub(crate) async fn as_leader(
     Ok(report)
 }
 
-async fn run(rt: &Arc<Inner>, g: &PartitionGroup, o: &Observation, report: &mut ScanReport) {
+async fn run(rt: &Arc<dyn Host>, g: &PartitionGroup, o: &Observation, report: &mut ScanReport) {
     let group = g.group;
     let me = rt.me();
     let Some(applied) = o.last_applied else {
@@ -192,7 +194,7 @@ async fn run(rt: &Arc<Inner>, g: &PartitionGroup, o: &Observation, report: &mut 
             },
         )
     }));
-    let (local, roots) = tokio::join!(digests(rt, &g.log, range.clone(), mode), roots);
+    let (local, roots) = tokio::join!(digests(rt.as_ref(), &g.log, range.clone(), mode), roots);
     let local = match local {
         Ok(d) => d,
         Err(e) => {
@@ -383,7 +385,7 @@ async fn run(rt: &Arc<Inner>, g: &PartitionGroup, o: &Observation, report: &mut 
 
 /// Puts replicas that were quarantined and are now consistent back in service.
 async fn lift_quarantines(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     group: u64,
     quarantined: &BTreeSet<NodeId>,
     healthy: &[NodeId],
@@ -401,7 +403,7 @@ async fn lift_quarantines(
 /// Copies the batches of `span` from `source`'s replica onto `target`'s,
 /// in chunks; answers the bytes copied.
 async fn copy_range(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     group: u64,
     span: Range<u64>,
     source: NodeId,
@@ -460,7 +462,7 @@ async fn copy_range(
 }
 
 async fn verify_repair(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     group: u64,
     range: &Range<u64>,
     first_leaf: u64,

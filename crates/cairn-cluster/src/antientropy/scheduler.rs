@@ -11,11 +11,14 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::host::Host;
+use super::replica::{decode_reply, serve};
 use super::scan::{as_leader, unexpected};
 use super::wire::{AeRequest, AeResponse};
 use super::{ScanReport, ScanTrigger};
-use crate::cluster::{ClusterError, Inner, kinds};
-use crate::transport::NodeId;
+use crate::cluster::error::ClusterError;
+use crate::raft::network::BAD_RPC;
+use crate::transport::RemoteError;
 
 /// Deadline of a whole scan forwarded to a partition leader.
 const SCAN_DEADLINE: Duration = Duration::from_secs(600);
@@ -25,7 +28,7 @@ const SCHEDULER_TICK: Duration = Duration::from_millis(500);
 /// Scans `group` on its leader (here or remote), retrying while
 /// leadership is unsettled.
 pub(crate) async fn scan_anywhere(
-    rt: &Arc<Inner>,
+    rt: &Arc<dyn Host>,
     group: u64,
     deep: bool,
     trigger: ScanTrigger,
@@ -34,17 +37,10 @@ pub(crate) async fn scan_anywhere(
     // Without a running replica here (none, or one whose Raft did not
     // start), the partition's replicas are asked in turn; a follower's
     // refusal names the leader.
-    let replicas: Vec<NodeId> = rt
-        .meta()
-        .streams
-        .values()
-        .flat_map(|s| s.partitions.iter())
-        .find(|p| p.group == group)
-        .map(|p| p.replicas.clone())
-        .unwrap_or_default();
+    let replicas = rt.placed_on(group);
     let (mut hint, mut attempt) = (None, 0usize);
     loop {
-        let local_leader = rt.group_or_err(group).ok().and_then(|g| g.leader());
+        let local_leader = rt.replica(group).ok().and_then(|g| g.leader());
         let target = local_leader
             .or(hint)
             .or_else(|| replicas.get(attempt % replicas.len().max(1)).copied());
@@ -54,18 +50,13 @@ pub(crate) async fn scan_anywhere(
             Some(l) => {
                 let payload = postcard::to_allocvec(&AeRequest::Scan { deep, trigger })
                     .map_err(|e| ClusterError::Storage(format!("encode: {e}")))?;
-                rt.call::<AeResponse>(
-                    l,
-                    group,
-                    kinds::ANTI_ENTROPY,
-                    Bytes::from(payload),
-                    SCAN_DEADLINE,
-                )
-                .await
-                .and_then(|r| match r {
-                    AeResponse::Scanned(report) => Ok(*report),
-                    other => Err(unexpected("a scan report", &other)),
-                })
+                rt.call(l, group, Bytes::from(payload), SCAN_DEADLINE)
+                    .await
+                    .and_then(|reply| decode_reply(l, &reply))
+                    .and_then(|r| match r {
+                        AeResponse::Scanned(report) => Ok(*report),
+                        other => Err(unexpected("a scan report", &other)),
+                    })
             }
             None => Err(ClusterError::NoSuchGroup {
                 group: rt.group_name(group),
@@ -87,7 +78,7 @@ pub(crate) async fn scan_anywhere(
 
 /// A read of this node's replica of `group` hit damage: scan it (deep)
 /// on its leader soon, unless one was just triggered.
-pub(crate) fn damage_found(rt: &Arc<Inner>, group: u64) {
+pub(crate) fn damage_found(rt: &Arc<dyn Host>, group: u64) {
     if !rt.anti_entropy().read_trigger_due(group) {
         return;
     }
@@ -102,7 +93,7 @@ pub(crate) fn damage_found(rt: &Arc<Inner>, group: u64) {
 
 /// Scans the partitions this node leads: each shortly after it became
 /// leader and then every `interval`, jittered.
-pub(crate) async fn run(rt: Arc<Inner>) {
+pub(crate) async fn run(rt: Arc<dyn Host>) {
     struct Schedule {
         term: u64,
         leader_since: Instant,
@@ -116,10 +107,10 @@ pub(crate) async fn run(rt: Arc<Inner>) {
     let mut tick = tokio::time::interval(SCHEDULER_TICK);
     loop {
         tokio::select! {
-            _ = rt.shutting_down() => return,
+            _ = rt.shutdown().cancelled() => return,
             _ = tick.tick() => {}
         }
-        let groups = rt.replicas().all();
+        let groups = rt.replicas();
         schedules.retain(|id, _| groups.iter().any(|g| g.group == *id && g.is_leader()));
         for g in groups {
             if !g.is_leader() {
@@ -160,4 +151,24 @@ pub(crate) async fn run(rt: Arc<Inner>) {
             }
         }
     }
+}
+
+/// Serves an anti-entropy request from a peer: a scan (this node leads the
+/// partition) or one step of a scan for this node's replica.
+pub(crate) async fn handle(
+    rt: &Arc<dyn Host>,
+    group: u64,
+    payload: &[u8],
+) -> Result<Bytes, RemoteError> {
+    let request: AeRequest = postcard::from_bytes(payload)
+        .map_err(|e| RemoteError::new(BAD_RPC, format!("decode: {e}")))?;
+    let answer = match request {
+        AeRequest::Scan { deep, trigger } => as_leader(rt.clone(), group, deep, trigger)
+            .await
+            .map(|report| AeResponse::Scanned(Box::new(report))),
+        step => serve(rt, group, step).await,
+    };
+    postcard::to_allocvec(&answer)
+        .map(Bytes::from)
+        .map_err(|e| RemoteError::new(BAD_RPC, format!("encode: {e}")))
 }

@@ -270,7 +270,7 @@ impl Inner {
         let result = async {
             while at <= last.index {
                 *progress.lock() = Progress::Fetching(at);
-                let fetched = ask(self,
+                let fetched = ask(&self.as_host(),
                         source,
                         g.group,
                         AeRequest::Fetch {

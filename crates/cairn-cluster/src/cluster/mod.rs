@@ -58,8 +58,9 @@
 //! `antientropy::AntiEntropy`); the files here extend `Inner`/`Cluster`
 //! with `impl` blocks over the runtime's shared parts (transport,
 //! controller, replicas). Anti-entropy, which needs only a few of them,
-//! lives in [`crate::antientropy`] and reaches the runtime through
-//! `Inner`'s `pub(crate)` methods alone.
+//! lives below, in [`crate::antientropy`], and sees the runtime through
+//! the `Host` trait `Inner` implements (end of this file); `observation`
+//! is a group's Raft metrics in plain values, shared by both.
 //!
 //! # Requests
 //!
@@ -91,6 +92,7 @@ pub mod error;
 pub mod group;
 mod lifecycle;
 mod mover;
+pub(crate) mod observation;
 pub mod reads;
 mod replicas;
 pub mod replication;
@@ -125,9 +127,8 @@ pub use error::ClusterError;
 pub use group::PartitionGroup;
 pub use retention::RetentionFigures;
 use route::remaining;
-use rpc::Dispatcher;
+use rpc::{Dispatcher, encode};
 pub use rpc::{ServiceError, ServiceHandler, kinds};
-pub(crate) use rpc::{decode, encode};
 
 use crate::controller::meta::{PartitionMeta, StreamMeta};
 use crate::controller::{
@@ -245,7 +246,7 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     config: ClusterConfig,
     raft_addr: String,
     transport: Transport,
@@ -287,13 +288,18 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-pub(crate) fn storage_err(e: impl std::fmt::Display) -> ClusterError {
+fn storage_err(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Storage(e.to_string())
 }
 
 impl Inner {
     pub(crate) fn me(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// This node as anti-entropy sees it.
+    pub(crate) fn as_host(self: &Arc<Self>) -> Arc<dyn crate::antientropy::host::Host> {
+        self.clone()
     }
 
     /// This node's replica of `group`, or `NoSuchGroup`.
@@ -304,30 +310,6 @@ impl Inner {
                 group: self.group_name(group),
                 node: self.me(),
             })
-    }
-
-    /// The replicas this node runs (and those whose Raft did not start).
-    pub(crate) fn replicas(&self) -> &replicas::Replicas {
-        &self.replicas
-    }
-
-    /// The cluster's metadata as this node last applied it.
-    pub(crate) fn meta(&self) -> Arc<ClusterMeta> {
-        self.controller_sm.meta()
-    }
-
-    /// How long a request may look for a leader.
-    pub(crate) fn request_timeout(&self) -> Duration {
-        self.config.request_timeout
-    }
-
-    /// Resolves when the node shuts down.
-    pub(crate) fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.shutdown.cancelled()
-    }
-
-    pub(crate) fn anti_entropy(&self) -> &crate::antientropy::AntiEntropy {
-        &self.anti_entropy
     }
 
     /// How errors and logs name `group` (see [`error::GroupName`]).
@@ -497,7 +479,7 @@ impl Cluster {
         tokio::spawn(cluster.clone().reconcile_loop());
         tokio::spawn(cluster.clone().mover_loop());
         tokio::spawn(cluster.clone().probe_loop());
-        tokio::spawn(crate::antientropy::scheduler::run(cluster.inner.clone()));
+        tokio::spawn(crate::antientropy::scheduler::run(cluster.inner.as_host()));
         Ok(cluster)
     }
 
@@ -602,7 +584,7 @@ impl Cluster {
         deep: bool,
     ) -> Result<crate::antientropy::ScanReport, ClusterError> {
         crate::antientropy::scheduler::scan_anywhere(
-            &self.inner,
+            &self.inner.as_host(),
             group,
             deep,
             crate::antientropy::ScanTrigger::Requested,
@@ -629,7 +611,7 @@ impl Cluster {
     /// (deep) scan of the partition on its leader, at most once every few
     /// seconds per partition.
     pub fn report_damage(&self, group: u64) {
-        crate::antientropy::scheduler::damage_found(&self.inner, group);
+        crate::antientropy::scheduler::damage_found(&self.inner.as_host(), group);
     }
 
     /// The partition groups running on this node.
@@ -645,5 +627,60 @@ impl Cluster {
     /// snapshot, while it does.
     pub fn catching_up(&self, group: u64) -> Option<CatchingUp> {
         self.inner.catchups.catching_up(group)
+    }
+}
+
+/// What anti-entropy sees of the runtime (see [`crate::antientropy::host`]).
+impl crate::antientropy::host::Host for Inner {
+    fn me(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    fn anti_entropy(&self) -> &crate::antientropy::AntiEntropy {
+        &self.anti_entropy
+    }
+
+    fn replica(&self, group: u64) -> Result<Arc<PartitionGroup>, ClusterError> {
+        self.group_or_err(group)
+    }
+
+    fn stalled_log(&self, group: u64) -> Option<cairn_storage::PartitionLog> {
+        self.replicas.stalled_log(group)
+    }
+
+    fn replicas(&self) -> Vec<Arc<PartitionGroup>> {
+        self.replicas.all()
+    }
+
+    fn placed_on(&self, group: u64) -> Vec<NodeId> {
+        let (stream, partition) = crate::controller::meta::split_group(group);
+        self.controller_sm
+            .meta()
+            .stream_by_id(stream)
+            .and_then(|s| s.partitions.get(partition as usize))
+            .map(|p| p.replicas.clone())
+            .unwrap_or_default()
+    }
+
+    fn group_name(&self, group: u64) -> error::GroupName {
+        Inner::group_name(self, group)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn call(
+        &self,
+        node: NodeId,
+        group: u64,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> BoxFuture<'_, Result<Bytes, ClusterError>> {
+        Box::pin(self.call_bytes(node, group, kinds::ANTI_ENTROPY, payload, deadline))
     }
 }

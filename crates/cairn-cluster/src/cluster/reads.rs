@@ -211,7 +211,7 @@ impl Inner {
             Ok(r) => r,
             Err(e) => {
                 if e.code == ErrorCode::Corruption {
-                    crate::antientropy::scheduler::damage_found(self, group);
+                    crate::antientropy::scheduler::damage_found(&self.as_host(), group);
                 }
                 return Err(e);
             }
@@ -350,7 +350,7 @@ impl Inner {
                 Ok(Ok(m)) => parts.push(m),
                 Ok(Err(e)) => {
                     if e.code == ErrorCode::Corruption {
-                        crate::antientropy::scheduler::damage_found(self, group);
+                        crate::antientropy::scheduler::damage_found(&self.as_host(), group);
                     }
                     failed.push(failure(p, &e));
                 }

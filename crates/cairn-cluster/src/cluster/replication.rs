@@ -41,11 +41,11 @@ use cairn_telemetry::replication::{
     FollowerReplication, PartitionReplication, QuorumCompleter, ReplicationReport,
     ReplicationSource, attribute_commit, quorum_index,
 };
-use openraft::{Raft, RaftMetrics, ServerState};
+use openraft::Raft;
 use parking_lot::Mutex;
 
 use super::{Inner, PartitionGroup};
-use crate::raft::types::{NodeInfo, PartitionRaftConfig};
+use crate::raft::types::PartitionRaftConfig;
 use crate::transport::NodeId;
 
 /// Committed batches whose (index → offset, proposal time) a leader keeps
@@ -58,52 +58,7 @@ pub const MAX_TRACKED_BATCHES: usize = 4096;
 /// Lag ages are wall-clock ages.
 pub(crate) use cairn_types::clock::unix_us as now_us;
 
-/// One reading of a group's Raft metrics, without openraft types, so the
-/// bookkeeping can be tested with plain values.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Observation {
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub is_leader: bool,
-    pub last_log_index: Option<u64>,
-    pub last_applied: Option<u64>,
-    /// On the leader: each member's matched index, the leader included.
-    pub matched: BTreeMap<NodeId, Option<u64>>,
-    /// Voter sets of the effective membership (two while joint).
-    pub voter_sets: Vec<Vec<NodeId>>,
-}
-
-impl Observation {
-    pub fn of(m: &RaftMetrics<NodeId, NodeInfo>) -> Self {
-        Observation {
-            leader: m.current_leader,
-            term: m.current_term,
-            is_leader: m.state == ServerState::Leader,
-            last_log_index: m.last_log_index,
-            last_applied: m.last_applied.map(|l| l.index),
-            matched: m
-                .replication
-                .as_ref()
-                .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
-                .unwrap_or_default(),
-            voter_sets: m
-                .membership_config
-                .membership()
-                .get_joint_config()
-                .iter()
-                .map(|s| s.iter().copied().collect())
-                .collect(),
-        }
-    }
-
-    /// Members that have matched something, with their index.
-    fn matched_known(&self) -> BTreeMap<NodeId, u64> {
-        self.matched
-            .iter()
-            .filter_map(|(id, m)| Some((*id, (*m)?)))
-            .collect()
-    }
-}
+pub(crate) use super::observation::Observation;
 
 /// Raft index → offsets and proposal times of batches this node committed
 /// as leader. Committed entries never change, so points stay true across
@@ -450,6 +405,8 @@ impl ReplicationSource for ClusterReplicationSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::types::NodeInfo;
+    use openraft::{RaftMetrics, ServerState};
 
     const SEC: i64 = 1_000_000;
 

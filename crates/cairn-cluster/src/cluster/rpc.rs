@@ -90,13 +90,13 @@ impl Handler for Dispatcher {
     }
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Bytes, RemoteError> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Bytes, RemoteError> {
     postcard::to_allocvec(value)
         .map(Bytes::from)
         .map_err(|e| RemoteError::new(network::BAD_RPC, format!("encode: {e}")))
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RemoteError> {
+pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RemoteError> {
     postcard::from_bytes(payload)
         .map_err(|e| RemoteError::new(network::BAD_RPC, format!("decode: {e}")))
 }
@@ -190,7 +190,7 @@ impl Inner {
                 encode(&answer)
             }
             kinds::ANTI_ENTROPY => {
-                crate::antientropy::replica::handle(&self, group, &payload).await
+                crate::antientropy::scheduler::handle(&self.as_host(), group, &payload).await
             }
             kinds::TRANSFER_LEADER => {
                 let to: NodeId = decode(&payload)?;
@@ -229,7 +229,7 @@ impl Inner {
     /// Calls `kind` on `to` and decodes its `Result` reply. Transport
     /// failures before the request could have been handled are
     /// `Unavailable` (retryable); after, `Indeterminate`.
-    pub(crate) async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<T: DeserializeOwned>(
         &self,
         to: NodeId,
         group: u64,
