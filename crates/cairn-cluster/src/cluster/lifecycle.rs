@@ -257,8 +257,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Closes a partition log, or removes it with its data. Closing syncs
-    /// and removing deletes files: off the async workers.
+    /// Closes a group's log (the controller's too), or removes it with its
+    /// data. Closing syncs and removing deletes files: off the async workers.
     pub(super) async fn finish_log(
         &self,
         group: u64,
@@ -274,11 +274,13 @@ impl Cluster {
             }
         })
         .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(group, error = %e, "closing partition log"),
-            Err(e) => tracing::warn!(group, error = %e, "closing partition log"),
-        }
+        let error = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let what = if remove_data { "removing" } else { "closing" };
+        tracing::warn!(group = %self.inner.group_name(group), %error, "{what} the log failed");
     }
 
     /// Closes (or removes) the log of a replica whose Raft did not start.
