@@ -129,7 +129,7 @@ pub const MAX_RESPONSE_FRAME_BYTES: usize = 24 << 20;
 /// Bytes of a READ request's payload.
 pub const READ_REQUEST_LEN: usize = 17;
 /// Bytes of a READ answer before its batch.
-const READ_ANSWER_FIXED_LEN: usize = 8 * 4 + 1 + 8;
+const READ_ANSWER_FIXED_LEN: usize = 8 * 4 + 1 + 8 + 1;
 
 /// What a request asks for. The numbers are on the wire: never reuse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -519,6 +519,9 @@ impl Response {
                 out.put_u64_le(a.served_by);
                 out.put_u8(u8::from(a.from_leader));
                 out.put_u64_le(a.lag_entries.unwrap_or(u64::MAX));
+                // Said, not implied by an empty rest: a frame cut before
+                // its batch must not read as an answer without entries.
+                out.put_u8(u8::from(a.batch.is_some()));
                 out.put_slice(batch);
             }
             ResponseBody::Error { op, code, message } => {
@@ -588,8 +591,14 @@ impl Response {
                     let served_by = frame.get_u64_le();
                     let from_leader = frame.get_u8() == 1;
                     let lag = frame.get_u64_le();
-                    let batch = if frame.is_empty() {
+                    let has_batch = frame.get_u8();
+                    let batch = if has_batch == 0 && frame.is_empty() {
                         None
+                    } else if has_batch != 1 {
+                        return Err(malformed(
+                            id,
+                            "READ answer: bad batch flag or trailing bytes",
+                        ));
                     } else {
                         Some(
                             crate::batch::RecordBatch::from_bytes(frame)
