@@ -221,8 +221,6 @@ fn sorted(reports: &HashMap<u64, ScanReport>) -> Vec<ScanReport> {
     all
 }
 
-use cairn_types::clock::unix_ms;
-
 fn leaf_range(first_leaf: u64, pos: u64, range: &Range<u64>) -> Range<u64> {
     let start = (first_leaf + pos) * LEAF_SPAN;
     start.max(range.start)..(start + LEAF_SPAN).min(range.end)
@@ -435,7 +433,7 @@ impl Inner {
             leader: self.me(),
             trigger,
             deep,
-            started_at_unix_ms: unix_ms(),
+            started_at_unix_ms: self.config.clock.unix_ms(),
             duration_ms: 0.0,
             from_index: 0,
             to_index: 0,

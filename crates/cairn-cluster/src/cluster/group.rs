@@ -28,6 +28,7 @@ use crate::raft::types::{Appended, PartitionPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
 use cairn_storage::PartitionLog;
 use cairn_types::batch::RecordBatch;
+use cairn_types::clock::Clock;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -50,6 +51,8 @@ pub(crate) struct Proposals {
     /// Filled by the group's log store as indexes become durable.
     pub durable: Arc<crate::raft::log_store::DurableMarks>,
     pub observer: Option<super::StageObserver>,
+    /// Stamps proposals, for lag ages.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A running partition replica.
@@ -91,11 +94,11 @@ impl PartitionGroup {
         election: Arc<crate::raft::leadership::ElectionHints>,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
-        super::replication::spawn_watcher(&raft, &replication);
+        super::replication::spawn_watcher(&raft, &replication, stages.clock.clone());
         let proposals = {
             let (raft, replication) = (raft.clone(), replication.clone());
             let name = GroupName::partition(id.group, &id.stream, id.partition);
-            let durable = stages.durable;
+            let (durable, clock) = (stages.durable, stages.clock);
             Coalescer::spawn(
                 MAX_PROPOSALS_IN_FLIGHT,
                 stages.max_batch_bytes,
@@ -107,7 +110,10 @@ impl PartitionGroup {
                         durable.clone(),
                         name.clone(),
                     );
-                    async move { propose(&raft, &name, batch, &replication, &durable).await }
+                    let proposed_us = clock.unix_us();
+                    async move {
+                        propose(&raft, &name, batch, &replication, &durable, proposed_us).await
+                    }
                 },
             )
         };
@@ -225,8 +231,8 @@ async fn propose(
     batch: RecordBatch,
     replication: &super::replication::GroupReplication,
     durable: &crate::raft::log_store::DurableMarks,
+    proposed_us: i64,
 ) -> Result<Delivered, ClusterError> {
-    let proposed_us = super::replication::now_us();
     match raft
         .client_write(PartitionPayload::Batch(batch.as_bytes().clone()))
         .await

@@ -104,6 +104,7 @@ use bytes::Bytes;
 use cairn_storage::DataDir;
 use cairn_telemetry::replication::{ReplicationReport, ReplicationSource};
 use cairn_types::batch::RecordBatch;
+use cairn_types::clock::Clock;
 use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{Raft, ServerState};
@@ -192,6 +193,10 @@ pub struct ClusterConfig {
     /// The controller snapshots its state and purges its log every this
     /// many entries (keeping the last [`CONTROLLER_LOG_KEPT`]).
     pub controller_snapshot_every: u64,
+    /// Wall-clock time for the stamps the runtime makes: proposal times
+    /// and lag ages (`replication`), anti-entropy reports. Timers and
+    /// deadlines use tokio's clock. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Controller entries kept after a snapshot, so a briefly lagging
@@ -233,6 +238,7 @@ impl ClusterConfig {
             snapshot_rate_bytes_per_sec: 64_000_000,
             orphan_grace: Duration::from_secs(600),
             controller_snapshot_every: 1000,
+            clock: cairn_types::clock::system(),
         }
     }
 }
@@ -505,6 +511,11 @@ impl Cluster {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.me()
+    }
+
+    /// The wall clock the runtime stamps time with ([`ClusterConfig::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.config.clock
     }
 
     /// Counts partition groups restarted after their Raft core stopped on
