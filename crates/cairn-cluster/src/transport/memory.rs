@@ -624,7 +624,8 @@ impl MemoryTransport {
                 let ep = ep.clone();
                 tokio::spawn(async move {
                     sleep(d).await;
-                    if !target.shutdown.is_cancelled() {
+                    // Lost with either end, as with a closed socket.
+                    if !target.shutdown.is_cancelled() && !ep.shutdown.is_cancelled() {
                         target.receive(&ep, group, kind, payload, None);
                     }
                 });
