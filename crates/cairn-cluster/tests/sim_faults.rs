@@ -4,9 +4,10 @@
 //!
 //! Each schedule (one seed) starts a cluster (3 nodes, or 5 for one seed
 //! in four), creates a stream and lets a few clients write through random
-//! nodes while a driver applies random faults for a few seconds:
-//! partitions (one node, a minority, a partition's leader), one-way cuts,
-//! lossy and slow links, and node stops and restarts. Then it heals
+//! nodes (and one read) while a driver applies random faults for a few
+//! seconds: partitions (one node, a minority, a partition's leader),
+//! one-way cuts, lossy and slow links, node stops, restarts and quick
+//! bounces, healed now and then so leaders change. Then it heals
 //! everything, restarts stopped nodes, writes a barrier through each
 //! partition and waits until every replica holds its leader's log. The
 //! check, per partition:
@@ -20,8 +21,11 @@
 //!   ambiguous one (outcome unknown) is there once or not at all;
 //! - real-time order: a write acknowledged before another was sent has
 //!   the lower offset (the linearizability of an append-only log);
-//! - reading the partition through the cluster's read API returns the
-//!   same entries.
+//! - a leader read sent during the schedule reached every write
+//!   acknowledged before it was sent (no stale reads) and returned what
+//!   the log holds;
+//! - reading the partition through the cluster's read API afterwards
+//!   returns the same entries.
 //!
 //! `CAIRN_SIM_SCHEDULES` sets how many seeds run (default 24, from
 //! `CAIRN_SIM_FIRST_SEED`, default 1); `CAIRN_SIM_SEED` runs one seed. A
@@ -37,16 +41,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use cairn_cluster::ClusterError;
 use cairn_cluster::controller::meta::StreamMeta;
 use cairn_cluster::raft::Appended;
 use cairn_cluster::transport::{FaultRule, NodeId};
+use cairn_types::RecordBatch;
 use cairn_types::api::Consistency;
-use cairn_types::{BatchBuilder, Entry, Level, RecordBatch};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sim::check::*;
 use sim::{Running, SimCluster};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -106,60 +111,6 @@ async fn random_fault_schedules_keep_acknowledged_writes() {
         );
     }
     eprintln!("all schedules passed in {:.1?}", started.elapsed());
-}
-
-/// What became of one write a client attempted.
-#[derive(Debug, Clone)]
-enum Outcome {
-    Pending,
-    Acked {
-        base: u64,
-        count: u32,
-        at: Instant,
-    },
-    /// Certainly not written ([`ClusterError::is_retryable`]).
-    Refused(String),
-    /// May or may not have been written.
-    Ambiguous(String),
-}
-
-#[derive(Debug, Clone)]
-struct Attempt {
-    partition: u32,
-    /// Entries (their messages) in order.
-    entries: usize,
-    invoked: Instant,
-    outcome: Outcome,
-}
-
-/// Every write attempted, by (writer, sequence number).
-type History = Arc<Mutex<HashMap<(u32, u32), Attempt>>>;
-
-fn message(writer: u32, seq: u32, k: usize) -> String {
-    format!("{writer}/{seq}/{k}")
-}
-
-fn parse_message(m: &str) -> Option<(u32, u32, usize)> {
-    let mut it = m.split('/');
-    let w = it.next()?.parse().ok()?;
-    let s = it.next()?.parse().ok()?;
-    let k = it.next()?.parse().ok()?;
-    it.next().is_none().then_some((w, s, k))
-}
-
-fn batch(writer: u32, seq: u32, n: usize) -> RecordBatch {
-    let mut b = BatchBuilder::new();
-    for k in 0..n {
-        b.push(&Entry {
-            timestamp_us: i64::from(seq),
-            level: Level::Info,
-            source: format!("w{writer}"),
-            message: message(writer, seq, k),
-            attributes: BTreeMap::new(),
-        })
-        .expect("small entry");
-    }
-    b.finish()
 }
 
 /// Appends one write through `via`, recording it in `history` first.
@@ -247,6 +198,74 @@ async fn writer(
     let _all_done = slots.acquire_many(IN_FLIGHT as u32).await;
 }
 
+/// One client reading (leader consistency) random partitions through
+/// random nodes, from just before the end of what was acknowledged so far,
+/// a few reads at a time, each given up after a second, until `stop`;
+/// records every answer.
+async fn reader(
+    seed: u64,
+    running: Running,
+    stream: StreamMeta,
+    history: History,
+    reads: Reads,
+    stop: CancellationToken,
+) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(999));
+    let slots = Arc::new(tokio::sync::Semaphore::new(4));
+    while !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+        let ids = running.ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let via = ids[rng.random_range(0..ids.len())];
+        let partition = rng.random_range(0..PARTITIONS);
+        let Some(c) = running.get(via) else { continue };
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("never closed"),
+            _ = stop.cancelled() => break,
+        };
+        let need = history
+            .lock()
+            .values()
+            .filter_map(|a| match a.outcome {
+                Outcome::Acked { base, count, .. } if a.partition == partition => {
+                    Some(base + u64::from(count))
+                }
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let (stream, reads) = (stream.clone(), reads.clone());
+        tokio::spawn(async move {
+            let from = need.saturating_sub(1);
+            let read = c.read(&stream, partition, Some(from), 10, Consistency::Leader);
+            let (end, entries) = match tokio::time::timeout(Duration::from_secs(1), read).await {
+                Ok(Ok(r)) => (
+                    r.end_offset,
+                    r.entries
+                        .into_iter()
+                        .map(|e| (e.offset, e.entry.message))
+                        .collect(),
+                ),
+                // Served from before `from`: the leader's end is behind.
+                Ok(Err(e)) if e.code == cairn_types::ErrorCode::OffsetOutOfRange => (0, Vec::new()),
+                // Refusals and timeouts say nothing about what is committed.
+                _ => return,
+            };
+            reads.lock().push(Read {
+                partition,
+                via,
+                need,
+                end,
+                entries,
+            });
+            drop(slot);
+        });
+    }
+    let _all_done = slots.acquire_many(4).await;
+}
+
 /// Runs one seed's schedule; a summary if every check passed.
 async fn run_schedule(seed: u64, log: Arc<Mutex<Vec<String>>>) -> Result<String> {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -275,6 +294,15 @@ async fn run_schedule(seed: u64, log: Arc<Mutex<Vec<String>>>) -> Result<String>
             ))
         })
         .collect();
+    let reads: Reads = Arc::default();
+    let reader = tokio::spawn(reader(
+        seed,
+        sim.running.clone(),
+        stream.clone(),
+        history.clone(),
+        reads.clone(),
+        stop.clone(),
+    ));
 
     // Faults pile up until a heal, which comes often enough that the
     // cluster makes progress (and changes leaders) between them.
@@ -302,6 +330,7 @@ async fn run_schedule(seed: u64, log: Arc<Mutex<Vec<String>>>) -> Result<String>
     for w in writers {
         w.await?;
     }
+    reader.await?;
     note("writers done".into());
 
     // A barrier write per partition, retried until acknowledged: once it
@@ -330,6 +359,7 @@ async fn run_schedule(seed: u64, log: Arc<Mutex<Vec<String>>>) -> Result<String>
     for p in 0..PARTITIONS {
         let replicas = sim.converged(&stream, p, Duration::from_secs(30)).await?;
         let n = check_partition(p, &replicas, &history)?;
+        check_reads(p, &replicas, &reads.lock())?;
         check_read_api(&sim, &stream, p, &replicas).await?;
         summary.push(n);
     }
@@ -346,8 +376,9 @@ async fn run_schedule(seed: u64, log: Arc<Mutex<Vec<String>>>) -> Result<String>
     sim.shutdown().await;
     Ok(format!(
         "{nodes} nodes, {steps} faults, {} writes ({acked} acked, {refused} refused, \
-         {ambiguous} ambiguous), entries per partition {summary:?}",
-        history.len()
+         {ambiguous} ambiguous), {} reads, entries per partition {summary:?}",
+        history.len(),
+        reads.lock().len()
     ))
 }
 
@@ -447,177 +478,6 @@ async fn random_fault(
         }
         _ => unreachable!("drawn from 0..9"),
     })
-}
-
-/// The checks of the module docs on one partition's converged replicas;
-/// returns how many entries it holds.
-fn check_partition(
-    p: u32,
-    replicas: &BTreeMap<NodeId, Vec<RecordBatch>>,
-    history: &HashMap<(u32, u32), Attempt>,
-) -> Result<usize> {
-    let (&first_node, first) = replicas.iter().next().context("no replicas")?;
-    for (node, batches) in replicas {
-        let same = batches.len() == first.len()
-            && batches
-                .iter()
-                .zip(first)
-                .all(|(a, b)| a.as_bytes() == b.as_bytes());
-        ensure!(
-            same,
-            "partition {p}: node {node}'s batches differ from node {first_node}'s \
-             ({} vs {} batches)",
-            batches.len(),
-            first.len()
-        );
-    }
-    // (offset, writer, seq, k), in log order.
-    let mut entries = Vec::new();
-    for b in first {
-        for item in b.entries() {
-            let (offset, e) = item.map_err(|e| anyhow!("partition {p}: bad batch: {e}"))?;
-            let (w, s, k) = parse_message(e.message).ok_or_else(|| {
-                anyhow!(
-                    "partition {p}: entry {offset} {:?} was never written",
-                    e.message
-                )
-            })?;
-            entries.push((offset, w, s, k));
-        }
-    }
-    for (i, (offset, ..)) in entries.iter().enumerate() {
-        ensure!(
-            *offset == i as u64,
-            "partition {p}: entry {i} has offset {offset} (offsets must be dense from 0)"
-        );
-    }
-    // Where each write's entries are: consecutive, complete, once.
-    let mut at: HashMap<(u32, u32), u64> = HashMap::new();
-    let mut i = 0;
-    while i < entries.len() {
-        let (offset, w, s, k) = entries[i];
-        let a = history.get(&(w, s)).ok_or_else(|| {
-            anyhow!("partition {p}: offset {offset} holds write {w}/{s}, never attempted")
-        })?;
-        ensure!(
-            a.partition == p && k == 0,
-            "partition {p}: offset {offset} holds entry {k} of write {w}/{s} (of partition {}) \
-             where a write must start",
-            a.partition
-        );
-        for j in 0..a.entries {
-            let e = entries.get(i + j);
-            ensure!(
-                e.is_some_and(|e| (e.1, e.2, e.3) == (w, s, j)),
-                "partition {p}: write {w}/{s} starts at offset {offset} but entry {j} of it \
-                 is not at {} (found {e:?})",
-                offset + j as u64
-            );
-        }
-        ensure!(
-            at.insert((w, s), offset).is_none(),
-            "partition {p}: write {w}/{s} appears twice (at {} and {offset})",
-            at[&(w, s)]
-        );
-        i += a.entries;
-    }
-    // What each client was told.
-    let mut order = Vec::new();
-    for (&(w, s), a) in history.iter().filter(|(_, a)| a.partition == p) {
-        let found = at.get(&(w, s)).copied();
-        match (&a.outcome, found) {
-            (Outcome::Acked { base, count, at: t }, Some(o)) => {
-                ensure!(
-                    *base == o && *count as usize == a.entries,
-                    "partition {p}: write {w}/{s} was acknowledged at offsets {base}+{count} \
-                     but is at {o}+{}",
-                    a.entries
-                );
-                order.push((o, a.invoked, Some(*t), (w, s)));
-            }
-            (Outcome::Acked { base, .. }, None) => {
-                bail!("partition {p}: acknowledged write {w}/{s} (offset {base}) is missing")
-            }
-            (Outcome::Refused(why), Some(o)) => bail!(
-                "partition {p}: write {w}/{s} was refused as not written ({why}) but is at \
-                 offset {o}"
-            ),
-            (Outcome::Pending, _) => bail!("write {w}/{s} never finished"),
-            (_, Some(o)) => order.push((o, a.invoked, None, (w, s))),
-            (_, None) => {}
-        }
-    }
-    // Real-time order: scanning from the end, the earliest acknowledgement
-    // among later offsets must not precede this write's invocation.
-    order.sort_by_key(|x| x.0);
-    let mut earliest_later: Option<(Instant, (u32, u32))> = None;
-    for &(o, invoked, acked, id) in order.iter().rev() {
-        if let Some((t, later)) = earliest_later {
-            ensure!(
-                t >= invoked,
-                "partition {p}: write {}/{} (offset {o}) was sent after write {}/{} was \
-                 acknowledged, yet comes first",
-                id.0,
-                id.1,
-                later.0,
-                later.1
-            );
-        }
-        if let Some(t) = acked
-            && earliest_later.is_none_or(|(e, _)| t < e)
-        {
-            earliest_later = Some((t, id));
-        }
-    }
-    Ok(entries.len())
-}
-
-/// Reads partition `p` through the cluster's read router (leader
-/// consistency) via a node, and compares with the replicas' entries.
-async fn check_read_api(
-    sim: &SimCluster,
-    stream: &StreamMeta,
-    p: u32,
-    replicas: &BTreeMap<NodeId, Vec<RecordBatch>>,
-) -> Result<()> {
-    let want: Vec<(u64, String)> = replicas
-        .values()
-        .next()
-        .context("no replicas")?
-        .iter()
-        .flat_map(|b| {
-            b.entries()
-                .map(|e| e.map(|(o, e)| (o, e.message.to_owned())))
-                .collect::<Vec<_>>()
-        })
-        .collect::<Result<_, _>>()?;
-    for id in sim.running.ids() {
-        let c = sim.running.get(id).context("running")?;
-        let mut got = Vec::new();
-        let mut next = None;
-        loop {
-            let r = c
-                .read(stream, p, next, 1000, Consistency::Leader)
-                .await
-                .map_err(|e| anyhow!("read of partition {p} via node {id}: {e:?}"))?;
-            if r.entries.is_empty() {
-                break;
-            }
-            got.extend(
-                r.entries
-                    .iter()
-                    .map(|e| (e.offset, e.entry.message.clone())),
-            );
-            next = Some(r.next_offset);
-        }
-        ensure!(
-            got == want,
-            "partition {p} read via node {id}: {} entries, the replicas hold {}",
-            got.len(),
-            want.len()
-        );
-    }
-    Ok(())
 }
 
 /// The harness's moves one by one: writes through every node, a leader
@@ -752,4 +612,22 @@ fn the_check_catches_each_kind_of_violation() {
     late.get_mut(&(1, 0)).unwrap().outcome = acked(1, 2, ms(10));
     let got = check(&log(&[(2, 0, 1), (1, 0, 2)]), &late).unwrap_err();
     assert!(got.contains("was sent after write 1/0"), "{got}");
+    // Reads: one that reached what was acknowledged, a stale one, and one
+    // that returned what the log does not hold.
+    let replicas = log(&[(1, 0, 2), (2, 0, 1)]);
+    let read = |need, end, entries: &[(u64, &str)]| Read {
+        partition: 0,
+        via: 1,
+        need,
+        end,
+        entries: entries.iter().map(|(o, m)| (*o, m.to_string())).collect(),
+    };
+    let fresh = read(2, 3, &[(1, "1/0/1"), (2, "2/0/0")]);
+    assert!(check_reads(0, &replicas, std::slice::from_ref(&fresh)).is_ok());
+    let stale = read(3, 2, &[(1, "1/0/1")]);
+    let got = check_reads(0, &replicas, &[fresh.clone(), stale]).unwrap_err();
+    assert!(got.to_string().contains("stale read"), "{got}");
+    let wrong = read(2, 3, &[(1, "2/0/0")]);
+    let got = check_reads(0, &replicas, &[wrong]).unwrap_err();
+    assert!(got.to_string().contains("the log holds"), "{got}");
 }

@@ -17,6 +17,8 @@
 //! (`crates/cairn/tests`).
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod check;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
