@@ -392,6 +392,8 @@ impl Endpoint {
             if !delay.is_zero() {
                 sleep(delay).await;
             }
+            PeerMetrics::inc(&theirs.frames_received);
+            PeerMetrics::add(&theirs.bytes_received, len + FRAME_OVERHEAD);
             let answer = result.map_err(|error| TransportError::Remote { peer: me.id, error });
             if reply.send(answer).is_err() {
                 PeerMetrics::inc(&theirs.late_responses);
