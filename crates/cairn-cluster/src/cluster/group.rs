@@ -148,6 +148,30 @@ impl PartitionGroup {
         self.leader() == Some(self.node_id)
     }
 
+    /// Why this replica, leading, may not serve a leader read yet: it must
+    /// have applied an entry of its own term (before that it may not know
+    /// everything its predecessors committed) and heard from a quorum
+    /// within `lease` (a leader restored from its persisted vote at
+    /// restart, or cut off, may have been deposed; followers elect another
+    /// only after the lease). openraft 0.9 has no read index; this is the
+    /// lease-based equivalent.
+    pub(crate) fn leader_read_refusal(&self, lease: Duration) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let term = m.current_term;
+        if m.last_applied.is_none_or(|l| l.leader_id.term != term) {
+            return Some(format!("has applied no entry of its term {term} yet"));
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            // Its own quorum: nobody else can lead.
+            return None;
+        }
+        match m.millis_since_quorum_ack {
+            Some(ms) if Duration::from_millis(ms) < lease => None,
+            Some(ms) => Some(format!("has heard from no quorum for {ms} ms")),
+            None => Some("has heard from no quorum in this term".to_owned()),
+        }
+    }
+
     /// `Some(reason)` while anti-entropy has taken this replica out of
     /// service: it holds data it could not repair, so it must not serve
     /// reads (Raft still runs, so a later scan can repair it).
