@@ -2,7 +2,9 @@
 //!
 //! - [`transport`]: one multiplexed TCP connection per node pair carrying
 //!   all Raft groups' RPCs and node messages, with a fault filter for tests
-//!   and fault injection.
+//!   and fault injection; the runtime holds it as a [`transport::Network`],
+//!   which may instead be a node of an in-memory network (a whole cluster
+//!   in one test process).
 //! - [`raft`]: openraft glue — type configurations, the partition log as
 //!   openraft's log store, the partition state machine, the network.
 //! - [`controller`]: group 0 and its metadata state machine (nodes,

@@ -8,7 +8,8 @@
 //!   self-checking: a fixed header carries offsets, counts and the time range,
 //!   and a CRC-32C covers everything after the CRC field, so any flipped byte
 //!   in the header or the payload is detected before data is served.
-//! - [`clock`]: wall-clock time since the Unix epoch, in µs and ms.
+//! - [`clock`]: wall-clock time since the Unix epoch, in µs and ms, and the
+//!   [`clock::Clock`] seam for code whose time stamps tests control.
 //! - [`error`]: stable, numeric error codes shared by every crate and the wire.
 //! - [`protocol`]: the binary TCP ingest protocol's requests and responses,
 //!   encoded and decoded without I/O, shared by the server and the client.

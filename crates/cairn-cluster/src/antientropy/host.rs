@@ -43,6 +43,9 @@ pub(crate) trait Host: Send + Sync + 'static {
 
     fn shutdown(&self) -> &CancellationToken;
 
+    /// Wall-clock milliseconds since the epoch, by the runtime's clock.
+    fn unix_ms(&self) -> u64;
+
     /// Sends an anti-entropy request (postcard-encoded) to `node`; answers
     /// the reply's bytes.
     fn call(

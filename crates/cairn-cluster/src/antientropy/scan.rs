@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use cairn_storage::{Digest, DigestMode, LEAF_SPAN};
 use cairn_types::batch::RecordBatch;
-use cairn_types::clock::unix_ms;
 use tokio::time::Instant;
 
 use parking_lot::Mutex;
@@ -68,7 +67,7 @@ pub(crate) async fn as_leader(
         leader: rt.me(),
         trigger,
         deep,
-        started_at_unix_ms: unix_ms(),
+        started_at_unix_ms: rt.unix_ms(),
         duration_ms: 0.0,
         from_index: 0,
         to_index: 0,

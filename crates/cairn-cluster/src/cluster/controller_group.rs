@@ -27,7 +27,7 @@ pub(super) struct ControllerDeps<'a> {
     pub(super) node_id: NodeId,
     pub(super) data_dir: &'a Arc<DataDir>,
     pub(super) raft_config: &'a Arc<openraft::Config>,
-    pub(super) transport: &'a Transport,
+    pub(super) transport: &'a Network,
     pub(super) replication_stats: &'a Arc<network::ReplicationStats>,
     pub(super) timings: &'a Arc<crate::raft::RaftTimings>,
     pub(super) shutdown: &'a CancellationToken,

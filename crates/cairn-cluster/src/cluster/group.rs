@@ -28,6 +28,7 @@ use crate::raft::types::{Appended, PartitionPayload, PartitionRaftConfig};
 use crate::transport::NodeId;
 use cairn_storage::PartitionLog;
 use cairn_types::batch::RecordBatch;
+use cairn_types::clock::Clock;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -50,6 +51,8 @@ pub(crate) struct Proposals {
     /// Filled by the group's log store as indexes become durable.
     pub durable: Arc<crate::raft::log_store::DurableMarks>,
     pub observer: Option<super::StageObserver>,
+    /// Stamps proposals, for lag ages.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A running partition replica.
@@ -91,11 +94,11 @@ impl PartitionGroup {
         election: Arc<crate::raft::leadership::ElectionHints>,
     ) -> Arc<Self> {
         let replication = super::replication::GroupReplication::new(node_id);
-        super::replication::spawn_watcher(&raft, &replication);
+        super::replication::spawn_watcher(&raft, &replication, stages.clock.clone());
         let proposals = {
             let (raft, replication) = (raft.clone(), replication.clone());
             let name = GroupName::partition(id.group, &id.stream, id.partition);
-            let durable = stages.durable;
+            let (durable, clock) = (stages.durable, stages.clock);
             Coalescer::spawn(
                 MAX_PROPOSALS_IN_FLIGHT,
                 stages.max_batch_bytes,
@@ -107,7 +110,10 @@ impl PartitionGroup {
                         durable.clone(),
                         name.clone(),
                     );
-                    async move { propose(&raft, &name, batch, &replication, &durable).await }
+                    let proposed_us = clock.unix_us();
+                    async move {
+                        propose(&raft, &name, batch, &replication, &durable, proposed_us).await
+                    }
                 },
             )
         };
@@ -140,6 +146,30 @@ impl PartitionGroup {
 
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node_id)
+    }
+
+    /// Why this replica, leading, may not serve a leader read yet: it must
+    /// have applied an entry of its own term (before that it may not know
+    /// everything its predecessors committed) and heard from a quorum
+    /// within `lease` (a leader restored from its persisted vote at
+    /// restart, or cut off, may have been deposed; followers elect another
+    /// only after the lease). openraft 0.9 has no read index; this is the
+    /// lease-based equivalent.
+    pub(crate) fn leader_read_refusal(&self, lease: Duration) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let term = m.current_term;
+        if m.last_applied.is_none_or(|l| l.leader_id.term != term) {
+            return Some(format!("has applied no entry of its term {term} yet"));
+        }
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            // Its own quorum: nobody else can lead.
+            return None;
+        }
+        match m.millis_since_quorum_ack {
+            Some(ms) if Duration::from_millis(ms) < lease => None,
+            Some(ms) => Some(format!("has heard from no quorum for {ms} ms")),
+            None => Some("has heard from no quorum in this term".to_owned()),
+        }
     }
 
     /// `Some(reason)` while anti-entropy has taken this replica out of
@@ -225,8 +255,8 @@ async fn propose(
     batch: RecordBatch,
     replication: &super::replication::GroupReplication,
     durable: &crate::raft::log_store::DurableMarks,
+    proposed_us: i64,
 ) -> Result<Delivered, ClusterError> {
-    let proposed_us = super::replication::now_us();
     match raft
         .client_write(PartitionPayload::Batch(batch.as_bytes().clone()))
         .await

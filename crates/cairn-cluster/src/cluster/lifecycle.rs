@@ -235,6 +235,7 @@ impl Cluster {
                 max_batch_bytes: self.inner.config.max_batch_bytes,
                 durable,
                 observer: self.inner.config.on_stage.clone(),
+                clock: self.inner.config.clock.clone(),
             },
             hints.clone(),
         );

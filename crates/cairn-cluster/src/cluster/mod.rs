@@ -3,11 +3,13 @@
 //!
 //! # Startup
 //!
-//! [`Cluster::start`] binds the transport, opens the controller group from
-//! `controller/` in the data directory and, when given bootstrap peers,
-//! initializes it with exactly those voters (every bootstrap node does the
-//! same with the same list, which openraft allows). It then registers
-//! itself (`RegisterNode`, with its HTTP address) and starts reconciling.
+//! [`Cluster::start`] binds the transport ([`Cluster::start_in_memory`]
+//! joins an in-memory network instead, for simulated clusters), opens the
+//! controller group from `controller/` in the data directory and, when
+//! given bootstrap peers, initializes it with exactly those voters (every
+//! bootstrap node does the same with the same list, which openraft
+//! allows). It then registers itself (`RegisterNode`, with its HTTP
+//! address) and starts reconciling.
 //!
 //! # Reconciling
 //!
@@ -110,6 +112,7 @@ use bytes::Bytes;
 use cairn_storage::DataDir;
 use cairn_telemetry::replication::{ReplicationReport, ReplicationSource};
 use cairn_types::batch::RecordBatch;
+use cairn_types::clock::Clock;
 use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{Raft, ServerState};
@@ -141,7 +144,10 @@ use crate::raft::log_store::log_id as raft_log_id;
 use crate::raft::network::{self, GroupNetworkFactory, serve_rpc};
 use crate::raft::types::{Appended, NodeInfo, PartitionRaftConfig};
 use crate::raft::{LogStore, LogStoreOptions, PartitionStateMachine};
-use crate::transport::{Handler, NodeId, RemoteError, Transport, TransportConfig, TransportError};
+use crate::transport::{
+    Handler, MemoryNetwork, Network, NodeId, RemoteError, Transport, TransportConfig,
+    TransportError,
+};
 
 /// Told a write stage's time and how many client requests spent it
 /// (cluster-side stages; see `coalesce`).
@@ -195,6 +201,10 @@ pub struct ClusterConfig {
     /// The controller snapshots its state and purges its log every this
     /// many entries (keeping the last [`CONTROLLER_LOG_KEPT`]).
     pub controller_snapshot_every: u64,
+    /// Wall-clock time for the stamps the runtime makes: proposal times
+    /// and lag ages (`replication`), anti-entropy reports. Timers and
+    /// deadlines use tokio's clock. Default: the system clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Controller entries kept after a snapshot, so a briefly lagging
@@ -236,6 +246,7 @@ impl ClusterConfig {
             snapshot_rate_bytes_per_sec: 64_000_000,
             orphan_grace: Duration::from_secs(600),
             controller_snapshot_every: 1000,
+            clock: cairn_types::clock::system(),
         }
     }
 }
@@ -249,7 +260,7 @@ pub struct Cluster {
 struct Inner {
     config: ClusterConfig,
     raft_addr: String,
-    transport: Transport,
+    transport: Network,
     data_dir: Arc<DataDir>,
     raft_config: Arc<openraft::Config>,
     /// The controller's Raft and log as running now: replaced by a restart
@@ -334,17 +345,44 @@ impl Inner {
 }
 
 impl Cluster {
-    /// Starts the runtime; see the module docs.
+    /// Starts the runtime on a TCP transport bound to `raft_listen`; see
+    /// the module docs.
     pub async fn start(
         config: ClusterConfig,
         data_dir: Arc<DataDir>,
+    ) -> Result<Cluster, ClusterError> {
+        Self::start_on(config, data_dir, None).await
+    }
+
+    /// Starts the runtime as a node of an in-memory network (a simulated
+    /// cluster in one process; see `transport::memory`): `raft_listen` is
+    /// only the address it reports, and `secret` and `tls` do not apply.
+    pub async fn start_in_memory(
+        config: ClusterConfig,
+        data_dir: Arc<DataDir>,
+        network: &MemoryNetwork,
+    ) -> Result<Cluster, ClusterError> {
+        Self::start_on(config, data_dir, Some(network)).await
+    }
+
+    async fn start_on(
+        config: ClusterConfig,
+        data_dir: Arc<DataDir>,
+        memory: Option<&MemoryNetwork>,
     ) -> Result<Cluster, ClusterError> {
         let dispatcher = Arc::new(Dispatcher::default());
         let mut transport_config = TransportConfig::new(config.node_id, config.raft_listen);
         transport_config.secret = config.secret.clone();
         transport_config.tls = config.tls.clone();
-        let transport = Transport::bind(transport_config, dispatcher.clone())
-            .await
+        let bound = match memory {
+            None => Transport::bind(transport_config, dispatcher.clone())
+                .await
+                .map(Network::from),
+            Some(net) => net
+                .bind(transport_config, dispatcher.clone())
+                .map(Network::from),
+        };
+        let transport = bound
             .map_err(|e| ClusterError::Unavailable(format!("bind {}: {e}", config.raft_listen)))?;
         let raft_addr = config
             .raft_advertise
@@ -487,6 +525,11 @@ impl Cluster {
         self.inner.me()
     }
 
+    /// The wall clock the runtime stamps time with ([`ClusterConfig::clock`]).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.config.clock
+    }
+
     /// Counts partition groups restarted after their Raft core stopped on
     /// an error (see the module docs); shared, for metrics.
     pub fn group_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
@@ -525,7 +568,9 @@ impl Cluster {
         self.wait_meta(timeout, |m| m.nodes.contains_key(&me)).await
     }
 
-    pub fn transport(&self) -> &Transport {
+    /// The node-to-node network: the TCP transport, or a node of an
+    /// in-memory network ([`Cluster::start_in_memory`]).
+    pub fn transport(&self) -> &Network {
         &self.inner.transport
     }
 
@@ -672,6 +717,10 @@ impl crate::antientropy::host::Host for Inner {
 
     fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.config.clock.unix_ms()
     }
 
     fn call(

@@ -4,7 +4,11 @@
 //! this one path.
 //!
 //! **Choosing the replica.** `consistency=leader` reads the partition
-//! leader's replica (this node's when it leads); `any` reads this node's
+//! leader's replica (this node's when it leads) once that leader is sure
+//! to hold everything acknowledged: it has applied an entry of its own
+//! term and heard from a quorum within the minimum election timeout
+//! (`PartitionGroup::leader_read_refusal`; until then it answers
+//! `unavailable` and the router asks again); `any` reads this node's
 //! replica when it has one. A node without a replica asks the partition's
 //! preferred leader, then its other replicas in turn. A replica that is
 //! not the leader a `leader` read needs answers `unavailable` with the
@@ -190,6 +194,16 @@ impl Inner {
                     ),
                 )
             });
+        }
+        if req.consistency == Consistency::Leader
+            && let Some(why) = g.leader_read_refusal(self.timings.election_timeout.0)
+        {
+            // Not sure yet that it has all that was acknowledged: the
+            // router asks again (the leader may settle, or be replaced).
+            return Err(ReadError::new(
+                ErrorCode::Unavailable,
+                format!("node {} leads partition {partition} but {why}", self.me()),
+            ));
         }
         if let Some(reason) = g.quarantined() {
             return Err(quarantined(partition, &reason));

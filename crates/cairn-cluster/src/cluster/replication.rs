@@ -41,6 +41,7 @@ use cairn_telemetry::replication::{
     FollowerReplication, PartitionReplication, QuorumCompleter, ReplicationReport,
     ReplicationSource, attribute_commit, quorum_index,
 };
+use cairn_types::clock::Clock;
 use openraft::Raft;
 use parking_lot::Mutex;
 
@@ -54,9 +55,6 @@ use crate::transport::NodeId;
 /// batches a second it is four seconds of history, beyond which lag is an
 /// estimate.
 pub const MAX_TRACKED_BATCHES: usize = 4096;
-
-/// Lag ages are wall-clock ages.
-pub(crate) use cairn_types::clock::unix_us as now_us;
 
 pub(crate) use super::observation::Observation;
 
@@ -310,7 +308,13 @@ impl GroupReplication {
 
 /// Feeds every change of `raft`'s metrics into `replication` until the
 /// group stops (its metrics channel closes or the bookkeeping is dropped).
-pub(crate) fn spawn_watcher(raft: &Raft<PartitionRaftConfig>, replication: &Arc<GroupReplication>) {
+///
+/// Lag ages are wall-clock ages, read from the runtime's `clock`.
+pub(crate) fn spawn_watcher(
+    raft: &Raft<PartitionRaftConfig>,
+    replication: &Arc<GroupReplication>,
+    clock: Arc<dyn Clock>,
+) {
     let mut rx = raft.metrics();
     let replication: Weak<GroupReplication> = Arc::downgrade(replication);
     tokio::spawn(async move {
@@ -319,7 +323,7 @@ pub(crate) fn spawn_watcher(raft: &Raft<PartitionRaftConfig>, replication: &Arc<
             let Some(r) = replication.upgrade() else {
                 return;
             };
-            r.observe(&o, now_us());
+            r.observe(&o, clock.unix_us());
             drop(r);
             if rx.changed().await.is_err() {
                 return;
@@ -330,7 +334,7 @@ pub(crate) fn spawn_watcher(raft: &Raft<PartitionRaftConfig>, replication: &Arc<
 
 impl Inner {
     pub(super) fn replication_report(&self) -> ReplicationReport {
-        let now = now_us();
+        let now = self.config.clock.unix_us();
         let view = self.heartbeats.view();
         let down: HashSet<NodeId> = view
             .iter()

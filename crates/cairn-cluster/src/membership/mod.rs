@@ -59,15 +59,16 @@
 //! sender cannot make its heartbeats look stale.
 //!
 //! Sending is one-way and never waits for a connection
-//! ([`Transport::send`] fails at once with `Unreachable` and starts a dial),
-//! so a dead peer costs nothing but a failed send per round. Each send is
-//! bounded by the interval, so one peer's full write queue cannot delay the
-//! heartbeats of the others.
+//! ([`Transport::send`](crate::transport::Transport::send) fails at once
+//! with `Unreachable` and starts a dial), so a dead peer costs nothing but
+//! a failed send per round. Each send is bounded by the interval, so one
+//! peer's full write queue cannot delay the heartbeats of the others.
 //!
 //! The peers heartbeated are those with an address in the transport's table
-//! ([`Transport::set_peer`] / [`Transport::remove_peer`]): one source of
-//! truth, kept by whoever manages the cluster's nodes. A heartbeat from a
-//! node not in it is ignored (a joining node is tracked once it is added).
+//! (`set_peer` / `remove_peer` of [`crate::transport::Transport`]): one
+//! source of truth, kept by whoever manages the cluster's nodes. A
+//! heartbeat from a node not in it is ignored (a joining node is tracked
+//! once it is added).
 
 pub mod phi;
 
@@ -85,7 +86,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace};
 
-use crate::transport::{NodeId, Transport, TransportError};
+use crate::transport::{Network, NodeId, TransportError};
 pub use phi::{PhiAccrualDetector, PhiConfig};
 
 /// The transport group heartbeats travel on: 0, the node/controller group.
@@ -469,7 +470,7 @@ const EVENT_CAPACITY: usize = 1024;
 
 /// Membership kept live: sends heartbeats, receives them, evaluates peers.
 ///
-/// Cheap to clone; clones share the state. It holds no [`Transport`], so
+/// Cheap to clone; clones share the state. It holds no [`Network`], so
 /// the transport's handler can own a clone without a reference cycle (a
 /// handler that held the transport would keep it alive forever); the
 /// sending loop gets the transport in [`HeartbeatService::start`].
@@ -586,16 +587,16 @@ impl HeartbeatService {
     /// Starts the heartbeat loop on `transport` (sending as its node id and
     /// incarnation). It runs until the returned task is stopped or dropped,
     /// or the transport shuts down. Must be called inside a tokio runtime.
-    pub fn start(&self, transport: Transport) -> HeartbeatTask {
+    pub fn start(&self, transport: impl Into<Network>) -> HeartbeatTask {
         let cancel = CancellationToken::new();
-        let handle = tokio::spawn(self.clone().run(transport, cancel.clone()));
+        let handle = tokio::spawn(self.clone().run(transport.into(), cancel.clone()));
         HeartbeatTask {
             cancel,
             handle: Some(handle),
         }
     }
 
-    async fn run(self, transport: Transport, cancel: CancellationToken) {
+    async fn run(self, transport: Network, cancel: CancellationToken) {
         let interval = self.shared.config.interval;
         let mut ticker = tokio::time::interval(interval);
         // After a stall, carry on at the normal rhythm rather than bursting
@@ -648,7 +649,7 @@ impl HeartbeatService {
 
     /// Tracks exactly the peers with an address in the transport's table;
     /// returns them.
-    fn sync_peers(&self, transport: &Transport) -> Vec<NodeId> {
+    fn sync_peers(&self, transport: &Network) -> Vec<NodeId> {
         let wanted: BTreeSet<NodeId> = transport
             .peers()
             .into_iter()

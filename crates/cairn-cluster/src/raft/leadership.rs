@@ -120,7 +120,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::timing::RaftTimings;
 use super::types::NodeInfo;
-use crate::transport::{NodeId, Transport};
+use crate::transport::{Network, NodeId};
 
 /// Starts the leader duties of `raft` (named `name` in logs, e.g. "stream
 /// app partition 4"); they end when the Raft stops or `shutdown` fires.
@@ -146,7 +146,7 @@ pub struct Duties {
     /// This replica's last log id, for pre-votes.
     pub last_log: LastLog,
     /// For pre-votes: the transport and the group's id on it.
-    pub transport: Transport,
+    pub transport: Network,
     pub group: u64,
     /// The group's name in logs, e.g. "stream app partition 4".
     pub name: String,
@@ -441,7 +441,7 @@ where
 /// Asks the other voters whether they would let this node campaign; true
 /// with a majority's yes, its own included.
 async fn pre_vote(
-    transport: &Transport,
+    transport: &Network,
     group: u64,
     me: NodeId,
     voters: &[NodeId],

@@ -57,7 +57,7 @@ use serde::de::DeserializeOwned;
 use crate::raft::leadership::ElectionHints;
 use crate::raft::timing::RaftTimings;
 use crate::raft::types::NodeInfo;
-use crate::transport::{NodeId, RemoteError, Transport, TransportError};
+use crate::transport::{Network, NodeId, RemoteError, TransportError};
 
 /// Frame kinds of Raft RPCs (the group id is in the frame header).
 pub mod kinds {
@@ -202,7 +202,7 @@ impl ReplicationStats {
 /// Makes a [`GroupNetwork`] per target for one Raft group.
 #[derive(Debug, Clone)]
 pub struct GroupNetworkFactory<C> {
-    transport: Transport,
+    transport: Network,
     group: u64,
     stats: Arc<ReplicationStats>,
     timings: Arc<RaftTimings>,
@@ -211,9 +211,9 @@ pub struct GroupNetworkFactory<C> {
 }
 
 impl<C> GroupNetworkFactory<C> {
-    pub fn new(transport: Transport, group: u64, stats: Arc<ReplicationStats>) -> Self {
+    pub fn new(transport: impl Into<Network>, group: u64, stats: Arc<ReplicationStats>) -> Self {
         Self {
-            transport,
+            transport: transport.into(),
             group,
             stats,
             timings: Arc::default(),
@@ -264,7 +264,7 @@ where
 /// Sends one group's RPCs to one target node.
 #[derive(Debug)]
 pub struct GroupNetwork<C> {
-    transport: Transport,
+    transport: Network,
     group: u64,
     target: NodeId,
     stats: Arc<PeerRpcStats>,
@@ -437,7 +437,7 @@ mod tests {
 
     use super::*;
     use crate::raft::types::PartitionRaftConfig;
-    use crate::transport::{TransportConfig, handler_fn};
+    use crate::transport::{Transport, TransportConfig, handler_fn};
 
     const FOLLOWER_DELAY: Duration = Duration::from_millis(20);
 

@@ -110,6 +110,13 @@
 //! call outcomes, RPC latency, connections, dial failures, fault actions.
 //! Node-wide ([`SecurityMetrics`]): failed handshakes by side and reason,
 //! connections refused at the caps, idle closes.
+//!
+//! # The seam
+//!
+//! The cluster runtime does not hold a [`Transport`] but a [`Network`]:
+//! this transport, or a node of an in-memory [`MemoryNetwork`] on which a
+//! whole cluster runs in one process, with the same fault filter
+//! (`memory.rs`; the simulated-cluster tests use it).
 
 mod accept;
 mod conn;
@@ -117,7 +124,9 @@ mod dial;
 pub mod error;
 pub mod fault;
 pub mod frame;
+pub mod memory;
 pub mod metrics;
+mod network;
 pub mod secure;
 
 use std::collections::BTreeMap;
@@ -137,7 +146,9 @@ pub use error::{RemoteError, TransportError};
 pub use fault::{
     Direction, Directions, FaultAction, FaultFilter, FaultRule, InstalledRule, RuleId, Verdict,
 };
+pub use memory::{MemoryNetwork, MemoryTransport};
 pub use metrics::{LatencyHistogram, LatencySnapshot, PeerMetrics, PeerMetricsSnapshot};
+pub use network::Network;
 pub use secure::{ClusterSecret, HandshakeFailure, SecretError, SecurityMetrics};
 
 /// A node's id in the cluster.

@@ -17,7 +17,7 @@ struct TransportCollector {
 /// counters, and whether it has a secret and TLS, in the node's registry.
 pub fn register_transport_metrics(
     telemetry: &Telemetry,
-    transport: &cairn_cluster::transport::Transport,
+    transport: &cairn_cluster::transport::Network,
 ) {
     let collector = TransportCollector {
         security: transport.security_metrics().clone(),
