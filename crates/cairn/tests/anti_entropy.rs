@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use cairn_client::{
@@ -26,12 +26,6 @@ const STREAM: &str = "ae";
 const PARTITIONS: u32 = 3;
 /// Small segments, so a few seconds of load seal several per partition.
 const SEGMENT_BYTES: u64 = 32 << 10;
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Partition → (group id, leader node id).
 async fn groups(c: &TestCluster) -> Result<BTreeMap<u32, (u64, u64)>> {
@@ -377,7 +371,7 @@ async fn damaged_replicas_are_found_and_repaired_from_the_majority() -> Result<(
     let flipped = segments(&c, followers(0)[0], g0)?[1].clone();
     let truncated = segments(&c, followers(1)[1], g1)?[2].clone();
     let deleted = segments(&c, groups[&2].1, g2)?[2].clone();
-    let damaged_at_ms = unix_ms();
+    let damaged_at_ms = cairn_types::clock::unix_ms();
     flip_bytes(&flipped)?;
     let len = std::fs::metadata(&truncated)?.len();
     std::fs::OpenOptions::new()

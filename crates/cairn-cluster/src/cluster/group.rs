@@ -156,7 +156,9 @@ impl PartitionGroup {
     /// only after the lease). openraft 0.9 has no read index; this is the
     /// lease-based equivalent.
     pub(crate) fn leader_read_refusal(&self, lease: Duration) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
+        // Borrowed, not cloned: this runs on every leader read.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let term = m.current_term;
         if m.last_applied.is_none_or(|l| l.leader_id.term != term) {
             return Some(format!("has applied no entry of its term {term} yet"));
