@@ -158,11 +158,13 @@ pub fn read_partition(
         return Err(e);
     }
     let next_offset = entries.last().map_or(from, |e| e.offset + 1);
-    let (start_offset, end_offset) = log.bounds();
+    // The start the read was judged against, not a fresh one: retention
+    // may have moved it since, past entries this answer already holds.
+    let (_, end_offset) = log.bounds();
     let response = ReadResponse {
         entries,
         next_offset,
-        start_offset,
+        start_offset: start,
         end_offset: end_offset.min(committed_end),
         served_by: 0,
         from_leader: false,
