@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
-use super::fault::{Direction, FaultFilter, Verdict};
+use super::fault::{Direction, FaultFilter};
 use super::frame::{Frame, FrameCodec, FrameType, Header};
 use super::metrics::PeerMetrics;
 use super::secure::{InboundGate, SecurityMetrics};
@@ -459,19 +459,11 @@ impl Inner {
                     h.from, conn.peer
                 ));
             }
-            let delay = match self
-                .faults
-                .evaluate(Direction::Inbound, conn.peer, h.group, h.kind)
-            {
-                Verdict::Pass => Duration::ZERO,
-                Verdict::Drop => {
-                    PeerMetrics::inc(&metrics.fault_dropped);
-                    continue;
-                }
-                Verdict::Delay(d) => {
-                    PeerMetrics::inc(&metrics.fault_delayed);
-                    d
-                }
+            let Some(delay) =
+                self.faults
+                    .judge(Direction::Inbound, conn.peer, h.group, h.kind, metrics)
+            else {
+                continue;
             };
             match h.frame_type {
                 FrameType::Request | FrameType::OneWay => match permits.clone().try_acquire_owned()
@@ -615,23 +607,14 @@ impl Inner {
         let peer = slot.id;
         let timed_out = TransportError::Timeout { peer, deadline };
         let conn = self.wait_for_conn(slot, deadline_at).await?;
-        match self.faults.evaluate(Direction::Outbound, peer, group, kind) {
-            Verdict::Pass => {}
-            Verdict::Drop => {
-                // Lost on the "wire": the caller learns only from its deadline.
-                PeerMetrics::inc(&slot.metrics.fault_dropped);
-                sleep_until(deadline_at).await;
-                return Err(timed_out);
-            }
-            Verdict::Delay(d) => {
-                PeerMetrics::inc(&slot.metrics.fault_delayed);
-                let until = Instant::now() + d;
-                if until >= deadline_at {
-                    sleep_until(deadline_at).await;
-                    return Err(timed_out);
-                }
-                sleep_until(until).await;
-            }
+        // Lost or late on the "wire": the caller learns only from its deadline.
+        if self
+            .faults
+            .delay_call(peer, group, kind, &slot.metrics, deadline_at)
+            .await
+            .is_err()
+        {
+            return Err(timed_out);
         }
         let (request_id, rx) = conn.register()?;
         let _guard = PendingGuard {
@@ -695,21 +678,17 @@ impl Inner {
         };
         match self
             .faults
-            .evaluate(Direction::Outbound, slot.id, group, kind)
+            .judge(Direction::Outbound, slot.id, group, kind, &slot.metrics)
         {
-            Verdict::Pass => conn
+            None => Ok(()),
+            Some(d) if d.is_zero() => conn
                 .tx
                 .send(frame)
                 .await
                 .map_err(|_| TransportError::ConnectionLost { peer: slot.id }),
-            Verdict::Drop => {
-                PeerMetrics::inc(&slot.metrics.fault_dropped);
-                Ok(())
-            }
-            Verdict::Delay(d) => {
+            Some(d) => {
                 // The sender does not wait for an injected delay, as it would
                 // not wait for a slow network.
-                PeerMetrics::inc(&slot.metrics.fault_delayed);
                 tokio::spawn(async move {
                     sleep(d).await;
                     let _ = conn.tx.send(frame).await;
@@ -729,16 +708,11 @@ pub(super) async fn send_filtered(
     frame: Frame,
 ) {
     let h = frame.header;
-    match faults.evaluate(Direction::Outbound, conn.peer, h.group, h.kind) {
-        Verdict::Pass => {}
-        Verdict::Drop => {
-            PeerMetrics::inc(&metrics.fault_dropped);
-            return;
-        }
-        Verdict::Delay(d) => {
-            PeerMetrics::inc(&metrics.fault_delayed);
-            sleep(d).await;
-        }
+    let Some(delay) = faults.judge(Direction::Outbound, conn.peer, h.group, h.kind, metrics) else {
+        return;
+    };
+    if !delay.is_zero() {
+        sleep(delay).await;
     }
     let _ = conn.tx.send(frame).await;
 }

@@ -43,6 +43,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use super::NodeId;
+use super::metrics::PeerMetrics;
 
 /// Identifies a rule within one [`FaultFilter`]; never reused by that filter.
 pub type RuleId = u64;
@@ -259,6 +260,58 @@ impl FaultFilter {
         purge_expired(&mut rules, Instant::now());
         self.installed.store(rules.len(), Ordering::Release);
         rules.clone()
+    }
+
+    /// [`FaultFilter::evaluate`] counted in `metrics`, as both transports
+    /// use it: `None` if the frame is lost, else the delay to hold it for
+    /// (zero when nothing applies).
+    pub(crate) fn judge(
+        &self,
+        direction: Direction,
+        peer: NodeId,
+        group: u64,
+        kind: u16,
+        metrics: &PeerMetrics,
+    ) -> Option<Duration> {
+        match self.evaluate(direction, peer, group, kind) {
+            Verdict::Pass => Some(Duration::ZERO),
+            Verdict::Drop => {
+                PeerMetrics::inc(&metrics.fault_dropped);
+                None
+            }
+            Verdict::Delay(d) => {
+                PeerMetrics::inc(&metrics.fault_delayed);
+                Some(d)
+            }
+        }
+    }
+
+    /// The outbound fate of a call's request: waits out an injected delay;
+    /// a lost request, or one delayed past `deadline_at`, is known to the
+    /// caller only at its deadline, so this waits for it and answers
+    /// `Err(())` (a timeout).
+    pub(crate) async fn delay_call(
+        &self,
+        peer: NodeId,
+        group: u64,
+        kind: u16,
+        metrics: &PeerMetrics,
+        deadline_at: Instant,
+    ) -> Result<(), ()> {
+        let Some(delay) = self.judge(Direction::Outbound, peer, group, kind, metrics) else {
+            tokio::time::sleep_until(deadline_at).await;
+            return Err(());
+        };
+        if delay.is_zero() {
+            return Ok(());
+        }
+        let until = Instant::now() + delay;
+        if until >= deadline_at {
+            tokio::time::sleep_until(deadline_at).await;
+            return Err(());
+        }
+        tokio::time::sleep_until(until).await;
+        Ok(())
     }
 
     /// Decides the fate of one frame to/from `peer`.

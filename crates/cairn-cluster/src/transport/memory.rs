@@ -63,7 +63,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{Direction, FaultFilter, Verdict};
+use super::fault::{Direction, FaultFilter};
 use super::metrics::PeerMetrics;
 use super::secure::SecurityMetrics;
 use super::{
@@ -317,19 +317,11 @@ impl Endpoint {
         };
         PeerMetrics::inc(&metrics.frames_received);
         PeerMetrics::add(&metrics.bytes_received, payload.len() + FRAME_OVERHEAD);
-        let delay = match self
+        let Some(delay) = self
             .faults
-            .evaluate(Direction::Inbound, from.id, group, kind)
-        {
-            Verdict::Pass => Duration::ZERO,
-            Verdict::Drop => {
-                PeerMetrics::inc(&metrics.fault_dropped);
-                return;
-            }
-            Verdict::Delay(d) => {
-                PeerMetrics::inc(&metrics.fault_delayed);
-                d
-            }
+            .judge(Direction::Inbound, from.id, group, kind, &metrics)
+        else {
+            return;
         };
         let handled = if delay.is_zero() {
             Some(self.invoke(from.id, group, kind, payload.clone()))
@@ -372,16 +364,9 @@ impl Endpoint {
                 (&me, Direction::Outbound, from.id, &metrics),
                 (&from, Direction::Inbound, me.id, &theirs),
             ] {
-                match ep.faults.evaluate(direction, peer, group, kind) {
-                    Verdict::Pass => {}
-                    Verdict::Drop => {
-                        PeerMetrics::inc(&m.fault_dropped);
-                        return;
-                    }
-                    Verdict::Delay(d) => {
-                        PeerMetrics::inc(&m.fault_delayed);
-                        delay += d;
-                    }
+                match ep.faults.judge(direction, peer, group, kind, m) {
+                    None => return,
+                    Some(d) => delay += d,
                 }
             }
             if me.shutdown.is_cancelled() {
@@ -557,22 +542,13 @@ impl MemoryTransport {
         let ep = self.ep();
         let timed_out = TransportError::Timeout { peer: to, deadline };
         let target = ep.wait_for(to, deadline_at).await?;
-        match ep.faults.evaluate(Direction::Outbound, to, group, kind) {
-            Verdict::Pass => {}
-            Verdict::Drop => {
-                PeerMetrics::inc(&m.fault_dropped);
-                sleep_until(deadline_at).await;
-                return Err(timed_out);
-            }
-            Verdict::Delay(d) => {
-                PeerMetrics::inc(&m.fault_delayed);
-                let until = Instant::now() + d;
-                if until >= deadline_at {
-                    sleep_until(deadline_at).await;
-                    return Err(timed_out);
-                }
-                sleep_until(until).await;
-            }
+        if ep
+            .faults
+            .delay_call(to, group, kind, m, deadline_at)
+            .await
+            .is_err()
+        {
+            return Err(timed_out);
         }
         if target.shutdown.is_cancelled() {
             return Err(TransportError::ConnectionLost { peer: to });
@@ -618,11 +594,10 @@ impl MemoryTransport {
         };
         PeerMetrics::inc(&m.frames_sent);
         PeerMetrics::add(&m.bytes_sent, payload.len() + FRAME_OVERHEAD);
-        match ep.faults.evaluate(Direction::Outbound, to, group, kind) {
-            Verdict::Pass => target.receive(ep, group, kind, payload, None),
-            Verdict::Drop => PeerMetrics::inc(&m.fault_dropped),
-            Verdict::Delay(d) => {
-                PeerMetrics::inc(&m.fault_delayed);
+        match ep.faults.judge(Direction::Outbound, to, group, kind, &m) {
+            None => {}
+            Some(d) if d.is_zero() => target.receive(ep, group, kind, payload, None),
+            Some(d) => {
                 let ep = ep.clone();
                 tokio::spawn(async move {
                     sleep(d).await;
