@@ -698,11 +698,9 @@ impl crate::antientropy::host::Host for Inner {
     }
 
     fn placed_on(&self, group: u64) -> Vec<NodeId> {
-        let (stream, partition) = crate::controller::meta::split_group(group);
         self.controller_sm
             .meta()
-            .stream_by_id(stream)
-            .and_then(|s| s.partitions.get(partition as usize))
+            .partition_of_group(group)
             .map(|p| p.replicas.clone())
             .unwrap_or_default()
     }

@@ -380,11 +380,7 @@ impl Cluster {
             return Some(l);
         }
         let meta = self.meta();
-        let (stream_id, partition) = crate::controller::meta::split_group(group);
-        let p = meta
-            .stream_by_id(stream_id)?
-            .partitions
-            .get(partition as usize)?;
+        let p = meta.partition_of_group(group)?;
         let mut order = vec![p.preferred_leader];
         order.extend(
             p.replicas

@@ -179,6 +179,14 @@ impl ClusterMeta {
         self.streams.values().find(|s| s.id == id)
     }
 
+    /// The partition whose Raft group is `group`.
+    pub fn partition_of_group(&self, group: u64) -> Option<&PartitionMeta> {
+        let (stream_id, partition) = split_group(group);
+        self.stream_by_id(stream_id)?
+            .partitions
+            .get(partition as usize)
+    }
+
     /// Partition groups that have `node` among their replicas.
     pub fn groups_of(&self, node: NodeId) -> Vec<(&StreamMeta, u32, &PartitionMeta)> {
         self.streams
