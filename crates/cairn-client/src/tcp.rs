@@ -1,45 +1,73 @@
 //! [`TcpProducer`]: appends over the binary ingest protocol
-//! (`cairn_types::protocol`), many requests in flight on one connection.
+//! (`cairn_types::protocol`), many requests in flight at once.
 //!
-//! A producer owns one TCP connection and two tasks: a writer that sends
-//! queued request frames (many per flush when callers are concurrent) and
-//! a reader that decodes responses and hands each to the caller waiting on
-//! its correlation id. Clones share the connection, so any number of tasks
-//! can append at once; answers may arrive in any order.
+//! # Connections
 //!
-//! When the connection ends — the server closed it, a read or write
-//! failed, the server sent a connection-level error — every waiting call
+//! A producer holds one connection to the node it was given first (the
+//! *default link*, [`link`]) and, when it routes by leader (the default,
+//! [`TcpOptions::route_to_leaders`]), one more to each of the addresses it
+//! was given. Clones share them all, so any number of tasks can append at
+//! once; answers may arrive in any order.
+//!
+//! # Routing by leader
+//!
+//! Every node accepts any write and forwards it to the partition's leader,
+//! which costs a hop. To skip it, the producer asks every node it knows
+//! (METADATA with leaders) who it is and whom it knows as each partition's
+//! leader, splits each append by partition (the same hash of the source the
+//! server uses), and sends each partition's entries straight to its
+//! leader's connection. The answers are refreshed once a second in the
+//! background, and at once after a failed send, so a leader change costs a
+//! second of forwarded writes at most. A partition whose leader is unknown,
+//! or is a node the producer was not given the address of, goes through
+//! the default link and is forwarded as before: give the producer every
+//! node's address to avoid forwards.
+//!
+//! # Coalescing
+//!
+//! Per partition at most [`TcpOptions::max_in_flight_per_partition`]
+//! requests are on the wire; appends made meanwhile queue, and when one
+//! request returns everything queued goes out as one request (as Kafka's
+//! producer batches per partition, but without a timer, so a lone append is
+//! never delayed). Each append learns its own offsets from the merged
+//! request's answer (a partition's entries of one request are stored
+//! consecutively). A merged request refused for its content
+//! (`invalid_entry`, `bad_request`, `payload_too_large`: nothing was
+//! stored) is resent as its parts, one request each, so one producer call's
+//! bad entry never fails another call; any other failure is every part's.
+//!
+//! # Failures
+//!
+//! When a connection ends — the server closed it, a read or write failed,
+//! the server sent a connection-level error — every call waiting on it
 //! fails with [`TcpError::Closed`] carrying the reason: whether such an
 //! append was stored is unknown, and only the caller can decide whether to
-//! retry it. The producer itself never resends anything. With
-//! [`TcpOptions::reconnect`] (the default) the next call opens a new
-//! connection, trying the producer's addresses in turn from the one after
-//! the address that failed (any node routes writes, so this re-routes
-//! around a dead node) and presenting the token again; a failed attempt
-//! backs off (50 ms doubling to 2 s), and calls made during the back-off
-//! fail at once instead of queueing behind it.
+//! retry it. The producer itself never resends anything that may have been
+//! stored. With [`TcpOptions::reconnect`] (the default) the next call opens
+//! a new connection (see [`link`]); a send whose leader's connection cannot
+//! be opened goes through the default link instead, which re-routes around
+//! a dead node.
 //!
 //! Must be used inside a tokio runtime. Dropping the last clone closes the
-//! connection once the server has answered what it already took.
+//! connections once the server has answered what it already took.
 
-use std::collections::HashMap;
+mod link;
+mod route;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use cairn_types::protocol::{self, Op, Response, ResponseBody};
+use cairn_types::protocol::{self, Op, ResponseBody};
 use cairn_types::{
     Attributes, BatchBuilder, BatchError, EntryRef, ErrorCode, NewEntry, RecordBatch,
 };
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::net::ToSocketAddrs;
 
 use crate::types::{AppendResponse, PartitionAppend};
+use link::Link;
+use route::Router;
 
 /// Why a binary-protocol call failed.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +130,12 @@ pub struct TcpOptions {
     /// [`crate::tls::client_config`]); the server's certificate must name
     /// the host (IP or name) of the address dialed. `None`: plaintext.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Send each partition's entries straight to its leader (see the
+    /// module docs). Off: every append goes to the default link whole.
+    pub route_to_leaders: bool,
+    /// With routing on: requests on the wire per partition before further
+    /// appends to it wait and are sent together (see the module docs).
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for TcpOptions {
@@ -113,97 +147,20 @@ impl Default for TcpOptions {
             token: None,
             reconnect: true,
             tls: None,
+            route_to_leaders: true,
+            max_in_flight_per_partition: 2,
         }
     }
 }
 
-type Reply = oneshot::Sender<Result<ResponseBody, TcpError>>;
-
-/// Calls waiting for an answer, and why the connection ended, if it has.
-#[derive(Debug, Default)]
-struct State {
-    pending: HashMap<u64, Reply>,
-    closed: Option<String>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves a consistent map behind.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Ends the connection for every waiting and future call (the first
-    /// reason wins).
-    fn close(&self, reason: String) {
-        let pending = {
-            let mut st = self.state();
-            st.closed.get_or_insert(reason);
-            std::mem::take(&mut st.pending)
-        };
-        let reason = self.state().closed.clone().unwrap_or_default();
-        for (_, reply) in pending {
-            let _ = reply.send(Err(TcpError::Closed(reason.clone())));
-        }
-    }
-}
-
-/// One connection: its writer's queue and the calls waiting on it.
-#[derive(Debug)]
-struct Connection {
-    frames: mpsc::Sender<Bytes>,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    /// Index of the address it was opened to.
-    addr: usize,
-}
-
-impl Connection {
-    fn closed(&self) -> Option<String> {
-        self.shared.state().closed.clone()
-    }
-}
-
-/// When the next reconnection may be tried, after failed ones.
-#[derive(Debug, Default)]
-struct Backoff {
-    failures: u32,
-    not_before: Option<tokio::time::Instant>,
-    last_error: String,
-}
-
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// A pipelined binary-protocol producer on one connection at a time.
-/// Cheap to clone; clones share the connection.
+/// A pipelined binary-protocol producer. Cheap to clone; clones share the
+/// connections.
 #[derive(Debug, Clone)]
 pub struct TcpProducer {
-    conn: Arc<Mutex<Arc<Connection>>>,
-    /// Held by the one caller that reconnects.
-    reconnecting: Arc<tokio::sync::Mutex<Backoff>>,
-    addrs: Arc<Vec<String>>,
-    next_id: Arc<AtomicU64>,
-    options: Arc<TcpOptions>,
+    /// Everything not routed by leader goes here.
+    link: Link,
+    router: Option<Arc<Router>>,
 }
-
-fn codec(max_frame_length: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(protocol::LENGTH_PREFIX_LEN)
-        .little_endian()
-        .max_frame_length(max_frame_length)
-        .new_codec()
-}
-
-/// Request frames queued for the writer; callers wait here when the
-/// connection is slower than they are.
-const QUEUED_FRAMES: usize = 1024;
-/// At most this many frames are written before one flush.
-const MAX_FRAMES_PER_FLUSH: usize = 128;
 
 impl TcpProducer {
     /// Connects with default options.
@@ -219,92 +176,24 @@ impl TcpProducer {
     }
 
     /// Connects to the first of `addrs` (`host:port` of the nodes' binary
-    /// protocol) that answers; reconnections go round the others.
+    /// protocol) that answers; reconnections go round the others. With
+    /// routing by leader, the others are connected to when the first
+    /// append of a stream asks who leads its partitions.
     pub async fn connect_any(addrs: Vec<String>, options: TcpOptions) -> Result<Self, TcpError> {
-        if addrs.is_empty() {
-            return Err(TcpError::Invalid("no address to connect to".into()));
-        }
-        let mut last = None;
-        for i in 0..addrs.len() {
-            match open(&addrs[i], i, &options, &AtomicU64::new(1)).await {
-                Ok(conn) => {
-                    return Ok(TcpProducer {
-                        conn: Arc::new(Mutex::new(Arc::new(conn))),
-                        reconnecting: Arc::default(),
-                        addrs: Arc::new(addrs),
-                        // Ids restart per connection is fine, but one
-                        // sequence for the producer keeps logs readable.
-                        next_id: Arc::new(AtomicU64::new(2)),
-                        options: Arc::new(options),
-                    });
-                }
-                // A refusal (bad token) is the same on every node.
-                Err(e @ TcpError::Api { .. }) => return Err(e),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one address was tried"))
+        let options = Arc::new(options);
+        // One id sequence for all of the producer's connections keeps logs
+        // readable.
+        let next_id = Arc::new(AtomicU64::new(1));
+        let link = Link::connect_any(addrs.clone(), options.clone(), next_id.clone()).await?;
+        let router = options
+            .route_to_leaders
+            .then(|| Router::new(link.clone(), addrs, options.clone(), next_id));
+        Ok(TcpProducer { link, router })
     }
 
+    /// The address of the default link's node.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.current().peer
-    }
-
-    fn current(&self) -> Arc<Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// The open connection, reconnecting first if it has ended (see the
-    /// module docs).
-    async fn connection(&self) -> Result<Arc<Connection>, TcpError> {
-        let conn = self.current();
-        let Some(reason) = conn.closed() else {
-            return Ok(conn);
-        };
-        if !self.options.reconnect {
-            return Err(TcpError::Closed(reason));
-        }
-        let mut backoff = self.reconnecting.lock().await;
-        // Someone else may have reconnected while this call waited.
-        let conn = self.current();
-        if conn.closed().is_none() {
-            return Ok(conn);
-        }
-        if let Some(at) = backoff.not_before
-            && tokio::time::Instant::now() < at
-        {
-            return Err(TcpError::Closed(format!(
-                "{reason}; reconnecting: {}",
-                backoff.last_error
-            )));
-        }
-        let n = self.addrs.len();
-        let mut last = String::new();
-        for k in 1..=n {
-            let i = (conn.addr + k) % n;
-            match open(&self.addrs[i], i, &self.options, &self.next_id).await {
-                Ok(fresh) => {
-                    let fresh = Arc::new(fresh);
-                    *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
-                    *backoff = Backoff::default();
-                    return Ok(fresh);
-                }
-                Err(e @ TcpError::Api { .. }) => return Err(e),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        backoff.failures += 1;
-        let delay = BACKOFF_MIN
-            .saturating_mul(1 << backoff.failures.min(6))
-            .min(BACKOFF_MAX);
-        backoff.not_before = Some(tokio::time::Instant::now() + delay);
-        backoff.last_error = last.clone();
-        Err(TcpError::Closed(format!(
-            "{reason}; reconnecting failed: {last}"
-        )))
+        self.link.peer_addr()
     }
 
     /// Appends entries as one record batch. Missing timestamps are filled
@@ -321,30 +210,23 @@ impl TcpProducer {
     }
 
     /// Appends a batch built with [`BatchBuilder`] (offsets unassigned).
+    /// Routed by leader, its entries are split by partition first; if one
+    /// partition's share fails after others were stored, those stay
+    /// stored and the error is returned (as the server does).
     pub async fn append_batch(
         &self,
         stream: &str,
         batch: &RecordBatch,
     ) -> Result<AppendResponse, TcpError> {
-        match self.call(Op::Append, stream, batch.as_bytes()).await? {
-            ResponseBody::Appended(parts) => Ok(AppendResponse {
-                appended: parts.iter().map(|p| u64::from(p.count)).sum(),
-                partitions: parts
-                    .into_iter()
-                    .map(|p| PartitionAppend {
-                        partition: p.partition,
-                        base_offset: p.base_offset,
-                        count: p.count,
-                    })
-                    .collect(),
-            }),
-            other => Err(TcpError::Unexpected(format!("{other:?} for an APPEND"))),
+        match &self.router {
+            Some(router) => router.append(stream, batch).await,
+            None => to_response(append_on(&self.link, stream, batch).await?),
         }
     }
 
     /// A round trip to the server.
     pub async fn ping(&self) -> Result<(), TcpError> {
-        match self.call(Op::Ping, "", &[]).await? {
+        match self.link.call(Op::Ping, "", &[]).await? {
             ResponseBody::Pong => Ok(()),
             other => Err(TcpError::Unexpected(format!("{other:?} for a PING"))),
         }
@@ -352,8 +234,8 @@ impl TcpProducer {
 
     /// The partition count of `stream` (fails with `stream_not_found`).
     pub async fn partitions(&self, stream: &str) -> Result<u32, TcpError> {
-        match self.call(Op::Metadata, stream, &[]).await? {
-            ResponseBody::Metadata { partitions } => Ok(partitions),
+        match self.link.call(Op::Metadata, stream, &[]).await? {
+            ResponseBody::Metadata { partitions, .. } => Ok(partitions),
             other => Err(TcpError::Unexpected(format!("{other:?} for a METADATA"))),
         }
     }
@@ -375,7 +257,7 @@ impl TcpProducer {
             limit,
             consistency,
         };
-        let answer = match self.call(Op::Read, stream, &request.encode()).await? {
+        let answer = match self.link.call(Op::Read, stream, &request.encode()).await? {
             ResponseBody::Read(answer) => answer,
             other => return Err(TcpError::Unexpected(format!("{other:?} for a READ"))),
         };
@@ -401,150 +283,36 @@ impl TcpProducer {
             lag_entries: answer.lag_entries,
         })
     }
-
-    /// Sends one request and waits for its answer; an ERROR answer
-    /// becomes [`TcpError::Api`].
-    async fn call(&self, op: Op, stream: &str, payload: &[u8]) -> Result<ResponseBody, TcpError> {
-        let conn = self.connection().await?;
-        call_on(&conn, &self.next_id, &self.options, op, stream, payload).await
-    }
 }
 
-/// Opens one connection to `addr` (number `index` of the producer's) and
-/// authenticates it when a token is set.
-async fn open(
-    addr: &str,
-    index: usize,
-    options: &TcpOptions,
-    next_id: &AtomicU64,
-) -> Result<Connection, TcpError> {
-    let failed = |source| TcpError::Connect {
-        addr: addr.to_string(),
-        source,
-    };
-    let socket = tokio::time::timeout(options.connect_timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(failed)?;
-    // Requests are latency-bound and already batched by the writer.
-    socket.set_nodelay(true).map_err(failed)?;
-    let peer = socket.peer_addr().map_err(failed)?;
-    let (read_half, write_half): (BoxRead, BoxWrite) = match &options.tls {
-        None => {
-            let (r, w) = socket.into_split();
-            (Box::new(r), Box::new(w))
-        }
-        Some(config) => {
-            let name = crate::tls::server_name(addr).ok_or_else(|| {
-                failed(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{addr} has no host usable as a TLS server name"),
-                ))
-            })?;
-            let connector = tokio_rustls::TlsConnector::from(config.clone());
-            let tls = tokio::time::timeout(options.connect_timeout, connector.connect(name, socket))
-                .await
-                .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
-                .map_err(|e| {
-                    failed(std::io::Error::new(
-                        e.kind(),
-                        format!("TLS handshake: {e} (does the node have TLS on, with a certificate for this address signed by the CA given?)"),
-                    ))
-                })?;
-            let (r, w) = tokio::io::split(tls);
-            (Box::new(r), Box::new(w))
-        }
-    };
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-    });
-    let (frames, queued) = mpsc::channel(QUEUED_FRAMES);
-    tokio::spawn(write_requests(
-        write_half,
-        queued,
-        shared.clone(),
-        options.max_frame_bytes,
-    ));
-    tokio::spawn(read_responses(read_half, shared.clone()));
-    let conn = Connection {
-        frames,
-        shared,
-        peer,
-        addr: index,
-    };
-    if let Some(token) = &options.token {
-        match call_on(&conn, next_id, options, Op::Auth, "", token.as_bytes()).await? {
-            ResponseBody::Authenticated => {}
-            other => return Err(TcpError::Unexpected(format!("{other:?} for an AUTH"))),
-        }
-    }
-    Ok(conn)
-}
-
-/// Sends one request on `conn` and waits for its answer; an ERROR answer
-/// becomes [`TcpError::Api`].
-async fn call_on(
-    conn: &Connection,
-    next_id: &AtomicU64,
-    options: &TcpOptions,
-    op: Op,
+/// One APPEND on `link`: where its entries landed, per partition.
+async fn append_on(
+    link: &Link,
     stream: &str,
-    payload: &[u8],
-) -> Result<ResponseBody, TcpError> {
-    let id = next_id.fetch_add(1, Ordering::Relaxed);
-    let mut frame = BytesMut::new();
-    protocol::encode_request(id, op, stream, payload, &mut frame)
-        .map_err(|e| TcpError::Invalid(e.reason))?;
-    let max = options.max_frame_bytes;
-    if frame.len() > max {
-        return Err(TcpError::TooLarge {
-            size: frame.len(),
-            max,
-        });
-    }
-    let (reply, answer) = oneshot::channel();
-    {
-        let mut st = conn.shared.state();
-        if let Some(reason) = &st.closed {
-            return Err(TcpError::Closed(reason.clone()));
-        }
-        st.pending.insert(id, reply);
-    }
-    // Whatever ends this call early (timeout, the caller dropping the
-    // future) must not leave its entry behind.
-    let guard = PendingGuard {
-        shared: &conn.shared,
-        id,
-    };
-    if conn.frames.send(frame.freeze()).await.is_err() {
-        let reason = conn.shared.state().closed.clone();
-        return Err(TcpError::Closed(
-            reason.unwrap_or_else(|| "the writer stopped".into()),
-        ));
-    }
-    let answer = match options.request_timeout {
-        Some(t) => tokio::time::timeout(t, answer)
-            .await
-            .map_err(|_| TcpError::Timeout(t))?,
-        None => answer.await,
-    };
-    drop(guard);
-    let body = answer.map_err(|_| TcpError::Closed("the reader stopped".into()))??;
-    match body {
-        ResponseBody::Error { code, message, .. } => Err(TcpError::Api { code, message }),
-        body => Ok(body),
+    batch: &RecordBatch,
+) -> Result<Vec<protocol::AppendedPartition>, TcpError> {
+    match link.call(Op::Append, stream, batch.as_bytes()).await? {
+        ResponseBody::Appended(parts) => Ok(parts),
+        other => Err(TcpError::Unexpected(format!("{other:?} for an APPEND"))),
     }
 }
 
-struct PendingGuard<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.state().pending.remove(&self.id);
-    }
+fn to_response(
+    parts: impl IntoIterator<Item = protocol::AppendedPartition>,
+) -> Result<AppendResponse, TcpError> {
+    let mut partitions: Vec<PartitionAppend> = parts
+        .into_iter()
+        .map(|p| PartitionAppend {
+            partition: p.partition,
+            base_offset: p.base_offset,
+            count: p.count,
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.partition);
+    Ok(AppendResponse {
+        appended: partitions.iter().map(|p| u64::from(p.count)).sum(),
+        partitions,
+    })
 }
 
 /// Encodes entries into one batch, filling in what the producer left out.
@@ -573,70 +341,6 @@ pub fn encode_entries(entries: &[NewEntry]) -> Result<RecordBatch, TcpError> {
             })?;
     }
     Ok(builder.finish())
-}
-
-/// The connection's halves: tokio's owned halves of the socket, or of a
-/// TLS session on it.
-type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
-
-async fn write_requests(
-    socket: BoxWrite,
-    mut queued: mpsc::Receiver<Bytes>,
-    shared: Arc<Shared>,
-    max_frame: usize,
-) {
-    let mut out = FramedWrite::new(socket, codec(max_frame));
-    while let Some(frame) = queued.recv().await {
-        let mut result = out.feed(frame).await;
-        // Many callers at once: send what they queued with one flush.
-        for _ in 1..MAX_FRAMES_PER_FLUSH {
-            if result.is_err() {
-                break;
-            }
-            let Ok(frame) = queued.try_recv() else { break };
-            result = out.feed(frame).await;
-        }
-        if result.is_ok() {
-            result = SinkExt::<Bytes>::flush(&mut out).await;
-        }
-        if let Err(e) = result {
-            shared.close(format!("writing to the server failed: {e}"));
-            return;
-        }
-    }
-    // Every producer handle is gone: half-close, so the server answers
-    // what it took and then closes, which ends the reader.
-    let _ = out.into_inner().shutdown().await;
-}
-
-async fn read_responses(socket: BoxRead, shared: Arc<Shared>) {
-    let mut frames = FramedRead::new(socket, codec(protocol::MAX_RESPONSE_FRAME_BYTES));
-    let reason = loop {
-        let frame = match frames.next().await {
-            None => break "the server closed the connection".to_string(),
-            Some(Err(e)) => break format!("reading from the server failed: {e}"),
-            Some(Ok(frame)) => frame.freeze(),
-        };
-        let response = match Response::decode(frame) {
-            Ok(r) => r,
-            Err(e) => break format!("the server sent a malformed response: {}", e.reason),
-        };
-        if response.correlation_id == 0 {
-            break match response.body {
-                ResponseBody::Error { code, message, .. } => {
-                    format!("the server closed the connection: {code}: {message}")
-                }
-                other => format!("the server sent {other:?} with correlation id 0"),
-            };
-        }
-        let reply = shared.state().pending.remove(&response.correlation_id);
-        // No one waiting: that call timed out or was dropped.
-        if let Some(reply) = reply {
-            let _ = reply.send(Ok(response.body));
-        }
-    };
-    shared.close(reason);
 }
 
 #[cfg(test)]

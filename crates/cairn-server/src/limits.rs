@@ -726,7 +726,7 @@ pub fn spawn_sampler(guards: Weak<Guards>) {
 }
 
 mod metrics;
-pub use metrics::{RaftRestarts, register_metrics, register_transport_metrics};
+pub use metrics::{ClusterCounters, register_metrics, register_transport_metrics};
 
 #[cfg(test)]
 mod tests {

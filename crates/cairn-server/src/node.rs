@@ -358,9 +358,10 @@ impl Node {
         crate::limits::register_metrics(
             &telemetry,
             Arc::downgrade(&guards),
-            crate::limits::RaftRestarts {
+            crate::limits::ClusterCounters {
                 partition_groups: cluster.group_restarts(),
                 controller: cluster.controller_restarts(),
+                forwarded_writes: cluster.forwarded_writes(),
             },
         );
         crate::limits::spawn_sampler(Arc::downgrade(&guards));

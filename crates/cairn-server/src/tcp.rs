@@ -52,7 +52,8 @@ use cairn_cluster::tls::{self, WriteHalf};
 use cairn_telemetry::metrics::{Api, Operation, WriteStage};
 use cairn_types::ErrorCode;
 use cairn_types::protocol::{
-    self, AppendedPartition, MalformedFrame, Op, Request, RequestBody, Response, ResponseBody,
+    self, AppendedPartition, Leaders, MalformedFrame, Op, Request, RequestBody, Response,
+    ResponseBody,
 };
 use futures::SinkExt;
 use tokio::io::AsyncWriteExt;
@@ -534,12 +535,22 @@ async fn process(node: &Node, body: RequestBody) -> Result<ResponseBody, ApiErro
             metrics.count_request(Api::Tcp, Operation::Admin);
             Ok(ResponseBody::Pong)
         }
-        RequestBody::Metadata { stream } => {
+        RequestBody::Metadata { stream, leaders } => {
             metrics.count_request(Api::Tcp, Operation::Admin);
-            let partitions = crate::streams::lookup(node.cluster(), &stream)?
-                .partitions
-                .len() as u32;
-            Ok(ResponseBody::Metadata { partitions })
+            let meta = crate::streams::lookup(node.cluster(), &stream)?;
+            let cluster = node.cluster();
+            let leaders = leaders.then(|| Leaders {
+                node: cluster.node_id(),
+                by_partition: meta
+                    .partitions
+                    .iter()
+                    .map(|p| cluster.leader_hint(p.group).unwrap_or(0))
+                    .collect(),
+            });
+            Ok(ResponseBody::Metadata {
+                partitions: meta.partitions.len() as u32,
+                leaders,
+            })
         }
         RequestBody::Read { stream, read } => {
             let response = crate::read::read_partition(

@@ -266,6 +266,17 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends every entry of `batch` (re-encoded: entries are delta
+    /// encoded, so payloads cannot simply be concatenated). On an error
+    /// some of its entries may already be in.
+    pub fn extend_from(&mut self, batch: &RecordBatch) -> Result<(), BatchError> {
+        for item in batch.entries() {
+            let (_, entry) = item?;
+            self.push_ref(&entry)?;
+        }
+        Ok(())
+    }
+
     pub fn finish(self) -> RecordBatch {
         let mut buf = self.buf;
         let (min_ts, max_ts) = if self.count == 0 {

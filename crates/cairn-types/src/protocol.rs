@@ -27,7 +27,7 @@
 //! 12     2    name length     n; 0 for PING
 //! 14     n    stream name     UTF-8
 //! 14+n   ..   payload         APPEND: one record batch; AUTH: the token; READ: see below;
-//!                              otherwise empty
+//!                              METADATA: empty, or one byte 1 to ask for leaders; otherwise empty
 //! ```
 //!
 //! A node started with a token file answers nothing but AUTH until an AUTH
@@ -76,7 +76,7 @@
 //! |---|---|
 //! | OK, APPEND | `u32` n, then n × (`u32` partition, `u64` base offset, `u32` count), in partition order |
 //! | OK, PING | empty |
-//! | OK, METADATA | `u32` partition count |
+//! | OK, METADATA | `u32` partition count; when leaders were asked for, then `u64` the answering node's id and one `u64` per partition: the node id of its leader as the answering node knows it (0 = unknown) |
 //! | OK, AUTH | empty |
 //! | OK, READ | `u64` next offset, `u64` start offset, `u64` end offset, `u64` node that served it, `u8` 1 if that was the leader, `u64` entries it lacked (u64::MAX = unknown), then the entries as one record batch stamped with the first entry's offset (nothing when there are none) |
 //! | ERROR, any | `u16` [`ErrorCode`] number (the same codes HTTP uses), then a UTF-8 message filling the rest |
@@ -126,6 +126,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// server's 16 MiB of entries per read (plus the batch's framing); APPEND
 /// answers and error messages are small.
 pub const MAX_RESPONSE_FRAME_BYTES: usize = 24 << 20;
+/// The METADATA payload that asks for the partitions' leaders.
+pub const METADATA_WITH_LEADERS: [u8; 1] = [1];
 /// Bytes of a READ request's payload.
 pub const READ_REQUEST_LEN: usize = 17;
 /// Bytes of a READ answer before its batch.
@@ -200,8 +202,10 @@ pub enum RequestBody {
     Append { stream: String, batch: Bytes },
     /// Answered with an empty OK; for liveness and round-trip checks.
     Ping,
-    /// Answered with the stream's partition count.
-    Metadata { stream: String },
+    /// Answered with the stream's partition count and, when `leaders` is
+    /// set, who answers and which node leads each partition (what a
+    /// leader-aware producer routes by).
+    Metadata { stream: String, leaders: bool },
     /// Presents a bearer token for the rest of the connection.
     Auth { token: Bytes },
     /// Reads committed entries of one partition.
@@ -328,7 +332,14 @@ impl Request {
                 (stream, &read)
             }
             RequestBody::Ping => ("", &[]),
-            RequestBody::Metadata { stream } => (stream, &[]),
+            RequestBody::Metadata { stream, leaders } => (
+                stream,
+                if *leaders {
+                    &METADATA_WITH_LEADERS[..]
+                } else {
+                    &[]
+                },
+            ),
             RequestBody::Auth { token } => ("", token),
         };
         encode_request(
@@ -409,10 +420,17 @@ impl Request {
                 if stream.is_empty() {
                     return Err(malformed(id, "METADATA needs a stream name"));
                 }
-                if !payload.is_empty() {
-                    return Err(malformed(id, "METADATA carries no payload"));
-                }
-                RequestBody::Metadata { stream }
+                let leaders = match &payload[..] {
+                    [] => false,
+                    p if p == METADATA_WITH_LEADERS => true,
+                    _ => {
+                        return Err(malformed(
+                            id,
+                            "a METADATA payload is empty or the one byte 1 (with leaders)",
+                        ));
+                    }
+                };
+                RequestBody::Metadata { stream, leaders }
             }
             Op::Auth => {
                 if !stream.is_empty() {
@@ -454,6 +472,16 @@ pub struct AppendedPartition {
 
 const APPENDED_PARTITION_LEN: usize = 16;
 
+/// Who answered a METADATA and which node leads each partition, as the
+/// answering node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaders {
+    /// The answering node's id.
+    pub node: u64,
+    /// One per partition: its leader's node id, 0 when unknown.
+    pub by_partition: Vec<u64>,
+}
+
 /// One response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -469,6 +497,8 @@ pub enum ResponseBody {
     Pong,
     Metadata {
         partitions: u32,
+        /// Present when the request asked for leaders.
+        leaders: Option<Leaders>,
     },
     Authenticated,
     Read(ReadAnswer),
@@ -505,9 +535,18 @@ impl Response {
             }
             ResponseBody::Pong => put_header(&mut out, STATUS_OK, Op::Ping as u8, 0, id),
             ResponseBody::Authenticated => put_header(&mut out, STATUS_OK, Op::Auth as u8, 0, id),
-            ResponseBody::Metadata { partitions } => {
+            ResponseBody::Metadata {
+                partitions,
+                leaders,
+            } => {
                 put_header(&mut out, STATUS_OK, Op::Metadata as u8, 0, id);
                 out.put_u32_le(*partitions);
+                if let Some(l) = leaders {
+                    out.put_u64_le(l.node);
+                    for leader in &l.by_partition {
+                        out.put_u64_le(*leader);
+                    }
+                }
             }
             ResponseBody::Read(a) => {
                 let batch = a.batch.as_ref().map_or(&[][..], |b| b.as_bytes());
@@ -581,9 +620,28 @@ impl Response {
                 }
                 Some(Op::Ping) if frame.is_empty() => ResponseBody::Pong,
                 Some(Op::Auth) if frame.is_empty() => ResponseBody::Authenticated,
-                Some(Op::Metadata) if frame.len() == 4 => ResponseBody::Metadata {
-                    partitions: frame.get_u32_le(),
-                },
+                Some(Op::Metadata) if frame.len() >= 4 => {
+                    let partitions = frame.get_u32_le();
+                    let leaders = if frame.is_empty() {
+                        None
+                    } else if frame.len() == 8 * (1 + partitions as usize) {
+                        Some(Leaders {
+                            node: frame.get_u64_le(),
+                            by_partition: (0..partitions).map(|_| frame.get_u64_le()).collect(),
+                        })
+                    } else {
+                        return Err(malformed(
+                            id,
+                            format!(
+                                "METADATA answer for {partitions} partitions has the wrong length"
+                            ),
+                        ));
+                    };
+                    ResponseBody::Metadata {
+                        partitions,
+                        leaders,
+                    }
+                }
                 Some(Op::Read) if frame.len() >= READ_ANSWER_FIXED_LEN => {
                     let next_offset = frame.get_u64_le();
                     let start_offset = frame.get_u64_le();

@@ -205,7 +205,7 @@ proptest! {
         let body = match Op::from_u8(op).unwrap() {
             Op::Append => RequestBody::Append { stream: stream.clone(), batch: Bytes::from(valid_batch(n)) },
             Op::Ping => RequestBody::Ping,
-            Op::Metadata => RequestBody::Metadata { stream: stream.clone() },
+            Op::Metadata => RequestBody::Metadata { stream: stream.clone(), leaders: n > 1 },
             Op::Auth => RequestBody::Auth { token: Bytes::from(stream.clone().into_bytes()) },
             Op::Read => RequestBody::Read {
                 stream: stream.clone(),

@@ -1071,6 +1071,17 @@ pub struct BenchOptions {
     /// Streams are still created, read and verified over HTTP (`--server`).
     #[arg(long, env = "CAIRN_TCP_SERVER", value_delimiter = ',')]
     pub tcp: Vec<String>,
+    /// With `--api binary`: send every request whole to its connection's
+    /// node (which forwards what it does not lead), instead of splitting
+    /// it by partition and sending each share to the partition's leader.
+    #[arg(long)]
+    pub no_leader_routing: bool,
+    /// With `--api binary` and leader routing: requests on the wire per
+    /// partition and writer before further appends wait and go out merged
+    /// (the producer's default).
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub partition_in_flight: u32,
     /// Writer connections (each its own client and schedule).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,

@@ -196,10 +196,7 @@ fn merge<'a>(batches: impl Iterator<Item = &'a RecordBatch>) -> Result<RecordBat
     let mut requests = 0u32;
     for batch in batches {
         requests = requests.saturating_add(batch.header().requests());
-        for entry in batch.entries() {
-            let (_, entry) = entry.map_err(|e| e.to_string())?;
-            builder.push_ref(&entry).map_err(|e| e.to_string())?;
-        }
+        builder.extend_from(batch).map_err(|e| e.to_string())?;
     }
     builder.set_requests(requests);
     Ok(builder.finish())

@@ -274,6 +274,8 @@ struct Inner {
     controller_restart: tokio::sync::Mutex<()>,
     /// Controller restarts after its Raft core stopped on an error.
     controller_restarts: Arc<std::sync::atomic::AtomicU64>,
+    /// Write batches this node sent on to another node's leader.
+    forwarded_writes: Arc<std::sync::atomic::AtomicU64>,
     timings: Arc<crate::raft::RaftTimings>,
     replicas: replicas::Replicas,
     /// Per partition, the coalescer of writes entering through this node.
@@ -449,6 +451,7 @@ impl Cluster {
             controller_raft_config,
             controller_restart: tokio::sync::Mutex::new(()),
             controller_restarts: Arc::default(),
+            forwarded_writes: Arc::default(),
             timings,
             replicas: replicas::Replicas::default(),
             edges: parking_lot::Mutex::new(HashMap::new()),
@@ -540,6 +543,13 @@ impl Cluster {
     /// on an error (see the module docs); shared, for metrics.
     pub fn controller_restarts(&self) -> Arc<std::sync::atomic::AtomicU64> {
         self.inner.controller_restarts.clone()
+    }
+
+    /// Counts write batches this node forwarded to a leader on another
+    /// node (after coalescing); shared, for metrics. A producer that
+    /// routes by leader keeps it still.
+    pub fn forwarded_writes(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.inner.forwarded_writes.clone()
     }
 
     /// Waits until this node's applied metadata satisfies `ready` (e.g. a

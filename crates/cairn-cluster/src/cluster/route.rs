@@ -343,6 +343,11 @@ impl Cluster {
             let result = match target {
                 Some(t) if t == self.node_id() => local(remaining(deadline)).await,
                 Some(t) => {
+                    if kind == kinds::FORWARD_APPEND {
+                        self.inner
+                            .forwarded_writes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     self.inner
                         .call(t, group, kind, payload.clone(), remaining(deadline))
                         .await
@@ -369,6 +374,13 @@ impl Cluster {
                 other => return other,
             }
         }
+    }
+
+    /// The node a write for `group` goes to first from here: the leader
+    /// this node knows of, else the preferred leader. What the binary
+    /// protocol's METADATA tells a producer that routes by leader.
+    pub fn leader_hint(&self, group: u64) -> Option<NodeId> {
+        self.leader_guess(group, 0)
     }
 
     /// Where to send a write for `group`: the leader this node knows of,

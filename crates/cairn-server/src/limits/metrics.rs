@@ -88,22 +88,25 @@ impl Collector for TransportCollector {
 #[derive(Debug)]
 struct LimitsCollector {
     guards: Weak<Guards>,
-    restarts: RaftRestarts,
+    counters: ClusterCounters,
 }
 
-/// Raft groups restarted from disk after their core stopped on a storage
-/// error (the last line of defence when descriptors or space run out).
+/// The cluster runtime's own counters: Raft groups restarted from disk
+/// after their core stopped on a storage error (the last line of defence
+/// when descriptors or space run out), and writes forwarded to a leader
+/// elsewhere.
 #[derive(Debug)]
-pub struct RaftRestarts {
+pub struct ClusterCounters {
     pub partition_groups: Arc<AtomicU64>,
     pub controller: Arc<AtomicU64>,
+    pub forwarded_writes: Arc<AtomicU64>,
 }
 
-/// Registers the guards' metrics in the node's registry, with the counts
-/// of Raft groups restarted after a storage error.
-pub fn register_metrics(telemetry: &Telemetry, guards: Weak<Guards>, restarts: RaftRestarts) {
+/// Registers the guards' metrics in the node's registry, with the cluster
+/// runtime's counters.
+pub fn register_metrics(telemetry: &Telemetry, guards: Weak<Guards>, counters: ClusterCounters) {
     telemetry
-        .with_registry(|r| r.register_collector(Box::new(LimitsCollector { guards, restarts })));
+        .with_registry(|r| r.register_collector(Box::new(LimitsCollector { guards, counters })));
 }
 
 impl Collector for LimitsCollector {
@@ -222,14 +225,23 @@ impl Collector for LimitsCollector {
             "cairn_raft_group_restarts",
             "Partition groups restarted from disk after their Raft core stopped on a storage error; alert on any increase.",
             c,
-            &one(self.restarts.partition_groups.load(Ordering::Relaxed)),
+            &one(self.counters.partition_groups.load(Ordering::Relaxed)),
         )?;
         encode_family(
             &mut enc,
             "cairn_raft_controller_restarts",
             "Restarts of the controller group from disk after its Raft core stopped on a storage error; alert on any increase.",
             c,
-            &one(self.restarts.controller.load(Ordering::Relaxed)),
+            &one(self.counters.controller.load(Ordering::Relaxed)),
+        )?;
+        encode_family(
+            &mut enc,
+            "cairn_writes_forwarded",
+            "Write batches this node forwarded to a partition leader on another node (after \
+             coalescing). A producer that routes by leader (TcpProducer) keeps it still; it \
+             rises for HTTP writes and for a while after a leader change.",
+            c,
+            &one(self.counters.forwarded_writes.load(Ordering::Relaxed)),
         )?;
         Ok(())
     }

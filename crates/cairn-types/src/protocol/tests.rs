@@ -29,7 +29,8 @@ fn arb_request() -> impl Strategy<Value = Request> {
                 batch: Bytes::from(batch)
             }),
         Just(RequestBody::Ping),
-        "[a-z0-9._-]{1,40}".prop_map(|stream| RequestBody::Metadata { stream }),
+        ("[a-z0-9._-]{1,40}", any::<bool>())
+            .prop_map(|(stream, leaders)| RequestBody::Metadata { stream, leaders }),
         proptest::collection::vec(any::<u8>(), 1..100).prop_map(|token| RequestBody::Auth {
             token: Bytes::from(token)
         }),
@@ -72,7 +73,16 @@ fn arb_response() -> impl Strategy<Value = Response> {
         proptest::collection::vec(part, 0..20).prop_map(ResponseBody::Appended),
         Just(ResponseBody::Pong),
         Just(ResponseBody::Authenticated),
-        any::<u32>().prop_map(|partitions| ResponseBody::Metadata { partitions }),
+        any::<u32>().prop_map(|partitions| ResponseBody::Metadata {
+            partitions,
+            leaders: None
+        }),
+        (any::<u64>(), proptest::collection::vec(any::<u64>(), 0..64)).prop_map(
+            |(node, by_partition)| ResponseBody::Metadata {
+                partitions: by_partition.len() as u32,
+                leaders: Some(Leaders { node, by_partition }),
+            }
+        ),
         (
             any::<u64>(),
             any::<u64>(),

@@ -66,6 +66,8 @@ pub struct DriverConfig {
     pub api: ProduceApi,
     /// Binary-protocol addresses, for `ProduceApi::Binary`.
     pub tcp_targets: Vec<String>,
+    pub leader_routing: bool,
+    pub partition_in_flight: u32,
     pub streams: Vec<String>,
     pub connections: u32,
     pub max_in_flight: u32,
@@ -315,6 +317,8 @@ impl Driver {
                         connect_timeout: cfg.timeout,
                         token: cfg.token.clone(),
                         tls: cfg.tls.clone(),
+                        route_to_leaders: cfg.leader_routing,
+                        max_in_flight_per_partition: cfg.partition_in_flight as usize,
                         ..TcpOptions::default()
                     };
                     let producer = TcpProducer::connect_any(addrs, options)

@@ -29,6 +29,11 @@ pub struct Config {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tcp_targets: Vec<String>,
     pub api: ProduceApi,
+    /// `--api binary`: each partition's share sent to its leader.
+    pub leader_routing: bool,
+    /// `--api binary` with leader routing: requests on the wire per
+    /// partition and writer before appends are merged.
+    pub partition_in_flight: u32,
     pub connections: u32,
     pub max_in_flight: u32,
     pub arrival: Arrival,
@@ -282,8 +287,16 @@ impl Report {
                 String::new()
             } else {
                 format!(
-                    ", appends over the binary protocol at {}",
-                    c.tcp_targets.join(", ")
+                    ", appends over the binary protocol at {} ({})",
+                    c.tcp_targets.join(", "),
+                    if c.leader_routing {
+                        format!(
+                            "routed to partition leaders, {} in flight per partition",
+                            c.partition_in_flight
+                        )
+                    } else {
+                        "whole requests to each connection's node".to_string()
+                    }
                 )
             }
         );
