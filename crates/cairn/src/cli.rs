@@ -793,9 +793,11 @@ pub struct ProduceArgs {
     /// The API to send with: http, or binary (the node's `--tcp` protocol).
     #[arg(long, value_enum, default_value_t = ProduceApi::Http)]
     pub api: ProduceApi,
-    /// The node's binary-protocol address (host:port), for `--api binary`.
-    #[arg(long, env = "CAIRN_TCP_SERVER")]
-    pub tcp: Option<String>,
+    /// Binary-protocol addresses (host:port) for `--api binary`: one node's,
+    /// or every node's (comma separated), so each partition's entries go
+    /// straight to its leader instead of being forwarded.
+    #[arg(long, env = "CAIRN_TCP_SERVER", value_delimiter = ',')]
+    pub tcp: Vec<String>,
     /// How to read lines: `auto` (a line starting with `{` must be a JSON
     /// entry, others are plain text), `json` (every line), `text` (every
     /// line is a plain message).

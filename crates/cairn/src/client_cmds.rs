@@ -223,15 +223,15 @@ impl Sink {
                 })
             }
             ProduceApi::Binary => {
-                let Some(addr) = &args.tcp else {
-                    bail!("--api binary needs --tcp: the node's binary protocol address");
-                };
+                if args.tcp.is_empty() {
+                    bail!("--api binary needs --tcp: the nodes' binary protocol addresses");
+                }
                 let options = cairn_client::TcpOptions {
                     token: args.server.token.clone(),
                     tls: crate::cli::load_tls_ca(args.server.tls_ca.as_deref())?,
                     ..Default::default()
                 };
-                let producer = TcpProducer::connect_with(addr.as_str(), options).await?;
+                let producer = TcpProducer::connect_any(args.tcp.clone(), options).await?;
                 producer.partitions(&args.stream).await?;
                 Ok(Sink::Binary {
                     producer,
@@ -444,7 +444,7 @@ mod tests {
             level: Level::Warn,
             batch_size: 10,
             api: ProduceApi::Http,
-            tcp: None,
+            tcp: Vec::new(),
             format: ProduceFormat::Auto,
         }
     }

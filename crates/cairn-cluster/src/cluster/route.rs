@@ -1,8 +1,9 @@
 //! Where a request runs: controller commands and partition writes go to
 //! their group's leader — run here when this node leads, forwarded over the
 //! transport otherwise, after the coalescer of the partition's entry edge
-//! (`coalesce`). A forward first checks that the target looks reachable,
-//! so a dead leader costs a retry, not a deadline.
+//! (`coalesce`; skipped on the leader, whose proposal coalescer merges
+//! anyway). A forward first checks that the target looks reachable, so a
+//! dead leader costs a retry, not a deadline.
 
 use super::*;
 
@@ -261,6 +262,12 @@ impl Cluster {
     /// appends to one partition through this node are coalesced first, so
     /// they travel to the leader as one batch (see `coalesce`).
     pub async fn append(&self, group: u64, batch: RecordBatch) -> Result<Appended, ClusterError> {
+        // Here the leader's own coalescer merges concurrent writes: a pass
+        // through the routing one first would only add a task hop (a
+        // producer that routes by leader always lands here).
+        if self.group(group).is_some_and(|g| g.is_leader()) {
+            return self.append_routed(group, batch).await;
+        }
         let edge = {
             let mut edges = self.inner.edges.lock();
             edges
