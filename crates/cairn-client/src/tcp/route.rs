@@ -26,6 +26,9 @@ use crate::types::AppendResponse;
 /// How long a stream's leaders are trusted before they are asked again
 /// (in the background; sends go on meanwhile).
 pub(super) const ROUTE_TTL: Duration = Duration::from_secs(1);
+/// How long one node may take to say who leads (connecting included); a
+/// node that does not answer in time is left out of this round.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most entries one merged request carries (the server takes 100,000
 /// per request; smaller requests keep a merged request's latency close to
 /// a lone one's).
@@ -53,6 +56,9 @@ pub(super) struct Router {
     /// Per address, its node's link once one answered.
     nodes: Mutex<Vec<Option<NodeLink>>>,
     streams: Mutex<HashMap<String, Arc<StreamRoute>>>,
+    /// Streams whose leaders no node told, and when that was: not asked
+    /// again before [`ROUTE_TTL`] has passed.
+    unroutable: Mutex<HashMap<String, Instant>>,
     /// Held while a stream's first route is asked for, so a burst of first
     /// appends asks once.
     first_fetch: tokio::sync::Mutex<()>,
@@ -88,8 +94,22 @@ struct Lane {
 struct LaneState {
     /// The leader's link; `None`: the default link (leader unknown).
     target: Option<Link>,
+    /// Its node id (0 with no link).
+    target_node: u64,
+    /// Bumped when the target changes: requests still in flight to the old
+    /// leader (which may hang until their timeout) then no longer hold the
+    /// lane's slots.
+    generation: u64,
+    /// Requests on the wire in this generation.
     in_flight: usize,
     queued: Vec<Queued>,
+}
+
+/// A lane's slot, held by one request on the wire.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    p: u32,
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -121,6 +141,7 @@ impl Router {
             options,
             next_id,
             streams: Mutex::default(),
+            unroutable: Mutex::default(),
             first_fetch: tokio::sync::Mutex::new(()),
         })
     }
@@ -163,6 +184,12 @@ impl Router {
         if let Some(route) = lock(&self.streams).get(stream).cloned() {
             return Lookup::Route(route);
         }
+        if lock(&self.unroutable)
+            .get(stream)
+            .is_some_and(|at| at.elapsed() < ROUTE_TTL)
+        {
+            return Lookup::Unroutable;
+        }
         match self.ask_leaders(stream).await {
             Some((partitions, leaders)) => {
                 let route = Arc::new(StreamRoute {
@@ -173,10 +200,14 @@ impl Router {
                     refreshing: AtomicBool::new(false),
                 });
                 self.apply(&route, &leaders);
+                lock(&self.unroutable).remove(stream);
                 lock(&self.streams).insert(stream.to_string(), route.clone());
                 Lookup::Route(route)
             }
-            None => Lookup::Unroutable,
+            None => {
+                lock(&self.unroutable).insert(stream.to_string(), Instant::now());
+                Lookup::Unroutable
+            }
         }
     }
 
@@ -188,10 +219,22 @@ impl Router {
         }
         let (router, route) = (self.clone(), route.clone());
         tokio::spawn(async move {
-            if let Some((partitions, leaders)) = router.ask_leaders(&route.name).await
-                && partitions == route.partitions
-            {
-                router.apply(&route, &leaders);
+            match router.ask_leaders(&route.name).await {
+                Some((partitions, leaders)) if partitions == route.partitions => {
+                    router.apply(&route, &leaders);
+                }
+                // The stream was deleted and made again with another
+                // partition count: the next append starts a new route.
+                Some(_) => {
+                    let mut streams = lock(&router.streams);
+                    if streams
+                        .get(&route.name)
+                        .is_some_and(|r| Arc::ptr_eq(r, &route))
+                    {
+                        streams.remove(&route.name);
+                    }
+                }
+                None => {}
             }
             // Asked again after the TTL even when nobody answered.
             *lock(&route.fetched) = Instant::now();
@@ -199,16 +242,45 @@ impl Router {
         });
     }
 
-    /// Points every lane of `route` at its leader's link.
-    fn apply(&self, route: &StreamRoute, leaders: &[u64]) {
-        let nodes = lock(&self.nodes);
-        for (lane, leader) in route.lanes.iter().zip(leaders) {
-            let target = nodes
+    /// Points every lane of `route` at its leader's link. A lane whose
+    /// leader changed starts a new generation: what queued behind requests
+    /// to the old leader is sent to the new one at once.
+    fn apply(self: &Arc<Self>, route: &Arc<StreamRoute>, leaders: &[u64]) {
+        let targets: Vec<(u64, Option<Link>)> = {
+            let nodes = lock(&self.nodes);
+            leaders
                 .iter()
-                .flatten()
-                .find(|n| n.node == *leader && *leader != 0)
-                .map(|n| n.link.clone());
-            lock(&lane.state).target = target;
+                .map(|leader| {
+                    let link = nodes
+                        .iter()
+                        .flatten()
+                        .find(|n| n.node == *leader && *leader != 0)
+                        .map(|n| n.link.clone());
+                    (if link.is_some() { *leader } else { 0 }, link)
+                })
+                .collect()
+        };
+        for (p, (node, link)) in targets.into_iter().enumerate() {
+            let mut st = lock(&route.lanes[p].state);
+            if st.target_node == node {
+                continue;
+            }
+            st.target = link;
+            st.target_node = node;
+            st.generation += 1;
+            st.in_flight = 0;
+            if st.queued.is_empty() {
+                continue;
+            }
+            st.in_flight = 1;
+            let slot = Slot {
+                p: p as u32,
+                generation: st.generation,
+            };
+            if let Some(next) = take_queued(&mut st, slot, self.merge_limit()) {
+                drop(st);
+                self.drain(route, slot, next);
+            }
         }
     }
 
@@ -216,10 +288,12 @@ impl Router {
     /// `None` when no node answered. For each partition the node that says
     /// it leads it wins; else the answer most nodes gave.
     async fn ask_leaders(&self, stream: &str) -> Option<(u32, Vec<u64>)> {
-        let asks = (0..self.addrs.len()).map(|i| self.ask_node(i, stream));
+        let asks = (0..self.addrs.len())
+            .map(|i| tokio::time::timeout(ASK_TIMEOUT, self.ask_node(i, stream)));
         let answers: Vec<(u32, Leaders)> = futures::future::join_all(asks)
             .await
             .into_iter()
+            .flatten()
             .flatten()
             .collect();
         let partitions = answers.first()?.0;
@@ -291,7 +365,7 @@ impl Router {
         batch: RecordBatch,
     ) -> Result<AppendedPartition, TcpError> {
         let lane = &route.lanes[p as usize];
-        let slot = {
+        let taken = {
             let mut st = lock(&lane.state);
             if st.in_flight >= self.options.max_in_flight_per_partition.max(1) {
                 let (reply, answer) = oneshot::channel();
@@ -299,11 +373,15 @@ impl Router {
                 Err(answer)
             } else {
                 st.in_flight += 1;
-                Ok((st.target.clone(), batch))
+                let slot = Slot {
+                    p,
+                    generation: st.generation,
+                };
+                Ok((slot, st.target.clone(), batch))
             }
         };
-        let (target, batch) = match slot {
-            Ok(slot) => slot,
+        let (slot, target, batch) = match taken {
+            Ok(taken) => taken,
             Err(answer) => {
                 return answer
                     .await
@@ -311,24 +389,25 @@ impl Router {
             }
         };
         let result = self.send_one(route, target, p, &batch).await;
-        self.next_on_lane(route, p);
+        let next = take_queued(&mut lock(&lane.state), slot, self.merge_limit());
+        if let Some(next) = next {
+            self.drain(route, slot, next);
+        }
         result
     }
 
-    /// Called when a request of lane `p` returned: sends what queued
-    /// meanwhile as one request (from a task of its own, so the caller gets
-    /// its answer now), else frees the slot.
-    fn next_on_lane(self: &Arc<Self>, route: &Arc<StreamRoute>, p: u32) {
-        let Some((target, writes)) = take_queued(&route.lanes[p as usize], self.merge_limit())
-        else {
-            return;
-        };
+    /// Sends what queued on a lane as one request, and again for what
+    /// queued meanwhile, from a task of its own (so the caller whose
+    /// request freed the slot gets its answer now), until nothing is left
+    /// or the lane's generation moved on.
+    fn drain(self: &Arc<Self>, route: &Arc<StreamRoute>, slot: Slot, first: Taken) {
         let (router, route) = (self.clone(), route.clone());
         tokio::spawn(async move {
-            let (mut target, mut writes) = (target, writes);
+            let (mut target, mut writes) = first;
             loop {
-                router.send_merged(&route, target, p, writes).await;
-                match take_queued(&route.lanes[p as usize], router.merge_limit()) {
+                router.send_merged(&route, target, slot.p, writes).await;
+                let lane = &route.lanes[slot.p as usize];
+                match take_queued(&mut lock(&lane.state), slot, router.merge_limit()) {
                     Some(next) => (target, writes) = next,
                     None => return,
                 }
@@ -450,11 +529,17 @@ impl Router {
     }
 }
 
-/// What queued on `lane` (up to `max_bytes` and [`MERGE_MAX_ENTRIES`])
-/// with the lane's target, keeping the finished request's slot for it; or
-/// `None`, freeing the slot, when nothing queued.
-fn take_queued(lane: &Lane, max_bytes: usize) -> Option<(Option<Link>, Vec<Queued>)> {
-    let mut st = lock(&lane.state);
+/// What is sent next on a lane: its target and the writes merged.
+type Taken = (Option<Link>, Vec<Queued>);
+
+/// When a request holding `slot` returned: what queued on the lane (up to
+/// `max_bytes` and [`MERGE_MAX_ENTRIES`]) with the lane's target, keeping
+/// the slot for it; or `None`, freeing the slot, when nothing queued. A
+/// slot of an older generation was already given up: it takes nothing.
+fn take_queued(st: &mut LaneState, slot: Slot, max_bytes: usize) -> Option<Taken> {
+    if st.generation != slot.generation {
+        return None;
+    }
     if st.queued.is_empty() {
         st.in_flight -= 1;
         return None;
