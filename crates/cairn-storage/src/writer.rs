@@ -2,18 +2,33 @@
 //!
 //! Every mutation of every log in a data directory goes through one thread,
 //! fed by a channel. The thread takes whatever has queued up (one *commit
-//! group*), stamps offsets, writes each log's share of the group with one
-//! `pwrite`, and makes it durable with one `fdatasync` per log whose policy
-//! asks for it; then it publishes the new end to readers and answers every
-//! append of the group. While it syncs, new appends queue up and form the next
-//! group, so the cost of a sync is shared by everyone who arrived during the
-//! previous one: throughput rises with concurrency while each append is still
-//! acknowledged only after its own bytes are on disk.
+//! group*), stamps offsets and writes each log's share of the group with one
+//! `pwrite`. Then the logs whose policy asks for it are made durable with
+//! one `fdatasync` each, *side by side*: all but the first go to the data
+//! directory's sync pool (`syncpool`, `sync_threads` persistent threads),
+//! the writer syncs the first itself, and each log's new end is published
+//! to readers and its appends answered as soon as its own sync returns. A
+//! device works on concurrent flushes together, so a group touching eight
+//! partitions no longer costs eight flushes in a row (the numbers, and why
+//! not one node-wide journal instead: `docs/design/group-commit.md`).
+//! While a group syncs, new appends queue up and form the next group, so
+//! the cost of a sync is shared by everyone who arrived during the previous
+//! one: throughput rises with concurrency while each append is still
+//! acknowledged only after its own bytes are on disk. `sync_threads = 0`
+//! keeps the older behaviour: every sync on the writer, one after another.
 //!
 //! Appends that would overflow the active segment (or find it too old) first
-//! flush what is staged, then roll: the old segment is synced, trimmed of its
-//! preallocated tail, and its index files are written; a new segment starts at
-//! the next log index (and offset).
+//! flush what is staged, then roll: on the writer, a lazily synced log's old
+//! segment is synced, trimmed of its preallocated tail, and the new segment
+//! is created (its name made durable) at the next log index (and offset).
+//! *Sealing* the old segment — syncing its trimmed size and writing its two
+//! index files, four more fsyncs — is handed to the sync pool, so it no
+//! longer stalls every log's appends behind it; nothing waits for it but
+//! the commands that may delete or rewrite sealed segments (everything but
+//! appends, and a restart after a purge), which wait for seals in flight
+//! first. A crash before a seal finishes leaves a segment without index
+//! files and perhaps with its zero tail: recovery rebuilds the index from
+//! the segment and trims the tail, as for any unsealed segment.
 //!
 //! Raft's log operations run here too, so they are ordered with appends:
 //! `truncate` deletes later segments (last first, so a crash never leaves a
@@ -25,13 +40,17 @@
 //! rewrites sealed segments (see `digest`).
 //!
 //! Injected disk faults (see `fault`) are applied here: the writer sleeps
-//! before each group write and each `fdatasync` while a delay is in force,
-//! inside the timed regions, so appends and their reported timings slow
-//! down as on a slow device. It never injects failures.
+//! before each log's group write, and whichever thread runs an append's
+//! `fdatasync` sleeps before it, while a delay is in force, inside the
+//! timed regions, so appends and their reported timings slow down as on a
+//! slow device (concurrent syncs wait out their delays concurrently, as
+//! on a device with a queue). It never injects failures.
 //!
-//! A failed write or sync *poisons* the log: after fsync fails the page
-//! cache cannot be trusted, so the log refuses appends until it is reopened
-//! and recovered from what is really on disk.
+//! A failed write or sync *poisons* the log — that log only, whichever
+//! thread ran its sync: after fsync fails the page cache cannot be trusted,
+//! so the log refuses appends until it is reopened and recovered from what
+//! is really on disk. A failed seal poisons its log too, as a failed roll
+//! always did.
 //!
 //! One long file on purpose: the writer thread's loop and the log
 //! mutations only that thread runs (restart, truncate, purge, poison)
