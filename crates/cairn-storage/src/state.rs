@@ -416,6 +416,13 @@ pub(crate) fn roll_start(log: &LogInner, st: &mut ActiveState) -> Result<Arc<Seg
 /// writes its index files. Nothing a reader needs waits for it (readers
 /// use the in-memory index); it only spares the next open a rescan.
 pub(crate) fn seal(old: &Segment) -> Result<()> {
+    #[cfg(test)]
+    if crate::syncpool::inject::seal_fails(&old.path) {
+        return Err(StorageError::Io {
+            context: format!("fsync {}", old.path.display()),
+            source: std::io::Error::from_raw_os_error(5),
+        });
+    }
     // sync_all, not sync_data: the trimmed size must be durable before an
     // index file claims that length.
     old.file

@@ -178,12 +178,27 @@ pub(crate) mod inject {
 
     static FAILING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
+    static FAILING_SEALS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
     /// Every later sync of a segment below `dir` fails with EIO.
     pub fn fail_syncs_under(dir: &Path) {
         FAILING.lock().unwrap().push(dir.to_path_buf());
     }
 
-    pub(super) fn fails(path: &Path) -> bool {
+    /// Every later seal of a segment below `dir` fails with EIO.
+    pub fn fail_seals_under(dir: &Path) {
+        FAILING_SEALS.lock().unwrap().push(dir.to_path_buf());
+    }
+
+    pub(crate) fn fails(path: &Path) -> bool {
         FAILING.lock().unwrap().iter().any(|d| path.starts_with(d))
+    }
+
+    pub(crate) fn seal_fails(path: &Path) -> bool {
+        FAILING_SEALS
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|d| path.starts_with(d))
     }
 }

@@ -499,9 +499,14 @@ impl Writer {
             // its next entry is: after a purge, or a follower's first append.
             self.flush(&log, &mut st);
             // It deletes the old segments: no seal may still be writing
-            // their index files.
+            // their index files. Waited for without this log's lock: a
+            // failed seal poisons its log, which may be this one.
+            drop(st);
             self.wait_seals();
-            if let Err(e) = restart_at(&log, &mut st, index) {
+            st = log.active.lock();
+            if st.poisoned.is_none()
+                && let Err(e) = restart_at(&log, &mut st, index)
+            {
                 poison(&log, &mut st, e.to_string());
             }
             if let Some(reason) = &st.poisoned {
@@ -985,7 +990,8 @@ fn publish(st: &mut ActiveState, write: Duration, sync: Duration, group_size: u3
 }
 
 /// Takes in a finished seal: a failure poisons the log, as a failed roll
-/// always has (the sealed segment's state on disk is uncertain).
+/// always has (the sealed segment's state on disk is uncertain). Locks the
+/// log: the writer calls it holding no log's lock.
 fn sealed(log: &LogInner, result: Result<()>) {
     if let Err(e) = result {
         let mut st = log.active.lock();
@@ -1110,5 +1116,37 @@ mod tests {
             stall.append(batch("after")).wait().unwrap();
             assert_eq!(good.bounds().1, 2, "sync_threads {sync_threads}");
         }
+    }
+
+    /// A seal runs on the pool after appends moved on; if it fails, the
+    /// log it belongs to is poisoned (as a failed inline roll always was),
+    /// no other, and no later than the next command that waits for seals.
+    #[test]
+    fn a_failed_seal_poisons_its_log_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+        let small = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let sealing = dir.open_log("sealing", small.clone()).unwrap();
+        let other = dir.open_log("other", small).unwrap();
+        inject::fail_seals_under(sealing.dir());
+        let big = batch(&"x".repeat(1500));
+        // Three batches fill a segment: the fourth rolls it.
+        for _ in 0..4 {
+            let _ = sealing.append(big.clone()).wait();
+            other.append(big.clone()).wait().unwrap();
+        }
+        assert!(matches!(
+            sealing.sync().wait(),
+            Err(StorageError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            sealing.append(big.clone()).wait(),
+            Err(StorageError::Poisoned { .. })
+        ));
+        other.sync().wait().unwrap();
+        other.append(big).wait().unwrap();
     }
 }
