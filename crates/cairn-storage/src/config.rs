@@ -71,7 +71,7 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// Sync threads of a data directory by default: see `docs/design/group-commit.md`
 /// for the measurements behind the number.
-pub const DEFAULT_SYNC_THREADS: usize = 3;
+pub const DEFAULT_SYNC_THREADS: usize = 7;
 
 /// Settings of a data directory and its group-commit writer.
 #[derive(Debug, Clone)]
