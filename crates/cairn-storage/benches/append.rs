@@ -12,7 +12,7 @@
 //! after another on the writer thread), so sequential and concurrent syncs
 //! are compared in the same run. The `roll` scenarios use 1 MiB segments,
 //! so a partition rolls every ~100 appends and the cost of sealing shows in
-//! the tail (p999, max). `atomic-write` times the temp + fsync + rename +
+//! the tail (p999, max) against the same load without rolls (`noroll`). `atomic-write` times the temp + fsync + rename +
 //! directory fsync that each index file of a seal and every `raft.json`
 //! rewrite cost on this disk.
 //!
@@ -199,12 +199,24 @@ fn main() {
             });
         }
     }
-    for &t in &sync_threads {
-        scenarios.push(Scenario {
-            sync_threads: t,
-            segment_bytes: 1 << 20,
-            ..Scenario::fsync(format!("roll b100 p8 w8 t{t}"), 100, 8, 8)
-        });
+    // The same load with and without rolls: with one partition a group
+    // has one sync, so t0 against t3 isolates sealing on the writer thread
+    // against sealing on the pool.
+    for partitions in [1, 8] {
+        for &t in &sync_threads {
+            for (kind, segment_bytes) in [("noroll", 64 << 20), ("roll", 1 << 20)] {
+                scenarios.push(Scenario {
+                    sync_threads: t,
+                    segment_bytes,
+                    ..Scenario::fsync(
+                        format!("{kind} b100 p{partitions} w{partitions} t{t}"),
+                        100,
+                        partitions,
+                        partitions,
+                    )
+                });
+            }
+        }
     }
 
     let selected =
