@@ -17,9 +17,10 @@
 //! The lazy write is due inside `apply` and `save_committed`, that is on
 //! the path of a client's write; since nothing needs the hints durable, it
 //! runs in the background ([`MetaFile::flush_in_background`]) and nobody
-//! waits for it. On a busy disk one rewrite (two fsyncs) measured 12 ms
-//! typical and up to 75 ms (`docs/PERFORMANCE.md`, issue 15): awaited, it
-//! held up every append of that partition once a second. Writes that must
+//! waits for it. One rewrite (two fsyncs) measured 0.9 ms typical on our
+//! disk, 12 ms typical and up to 75 ms while it was busy
+//! (`docs/PERFORMANCE.md`, issue 15): awaited, it held up every append of
+//! that partition once a second. Writes that must
 //! be durable before going on (the vote, the purge point, a snapshot's
 //! state, shutdown) still await [`MetaFile::flush`].
 
