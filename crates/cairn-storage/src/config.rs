@@ -69,6 +69,10 @@ impl LogConfig {
 /// repair after client writes stop.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
+/// Sync threads of a data directory by default: see `docs/design/group-commit.md`
+/// for the measurements behind the number.
+pub const DEFAULT_SYNC_THREADS: usize = 7;
+
 /// Settings of a data directory and its group-commit writer.
 #[derive(Debug, Clone)]
 pub struct DataDirOptions {
@@ -83,6 +87,12 @@ pub struct DataDirOptions {
     /// Client writes are refused while the filesystem has less free space
     /// than this (see [`crate::space`]); 0 turns the reserve off.
     pub min_free_bytes: u64,
+    /// Threads that run a commit group's `fdatasync`s beside the writer
+    /// thread (which runs one itself), and seal rolled segments off its
+    /// path. 0 syncs every log one after another on the writer thread and
+    /// seals inline, as before issue 15 (kept for comparison and for
+    /// devices that serialise flushes anyway).
+    pub sync_threads: usize,
 }
 
 impl Default for DataDirOptions {
@@ -92,6 +102,7 @@ impl Default for DataDirOptions {
             preallocate_bytes: 4 << 20,
             max_group_bytes: 16 << 20,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            sync_threads: DEFAULT_SYNC_THREADS,
         }
     }
 }

@@ -1,14 +1,17 @@
-//! Injected disk faults: a shared handle the writer thread consults before
-//! each write and each `fdatasync`, for testing the monitor's detectors.
+//! Injected disk faults: a shared handle the writer thread (and its sync
+//! threads) consult before each write and each `fdatasync`, for testing
+//! the monitor's detectors.
 //!
 //! One [`DiskFaults`] belongs to a [`DataDir`](crate::DataDir)
 //! ([`DataDir::faults`](crate::DataDir::faults)); at most one fault is in
 //! force at a time and a new one replaces it. A fault always has a time to
 //! live and lifts by itself once it passes, so a forgotten fault heals.
 //!
-//! Delays are plain sleeps on the writer thread *inside* the timed regions,
-//! so every append of the data directory waits for them exactly as for a
-//! slow device, and the write and sync timings it reports include them.
+//! Delays are plain sleeps *inside* the timed regions — on the writer
+//! thread before each write, on whichever thread runs an `fdatasync` (the
+//! writer or one of its sync threads) before each sync — so appends wait
+//! for them exactly as for a slow device, and the write and sync timings
+//! they report include them.
 //! Nothing about the bytes written changes: a delay cannot corrupt data.
 //!
 //! `error_rate` is only *held* here; the writer never fails a write because

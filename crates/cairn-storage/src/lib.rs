@@ -84,9 +84,12 @@ mod retention;
 mod segment;
 pub mod space;
 mod state;
+mod syncpool;
 mod writer;
 
-pub use config::{DEFAULT_MIN_FREE_BYTES, DataDirOptions, Durability, LogConfig};
+pub use config::{
+    DEFAULT_MIN_FREE_BYTES, DEFAULT_SYNC_THREADS, DataDirOptions, Durability, LogConfig,
+};
 pub use digest::{Digest, DigestMode, LEAF_SPAN, LeafDigests, RepairOutcome};
 pub use error::{Result, StorageError};
 pub use fault::{ActiveDiskFault, DiskFault, DiskFaults};

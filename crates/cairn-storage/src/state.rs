@@ -369,22 +369,38 @@ pub(crate) enum Command {
     },
 }
 
+/// Seals the active segment and starts a new one at the next index, all
+/// before returning (used where a roll is rare: retention, repair).
 pub(crate) fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
+    let old = roll_start(log, st)?;
+    seal(&old)
+}
+
+/// The part of a roll appends must wait for: the old segment's data made
+/// durable if a lazy policy left it dirty (so a crash cannot keep the new
+/// segment's entries and lose older ones: a hole), its preallocated tail
+/// trimmed, and the new segment created, its name durable in the directory,
+/// and made the active one. Returns the old segment, which still needs
+/// [`seal`]; until then a crash leaves it without index files and perhaps
+/// with its zero tail, which recovery handles like any unsealed segment
+/// (`recover::open_sealed` rebuilds the index and trims the tail).
+pub(crate) fn roll_start(log: &LogInner, st: &mut ActiveState) -> Result<Arc<Segment>> {
     debug_assert!(st.staged.is_empty(), "roll with staged bytes");
     let old = st.segment.clone();
+    if st.dirty {
+        old.file
+            .sync_data()
+            .ctx(|| format!("fdatasync {}", old.path.display()))?;
+        st.dirty = false;
+    }
     if st.allocated > st.write_pos {
         old.file
             .set_len(st.write_pos)
             .ctx(|| format!("trim {}", old.path.display()))?;
     }
-    // sync_all, not sync_data: the trimmed size must be durable too.
-    old.file
-        .sync_all()
-        .ctx(|| format!("fsync {}", old.path.display()))?;
-    // Trimming and syncing changed the file's size and mtime, not its
-    // batches: keep its digest cache valid.
+    // Trimming changed the file's size and mtime, not its batches: keep
+    // its digest cache valid. (Syncing later changes neither.)
     old.digest.lock().refresh_identity(&old.file);
-    write_index_files(&old.path, &old.meta.read())?;
     let segment = create_segment(&log.dir, st.next_index, st.next_offset)?;
     fsync_dir(&log.dir)?;
     log.segments
@@ -393,7 +409,27 @@ pub(crate) fn roll(log: &LogInner, st: &mut ActiveState) -> Result<()> {
     let in_group = st.in_group;
     *st = ActiveState::fresh(segment);
     st.in_group = in_group;
-    Ok(())
+    Ok(old)
+}
+
+/// Finishes a roll: makes the old segment's trimmed size durable and
+/// writes its index files. Nothing a reader needs waits for it (readers
+/// use the in-memory index); it only spares the next open a rescan.
+pub(crate) fn seal(old: &Segment) -> Result<()> {
+    #[cfg(test)]
+    if crate::syncpool::inject::seal_fails(&old.path) {
+        return Err(StorageError::Io {
+            context: format!("fsync {}", old.path.display()),
+            source: std::io::Error::from_raw_os_error(5),
+        });
+    }
+    // sync_all, not sync_data: the trimmed size must be durable before an
+    // index file claims that length.
+    old.file
+        .sync_all()
+        .ctx(|| format!("fsync {}", old.path.display()))?;
+    let meta = old.meta.read().clone();
+    write_index_files(&old.path, &meta)
 }
 
 /// Deletes the segments holding only entries at or below `upto`; if that is

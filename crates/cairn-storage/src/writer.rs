@@ -2,18 +2,33 @@
 //!
 //! Every mutation of every log in a data directory goes through one thread,
 //! fed by a channel. The thread takes whatever has queued up (one *commit
-//! group*), stamps offsets, writes each log's share of the group with one
-//! `pwrite`, and makes it durable with one `fdatasync` per log whose policy
-//! asks for it; then it publishes the new end to readers and answers every
-//! append of the group. While it syncs, new appends queue up and form the next
-//! group, so the cost of a sync is shared by everyone who arrived during the
-//! previous one: throughput rises with concurrency while each append is still
-//! acknowledged only after its own bytes are on disk.
+//! group*), stamps offsets and writes each log's share of the group with one
+//! `pwrite`. Then the logs whose policy asks for it are made durable with
+//! one `fdatasync` each, *side by side*: all but the first go to the data
+//! directory's sync pool (`syncpool`, `sync_threads` persistent threads),
+//! the writer syncs the first itself, and each log's new end is published
+//! to readers and its appends answered as soon as its own sync returns. A
+//! device works on concurrent flushes together, so a group touching eight
+//! partitions no longer costs eight flushes in a row (the numbers, and why
+//! not one node-wide journal instead: `docs/design/group-commit.md`).
+//! While a group syncs, new appends queue up and form the next group, so
+//! the cost of a sync is shared by everyone who arrived during the previous
+//! one: throughput rises with concurrency while each append is still
+//! acknowledged only after its own bytes are on disk. `sync_threads = 0`
+//! keeps the older behaviour: every sync on the writer, one after another.
 //!
 //! Appends that would overflow the active segment (or find it too old) first
-//! flush what is staged, then roll: the old segment is synced, trimmed of its
-//! preallocated tail, and its index files are written; a new segment starts at
-//! the next log index (and offset).
+//! flush what is staged, then roll: on the writer, a lazily synced log's old
+//! segment is synced, trimmed of its preallocated tail, and the new segment
+//! is created (its name made durable) at the next log index (and offset).
+//! *Sealing* the old segment — syncing its trimmed size and writing its two
+//! index files, four more fsyncs — is handed to the sync pool, so it no
+//! longer stalls every log's appends behind it; nothing waits for it but
+//! the commands that may delete or rewrite sealed segments (everything but
+//! appends, and a restart after a purge), which wait for seals in flight
+//! first. A crash before a seal finishes leaves a segment without index
+//! files and perhaps with its zero tail: recovery rebuilds the index from
+//! the segment and trims the tail, as for any unsealed segment.
 //!
 //! Raft's log operations run here too, so they are ordered with appends:
 //! `truncate` deletes later segments (last first, so a crash never leaves a
@@ -25,13 +40,17 @@
 //! rewrites sealed segments (see `digest`).
 //!
 //! Injected disk faults (see `fault`) are applied here: the writer sleeps
-//! before each group write and each `fdatasync` while a delay is in force,
-//! inside the timed regions, so appends and their reported timings slow
-//! down as on a slow device. It never injects failures.
+//! before each log's group write, and whichever thread runs an append's
+//! `fdatasync` sleeps before it, while a delay is in force, inside the
+//! timed regions, so appends and their reported timings slow down as on a
+//! slow device (concurrent syncs wait out their delays concurrently, as
+//! on a device with a queue). It never injects failures.
 //!
-//! A failed write or sync *poisons* the log: after fsync fails the page
-//! cache cannot be trusted, so the log refuses appends until it is reopened
-//! and recovered from what is really on disk.
+//! A failed write or sync *poisons* the log — that log only, whichever
+//! thread ran its sync: after fsync fails the page cache cannot be trusted,
+//! so the log refuses appends until it is reopened and recovered from what
+//! is really on disk. A failed seal poisons its log too, as a failed roll
+//! always did.
 //!
 //! One long file on purpose: the writer thread's loop and the log
 //! mutations only that thread runs (restart, truncate, purge, poison)
@@ -61,8 +80,9 @@ use crate::segment::{BatchCursor, IndexPoint, Segment, remove_index_files, scan_
 use crate::space::SpaceGuard;
 use crate::state::{
     ActiveState, AppendInfo, Command, EntryId, LogInner, Notify, PURGED_FILE, RetentionOutcome,
-    create_segment, delete_segment, drop_purged, roll,
+    create_segment, delete_segment, drop_purged, roll_start, seal,
 };
+use crate::syncpool::{Done, Job, SyncPool, sync_segment};
 
 /// One data directory: a lock file, the logs below it, and their writer.
 #[derive(Debug)]
@@ -98,7 +118,13 @@ impl DataDir {
         let (tx, rx) = mpsc::channel();
         let faults = Arc::new(DiskFaults::new());
         let space = Arc::new(SpaceGuard::new(path.clone(), options.min_free_bytes));
+        let pool = match options.sync_threads {
+            0 => None,
+            n => Some(SyncPool::start(n, faults.clone())?),
+        };
         let writer = Writer {
+            pool,
+            seals_pending: 0,
             rx,
             faults: faults.clone(),
             preallocate_bytes: options.preallocate_bytes,
@@ -257,6 +283,18 @@ struct Writer {
     group_bytes: usize,
     group_appends: u32,
     next_interval_sync: Option<Instant>,
+    /// Runs a group's syncs beside this thread, and seals rolled segments;
+    /// `None` when `sync_threads` is 0 (everything inline, one after another).
+    pool: Option<SyncPool>,
+    /// Seal jobs handed to the pool and not yet reported back.
+    seals_pending: usize,
+}
+
+/// A log whose share of the group is written and awaits its `fdatasync`.
+struct Unsynced {
+    log: Arc<LogInner>,
+    segment: Arc<Segment>,
+    write: Duration,
 }
 
 enum Flow {
@@ -287,6 +325,7 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.commit();
+                    self.wait_seals();
                     // Every handle is gone: nobody is left to hear a failure; the
                     // poisoned log reports itself when reopened.
                     let _ = self.sync_everything();
@@ -330,8 +369,11 @@ impl Writer {
             );
             return Flow::Continue;
         }
-        // Everything else sees the effect of all appends before it.
+        // Everything else sees the effect of all appends before it, and
+        // finds no seal in flight (truncate, purge, retention, repair and
+        // install may delete or rewrite a sealed segment's files).
         self.commit();
+        self.wait_seals();
         match cmd {
             Command::Append { .. } => unreachable!("handled above"),
             Command::Register { log } => self.logs.push(log),
@@ -456,7 +498,15 @@ impl Writer {
             // A log holding nothing (or only purged entries) starts wherever
             // its next entry is: after a purge, or a follower's first append.
             self.flush(&log, &mut st);
-            if let Err(e) = restart_at(&log, &mut st, index) {
+            // It deletes the old segments: no seal may still be writing
+            // their index files. Waited for without this log's lock: a
+            // failed seal poisons its log, which may be this one.
+            drop(st);
+            self.wait_seals();
+            st = log.active.lock();
+            if st.poisoned.is_none()
+                && let Err(e) = restart_at(&log, &mut st, index)
+            {
                 poison(&log, &mut st, e.to_string());
             }
             if let Some(reason) = &st.poisoned {
@@ -527,84 +577,163 @@ impl Writer {
         self.group_appends += 1;
     }
 
-    /// Writes, syncs and publishes every log of the current group.
+    /// Writes, syncs and publishes every log of the current group: each
+    /// log's share is written first, then the logs that sync on every
+    /// append are synced side by side (see `sync_group`).
     fn commit(&mut self) {
+        self.reap_seals();
         let group = std::mem::take(&mut self.group);
-        for log in &group {
+        let group_size = self.group_appends.max(1);
+        let mut unsynced = Vec::new();
+        for log in group {
             let mut st = log.active.lock();
-            self.flush(log, &mut st);
             st.in_group = false;
+            let Some(write) = self.write_staged(&log, &mut st) else {
+                continue;
+            };
+            if log.config.durability == Durability::Fsync {
+                let segment = st.segment.clone();
+                drop(st);
+                unsynced.push(Unsynced {
+                    log,
+                    segment,
+                    write,
+                });
+            } else {
+                self.owe_sync(&log, &mut st);
+                publish(&mut st, write, Duration::ZERO, group_size);
+            }
         }
+        self.sync_group(&unsynced, group_size);
         self.group_bytes = 0;
         self.group_appends = 0;
     }
 
+    /// Syncs the written logs of a group and answers each log's appends
+    /// once its own sync returned (or poisons it if that failed). With a
+    /// pool and more than one log, all but the first go to the pool and
+    /// the writer syncs the first itself meanwhile.
+    fn sync_group(&mut self, unsynced: &[Unsynced], group_size: u32) {
+        let pool = match &self.pool {
+            Some(pool) if unsynced.len() > 1 => pool,
+            _ => {
+                for u in unsynced {
+                    let synced = sync_segment(&self.faults, &u.segment);
+                    finish_sync(u, synced, group_size);
+                }
+                return;
+            }
+        };
+        for (slot, u) in unsynced.iter().enumerate().skip(1) {
+            pool.submit(Job::Sync {
+                slot,
+                segment: u.segment.clone(),
+            });
+        }
+        let synced = sync_segment(&self.faults, &unsynced[0].segment);
+        finish_sync(&unsynced[0], synced, group_size);
+        let mut left = unsynced.len() - 1;
+        while left > 0 {
+            match pool.recv() {
+                Some(Done::Sync { slot, result }) => {
+                    finish_sync(&unsynced[slot], result, group_size);
+                    left -= 1;
+                }
+                Some(Done::Seal { log, result }) => {
+                    sealed(&log, result);
+                    self.seals_pending -= 1;
+                }
+                None => unreachable!("the sync pool lives as long as the writer"),
+            }
+        }
+    }
+
     /// Writes one log's staged bytes, syncs them if its policy says so,
     /// publishes the new end to readers and answers the waiting appends.
+    /// For a single log outside a group's commit (before a roll).
     fn flush(&mut self, log: &LogInner, st: &mut ActiveState) {
-        if st.staged.is_empty() {
+        let Some(write) = self.write_staged(log, st) else {
             return;
+        };
+        let group_size = self.group_appends.max(1);
+        if log.config.durability != Durability::Fsync {
+            self.owe_sync(log, st);
+            publish(st, write, Duration::ZERO, group_size);
+            return;
+        }
+        match sync_segment(&self.faults, &st.segment) {
+            Ok(sync) => publish(st, write, sync, group_size),
+            Err(e) => poison(log, st, e.to_string()),
+        }
+    }
+
+    /// Writes one log's staged bytes with one `pwrite` and moves its write
+    /// position past them; readers see nothing of them until `publish`.
+    /// Returns how long the write took, or `None` when there was nothing to
+    /// write or the write failed (the log is then poisoned).
+    fn write_staged(&mut self, log: &LogInner, st: &mut ActiveState) -> Option<Duration> {
+        if st.staged.is_empty() {
+            return None;
         }
         let started = Instant::now();
         pause(self.faults.write_delay());
         let end = st.end_pos();
-        let written = self
-            .ensure_allocated(st, end)
-            .and_then(|()| {
-                st.segment
-                    .file
-                    .write_all_at(&st.staged, st.write_pos)
-                    .ctx(|| format!("write {}", st.segment.path.display()))
-            })
-            .map(|()| started.elapsed());
-        let synced = written.and_then(|write| {
-            if log.config.durability != Durability::Fsync {
-                st.dirty = true;
-                if log.config.durability == Durability::Interval
-                    && self.next_interval_sync.is_none()
-                {
-                    self.next_interval_sync = Some(Instant::now() + self.options.sync_interval);
-                }
-                return Ok((write, Duration::ZERO));
-            }
-            let sync_started = Instant::now();
-            pause(self.faults.fsync_delay());
+        let written = self.ensure_allocated(st, end).and_then(|()| {
             st.segment
                 .file
-                .sync_data()
-                .ctx(|| format!("fdatasync {}", st.segment.path.display()))?;
-            st.dirty = false;
-            Ok((write, sync_started.elapsed()))
+                .write_all_at(&st.staged, st.write_pos)
+                .ctx(|| format!("write {}", st.segment.path.display()))
         });
-        let (write, sync) = match synced {
-            Ok(t) => t,
-            Err(e) => {
-                poison(log, st, e.to_string());
-                return;
-            }
-        };
+        if let Err(e) = written {
+            poison(log, st, e.to_string());
+            return None;
+        }
         st.write_pos = end;
         st.allocated = st.allocated.max(end);
-        {
-            let mut meta = st.segment.meta.write();
-            meta.len = st.write_pos;
-            meta.next_offset = st.next_offset;
-            meta.next_index = st.next_index;
-            meta.last_term = st.last_term;
-            meta.min_ts = st.min_ts;
-            meta.max_ts = st.max_ts;
-            meta.index.append(&mut st.staged_index);
-        }
         st.staged.clear();
         if st.staged.capacity() > 4 << 20 {
             st.staged.shrink_to(1 << 20);
         }
-        let group_size = self.group_appends.max(1);
-        for mut w in st.waiters.drain(..) {
-            w.info.timings.write = write;
-            w.info.timings.sync = sync;
-            w.info.timings.group_size = group_size;
-            w.notify.send(Ok(w.info));
+        Some(started.elapsed())
+    }
+
+    /// Notes that a log with a lazy policy has unsynced bytes.
+    fn owe_sync(&mut self, log: &LogInner, st: &mut ActiveState) {
+        st.dirty = true;
+        if log.config.durability == Durability::Interval && self.next_interval_sync.is_none() {
+            self.next_interval_sync = Some(Instant::now() + self.options.sync_interval);
+        }
+    }
+
+    /// Takes in the seals the pool finished meanwhile, without waiting.
+    fn reap_seals(&mut self) {
+        if self.seals_pending == 0 {
+            return;
+        }
+        let Some(pool) = &self.pool else { return };
+        while let Some(done) = pool.try_recv() {
+            match done {
+                Done::Seal { log, result } => {
+                    sealed(&log, result);
+                    self.seals_pending -= 1;
+                }
+                Done::Sync { .. } => unreachable!("no sync is in flight outside sync_group"),
+            }
+        }
+    }
+
+    /// Waits until every seal handed to the pool has finished.
+    fn wait_seals(&mut self) {
+        let Some(pool) = &self.pool else { return };
+        while self.seals_pending > 0 {
+            match pool.recv() {
+                Some(Done::Seal { log, result }) => {
+                    sealed(&log, result);
+                    self.seals_pending -= 1;
+                }
+                Some(Done::Sync { .. }) => unreachable!("no sync is in flight outside sync_group"),
+                None => unreachable!("the sync pool lives as long as the writer"),
+            }
         }
     }
 
@@ -633,11 +762,27 @@ impl Writer {
         }
     }
 
-    /// Seals the active segment and starts a new one at the next offset.
-    /// Expects nothing staged.
-    fn roll(&mut self, log: &LogInner, st: &mut ActiveState) {
-        if let Err(e) = roll(log, st) {
-            poison(log, st, e.to_string());
+    /// Starts a new segment at the next offset and seals the old one: on
+    /// the pool when there is one, so appends to every log of the data
+    /// directory need not wait for its index files. Expects nothing staged.
+    fn roll(&mut self, log: &Arc<LogInner>, st: &mut ActiveState) {
+        let old = match roll_start(log, st) {
+            Ok(old) => old,
+            Err(e) => return poison(log, st, e.to_string()),
+        };
+        match &self.pool {
+            Some(pool) => {
+                pool.submit(Job::Seal {
+                    log: log.clone(),
+                    segment: old,
+                });
+                self.seals_pending += 1;
+            }
+            None => {
+                if let Err(e) = seal(&old) {
+                    poison(log, st, e.to_string());
+                }
+            }
         }
     }
 
@@ -809,6 +954,53 @@ fn purge(log: &LogInner, st: &mut ActiveState, upto: EntryId) -> Result<()> {
     drop_purged(log, st, upto.index)
 }
 
+/// Answers a log's appends once its sync returned, or poisons the log (its
+/// appends are refused) if the sync failed.
+fn finish_sync(u: &Unsynced, synced: Result<Duration>, group_size: u32) {
+    let mut st = u.log.active.lock();
+    if st.poisoned.is_some() {
+        // A failed seal poisoned it meanwhile and refused its appends.
+        return;
+    }
+    match synced {
+        Ok(sync) => publish(&mut st, u.write, sync, group_size),
+        Err(e) => poison(&u.log, &mut st, e.to_string()),
+    }
+}
+
+/// Publishes a log's written (and, per policy, synced) bytes to readers and
+/// answers its waiting appends.
+fn publish(st: &mut ActiveState, write: Duration, sync: Duration, group_size: u32) {
+    {
+        let mut meta = st.segment.meta.write();
+        meta.len = st.write_pos;
+        meta.next_offset = st.next_offset;
+        meta.next_index = st.next_index;
+        meta.last_term = st.last_term;
+        meta.min_ts = st.min_ts;
+        meta.max_ts = st.max_ts;
+        meta.index.append(&mut st.staged_index);
+    }
+    for mut w in st.waiters.drain(..) {
+        w.info.timings.write = write;
+        w.info.timings.sync = sync;
+        w.info.timings.group_size = group_size;
+        w.notify.send(Ok(w.info));
+    }
+}
+
+/// Takes in a finished seal: a failure poisons the log, as a failed roll
+/// always has (the sealed segment's state on disk is uncertain). Locks the
+/// log: the writer calls it holding no log's lock.
+fn sealed(log: &LogInner, result: Result<()>) {
+    if let Err(e) = result {
+        let mut st = log.active.lock();
+        if st.poisoned.is_none() {
+            poison(log, &mut st, format!("seal after roll: {e}"));
+        }
+    }
+}
+
 fn sync_if_dirty(log: &LogInner, st: &mut ActiveState) {
     if !st.dirty || st.poisoned.is_some() {
         return;
@@ -841,4 +1033,120 @@ fn poison(log: &LogInner, st: &mut ActiveState, reason: String) {
         w.notify.send(Err(poisoned(log, &reason)));
     }
     st.poisoned = Some(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cairn_types::{BatchBuilder, Entry, Level};
+
+    use super::*;
+    use crate::fault::DiskFault;
+    use crate::syncpool::inject;
+
+    fn batch(message: &str) -> RecordBatch {
+        let mut b = BatchBuilder::new();
+        b.push(&Entry {
+            timestamp_us: 1,
+            level: Level::Info,
+            source: "svc".into(),
+            message: message.into(),
+            attributes: BTreeMap::new(),
+        })
+        .unwrap();
+        b.finish()
+    }
+
+    /// Sequentially (no pool) and with the pool: two logs whose appends
+    /// share a commit group, one of whose `fdatasync` fails.
+    #[test]
+    fn a_failed_sync_poisons_its_log_only_and_the_rest_of_its_group_is_acknowledged() {
+        for sync_threads in [0, 3] {
+            let tmp = tempfile::tempdir().unwrap();
+            let options = DataDirOptions {
+                sync_threads,
+                ..DataDirOptions::default()
+            };
+            let dir = DataDir::open(tmp.path(), options).unwrap();
+            let stall = dir.open_log("stall", LogConfig::default()).unwrap();
+            let good = dir.open_log("good", LogConfig::default()).unwrap();
+            let bad = dir.open_log("bad", LogConfig::default()).unwrap();
+            inject::fail_syncs_under(bad.dir());
+
+            // Hold the writer in a slow sync of another log, so the next two
+            // appends queue up behind it and form one group. (Were the
+            // writer slower still to get there, all three would share a
+            // group, which tests the same.)
+            let delay = Duration::from_millis(300);
+            dir.faults().set(
+                DiskFault {
+                    fsync_delay: delay,
+                    ..DiskFault::default()
+                },
+                Duration::from_secs(60),
+            );
+            let stalled = stall.append(batch("stall"));
+            std::thread::sleep(Duration::from_millis(50));
+            let good_append = good.append(batch("good"));
+            let bad_append = bad.append(batch("bad"));
+
+            let acked = good_append.wait().unwrap();
+            assert!(
+                acked.timings.group_size >= 2,
+                "sync_threads {sync_threads}: the two appends shared a group"
+            );
+            // The injected delay still applies to each sync, in the pool too.
+            assert!(acked.timings.sync >= delay, "{:?}", acked.timings);
+            assert!(matches!(
+                bad_append.wait(),
+                Err(StorageError::Poisoned { .. })
+            ));
+            stalled.wait().unwrap();
+            dir.faults().clear();
+
+            // Only the failed log refuses appends; what was acknowledged
+            // is readable.
+            assert!(matches!(
+                bad.append(batch("after")).wait(),
+                Err(StorageError::Poisoned { .. })
+            ));
+            let next = good.append(batch("after")).wait().unwrap();
+            assert_eq!(next.base_offset, acked.next_offset());
+            stall.append(batch("after")).wait().unwrap();
+            assert_eq!(good.bounds().1, 2, "sync_threads {sync_threads}");
+        }
+    }
+
+    /// A seal runs on the pool after appends moved on; if it fails, the
+    /// log it belongs to is poisoned (as a failed inline roll always was),
+    /// no other, and no later than the next command that waits for seals.
+    #[test]
+    fn a_failed_seal_poisons_its_log_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+        let small = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let sealing = dir.open_log("sealing", small.clone()).unwrap();
+        let other = dir.open_log("other", small).unwrap();
+        inject::fail_seals_under(sealing.dir());
+        let big = batch(&"x".repeat(1500));
+        // Three batches fill a segment: the fourth rolls it.
+        for _ in 0..4 {
+            let _ = sealing.append(big.clone()).wait();
+            other.append(big.clone()).wait().unwrap();
+        }
+        assert!(matches!(
+            sealing.sync().wait(),
+            Err(StorageError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            sealing.append(big.clone()).wait(),
+            Err(StorageError::Poisoned { .. })
+        ));
+        other.sync().wait().unwrap();
+        other.append(big).wait().unwrap();
+    }
 }

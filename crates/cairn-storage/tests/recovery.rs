@@ -174,6 +174,54 @@ fn given_missing_or_stale_index_files_when_reopened_should_rebuild_them() {
     assert_eq!(mid[0].0, 155);
 }
 
+/// The writer seals a rolled segment (its trimmed size synced, its index
+/// files written) on a sync thread after appends have moved on to the next
+/// segment. A crash before that leaves sealed segments without index
+/// files, still carrying their preallocated zero tail, perhaps with a
+/// half-written temp index; nothing acknowledged may be lost.
+#[test]
+fn given_a_crash_after_rolls_before_sealing_when_reopened_should_keep_every_acknowledged_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+        let log = dir.open_log("p", small_segments()).unwrap();
+        fill(&log, 30);
+    }
+    let pdir = tmp.path().join("p");
+    let segs = segments(&pdir);
+    assert!(segs.len() >= 3);
+    let sealed = &segs[..segs.len() - 1];
+    for seg in sealed {
+        fs::remove_file(seg.with_extension("index")).unwrap();
+        fs::remove_file(seg.with_extension("timeindex")).unwrap();
+        let f = OpenOptions::new().write(true).open(seg).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len + 64 * 1024).unwrap();
+    }
+    fs::write(sealed[0].with_extension("index.tmp"), b"CIX2 half").unwrap();
+
+    let dir = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let log = dir.open_log("p", small_segments()).unwrap();
+    let all = read_all(&log, 0).unwrap();
+    assert_eq!(all.len(), 300);
+    check_messages(&all);
+    for seg in sealed {
+        assert!(seg.with_extension("index").exists(), "{}", seg.display());
+    }
+    assert!(!sealed[0].with_extension("index.tmp").exists());
+    // The log continues where the acknowledged entries end.
+    let info = log
+        .append(batch(&[entry(
+            300_000,
+            Level::Info,
+            "svc",
+            format!("m300-{}", "p".repeat(60)),
+        )]))
+        .wait()
+        .unwrap();
+    assert_eq!(info.base_offset, 300);
+}
+
 #[test]
 fn retention_by_age_deletes_only_old_whole_segments() {
     let tmp = tempfile::tempdir().unwrap();

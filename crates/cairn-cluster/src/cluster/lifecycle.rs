@@ -303,6 +303,9 @@ impl Cluster {
         if !remove_data && let Err(e) = g.meta.flush().await {
             tracing::warn!(group, error = %e, "writing raft.json");
         }
+        // A lazy write started before the shutdown must not create its
+        // temp file in a directory being deleted.
+        g.meta.settle().await;
         self.finish_log(group, g.log.clone(), remove_data).await;
     }
 

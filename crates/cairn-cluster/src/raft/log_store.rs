@@ -499,13 +499,14 @@ impl<C: LogStoreConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     /// Lazy: the committed id is a restart hint, so it is written at most
-    /// once per flush interval (and with every vote), never synced per call.
+    /// once per flush interval (and with every vote), never synced per call,
+    /// and in the background (see `meta`).
     async fn save_committed(
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         if self.meta.update(|m| m.committed = committed) {
-            self.meta.flush().await.map_err(write_err)?;
+            self.meta.flush_in_background();
         }
         Ok(())
     }

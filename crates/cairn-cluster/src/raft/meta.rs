@@ -13,9 +13,20 @@
 //! [`MetaFile::flush`]. After a crash the hints may be older than the log:
 //! openraft then re-applies committed entries from the older applied id,
 //! which for a partition is only bookkeeping.
+//!
+//! The lazy write is due inside `apply` and `save_committed`, that is on
+//! the path of a client's write; since nothing needs the hints durable, it
+//! runs in the background ([`MetaFile::flush_in_background`]) and nobody
+//! waits for it. One rewrite (two fsyncs) measured 0.9 ms typical on our
+//! disk, 12 ms typical and up to 75 ms while it was busy
+//! (`docs/PERFORMANCE.md`, issue 15): awaited, it held up every append of
+//! that partition once a second. Writes that must
+//! be durable before going on (the vote, the purge point, a snapshot's
+//! state, shutdown) still await [`MetaFile::flush`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_storage::atomic_write;
@@ -63,6 +74,9 @@ pub struct MetaFile {
     /// Serializes writes, and remembers which version reached the disk, so a
     /// slower writer never replaces newer content with older.
     written: Mutex<u64>,
+    /// A background write is queued or running: one is enough, as it
+    /// writes whatever is newest when it runs.
+    background: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +120,7 @@ impl MetaFile {
                 last_write: Instant::now(),
             }),
             written: Mutex::new(0),
+            background: AtomicBool::new(false),
         }))
     }
 
@@ -128,6 +143,31 @@ impl MetaFile {
         tokio::task::spawn_blocking(move || this.flush_blocking())
             .await
             .map_err(|e| MetaError::Task(e.to_string()))?
+    }
+
+    /// Writes the current metadata like [`MetaFile::flush`], but in the
+    /// background: for the lazy hints, which nothing waits for. A failure
+    /// is logged; the next due write tries again. Needs a tokio runtime.
+    pub fn flush_in_background(self: &Arc<Self>) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // Cleared before writing: a change after this point may start
+            // the next background write, which then waits for `written`.
+            this.background.store(false, Ordering::Release);
+            if let Err(e) = this.flush_blocking() {
+                tracing::warn!(path = %this.path.display(), error = %e, "lazy raft.json write failed; retrying with the next");
+            }
+        });
+    }
+
+    /// Waits until no write of this file is running (a background one
+    /// started before may still be): before the directory is deleted.
+    pub async fn settle(self: &Arc<Self>) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || drop(this.written.lock())).await;
     }
 
     /// [`MetaFile::flush`] for a plain thread.

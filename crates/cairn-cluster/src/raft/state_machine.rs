@@ -308,7 +308,8 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         }
         self.replica.publish(self.state.applied_end_offset);
         if self.record() {
-            self.meta.flush().await.map_err(sm_err)?;
+            // A hint: the replies need not wait for it (see `meta`).
+            self.meta.flush_in_background();
         }
         Ok(replies)
     }
