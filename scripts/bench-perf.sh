@@ -4,10 +4,10 @@
 # workloads against a fresh 3-node cluster (RF 3, every entry fdatasync'd
 # on a majority before it is acknowledged; nodes and generator share the
 # machine's cores) for each variant:
+#   light   5k entries/s in 10-entry requests for LIGHT_SECONDS (60), first
 #   one     1-entry requests, 1 in flight (latency)
 #   window  1-entry requests, 1000 in flight (4 x 250, closed window)
 #   big     1000-entry requests at 1.5M entries/s offered
-#   light   5k entries/s in 10-entry requests for LIGHT_SECONDS (60)
 # Every run verifies every acknowledged entry by reading it back.
 #
 # Variants (VARIANTS, default "routed whole"): `routed` is the producer as

@@ -14,7 +14,9 @@
 //!
 //! For high-throughput ingest, [`TcpProducer`] (module [`tcp`]) speaks the
 //! binary protocol instead: record batches in length-delimited frames, many
-//! requests in flight on one connection.
+//! requests in flight per connection, each partition's entries sent
+//! straight to its leader and merged per partition while requests are on
+//! the wire.
 
 pub mod tcp;
 pub mod tls;
