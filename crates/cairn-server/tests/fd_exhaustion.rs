@@ -239,10 +239,15 @@ async fn partitions_and_controller_survive_running_out_of_file_descriptors() -> 
         "long outage: {restarted} partition groups restarted; writes commit again {:?} after descriptors were back",
         released.elapsed()
     );
-    assert!(
-        restarted >= 1,
-        "no Raft core stopped: the outage was too short to test"
-    );
+    // Until issue 15 the hint file raft.json was written on the write
+    // path, and its failed write stopped every core here. It is written in
+    // the background now (a failure is logged, the next write retries), so
+    // an outage may stop no partition core at all; when one does stop (a
+    // segment roll needing a descriptor), it must have been restarted, as
+    // the writes above committing again show.
+    if restarted == 0 {
+        println!("no partition core stopped during the long outage");
+    }
 
     // The controller: applying a new stream writes controller.json, which
     // needs a descriptor; longer than the retry budget without one, the
