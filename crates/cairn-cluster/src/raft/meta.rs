@@ -77,6 +77,9 @@ pub struct MetaFile {
     /// A background write is queued or running: one is enough, as it
     /// writes whatever is newest when it runs.
     background: AtomicBool,
+    /// Background writes spawned and not yet finished (queued ones too),
+    /// for [`MetaFile::settle`].
+    outstanding: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +124,7 @@ impl MetaFile {
             }),
             written: Mutex::new(0),
             background: AtomicBool::new(false),
+            outstanding: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -153,6 +157,7 @@ impl MetaFile {
             return;
         }
         let this = self.clone();
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
         tokio::task::spawn_blocking(move || {
             // Cleared before writing: a change after this point may start
             // the next background write, which then waits for `written`.
@@ -160,12 +165,17 @@ impl MetaFile {
             if let Err(e) = this.flush_blocking() {
                 tracing::warn!(path = %this.path.display(), error = %e, "lazy raft.json write failed; retrying with the next");
             }
+            this.outstanding.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
-    /// Waits until no write of this file is running (a background one
-    /// started before may still be): before the directory is deleted.
+    /// Waits until no write of this file is queued or running (a
+    /// background one started before may still be): before the directory
+    /// is deleted, so no temp file lands in it afterwards.
     pub async fn settle(self: &Arc<Self>) {
+        while self.outstanding.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let this = self.clone();
         let _ = tokio::task::spawn_blocking(move || drop(this.written.lock())).await;
     }
