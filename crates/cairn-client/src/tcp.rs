@@ -220,7 +220,7 @@ impl TcpProducer {
     ) -> Result<AppendResponse, TcpError> {
         match &self.router {
             Some(router) => router.append(stream, batch).await,
-            None => to_response(append_on(&self.link, stream, batch).await?),
+            None => Ok(to_response(append_on(&self.link, stream, batch).await?)),
         }
     }
 
@@ -297,9 +297,7 @@ async fn append_on(
     }
 }
 
-fn to_response(
-    parts: impl IntoIterator<Item = protocol::AppendedPartition>,
-) -> Result<AppendResponse, TcpError> {
+fn to_response(parts: impl IntoIterator<Item = protocol::AppendedPartition>) -> AppendResponse {
     let mut partitions: Vec<PartitionAppend> = parts
         .into_iter()
         .map(|p| PartitionAppend {
@@ -309,10 +307,10 @@ fn to_response(
         })
         .collect();
     partitions.sort_by_key(|p| p.partition);
-    Ok(AppendResponse {
+    AppendResponse {
         appended: partitions.iter().map(|p| u64::from(p.count)).sum(),
         partitions,
-    })
+    }
 }
 
 /// Encodes entries into one batch, filling in what the producer left out.

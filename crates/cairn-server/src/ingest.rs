@@ -143,22 +143,6 @@ pub fn checked_batch(batch: bytes::Bytes) -> Result<RecordBatch, ApiError> {
     Ok(batch)
 }
 
-/// The one partition all of `batch`'s entries hash to, if there is one
-/// (always, for a one-entry batch): such a batch can be stored as sent.
-pub fn single_partition(batch: &RecordBatch, partitions: u32) -> Option<u32> {
-    let mut only = None;
-    for item in batch.entries() {
-        let (_, e) = item.ok()?;
-        let p = cairn_types::partition_for_source(e.source, partitions);
-        match only {
-            None => only = Some(p),
-            Some(q) if q != p => return None,
-            Some(_) => {}
-        }
-    }
-    only
-}
-
 fn too_many(n: usize) -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,

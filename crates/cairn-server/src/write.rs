@@ -150,7 +150,7 @@ impl Node {
     ) -> Result<AppendResponse, ApiError> {
         let meta = streams::lookup(self.cluster(), stream)?;
         let partitions = meta.partitions.len() as u32;
-        let Some(partition) = ingest::single_partition(&batch, partitions) else {
+        let Some(partition) = batch.single_partition(partitions) else {
             let entries = ingest::entries_from_batch(batch.as_bytes().clone())?;
             return self.append_entries(stream, entries, api).await;
         };

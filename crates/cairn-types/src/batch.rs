@@ -462,6 +462,25 @@ impl RecordBatch {
         RecordBatch::from_bytes(Bytes::from(buf)).expect("restamped batch is valid")
     }
 
+    /// The one partition of a stream with `partitions` partitions that all
+    /// entries hash to (by source), if there is one (always, for a
+    /// one-entry batch): such a batch can be stored, or sent to that
+    /// partition's leader, as it is. `None` also when an entry does not
+    /// decode or there is none.
+    pub fn single_partition(&self, partitions: u32) -> Option<u32> {
+        let mut only = None;
+        for item in self.entries() {
+            let (_, e) = item.ok()?;
+            let p = crate::entry::partition_for_source(e.source, partitions);
+            match only {
+                None => only = Some(p),
+                Some(q) if q != p => return None,
+                Some(_) => {}
+            }
+        }
+        only
+    }
+
     /// Iterates the entries with their offsets.
     pub fn entries(&self) -> EntryIter<'_> {
         EntryIter {

@@ -156,12 +156,12 @@ impl Router {
         let route = match self.route(stream).await {
             Lookup::Route(route) => route,
             Lookup::Unroutable => {
-                return to_response(append_on(&self.default, stream, batch).await?);
+                return Ok(to_response(append_on(&self.default, stream, batch).await?));
             }
         };
         let Some(parts) = split_by_partition(batch, route.partitions) else {
             // Entries that do not decode: the server says which.
-            return to_response(append_on(&self.default, stream, batch).await?);
+            return Ok(to_response(append_on(&self.default, stream, batch).await?));
         };
         let sends = parts
             .into_iter()
@@ -170,7 +170,7 @@ impl Router {
         for result in futures::future::join_all(sends).await {
             appended.push(result?);
         }
-        to_response(appended)
+        Ok(to_response(appended))
     }
 
     /// The stream's route, asking for it first if there is none yet, and
@@ -437,21 +437,20 @@ impl Router {
             return;
         }
         let mut builder = BatchBuilder::with_capacity(writes.iter().map(|w| w.batch.len()).sum());
-        let merged = writes
+        // Merging fails only for batches that do not decode, which split
+        // ones always do; sent one by one, each gets its own answer.
+        let result = match writes
             .iter()
             .try_for_each(|w| builder.extend_from(&w.batch))
-            .map(|()| builder.finish());
-        let result = match merged {
-            Ok(batch) => self.send_one(route, target.clone(), p, &batch).await,
-            // Cannot happen for batches that were split from decodable
-            // ones; sending them one by one is always right.
-            Err(_) => Err(TcpError::Api {
-                code: ErrorCode::InvalidEntry,
-                message: String::new(),
-            }),
+        {
+            Ok(()) => Some(
+                self.send_one(route, target.clone(), p, &builder.finish())
+                    .await,
+            ),
+            Err(_) => None,
         };
         match result {
-            Ok(part) => {
+            Some(Ok(part)) => {
                 let mut offset = part.base_offset;
                 for w in writes {
                     let count = w.batch.count();
@@ -463,7 +462,13 @@ impl Router {
                     offset += u64::from(count);
                 }
             }
-            Err(TcpError::Api { code, .. }) if refused_for_content(code) => {
+            // Refused for what it holds: nothing was stored, so each part
+            // goes again on its own and only a bad one fails.
+            None
+            | Some(Err(TcpError::Api {
+                code: ErrorCode::InvalidEntry | ErrorCode::BadRequest | ErrorCode::PayloadTooLarge,
+                ..
+            })) => {
                 let sends = writes.into_iter().map(|w| {
                     let target = target.clone();
                     async move {
@@ -473,7 +478,7 @@ impl Router {
                 });
                 futures::future::join_all(sends).await;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 for w in writes {
                     let _ = w.reply.send(Err(same_error(&e)));
                 }
@@ -559,15 +564,6 @@ fn take_queued(st: &mut LaneState, slot: Slot, max_bytes: usize) -> Option<Taken
     Some((st.target.clone(), writes))
 }
 
-/// Refusals that mean the server stored nothing because of what the
-/// request holds, so its parts can be sent again one by one.
-fn refused_for_content(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::InvalidEntry | ErrorCode::BadRequest | ErrorCode::PayloadTooLarge
-    )
-}
-
 /// The same failure for another caller of a merged request.
 fn same_error(e: &TcpError) -> TcpError {
     match e {
@@ -591,22 +587,8 @@ fn same_error(e: &TcpError) -> TcpError {
 /// batch itself when they all belong to one; `None` when an entry does not
 /// decode or there are none.
 fn split_by_partition(batch: &RecordBatch, partitions: u32) -> Option<Vec<(u32, RecordBatch)>> {
-    let mut only = None;
-    let mut mixed = false;
-    for item in batch.entries() {
-        let (_, e) = item.ok()?;
-        let p = partition_for_source(e.source, partitions);
-        match only {
-            None => only = Some(p),
-            Some(q) if q != p => {
-                mixed = true;
-                break;
-            }
-            Some(_) => {}
-        }
-    }
-    if !mixed {
-        return Some(vec![(only?, batch.clone())]);
+    if let Some(only) = batch.single_partition(partitions) {
+        return Some(vec![(only, batch.clone())]);
     }
     let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
     for item in batch.entries() {
@@ -614,7 +596,7 @@ fn split_by_partition(batch: &RecordBatch, partitions: u32) -> Option<Vec<(u32, 
         let p = partition_for_source(e.source, partitions);
         builders.entry(p).or_default().push_ref(&e).ok()?;
     }
-    Some(builders.into_iter().map(|(p, b)| (p, b.finish())).collect())
+    (!builders.is_empty()).then(|| builders.into_iter().map(|(p, b)| (p, b.finish())).collect())
 }
 
 #[cfg(test)]
