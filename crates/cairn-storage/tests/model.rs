@@ -53,11 +53,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Harness {
-    _tmp: tempfile::TempDir,
     dir: Option<DataDir>,
     log: Option<PartitionLog>,
     config: LogConfig,
     root: std::path::PathBuf,
+    /// Last: fields drop in order, and the data directory's sync pool may
+    /// still be sealing a rolled segment (writing its index files) until
+    /// the `DataDir` is shut down.
+    _tmp: tempfile::TempDir,
 }
 
 impl Harness {
