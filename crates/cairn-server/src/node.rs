@@ -53,6 +53,9 @@ pub struct NodeConfig {
     /// Most bytes per second this node fetches to catch replicas up by
     /// snapshot (0: unlimited).
     pub snapshot_rate_bytes_per_sec: u64,
+    /// A follower further behind than this many bytes of log is caught up
+    /// by snapshot (0: only past retention cuts).
+    pub snapshot_behind_bytes: u64,
     /// The controller snapshots its state and purges its log every this
     /// many entries.
     pub controller_snapshot_every: u64,
@@ -123,6 +126,7 @@ impl NodeConfig {
             retention_check: DEFAULT_RETENTION_CHECK,
             orphan_grace: Duration::from_secs(600),
             snapshot_rate_bytes_per_sec: 64_000_000,
+            snapshot_behind_bytes: cairn_cluster::cluster::DEFAULT_SNAPSHOT_BEHIND_BYTES,
             controller_snapshot_every: 1000,
             node_name: "node-1".into(),
             telemetry: TelemetryOptions::default(),
@@ -246,6 +250,7 @@ impl Node {
         cluster_config.anti_entropy = config.anti_entropy.clone();
         cluster_config.orphan_grace = config.orphan_grace;
         cluster_config.snapshot_rate_bytes_per_sec = config.snapshot_rate_bytes_per_sec;
+        cluster_config.snapshot_behind_bytes = config.snapshot_behind_bytes;
         cluster_config.controller_snapshot_every = config.controller_snapshot_every;
         cluster_config.secret = c.secret.clone();
         cluster_config.tls = config.tls.clone();

@@ -1,17 +1,27 @@
-//! Installing a snapshot's data: a log's segments replaced by those of a
-//! staged log (written by another [`crate::PartitionLog`] from batches
-//! fetched from a replica that has them, then closed).
+//! Installing a snapshot's data: the segments of a staged log (written by
+//! another [`crate::PartitionLog`] from batches fetched from a replica that
+//! has them, then closed) moved into a log, in one of two modes
+//! ([`InstallMode`]):
+//!
+//! - **replace**: the staged segments replace every segment of the log
+//!   (the log lacked the range, or its tail diverged);
+//! - **append**: the staged segments continue the log after its last
+//!   entry, which the caller names (the log holds a prefix of the range:
+//!   a follower back from an outage fetches only what it lacks). The live
+//!   active segment is sealed first and nothing is deleted.
 //!
 //! The files are moved, never copied, and the steps run on the writer
 //! thread, ordered with appends. Crash safety comes from an intent file,
 //! `install.json` in the log directory, naming the staged directory, the
-//! staged segment files and the purge point:
+//! staged segment files, the purge point and the mode:
 //!
 //! 1. write `install.json` (atomically);
-//! 2. delete every live segment that the staged set does not name;
+//! 2. (replace only) delete every live segment that the staged set does
+//!    not name;
 //! 3. move each staged segment (with its index files) into the log
 //!    directory, syncing both directories;
-//! 4. write `purged.json`;
+//! 4. (replace only) write `purged.json`, or remove it when the snapshot
+//!    has no purge point;
 //! 5. remove `install.json`.
 //!
 //! Opening a log whose directory still holds `install.json` runs steps 2–5
@@ -27,9 +37,18 @@ use crate::error::{IoContext, Result, StorageError};
 use crate::fsutil::{atomic_write, fsync_dir};
 use crate::recover::load_segments;
 use crate::segment::{index_paths, parse_segment_name};
-use crate::state::{ActiveState, EntryId, LogInner, PURGED_FILE, drop_purged};
+use crate::state::{ActiveState, EntryId, LogInner, PURGED_FILE, drop_purged, last_entry, seal};
 
 const INTENT_FILE: &str = "install.json";
+
+/// How staged segments join a log (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallMode {
+    /// Replace every segment; the log's purge point becomes `purged`.
+    Replace { purged: Option<EntryId> },
+    /// Continue the log, whose last entry must be `after`.
+    Append { after: EntryId },
+}
 
 /// What `install.json` records.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,7 +56,11 @@ struct Intent {
     staged: PathBuf,
     /// File names of the staged segments.
     segments: Vec<String>,
-    purged: EntryId,
+    /// The purge point a replace sets (`None`: no purge point).
+    purged: Option<EntryId>,
+    /// Set for an append: the live log's last entry, which stays.
+    #[serde(default)]
+    append_after: Option<EntryId>,
 }
 
 /// The segment file names in `dir`, in index order.
@@ -64,8 +87,9 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 
 /// Steps 2–5 of the module docs: idempotent.
 fn carry_out(dir: &Path, intent: &Intent) -> Result<()> {
+    let replace = intent.append_after.is_none();
     for name in segment_names(dir)? {
-        if !intent.segments.contains(&name) {
+        if replace && !intent.segments.contains(&name) {
             let path = dir.join(&name);
             let (index, time) = index_paths(&path);
             remove_if_exists(&path)?;
@@ -96,8 +120,18 @@ fn carry_out(dir: &Path, intent: &Intent) -> Result<()> {
     if intent.staged.exists() {
         fsync_dir(&intent.staged)?;
     }
-    let json = serde_json::to_vec(&intent.purged).expect("EntryId serializes");
-    atomic_write(&dir.join(PURGED_FILE), &json)?;
+    if replace {
+        match &intent.purged {
+            Some(purged) => {
+                let json = serde_json::to_vec(purged).expect("EntryId serializes");
+                atomic_write(&dir.join(PURGED_FILE), &json)?;
+            }
+            None => {
+                remove_if_exists(&dir.join(PURGED_FILE))?;
+                fsync_dir(dir)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -120,47 +154,93 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<()> {
     fsync_dir(dir)
 }
 
-/// Replaces `log`'s segments by the staged ones; see the module docs.
-/// Expects nothing staged in the commit group.
+/// Moves the staged segments into `log` per `mode`; see the module docs.
+/// Expects nothing staged in the commit group. A staged log that does not
+/// fit (nothing staged; for an append, a log that does not end at `after`
+/// or staged segments that do not start right after it) is refused with
+/// [`StorageError::InvalidRequest`] and changes nothing.
 pub(crate) fn install(
     log: &LogInner,
     st: &mut ActiveState,
     staged: &Path,
-    purged: EntryId,
+    mode: InstallMode,
 ) -> Result<()> {
     debug_assert!(st.staged.is_empty(), "install with staged bytes");
     let segments = segment_names(staged)?;
-    if segments.is_empty() {
-        return Err(StorageError::InvalidRequest {
-            path: log.dir.clone(),
-            reason: format!("nothing to install: {} holds no segment", staged.display()),
-        });
-    }
+    let refuse = |reason: String| StorageError::InvalidRequest {
+        path: log.dir.clone(),
+        reason,
+    };
+    let Some(first) = segments.first() else {
+        return Err(refuse(format!(
+            "nothing to install: {} holds no segment",
+            staged.display()
+        )));
+    };
+    let (purged, append_after) = match mode {
+        InstallMode::Replace { purged } => (purged, None),
+        InstallMode::Append { after } => {
+            let last = last_entry(log);
+            if last != Some(after) {
+                return Err(refuse(format!(
+                    "cannot append staged segments after {after:?}: the log ends at {last:?}"
+                )));
+            }
+            let base = parse_segment_name(first);
+            if base != Some((st.next_index, st.next_offset)) {
+                return Err(refuse(format!(
+                    "staged segments start at {base:?}, the log continues at ({}, {})",
+                    st.next_index, st.next_offset
+                )));
+            }
+            // The active segment becomes a sealed one: durable, trimmed,
+            // indexed. An empty one has the first staged segment's name
+            // and is replaced by it.
+            if st.end_pos() > 0 {
+                let active = st.segment.clone();
+                if st.allocated > st.write_pos {
+                    active
+                        .file
+                        .set_len(st.write_pos)
+                        .ctx(|| format!("trim {}", active.path.display()))?;
+                }
+                active.digest.lock().refresh_identity(&active.file);
+                seal(&active)?;
+                st.dirty = false;
+            }
+            (*log.purged.read(), Some(after))
+        }
+    };
     let intent = Intent {
         staged: staged.to_path_buf(),
         segments,
         purged,
+        append_after,
     };
     let intent_path = log.dir.join(INTENT_FILE);
     atomic_write(
         &intent_path,
         &serde_json::to_vec(&intent).expect("intent serializes"),
     )?;
-    // Readers holding the old segments keep reading them through their
-    // open handles; from here on, new readers see the new set.
-    for seg in log.segments.read().values() {
-        seg.digest.lock().invalidate();
+    if append_after.is_none() {
+        // Readers holding the old segments keep reading them through their
+        // open handles; from here on, new readers see the new set.
+        for seg in log.segments.read().values() {
+            seg.digest.lock().invalidate();
+        }
     }
     carry_out(&log.dir, &intent)?;
-    let (segments, active) = load_segments(&log.dir, &log.config, Some(purged))?;
+    let (segments, active) = load_segments(&log.dir, &log.config, purged)?;
     *log.segments.write() = segments;
-    *log.purged.write() = Some(purged);
+    *log.purged.write() = purged;
     let in_group = st.in_group;
     *st = active;
     st.in_group = in_group;
-    drop_purged(log, st, purged.index)?;
+    if let Some(purged) = purged {
+        drop_purged(log, st, purged.index)?;
+    }
     fs::remove_file(&intent_path).ctx(|| format!("delete {}", intent_path.display()))?;
     fsync_dir(&log.dir)?;
-    tracing::info!(dir = %log.dir.display(), staged = %staged.display(), ?purged, next_index = st.next_index, "installed a snapshot's segments");
+    tracing::info!(dir = %log.dir.display(), staged = %staged.display(), ?mode, next_index = st.next_index, "installed a snapshot's segments");
     Ok(())
 }

@@ -99,8 +99,8 @@ pub use inspect::{
     SegmentProblem, SegmentReport, inspect_data_dir, inspect_log_dir, inspect_path,
 };
 pub use log::{
-    AppendCallback, AppendInfo, AppendTimings, EntryId, LogStats, PartitionLog, Pending,
-    RetentionOutcome, ScanStats,
+    AppendCallback, AppendInfo, AppendTimings, EntryId, InstallMode, LogStats, PartitionLog,
+    Pending, RetentionOutcome, ScanStats,
 };
 pub use space::{InsufficientStorage, SpaceGuard};
 pub use writer::DataDir;

@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::fsutil::create_dir_durable;
+pub use crate::install::InstallMode;
 use crate::segment::{BatchCursor, Segment};
 pub use crate::state::{AppendCallback, AppendInfo, AppendTimings, EntryId, RetentionOutcome};
 use crate::state::{Command, Head, LogInner, Notify, cursor_error, read_purged};
@@ -333,18 +334,20 @@ impl PartitionLog {
         })
     }
 
-    /// Replaces every segment of this log by the segments of the closed
-    /// log in `staged` (a snapshot's data, fetched from another replica),
-    /// records `purged` as the purge point, and continues after the staged
-    /// log's last entry. The staged files are moved, not copied; see
-    /// `install` for the order of steps and recovery after a crash.
-    pub fn install(&self, staged: impl Into<std::path::PathBuf>, purged: EntryId) -> Pending<()> {
+    /// Moves the segments of the closed log in `staged` (a snapshot's
+    /// data, fetched from another replica) into this log, per `mode`:
+    /// replacing every segment (the purge point becomes the mode's), or
+    /// continuing after the log's last entry. The log then continues
+    /// after the staged log's last entry. The staged files are moved, not
+    /// copied; see `install` for the order of steps and recovery after a
+    /// crash.
+    pub fn install(&self, staged: impl Into<std::path::PathBuf>, mode: InstallMode) -> Pending<()> {
         let log = self.inner.clone();
         let staged = staged.into();
         self.request(|reply| Command::Install {
             log,
             staged,
-            purged,
+            mode,
             reply,
         })
     }
@@ -358,6 +361,23 @@ impl PartitionLog {
     /// The last purged entry, if any.
     pub fn purged(&self) -> Option<EntryId> {
         *self.inner.purged.read()
+    }
+
+    /// The last index of the newest sealed segment that is followed by at
+    /// least `tail_bytes` of log (`None` if the log is not that long): the
+    /// point before which a replica more than `tail_bytes` behind is better
+    /// sent the data in bulk than entry by entry.
+    pub fn index_before_tail(&self, tail_bytes: u64) -> Option<u64> {
+        let segments = self.inner.segments.read();
+        let mut after = 0u64;
+        for seg in segments.values().rev() {
+            let meta = seg.meta.read();
+            if after >= tail_bytes && meta.has_data() {
+                return Some(meta.next_index - 1);
+            }
+            after += meta.len;
+        }
+        None
     }
 
     /// `[first, next)`: the log indexes currently readable.
@@ -414,17 +434,7 @@ impl PartitionLog {
     /// The last readable entry (index and term), if the log holds any that
     /// is not purged.
     pub fn last_entry(&self) -> Option<EntryId> {
-        let last = self.inner.segments.read().values().rev().find_map(|s| {
-            let meta = s.meta.read();
-            meta.has_data().then(|| EntryId {
-                index: meta.next_index - 1,
-                term: meta.last_term,
-            })
-        })?;
-        match *self.inner.purged.read() {
-            Some(p) if last.index <= p.index => None,
-            _ => Some(last),
-        }
+        crate::state::last_entry(&self.inner)
     }
 
     /// `[start, end)`: the offsets currently readable. `start` is the

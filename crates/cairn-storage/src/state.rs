@@ -339,11 +339,11 @@ pub(crate) enum Command {
         gone_upto: Option<u64>,
         reply: Reply<RetentionOutcome>,
     },
-    /// Replace the log's segments by those of a staged log (see `install`).
+    /// Move a staged log's segments in (see `install`).
     Install {
         log: Arc<LogInner>,
         staged: PathBuf,
-        purged: EntryId,
+        mode: crate::install::InstallMode,
         reply: Reply<()>,
     },
     Sync {
@@ -463,6 +463,21 @@ pub(crate) fn drop_purged(log: &LogInner, st: &mut ActiveState, upto: u64) -> Re
         fsync_dir(&log.dir)?;
     }
     Ok(())
+}
+
+/// The log's last entry as published (`None` if empty or purged).
+pub(crate) fn last_entry(log: &LogInner) -> Option<EntryId> {
+    let last = log.segments.read().values().rev().find_map(|s| {
+        let meta = s.meta.read();
+        meta.has_data().then(|| EntryId {
+            index: meta.next_index - 1,
+            term: meta.last_term,
+        })
+    })?;
+    match *log.purged.read() {
+        Some(p) if last.index <= p.index => None,
+        _ => Some(last),
+    }
 }
 
 /// Removes a segment from the map and deletes its files (the caller fsyncs

@@ -442,13 +442,13 @@ impl Writer {
             Command::Install {
                 log,
                 staged,
-                purged,
+                mode,
                 reply,
             } => {
                 let mut st = log.active.lock();
                 let result = match &st.poisoned {
                     Some(reason) => Err(poisoned(&log, reason)),
-                    None => crate::install::install(&log, &mut st, &staged, purged),
+                    None => crate::install::install(&log, &mut st, &staged, mode),
                 };
                 if let Err(e) = &result
                     && !matches!(e, StorageError::InvalidRequest { .. })

@@ -1,5 +1,6 @@
 //! Installing a snapshot's data: a log behind another replica gets that
-//! replica's retained batches, staged in a log of their own, moved in;
+//! replica's retained batches, staged in a log of their own, moved in —
+//! replacing its segments, or appended after a prefix it already holds;
 //! the result holds the same bytes, continues after them, survives a
 //! reopen, and an install a crash interrupted is finished on open.
 
@@ -8,7 +9,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use cairn_storage::{DataDir, DataDirOptions, EntryId, PartitionLog};
+use cairn_storage::{DataDir, DataDirOptions, EntryId, InstallMode, PartitionLog};
 use common::{fill, small_segments};
 
 const CUT: u64 = 19;
@@ -71,9 +72,11 @@ fn installed_segments_replace_the_log_and_it_continues_after_them() {
     let (src, dst) = setup(&data);
     dst.install(
         tmp.path().join("dst.snap"),
-        EntryId {
-            index: CUT,
-            term: 0,
+        InstallMode::Replace {
+            purged: Some(EntryId {
+                index: CUT,
+                term: 0,
+            }),
         },
     )
     .wait()
@@ -182,5 +185,133 @@ fn a_purge_inside_a_segment_starts_the_log_at_the_next_entry() {
     data.close_log(&log).unwrap();
     let log = data.open_log("log", small_segments()).unwrap();
     check(&log);
+    data.shutdown().unwrap();
+}
+
+/// Copies `src`'s entries `range` into `log` (a replica's identical log).
+fn copy_entries(src: &PartitionLog, log: &PartitionLog, range: std::ops::Range<u64>) {
+    for b in src.read_index_range(range, usize::MAX).unwrap() {
+        let id = EntryId {
+            index: b.log_index(),
+            term: b.term(),
+        };
+        let (stamped, done) = log.append_entry(b.clone(), id).unwrap();
+        assert_eq!(stamped.as_bytes(), b.as_bytes(), "copy differs");
+        done.wait().unwrap();
+    }
+}
+
+/// A source log of `END` batches; a target holding its first `HELD`
+/// (a follower back from an outage) and the rest staged in `dst.snap`.
+fn setup_append(data: &DataDir) -> (PartitionLog, PartitionLog) {
+    const HELD: u64 = 23;
+    let src = data.open_log("src", small_segments()).unwrap();
+    fill(&src, END);
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    copy_entries(&src, &dst, 0..HELD);
+    let first = src.read_index_range(HELD..HELD + 1, 1).unwrap();
+    let staged = data
+        .open_log_at(
+            "dst.snap",
+            small_segments(),
+            HELD,
+            first[0].header().base_offset,
+        )
+        .unwrap();
+    copy_entries(&src, &staged, HELD..END);
+    data.close_log(&staged).unwrap();
+    (src, dst)
+}
+
+fn assert_whole_copy(src: &PartitionLog, dst: &PartitionLog) {
+    assert_eq!(dst.index_bounds(), (0, END));
+    let want = src.read_index_range(0..END, usize::MAX).unwrap();
+    let got = dst.read_index_range(0..END, usize::MAX).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.as_bytes(), w.as_bytes(), "index {}", w.log_index());
+    }
+    assert_eq!(dst.bounds(), src.bounds(), "offsets");
+}
+
+#[test]
+fn staged_segments_append_after_the_prefix_a_log_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let (src, dst) = setup_append(&data);
+    let after = dst.last_entry().unwrap();
+    let staged = tmp.path().join("dst.snap");
+
+    // Named wrongly, it is refused and changes nothing.
+    let wrong = EntryId {
+        index: after.index,
+        term: after.term + 1,
+    };
+    let refused = dst
+        .install(&staged, InstallMode::Append { after: wrong })
+        .wait();
+    assert!(refused.is_err(), "append after a wrong last entry");
+    assert_eq!(dst.last_entry(), Some(after));
+
+    dst.install(&staged, InstallMode::Append { after })
+        .wait()
+        .unwrap();
+    assert_whole_copy(&src, &dst);
+    assert!(segment_names(&staged).is_empty());
+    assert_eq!(dst.purged(), None);
+
+    // It continues after the appended entries, and reopens the same.
+    fill(&dst, 1);
+    assert_eq!(dst.index_bounds(), (0, END + 1));
+    data.close_log(&dst).unwrap();
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    assert_eq!(dst.index_bounds(), (0, END + 1));
+    let got = dst.read_index_range(0..END, usize::MAX).unwrap();
+    let want = src.read_index_range(0..END, usize::MAX).unwrap();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(g, w)| g.as_bytes() == w.as_bytes())
+    );
+    data.shutdown().unwrap();
+}
+
+#[test]
+fn an_append_install_interrupted_by_a_crash_is_finished_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = DataDir::open(tmp.path(), DataDirOptions::default()).unwrap();
+    let (src, dst) = setup_append(&data);
+    let after = dst.last_entry().unwrap();
+    let held = segment_names(&tmp.path().join("dst"));
+    data.close_log(&dst).unwrap();
+    // The crash: the intent is written and one staged segment moved in.
+    let staged = tmp.path().join("dst.snap");
+    let names = segment_names(&staged);
+    assert!(names.len() > 1, "want several staged segments: {names:?}");
+    let intent = serde_json::json!({
+        "staged": staged,
+        "segments": names,
+        "purged": null,
+        "append_after": after,
+    });
+    fs::write(
+        tmp.path().join("dst/install.json"),
+        serde_json::to_vec(&intent).unwrap(),
+    )
+    .unwrap();
+    fs::rename(
+        staged.join(&names[0]),
+        tmp.path().join("dst").join(&names[0]),
+    )
+    .unwrap();
+
+    let dst = data.open_log("dst", small_segments()).unwrap();
+    assert_whole_copy(&src, &dst);
+    assert!(!tmp.path().join("dst/install.json").exists());
+    let now = segment_names(&tmp.path().join("dst"));
+    assert!(
+        held.iter().all(|n| now.contains(n)),
+        "the held segments stay"
+    );
     data.shutdown().unwrap();
 }

@@ -33,7 +33,7 @@ pub(crate) fn encode(
         ),
         (
             "cairn_retention_purges",
-            "Purges up to an applied cut this node asked openraft for (one per replica and cut).",
+            "Purges this node asked openraft for, up to an applied cut or the replay window (--snapshot-behind), or of the data log to a cut.",
             r.purges,
         ),
         (

@@ -500,6 +500,12 @@ pub struct NodeArgs {
     /// snapshot (`64M`, `500k`; 0: unlimited).
     #[arg(long, env = "CAIRN_SNAPSHOT_RATE", value_parser = parse_rate, default_value = "64M")]
     pub snapshot_rate: f64,
+    /// A follower further behind than this many bytes of log (a new
+    /// replica, a node back from an outage) is caught up by snapshot —
+    /// fetched in bulk at `--snapshot-rate` — rather than entry by entry
+    /// (`256M`; 0: only past retention cuts).
+    #[arg(long, env = "CAIRN_SNAPSHOT_BEHIND", value_parser = parse_bytes, default_value = "256M")]
+    pub snapshot_behind: usize,
     /// How long a group directory that no partition on this node owns
     /// (a stream deleted, a replica moved away while the node was down)
     /// is kept before it is removed.

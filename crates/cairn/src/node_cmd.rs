@@ -100,6 +100,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
         retention_check: Duration::from_millis(args.retention_check_ms),
         orphan_grace: args.orphan_grace,
         snapshot_rate_bytes_per_sec: args.snapshot_rate as u64,
+        snapshot_behind_bytes: args.snapshot_behind as u64,
         controller_snapshot_every: args.controller_snapshot_every,
         node_name: args.name,
         telemetry: cairn_telemetry::TelemetryOptions {
@@ -251,7 +252,7 @@ async fn serve(
     writeln!(
         out,
         "cairn node config: id={} name={} data_dir={} http={http} tcp={} raft={} peers={:?} join={:?} \
-         max_body_bytes={} retention_check_ms={} orphan_grace_s={} snapshot_rate={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
+         max_body_bytes={} retention_check_ms={} orphan_grace_s={} snapshot_rate={} snapshot_behind={} disk_probe_timeout_ms={} stage_timing={stage_timing} {} \
          monitor_interval_ms={} report_interval_s={} alertmanager={:?} alert_webhook={:?}",
         config.cluster.node_id,
         config.node_name,
@@ -264,6 +265,7 @@ async fn serve(
         config.retention_check.as_millis(),
         config.orphan_grace.as_secs(),
         config.snapshot_rate_bytes_per_sec,
+        config.snapshot_behind_bytes,
         config.telemetry.disk_probe_timeout.as_millis(),
         config.cluster.raft,
         config.monitor.interval.as_millis(),

@@ -5,8 +5,11 @@
 //! same entries and holds the same batches byte for byte, and anti-entropy
 //! finds nothing to repair; killing the leader and the receiving follower
 //! in the middle of a transfer loses no acknowledged entry within
-//! retention; and the directory of a stream deleted while a node was down
-//! is removed after the node restarts and the grace period passes.
+//! retention; the directory of a stream deleted while a node was down
+//! is removed after the node restarts and the grace period passes; and,
+//! before any cut, a replica further behind than the replay window
+//! (`--snapshot-behind`) — a new one, or a node back from an outage —
+//! arrives by snapshot too, the latter fetching only what it lacks.
 
 mod support;
 
@@ -195,11 +198,12 @@ async fn same_entries_everywhere(
     Ok(from)
 }
 
-/// The replicas' batches, read from the stopped nodes' data directories,
-/// are byte-identical from the highest first index on.
-fn batches_identical(dir: &Path, group: u64) -> Result<()> {
+/// The replicas' batches, read from the stopped nodes' data directories
+/// (`node-N` for each N in `nodes`), are byte-identical from the highest
+/// first index on.
+fn batches_identical(dir: &Path, group: u64, nodes: &[usize]) -> Result<()> {
     let mut replicas = Vec::new();
-    for node in 1..=3 {
+    for &node in nodes {
         let data = cairn_storage::DataDir::open(
             dir.join(format!("node-{node}")),
             cairn_storage::DataDirOptions::default(),
@@ -223,17 +227,22 @@ fn batches_identical(dir: &Path, group: u64) -> Result<()> {
     let from = replicas.iter().map(|r| r.1).max().unwrap_or(0);
     let end = replicas[0].2;
     for (node, first, e, _) in &replicas {
-        ensure!(*e == end, "node {node} ends at {e}, node 1 at {end}");
+        ensure!(
+            *e == end,
+            "node {node} ends at {e}, node {} at {end}",
+            replicas[0].0
+        );
         ensure!(*first <= from, "node {node} starts at {first}");
     }
-    let at = |r: &(u64, u64, u64, Vec<bytes::Bytes>), i: u64| r.3[(i - r.1) as usize].clone();
+    let at = |r: &(usize, u64, u64, Vec<bytes::Bytes>), i: u64| r.3[(i - r.1) as usize].clone();
     for i in from..end {
         let reference = at(&replicas[0], i);
         for r in &replicas[1..] {
             ensure!(
                 at(r, i) == reference,
-                "node {}'s batch at index {i} differs from node 1's",
-                r.0
+                "node {}'s batch at index {i} differs from node {}'s",
+                r.0,
+                replicas[0].0
             );
         }
     }
@@ -365,7 +374,7 @@ async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> 
     for i in 0..3 {
         c.kill(i);
     }
-    batches_identical(c.dir.path(), group)
+    batches_identical(c.dir.path(), group, &[1, 2, 3])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,4 +598,173 @@ async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
         "node 4 got its replica without a snapshot"
     );
     Ok(())
+}
+
+/// Flags for a cluster that cuts nothing but switches a follower more
+/// than 64 KiB (four segments) behind to a snapshot.
+const SMALL_WINDOW: [&str; 4] = ["--retention-check-ms", "200", "--snapshot-behind", "64k"];
+
+/// Waits until the leader (index `leader`) has applied `index`.
+async fn wait_applied(c: &TestCluster, leader: usize, index: u64) -> Result<GroupView> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let g = group_view(c, leader).await?;
+        if g.applied_index.is_some_and(|a| a >= index) {
+            return Ok(g);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the leader did not apply index {index} within 120 s: {g:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn catchup_figures(c: &TestCluster, i: usize) -> Result<(f64, f64)> {
+    let http = c.client_options().http_client()?;
+    let text = support::metrics(&http, &c.url(i).context("node down")?).await?;
+    Ok((
+        support::sum_samples(&text, "cairn_snapshot_catchups_completed_total"),
+        support::sum_samples(&text, "cairn_snapshot_catchup_bytes_total"),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_any_cut_a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &SMALL_WINDOW).await?;
+    create(&c, 1 << 30).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    // Well past the window (about 170 kB in 1200 batches), and the
+    // leader's openraft has purged up to it.
+    wait_applied(&c, leader, 1200).await?;
+    let http = c.client_options().http_client()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = support::metrics(&http, &c.url(leader).context("leader down")?).await?;
+        if support::sum_samples(&text, "cairn_retention_purges_total") >= 1.0 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the leader never purged its Raft log to the window"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let new = c.join_node(0)?;
+    c.wait_ready(4).await?;
+    load.urls.lock().push(c.url(new));
+    let r = c
+        .client_options()
+        .http_client()?
+        .post(format!(
+            "{}/v1/cluster/nodes/{}/decommission",
+            c.url(leader).context("leader down")?,
+            follower + 1
+        ))
+        .send()
+        .await?;
+    ensure!(r.status() == 202, "decommission: {}", r.text().await?);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = c.view(leader).await?;
+        if !v.nodes.iter().any(|n| n.id == follower as u64 + 1) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the follower never left");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.urls.lock()[follower] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, _, acked) = load.stop().await?;
+    c.kill(follower);
+    let views = wait_converged(&c).await?;
+    ensure!(views.len() == 3, "replicas: {views:?}");
+    ensure!(
+        views
+            .iter()
+            .all(|g| g.log_start_index == 0 && g.start_offset == 0),
+        "nothing was cut, yet a log does not start at 0: {views:?}"
+    );
+    same_entries_everywhere(&c, &views, &acked).await?;
+    let (completed, fetched) = catchup_figures(&c, new).await?;
+    ensure!(
+        completed >= 1.0,
+        "node 4 got its replica entry by entry, not by snapshot"
+    );
+    println!("node 4 arrived by snapshot: {fetched} bytes fetched");
+    let group = views[0].group;
+    let kept: Vec<usize> = c.live().into_iter().map(|i| i + 1).collect();
+    for i in c.live() {
+        c.kill(i);
+    }
+    batches_identical(c.dir.path(), group, &kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_any_cut_a_follower_back_from_an_outage_fetches_only_what_it_lacks() -> Result<()> {
+    const HELD: u64 = 300;
+    let mut c = TestCluster::start_with(3, &SMALL_WINDOW).await?;
+    create(&c, 1 << 30).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    // The follower holds at least the first HELD batches when it stops.
+    wait_applied(&c, leader, HELD + 100).await?;
+    c.kill(follower);
+    load.urls.lock()[follower] = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = group_view(&c, leader).await?.applied_index.unwrap_or(0) + 64;
+    // Far more than the window written while it is down.
+    let target = wait_applied(&c, leader, stopped_at + 500).await?;
+    c.start_node(follower)?;
+    load.urls.lock()[follower] = c.url(follower);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(g) = group_view(&c, follower).await
+            && g.applied_index >= target.applied_index
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the restarted follower did not catch up within 120 s: {:?}",
+            group_view(&c, follower).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, _, acked) = load.stop().await?;
+    ensure!(ok > 0, "no write was acknowledged");
+    let views = wait_converged(&c).await?;
+    same_entries_everywhere(&c, &views, &acked).await?;
+    scan_clean(&c).await?;
+    let (completed, fetched) = catchup_figures(&c, follower).await?;
+    ensure!(completed >= 1.0, "the follower came back entry by entry");
+    let group = views[0].group;
+    for i in 0..3 {
+        c.kill(i);
+    }
+    // What it fetched is what it lacked: nothing of the batches it held.
+    let data = cairn_storage::DataDir::open(
+        c.dir.path().join(format!("node-{}", follower + 1)),
+        cairn_storage::DataDirOptions::default(),
+    )?;
+    let log = data.open_log(
+        format!("groups/{group:016x}"),
+        cairn_storage::LogConfig::default(),
+    )?;
+    let (first, end) = log.index_bounds();
+    ensure!(first == 0, "the follower's log starts at {first}");
+    let batches = log.read_index_range(first..end, usize::MAX)?;
+    let total: usize = batches.iter().map(|b| b.len()).sum();
+    let held: usize = batches[..HELD as usize].iter().map(|b| b.len()).sum();
+    data.close_log(&log)?;
+    data.shutdown()?;
+    println!("the follower fetched {fetched} bytes of a {total}-byte log; it held {held}+");
+    ensure!(
+        fetched as usize + held <= total,
+        "fetched {fetched} bytes of a {total}-byte log, though it held the first {held}"
+    );
+    batches_identical(c.dir.path(), group, &[1, 2, 3])
 }

@@ -2,15 +2,25 @@
 //! openraft installs it.
 //!
 //! A partition snapshot is metadata (`raft::state_machine`); its data is
-//! the leader's log after the retention cut, up to the snapshot's last
-//! entry. When a leader sends a snapshot (the follower lacks entries the
-//! leader purged), the follower's dispatcher does not hand it to openraft
-//! at once: unless its log already holds that range, it starts a
-//! **catch-up task** and answers "catching up" (the leader's openraft
-//! backs off and sends the snapshot again). The task:
+//! the leader's log from its start (after the retention cut, if any) up to
+//! the snapshot's last entry. When a leader sends a snapshot (the follower
+//! lacks entries the leader's openraft purged: retention cut them, or the
+//! follower is further behind than `--snapshot-behind`, see `retention`),
+//! the follower's dispatcher does not hand it to openraft at once: unless
+//! its log already holds that range, it starts a **catch-up task** and
+//! answers "catching up" (the leader's openraft backs off and sends the
+//! snapshot again). The task:
 //!
+//! - fetches only what the follower lacks when it can: if the leader's
+//!   log holds the follower's last entry with the same term, Raft's Log
+//!   Matching property says everything up to it is identical, and the
+//!   staged log **continues** the follower's log (marked in the staging
+//!   directory, installed by appending); otherwise (an empty replica, a
+//!   diverging tail, a log that ends before the leader's start) the staged
+//!   log **replaces** it;
 //! - stages the range in `groups/{id:016x}.snap`, a log of its own that
-//!   starts at the leader's first retained index **and offset**;
+//!   starts at the first index it needs **and the offset** the leader
+//!   gives it;
 //! - fetches batches from the leader in chunks (anti-entropy's `Fetch`
 //!   request), paced by a node-wide rate limiter, and appends each with
 //!   its Raft id; the staged copy must come out byte for byte as fetched
@@ -37,7 +47,9 @@ use super::*;
 use crate::antientropy::replica::ask;
 use crate::antientropy::throttle::RateLimiter;
 use crate::antientropy::wire::{AeRequest, AeResponse};
-use crate::raft::state_machine::{SnapshotSummary, staging_dir};
+use crate::raft::state_machine::{
+    SnapshotSummary, holds_range, mark_staged_append, staged_append_after, staging_dir,
+};
 
 /// Bytes asked for per fetch.
 const CHUNK_BYTES: u64 = 1 << 20;
@@ -53,8 +65,8 @@ enum Progress {
 
 #[derive(Debug)]
 struct Task {
-    /// The snapshot's cut and last entry.
-    target: (LogId<NodeId>, LogId<NodeId>),
+    /// The first index of the snapshot's data, and its last entry.
+    target: (u64, LogId<NodeId>),
     progress: Arc<parking_lot::Mutex<Progress>>,
     /// Bytes in the staged log (resumed ones included), for progress.
     staged_bytes: Arc<AtomicU64>,
@@ -110,7 +122,7 @@ impl CatchUps {
         let t = tasks.get(&group)?;
         match *t.progress.lock() {
             Progress::Fetching(next) => Some(CatchingUp {
-                first_index: t.target.0.index + 1,
+                first_index: t.target.0,
                 next_index: next,
                 last_index: t.target.1.index,
                 staged_bytes: t.staged_bytes.load(Ordering::Relaxed),
@@ -126,18 +138,6 @@ impl CatchUps {
             .filter(|t| matches!(*t.progress.lock(), Progress::Fetching(_)))
             .count() as u64
     }
-}
-
-/// Whether `log` holds the snapshot's data already: its last entry with
-/// the same term, and everything after the cut.
-pub(crate) fn holds_range(log: &PartitionLog, cut: LogId<NodeId>, last: LogId<NodeId>) -> bool {
-    let (first, _) = log.index_bounds();
-    first <= cut.index + 1
-        && log
-            .read_index_range(last.index..last.index + 1, 1)
-            .ok()
-            .and_then(|b| b.first().map(|b| b.term() == last.leader_id.term))
-            .unwrap_or(false)
 }
 
 impl Inner {
@@ -158,10 +158,10 @@ impl Inner {
         }
         let summary = SnapshotSummary::decode(&req.data)
             .map_err(|e| format!("undecodable snapshot summary: {e}"))?;
-        let (Some(cut), Some(last)) = (summary.cut, req.meta.last_log_id) else {
+        let (Some(first), Some(last)) = (summary.data_first_index(), req.meta.last_log_id) else {
             return Ok(());
         };
-        if last.index <= cut.index || holds_range(&g.log, cut, last) {
+        if last.index < first || holds_range(&g.log, first, last) {
             return Ok(());
         }
         let mut tasks = self.catchups.tasks.lock();
@@ -176,33 +176,34 @@ impl Inner {
                         t.target.1.index
                     ));
                 }
-                Progress::Ready if t.target == (cut, last) => {
+                Progress::Ready if t.target == (first, last) && staged_continues_log(&g.log) => {
                     tasks.remove(&g.group);
                     return Ok(());
                 }
-                // Ready for an older snapshot (resumed from there), or
+                // Ready for an older snapshot (resumed from there), staged
+                // to continue a log that has changed since (refetched), or
                 // failed (retried, resuming what is staged).
                 Progress::Ready | Progress::Failed(_) => {}
             }
         }
-        let progress = Arc::new(parking_lot::Mutex::new(Progress::Fetching(cut.index + 1)));
+        let progress = Arc::new(parking_lot::Mutex::new(Progress::Fetching(first)));
         let staged_bytes = Arc::new(AtomicU64::new(0));
         tasks.insert(
             g.group,
             Task {
-                target: (cut, last),
+                target: (first, last),
                 progress: progress.clone(),
                 staged_bytes: staged_bytes.clone(),
             },
         );
         drop(tasks);
         self.catchups.started.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(group = %g.name(), source = from, cut = %cut, last = %last, "catching up by snapshot: fetching the retained log");
+        tracing::info!(group = %g.name(), source = from, first, last = %last, "catching up by snapshot: fetching the retained log");
         let name = g.name();
         let (this, g) = (self.clone(), g.clone());
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = this.fetch_snapshot_data(&g, from, cut, last, &progress, &staged_bytes) => r,
+                r = this.fetch_snapshot_data(&g, from, first, last, &progress, &staged_bytes) => r,
                 _ = this.shutdown.cancelled() => Err("node shutting down".into()),
             };
             match outcome {
@@ -221,13 +222,14 @@ impl Inner {
         Err(format!("{name} started catching up by snapshot"))
     }
 
-    /// Stages entries `cut + 1 ..= last` fetched from `source`; see the
-    /// module docs. The staged log is closed on every way out.
+    /// Stages entries `first ..= last` fetched from `source` (or only those
+    /// after the follower's last entry, to be appended); see the module
+    /// docs. The staged log is closed on every way out.
     async fn fetch_snapshot_data(
         self: &Arc<Self>,
         g: &PartitionGroup,
         source: NodeId,
-        cut: LogId<NodeId>,
+        first: u64,
         last: LogId<NodeId>,
         progress: &parking_lot::Mutex<Progress>,
         staged_bytes: &AtomicU64,
@@ -237,7 +239,8 @@ impl Inner {
             .strip_prefix(self.data_dir.path())
             .map_err(|_| format!("{} is outside the data directory", dir.display()))?
             .to_path_buf();
-        let first = cut.index + 1;
+        let append_after = self.append_point(g, source, first, last).await?;
+        let need_from = append_after.map_or(first, |a| a.index + 1);
         let staged = if dir.exists() {
             let log = self
                 .data_dir
@@ -245,13 +248,19 @@ impl Inner {
                 .map_err(|e| e.to_string())?;
             let (start, next) = log.index_bounds();
             let empty = log.last_entry().is_none();
-            // Usable if it starts at or before the first entry needed,
-            // reaches it, and holds nothing past the snapshot's end (which
-            // would sit in the log where openraft knows of no entry).
-            if !empty && start <= first && next >= first && next <= last.index + 1 {
+            let same_mode = staged_append_after(&dir) == append_after;
+            // Usable if staged for the same mode, it starts where that mode
+            // needs (right after the live log, or at or before the first
+            // entry), reaches it, and holds nothing past the snapshot's end
+            // (which would sit in the log where openraft knows of no entry).
+            let starts_right = match append_after {
+                Some(_) => start == need_from,
+                None => start <= first,
+            };
+            if !empty && same_mode && starts_right && next >= need_from && next <= last.index + 1 {
                 Some(log)
             } else {
-                tracing::info!(dir = %dir.display(), start, next, first, "staged snapshot data does not fit; fetching again");
+                tracing::info!(dir = %dir.display(), start, next, need_from, append = append_after.is_some(), "staged snapshot data does not fit; fetching again");
                 self.remove_staged(log).await?;
                 None
             }
@@ -259,13 +268,15 @@ impl Inner {
             None
         };
         let mut staged = staged;
-        let mut at = staged.as_ref().map_or(first, |l| l.index_bounds().1);
+        let mut at = staged.as_ref().map_or(need_from, |l| l.index_bounds().1);
         staged_bytes.store(
             staged.as_ref().map_or(0, |l| l.stats().size_bytes),
             Ordering::Relaxed,
         );
-        if at > first {
+        if at > need_from {
             tracing::info!(group = %g.name(), resume_at = at, first, last = %last, "resuming a catch-up from the staged data");
+        } else if let Some(after) = append_after {
+            tracing::info!(group = %g.name(), after = ?after, first, last = %last, "the log holds a prefix of the snapshot: fetching only what follows it");
         }
         let result = async {
             while at <= last.index {
@@ -300,16 +311,21 @@ impl Inner {
                     let log = match &staged {
                         Some(l) => l.clone(),
                         None => {
+                            let base_offset = batch.header().base_offset;
+                            if append_after.is_some() && base_offset != g.log.bounds().1 {
+                                return Err(format!(
+                                    "node {source} has index {at} at offset {base_offset}, this log continues at offset {}",
+                                    g.log.bounds().1
+                                ));
+                            }
                             let l = self
                                 .data_dir
-                                .open_log_at(
-                                    &rel,
-                                    g.log.config().clone(),
-                                    at,
-                                    batch.header().base_offset,
-                                )
+                                .open_log_at(&rel, g.log.config().clone(), at, base_offset)
                                 .map_err(|e| e.to_string())?;
                             staged = Some(l.clone());
+                            if let Some(after) = append_after {
+                                mark_staged_append(&dir, after).map_err(|e| e.to_string())?;
+                            }
                             l
                         }
                     };
@@ -359,6 +375,43 @@ impl Inner {
         result
     }
 
+    /// The follower's last entry, if the staged data can continue its log:
+    /// it lies in the snapshot's range and `source` holds it with the same
+    /// term (then, by Log Matching, everything up to it is identical).
+    async fn append_point(
+        self: &Arc<Self>,
+        g: &PartitionGroup,
+        source: NodeId,
+        first: u64,
+        last: LogId<NodeId>,
+    ) -> Result<Option<EntryId>, String> {
+        let Some(mine) = g.log.last_entry() else {
+            return Ok(None);
+        };
+        if mine.index + 1 < first || mine.index >= last.index {
+            return Ok(None);
+        }
+        let fetched = ask(
+            &self.as_host(),
+            source,
+            g.group,
+            AeRequest::Fetch {
+                range: mine.index..mine.index + 1,
+                max_bytes: 1,
+            },
+        )
+        .await
+        .map_err(|e| format!("ask node {source} for index {}: {e}", mine.index))?;
+        let AeResponse::Batches(bytes) = fetched else {
+            return Err(format!("node {source} answered {fetched:?} to a fetch"));
+        };
+        let batches = RecordBatch::split_all(bytes).map_err(|e| format!("fetched batch: {e}"))?;
+        Ok(batches
+            .first()
+            .filter(|b| b.log_index() == mine.index && b.term() == mine.term)
+            .map(|_| mine))
+    }
+
     async fn remove_staged(&self, log: PartitionLog) -> Result<(), String> {
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || data_dir.remove_log(&log))
@@ -366,4 +419,11 @@ impl Inner {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }
+}
+
+/// Whether the data staged beside `log` may be installed on it now: it
+/// replaces the log, or it continues the log's current last entry (a new
+/// leader's entries may have moved it while the data was fetched).
+fn staged_continues_log(log: &PartitionLog) -> bool {
+    staged_append_after(&staging_dir(log.dir())).is_none_or(|after| log.last_entry() == Some(after))
 }

@@ -195,6 +195,10 @@ pub struct ClusterConfig {
     /// Most bytes per second a follower fetches to catch up by snapshot
     /// (all its replicas together); 0 is unlimited.
     pub snapshot_rate_bytes_per_sec: u64,
+    /// A follower further behind than this many bytes of log is caught up
+    /// by snapshot rather than entry by entry (see `retention`, the replay
+    /// window); 0 only after retention cuts.
+    pub snapshot_behind_bytes: u64,
     /// How long a group directory no partition on this node owns is kept
     /// before it is removed (see `retention`).
     pub orphan_grace: Duration,
@@ -210,6 +214,11 @@ pub struct ClusterConfig {
 /// Controller entries kept after a snapshot, so a briefly lagging
 /// controller follower catches up from the log, not a snapshot.
 pub const CONTROLLER_LOG_KEPT: u64 = 100;
+
+/// The default replay window (`ClusterConfig::snapshot_behind_bytes`): a
+/// few default segments, so that a follower briefly behind is never
+/// switched to a snapshot.
+pub const DEFAULT_SNAPSHOT_BEHIND_BYTES: u64 = 256 << 20;
 
 /// Segment size of the controller's log.
 const CONTROLLER_SEGMENT_BYTES: u64 = 1 << 20;
@@ -244,6 +253,7 @@ impl ClusterConfig {
             secret: None,
             tls: None,
             snapshot_rate_bytes_per_sec: 64_000_000,
+            snapshot_behind_bytes: DEFAULT_SNAPSHOT_BEHIND_BYTES,
             orphan_grace: Duration::from_secs(600),
             controller_snapshot_every: 1000,
             clock: cairn_types::clock::system(),

@@ -19,6 +19,18 @@
 //! a follower behind Raft's back. The log store purges the data log no
 //! further than the cut (`LogStoreOptions::data_follows_cut`).
 //!
+//! # The replay window
+//! openraft sends a follower a snapshot only when entries it needs are
+//! purged from openraft's log. So that a replica far behind — a new one
+//! added by a join or a replica move, or a node back from a long outage —
+//! is caught up by the snapshot path (bulk, paced by `--snapshot-rate`,
+//! resumable; `catchup`) rather than entry by entry, even before any
+//! retention cut, every replica also has openraft purge up to the end of
+//! the newest sealed segment that has at least `--snapshot-behind` bytes
+//! of log after it. The data log stays: openraft's purge moves it only to
+//! the cut. A follower within the window gets entries as before; openraft
+//! on a leader defers a purge a replication stream is still reading.
+//!
 //! # Orphans
 //! A group directory (`groups/{id:016x}`, or its `.snap` staging beside
 //! it) that no partition placed on this node owns — a stream deleted or a
@@ -132,51 +144,64 @@ impl Inner {
                 );
             }
         }
-        self.purge_to_cut(g).await
+        self.purge_replica(g).await
     }
 
-    /// Has openraft snapshot and purge up to the applied cut, if it has not.
-    async fn purge_to_cut(&self, g: &PartitionGroup) -> Result<(), ClusterError> {
-        let Some(cut) = g.state.cut() else {
-            return Ok(());
-        };
-        let (purged, snapshot) = {
+    /// Has openraft snapshot and purge its log up to the applied cut, or
+    /// further, up to the replay window (see the module docs); and keeps
+    /// the data log purged to the cut.
+    async fn purge_replica(&self, g: &PartitionGroup) -> Result<(), ClusterError> {
+        let cut = g.state.cut();
+        let (purged, snapshot, applied) = {
             let m = g.raft.metrics();
             let m = m.borrow();
-            (m.purged, m.snapshot)
+            (m.purged, m.snapshot, m.last_applied)
         };
-        if purged.is_some_and(|p| p.index >= cut.index) {
-            // openraft purged past this cut already — a replica that
-            // installed a snapshot reaching beyond it purges its Raft log
-            // to the snapshot — but the data log follows the cut as it was
-            // then, and openraft will not purge here again: move the data
-            // log to the cut itself, or this replica's start stays behind
-            // its peers' for good.
-            if g.log.purged().is_none_or(|p| p.index < cut.index) {
-                g.log
-                    .purge(crate::raft::log_store::entry_id(&cut))
-                    .await
-                    .map_err(storage_err)?;
-                self.retention.purges.fetch_add(1, Ordering::Relaxed);
+        let behind = self.config.snapshot_behind_bytes;
+        let window = (behind > 0)
+            .then(|| g.log.index_before_tail(behind))
+            .flatten()
+            .zip(applied)
+            .map(|(i, a)| i.min(a.index));
+        let target = cut.map(|c| c.index).max(window);
+        if let Some(target) = target
+            && purged.is_none_or(|p| p.index < target)
+        {
+            let fatal = |e: openraft::error::Fatal<NodeId>| ClusterError::Storage(e.to_string());
+            if snapshot.is_none_or(|s| s.index < target) {
+                g.raft.trigger().snapshot().await.map_err(fatal)?;
+                // Metadata only: it is built at once. If not, the next run
+                // purges.
+                let _ = g
+                    .raft
+                    .wait(Some(Duration::from_secs(2)))
+                    .metrics(
+                        |m| m.snapshot.is_some_and(|s| s.index >= target),
+                        "snapshot covers the purge point",
+                    )
+                    .await;
             }
-            return Ok(());
+            // openraft's purge moves the data log too, but only to the cut
+            // (`LogStoreOptions::data_follows_cut`).
+            g.raft.trigger().purge_log(target).await.map_err(fatal)?;
+            self.retention.purges.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(group = %g.name(), target, cut = ?cut, "retention: purge requested");
         }
-        let fatal = |e: openraft::error::Fatal<NodeId>| ClusterError::Storage(e.to_string());
-        if snapshot.is_none_or(|s| s.index < cut.index) {
-            g.raft.trigger().snapshot().await.map_err(fatal)?;
-            // Metadata only: it is built at once. If not, the next run purges.
-            let _ = g
-                .raft
-                .wait(Some(Duration::from_secs(2)))
-                .metrics(
-                    |m| m.snapshot.is_some_and(|s| s.index >= cut.index),
-                    "snapshot covers the cut",
-                )
-                .await;
+        // openraft purged past this cut before the cut was applied (the
+        // replay window, or a snapshot installed beyond it): the log store
+        // purged the data only to the cut it knew then, and openraft will
+        // not purge here again. Move the data log to the cut directly, or
+        // this replica's start stays behind its peers' for good.
+        if let Some(cut) = cut
+            && purged.is_some_and(|p| p.index >= cut.index)
+            && g.log.purged().is_none_or(|p| p.index < cut.index)
+        {
+            g.log
+                .purge(crate::raft::log_store::entry_id(&cut))
+                .await
+                .map_err(storage_err)?;
+            self.retention.purges.fetch_add(1, Ordering::Relaxed);
         }
-        g.raft.trigger().purge_log(cut.index).await.map_err(fatal)?;
-        self.retention.purges.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(group = %g.name(), cut = %cut, "retention: purge requested");
         Ok(())
     }
 

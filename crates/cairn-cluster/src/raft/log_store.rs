@@ -431,6 +431,13 @@ impl<C: LogStoreConfig> LogStore<C> {
     }
 
     /// The shared `raft.json` (the state machine writes it too).
+    /// Whether the data log outlives openraft's purge (see
+    /// [`LogStoreOptions::data_follows_cut`]): then a snapshot's data is
+    /// the log from its start.
+    pub fn data_follows_cut(&self) -> bool {
+        self.data_follows_cut
+    }
+
     pub fn meta(&self) -> &Arc<MetaFile> {
         &self.meta
     }

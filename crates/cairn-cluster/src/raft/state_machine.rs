@@ -50,7 +50,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use cairn_storage::PartitionLog;
+use cairn_storage::{EntryId, InstallMode, PartitionLog};
 
 use super::log_store::{LogStore, entry_id};
 use super::meta::MetaFile;
@@ -112,11 +112,53 @@ pub struct SnapshotSummary {
     pub applied_end_offset: u64,
     /// Entries up to and including this one are not part of the snapshot.
     pub cut: Option<LogId<u64>>,
+    /// The first index of the snapshot's data: the sender's log start when
+    /// it built the snapshot. `None` from a node that predates the field;
+    /// its snapshots carry data only after a cut.
+    pub data_start: Option<u64>,
+}
+
+/// Leads an encoded summary that has `data_start`. An older node's
+/// summary starts with an `Option` tag (0 or 1) instead, and an older node
+/// fails to decode this one: it refuses such a snapshot rather than
+/// install it as metadata only (which would leave an empty replica
+/// believing it holds the data).
+const SUMMARY_V2: u8 = 0xC2;
+
+/// A summary as nodes before `data_start` encode it.
+#[derive(Deserialize)]
+struct SummaryV1 {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, NodeInfo>,
+    applied_end_offset: u64,
+    cut: Option<LogId<u64>>,
 }
 
 impl SnapshotSummary {
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_extend(self, vec![SUMMARY_V2])
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<SnapshotSummary, postcard::Error> {
-        postcard::from_bytes(bytes)
+        match bytes.split_first() {
+            Some((&SUMMARY_V2, rest)) => postcard::from_bytes(rest),
+            _ => {
+                let v1: SummaryV1 = postcard::from_bytes(bytes)?;
+                Ok(SnapshotSummary {
+                    last_applied: v1.last_applied,
+                    membership: v1.membership,
+                    applied_end_offset: v1.applied_end_offset,
+                    cut: v1.cut,
+                    data_start: None,
+                })
+            }
+        }
+    }
+
+    /// The first index of the snapshot's data, if it carries any: where
+    /// the sender's log started, or else the entry after the cut.
+    pub fn data_first_index(&self) -> Option<u64> {
+        self.data_start.or(self.cut.map(|c| c.index + 1))
     }
 }
 
@@ -128,6 +170,27 @@ pub fn staging_dir(log_dir: &Path) -> PathBuf {
     let mut name = log_dir.file_name().unwrap_or_default().to_os_string();
     name.push(".snap");
     log_dir.with_file_name(name)
+}
+
+/// In a staged log that continues the replica's own log rather than
+/// replacing it: the live log's last entry the staged entries follow.
+const APPEND_MARKER: &str = "after.json";
+
+/// Records that the log staged in `staged` continues the replica's log
+/// after `after` (written before the first entry is fetched).
+pub fn mark_staged_append(
+    staged: &Path,
+    after: EntryId,
+) -> Result<(), cairn_storage::StorageError> {
+    let json = serde_json::to_vec(&after).expect("EntryId serializes");
+    cairn_storage::atomic_write(&staged.join(APPEND_MARKER), &json)
+}
+
+/// The entry the log staged in `staged` continues after, if it was staged
+/// to be appended (see [`mark_staged_append`]).
+pub fn staged_append_after(staged: &Path) -> Option<EntryId> {
+    let raw = std::fs::read(staged.join(APPEND_MARKER)).ok()?;
+    serde_json::from_slice(&raw).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +207,10 @@ pub struct PartitionStateMachine {
     replica: Arc<ReplicaState>,
     state: SnapshotState,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Whether snapshots name their data's start (the log store keeps the
+    /// data past openraft's purge). Without it — openraft's storage suite —
+    /// a snapshot is metadata only unless it has a cut.
+    data_outlives_purge: bool,
 }
 
 impl PartitionStateMachine {
@@ -161,10 +228,12 @@ impl PartitionStateMachine {
                 membership: m.membership,
                 applied_end_offset: m.applied_end_offset,
                 cut: m.cut,
+                data_start: None,
             },
             meta,
             log: store.log().clone(),
             current: Arc::new(Mutex::new(None)),
+            data_outlives_purge: store.data_follows_cut(),
         }
     }
 
@@ -185,36 +254,59 @@ impl PartitionStateMachine {
 }
 
 impl PartitionStateMachine {
-    /// Makes the log hold the snapshot's data, entries after `cut` up to
-    /// its last one: already there, or moved in from the staged log.
+    /// Makes the log hold the snapshot's data, its entries from
+    /// `summary.data_first_index()` up to its last one: already there, or
+    /// moved in from the staged log (appended after the live log, or
+    /// replacing it; `cluster::catchup` staged it and chose which).
     async fn install_data(
         &mut self,
         meta: &SnapshotMeta<u64, NodeInfo>,
-        cut: LogId<u64>,
+        summary: &SnapshotSummary,
     ) -> Result<(), StorageError<u64>> {
-        let Some(last) = meta.last_log_id else {
+        let (Some(last), Some(first)) = (meta.last_log_id, summary.data_first_index()) else {
             return Ok(());
         };
-        let (first, _) = self.log.index_bounds();
-        let holds_last = self
-            .log
-            .read_index_range(last.index..last.index + 1, 1)
-            .ok()
-            .and_then(|b| b.first().map(|b| b.term() == last.leader_id.term))
-            .unwrap_or(false);
-        if holds_last && first <= cut.index + 1 {
-            self.log.purge(entry_id(&cut)).await.map_err(sm_err)?;
+        let cut = summary.cut.as_ref().map(entry_id);
+        if holds_range(&self.log, first, last) {
+            if let Some(cut) = cut {
+                self.log.purge(cut).await.map_err(sm_err)?;
+            }
             return Ok(());
         }
         let staged = staging_dir(self.log.dir());
-        self.log
-            .install(staged.clone(), entry_id(&cut))
-            .await
-            .map_err(sm_err)?;
-        // The staged directory is empty now.
+        match staged_append_after(&staged) {
+            Some(after) => {
+                self.log
+                    .install(staged.clone(), InstallMode::Append { after })
+                    .await
+                    .map_err(sm_err)?;
+                if let Some(cut) = cut {
+                    self.log.purge(cut).await.map_err(sm_err)?;
+                }
+            }
+            None => {
+                self.log
+                    .install(staged.clone(), InstallMode::Replace { purged: cut })
+                    .await
+                    .map_err(sm_err)?;
+            }
+        }
+        // The staged directory holds no segment now.
         let _ = std::fs::remove_dir_all(&staged);
         Ok(())
     }
+}
+
+/// Whether `log` holds a snapshot's data already: the snapshot's last
+/// entry with the same term, and everything from `first` on.
+pub fn holds_range(log: &PartitionLog, first: u64, last: LogId<u64>) -> bool {
+    let (start, _) = log.index_bounds();
+    start <= first
+        && log
+            .read_index_range(last.index..last.index + 1, 1)
+            .ok()
+            .and_then(|b| b.first().map(|b| b.term() == last.leader_id.term))
+            .unwrap_or(false)
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -226,11 +318,20 @@ fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
 pub struct PartitionSnapshotBuilder {
     state: SnapshotState,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The log, to name the data's start; `None`: metadata only.
+    log: Option<PartitionLog>,
 }
 
 impl RaftSnapshotBuilder<C> for PartitionSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<u64>> {
-        let data = postcard::to_allocvec(&self.state).map_err(sm_err)?;
+        // The data starts where this log does now (after the cut, once
+        // the data log is purged to it).
+        let after_cut = self.state.cut.map_or(0, |c| c.index + 1);
+        self.state.data_start = self
+            .log
+            .as_ref()
+            .map(|log| log.index_bounds().0.max(after_cut));
+        let data = self.state.encode().map_err(sm_err)?;
         let snapshot_id = match &self.state.last_applied {
             Some(id) => format!(
                 "{}-{}-{}",
@@ -318,6 +419,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         PartitionSnapshotBuilder {
             state: self.state.clone(),
             current: self.current.clone(),
+            log: self.data_outlives_purge.then(|| self.log.clone()),
         }
     }
 
@@ -333,12 +435,10 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let decoded: SnapshotState = postcard::from_bytes(&data).map_err(|e| {
+        let decoded = SnapshotSummary::decode(&data).map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
         })?;
-        if let Some(cut) = decoded.cut {
-            self.install_data(meta, cut).await?;
-        }
+        self.install_data(meta, &decoded).await?;
         // The metadata openraft hands over is authoritative for the log
         // position; the data adds the offset bound and the cut.
         self.state = SnapshotState {
@@ -346,6 +446,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             membership: meta.last_membership.clone(),
             applied_end_offset: decoded.applied_end_offset,
             cut: decoded.cut.max(self.state.cut),
+            data_start: None,
         };
         *self.replica.cut.lock() = self.state.cut;
         self.replica.publish(self.state.applied_end_offset);
@@ -374,5 +475,61 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             .build_snapshot()
             .await
             .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn summary(data_start: Option<u64>) -> SnapshotSummary {
+        SnapshotSummary {
+            last_applied: Some(LogId::new(CommittedLeaderId::new(3, 1), 40)),
+            membership: StoredMembership::default(),
+            applied_end_offset: 400,
+            cut: Some(LogId::new(CommittedLeaderId::new(2, 1), 19)),
+            data_start,
+        }
+    }
+
+    #[test]
+    fn a_summary_round_trips_and_an_older_nodes_summary_still_decodes() {
+        let new = summary(Some(20));
+        assert_eq!(
+            SnapshotSummary::decode(&new.encode().unwrap()).unwrap(),
+            new
+        );
+        assert_eq!(new.data_first_index(), Some(20));
+
+        // What a node before `data_start` sends: the plain postcard of
+        // the four fields.
+        let old = postcard::to_allocvec(&(
+            new.last_applied,
+            &new.membership,
+            new.applied_end_offset,
+            new.cut,
+        ))
+        .unwrap();
+        let decoded = SnapshotSummary::decode(&old).unwrap();
+        assert_eq!(decoded, summary(None));
+        // Its data starts after the cut, and without a cut it has none.
+        assert_eq!(decoded.data_first_index(), Some(20));
+        let no_cut = SnapshotSummary {
+            cut: None,
+            ..summary(None)
+        };
+        assert_eq!(no_cut.data_first_index(), None);
+    }
+
+    #[test]
+    fn an_older_node_cannot_mistake_a_new_summary_for_its_own() {
+        // An older node decodes with the four-field layout: the version
+        // byte is not an `Option` tag, so it refuses the snapshot rather
+        // than install it as metadata only.
+        let bytes = summary(Some(0)).encode().unwrap();
+        let as_old: Result<SummaryV1, _> = postcard::from_bytes(&bytes);
+        assert!(as_old.is_err());
     }
 }
