@@ -54,6 +54,26 @@ fn setup(data: &DataDir) -> (PartitionLog, PartitionLog) {
     (src, dst)
 }
 
+/// Leaves in `root` what a crash in the middle of installing `dst.snap`
+/// into `dst` leaves: `install.json` (the staged segments, plus `mode`'s
+/// fields) written and the first staged segment moved in.
+fn crash_mid_install(root: &Path, mode: serde_json::Value) {
+    let staged = root.join("dst.snap");
+    let names = segment_names(&staged);
+    assert!(names.len() > 1, "want several staged segments: {names:?}");
+    let mut intent = serde_json::json!({"staged": staged, "segments": names});
+    intent
+        .as_object_mut()
+        .unwrap()
+        .extend(mode.as_object().unwrap().clone());
+    fs::write(
+        root.join("dst/install.json"),
+        serde_json::to_vec(&intent).unwrap(),
+    )
+    .unwrap();
+    fs::rename(staged.join(&names[0]), root.join("dst").join(&names[0])).unwrap();
+}
+
 fn assert_same_as_source(src: &PartitionLog, dst: &PartitionLog) {
     assert_eq!(dst.index_bounds(), (CUT + 1, END));
     let want = src.read_index_range(CUT + 1..END, usize::MAX).unwrap();
@@ -114,24 +134,10 @@ fn an_install_interrupted_by_a_crash_is_finished_on_open() {
     data.close_log(&dst).unwrap();
     // The crash: the intent is written and one staged segment moved in;
     // the target's old segments are still there.
-    let staged = tmp.path().join("dst.snap");
-    let names = segment_names(&staged);
-    assert!(names.len() > 1, "want several staged segments: {names:?}");
-    let intent = serde_json::json!({
-        "staged": staged,
-        "segments": names,
-        "purged": {"index": CUT, "term": 0},
-    });
-    fs::write(
-        tmp.path().join("dst/install.json"),
-        serde_json::to_vec(&intent).unwrap(),
-    )
-    .unwrap();
-    fs::rename(
-        staged.join(&names[0]),
-        tmp.path().join("dst").join(&names[0]),
-    )
-    .unwrap();
+    crash_mid_install(
+        tmp.path(),
+        serde_json::json!({"purged": {"index": CUT, "term": 0}}),
+    );
 
     let dst = data.open_log("dst", small_segments()).unwrap();
     assert_same_as_source(&src, &dst);
@@ -285,25 +291,10 @@ fn an_append_install_interrupted_by_a_crash_is_finished_on_open() {
     let held = segment_names(&tmp.path().join("dst"));
     data.close_log(&dst).unwrap();
     // The crash: the intent is written and one staged segment moved in.
-    let staged = tmp.path().join("dst.snap");
-    let names = segment_names(&staged);
-    assert!(names.len() > 1, "want several staged segments: {names:?}");
-    let intent = serde_json::json!({
-        "staged": staged,
-        "segments": names,
-        "purged": null,
-        "append_after": after,
-    });
-    fs::write(
-        tmp.path().join("dst/install.json"),
-        serde_json::to_vec(&intent).unwrap(),
-    )
-    .unwrap();
-    fs::rename(
-        staged.join(&names[0]),
-        tmp.path().join("dst").join(&names[0]),
-    )
-    .unwrap();
+    crash_mid_install(
+        tmp.path(),
+        serde_json::json!({"purged": null, "append_after": after}),
+    );
 
     let dst = data.open_log("dst", small_segments()).unwrap();
     assert_whole_copy(&src, &dst);

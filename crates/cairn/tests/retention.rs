@@ -198,30 +198,40 @@ async fn same_entries_everywhere(
     Ok(from)
 }
 
+/// A stopped node's (`node-N`) replica of `group`: its first and next
+/// index and every batch between.
+fn replica_batches(dir: &Path, node: usize, group: u64) -> Result<(u64, u64, Vec<bytes::Bytes>)> {
+    let data = cairn_storage::DataDir::open(
+        dir.join(format!("node-{node}")),
+        cairn_storage::DataDirOptions::default(),
+    )?;
+    let log = data.open_log(
+        format!("groups/{group:016x}"),
+        cairn_storage::LogConfig::default(),
+    )?;
+    let (first, end) = log.index_bounds();
+    let batches = log.read_index_range(first..end, usize::MAX)?;
+    ensure!(
+        batches.len() as u64 == end - first,
+        "node {node}: {} batches in [{first}, {end})",
+        batches.len()
+    );
+    data.close_log(&log)?;
+    data.shutdown()?;
+    Ok((
+        first,
+        end,
+        batches.iter().map(|b| b.as_bytes().clone()).collect(),
+    ))
+}
+
 /// The replicas' batches, read from the stopped nodes' data directories
 /// (`node-N` for each N in `nodes`), are byte-identical from the highest
 /// first index on.
 fn batches_identical(dir: &Path, group: u64, nodes: &[usize]) -> Result<()> {
     let mut replicas = Vec::new();
     for &node in nodes {
-        let data = cairn_storage::DataDir::open(
-            dir.join(format!("node-{node}")),
-            cairn_storage::DataDirOptions::default(),
-        )?;
-        let log = data.open_log(
-            format!("groups/{group:016x}"),
-            cairn_storage::LogConfig::default(),
-        )?;
-        let (first, end) = log.index_bounds();
-        let batches = log.read_index_range(first..end, usize::MAX)?;
-        ensure!(
-            batches.len() as u64 == end - first,
-            "node {node}: {} batches in [{first}, {end})",
-            batches.len()
-        );
-        let bytes: Vec<bytes::Bytes> = batches.iter().map(|b| b.as_bytes().clone()).collect();
-        data.close_log(&log)?;
-        data.shutdown()?;
+        let (first, end, bytes) = replica_batches(dir, node, group)?;
         replicas.push((node, first, end, bytes));
     }
     let from = replicas.iter().map(|r| r.1).max().unwrap_or(0);
@@ -551,16 +561,15 @@ async fn the_controller_compacts_its_log_and_a_lagging_node_catches_up_from_its_
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
-    let mut c = TestCluster::start_with(3, &["--retention-check-ms", "200"]).await?;
-    create(&c, 3 * SEGMENT_BYTES).await?;
-    let load = Load::start(&c, STREAM, 1);
-    let (follower, leader) = roles(&c).await?;
-    wait_for_cuts(&c, leader, 0, 1).await?;
-
-    // Node 4 joins; a follower is decommissioned, so its replica moves to
-    // node 4, which can only be given the retained log by a snapshot.
+/// A node joins (node 4) and `follower` is decommissioned, so its replica
+/// moves to node 4; waits until the follower has left the cluster, the
+/// load writing through node 4 instead. Answers node 4's index.
+async fn move_follower_to_new_node(
+    c: &mut TestCluster,
+    load: &Load,
+    follower: usize,
+    leader: usize,
+) -> Result<usize> {
     let new = c.join_node(0)?;
     c.wait_ready(4).await?;
     load.urls.lock().push(c.url(new));
@@ -586,6 +595,20 @@ async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
     }
     load.urls.lock()[follower] = None;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(new)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moved_to_a_new_node_arrives_by_snapshot() -> Result<()> {
+    let mut c = TestCluster::start_with(3, &["--retention-check-ms", "200"]).await?;
+    create(&c, 3 * SEGMENT_BYTES).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    wait_for_cuts(&c, leader, 0, 1).await?;
+
+    // Node 4 joins; a follower is decommissioned, so its replica moves to
+    // node 4, which can only be given the retained log by a snapshot.
+    let new = move_follower_to_new_node(&mut c, &load, follower, leader).await?;
     let (_, _, acked) = load.stop().await?;
     c.kill(follower);
     let views = wait_converged(&c).await?;
@@ -652,31 +675,7 @@ async fn before_any_cut_a_replica_moved_to_a_new_node_arrives_by_snapshot() -> R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let new = c.join_node(0)?;
-    c.wait_ready(4).await?;
-    load.urls.lock().push(c.url(new));
-    let r = c
-        .client_options()
-        .http_client()?
-        .post(format!(
-            "{}/v1/cluster/nodes/{}/decommission",
-            c.url(leader).context("leader down")?,
-            follower + 1
-        ))
-        .send()
-        .await?;
-    ensure!(r.status() == 202, "decommission: {}", r.text().await?);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = c.view(leader).await?;
-        if !v.nodes.iter().any(|n| n.id == follower as u64 + 1) {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "the follower never left");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    load.urls.lock()[follower] = None;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let new = move_follower_to_new_node(&mut c, &load, follower, leader).await?;
     let (_, _, acked) = load.stop().await?;
     c.kill(follower);
     let views = wait_converged(&c).await?;
@@ -746,21 +745,10 @@ async fn before_any_cut_a_follower_back_from_an_outage_fetches_only_what_it_lack
         c.kill(i);
     }
     // What it fetched is what it lacked: nothing of the batches it held.
-    let data = cairn_storage::DataDir::open(
-        c.dir.path().join(format!("node-{}", follower + 1)),
-        cairn_storage::DataDirOptions::default(),
-    )?;
-    let log = data.open_log(
-        format!("groups/{group:016x}"),
-        cairn_storage::LogConfig::default(),
-    )?;
-    let (first, end) = log.index_bounds();
+    let (first, _, batches) = replica_batches(c.dir.path(), follower + 1, group)?;
     ensure!(first == 0, "the follower's log starts at {first}");
-    let batches = log.read_index_range(first..end, usize::MAX)?;
     let total: usize = batches.iter().map(|b| b.len()).sum();
     let held: usize = batches[..HELD as usize].iter().map(|b| b.len()).sum();
-    data.close_log(&log)?;
-    data.shutdown()?;
     println!("the follower fetched {fetched} bytes of a {total}-byte log; it held {held}+");
     ensure!(
         fetched as usize + held <= total,
