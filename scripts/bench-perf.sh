@@ -8,7 +8,10 @@
 #   one     1-entry requests, 1 in flight (latency)
 #   window  1-entry requests, 1000 in flight (4 x 250, closed window)
 #   big     1000-entry requests at 1.5M entries/s offered
-# Every run verifies every acknowledged entry by reading it back.
+# Every run verifies every acknowledged entry by reading it back, and each
+# workload starts only once the disk is quiet again (bench_perf.py's
+# settle_disk: deleting the previous workload's stream stalls every fsync
+# on the disk for seconds; see docs/PERFORMANCE.md, issue 15).
 #
 # Variants (VARIANTS, default "routed whole"): `routed` is the producer as
 # shipped (each partition's share sent to its leader, appends merged per

@@ -7,7 +7,14 @@ Usage: bench_perf.py LABEL BIN URL TCP PIDS OUT_DIR [bench flags...]
 PIDS is a comma-separated list of the nodes' process ids: their CPU time is
 sampled every 0.2 s from /proc while each workload runs, so the CPU per
 acknowledged request covers exactly the seconds the load ran (not stream
-creation or the read-back), nodes plus the generator."""
+creation or the read-back), nodes plus the generator.
+
+Before each workload it waits until the disk is quiet (settle_disk): on the
+VM this was measured on, deleting a large stream (the previous workload's
+or the previous variant's gigabytes) makes every fdatasync on the disk
+stall for 50-300 ms at the deletion and again about every 2 s for several
+seconds after it, which is what the light load's first seconds used to
+measure (docs/PERFORMANCE.md, issue 15)."""
 import json, os, subprocess, sys, threading, time
 
 label, binary, url, tcp, pids, out_dir = sys.argv[1:7]
@@ -44,7 +51,39 @@ class Sampler(threading.Thread):
         return (b_cpu - a_cpu) * (t1 - t0) / max(b_t - a_t, 1e-9)
 
 
+def settle_disk(directory, quiet_s=10.0, limit_ms=40.0, max_wait_s=120.0):
+    """Times a 4 KiB overwrite + fdatasync in `directory` every 10 ms until
+    none took over `limit_ms` for `quiet_s` (longer than the ~2 s between
+    the stalls a deletion leaves behind), or `max_wait_s` passed. Returns
+    the seconds waited and the slowest sync seen."""
+    path = os.path.join(directory, "settle-probe")
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    block = b"\0" * 4096
+    os.pwrite(fd, block, 0)
+    os.fsync(fd)
+    start = quiet_since = time.monotonic()
+    slowest = 0.0
+    try:
+        while True:
+            t = time.monotonic()
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            now = time.monotonic()
+            slowest = max(slowest, now - t)
+            if (now - t) * 1000 > limit_ms:
+                quiet_since = now
+            if now - quiet_since >= quiet_s or now - start >= max_wait_s:
+                return now - start, slowest
+            time.sleep(0.01)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def bench(name, args):
+    waited, slowest = settle_disk(out_dir)
+    print(f"{label:<8} {name:<10} disk settled after {waited:.1f} s (slowest sync {slowest * 1000:.0f} ms)",
+          file=sys.stderr, flush=True)
     path = f"{out_dir}/{label}-{name}.json"
     sampler = Sampler()
     sampler.start()
@@ -89,21 +128,19 @@ def bench(name, args):
 
 step = f"{STEP_SECONDS}s"
 rows = {}
-# Light load first, on a cluster that has done nothing else yet: right
-# after a big run the nodes are still deleting its stream (gigabytes of
-# segments), which stalls fsyncs for seconds. A pause between the others
-# for the same reason.
+# Light load first, on a cluster that has done nothing else yet. Each
+# workload starts once the disk is quiet (settle_disk, in bench()): the
+# stream a workload wrote is deleted when it ends, and the stalls that
+# leaves behind last seconds.
 rows["light"] = bench("light", ["--rate", "5k", "--duration", f"{LIGHT_SECONDS}s",
                                 "--batch-size", "10", "--connections", "4", "--max-in-flight", "8"])
 rows["one"] = bench("one", ["--rate", "1k", "--duration", step, "--batch-size", "1",
                             "--connections", "1", "--max-in-flight", "1"])
-time.sleep(5)
 # Offered far above what the cluster takes: the 1000-request window is
 # always full, so this is the closed-window throughput.
 rows["window"] = bench("window", ["--rate", "1M", "--duration", step, "--batch-size", "1",
                                   "--connections", "4", "--max-in-flight", "250",
                                   "--timeout", "30s"])
-time.sleep(5)
 rows["big"] = bench("big", ["--rate", "1.5M", "--duration", step, "--batch-size", "1000",
                             "--connections", "4", "--max-in-flight", "8", "--timeout", "30s"])
 json.dump(rows, open(f"{out_dir}/{label}.json", "w"), indent=1)
