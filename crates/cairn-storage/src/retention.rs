@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::fsutil::fsync_dir;
 use crate::segment::Segment;
-use crate::state::{ActiveState, EntryId, LogInner, RetentionOutcome, delete_segment, roll};
+use crate::state::{
+    ActiveState, EntryId, LogInner, RetentionOutcome, delete_segment, drop_purged, roll,
+};
 
 /// Deletes (or, with `delete` false, only plans deleting) the oldest
 /// sealed segments past the log's retention, after rolling an active
@@ -24,6 +26,12 @@ pub(crate) fn run(
     let cfg = &log.config;
     if st.end_pos() > 0 && st.too_old(cfg) {
         roll(log, st)?;
+    }
+    // A segment that was active when a purge covered all its entries was
+    // kept then; once rolled, nothing else deletes it before a reopen.
+    let purged = *log.purged.read();
+    if delete && let Some(p) = purged {
+        drop_purged(log, st, p.index)?;
     }
     let mut outcome = RetentionOutcome::default();
     let purged_end = log
