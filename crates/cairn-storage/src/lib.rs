@@ -67,7 +67,8 @@
 //! none of which imports another except through `log`'s handle. `recover`
 //! loads a log directory (on open and after `install`, which moves a
 //! snapshot's staged segments into a log); `retention` plans or deletes
-//! whole segments; both run on the writer thread.
+//! whole segments; both run on the writer thread. `trash` deletes removed
+//! log directories off the writer thread.
 
 mod config;
 mod digest;
@@ -85,6 +86,7 @@ mod segment;
 pub mod space;
 mod state;
 mod syncpool;
+mod trash;
 mod writer;
 
 pub use config::{

@@ -58,7 +58,7 @@
 //! what poisons — and read best side by side.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,6 +83,7 @@ use crate::state::{
     create_segment, delete_segment, drop_purged, roll_start, seal,
 };
 use crate::syncpool::{Done, Job, SyncPool, sync_segment};
+use crate::trash::Trash;
 
 /// One data directory: a lock file, the logs below it, and their writer.
 #[derive(Debug)]
@@ -98,6 +99,8 @@ pub struct DataDir {
     /// Injected faults the writer applies; shared with the node's API.
     faults: Arc<DiskFaults>,
     space: Arc<SpaceGuard>,
+    /// Where removed logs are deleted, off the writer thread.
+    trash: Arc<Trash>,
 }
 
 impl DataDir {
@@ -115,6 +118,7 @@ impl DataDir {
             .ctx(|| format!("open {}", lock_path.display()))?;
         rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
             .map_err(|_| StorageError::Locked(path.clone()))?;
+        let trash = Arc::new(Trash::open(&path)?);
         let (tx, rx) = mpsc::channel();
         let faults = Arc::new(DiskFaults::new());
         let space = Arc::new(SpaceGuard::new(path.clone(), options.min_free_bytes));
@@ -134,6 +138,7 @@ impl DataDir {
             group_bytes: 0,
             group_appends: 0,
             next_interval_sync: None,
+            trash: trash.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("cairn-storage-writer".into())
@@ -147,6 +152,7 @@ impl DataDir {
             lock: Mutex::new(Some(lock)),
             faults,
             space,
+            trash,
         })
     }
 
@@ -250,6 +256,8 @@ impl DataDir {
             Err(_) => Err(StorageError::WriterStopped),
         };
         let _ = thread.join();
+        // No half-deleted log stays behind a stopped data directory.
+        self.trash.wait();
         // Every log is synced and the writer is gone: release the lock.
         self.lock.lock().take();
         result
@@ -283,6 +291,7 @@ struct Writer {
     group_bytes: usize,
     group_appends: u32,
     next_interval_sync: Option<Instant>,
+    trash: Arc<Trash>,
     /// Runs a group's syncs beside this thread, and seals rolled segments;
     /// `None` when `sync_threads` is 0 (everything inline, one after another).
     pool: Option<SyncPool>,
@@ -804,9 +813,9 @@ impl Writer {
         self.logs.retain(|l| !Arc::ptr_eq(l, log));
         let mut st = log.active.lock();
         let result = if delete {
-            fs::remove_dir_all(&log.dir)
-                .ctx(|| format!("delete {}", log.dir.display()))
-                .and_then(|()| log.dir.parent().map_or(Ok(()), fsync_dir))
+            // Unlinking a big log takes long: every other log's appends
+            // would wait (see `trash`).
+            self.trash.discard(&log.dir)
         } else {
             sync_if_dirty(log, &mut st);
             Ok(())
