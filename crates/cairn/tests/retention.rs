@@ -9,7 +9,8 @@
 //! is removed after the node restarts and the grace period passes; and,
 //! before any cut, a replica further behind than the replay window
 //! (`--snapshot-behind`) — a new one, or a node back from an outage —
-//! arrives by snapshot too, the latter fetching only what it lacks.
+//! arrives by snapshot too, the latter fetching only what it lacks, and
+//! killing both ends of such a transfer loses nothing either.
 
 mod support;
 
@@ -754,5 +755,74 @@ async fn before_any_cut_a_follower_back_from_an_outage_fetches_only_what_it_lack
         fetched as usize + held <= total,
         "fetched {fetched} bytes of a {total}-byte log, though it held the first {held}"
     );
+    batches_identical(c.dir.path(), group, &[1, 2, 3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_any_cut_killing_both_ends_mid_append_transfer_loses_nothing() -> Result<()> {
+    // A slow transfer (64 kB/s) of what the follower lacks, no cut.
+    let mut c = TestCluster::start_with(
+        3,
+        &[
+            "--retention-check-ms",
+            "200",
+            "--snapshot-behind",
+            "64k",
+            "--snapshot-rate",
+            "64k",
+        ],
+    )
+    .await?;
+    create(&c, 1 << 30).await?;
+    let load = Load::start(&c, STREAM, 1);
+    let (follower, leader) = roles(&c).await?;
+    wait_applied(&c, leader, 200).await?;
+    c.kill(follower);
+    load.urls.lock()[follower] = None;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped_at = group_view(&c, leader).await?.applied_index.unwrap_or(0) + 64;
+    wait_applied(&c, leader, stopped_at + 1500).await?;
+    c.start_node(follower)?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(g) = group_view(&c, follower).await
+            && let Some(progress) = g.catching_up
+        {
+            println!("transfer under way: {progress:?}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the follower never reported catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.kill(leader);
+    c.kill(follower);
+    load.urls.lock()[leader] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_node(leader)?;
+    c.start_node(follower)?;
+    load.urls.lock()[leader] = c.url(leader);
+    load.urls.lock()[follower] = c.url(follower);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, _, acked) = load.stop().await?;
+    ensure!(ok > 0, "no write was acknowledged");
+    let views = wait_converged(&c).await?;
+    ensure!(
+        views.iter().all(|g| g.log_start_index == 0),
+        "nothing was cut, yet a log does not start at 0: {views:?}"
+    );
+    let from = same_entries_everywhere(&c, &views, &acked).await?;
+    ensure!(from == 0, "entries served only from offset {from}");
+    println!(
+        "after the kills: {} acknowledged entries checked",
+        acked.len()
+    );
+    let group = views[0].group;
+    for i in 0..3 {
+        c.kill(i);
+    }
     batches_identical(c.dir.path(), group, &[1, 2, 3])
 }
