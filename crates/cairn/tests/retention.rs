@@ -388,6 +388,41 @@ async fn a_follower_behind_the_log_start_catches_up_by_snapshot() -> Result<()> 
     batches_identical(c.dir.path(), group, &[1, 2, 3])
 }
 
+/// Waits until the restarted `follower` reports a catch-up under way, then
+/// SIGKILLs it and the `leader` and starts both again, the load writing
+/// through them once more.
+async fn kill_both_ends_mid_transfer(
+    c: &mut TestCluster,
+    load: &Load,
+    leader: usize,
+    follower: usize,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(g) = group_view(c, follower).await
+            && let Some(progress) = g.catching_up
+        {
+            println!("transfer under way: {progress:?}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the follower never reported catching up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.kill(leader);
+    c.kill(follower);
+    load.urls.lock()[leader] = None;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_node(leader)?;
+    c.start_node(follower)?;
+    load.urls.lock()[leader] = c.url(leader);
+    load.urls.lock()[follower] = c.url(follower);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_leader_and_follower_mid_transfer_loses_no_acknowledged_entry() -> Result<()> {
     // A slow transfer (64 kB/s) of a retained log of a few hundred kB.
@@ -412,29 +447,7 @@ async fn killing_leader_and_follower_mid_transfer_loses_no_acknowledged_entry() 
     wait_for_cuts(&c, leader, behind + 1, 1).await?;
     c.start_node(follower)?;
 
-    // Wait for the transfer to be under way, then kill both ends.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(g) = group_view(&c, follower).await
-            && let Some(progress) = g.catching_up
-        {
-            println!("transfer under way: {progress:?}");
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the follower never reported catching up");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    c.kill(leader);
-    c.kill(follower);
-    load.urls.lock()[leader] = None;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    c.start_node(leader)?;
-    c.start_node(follower)?;
-    load.urls.lock()[leader] = c.url(leader);
-    load.urls.lock()[follower] = c.url(follower);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill_both_ends_mid_transfer(&mut c, &load, leader, follower).await?;
     let (ok, _, acked) = load.stop().await?;
     ensure!(ok > 0, "no write was acknowledged");
     let views = wait_converged(&c).await?;
@@ -783,30 +796,7 @@ async fn before_any_cut_killing_both_ends_mid_append_transfer_loses_nothing() ->
     let stopped_at = group_view(&c, leader).await?.applied_index.unwrap_or(0) + 64;
     wait_applied(&c, leader, stopped_at + 1500).await?;
     c.start_node(follower)?;
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(g) = group_view(&c, follower).await
-            && let Some(progress) = g.catching_up
-        {
-            println!("transfer under way: {progress:?}");
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the follower never reported catching up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    c.kill(leader);
-    c.kill(follower);
-    load.urls.lock()[leader] = None;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    c.start_node(leader)?;
-    c.start_node(follower)?;
-    load.urls.lock()[leader] = c.url(leader);
-    load.urls.lock()[follower] = c.url(follower);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    kill_both_ends_mid_transfer(&mut c, &load, leader, follower).await?;
     let (ok, _, acked) = load.stop().await?;
     ensure!(ok > 0, "no write was acknowledged");
     let views = wait_converged(&c).await?;

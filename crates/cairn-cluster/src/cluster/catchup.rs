@@ -281,19 +281,9 @@ impl Inner {
         let result = async {
             while at <= last.index {
                 *progress.lock() = Progress::Fetching(at);
-                let fetched = ask(&self.as_host(),
-                        source,
-                        g.group,
-                        AeRequest::Fetch {
-                            range: at..last.index + 1,
-                            max_bytes: CHUNK_BYTES,
-                        },
-                    )
-                    .await
-                    .map_err(|e| format!("fetch from node {source} at index {at}: {e}"))?;
-                let AeResponse::Batches(bytes) = fetched else {
-                    return Err(format!("node {source} answered {fetched:?} to a fetch"));
-                };
+                let bytes = self
+                    .fetch_from(source, g.group, at..last.index + 1, CHUNK_BYTES)
+                    .await?;
                 let wait = self.catchups.limiter.take(bytes.len() as u64);
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
@@ -375,6 +365,30 @@ impl Inner {
         result
     }
 
+    /// The batches of `group` with indexes in `range` that `source` holds
+    /// (at least one if any, up to about `max_bytes`), as sent.
+    async fn fetch_from(
+        self: &Arc<Self>,
+        source: NodeId,
+        group: u64,
+        range: std::ops::Range<u64>,
+        max_bytes: u64,
+    ) -> Result<bytes::Bytes, String> {
+        let at = range.start;
+        let fetched = ask(
+            &self.as_host(),
+            source,
+            group,
+            AeRequest::Fetch { range, max_bytes },
+        )
+        .await
+        .map_err(|e| format!("fetch from node {source} at index {at}: {e}"))?;
+        match fetched {
+            AeResponse::Batches(bytes) => Ok(bytes),
+            other => Err(format!("node {source} answered {other:?} to a fetch")),
+        }
+    }
+
     /// The follower's last entry, if the staged data can continue its log:
     /// it lies in the snapshot's range and `source` holds it with the same
     /// term (then, by Log Matching, everything up to it is identical).
@@ -391,20 +405,9 @@ impl Inner {
         if mine.index + 1 < first || mine.index >= last.index {
             return Ok(None);
         }
-        let fetched = ask(
-            &self.as_host(),
-            source,
-            g.group,
-            AeRequest::Fetch {
-                range: mine.index..mine.index + 1,
-                max_bytes: 1,
-            },
-        )
-        .await
-        .map_err(|e| format!("ask node {source} for index {}: {e}", mine.index))?;
-        let AeResponse::Batches(bytes) = fetched else {
-            return Err(format!("node {source} answered {fetched:?} to a fetch"));
-        };
+        let bytes = self
+            .fetch_from(source, g.group, mine.index..mine.index + 1, 1)
+            .await?;
         let batches = RecordBatch::split_all(bytes).map_err(|e| format!("fetched batch: {e}"))?;
         Ok(batches
             .first()
